@@ -1,0 +1,217 @@
+"""Data sets on disk: the Kaggle HAR layout or class folders, splits, transforms, torch Datasets."""
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from sklearn.model_selection import train_test_split
+from timm.data import create_transform
+from torch.utils.data import Dataset
+from torchvision import transforms as T
+from tqdm.auto import tqdm
+
+from har_core.imaging import ImageError, load_image
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+SPLITS = ("train", "val", "test")
+
+
+class DataError(RuntimeError):
+    pass
+
+
+@dataclass
+class DataIndex:
+    """What a data folder holds: labelled samples (path relative to root), classes, and problems."""
+
+    root: Path
+    layout: str  # "kaggle" | "folders"
+    samples: list[tuple[str, str]]  # (relative path, label)
+    classes: list[str]
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for rel, label in sorted(self.samples):
+            digest.update(f"{rel},{label},{(self.root / rel).stat().st_size}\n".encode())
+        return digest.hexdigest()[:16]
+
+
+def detect_layout(root: Path) -> str:
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder not found: {root}")
+    if (root / "Training_set.csv").is_file():
+        return "kaggle"
+    if any(d.is_dir() and any(f.suffix.lower() in IMAGE_SUFFIXES for f in d.iterdir())
+           for d in root.iterdir()):
+        return "folders"
+    raise DataError(f"{root} is neither the Kaggle layout (Training_set.csv + train/) "
+                    "nor one folder of images per class")
+
+
+def _read_listing(csv_path: Path, image_dir: str, labelled: bool):
+    """Rows of a Kaggle CSV as (relative path, label or '') plus the rows that make no sense."""
+    rows, problems = [], []
+    try:
+        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except Exception as error:
+        raise DataError(f"cannot read {csv_path.name}: {error}") from None
+    needed = ["filename", "label"] if labelled else ["filename"]
+    if any(column not in frame.columns for column in needed):
+        raise DataError(f"{csv_path.name} needs the columns {', '.join(needed)}; found {list(frame.columns)}")
+    for record in frame.itertuples(index=False):
+        name = str(record.filename).strip()
+        label = str(record.label).strip() if labelled else ""
+        if not name or "/" in name or "\\" in name or name.startswith(".."):
+            problems.append((name or "(empty)", "invalid file name"))
+        elif labelled and not label:
+            problems.append((f"{image_dir}/{name}", "no label"))
+        else:
+            rows.append((f"{image_dir}/{name}", label))
+    return rows, problems
+
+
+def _check_images(root: Path, rows, problems, progress: bool):
+    """Keep rows whose image decodes; report the rest (decoding a small draft keeps this fast)."""
+    good = []
+    for rel, label in tqdm(rows, desc="checking images", disable=not progress, leave=False):
+        try:
+            load_image(root / rel, draft_size=32)
+        except ImageError as error:
+            problems.append((rel, str(error)))
+            continue
+        good.append((rel, label))
+    return good
+
+
+def scan(root: str | Path, classes: list[str] | None = None, progress: bool = True) -> DataIndex:
+    """Index the labelled images under `root`, reporting (not crashing on) anything unusable.
+
+    `classes` fixes the class list (a run's classes); labels outside it are reported and skipped.
+    """
+    root = Path(root)
+    layout = detect_layout(root)
+    if layout == "kaggle":
+        rows, problems = _read_listing(root / "Training_set.csv", "train", labelled=True)
+    else:
+        rows, problems = [], []
+        for folder in sorted(d for d in root.iterdir() if d.is_dir()):
+            rows += [(f"{folder.name}/{f.name}", folder.name) for f in sorted(folder.iterdir())
+                     if f.suffix.lower() in IMAGE_SUFFIXES]
+    known = set(classes) if classes is not None else None
+    if known is not None:
+        problems += [(rel, f"unknown label '{label}'") for rel, label in rows if label not in known]
+        rows = [(rel, label) for rel, label in rows if label in known]
+    samples = _check_images(root, rows, problems, progress)
+    if not samples:
+        raise DataError(f"no usable labelled images in {root}")
+    return DataIndex(root=root, layout=layout, samples=samples,
+                     classes=list(classes) if classes is not None else sorted({l for _, l in samples}),
+                     problems=problems)
+
+
+def unlabelled_images(target: str | Path) -> tuple[Path, list[str], list[tuple[str, str]]]:
+    """Images to predict: a Testing_set.csv (Kaggle), a folder, or one image. Returns root, rel paths, problems."""
+    target = Path(target)
+    if target.is_file() and target.suffix.lower() == ".csv":
+        rows, problems = _read_listing(target, "test", labelled=False)
+        root = target.parent
+        existing = [rel for rel, _ in rows if (root / rel).is_file()]
+        problems += [(rel, "file not found") for rel, _ in rows if not (root / rel).is_file()]
+        return root, existing, problems
+    if target.is_file():
+        return target.parent, [target.name], []
+    if target.is_dir():
+        files = sorted(f.relative_to(target).as_posix() for f in target.rglob("*")
+                       if f.suffix.lower() in IMAGE_SUFFIXES)
+        return target, files, []
+    raise DataError(f"nothing to predict at {target}")
+
+
+# ---- splits --------------------------------------------------------------------------------
+
+def make_split(index: DataIndex, seed: int = 0, val: float = 0.15, test: float = 0.15) -> pd.DataFrame:
+    """Stratified train/val/test split; one row per sample with its split."""
+    frame = pd.DataFrame(index.samples, columns=["filename", "label"])
+    rest, test_part = train_test_split(frame, test_size=test, stratify=frame["label"], random_state=seed)
+    train_part, val_part = train_test_split(rest, test_size=val / (1 - test), stratify=rest["label"],
+                                            random_state=seed)
+    parts = [p.assign(split=name) for p, name in ((train_part, "train"), (val_part, "val"), (test_part, "test"))]
+    return pd.concat(parts).sort_values(["split", "filename"]).reset_index(drop=True)
+
+
+def write_manifest(frame: pd.DataFrame, path: Path) -> None:
+    from har_core.artifacts import atomic_write_text
+    atomic_write_text(path, frame[["filename", "label", "split"]].to_csv(index=False, quoting=csv.QUOTE_MINIMAL))
+
+
+def read_manifest(path: Path) -> pd.DataFrame:
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if list(frame.columns[:3]) != ["filename", "label", "split"] or not set(frame["split"]) <= set(SPLITS):
+        raise DataError(f"{path} is not a split manifest (filename,label,split)")
+    if frame["filename"].duplicated().any():
+        raise DataError(f"{path} lists an image twice")
+    return frame
+
+
+# ---- transforms, derived from the registry entry's data config -----------------------------
+
+def eval_transform(data_config: dict):
+    return create_transform(**data_config, is_training=False)
+
+
+def train_transform(data_config: dict, augment: str):
+    """Training transform from a comma-separated list of augmentation names (see AUGMENTATIONS)."""
+    names = [n.strip() for n in augment.split(",") if n.strip()]
+    unknown = [n for n in names if n not in AUGMENTATIONS]
+    if unknown:
+        raise ValueError(f"unknown augmentation(s) {unknown}; choose from {', '.join(AUGMENTATIONS)}")
+    size = data_config["input_size"][-1]
+    interpolation = T.InterpolationMode(data_config["interpolation"])
+    if "rrc" in names:
+        steps = [T.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=interpolation)]
+    else:
+        steps = [T.Resize(int(size / data_config["crop_pct"]), interpolation=interpolation), T.CenterCrop(size)]
+    steps += [AUGMENTATIONS[n]() for n in names if n not in ("rrc", "erasing")]
+    steps += [T.ToTensor(), T.Normalize(data_config["mean"], data_config["std"])]
+    if "erasing" in names:
+        steps.append(T.RandomErasing(p=0.25))
+    return T.Compose(steps)
+
+
+AUGMENTATIONS = {
+    "rrc": None,  # random resized crop: replaces resize + centre crop
+    "flip": lambda: T.RandomHorizontalFlip(),
+    "rotate": lambda: T.RandomRotation(15),
+    "affine": lambda: T.RandomAffine(0, translate=(0.1, 0.1), scale=(0.9, 1.1), shear=8),
+    "perspective": lambda: T.RandomPerspective(0.2, p=0.3),
+    "color": lambda: T.ColorJitter(0.3, 0.3, 0.3, 0.05),
+    "randaugment": lambda: T.RandAugment(num_ops=2, magnitude=9),
+    "erasing": None,  # RandomErasing(0.25), applied to the normalised tensor
+}
+
+
+class ImageDataset(Dataset):
+    def __init__(self, root: Path, files: list[str], labels: list[int] | None, transform):
+        self.root, self.files, self.labels, self.transform = Path(root), files, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        image = load_image(self.root / self.files[i])
+        label = self.labels[i] if self.labels is not None else -1
+        return self.transform(image), label, i
+
+
+def class_weights_sampler(labels: list[int], num_classes: int, generator: torch.Generator):
+    """Weighted random sampler that draws every class equally often."""
+    counts = torch.bincount(torch.tensor(labels), minlength=num_classes).float().clamp(min=1)
+    weights = (1.0 / counts)[torch.tensor(labels)]
+    return torch.utils.data.WeightedRandomSampler(weights, num_samples=len(labels), replacement=True,
+                                                  generator=generator)

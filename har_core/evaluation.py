@@ -1,0 +1,55 @@
+"""Evaluating a model on one split of its manifest, and writing the results into the run folder."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from har_core import artifacts
+from har_core.data import ImageDataset, eval_transform
+from har_core.inference import data_config_of, predict_loader
+from har_core.metrics import compute_metrics, predictions_frame, summary
+
+
+def split_loader(root: Path, manifest: pd.DataFrame, split: str, classes: list[str], transform,
+                 batch_size: int = 64, workers: int = 0, shuffle: bool = False, sampler=None,
+                 generator: torch.Generator | None = None, pin_memory: bool = False) -> DataLoader:
+    rows = manifest[manifest["split"] == split]
+    index = {c: i for i, c in enumerate(classes)}
+    dataset = ImageDataset(root, rows["filename"].tolist(), [index[l] for l in rows["label"]], transform)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      num_workers=workers, generator=generator, pin_memory=pin_memory,
+                      persistent_workers=False, drop_last=False)
+
+
+def evaluate_split(model: nn.Module, card: dict, root: Path, manifest: pd.DataFrame, split: str,
+                   tta: bool = False, device: str = "cpu", batch_size: int = 64, workers: int = 0,
+                   progress: bool = True) -> tuple[dict, pd.DataFrame]:
+    classes = card["classes"]
+    loader = split_loader(root, manifest, split, classes, eval_transform(data_config_of(card)),
+                          batch_size=batch_size, workers=workers, pin_memory=device != "cpu")
+    probs, labels = predict_loader(model, loader, tta=tta, device=device, desc=f"evaluating {split}",
+                                   progress=progress)
+    metrics = compute_metrics(labels, probs, classes)
+    metrics.update({"split": split, "tta": tta})
+    files = manifest.loc[manifest["split"] == split, "filename"].tolist()
+    return metrics, predictions_frame(files, labels, probs, classes)
+
+
+def write_evaluation(run_dir: Path, card: dict, metrics: dict, predictions: pd.DataFrame) -> dict:
+    """Store metrics and predictions of one split and record the headline numbers on the card."""
+    split = metrics["split"]
+    artifacts.write_json(run_dir / artifacts.metrics_file(split), metrics)
+    artifacts.atomic_write_text(run_dir / artifacts.predictions_file(split), predictions.to_csv(index=False))
+    card = dict(card)
+    card["metrics"] = {**card.get("metrics", {}), split: summary(metrics) | {"tta": metrics["tta"]}}
+    artifacts.write_json(run_dir / artifacts.CARD, card)
+    return card
+
+
+def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean())

@@ -1,0 +1,93 @@
+"""The one guarded entry point for decoding images: app uploads, the CLI and data loading all use it."""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int = 25 * 1024 * 1024  # a phone photo is a few MB
+    max_pixels: int = 64_000_000  # 8000×8000; beyond this decoding costs too much memory
+    min_side: int = 8
+    max_aspect: float = 50.0
+
+
+DEFAULT_LIMITS = ImageLimits()
+
+
+class ImageError(ValueError):
+    """An image that cannot be used, with a one-line reason fit to show a person."""
+
+
+def safe_name(name: str) -> str:
+    """A display name with no directory parts (uploads may carry '../' or separators)."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip() or "image"
+    return "".join(ch if ch.isprintable() else "_" for ch in base)[:120]
+
+
+def load_image(source: bytes | str | Path, limits: ImageLimits = DEFAULT_LIMITS,
+               draft_size: int | None = None) -> Image.Image:
+    """Decode to an upright RGB image or raise ImageError with a short reason.
+
+    `draft_size` lets JPEG decoding shrink by a power of two while staying at least that large,
+    which makes large photos much cheaper to decode without changing what the model sees much.
+    """
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError(f"file not found: {path.name}")
+        if path.stat().st_size > limits.max_bytes:
+            raise ImageError(f"file is larger than {limits.max_bytes // 2**20} MB")
+        data = path.read_bytes()
+    else:
+        data = bytes(source)
+    if not data:
+        raise ImageError("the file is empty")
+    if len(data) > limits.max_bytes:
+        raise ImageError(f"file is larger than {limits.max_bytes // 2**20} MB")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > limits.max_pixels:
+                raise ImageError(f"image is too large ({width}×{height} pixels; limit "
+                                 f"{limits.max_pixels // 1_000_000} megapixels)")
+            if min(width, height) < limits.min_side:
+                raise ImageError(f"image is too small ({width}×{height} pixels)")
+            if max(width, height) / min(width, height) > limits.max_aspect:
+                raise ImageError(f"image is an extreme strip ({width}×{height} pixels)")
+            if draft_size and image.format == "JPEG":
+                image.draft("RGB", (draft_size, draft_size))
+            image.seek(0)  # animated files: the first frame
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return to_rgb(image)
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError("not a supported image (use JPEG, PNG, WebP, BMP, GIF or TIFF)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageError(f"the image is damaged or truncated ({error})") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB; transparency is flattened on white, high bit depths are rescaled."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        import numpy as np
+        array = np.asarray(image, dtype=np.float64)
+        low, high = float(array.min()), float(array.max())
+        scaled = (array - low) / (high - low) * 255 if high > low else array * 0
+        image = Image.fromarray(scaled.astype("uint8"), "L")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        return background
+    return image.convert("RGB")

@@ -1,0 +1,123 @@
+"""Loading trained runs and predicting with them."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from tqdm.auto import tqdm
+
+from har_core.artifacts import Run, RunError, load_weights, open_run
+from har_core.data import eval_transform
+from har_core.registry import REGISTRY
+
+
+def data_config_of(card: dict) -> dict:
+    """The preprocessing a run was trained with, as recorded on its card."""
+    size = card["input_size"]
+    return {"input_size": (3, size, size), "mean": tuple(card["mean"]), "std": tuple(card["std"]),
+            "crop_pct": card["crop_pct"], "interpolation": card["interpolation"]}
+
+
+def logits_of(output) -> torch.Tensor:
+    """Models with auxiliary heads return (logits, aux) in training; the first is the prediction."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+@torch.inference_mode()
+def forward_probs(model: nn.Module, batch: torch.Tensor, tta: bool = False) -> torch.Tensor:
+    """Softmax probabilities; with flip TTA both views go through one forward and are averaged."""
+    if tta:
+        n = batch.shape[0]
+        probs = logits_of(model(torch.cat([batch, batch.flip(-1)]))).float().softmax(1)
+        return (probs[:n] + probs[n:]) / 2
+    return logits_of(model(batch)).float().softmax(1)
+
+
+@dataclass
+class LoadedModel:
+    run: Run
+    model: nn.Module
+    transform: object
+    lock: threading.Lock = field(default_factory=threading.Lock)  # Grad-CAM hooks are not re-entrant
+
+    @property
+    def name(self) -> str:
+        return self.run.name
+
+    @property
+    def classes(self) -> list[str]:
+        return self.run.classes
+
+    @property
+    def preprocess_key(self) -> tuple:
+        """Models with equal keys see identical input tensors, so one preprocessing serves them all."""
+        return tuple(sorted((k, str(v)) for k, v in data_config_of(self.run.card).items()))
+
+    def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
+        return torch.stack([self.transform(image) for image in images])
+
+    def predict(self, images: list[Image.Image], tta: bool = False) -> np.ndarray:
+        return forward_probs(self.model, self.preprocess(images), tta).numpy()
+
+
+def build_for_card(card: dict, run_name: str) -> nn.Module:
+    if card["model"] not in REGISTRY:
+        raise RunError(f"{run_name}: unknown architecture '{card['model']}' on its card")
+    return REGISTRY[card["model"]].build(len(card["classes"]))
+
+
+def load_run(path_or_run: str | Path | Run) -> LoadedModel:
+    run = path_or_run if isinstance(path_or_run, Run) else open_run(path_or_run)
+    model = build_for_card(run.card, run.name)
+    load_weights(run.weights_path(), model, run.name)
+    model.eval()
+    return LoadedModel(run=run, model=model, transform=eval_transform(data_config_of(run.card)))
+
+
+@dataclass
+class Prediction:
+    model: str
+    probs: np.ndarray  # (n_images, n_classes)
+    seconds: float
+
+
+def predict_all(models: list[LoadedModel], images: list[Image.Image], tta: bool = False) -> list[Prediction]:
+    """Every model predicts every image; preprocessing is shared between models that agree on it."""
+    cache: dict[tuple, torch.Tensor] = {}
+    results = []
+    for loaded in models:
+        start = time.perf_counter()
+        key = loaded.preprocess_key
+        if key not in cache:
+            cache[key] = loaded.preprocess(images)
+        probs = forward_probs(loaded.model, cache[key], tta).numpy()
+        results.append(Prediction(loaded.name, probs, time.perf_counter() - start))
+    return results
+
+
+def ensemble(predictions: list[Prediction]) -> np.ndarray:
+    return np.mean([p.probs for p in predictions], axis=0)
+
+
+@torch.inference_mode()
+def predict_loader(model: nn.Module, loader, tta: bool = False, device: str = "cpu",
+                   desc: str = "predicting", progress: bool = True):
+    """Probabilities and labels for every batch of a DataLoader of (image, label, index)."""
+    model.eval()
+    all_probs, all_labels, all_indices = [], [], []
+    for images, labels, indices in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        images = images.to(device, non_blocking=True)
+        if device != "cpu":
+            images = images.to(memory_format=torch.channels_last)
+        with torch.autocast(device_type="cuda", enabled=device != "cpu"):
+            all_probs.append(forward_probs(model, images, tta).cpu())
+        all_labels.append(labels)
+        all_indices.append(indices)
+    order = torch.cat(all_indices).argsort()
+    return torch.cat(all_probs)[order].numpy().astype(np.float64), torch.cat(all_labels)[order].numpy()

@@ -1,0 +1,56 @@
+"""Classification metrics, all computed by scikit-learn."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (accuracy_score, classification_report, confusion_matrix,
+                             precision_recall_fscore_support, top_k_accuracy_score)
+
+
+def compute_metrics(y_true, probs: np.ndarray, classes: list[str], top_k=(3, 5)) -> dict:
+    """Metrics of class probabilities `probs` (N × C) against integer labels `y_true`."""
+    y_true = np.asarray(y_true)
+    labels = list(range(len(classes)))
+    y_pred = probs.argmax(1)
+    result = {"classes": list(classes), "n": int(len(y_true)),
+              "accuracy": float(accuracy_score(y_true, y_pred))}
+    for k in top_k:
+        if k < len(classes):
+            result[f"top{k}_accuracy"] = float(top_k_accuracy_score(y_true, probs, k=k, labels=labels))
+    for average in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=average,
+                                                     zero_division=0)
+        result.update({f"{average}_precision": float(p), f"{average}_recall": float(r), f"{average}_f1": float(f)})
+    result["per_class"] = classification_report(y_true, y_pred, labels=labels, target_names=classes,
+                                                output_dict=True, zero_division=0)
+    result["confusion_matrix"] = confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    return result
+
+
+def summary(metrics: dict) -> dict:
+    """The headline numbers of a metrics dict."""
+    keys = ["accuracy", "top3_accuracy", "top5_accuracy", "macro_precision", "macro_recall", "macro_f1",
+            "weighted_precision", "weighted_recall", "weighted_f1"]
+    return {k: metrics[k] for k in keys if k in metrics}
+
+
+def per_class_f1(metrics: dict) -> dict[str, float]:
+    return {c: metrics["per_class"][c]["f1-score"] for c in metrics["classes"]}
+
+
+def predictions_frame(files: list[str], y_true, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """One row per sample: file, true and predicted class names, confidence, every class probability."""
+    predicted = probs.argmax(1)
+    frame = pd.DataFrame({
+        "filename": files,
+        "true": [classes[i] if i >= 0 else "" for i in y_true],
+        "predicted": [classes[i] for i in predicted],
+        "confidence": probs.max(1).round(6),
+    })
+    for i, name in enumerate(classes):
+        frame[f"prob_{name}"] = probs[:, i].round(6)
+    return frame
+
+
+def probabilities(frame: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    return frame[[f"prob_{c}" for c in classes]].to_numpy(dtype=np.float64)

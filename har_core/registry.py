@@ -1,0 +1,219 @@
+"""The model registry: one entry per architecture is the single source of truth.
+
+Each `ModelSpec` holds everything the rest of HAR Studio needs to know about a model —
+how to build it, what it eats (input size, normalisation, resize/crop), where Grad-CAM
+looks, which parameters form the head, how it is trained by default, and where its
+ImageNet weights come from. Transforms, training, inference and the app derive from it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable
+
+import timm
+import torch
+import torchvision
+from torch import nn
+
+from har_core import archs
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TF_MEAN = (0.5, 0.5, 0.5)  # inputs scaled to [-1, 1], as Google's TF models expect
+TF_STD = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training recipe: plain values, each overridable from the command line."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    optimizer: str = "adamw"  # adam | adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    scheduler: str = "cosine"  # cosine | plateau | step | none
+    warmup_epochs: int = 0
+    step_size: int = 5  # StepLR
+    gamma: float = 0.1  # StepLR / ReduceLROnPlateau factor
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    augment: str = "flip"  # comma-separated names from har_core.data.AUGMENTATIONS
+    weighted_sampler: bool = False
+    freeze_epochs: int = 0  # stage 1: only the head trains for this many epochs
+    trainable: str = "all"  # stage 2: "all", "head", or comma-separated module prefixes
+    finetune_lr: float = 0.0  # stage 2 learning rate (0: keep lr)
+    patience: int = 0  # early stopping on val accuracy (0: off)
+    aux_weight: float = 0.4  # InceptionV3 auxiliary logits
+    tta: bool = False  # flip TTA at evaluation
+    image_size: int = 0  # 0: the model's own input size; else train/evaluate at this size
+
+    def replace(self, **changes) -> "Recipe":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    build: Callable[[int], nn.Module]  # num_classes -> randomly initialised model
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    cam_layer: str  # dotted path of the Grad-CAM target layer
+    head: tuple[str, ...]  # module prefixes that make up the classifier head
+    recipe: Recipe
+    crop_pct: float = 0.875
+    interpolation: str = "bicubic"
+    hub: str = ""  # where `--pretrained hub` downloads from: "torchvision:<weights enum>" or "timm:<hf id>"
+    offline: str = ""  # key into har_core.pretrained.OFFLINE_WEIGHTS, or ""
+    key_format: str = "native"  # how pretrained keys are named: native | efficientnet_pytorch | fid_inception
+    description: str = ""
+    default_pretrained: str = "none"
+
+    def data_config(self, image_size: int = 0) -> dict:
+        """The timm-style data config every transform derives from."""
+        size = image_size or self.input_size
+        return {
+            "input_size": (3, size, size),
+            "mean": self.mean,
+            "std": self.std,
+            "crop_pct": self.crop_pct,
+            "interpolation": self.interpolation,
+        }
+
+
+REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in REGISTRY:
+        raise KeyError(f"unknown model '{name}'; known models: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]
+
+
+def build_model(name: str, num_classes: int) -> nn.Module:
+    return get_spec(name).build(num_classes)
+
+
+def get_module(model: nn.Module, dotted: str) -> nn.Module:
+    return model.get_submodule(dotted)
+
+
+def is_head_param(spec: ModelSpec, param_name: str) -> bool:
+    return any(param_name == h or param_name.startswith(h + ".") for h in spec.head)
+
+
+# ---- recipes: the groups' reference recipes, by name ----------------------------------------
+
+RECIPES: dict[str, Recipe] = {
+    "efficientnet_b1": Recipe(
+        epochs=25, batch_size=64, optimizer="adam", lr=1e-4, weight_decay=1e-4, scheduler="plateau",
+        gamma=0.5, label_smoothing=0.1, mixup_alpha=0.2, augment="rrc,flip,rotate,color,randaugment",
+        freeze_epochs=5, trainable="all", finetune_lr=3e-5, patience=6, tta=True),
+    "custom_cnn": Recipe(
+        epochs=40, batch_size=32, optimizer="adamw", lr=3e-4, weight_decay=1e-4, scheduler="cosine",
+        warmup_epochs=3, label_smoothing=0.1, augment="rrc,flip,randaugment,erasing",
+        weighted_sampler=True, patience=10),
+    "resnet50": Recipe(
+        epochs=15, batch_size=32, optimizer="adam", lr=1e-4, weight_decay=0.0, scheduler="step",
+        step_size=5, gamma=0.1, augment="rrc,flip,rotate", trainable="layer4,fc"),
+    "vgg16": Recipe(
+        epochs=15, batch_size=32, optimizer="adam", lr=1e-4, weight_decay=1e-4, scheduler="step",
+        step_size=5, gamma=0.1, label_smoothing=0.1, augment="rrc,flip,rotate",
+        freeze_epochs=3, trainable="features.24,features.26,features.28,head", finetune_lr=3e-5),
+    "inception_v3": Recipe(
+        epochs=15, batch_size=32, optimizer="adam", lr=1e-3, weight_decay=1e-4, scheduler="plateau",
+        gamma=0.5, label_smoothing=0.1, augment="rrc,flip,rotate,color", freeze_epochs=4,
+        trainable="Mixed_7b,Mixed_7c,AuxLogits,fc", finetune_lr=1e-4, patience=5, tta=True),
+    "linear_probe": Recipe(
+        epochs=5, batch_size=32, optimizer="adam", lr=1e-2, weight_decay=1e-4, scheduler="cosine",
+        augment="flip", trainable="head"),
+}
+
+
+# ---- the entries -------------------------------------------------------------------------
+
+def _timm(arch: str, drop_rate: float = 0.2):
+    return lambda num_classes: timm.create_model(arch, pretrained=False, num_classes=num_classes,
+                                                 drop_rate=drop_rate)
+
+
+def _resnet50(num_classes: int) -> nn.Module:
+    model = torchvision.models.resnet50(weights=None)
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model
+
+
+def _mobilenet_v2(num_classes: int) -> nn.Module:
+    model = torchvision.models.mobilenet_v2(weights=None)
+    model.classifier[1] = nn.Linear(model.classifier[1].in_features, num_classes)
+    return model
+
+
+register(ModelSpec(
+    name="custom_cnn", build=archs.CustomCNN, input_size=256, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+    crop_pct=1.0, interpolation="bilinear", cam_layer="features.4.0", head=("classifier",),
+    recipe=RECIPES["custom_cnn"],
+    description="The groups' baseline: five Conv3x3-BN-ReLU-MaxPool blocks, trained from scratch."))
+
+for _name, _arch, _size in (("efficientnet_b1", "efficientnet_b1", 240),
+                            ("efficientnet_b3", "efficientnet_b3", 300)):
+    register(ModelSpec(
+        name=_name, build=_timm(_arch), input_size=_size, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        cam_layer="conv_head", head=("classifier",), recipe=RECIPES["efficientnet_b1"],
+        hub=f"timm:timm/{_arch}.ra4_e3600_r{_size}_in1k" if _arch == "efficientnet_b1"
+        else f"timm:timm/{_arch}.ra2_in1k", default_pretrained="hub",
+        description=f"timm {_arch} with Dropout 0.2 + Linear head, fine-tuned from ImageNet."))
+
+for _i, _size in ((0, 224), (1, 240), (2, 260)):
+    register(ModelSpec(
+        name=f"efficientnet_lite{_i}", build=_timm(f"tf_efficientnet_lite{_i}"), input_size=_size,
+        mean=TF_MEAN, std=TF_STD, crop_pct=0.882, cam_layer="conv_head", head=("classifier",),
+        recipe=RECIPES["efficientnet_b1"], hub=f"timm:timm/tf_efficientnet_lite{_i}.in1k",
+        offline=f"efficientnet_lite{_i}", key_format="efficientnet_pytorch", default_pretrained="offline",
+        description=f"timm tf_efficientnet_lite{_i}; ImageNet weights available offline."))
+
+register(ModelSpec(
+    name="vgg16", build=archs.vgg16_gap, input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+    interpolation="bilinear", cam_layer="features.29", head=("head",), recipe=RECIPES["vgg16"],
+    hub="torchvision:VGG16_Weights.IMAGENET1K_V1", default_pretrained="hub",
+    description="torchvision VGG16 convolutional base + global average pool, Linear 512→256, Dropout, Linear."))
+
+register(ModelSpec(
+    name="resnet50", build=_resnet50, input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+    interpolation="bilinear", cam_layer="layer4", head=("fc",), recipe=RECIPES["resnet50"],
+    hub="torchvision:ResNet50_Weights.IMAGENET1K_V2", default_pretrained="hub",
+    description="torchvision ResNet50 with a new Linear head."))
+
+register(ModelSpec(
+    name="inception_v3", build=archs.InceptionV3, input_size=299, mean=TF_MEAN, std=TF_STD,
+    crop_pct=0.875, interpolation="bilinear", cam_layer="Mixed_7c", head=("fc", "AuxLogits"),
+    recipe=RECIPES["inception_v3"], hub="torchvision:Inception_V3_Weights.IMAGENET1K_V1",
+    offline="inception_v3_fid", key_format="fid_inception", default_pretrained="offline",
+    description="InceptionV3 (Google 2015 backbone, TF-style pooling) with auxiliary logits in training."))
+
+register(ModelSpec(
+    name="mobilenet_v2", build=_mobilenet_v2, input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+    interpolation="bilinear", cam_layer="features.18", head=("classifier",),
+    recipe=RECIPES["efficientnet_b1"], hub="torchvision:MobileNet_V2_Weights.IMAGENET1K_V1",
+    offline="mobilenet_v2", default_pretrained="offline",
+    description="torchvision MobileNetV2; exact ImageNet weights available offline."))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def reset_head(model: nn.Module, spec: ModelSpec) -> None:
+    """Leave only the head randomly initialised (used after loading a pretrained backbone)."""
+    for prefix in spec.head:
+        for module in model.get_submodule(prefix).modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()

@@ -1,0 +1,113 @@
+"""Every pretrained format must reproduce the source model's features exactly."""
+import pytest
+import safetensors.torch
+import timm
+import torch
+import torchvision
+
+from har_core import pretrained
+from har_core.pretrained import PretrainedError, load_pretrained, offline_path, read_state_dict
+from har_core.registry import build_model, get_spec
+
+
+def features(model, images):
+    model.eval()
+    with torch.no_grad():
+        if hasattr(model, "forward_features"):  # timm
+            return model.forward_head(model.forward_features(images), pre_logits=True)
+        if hasattr(model, "features") and callable(model.features) and not isinstance(model.features, torch.nn.Module):
+            return model.features(images)  # our InceptionV3
+        body = torch.nn.Sequential(*list(model.children())[:-1])  # torchvision resnet: all but fc
+        return body(images).flatten(1)
+
+
+@pytest.fixture
+def image_batch():
+    torch.manual_seed(0)
+    return torch.randn(2, 3, 64, 64)
+
+
+def test_local_pth_safetensors_and_torchscript_files_load_exactly(tmp_path, image_batch):
+    torch.manual_seed(1)
+    source = torchvision.models.resnet50(weights=None)  # an ImageNet-shaped (1000-class) source
+    source.eval()
+    torch.save(source.state_dict(), tmp_path / "weights.pth")
+    safetensors.torch.save_file({k: v.contiguous() for k, v in source.state_dict().items()},
+                                tmp_path / "weights.safetensors")
+    torch.jit.save(torch.jit.trace(source, image_batch), tmp_path / "weights.pt")
+    expected = features(source, image_batch)
+    for name in ("weights.pth", "weights.safetensors", "weights.pt"):
+        model = build_model("resnet50", 15)
+        load_pretrained(model, get_spec("resnet50"), str(tmp_path / name))
+        assert torch.allclose(features(model, image_batch), expected, atol=1e-5), name
+        assert model.fc.out_features == 15
+
+
+def test_hub_download_loads_through_the_same_path(tmp_path, monkeypatch, image_batch):
+    """The real download needs a network; the fetch is stubbed to hand over a file the test wrote."""
+    torch.manual_seed(2)
+    source = timm.create_model("efficientnet_b1", num_classes=1000).eval()
+    path = tmp_path / "model.safetensors"
+    safetensors.torch.save_file(source.state_dict(), path)
+    asked = []
+    monkeypatch.setattr(pretrained, "fetch", lambda ident: asked.append(ident) or path)
+    model = build_model("efficientnet_b1", 15)
+    described = load_pretrained(model, get_spec("efficientnet_b1"), "hub")
+    assert asked == [get_spec("efficientnet_b1").hub] and described.startswith("hub")
+    assert torch.allclose(features(model, image_batch), features(source, image_batch), atol=1e-5)
+
+
+def test_torchvision_hub_source_resolves_to_a_real_url():
+    url = torchvision.models.get_weight(get_spec("resnet50").hub.split(":", 1)[1]).url
+    assert url.startswith("https://") and url.endswith(".pth")
+
+
+def test_efficientnet_pytorch_naming_maps_onto_timm_lite(tmp_path, image_batch):
+    """Random weights written in efficientnet_pytorch naming load to the identical timm model."""
+    torch.manual_seed(3)
+    source = timm.create_model("tf_efficientnet_lite0", num_classes=1000).eval()
+    real_keys = [k for k in read_state_dict(offline_path("efficientnet_lite0")) if not k.endswith("num_batches_tracked")]
+    ours = [k for k in source.state_dict() if not k.endswith("num_batches_tracked")]
+    assert len(real_keys) == len(ours)
+    # the offline file lists tensors in architectural order, as timm does: rename ours to its names
+    foreign = {theirs: source.state_dict()[mine] for theirs, mine in zip(real_keys, ours)}
+    torch.save(foreign, tmp_path / "efficientnet-lite0-random.pth")
+    model = build_model("efficientnet_lite0", 15)
+    load_pretrained(model, get_spec("efficientnet_lite0"), str(tmp_path / "efficientnet-lite0-random.pth"))
+    assert torch.allclose(features(model, image_batch), features(source, image_batch), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2"])
+def test_offline_imagenet_weights_load_strictly(name):
+    model = build_model(name, 15)
+    described = load_pretrained(model, get_spec(name), "offline")
+    assert "offline" in described
+    # the real file's backbone tensors are in the model (spot check the stem)
+    state = read_state_dict(offline_path(get_spec(name).offline))
+    stem = state.get("_conv_stem.weight", state.get("features.0.0.weight"))
+    own = model.state_dict().get("conv_stem.weight", model.state_dict().get("features.0.0.weight"))
+    assert torch.equal(stem, own)
+
+
+def test_offline_inception_backbone_reproduces_the_torchscript_features():
+    torch.manual_seed(4)
+    images = torch.rand(2, 3, 299, 299) * 2 - 1  # the 2015 graph takes [-1, 1]
+    script = torch.jit.load(str(offline_path("inception_v3_fid")), map_location="cpu").eval()
+    model = build_model("inception_v3", 15)
+    load_pretrained(model, get_spec("inception_v3"), "offline")
+    with torch.no_grad():
+        expected = script(images)
+    assert torch.allclose(features(model, images), expected, atol=1e-4)
+
+
+def test_wrong_or_broken_weight_files_are_clear_errors(tmp_path):
+    (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(PretrainedError, match="cannot read weights"):
+        load_pretrained(build_model("resnet50", 15), get_spec("resnet50"), str(tmp_path / "garbage.pth"))
+    torch.save(torchvision.models.mobilenet_v2(weights=None).state_dict(), tmp_path / "mobilenet.pth")
+    with pytest.raises(PretrainedError, match="does not fit resnet50"):
+        load_pretrained(build_model("resnet50", 15), get_spec("resnet50"), str(tmp_path / "mobilenet.pth"))
+    with pytest.raises(PretrainedError, match="not found"):
+        load_pretrained(build_model("resnet50", 15), get_spec("resnet50"), str(tmp_path / "nope.pth"))
+    with pytest.raises(PretrainedError, match="no offline weights"):
+        load_pretrained(build_model("resnet50", 15), get_spec("resnet50"), "offline")

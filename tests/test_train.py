@@ -1,0 +1,131 @@
+"""Training end to end on tiny generated data: run folder, evaluate, predict, resume, torchrun."""
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import safetensors.torch
+import torch
+
+from conftest import CLASSES, ROOT, SPORTS15, TINY_FLAGS, train_tiny
+from har_core import artifacts
+from har_core.inference import load_run
+from train import evaluate, predict, train
+
+
+def test_run_folder_holds_every_artifact(tiny_runs):
+    run_dir = tiny_runs / "custom_cnn"
+    for name in ("card.json", "model.safetensors", "history.json", "split.csv", "metrics_val.json",
+                 "metrics_test.json", "predictions_test.csv", "checkpoint/last.safetensors"):
+        assert (run_dir / name).is_file(), name
+    card = artifacts.open_run(run_dir).card
+    assert card["model"] == "custom_cnn" and card["classes"] == CLASSES and card["input_size"] == 32
+    assert card["recipe"]["epochs"] == 2 and card["split"]["counts"]["test"] > 0
+    assert card["data"]["skipped"] == 2 and len(card["data"]["fingerprint"]) == 16
+    assert set(card["versions"]) >= {"torch", "torchvision", "timm"}
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert set(history[0]) >= {"train_loss", "val_loss", "train_accuracy", "val_accuracy", "val_macro_f1", "lr"}
+    metrics = json.loads((run_dir / "metrics_test.json").read_text())
+    assert set(metrics) >= {"accuracy", "top3_accuracy" if len(CLASSES) > 3 else "accuracy", "macro_f1",
+                            "weighted_f1", "macro_precision", "per_class", "confusion_matrix"}
+    assert sum(map(sum, metrics["confusion_matrix"])) == metrics["n"] == card["split"]["counts"]["test"]
+    predictions = pd.read_csv(run_dir / "predictions_test.csv")
+    assert list(predictions.columns[:4]) == ["filename", "true", "predicted", "confidence"]
+    assert predictions[[f"prob_{c}" for c in CLASSES]].sum(axis=1).round(4).eq(1).all()
+    # the weights are safetensors, never pickle
+    assert safetensors.torch.load_file(run_dir / "model.safetensors")
+
+
+def test_split_is_reused_so_no_image_is_in_two_splits(tiny_runs):
+    first = pd.read_csv(tiny_runs / "custom_cnn" / "split.csv")
+    second = pd.read_csv(tiny_runs / "mobilenet_v2" / "split.csv")
+    assert first.equals(second)
+    assert not first["filename"].duplicated().any()
+
+
+def test_evaluate_reproduces_the_stored_metrics_and_predict_writes_a_submission(tiny_runs, kaggle_data, tmp_path, copy_of):
+    run_dir = copy_of(tiny_runs / "custom_cnn")
+    stored = json.loads((run_dir / "metrics_test.json").read_text())
+    recomputed = evaluate.main([str(run_dir), "--split", "test", "--quiet", "--workers", "0"])
+    assert recomputed["accuracy"] == stored["accuracy"]
+    assert recomputed["confusion_matrix"] == stored["confusion_matrix"]
+    with_tta = evaluate.main([str(run_dir), "--split", "val", "--tta", "--quiet", "--workers", "0"])
+    assert with_tta["tta"] is True and artifacts.open_run(run_dir).card["metrics"]["val"]["tta"] is True
+    out = tmp_path / "submission.csv"
+    submission = predict.main([str(run_dir), str(kaggle_data / "Testing_set.csv"), "--out", str(out), "--quiet"])
+    written = pd.read_csv(out)
+    assert list(written.columns) == ["filename", "label"] and len(written) == 6
+    assert written["filename"].tolist() == [f"Image_{i}.jpg" for i in range(1, 7)]
+    assert set(written["label"]) <= set(CLASSES)
+    assert submission.equals(written)
+
+
+def test_tiny_model_really_learns_the_synthetic_classes(tmp_path, kaggle_data):
+    run_dir = train_tiny(kaggle_data, tmp_path, "learner", extra=["--epochs", "6"])
+    history = json.loads((run_dir / "history.json").read_text())
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert max(h["val_accuracy"] for h in history) >= 0.8
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, kaggle_data):
+    straight = train_tiny(kaggle_data, tmp_path, "straight", extra=["--epochs", "3"])
+    # "interrupted" after epoch 1, then resumed to the same length
+    train_tiny(kaggle_data, tmp_path, "resumed", extra=["--epochs", "1"])
+    resumed = train.main(["--model", "custom_cnn", "--data", str(kaggle_data), "--out", str(tmp_path),
+                          "--name", "resumed", "--resume", "--epochs", "3", "--quiet", "--workers", "0"])
+    a = safetensors.torch.load_file(straight / "model.safetensors")
+    b = safetensors.torch.load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
+    assert strip(json.loads((straight / "history.json").read_text())) == \
+        strip(json.loads((resumed / "history.json").read_text()))
+    assert json.loads((straight / "metrics_test.json").read_text())["accuracy"] == \
+        json.loads((resumed / "metrics_test.json").read_text())["accuracy"]
+
+
+def test_resume_with_more_epochs_extends_a_finished_run(tmp_path, kaggle_data):
+    train_tiny(kaggle_data, tmp_path, "extend", extra=["--epochs", "1"])
+    run_dir = train.main(["--model", "custom_cnn", "--data", str(kaggle_data), "--out", str(tmp_path), "--name",
+                          "extend", "--resume", "--epochs", "2", "--quiet", "--workers", "0"])
+    assert [h["epoch"] for h in json.loads((run_dir / "history.json").read_text())] == [1, 2]
+    assert artifacts.open_run(run_dir).card["recipe"]["epochs"] == 2
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, kaggle_data):
+    with pytest.raises(SystemExit, match="nothing to resume"):
+        train.main(["--model", "custom_cnn", "--data", str(kaggle_data), "--out", str(tmp_path), "--resume"])
+
+
+def test_unwritable_output_folder_fails_before_training(tmp_path, kaggle_data):
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the run folder should go")
+    with pytest.raises(SystemExit, match="cannot write"):
+        train.main(["--model", "custom_cnn", "--data", str(kaggle_data), "--out", str(blocked), *TINY_FLAGS])
+
+
+def test_torchrun_two_processes_gloo_trains_one_epoch(tmp_path, kaggle_data, tiny_runs):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+               "-m", "train.train", "--model", "custom_cnn", "--data", str(kaggle_data), "--out", str(tmp_path),
+               "--name", "ddp", "--backend", "gloo", "--device", "cpu", *TINY_FLAGS, "--epochs", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ddp = json.loads((tmp_path / "ddp" / "metrics_test.json").read_text())
+    single = json.loads((tiny_runs / "custom_cnn" / "metrics_test.json").read_text())
+    assert set(ddp) == set(single) and ddp["n"] == single["n"]
+    history = json.loads((tmp_path / "ddp" / "history.json").read_text())
+    assert len(history) == 1 and history[0].keys() == \
+        json.loads((tiny_runs / "custom_cnn" / "history.json").read_text())[0].keys()
+
+
+@pytest.mark.skipif(not SPORTS15.is_dir(), reason="../shared/data/sports15 not present")
+def test_efficientnet_lite0_from_offline_weights_learns_sports15(tmp_path):
+    """Real learning, not plumbing: a short fine-tune of the head on real photos."""
+    run_dir = train.main(["--model", "efficientnet_lite0", "--data", str(SPORTS15), "--out", str(tmp_path),
+                          "--recipe", "linear_probe", "--pretrained", "offline", "--epochs", "3",
+                          "--quiet", "--workers", "1"])
+    history = json.loads((run_dir / "history.json").read_text())
+    assert max(h["val_accuracy"] for h in history) >= 0.80, history

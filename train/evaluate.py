@@ -1,0 +1,52 @@
+"""Recompute a run's metrics and per-sample predictions from its best checkpoint.
+
+    python -m train.evaluate RUN --split test [--tta] [--data DIR]
+
+Uses the run's own split manifest, so the evaluated images are exactly the ones it never trained on.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from har_core.artifacts import RunError, open_run
+from har_core.data import SPLITS
+from har_core.evaluation import evaluate_split, write_evaluation
+from har_core.inference import load_run
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", help="run folder")
+    parser.add_argument("--split", default="test", choices=SPLITS)
+    parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    parser.add_argument("--data", help="data folder (default: the one on the run's card)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=min(4, (os.cpu_count() or 2) - 1))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        run = open_run(args.run)
+        manifest = run.manifest()
+        if manifest is None:
+            raise RunError(f"{run.name}: no split manifest ({run.path / 'split.csv'})")
+        root = Path(args.data or run.card.get("data", {}).get("root", ""))
+        if not root.is_dir():
+            raise RunError(f"{run.name}: data folder {root} not found; pass --data")
+        loaded = load_run(run)
+        loaded.model.to(args.device)
+        metrics, predictions = evaluate_split(loaded.model, run.card, root, manifest, args.split, tta=args.tta,
+                                              device=args.device, batch_size=args.batch_size,
+                                              workers=args.workers, progress=not args.quiet)
+    except RunError as error:
+        raise SystemExit(f"error: {error}")
+    write_evaluation(run.path, run.card, metrics, predictions)
+    print(f"{run.name} {args.split}: accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}"
+          f"  ({metrics['n']} images{', flip TTA' if args.tta else ''})")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
