@@ -1,0 +1,136 @@
+"""Tables behind the app's pages: model comparison, per-class scores, confusion cells, mistakes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
+
+from har_core.artifacts import Run
+from har_core.data import DataError, scan
+from har_core.metrics import per_class_f1, summary
+
+
+def overview_table(runs: list[Run]) -> pd.DataFrame:
+    rows = []
+    for run in runs:
+        card = run.card
+        test = card.get("metrics", {}).get("test", {})
+        rows.append({
+            "run": run.name, "architecture": card["model"], "parameters (M)": round(card.get("parameters", 0) / 1e6, 2),
+            "input size": card["input_size"], "pretrained": card["pretrained"].split(" (")[0],
+            "epochs": card.get("epochs_trained"), "data": Path(card.get("data", {}).get("root", "?")).name,
+            "test accuracy": test.get("accuracy"), "test macro-F1": test.get("macro_f1"),
+        })
+    return pd.DataFrame(rows)
+
+
+def metrics_table(runs: list[Run], split: str) -> pd.DataFrame:
+    rows = []
+    for run in runs:
+        metrics = run.metrics(split)
+        if metrics is not None:
+            rows.append({"run": run.name, **summary(metrics)})
+    return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
+
+
+def per_class_f1_table(runs: list[Run], split: str) -> pd.DataFrame:
+    """Model × class F1 matrix (rows: runs, columns: classes)."""
+    rows = {run.name: per_class_f1(m) for run in runs if (m := run.metrics(split)) is not None}
+    return pd.DataFrame(rows).T
+
+
+def cell_samples(predictions: pd.DataFrame, true: str, predicted: str) -> pd.DataFrame:
+    """The samples of one confusion-matrix cell, most confident first."""
+    cell = predictions[(predictions["true"] == true) & (predictions["predicted"] == predicted)]
+    return cell.sort_values("confidence", ascending=False)[["filename", "true", "predicted", "confidence"]]
+
+
+def joined_predictions(predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per sample: its true class and, per run, the predicted class and confidence."""
+    frames = []
+    for name, frame in predictions.items():
+        part = frame.set_index("filename")[["true", "predicted", "confidence"]]
+        part = part.rename(columns={"predicted": f"{name}:predicted", "confidence": f"{name}:confidence"})
+        frames.append(part if not frames else part.drop(columns="true"))
+    return pd.concat(frames, axis=1, join="inner").reset_index() if frames else pd.DataFrame()
+
+
+def disagreement_matrix(predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Fraction of shared samples on which two runs predict different classes."""
+    joined = joined_predictions(predictions)
+    names = list(predictions)
+    matrix = pd.DataFrame(0.0, index=names, columns=names)
+    for a in names:
+        for b in names:
+            matrix.loc[a, b] = float((joined[f"{a}:predicted"] != joined[f"{b}:predicted"]).mean()) if len(joined) else 0
+    return matrix
+
+
+def mistakes(predictions: dict[str, pd.DataFrame], models: list[str] | None = None, true_class: str | None = None,
+             predicted_class: str | None = None, confidence: tuple[float, float] = (0.0, 1.0),
+             only: str = "any") -> pd.DataFrame:
+    """Misclassified samples, one row per (sample, run), most confident mistakes first.
+
+    only: "any" (every mistake), "all wrong" (samples every shown run gets wrong),
+          "disagree" (samples on which the shown runs predict different classes).
+    """
+    models = models or list(predictions)
+    joined = joined_predictions({m: predictions[m] for m in models})
+    if joined.empty:
+        return pd.DataFrame(columns=["filename", "run", "true", "predicted", "confidence"])
+    predicted = joined[[f"{m}:predicted" for m in models]]
+    wrong = predicted.ne(joined["true"], axis=0)
+    if only == "all wrong":
+        joined = joined[wrong.all(axis=1)]
+    elif only == "disagree":
+        joined = joined[predicted.nunique(axis=1) > 1]
+    rows = []
+    for model in models:
+        part = joined[joined[f"{model}:predicted"] != joined["true"]]
+        rows.append(pd.DataFrame({"filename": part["filename"], "run": model, "true": part["true"],
+                                  "predicted": part[f"{model}:predicted"],
+                                  "confidence": part[f"{model}:confidence"]}))
+    result = pd.concat(rows, ignore_index=True)
+    if true_class:
+        result = result[result["true"] == true_class]
+    if predicted_class:
+        result = result[result["predicted"] == predicted_class]
+    low, high = confidence
+    result = result[(result["confidence"] >= low) & (result["confidence"] <= high)]
+    return result.sort_values("confidence", ascending=False).reset_index(drop=True)
+
+
+def agreement(labels: list[str]) -> tuple[str, float]:
+    """The most common label among models and the share of models that chose it."""
+    values, counts = np.unique(labels, return_counts=True)
+    return str(values[counts.argmax()]), float(counts.max() / len(labels))
+
+
+def dataset_summary(root: str | Path, progress: bool = False) -> dict:
+    """Class distribution, image sizes and unreadable files of a data folder."""
+    index = scan(root, progress=progress)
+    sizes = []
+    for rel, label in tqdm(index.samples, desc="reading sizes", disable=not progress, leave=False):
+        with Image.open(index.root / rel) as image:
+            sizes.append({"filename": rel, "label": label, "width": image.width, "height": image.height})
+    return {"layout": index.layout, "classes": index.classes,
+            "counts": pd.Series([l for _, l in index.samples]).value_counts().reindex(index.classes),
+            "sizes": pd.DataFrame(sizes), "problems": pd.DataFrame(index.problems, columns=["file", "reason"])}
+
+
+def thumbnail(path: Path, size: int = 160) -> Image.Image | None:
+    """A small preview for the app; None when the file is gone or unreadable."""
+    from har_core.imaging import ImageError, load_image
+    try:
+        image = load_image(path, draft_size=size)
+    except ImageError:
+        return None
+    image.thumbnail((size, size))
+    return image
+
+
+__all__ = ["DataError", "overview_table", "metrics_table", "per_class_f1_table", "cell_samples",
+           "joined_predictions", "disagreement_matrix", "mistakes", "agreement", "dataset_summary", "thumbnail"]

@@ -1,0 +1,96 @@
+"""Plotly figures for the app (built here so they can be tested without a browser)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+FONT = dict(size=16)  # readable at projector size
+
+
+def confusion_figure(metrics: dict, normalize: bool = False, title: str = "") -> go.Figure:
+    classes = metrics["classes"]
+    counts = np.asarray(metrics["confusion_matrix"], dtype=float)
+    rows = counts.sum(1, keepdims=True)
+    shown = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0) if normalize else counts
+    hover = [[f"true: {t}<br>predicted: {p}<br>{int(counts[i, j])} images"
+              f"<br>{counts[i, j] / max(rows[i, 0], 1):.0%} of {t}" for j, p in enumerate(classes)]
+             for i, t in enumerate(classes)]
+    figure = go.Figure(go.Heatmap(
+        z=shown, x=classes, y=classes, colorscale="Blues", hovertext=hover, hoverinfo="text",
+        text=np.where(counts > 0, np.round(shown, 2) if normalize else counts.astype(int), ""),
+        texttemplate="%{text}", zmin=0, zmax=1 if normalize else None))
+    figure.update_layout(title=title, xaxis_title="predicted", yaxis_title="true", font=FONT,
+                         yaxis_autorange="reversed", height=650, margin=dict(l=10, r=10, t=50, b=10))
+    return figure
+
+
+def accuracy_bars(table: pd.DataFrame) -> go.Figure:
+    long = table.melt(id_vars="run", value_vars=["test accuracy", "test macro-F1"], var_name="metric")
+    figure = px.bar(long, x="run", y="value", color="metric", barmode="group", range_y=[0, 1], text_auto=".2f")
+    figure.update_layout(font=FONT, height=420, yaxis_title="", xaxis_title="", legend_title="")
+    return figure
+
+
+def f1_heatmap(table: pd.DataFrame) -> go.Figure:
+    figure = px.imshow(table, zmin=0, zmax=1, color_continuous_scale="RdYlGn", text_auto=".2f", aspect="auto")
+    figure.update_layout(font=FONT, height=120 + 45 * len(table), xaxis_title="", yaxis_title="")
+    return figure
+
+
+def matrix_heatmap(matrix: pd.DataFrame, title: str) -> go.Figure:
+    figure = px.imshow(matrix, zmin=0, zmax=1, color_continuous_scale="Oranges", text_auto=".2f", title=title)
+    figure.update_layout(font=FONT, height=150 + 45 * len(matrix))
+    return figure
+
+
+def top_probabilities(probs: np.ndarray, classes: list[str], k: int = 5) -> go.Figure:
+    order = np.argsort(probs)[::-1][:k][::-1]
+    figure = go.Figure(go.Bar(x=probs[order], y=[classes[i] for i in order], orientation="h",
+                              text=[f"{p:.0%}" for p in probs[order]], textposition="auto"))
+    figure.update_layout(font=FONT, height=60 + 38 * k, margin=dict(l=10, r=10, t=10, b=10),
+                         xaxis=dict(range=[0, 1], tickformat=".0%"))
+    return figure
+
+
+def learning_curves(histories: dict[str, list[dict]]) -> go.Figure:
+    panels = [("train_loss", "val_loss", "loss"), ("train_accuracy", "val_accuracy", "accuracy"),
+              ("val_macro_f1", None, "val macro-F1"), ("lr", None, "learning rate")]
+    figure = make_subplots(rows=2, cols=2, subplot_titles=[p[2] for p in panels])
+    palette = px.colors.qualitative.Plotly
+    for i, (name, history) in enumerate(histories.items()):
+        frame = pd.DataFrame(history)
+        if frame.empty:
+            continue
+        color = palette[i % len(palette)]
+        best = frame.loc[frame["val_accuracy"].idxmax()]
+        for p, (first, second, _) in enumerate(panels):
+            row, col = p // 2 + 1, p % 2 + 1
+            figure.add_scatter(x=frame["epoch"], y=frame[first], mode="lines+markers", name=name,
+                               legendgroup=name, showlegend=p == 0, line=dict(color=color), row=row, col=col)
+            if second:
+                figure.add_scatter(x=frame["epoch"], y=frame[second], mode="lines", name=f"{name} (val)",
+                                   legendgroup=name, showlegend=False, line=dict(color=color, dash="dash"),
+                                   row=row, col=col)
+            if first in ("train_accuracy", "val_macro_f1"):
+                y = best["val_accuracy"] if first == "train_accuracy" else best["val_macro_f1"]
+                figure.add_scatter(x=[best["epoch"]], y=[y], mode="markers", marker=dict(symbol="star", size=16,
+                                   color=color), name=f"{name} best", legendgroup=name, showlegend=False,
+                                   hovertext=f"{name}: best epoch {int(best['epoch'])}", row=row, col=col)
+    figure.update_yaxes(type="log", row=2, col=2)
+    figure.update_layout(font=FONT, height=720, legend=dict(orientation="h", y=-0.08))
+    return figure
+
+
+def class_distribution(counts: pd.Series) -> go.Figure:
+    figure = px.bar(x=counts.index, y=counts.values, labels={"x": "", "y": "images"}, text_auto=True)
+    figure.update_layout(font=FONT, height=420)
+    return figure
+
+
+def size_scatter(sizes: pd.DataFrame) -> go.Figure:
+    figure = px.scatter(sizes, x="width", y="height", color="label", hover_name="filename", opacity=0.6)
+    figure.update_layout(font=FONT, height=480)
+    return figure

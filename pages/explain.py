@@ -1,0 +1,43 @@
+import io
+
+import streamlit as st
+
+import ui
+from har_core.cam import METHODS, SLOW_METHODS, explain, overlay
+
+selection = ui.sidebar()
+st.title("🔥 Explain (Grad-CAM)")
+st.caption("Where does each model look? Warm colours mark the regions that raise the chosen class's score.")
+ui.need_runs(selection)
+
+controls = st.columns([2, 1, 1, 1])
+chosen = controls[0].multiselect("Models", selection.names(), default=selection.names(), key="cam_models")
+method = controls[1].selectbox("Method", list(METHODS), key="cam_method")
+classes = selection.runs[0].classes
+target = controls[2].selectbox("Class", ["predicted class"] + classes, key="cam_class")
+opacity = controls[3].slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="cam_opacity")
+if method in SLOW_METHODS:
+    st.warning(f"{method} runs one forward pass per channel of the target layer: expect a long wait on CPU.")
+images, names = ui.image_source(selection, key="cam", multiple=False)
+if not images:
+    st.info("Upload a photo, take one with the camera, or pick a sample.")
+    st.stop()
+
+loaded, failed = ui.models([selection.run(n) for n in chosen])
+for name, reason in failed:
+    st.error(f"{name}: {reason}")
+columns = st.columns(min(3, max(1, len(loaded))))
+for i, model in enumerate(loaded):
+    with columns[i % len(columns)].container(border=True), ui.friendly(f"{method} for {model.name}"):
+        index = None if target == "predicted class" else model.classes.index(target)
+        with st.spinner(f"{method} for {model.name}…"):
+            result = explain(model, images[0], method=method, target=index)
+        picture = overlay(result, opacity)
+        st.image(picture, width="stretch")
+        predicted = model.classes[int(result.probs.argmax())]
+        st.markdown(f"**{model.name}** · explains **{model.classes[result.target]}** "
+                    f"({result.probs[result.target]:.0%}) · predicted {predicted}")
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        st.download_button("⬇️ PNG", buffer.getvalue(), f"{model.name}_{method}.png", "image/png",
+                           key=f"cam_download_{model.name}")

@@ -1,0 +1,59 @@
+import streamlit as st
+
+import ui
+from har_core.analysis import mistakes
+from har_core.cam import explain, overlay
+from har_core.data import SPLITS
+from har_core.imaging import load_image
+
+selection = ui.sidebar()
+st.title("🧐 Mistakes")
+st.caption("Misclassified images, the most confident mistakes first.")
+ui.need_runs(selection)
+
+split = st.radio("Split", SPLITS, index=2, horizontal=True, key="mistakes_split")
+frames = {r.name: p for r in selection.runs if (p := ui.predictions(r, split)) is not None}
+if not frames:
+    st.info(f"No predictions for the {split} split.")
+    st.stop()
+classes = selection.runs[0].classes
+filters = st.columns([2, 1, 1, 1, 1])
+models = filters[0].multiselect("Models", list(frames), default=list(frames), key="mistakes_models")
+true_class = filters[1].selectbox("True class", ["(any)"] + classes, key="mistakes_true")
+predicted_class = filters[2].selectbox("Predicted class", ["(any)"] + classes, key="mistakes_pred")
+low, high = filters[3].slider("Confidence", 0.0, 1.0, (0.0, 1.0), 0.05, key="mistakes_conf")
+only = filters[4].radio("Show", ["any", "all wrong", "disagree"], key="mistakes_only",
+                        help="all wrong: every shown model errs; disagree: the models predict different classes")
+table = mistakes(frames, models or None, None if true_class == "(any)" else true_class,
+                 None if predicted_class == "(any)" else predicted_class, (low, high), only)
+st.markdown(f"**{len(table)} mistakes** ({table['filename'].nunique() if len(table) else 0} images)")
+st.download_button("⬇️ Export as CSV", table.to_csv(index=False), f"mistakes_{split}.csv", "text/csv")
+
+if selection.data_root is not None and len(table):
+    grid = st.columns(6)
+    for i, row in enumerate(table.head(30).itertuples()):
+        image = ui.thumb(selection, row.filename)
+        if image is not None:
+            grid[i % 6].image(image, caption=f"{row.run}: {row.true} → {row.predicted} ({row.confidence:.0%})")
+else:
+    st.caption("Set the image folder in the sidebar to see thumbnails.")
+st.dataframe(table, hide_index=True, width="stretch")
+
+if len(table):
+    st.subheader("Detail")
+    chosen = st.selectbox("Image", table["filename"].unique().tolist(), key="mistakes_detail")
+    rows = [{"run": name, "predicted": f.set_index("filename").loc[chosen, "predicted"],
+             "confidence": f.set_index("filename").loc[chosen, "confidence"]} for name, f in frames.items()
+            if chosen in set(f["filename"])]
+    st.markdown(f"True class: **{table.loc[table['filename'] == chosen, 'true'].iloc[0]}**")
+    st.dataframe(rows, hide_index=True, width="stretch")
+    if selection.data_root is not None and st.toggle("Show Grad-CAM for every model", key="mistakes_cam"):
+        loaded, _ = ui.models([selection.run(n) for n in frames])
+        with ui.friendly(f"Reading {chosen}"):
+            image = load_image(selection.data_root / chosen)
+            columns = st.columns(min(3, len(loaded)))
+            for i, model in enumerate(loaded):
+                with ui.friendly(f"Grad-CAM for {model.name}"), st.spinner(f"Grad-CAM for {model.name}…"):
+                    result = explain(model, image)
+                    columns[i % len(columns)].image(overlay(result), caption=f"{model.name}: "
+                                                    f"{model.classes[result.target]}", width="stretch")

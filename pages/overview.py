@@ -1,0 +1,35 @@
+import streamlit as st
+
+import ui
+from har_core.analysis import overview_table
+from har_core.plots import accuracy_bars
+
+selection = ui.sidebar()
+st.title("📋 Overview")
+st.caption("The trained models side by side. Metrics are on each run's held-out test split.")
+ui.need_runs(selection)
+
+table = overview_table(selection.runs)
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config={"test accuracy": st.column_config.ProgressColumn(format="%.3f", min_value=0, max_value=1),
+                            "test macro-F1": st.column_config.ProgressColumn(format="%.3f", min_value=0, max_value=1)})
+if table["test accuracy"].notna().any():
+    st.plotly_chart(accuracy_bars(table.dropna(subset=["test accuracy"])), width="stretch")
+
+st.subheader("Model cards")
+columns = st.columns(min(3, len(selection.runs)))
+for i, run in enumerate(selection.runs):
+    card = run.card
+    with columns[i % len(columns)].container(border=True):
+        st.markdown(f"#### {run.name}")
+        st.markdown(f"**{card['model']}** · {card.get('parameters', 0) / 1e6:.1f}M parameters · "
+                    f"{card['input_size']} px  \n**pretrained:** {card['pretrained']}")
+        test = card.get("metrics", {}).get("test")
+        if test:
+            left, right = st.columns(2)
+            left.metric("test accuracy", f"{test['accuracy']:.1%}")
+            right.metric("macro-F1", f"{test['macro_f1']:.3f}")
+        if card.get("notes"):
+            st.caption(card["notes"])
+        with st.expander("card.json"):
+            st.json(card, expanded=False)

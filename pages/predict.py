@@ -1,0 +1,64 @@
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import ui
+from har_core.analysis import agreement
+from har_core.inference import ensemble, predict_all
+from har_core.plots import top_probabilities
+
+selection = ui.sidebar()
+st.title("🔮 Predict & compare")
+ui.need_runs(selection)
+
+chosen = st.multiselect("Models", selection.names(), default=selection.names(), key="predict_models")
+tta = st.toggle("Flip TTA (average with the mirrored image)", key="predict_tta")
+images, names = ui.image_source(selection, key="predict")
+if not images:
+    st.info("Upload one or more photos, take one with the camera, or pick a sample.")
+    st.stop()
+loaded, failed = ui.models([selection.run(n) for n in chosen])
+for name, reason in failed:
+    st.error(f"{name}: {reason}")
+if not loaded:
+    st.stop()
+classes = loaded[0].classes
+loaded = [m for m in loaded if m.classes == classes] or loaded
+with st.spinner(f"{len(loaded)} models predicting {len(images)} image(s)…"):
+    predictions = predict_all(loaded, images, tta=tta)
+mean = ensemble(predictions)
+
+if len(images) == 1:
+    left, right = st.columns([1, 3])
+    left.image(images[0], caption=names[0], width="stretch")
+    winners = [classes[int(p.probs[0].argmax())] for p in predictions]
+    label, share = agreement(winners)
+    with right:
+        a, b, c = st.columns(3)
+        a.metric("Ensemble", classes[int(mean[0].argmax())].replace("_", " "), f"{mean[0].max():.0%} confidence",
+                 delta_color="off")
+        b.metric("Agreement", f"{share:.0%}", f"{sum(w == label for w in winners)}/{len(winners)} say {label}",
+                 delta_color="off")
+        c.metric("Total time", f"{sum(p.seconds for p in predictions) * 1000:.0f} ms")
+    columns = st.columns(min(3, len(predictions)))
+    for i, prediction in enumerate(predictions):
+        probs = prediction.probs[0]
+        with columns[i % len(columns)].container(border=True):
+            st.markdown(f"**{prediction.model}**")
+            st.markdown(f"### {classes[int(probs.argmax())].replace('_', ' ')}")
+            st.caption(f"{probs.max():.1%} confidence · {prediction.seconds * 1000:.0f} ms")
+            st.plotly_chart(top_probabilities(probs, classes), width="stretch",
+                            key=f"bars_{prediction.model}", config={"displayModeBar": False})
+else:
+    rows = []
+    for j, name in enumerate(names):
+        row = {"image": name}
+        for prediction in predictions:
+            probs = prediction.probs[j]
+            row[prediction.model] = f"{classes[int(probs.argmax())]} ({probs.max():.0%})"
+        row["ensemble"] = f"{classes[int(mean[j].argmax())]} ({mean[j].max():.0%})"
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    st.dataframe(table, hide_index=True, width="stretch")
+    st.download_button("⬇️ Download as CSV", table.to_csv(index=False), "predictions.csv", "text/csv")
+    st.image(images, caption=names, width=160)
