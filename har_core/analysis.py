@@ -27,6 +27,20 @@ def overview_table(runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def ensemble_metrics(runs: list[Run], split: str = "test") -> dict | None:
+    """Metrics of the mean probability of several runs (as stored, so flip TTA where the run used it)."""
+    from har_core.metrics import compute_metrics, probabilities
+    frames = [(run, f) for run in runs if (f := run.predictions(split)) is not None]
+    if len(frames) < 2 or any(run.classes != frames[0][0].classes for run, _ in frames):
+        return None
+    classes = frames[0][0].classes
+    base = frames[0][1].set_index("filename")
+    aligned = [f.set_index("filename").loc[base.index] for _, f in frames]
+    probs = np.mean([probabilities(f, classes) for f in aligned], axis=0)
+    labels = [classes.index(t) for t in base["true"]]
+    return compute_metrics(labels, probs, classes) | {"runs": [run.name for run, _ in frames]}
+
+
 def metrics_table(runs: list[Run], split: str) -> pd.DataFrame:
     rows = []
     for run in runs:

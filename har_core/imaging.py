@@ -70,8 +70,11 @@ def load_image(source: bytes | str | Path, limits: ImageLimits = DEFAULT_LIMITS,
             return to_rgb(image)
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError("not a supported image (use JPEG, PNG, WebP, BMP, GIF or TIFF)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError("image is too large (it declares more pixels than is safe to decode)") from None
+    except UnidentifiedImageError:
+        raise ImageError("not a readable image: an unsupported format or a damaged file "
+                         "(use JPEG, PNG, WebP, BMP, GIF or TIFF)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageError(f"the image is damaged or truncated ({error})") from None
 
@@ -83,7 +86,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         array = np.asarray(image, dtype=np.float64)
         low, high = float(array.min()), float(array.max())
         scaled = (array - low) / (high - low) * 255 if high > low else array * 0
-        image = Image.fromarray(scaled.astype("uint8"), "L")
+        image = Image.fromarray(scaled.astype(np.uint8))
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):

@@ -11,19 +11,27 @@ FONT = dict(size=16)  # readable at projector size
 
 
 def confusion_figure(metrics: dict, normalize: bool = False, title: str = "") -> go.Figure:
+    """Confusion matrix drawn as a grid of square markers, so that clicking a cell selects it."""
     classes = metrics["classes"]
     counts = np.asarray(metrics["confusion_matrix"], dtype=float)
     rows = counts.sum(1, keepdims=True)
     shown = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0) if normalize else counts
-    hover = [[f"true: {t}<br>predicted: {p}<br>{int(counts[i, j])} images"
-              f"<br>{counts[i, j] / max(rows[i, 0], 1):.0%} of {t}" for j, p in enumerate(classes)]
-             for i, t in enumerate(classes)]
-    figure = go.Figure(go.Heatmap(
-        z=shown, x=classes, y=classes, colorscale="Blues", hovertext=hover, hoverinfo="text",
-        text=np.where(counts > 0, np.round(shown, 2) if normalize else counts.astype(int), ""),
-        texttemplate="%{text}", zmin=0, zmax=1 if normalize else None))
-    figure.update_layout(title=title, xaxis_title="predicted", yaxis_title="true", font=FONT,
-                         yaxis_autorange="reversed", height=650, margin=dict(l=10, r=10, t=50, b=10))
+    true, predicted = np.meshgrid(np.arange(len(classes)), np.arange(len(classes)), indexing="ij")
+    true, predicted = true.ravel(), predicted.ravel()
+    values = shown[true, predicted]
+    labels = [(f"{v:.2f}" if normalize else f"{int(v)}") if counts[t, p] else "" for v, t, p in zip(values, true, predicted)]
+    hover = [f"true: {classes[t]}<br>predicted: {classes[p]}<br>{int(counts[t, p])} images "
+             f"({counts[t, p] / max(rows[t, 0], 1):.0%} of {classes[t]})" for t, p in zip(true, predicted)]
+    cell = max(14, min(70, 560 // len(classes)))
+    figure = go.Figure(go.Scatter(
+        x=[classes[p] for p in predicted], y=[classes[t] for t in true], mode="markers+text", text=labels,
+        hovertext=hover, hoverinfo="text", textfont=dict(size=max(9, min(16, cell // 3))),
+        marker=dict(symbol="square", size=cell, color=values, colorscale="Blues", showscale=True,
+                    cmin=0, cmax=1 if normalize else max(1, counts.max()), line=dict(width=1, color="#e2e8f0"))))
+    figure.update_layout(title=title, xaxis_title="predicted", yaxis_title="true", font=FONT, plot_bgcolor="white",
+                         height=cell * len(classes) + 220, margin=dict(l=10, r=10, t=50, b=10),
+                         yaxis=dict(autorange="reversed", categoryorder="array", categoryarray=classes),
+                         xaxis=dict(categoryorder="array", categoryarray=classes, tickangle=-45), clickmode="event+select")
     return figure
 
 

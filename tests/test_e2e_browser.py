@@ -1,0 +1,133 @@
+"""The real server driven in headless Chromium (Debian's, through Playwright; no browser download).
+
+Screenshots of every page land in test-output/screenshots/.
+"""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from playwright.sync_api import expect
+
+from conftest import ROOT, synthetic_image
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SHOTS = ROOT / "test-output" / "screenshots"
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (make test installs it)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_runs, kaggle_data):
+    port = free_port()
+    env = {**os.environ, "HAR_RUNS": str(tiny_runs), "HAR_DATA": str(kaggle_data)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
+         "127.0.0.1", "--server.headless", "true"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("the Streamlit server did not start")
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(120_000)
+    yield page
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(800)  # let charts finish drawing
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def settle(page) -> None:
+    """Wait until Streamlit has finished the current run."""
+    page.wait_for_selector("[data-testid='stApp']")
+    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=180_000)
+
+
+def test_every_page_upload_predict_gradcam_and_confusion_cell(server, page, tmp_path):
+    photo = tmp_path / "photo.jpg"
+    synthetic_image(1, seed=77, size=120).save(photo)
+
+    page.goto(server)
+    page.get_by_text("Model cards").wait_for()
+    settle(page)
+    shot(page, "1_overview")
+
+    page.goto(f"{server}/predict")
+    page.get_by_text("Upload one or more photos").wait_for()
+    page.locator("input[type='file']").first.set_input_files(str(photo))
+    page.get_by_text("Agreement").wait_for()
+    settle(page)
+    expect(page.get_by_text("confidence ·")).to_have_count(2)  # one prediction card per model
+    shot(page, "2_predict")
+
+    page.goto(f"{server}/explain")
+    page.locator("input[type='file']").first.set_input_files(str(photo))
+    expect(page.get_by_text("explains")).to_have_count(2, timeout=180_000)
+    settle(page)
+    shot(page, "3_explain")
+
+    page.goto(f"{server}/evaluate")
+    page.get_by_text("Confusion matrix").wait_for()
+    settle(page)
+    heading = page.get_by_text("image(s) with true")
+    before = heading.inner_text()
+    # click the cell (true: first class, predicted: first class) of the plotly confusion matrix
+    plot = page.locator("[class*='st-key-confusion'] .nsewdrag").first
+    plot.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    box = plot.bounding_box()
+    x, y = box["x"] + box["width"] / 6, box["y"] + box["height"] * 5 / 6
+    page.mouse.move(x, y)
+    page.wait_for_timeout(500)  # plotly computes the hovered cell first; a click selects it
+    page.mouse.click(x, y)
+    settle(page)
+    page.wait_for_timeout(1500)
+    settle(page)
+    after = page.get_by_text("image(s) with true").inner_text()
+    assert "predicted as" in after
+    assert after != before, "selecting a cell should list that cell's samples"
+    shot(page, "4_evaluate")
+
+    for name in ("mistakes", "training", "dataset"):
+        page.goto(f"{server}/{name}")
+        settle(page)
+        page.wait_for_timeout(1000)
+        assert page.locator("[data-testid='stException']").count() == 0
+        shot(page, {"mistakes": "5_mistakes", "training": "6_training", "dataset": "7_dataset"}[name])
