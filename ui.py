@@ -45,7 +45,9 @@ def _stamp(run: Run) -> float:
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=32)
 def _load_model(path: str, stamp: float) -> LoadedModel:
-    return load_run(path)
+    loaded = load_run(path)
+    print(f"HAR Studio: loaded model {loaded.name}", flush=True)  # once per process: visible in the server log
+    return loaded
 
 
 def model(run: Run) -> LoadedModel:

@@ -43,7 +43,7 @@ if len(images) == 1:
     columns = st.columns(min(3, len(predictions)))
     for i, prediction in enumerate(predictions):
         probs = prediction.probs[0]
-        with columns[i % len(columns)].container(border=True):
+        with columns[i % len(columns)].container(border=True, key=f"card_{prediction.model}"):
             st.markdown(f"**{prediction.model}**")
             st.markdown(f"### {classes[int(probs.argmax())].replace('_', ' ')}")
             st.caption(f"{probs.max():.1%} confidence · {prediction.seconds * 1000:.0f} ms")

@@ -9,9 +9,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from types import SimpleNamespace
 
 import pytest
 from playwright.sync_api import expect
+
+expect.set_options(timeout=300_000)
 
 from conftest import ROOT, synthetic_image
 
@@ -27,12 +30,13 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_runs, kaggle_data):
+def server(tiny_runs, kaggle_data, tmp_path_factory):
     port = free_port()
     env = {**os.environ, "HAR_RUNS": str(tiny_runs), "HAR_DATA": str(kaggle_data)}
+    log = tmp_path_factory.mktemp("server") / "server.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
-         "127.0.0.1", "--server.headless", "true"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+         "127.0.0.1", "--server.headless", "true"], cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     for _ in range(120):
         try:
@@ -43,7 +47,7 @@ def server(tiny_runs, kaggle_data):
     else:
         process.kill()
         pytest.fail("the Streamlit server did not start")
-    yield url
+    yield SimpleNamespace(url=url, process=process, log=log)
     process.terminate()
     process.wait(timeout=20)
 
@@ -81,6 +85,7 @@ def settle(page) -> None:
 
 
 def test_every_page_upload_predict_gradcam_and_confusion_cell(server, page, tmp_path):
+    server = server.url
     photo = tmp_path / "photo.jpg"
     synthetic_image(1, seed=77, size=120).save(photo)
 
@@ -131,3 +136,44 @@ def test_every_page_upload_predict_gradcam_and_confusion_cell(server, page, tmp_
         page.wait_for_timeout(1000)
         assert page.locator("[data-testid='stException']").count() == 0
         shot(page, {"mistakes": "5_mistakes", "training": "6_training", "dataset": "7_dataset"}[name])
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def test_twenty_concurrent_sessions_all_get_correct_predictions(server, browser, tiny_runs, tmp_path):
+    """20 browser sessions upload at once (loopback only); each sees the right answer, models load once."""
+    from har_core.imaging import load_image
+    from har_core.inference import load_run
+    expected = {}
+    photos = []
+    for i in range(20):
+        path = tmp_path / f"upload_{i}.jpg"
+        synthetic_image(i % 3, seed=500 + i, size=96).save(path, quality=95)
+        photos.append(path)
+        probs = load_run(tiny_runs / "custom_cnn").predict([load_image(path)])[0]
+        expected[i] = load_run(tiny_runs / "custom_cnn").classes[int(probs.argmax())]
+    contexts = [browser.new_context(viewport={"width": 1200, "height": 900}) for _ in photos]
+    pages = [context.new_page() for context in contexts]
+    try:
+        for page in pages:
+            page.set_default_timeout(300_000)
+            page.goto(f"{server.url}/predict")
+        for page in pages:
+            page.get_by_text("Upload one or more photos").wait_for()
+        for page, photo in zip(pages, photos):  # all uploads go out before any answer is awaited
+            page.locator("input[type='file']").first.set_input_files(str(photo))
+        for i, page in enumerate(pages):
+            expect(page.get_by_text("confidence ·")).to_have_count(2)
+            card = page.locator(".st-key-card_custom_cnn")
+            expect(card).to_contain_text(expected[i].replace("_", " "))
+    finally:
+        for context in contexts:
+            context.close()
+    loads = [line for line in server.log.read_text().splitlines() if line.startswith("HAR Studio: loaded model")]
+    assert sorted(loads) == ["HAR Studio: loaded model custom_cnn", "HAR Studio: loaded model mobilenet_v2"]
+    print(f"server peak memory: {peak_rss_mb(server.process.pid):.0f} MB")

@@ -1,0 +1,175 @@
+"""Benchmarks on the bundled demo models (`make bench`): prints a table and writes bench/results.json.
+
+Each figure is min / median seconds over repeats after a warm-up. Run it on an idle machine.
+
+    python -m bench.run [--runs assets/runs] [--data ../shared/data/sports15] [--repeats 5] [--skip-browser]
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from har_core.artifacts import find_runs, open_run
+from har_core.cam import explain
+from har_core.evaluation import evaluate_split
+from har_core.imaging import load_image
+from har_core.inference import forward_probs, load_run, predict_all
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed(fn, repeats: int, warmup: int = 1) -> dict:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return {"min": min(times), "median": statistics.median(times)}
+
+
+def a_photo(data: Path | None) -> bytes:
+    """A phone-sized JPEG (1600×1200), made from a data-set image when one is at hand."""
+    source = next(iter(sorted((data / "train").glob("*.jpg"))), None) if data and data.is_dir() else None
+    image = Image.open(source).convert("RGB") if source else Image.new("RGB", (224, 224), (120, 90, 60))
+    buffer = io.BytesIO()
+    image.resize((1600, 1200), Image.BICUBIC).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def cold_start(runs_dir: Path) -> float:
+    code = ("import time; t=time.perf_counter(); from har_core.artifacts import find_runs; "
+            "from har_core.inference import load_run; "
+            f"[load_run(r) for r in find_runs({str(runs_dir)!r})[0]]; print(time.perf_counter()-t)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def app_upload_seconds(runs_dir: Path, photo: bytes, repeats: int) -> dict:
+    """Upload → rendered predictions on the Predict page, in headless Chromium (warm: after a first upload)."""
+    import shutil
+    import socket
+    import tempfile
+    import urllib.request
+    from playwright.sync_api import sync_playwright
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        return {}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                               "--server.address", "127.0.0.1"], cwd=ROOT, env={**__import__("os").environ,
+                              "HAR_RUNS": str(runs_dir)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    folder = Path(tempfile.mkdtemp())
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(300_000)
+            page.goto(f"http://127.0.0.1:{port}/predict")
+            page.get_by_text("Upload one or more photos").wait_for()
+            times = []
+            for i in range(repeats + 1):
+                path = folder / f"photo_{i}.jpg"  # a new name each time: a real new upload
+                path.write_bytes(photo)
+                start = time.perf_counter()
+                page.locator("input[type='file']").first.set_input_files(str(path))
+                page.get_by_text(f"photo_{i}.jpg", exact=True).last.wait_for()
+                page.get_by_text("Agreement").wait_for()
+                page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')")
+                times.append(time.perf_counter() - start)
+            browser.close()
+        warm = times[1:]
+        return {"min": min(warm), "median": statistics.median(warm), "first": times[0]}
+    finally:
+        server.terminate()
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", default=str(ROOT / "assets" / "runs"))
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "sports15"))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-browser", action="store_true")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
+    args = parser.parse_args(argv)
+    runs_dir, data = Path(args.runs), Path(args.data)
+    results: dict = {"threads": torch.get_num_threads()}
+
+    results["cold_start_s"] = cold_start(runs_dir)
+    models = [load_run(run) for run in find_runs(runs_dir)[0]]
+    photo = a_photo(data)
+
+    # 1. five-model prediction of one uploaded photo, against the compute floor
+    image = load_image(photo)
+    tensors = {m.name: m.preprocess([image]) for m in models}
+    for tta in (False, True):
+        full = timed(lambda: predict_all(models, [load_image(photo)], tta=tta), args.repeats)
+        floor = timed(lambda: [forward_probs(m.model, tensors[m.name], tta) for m in models], args.repeats)
+        results[f"predict_all_{'tta' if tta else 'plain'}"] = {
+            "full": full, "compute_floor": floor, "ratio": full["median"] / floor["median"]}
+
+    # 2. Grad-CAM per model and method
+    results["gradcam"] = {}
+    for m in models:
+        for method in ("Grad-CAM", "Grad-CAM++", "EigenCAM"):
+            results["gradcam"][f"{m.name}/{method}"] = timed(lambda: explain(m, image, method), max(2, args.repeats // 2))
+
+    # 3. batch evaluation throughput vs pure forward at the same batch size
+    if data.is_dir():
+        run = open_run(runs_dir / models[0].name)
+        manifest = run.manifest()
+        n = int((manifest["split"] == "test").sum())
+        model = models[0]
+        evaluation = timed(lambda: evaluate_split(model.model, run.card, data, manifest, "test", batch_size=64,
+                                                  workers=1, progress=False), 2)
+        files = manifest.loc[manifest["split"] == "test", "filename"].tolist()
+        decoded = torch.stack([model.transform(load_image(data / f)) for f in files])
+        forward = timed(lambda: [forward_probs(model.model, decoded[i:i + 64]) for i in range(0, n, 64)], 2)
+        results["evaluation"] = {"model": model.name, "images": n,
+                                 "images_per_s": n / evaluation["median"], "forward_images_per_s": n / forward["median"],
+                                 "ratio": forward["median"] / evaluation["median"]}
+
+    # 4. app responsiveness
+    if not args.skip_browser:
+        results["app_upload_to_predictions_s"] = app_upload_seconds(runs_dir, photo, max(2, args.repeats // 2))
+
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print(f"{'figure':55s} {'min':>8s} {'median':>8s}")
+    print(f"{'cold start: load every bundled model (s)':55s} {results['cold_start_s']:8.2f}")
+    for key in ("predict_all_plain", "predict_all_tta"):
+        r = results[key]
+        print(f"{key + ' (decode+preprocess+forward, s)':55s} {r['full']['min']:8.3f} {r['full']['median']:8.3f}")
+        print(f"{key + ' compute floor (s)':55s} {r['compute_floor']['min']:8.3f} {r['compute_floor']['median']:8.3f}"
+              f"   ratio {r['ratio']:.2f}")
+    for key, r in results["gradcam"].items():
+        print(f"{'grad-cam ' + key + ' (s)':55s} {r['min']:8.3f} {r['median']:8.3f}")
+    if "evaluation" in results:
+        e = results["evaluation"]
+        print(f"{'evaluate ' + e['model'] + ' (images/s)':55s} {e['images_per_s']:8.1f}   pure forward "
+              f"{e['forward_images_per_s']:.1f}   ratio {e['ratio']:.2f}")
+    if results.get("app_upload_to_predictions_s"):
+        r = results["app_upload_to_predictions_s"]
+        print(f"{'app: upload to rendered predictions, warm (s)':55s} {r['min']:8.2f} {r['median']:8.2f}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

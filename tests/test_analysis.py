@@ -1,0 +1,128 @@
+"""The computations behind the app's pages, tested without Streamlit."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import CLASSES, synthetic_image
+from har_core import analysis, plots
+from har_core.artifacts import find_runs
+from har_core.cam import METHODS, explain, overlay
+from har_core.inference import forward_probs, load_run, predict_all
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_runs):
+    found, failures = find_runs(tiny_runs)
+    assert not failures
+    return found
+
+
+def frames():
+    a = pd.DataFrame({"filename": ["1", "2", "3", "4"], "true": ["x", "x", "y", "y"],
+                      "predicted": ["x", "y", "x", "y"], "confidence": [0.9, 0.8, 0.6, 0.7]})
+    b = a.assign(predicted=["y", "y", "y", "y"], confidence=[0.5, 0.95, 0.55, 0.9])
+    return {"a": a, "b": b}
+
+
+def test_mistakes_filters_and_order():
+    table = analysis.mistakes(frames())
+    assert list(table["confidence"]) == sorted(table["confidence"], reverse=True)
+    assert len(table) == 2 + 2  # a errs on 2 and 3, b on 1 and 2
+    assert set(analysis.mistakes(frames(), only="all wrong")["filename"]) == {"2"}
+    assert set(analysis.mistakes(frames(), only="disagree")["filename"]) == {"1", "3"}
+    assert set(analysis.mistakes(frames(), true_class="y")["filename"]) == {"3"}
+    assert set(analysis.mistakes(frames(), predicted_class="y", models=["a"])["filename"]) == {"2"}
+    assert len(analysis.mistakes(frames(), confidence=(0.9, 1.0))) == 1
+
+
+def test_disagreement_and_agreement():
+    matrix = analysis.disagreement_matrix(frames())
+    assert matrix.loc["a", "b"] == 0.5 and matrix.loc["a", "a"] == 0
+    assert analysis.agreement(["x", "y", "x"]) == ("x", pytest.approx(2 / 3))
+
+
+def test_tables_from_run_folders(runs):
+    overview = analysis.overview_table(runs)
+    assert list(overview["run"]) == ["custom_cnn", "mobilenet_v2"]
+    assert overview["test accuracy"].between(0, 1).all()
+    table = analysis.metrics_table(runs, "test")
+    assert list(table.index) == ["custom_cnn", "mobilenet_v2"] and "macro_f1" in table
+    f1 = analysis.per_class_f1_table(runs, "test")
+    assert list(f1.columns) == CLASSES
+    predictions = runs[0].predictions("test")
+    cell = analysis.cell_samples(predictions, CLASSES[0], CLASSES[0])
+    assert (cell["true"] == CLASSES[0]).all() and (cell["predicted"] == CLASSES[0]).all()
+    matrix = np.array(runs[0].metrics("test")["confusion_matrix"])
+    assert len(cell) == matrix[0, 0]
+
+
+def test_ensemble_is_the_mean_of_stored_probabilities(runs):
+    ensemble = analysis.ensemble_metrics(runs)
+    probs = [r.predictions("test")[[f"prob_{c}" for c in CLASSES]].to_numpy() for r in runs]
+    truth = runs[0].predictions("test")["true"].map(CLASSES.index).to_numpy()
+    assert ensemble["accuracy"] == pytest.approx(float((np.mean(probs, 0).argmax(1) == truth).mean()))
+
+
+def test_confusion_figure_has_one_clickable_point_per_cell(runs):
+    metrics = runs[0].metrics("test")
+    figure = plots.confusion_figure(metrics)
+    trace = figure.data[0]
+    assert len(trace.x) == len(CLASSES) ** 2
+    counts = np.array(metrics["confusion_matrix"])
+    assert sum(int(t) for t in trace.text if t) == counts.sum()
+    normalized = plots.confusion_figure(metrics, normalize=True).data[0]
+    assert max(normalized.marker.color) <= 1.0
+
+
+def test_learning_curves_mark_the_best_epoch(runs):
+    figure = plots.learning_curves({r.name: r.history() for r in runs})
+    assert any("best" in (t.name or "") for t in figure.data)
+
+
+def test_dataset_summary(kaggle_data):
+    summary = analysis.dataset_summary(kaggle_data)
+    assert summary["counts"].to_dict() == {c: 12 for c in CLASSES}
+    assert len(summary["problems"]) == 2 and set(summary["sizes"]["width"]) == {40}
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_cam_method_highlights_something(tiny_runs, method):
+    model = load_run(tiny_runs / "custom_cnn")
+    result = explain(model, synthetic_image(0, seed=3), method)
+    assert result.heatmap.shape == (32, 32) and 0 <= result.heatmap.min() and result.heatmap.max() <= 1
+    assert result.heatmap.max() > 0
+    assert overlay(result, 0.3).size == (32, 32)
+    chosen = explain(model, synthetic_image(0, seed=3), method, target=2)
+    assert chosen.target == 2
+
+
+def test_cam_works_for_inception_v3_and_efficientnet():
+    from har_core.artifacts import Run
+    from har_core.data import eval_transform
+    from har_core.inference import LoadedModel
+    from har_core.registry import build_model, get_spec
+    for name in ("inception_v3", "efficientnet_lite0", "vgg16"):
+        spec = get_spec(name)
+        card = {"model": name, "classes": CLASSES, "mean": list(spec.mean), "std": list(spec.std), "name": name}
+        loaded = LoadedModel(run=Run(path=None, card=card), model=build_model(name, 3).eval(),
+                             transform=eval_transform(spec.data_config()))
+        result = explain(loaded, synthetic_image(1, seed=4, size=320), "Grad-CAM")
+        assert result.heatmap.shape == (spec.input_size, spec.input_size)
+
+
+def test_fast_paths_match_the_plain_ones(tiny_runs):
+    """Shared preprocessing and batched flip-TTA give the same numbers as one model, one view at a time."""
+    models = [load_run(tiny_runs / "custom_cnn"), load_run(tiny_runs / "mobilenet_v2")]
+    images = [synthetic_image(i % 3, seed=90 + i) for i in range(3)]
+    for tta in (False, True):
+        fast = predict_all(models, images, tta=tta)
+        for model, prediction in zip(models, fast):
+            for i, image in enumerate(images):
+                batch = model.transform(image)[None]
+                with torch.no_grad():
+                    plain = model.model(batch).softmax(1)
+                    if tta:
+                        plain = (plain + model.model(batch.flip(-1)).softmax(1)) / 2
+                assert np.allclose(prediction.probs[i], plain[0].numpy(), atol=1e-5)
+    assert forward_probs(models[0].model, models[0].preprocess(images)).shape == (3, 3)
