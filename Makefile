@@ -19,7 +19,7 @@ run: $(STAMP)
 
 # Debian's Chromium drives the end-to-end browser tests (Playwright never downloads a browser here).
 browser:
-	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+	@(command -v chromium >/dev/null 2>&1 && fc-list | grep -qi "color emoji") || (apt-get update -qq && apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null) \
 	  || echo "note: could not install chromium; browser tests will be skipped"
 
 test: $(STAMP) browser

@@ -9,7 +9,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from har_core.artifacts import Run
-from har_core.data import DataError, scan
+from har_core.data import scan
 from har_core.metrics import per_class_f1, summary
 
 
@@ -145,6 +145,3 @@ def thumbnail(path: Path, size: int = 160) -> Image.Image | None:
     image.thumbnail((size, size))
     return image
 
-
-__all__ = ["DataError", "overview_table", "metrics_table", "per_class_f1_table", "cell_samples",
-           "joined_predictions", "disagreement_matrix", "mistakes", "agreement", "dataset_summary", "thumbnail"]

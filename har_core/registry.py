@@ -8,11 +8,10 @@ ImageNet weights come from. Transforms, training, inference and the app derive f
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import timm
-import torch
 import torchvision
 from torch import nn
 
@@ -208,12 +207,3 @@ register(ModelSpec(
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-@torch.no_grad()
-def reset_head(model: nn.Module, spec: ModelSpec) -> None:
-    """Leave only the head randomly initialised (used after loading a pretrained backbone)."""
-    for prefix in spec.head:
-        for module in model.get_submodule(prefix).modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()

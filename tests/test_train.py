@@ -11,7 +11,6 @@ import torch
 
 from conftest import CLASSES, ROOT, SPORTS15, TINY_FLAGS, train_tiny
 from har_core import artifacts
-from har_core.inference import load_run
 from train import evaluate, predict, train
 
 
