@@ -87,6 +87,8 @@ def learning_curves(histories: dict[str, list[dict]]) -> go.Figure:
                 figure.add_scatter(x=[best["epoch"]], y=[y], mode="markers", marker=dict(symbol="star", size=16,
                                    color=color), name=f"{name} best", legendgroup=name, showlegend=False,
                                    hovertext=f"{name}: best epoch {int(best['epoch'])}", row=row, col=col)
+    longest = max((len(h) for h in histories.values()), default=1)
+    figure.update_xaxes(tick0=1, dtick=max(1, longest // 10), title_text="epoch")
     figure.update_yaxes(type="log", row=2, col=2)
     figure.update_layout(font=FONT, height=720, legend=dict(orientation="h", y=-0.08))
     return figure

@@ -133,7 +133,7 @@ def test_every_page_upload_predict_gradcam_and_confusion_cell(server, page, tmp_
     for name in ("mistakes", "training", "dataset"):
         page.goto(f"{server}/{name}")
         settle(page)
-        page.wait_for_timeout(1000)
+        page.wait_for_timeout(2500)  # thumbnails and data grids draw after the run
         assert page.locator("[data-testid='stException']").count() == 0
         shot(page, {"mistakes": "5_mistakes", "training": "6_training", "dataset": "7_dataset"}[name])
 
