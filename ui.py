@@ -55,14 +55,15 @@ def model(run: Run) -> LoadedModel:
     return _load_model(str(run.path), _stamp(run))
 
 
-def models(runs: list[Run]) -> tuple[list[LoadedModel], list[tuple[str, str]]]:
-    loaded, failed = [], []
+def models(runs: list[Run]) -> list[LoadedModel]:
+    """The runs' models; a run that fails to load is named on the page and left out."""
+    loaded = []
     for run in runs:
         try:
             loaded.append(model(run))
         except RunError as error:
-            failed.append((run.name, str(error)))
-    return loaded, failed
+            st.error(str(error))
+    return loaded
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

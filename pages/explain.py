@@ -23,9 +23,7 @@ if not images:
     st.info("Upload a photo, take one with the camera, or pick a sample.")
     st.stop()
 
-loaded, failed = ui.models([selection.run(n) for n in chosen])
-for name, reason in failed:
-    st.error(f"{name}: {reason}")
+loaded = ui.models([selection.run(n) for n in chosen])
 columns = st.columns(min(3, max(1, len(loaded))))
 for i, model in enumerate(loaded):
     with columns[i % len(columns)].container(border=True), ui.friendly(f"{method} for {model.name}"):

@@ -48,7 +48,7 @@ if len(table):
     st.markdown(f"True class: **{table.loc[table['filename'] == chosen, 'true'].iloc[0]}**")
     st.dataframe(rows, hide_index=True, width="stretch")
     if selection.data_root is not None and st.toggle("Show Grad-CAM for every model", key="mistakes_cam"):
-        loaded, _ = ui.models([selection.run(n) for n in frames])
+        loaded = ui.models([selection.run(n) for n in frames])
         with ui.friendly(f"Reading {chosen}"):
             image = load_image(selection.data_root / chosen)
             columns = st.columns(min(3, len(loaded)))

@@ -16,9 +16,7 @@ images, names = ui.image_source(selection, key="predict")
 if not images:
     st.info("Upload one or more photos, take one with the camera, or pick a sample.")
     st.stop()
-loaded, failed = ui.models([selection.run(n) for n in chosen])
-for name, reason in failed:
-    st.error(f"{name}: {reason}")
+loaded = ui.models([selection.run(n) for n in chosen])
 if not loaded:
     st.stop()
 classes = loaded[0].classes

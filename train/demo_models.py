@@ -40,25 +40,25 @@ DEMO_RUNS = {
         "--patience", "0", "--save-dtype", "float16"],
         "MobileNetV2 from torchvision's exact ImageNet weights, the B1 recipe shortened as for EfficientNet-Lite1."),
     "inception_v3": ("inception_v3", [
-        "--pretrained", "offline", "--epochs", "4", "--freeze-epochs", "2", "--lr", "1e-2",
+        "--pretrained", "offline", "--epochs", "2", "--freeze-epochs", "1", "--lr", "1e-2",
         "--finetune-lr", "3e-4", "--scheduler", "cosine", "--patience", "0", "--save-dtype", "float16"],
-        "InceptionV3 from Google's 2015 ImageNet backbone: 2 head epochs, then 2 epochs fine-tuning Mixed_7b/7c "
+        "InceptionV3 from Google's 2015 ImageNet backbone: 1 head epoch, then 1 epoch fine-tuning Mixed_7b/7c "
         "with the auxiliary head."),
     "custom_cnn": ("custom_cnn", [
-        "--pretrained", "none", "--epochs", "15", "--image-size", "128", "--lr", "2e-3", "--warmup-epochs", "2",
+        "--pretrained", "none", "--epochs", "10", "--image-size", "128", "--lr", "2e-3", "--warmup-epochs", "2",
         "--patience", "0", "--save-dtype", "float16"],
-        "From scratch, as the groups do; 128 px and 15 epochs to fit a CPU budget (the groups: 256 px, 40 epochs)."),
+        "From scratch, as the groups do; 128 px and 10 epochs to fit a CPU budget (the groups: 256 px, 40 epochs)."),
     "resnet50": ("resnet50", [
-        "--pretrained", "none", "--trainable", "all", "--epochs", "5", "--image-size", "96",
+        "--pretrained", "none", "--trainable", "all", "--epochs", "3", "--image-size", "96",
         "--optimizer", "adamw", "--lr", "1e-3", "--scheduler", "cosine", "--warmup-epochs", "1",
         "--label-smoothing", "0.1", "--save-dtype", "int8"],
-        "FROM SCRATCH: no ResNet50 ImageNet weights exist offline here. 96 px, 5 epochs on CPU; "
+        "FROM SCRATCH: no ResNet50 ImageNet weights exist offline here. 96 px, 3 epochs on CPU; "
         "weights stored as int8 to fit the bundle. With ImageNet weights the groups reach ~82% on HAR."),
     "vgg16": ("vgg16", [
-        "--pretrained", "none", "--trainable", "all", "--freeze-epochs", "0", "--epochs", "4",
+        "--pretrained", "none", "--trainable", "all", "--freeze-epochs", "0", "--epochs", "3",
         "--image-size", "96", "--optimizer", "adamw", "--lr", "3e-4", "--scheduler", "cosine",
         "--warmup-epochs", "1", "--save-dtype", "int8"],
-        "FROM SCRATCH: no VGG16 ImageNet weights exist offline here. 96 px, 4 epochs on CPU; "
+        "FROM SCRATCH: no VGG16 ImageNet weights exist offline here. 96 px, 3 epochs on CPU; "
         "weights stored as int8 to fit the bundle."),
 }
 

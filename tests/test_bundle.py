@@ -1,0 +1,62 @@
+"""The demo runs shipped in assets/runs: they load, their cards validate, their numbers reproduce."""
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import ROOT, SPORTS15
+from har_core.artifacts import find_runs
+from har_core.inference import load_run
+from train import evaluate
+
+BUNDLE = ROOT / "assets" / "runs"
+GROUP_SLOTS = {"custom_cnn", "inception_v3", "resnet50", "vgg16"}  # plus an EfficientNet
+
+
+def bundled():
+    runs, failures = find_runs(BUNDLE)
+    assert not failures, failures
+    return runs
+
+
+def test_every_bundled_run_loads_with_a_valid_card():
+    runs = bundled()
+    assert len(runs) >= 5
+    models = {run.card["model"] for run in runs}
+    assert GROUP_SLOTS <= models and any(m.startswith("efficientnet") for m in models)
+    for run in runs:
+        load_run(run)
+        assert run.card["metrics"]["test"]["accuracy"] > 1 / len(run.classes)  # better than chance
+        assert run.manifest() is not None and run.predictions("test") is not None
+        if run.card["pretrained"].startswith("none"):  # honestly labelled
+            assert "scratch" in run.card["notes"].lower()
+    manifests = {run.manifest()["filename"].str.cat(sep=",") for run in runs}
+    assert len(manifests) == 1, "all demo runs share one split (same test images)"
+
+
+def test_bundle_fits_the_size_budget():
+    tracked = subprocess.run(["git", "ls-files", "-z", "assets/runs"], cwd=ROOT, capture_output=True, text=True).stdout
+    files = [ROOT / f for f in tracked.split("\0") if f] or [p for p in BUNDLE.rglob("*") if p.is_file()
+                                                            and "checkpoint" not in p.parts]
+    assert sum(f.stat().st_size for f in files) <= 120 * 2**20
+
+
+@pytest.mark.skipif(not SPORTS15.is_dir(), reason="../shared/data/sports15 not present")
+def test_re_evaluating_a_bundled_model_reproduces_its_stored_accuracy(tmp_path):
+    run_dir = tmp_path / "mobilenet_v2"
+    shutil.copytree(BUNDLE / "mobilenet_v2", run_dir, ignore=shutil.ignore_patterns("checkpoint"))
+    stored = json.loads((run_dir / "metrics_test.json").read_text())
+    flags = ["--tta"] if stored["tta"] else []
+    again = evaluate.main([str(run_dir), "--split", "test", "--data", str(SPORTS15), "--quiet", *flags])
+    assert again["accuracy"] == stored["accuracy"]
+    assert again["confusion_matrix"] == stored["confusion_matrix"]
+
+
+def test_the_app_opens_on_the_bundle_by_default(monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.delenv("HAR_RUNS", raising=False)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
+    assert not at.exception
+    assert len(at.dataframe[0].value) == len(bundled())
+    assert any("Ensemble" in s.value for s in at.success)
