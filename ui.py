@@ -28,7 +28,6 @@ IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
 @dataclass
 class Selection:
     runs: list[Run] = field(default_factory=list)
-    failures: list[tuple[str, str]] = field(default_factory=list)
     data_root: Path | None = None
 
     def names(self) -> list[str]:
@@ -36,11 +35,6 @@ class Selection:
 
     def run(self, name: str) -> Run:
         return next(run for run in self.runs if run.name == name)
-
-
-def _stamp(run: Run) -> float:
-    path = run.path / artifacts.WEIGHTS
-    return path.stat().st_mtime if path.exists() else 0.0
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=32)
@@ -52,7 +46,7 @@ def _load_model(path: str, stamp: float) -> LoadedModel:
 
 def model(run: Run) -> LoadedModel:
     """Each run's model is loaded once per process and shared by every session."""
-    return _load_model(str(run.path), _stamp(run))
+    return _load_model(str(run.path), _file_stamp(run, artifacts.WEIGHTS))
 
 
 def models(runs: list[Run]) -> list[LoadedModel]:
@@ -141,7 +135,7 @@ def sidebar() -> Selection:
             st.warning(f"No runs in {runs_dir}.")
         for name, reason in failures:
             st.error(f"Run **{name}** could not be loaded: {reason}", icon="⚠️")
-    return Selection(runs=[run for run in found if run.name in chosen], failures=failures, data_root=data_root)
+    return Selection(runs=[run for run in found if run.name in chosen], data_root=data_root)
 
 
 def need_runs(selection: Selection) -> None:

@@ -27,6 +27,11 @@ def overview_table(runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def pretrained_runs(runs: list[Run]) -> list[Run]:
+    """Runs that started from ImageNet weights (the card records "none ..." for random initialisation)."""
+    return [run for run in runs if not run.card["pretrained"].startswith("none")]
+
+
 def ensemble_metrics(runs: list[Run], split: str = "test") -> dict | None:
     """Metrics of the mean probability of several runs (as stored, so flip TTA where the run used it)."""
     from har_core.metrics import compute_metrics, probabilities

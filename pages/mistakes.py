@@ -42,9 +42,8 @@ st.dataframe(table, hide_index=True, width="stretch")
 if len(table):
     st.subheader("Detail")
     chosen = st.selectbox("Image", table["filename"].unique().tolist(), key="mistakes_detail")
-    rows = [{"run": name, "predicted": f.set_index("filename").loc[chosen, "predicted"],
-             "confidence": f.set_index("filename").loc[chosen, "confidence"]} for name, f in frames.items()
-            if chosen in set(f["filename"])]
+    rows = [{"run": name, **f.set_index("filename").loc[chosen, ["predicted", "confidence"]].to_dict()}
+            for name, f in frames.items() if chosen in set(f["filename"])]
     st.markdown(f"True class: **{table.loc[table['filename'] == chosen, 'true'].iloc[0]}**")
     st.dataframe(rows, hide_index=True, width="stretch")
     if selection.data_root is not None and st.toggle("Show Grad-CAM for every model", key="mistakes_cam"):

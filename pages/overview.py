@@ -1,7 +1,7 @@
 import streamlit as st
 
 import ui
-from har_core.analysis import ensemble_metrics, overview_table
+from har_core.analysis import ensemble_metrics, overview_table, pretrained_runs
 from har_core.plots import accuracy_bars
 
 selection = ui.sidebar()
@@ -15,8 +15,7 @@ st.dataframe(table, hide_index=True, width="stretch",
                             "test macro-F1": st.column_config.ProgressColumn(format="%.3f", min_value=0, max_value=1)})
 if table["test accuracy"].notna().any():
     st.plotly_chart(accuracy_bars(table.dropna(subset=["test accuracy"])), width="stretch")
-pretrained = [run for run in selection.runs if not run.card["pretrained"].startswith("none")]
-ensemble = ensemble_metrics(pretrained)
+ensemble = ensemble_metrics(pretrained_runs(selection.runs))
 if ensemble:
     st.success(f"**Ensemble** of the pretrained runs ({', '.join(ensemble['runs'])}), mean probability: "
                f"test accuracy **{ensemble['accuracy']:.1%}**, macro-F1 **{ensemble['macro_f1']:.3f}**")

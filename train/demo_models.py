@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from har_core import artifacts
-from har_core.analysis import ensemble_metrics
+from har_core.analysis import ensemble_metrics, pretrained_runs
 from har_core.data import make_split, scan, write_manifest
 from har_core.registry import REGISTRY
 from train import train
@@ -65,8 +65,7 @@ DEMO_RUNS = {
 
 def comparison_table(runs_dir: Path) -> str:
     runs, _ = artifacts.find_runs(runs_dir)
-    pretrained = [run for run in runs if not run.card["pretrained"].startswith("none")]
-    ensemble = ensemble_metrics(pretrained)
+    ensemble = ensemble_metrics(pretrained_runs(runs))
     lines = ["| model | params | input | pretrained | epochs | test accuracy | test macro-F1 | flip TTA |",
              "|---|---:|---:|---|---:|---:|---:|:-:|"]
     for run in sorted(runs, key=lambda r: -r.card.get("metrics", {}).get("test", {}).get("accuracy", 0)):
