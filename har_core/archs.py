@@ -85,6 +85,12 @@ class TFInceptionE(tv_inception.InceptionE):
         return [self.branch1x1(x), branch3x3, branch3x3dbl, self.branch_pool(pooled)]
 
 
+# the modules torchvision's Inception3 forward runs in order (AuxLogits branches off after Mixed_6e)
+INCEPTION_STAGES = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
+                    "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b",
+                    "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")
+
+
 class InceptionV3(tv_inception.Inception3):
     """torchvision's Inception3 layout with TF pooling; aux logits are returned in training."""
 
@@ -102,8 +108,6 @@ class InceptionV3(tv_inception.Inception3):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The 2048-d pooled features (what the 2015 TorchScript backbone returns)."""
-        for name in ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
-                     "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a",
-                     "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c"):
+        for name in INCEPTION_STAGES:
             x = getattr(self, name)(x)
         return torch.flatten(self.avgpool(x), 1)

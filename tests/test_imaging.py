@@ -159,3 +159,18 @@ def test_every_case_ends_in_a_prediction_or_a_reason(tiny_runs):
         except ImageError:
             explained += 1
     assert predicted == len(OK) and explained == len(REJECTED)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_large_jpegs_decode_in_draft_mode_upright_and_close_to_the_full_decode(mode):
+    big = photo().resize((2400, 1600), Image.BICUBIC).convert(mode)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° on display
+    data = encoded(big, "JPEG", quality=90, exif=exif)
+    drafted, full = load_image(data), load_image(data, draft_size=0)
+    assert full.size == (1600, 2400) and drafted.size == (800, 1200)  # halved, still ≥ 512 on both sides
+    assert drafted.mode == full.mode == "RGB"
+    shrunk = np.asarray(full.resize(drafted.size, Image.BOX), dtype=float)
+    assert np.abs(np.asarray(drafted, dtype=float) - shrunk).mean() < 3  # the same picture, 0–255 scale
+    small = encoded(photo((400, 300)), "JPEG")
+    assert np.array_equal(np.asarray(load_image(small)), np.asarray(load_image(small, draft_size=0)))

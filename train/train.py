@@ -11,6 +11,7 @@ gives the defaults. Reads top to bottom: config, data, model, loop, final evalua
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -36,6 +37,7 @@ from har_core.inference import logits_of, predict_loader
 from har_core.metrics import compute_metrics
 from har_core.pretrained import PretrainedError, load_pretrained
 from har_core.registry import RECIPES, REGISTRY, Recipe, count_parameters, is_head_param
+from har_core.trunk import CachedViews, trunk_features, trunk_parameters, trunk_skipped
 
 
 # ---- config --------------------------------------------------------------------------------
@@ -91,6 +93,38 @@ def set_trainable(model, spec, recipe: Recipe, epoch: int) -> None:
             param.requires_grad = is_head_param(spec, name)
         else:
             param.requires_grad = any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def check_cached_trunk(model, spec, recipe: Recipe, world: int) -> None:
+    """Cached trunk features are only valid while the trunk never trains."""
+    if not spec.trunk:
+        raise SystemExit(f"error: {spec.name} declares no trunk in the registry; --cached-views needs one")
+    if world > 1 or recipe.mixup_alpha > 0:
+        raise SystemExit("error: --cached-views works in one process and without mixup")
+    frozen = set(trunk_parameters(model, spec.trunk))
+    for epoch in (0, recipe.freeze_epochs):  # stage one, stage two
+        set_trainable(model, spec, recipe, epoch)
+        trained = [n for n, p in model.named_parameters() if p.requires_grad and n in frozen]
+        if trained:
+            raise SystemExit(f"error: --trainable includes trunk parameters ({trained[0]}, ...); "
+                             f"with --cached-views train only modules after {spec.trunk[-1]}")
+
+
+def cache_trunk_views(model, spec, recipe: Recipe, index, manifest, classes, data_config, seed: int,
+                      workers: int, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frozen trunk's output for `recipe.cached_views` augmented views of every training image
+    (each view seeded, so a resumed run rebuilds the same cache), and for the plain val images."""
+    views = []
+    for view in range(recipe.cached_views):
+        seed_everything(seed * 1000 + 500 + view)
+        loader = split_loader(index.root, manifest, "train", classes, train_transform(data_config, recipe.augment),
+                              batch_size=recipe.batch_size, workers=workers,
+                              generator=torch.Generator().manual_seed(seed * 1000 + 500 + view))
+        views.append(trunk_features(model, spec.trunk, loader, f"trunk view {view + 1}/{recipe.cached_views}",
+                                    progress))
+    val_loader = split_loader(index.root, manifest, "val", classes, eval_transform(data_config),
+                              batch_size=recipe.batch_size, workers=workers)
+    return torch.stack(views), trunk_features(model, spec.trunk, val_loader, "trunk val", progress)
 
 
 def freeze_frozen_batchnorm(model) -> None:
@@ -258,9 +292,7 @@ def main(argv=None) -> Path:
             pretrained = load_pretrained(model, spec, args.pretrained or spec.default_pretrained)
         except PretrainedError as error:
             raise SystemExit(f"error: {error}")
-    model.to(device)
-    if on_cuda:
-        model.to(memory_format=torch.channels_last)
+    model.to(device, memory_format=torch.channels_last)  # faster on CUDA and with oneDNN on CPU
     optimizer = make_optimizer(recipe, model)
     state = {"epoch": 0, "best_accuracy": -1.0, "best_epoch": -1, "history": [],
              "plateau": {"best_loss": float("inf"), "bad_epochs": 0, "scale": 1.0}}
@@ -287,12 +319,25 @@ def main(argv=None) -> Path:
     if rank == 0:
         artifacts.write_json(run_dir / artifacts.CARD, card)
 
+    cached = recipe.cached_views > 0
+    if cached:
+        check_cached_trunk(model, spec, recipe, world)
+        train_views, val_features = cache_trunk_views(model, spec, recipe, index, manifest, classes, data_config,
+                                                      seed, args.workers, progress)
+    # with a cached trunk, the model takes trunk features (only inside this context: saving needs the trunk)
+    features_in = (lambda: trunk_skipped(model, spec.trunk)) if cached else contextlib.nullcontext
     partly_frozen = recipe.freeze_epochs > 0 or recipe.trainable != "all"
     train_model = DistributedDataParallel(model, find_unused_parameters=partly_frozen) if world > 1 else model
     if world > 1 and recipe.weighted_sampler:
         log("note: the weighted sampler is not used with several processes (DistributedSampler instead)", rank)
-    val_loader = split_loader(index.root, manifest, "val", classes, eval_transform(data_config),
-                              batch_size=recipe.batch_size, workers=args.workers)
+    if cached:
+        val_labels = [label_of[l] for l in manifest.loc[manifest["split"] == "val", "label"]]
+        val_loader = torch.utils.data.DataLoader(CachedViews(val_features[None], val_labels,
+                                                             torch.zeros(len(val_labels), dtype=torch.long)),
+                                                 batch_size=recipe.batch_size)
+    else:
+        val_loader = split_loader(index.root, manifest, "val", classes, eval_transform(data_config),
+                                  batch_size=recipe.batch_size, workers=args.workers)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     log(f"{spec.name}: {card['parameters'] / 1e6:.1f}M parameters, pretrained: {pretrained}, device {device}"
         f"{f' × {world} processes' if world > 1 else ''}, {len(train_labels)} train / "
@@ -309,10 +354,16 @@ def main(argv=None) -> Path:
             sampler = class_weights_sampler(train_labels, len(classes), generator)
         else:
             sampler = None
-        train_loader = split_loader(index.root, manifest, "train", classes,
-                                    train_transform(data_config, recipe.augment), batch_size=recipe.batch_size,
-                                    workers=args.workers, shuffle=True, sampler=sampler, generator=generator,
-                                    pin_memory=on_cuda)
+        if cached:  # each image in one of its cached views, drawn anew each epoch
+            view_of = torch.randint(recipe.cached_views, (len(train_labels),), generator=generator)
+            train_loader = torch.utils.data.DataLoader(
+                CachedViews(train_views, train_labels, view_of), batch_size=recipe.batch_size,
+                shuffle=sampler is None, sampler=sampler, generator=generator, pin_memory=on_cuda)
+        else:
+            train_loader = split_loader(index.root, manifest, "train", classes,
+                                        train_transform(data_config, recipe.augment), batch_size=recipe.batch_size,
+                                        workers=args.workers, shuffle=True, sampler=sampler, generator=generator,
+                                        pin_memory=on_cuda)
         lr = learning_rate(recipe, epoch, state["plateau"]["scale"])
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -322,15 +373,14 @@ def main(argv=None) -> Path:
         total_loss, correct, seen, started = 0.0, 0, 0, time.time()
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not progress, leave=False)
         for images, labels, _ in bar:
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            if on_cuda:
-                images = images.to(memory_format=torch.channels_last)
+            images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
+            labels = labels.to(device, non_blocking=True)
             mixed, lam = recipe.mixup_alpha > 0 and images.shape[0] > 1, 1.0
             if mixed:
                 lam = float(np.random.beta(recipe.mixup_alpha, recipe.mixup_alpha))
                 perm = torch.randperm(images.shape[0], device=images.device)
                 images = lam * images + (1 - lam) * images[perm]
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=on_cuda):
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=on_cuda), features_in():
                 output = train_model(images)
                 outputs = output if isinstance(output, (tuple, list)) else (output,)
                 loss = 0.0
@@ -353,7 +403,9 @@ def main(argv=None) -> Path:
 
         # validation on rank 0; the others wait at the barrier
         if rank == 0:
-            probs, labels = predict_loader(model, val_loader, device=device, desc="validating", progress=progress)
+            with features_in():
+                probs, labels = predict_loader(model, val_loader, device=device, desc="validating",
+                                               progress=progress)
             val = compute_metrics(labels, probs, classes, top_k=())
             val_loss = negative_log_likelihood(probs, labels)
             record = {"epoch": epoch + 1, "lr": lr, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
