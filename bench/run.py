@@ -38,6 +38,10 @@ def timed(fn, repeats: int, warmup: int = 1) -> dict:
     return {"min": min(times), "median": statistics.median(times)}
 
 
+def step(what: str) -> None:
+    print(f"bench: {what}…", file=sys.stderr, flush=True)
+
+
 def a_photo(data: Path | None, size: tuple[int, int] = (1600, 1200)) -> bytes:
     """A photo-sized JPEG, made from a data-set image when one is at hand."""
     source = next(iter(sorted((data / "train").glob("*.jpg"))), None) if data and data.is_dir() else None
@@ -83,10 +87,11 @@ def app_upload_seconds(runs_dir: Path, photo: bytes, repeats: int, names: list[s
             browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(300_000)
-            page.goto(f"http://127.0.0.1:{port}/predict")
-            page.get_by_text("Upload one or more photos").wait_for()
             times = []
             for i in range(repeats + 1):
+                # a fresh page each time: the uploader takes several files, so a second upload would add one
+                page.goto(f"http://127.0.0.1:{port}/predict")
+                page.get_by_text("Upload one or more photos").wait_for()
                 path = folder / f"photo_{i}.jpg"  # a new name each time: a real new upload
                 path.write_bytes(photo)
                 start = time.perf_counter()
@@ -117,11 +122,13 @@ def main(argv=None) -> dict:
     runs_dir, data = Path(args.runs), Path(args.data)
     results: dict = {"threads": torch.get_num_threads()}
 
+    step("cold start")
     results["cold_start_s"] = cold_start(runs_dir)
     models = [load_run(run) for run in find_runs(runs_dir)[0]]
     photo = a_photo(data)
 
     # 0. decoding a photo: JPEG draft mode (the default) against a full decode
+    step("decoding")
     results["decode"] = {}
     for size in ((1600, 1200), (4000, 3000)):
         jpeg = a_photo(data, size)
@@ -130,6 +137,7 @@ def main(argv=None) -> dict:
             "full": timed(lambda: load_image(jpeg, draft_size=0), args.repeats)}
 
     # 1. five-model prediction of one uploaded photo, against the compute floor
+    step("predicting one photo with every model")
     image = load_image(photo)
     tensors = {m.name: m.preprocess([image]) for m in models}
     for tta in (False, True):
@@ -139,12 +147,14 @@ def main(argv=None) -> dict:
             "full": full, "compute_floor": floor, "ratio": full["median"] / floor["median"]}
 
     # 2. Grad-CAM per model and method
+    step("Grad-CAM")
     results["gradcam"] = {}
     for m in models:
         for method in ("Grad-CAM", "Grad-CAM++", "EigenCAM"):
             results["gradcam"][f"{m.name}/{method}"] = timed(lambda: explain(m, image, method), max(2, args.repeats // 2))
 
     # 3. batch evaluation throughput vs pure forward at the same batch size, per model and worker count
+    step("batch evaluation")
     if data.is_dir():
         results["evaluation"] = {}
         for model in models:
@@ -163,6 +173,7 @@ def main(argv=None) -> dict:
             results["evaluation"][model.name] = row
 
     # 4. app responsiveness
+    step("the app in headless Chromium")
     if not args.skip_browser:
         results["app_upload_to_predictions_s"] = app_upload_seconds(runs_dir, photo, max(2, args.repeats // 2),
                                                                   [m.name for m in models])
@@ -181,7 +192,7 @@ def main(argv=None) -> dict:
     for key, r in results["gradcam"].items():
         print(f"{'grad-cam ' + key + ' (s)':55s} {r['min']:8.3f} {r['median']:8.3f}")
     for name, e in results.get("evaluation", {}).items():
-        print(f"{'evaluate ' + name + ' (images/s, workers 0 | 1)':55s} {e['workers_0']['images_per_s']:8.1f} "
+        print(f"{'evaluate ' + name + ' (images/s, 0 workers (CPU default) | 1)':55s} {e['workers_0']['images_per_s']:8.1f} "
               f"{e['workers_1']['images_per_s']:8.1f}   pure forward {e['forward_images_per_s']:.1f}   ratio "
               f"{e['workers_0']['ratio']:.2f} | {e['workers_1']['ratio']:.2f}")
     if results.get("app_upload_to_predictions_s"):

@@ -72,7 +72,7 @@ def load_image(source: bytes | str | Path, limits: ImageLimits = DEFAULT_LIMITS,
                 image.draft(None, (draft_size, draft_size))
             image.seek(0)  # animated files: the first frame
             image.load()
-            image = ImageOps.exif_transpose(image)
+            ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of an already upright image
             return to_rgb(image)
     except ImageError:
         raise
@@ -99,4 +99,4 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGB", image.size, (255, 255, 255))
         background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
         return background
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")

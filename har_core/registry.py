@@ -48,6 +48,7 @@ class Recipe:
     tta: bool = False  # flip TTA at evaluation
     image_size: int = 0  # 0: the model's own input size; else train/evaluate at this size
     cached_views: int = 0  # >0: the frozen trunk runs once on this many augmented views (har_core.trunk)
+    bn_frozen: bool = False  # every batch norm keeps its ImageNet statistics, trainable ones too (Keras' advice)
 
     def replace(self, **changes) -> "Recipe":
         return dataclasses.replace(self, **changes)

@@ -8,6 +8,7 @@ from conftest import CLASSES, synthetic_image
 from har_core import analysis, plots
 from har_core.artifacts import find_runs, load_weights
 from har_core.cam import METHODS, explain, overlay
+from har_core.evaluation import default_workers, evaluate_split
 from har_core.inference import build_for_card, forward_probs, load_run, predict_all
 
 
@@ -134,3 +135,16 @@ def test_fast_paths_match_the_plain_ones(tiny_runs):
                         plain = (plain + plain_model(batch.flip(-1)).softmax(1)) / 2
                 assert np.allclose(prediction.probs[i], plain[0].numpy(), atol=1e-5)
     assert forward_probs(models[0].model, models[0].preprocess(images)).shape == (3, 3)
+
+
+def test_evaluation_decoding_inline_equals_decoding_in_worker_processes(tiny_runs, kaggle_data):
+    """On CPU, evaluation decodes inline by default (a worker would compete with the forward); both
+    paths must give the same predictions."""
+    loaded = load_run(tiny_runs / "mobilenet_v2")
+    run = loaded.run
+    inline_metrics, inline = evaluate_split(loaded.model, run.card, kaggle_data, run.manifest(), "test",
+                                            progress=False)
+    _, in_workers = evaluate_split(loaded.model, run.card, kaggle_data, run.manifest(), "test", workers=2,
+                                   batch_size=3, progress=False)
+    assert default_workers("cpu") == 0 and inline_metrics["n"] == len(inline) > 3
+    pd.testing.assert_frame_equal(inline, in_workers, check_exact=False, atol=1e-6)

@@ -11,6 +11,7 @@ import torch
 
 from conftest import CLASSES, ROOT, SPORTS15, TINY_FLAGS, train_tiny
 from har_core import artifacts
+from har_core.registry import REGISTRY
 from train import evaluate, predict, train
 
 
@@ -128,3 +129,15 @@ def test_efficientnet_lite0_from_offline_weights_learns_sports15(tmp_path):
                           "--quiet", "--workers", "1"])
     history = json.loads((run_dir / "history.json").read_text())
     assert max(h["val_accuracy"] for h in history) >= 0.80, history
+
+
+@pytest.mark.parametrize("bn_frozen", [True, False])
+def test_bn_frozen_keeps_every_batch_norm_statistic_while_the_weights_train(tmp_path, kaggle_data, bn_frozen):
+    run = train_tiny(kaggle_data, tmp_path, f"bn_{bn_frozen}", extra=["--bn-frozen", str(bn_frozen).lower()])
+    trained = safetensors.torch.load_file(run / "checkpoint" / "last.safetensors")
+    train.seed_everything(0)  # the run's own initialisation
+    initial = REGISTRY["custom_cnn"].build(3).state_dict()
+    statistics = [k for k in initial if k.endswith(("running_mean", "running_var"))]
+    assert statistics and not torch.equal(initial["classifier.1.weight"], trained["model.classifier.1.weight"])
+    unchanged = [torch.equal(initial[k], trained[f"model.{k}"]) for k in statistics]
+    assert all(unchanged) if bn_frozen else not any(unchanged)

@@ -7,7 +7,6 @@ Uses the run's own split manifest, so the evaluated images are exactly the ones 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from har_core.artifacts import RunError, open_run
@@ -23,7 +22,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
     parser.add_argument("--data", help="data folder (default: the one on the run's card)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=min(4, (os.cpu_count() or 2) - 1))
+    parser.add_argument("--workers", type=int, help="DataLoader workers (default: none on CPU, 4 on GPU)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)

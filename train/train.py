@@ -127,11 +127,13 @@ def cache_trunk_views(model, spec, recipe: Recipe, index, manifest, classes, dat
     return torch.stack(views), trunk_features(model, spec.trunk, val_loader, "trunk val", progress)
 
 
-def freeze_frozen_batchnorm(model) -> None:
-    """Batch norms whose parameters are frozen keep their ImageNet statistics (as Keras' training=False)."""
+def freeze_batchnorm(model, recipe: Recipe) -> None:
+    """Batch norms whose parameters are frozen keep their ImageNet statistics (as Keras' training=False);
+    with `bn_frozen` the trainable ones do too, so the features the head learnt on in stage one keep
+    their scale when stage two starts (small batches' statistics would shift them)."""
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            if not any(p.requires_grad for p in module.parameters()):
+            if recipe.bn_frozen or not any(p.requires_grad for p in module.parameters()):
                 module.eval()
 
 
@@ -369,7 +371,7 @@ def main(argv=None) -> Path:
             group["lr"] = lr
         set_trainable(model, spec, recipe, epoch)
         train_model.train()
-        freeze_frozen_batchnorm(model)
+        freeze_batchnorm(model, recipe)
         total_loss, correct, seen, started = 0.0, 0, 0, time.time()
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not progress, leave=False)
         for images, labels, _ in bar:
