@@ -31,10 +31,11 @@ CACHED_NOTE = ("the B1 recipe (label smoothing 0.1, two stages, flip TTA) shorte
                "dropped, since they need the full 25 epochs.")
 DEMO_RUNS = {
     "efficientnet_lite2": ("efficientnet_lite2", [
-        *CACHED_TAIL, "--epochs", "12", "--freeze-epochs", "4", "--finetune-lr", "5e-4",
+        *CACHED_TAIL, "--epochs", "12", "--freeze-epochs", "4", "--finetune-lr", "5e-4", "--bn-frozen", "true",
         "--trainable", EFFICIENTNET_TAIL],
         "EfficientNet-Lite2 from ImageNet weights (the largest EfficientNet available offline), "
-        + CACHED_NOTE.format(head=4, tail=8, what="the last three stages (blocks.4–6) and the head conv")),
+        + CACHED_NOTE.format(head=4, tail=8, what="the last three stages (blocks.4–6) and the head conv, every "
+                             "batch norm keeping its ImageNet statistics")),
     "efficientnet_lite1": ("efficientnet_lite1", [
         *CACHED_TAIL, "--epochs", "12", "--freeze-epochs", "4", "--finetune-lr", "5e-4",
         "--trainable", EFFICIENTNET_TAIL],
