@@ -99,10 +99,8 @@ def app_upload_seconds(runs_dir: Path, photo: bytes, repeats: int, names: list[s
                 # the photo's caption is drawn only after every model has predicted (the uploader's own
                 # file list shows the name earlier, so it must not count); then the script run must end
                 page.locator("[data-testid='stImageCaption']", has_text=path.name).wait_for()
+                page.locator("[class*='st-key-card_']").nth(len(names) - 1).wait_for()  # every model's card
                 page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')")
-                cards = page.locator("[class*='st-key-card_']")
-                if cards.count() != len(names):
-                    raise RuntimeError(f"expected {len(names)} model cards, saw {cards.count()}")
                 times.append(time.perf_counter() - start)
             browser.close()
         warm = times[1:]
@@ -174,11 +172,14 @@ def main(argv=None) -> dict:
 
     # 4. app responsiveness
     step("the app in headless Chromium")
+    Path(args.out).write_text(json.dumps(results, indent=2))  # kept, should the browser part fail
     if not args.skip_browser:
-        results["app_upload_to_predictions_s"] = app_upload_seconds(runs_dir, photo, max(2, args.repeats // 2),
-                                                                  [m.name for m in models])
-
-    Path(args.out).write_text(json.dumps(results, indent=2))
+        try:
+            results["app_upload_to_predictions_s"] = app_upload_seconds(runs_dir, photo, max(2, args.repeats // 2),
+                                                                      [m.name for m in models])
+        except Exception as error:  # noqa: BLE001 - the other figures still count
+            print(f"bench: the browser figure failed: {type(error).__name__}: {error}", file=sys.stderr)
+        Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"{'figure':55s} {'min':>8s} {'median':>8s}")
     print(f"{'cold start: load every bundled model (s)':55s} {results['cold_start_s']:8.2f}")
     for size, r in results["decode"].items():
