@@ -19,7 +19,7 @@ from har_core.metrics import compute_metrics, predictions_frame, summary
 def default_workers(device: str) -> int:
     """DataLoader workers for evaluation. A GPU leaves the CPU free, so images decode in workers beside
     it. On a CPU the forward already keeps every core busy and a worker process only competes with it
-    (bench: on 2 cores every bundled model evaluates faster without one), so decoding stays inline."""
+    (bench, 2 cores: no bundled model evaluated faster with one, most 10–30% slower), so decoding stays inline."""
     return 0 if device == "cpu" else min(4, max(0, (os.cpu_count() or 1) - 1))
 
 

@@ -22,7 +22,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
     parser.add_argument("--data", help="data folder (default: the one on the run's card)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, help="DataLoader workers (default: none on CPU, 4 on GPU)")
+    parser.add_argument("--workers", type=int, help="DataLoader workers (default: none on CPU, up to 4 beside a GPU)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
