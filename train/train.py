@@ -116,10 +116,11 @@ def cache_trunk_views(model, spec, recipe: Recipe, index, manifest, classes, dat
     (each view seeded, so a resumed run rebuilds the same cache), and for the plain val images."""
     views = []
     for view in range(recipe.cached_views):
-        seed_everything(seed * 1000 + 500 + view)
+        view_seed = seed * 1000 + 500 + view
+        seed_everything(view_seed)
         loader = split_loader(index.root, manifest, "train", classes, train_transform(data_config, recipe.augment),
                               batch_size=recipe.batch_size, workers=workers,
-                              generator=torch.Generator().manual_seed(seed * 1000 + 500 + view))
+                              generator=torch.Generator().manual_seed(view_seed))
         views.append(trunk_features(model, spec.trunk, loader, f"trunk view {view + 1}/{recipe.cached_views}",
                                     progress))
     val_loader = split_loader(index.root, manifest, "val", classes, eval_transform(data_config),
