@@ -38,6 +38,20 @@ def timed(fn, repeats: int, warmup: int = 1) -> dict:
     return {"min": min(times), "median": statistics.median(times)}
 
 
+def interleaved(contenders: dict, repeats: int) -> dict[str, list[float]]:
+    """Seconds of each callable per repeat, taken in turn within each repeat (after one warm-up each), so
+    that a shared machine's slow spells hit every contender alike and their ratios stay comparable."""
+    for fn in contenders.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
 def step(what: str) -> None:
     print(f"bench: {what}…", file=sys.stderr, flush=True)
 
@@ -160,14 +174,19 @@ def main(argv=None) -> dict:
             manifest = run.manifest()
             files = manifest.loc[manifest["split"] == "test", "filename"].tolist()
             decoded = torch.stack([model.transform(load_image(data / f)) for f in files])
-            forward = timed(lambda: [forward_probs(model.model, decoded[i:i + 64]) for i in range(0, len(files), 64)],
-                            2)
-            row = {"images": len(files), "forward_images_per_s": len(files) / forward["median"]}
+            contenders = {"forward": lambda: [forward_probs(model.model, decoded[i:i + 64])
+                                              for i in range(0, len(files), 64)]}
             for workers in (0, 1):
-                evaluation = timed(lambda: evaluate_split(model.model, run.card, data, manifest, "test", batch_size=64,
-                                                          workers=workers, progress=False), 2)
-                row[f"workers_{workers}"] = {"images_per_s": len(files) / evaluation["median"],
-                                             "ratio": forward["median"] / evaluation["median"]}
+                contenders[f"workers_{workers}"] = lambda workers=workers: evaluate_split(
+                    model.model, run.card, data, manifest, "test", batch_size=64, workers=workers, progress=False)
+            times = interleaved(contenders, max(3, args.repeats))
+            row = {"images": len(files), "forward_images_per_s": len(files) / statistics.median(times["forward"])}
+            for workers in (0, 1):
+                evaluation = times[f"workers_{workers}"]
+                # each repeat's ratio pairs an evaluation with the forward timed just before it
+                ratios = [f / e for f, e in zip(times["forward"], evaluation)]
+                row[f"workers_{workers}"] = {"images_per_s": len(files) / statistics.median(evaluation),
+                                             "ratio": statistics.median(ratios), "ratio_min": min(ratios)}
             results["evaluation"][model.name] = row
 
     # 4. app responsiveness

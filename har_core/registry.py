@@ -49,6 +49,7 @@ class Recipe:
     image_size: int = 0  # 0: the model's own input size; else train/evaluate at this size
     cached_views: int = 0  # >0: the frozen trunk runs once on this many augmented views (har_core.trunk)
     bn_frozen: bool = False  # every batch norm keeps its ImageNet statistics, trainable ones too (Keras' advice)
+    ema_decay: float = 0.0  # >0: validate, keep and save an exponential moving average of the weights (per step)
 
     def replace(self, **changes) -> "Recipe":
         return dataclasses.replace(self, **changes)

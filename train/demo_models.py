@@ -32,10 +32,11 @@ CACHED_NOTE = ("the B1 recipe (label smoothing 0.1, two stages, flip TTA) shorte
 DEMO_RUNS = {
     "efficientnet_lite2": ("efficientnet_lite2", [
         *CACHED_TAIL, "--epochs", "12", "--freeze-epochs", "4", "--finetune-lr", "5e-4", "--bn-frozen", "true",
-        "--trainable", EFFICIENTNET_TAIL],
+        "--ema-decay", "0.98", "--trainable", EFFICIENTNET_TAIL],
         "EfficientNet-Lite2 from ImageNet weights (the largest EfficientNet available offline), "
         + CACHED_NOTE.format(head=4, tail=8, what="the last three stages (blocks.4–6) and the head conv, every "
-                             "batch norm keeping its ImageNet statistics")),
+                             "batch norm keeping its ImageNet statistics")
+        + " The weights kept are a moving average over the training steps (EMA, decay 0.98)."),
     "efficientnet_lite1": ("efficientnet_lite1", [
         *CACHED_TAIL, "--epochs", "12", "--freeze-epochs", "4", "--finetune-lr", "5e-4",
         "--trainable", EFFICIENTNET_TAIL],

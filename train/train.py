@@ -26,6 +26,7 @@ import safetensors.torch
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
@@ -170,8 +171,10 @@ def update_plateau(state: dict, val_loss: float, recipe: Recipe, patience: int =
 
 # ---- checkpoints: one safetensors file with the JSON state in its metadata ------------------
 
-def save_checkpoint(path: Path, model, optimizer, state: dict) -> None:
+def save_checkpoint(path: Path, model, optimizer, state: dict, average=None) -> None:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if average is not None:
+        tensors |= {f"average.{k}": v.detach().cpu().contiguous() for k, v in average.state_dict().items()}
     opt = optimizer.state_dict()
     for index, slots in opt["state"].items():
         for key, value in slots.items():
@@ -180,12 +183,15 @@ def save_checkpoint(path: Path, model, optimizer, state: dict) -> None:
     artifacts.atomic_write_bytes(path, safetensors.torch.save(tensors, metadata=meta))
 
 
-def load_checkpoint(path: Path, model, optimizer) -> dict:
+def load_checkpoint(path: Path, model, optimizer, average=None) -> dict:
     from safetensors import safe_open
     with safe_open(str(path), framework="pt") as handle:
         meta = handle.metadata()
         tensors = {k: handle.get_tensor(k) for k in handle.keys()}
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    averaged = {k[8:]: v for k, v in tensors.items() if k.startswith("average.")}
+    if average is not None and averaged:  # else (EMA switched on at resume) it starts from the resumed weights
+        average.load_state_dict(averaged)
     opt_state: dict[int, dict] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
@@ -297,10 +303,15 @@ def main(argv=None) -> Path:
             raise SystemExit(f"error: {error}")
     model.to(device, memory_format=torch.channels_last)  # faster on CUDA and with oneDNN on CPU
     optimizer = make_optimizer(recipe, model)
+    # with --ema-decay, validation, the saved weights and the final evaluation use the running average,
+    # which smooths out the last minibatches' noise (the best epoch is then less of a lucky draw)
+    average = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
+               if recipe.ema_decay > 0 else None)
+    evaluated = average.module if average is not None else model
     state = {"epoch": 0, "best_accuracy": -1.0, "best_epoch": -1, "history": [],
              "plateau": {"best_loss": float("inf"), "bad_epochs": 0, "scale": 1.0}}
     if args.resume:
-        state = load_checkpoint(checkpoint_path, model, optimizer)
+        state = load_checkpoint(checkpoint_path, model, optimizer, average)
         log(f"resuming {run_dir.name} after epoch {state['epoch']} (best val acc "
             f"{state['best_accuracy']:.3f} at epoch {state['best_epoch'] + 1})", rank)
 
@@ -327,8 +338,8 @@ def main(argv=None) -> Path:
         check_cached_trunk(model, spec, recipe, world)
         train_views, val_features = cache_trunk_views(model, spec, recipe, index, manifest, classes, data_config,
                                                       seed, args.workers, progress)
-    # with a cached trunk, the model takes trunk features (only inside this context: saving needs the trunk)
-    features_in = (lambda: trunk_skipped(model, spec.trunk)) if cached else contextlib.nullcontext
+    # with a cached trunk, a model takes trunk features (only inside this context: saving needs the trunk)
+    features_in = (lambda m: trunk_skipped(m, spec.trunk)) if cached else (lambda m: contextlib.nullcontext())
     partly_frozen = recipe.freeze_epochs > 0 or recipe.trainable != "all"
     train_model = DistributedDataParallel(model, find_unused_parameters=partly_frozen) if world > 1 else model
     if world > 1 and recipe.weighted_sampler:
@@ -383,7 +394,7 @@ def main(argv=None) -> Path:
                 lam = float(np.random.beta(recipe.mixup_alpha, recipe.mixup_alpha))
                 perm = torch.randperm(images.shape[0], device=images.device)
                 images = lam * images + (1 - lam) * images[perm]
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=on_cuda), features_in():
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=on_cuda), features_in(model):
                 output = train_model(images)
                 outputs = output if isinstance(output, (tuple, list)) else (output,)
                 loss = 0.0
@@ -395,6 +406,8 @@ def main(argv=None) -> Path:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if average is not None:
+                average.update_parameters(model)
             total_loss += loss.item() * labels.shape[0]
             correct += (logits_of(output).argmax(1) == labels).sum().item()
             seen += labels.shape[0]
@@ -406,8 +419,8 @@ def main(argv=None) -> Path:
 
         # validation on rank 0; the others wait at the barrier
         if rank == 0:
-            with features_in():
-                probs, labels = predict_loader(model, val_loader, device=device, desc="validating",
+            with features_in(evaluated):
+                probs, labels = predict_loader(evaluated, val_loader, device=device, desc="validating",
                                                progress=progress)
             val = compute_metrics(labels, probs, classes, top_k=())
             val_loss = negative_log_likelihood(probs, labels)
@@ -419,10 +432,10 @@ def main(argv=None) -> Path:
             improved = val["accuracy"] > state["best_accuracy"]
             if improved:
                 state["best_accuracy"], state["best_epoch"] = val["accuracy"], epoch
-                artifacts.save_weights(run_dir / artifacts.WEIGHTS, model, args.save_dtype)
+                artifacts.save_weights(run_dir / artifacts.WEIGHTS, evaluated, args.save_dtype)
             state["epoch"] = epoch + 1
             artifacts.write_json(run_dir / artifacts.HISTORY, state["history"])
-            save_checkpoint(checkpoint_path, model, optimizer, state)
+            save_checkpoint(checkpoint_path, model, optimizer, state, average)
             log(f"epoch {epoch + 1:3d}/{recipe.epochs}  lr {lr:.2e}  train loss {record['train_loss']:.3f} "
                 f"acc {record['train_accuracy']:.3f}  val loss {val_loss:.3f} acc {val['accuracy']:.3f} "
                 f"F1 {val['macro_f1']:.3f}  {record['seconds']:.0f}s{'  *best*' if improved else ''}", rank)
