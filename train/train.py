@@ -171,10 +171,16 @@ def update_plateau(state: dict, val_loss: float, recipe: Recipe, patience: int =
 
 # ---- checkpoints: one safetensors file with the JSON state in its metadata ------------------
 
+def prefixed(prefix: str, module) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
+def unprefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k.removeprefix(f"{prefix}."): v for k, v in tensors.items() if k.startswith(f"{prefix}.")}
+
+
 def save_checkpoint(path: Path, model, optimizer, state: dict, average=None) -> None:
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if average is not None:
-        tensors |= {f"average.{k}": v.detach().cpu().contiguous() for k, v in average.state_dict().items()}
+    tensors = prefixed("model", model) | (prefixed("average", average) if average is not None else {})
     opt = optimizer.state_dict()
     for index, slots in opt["state"].items():
         for key, value in slots.items():
@@ -188,8 +194,8 @@ def load_checkpoint(path: Path, model, optimizer, average=None) -> dict:
     with safe_open(str(path), framework="pt") as handle:
         meta = handle.metadata()
         tensors = {k: handle.get_tensor(k) for k in handle.keys()}
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    averaged = {k[8:]: v for k, v in tensors.items() if k.startswith("average.")}
+    model.load_state_dict(unprefixed("model", tensors))
+    averaged = unprefixed("average", tensors)
     if average is not None and averaged:  # else (EMA switched on at resume) it starts from the resumed weights
         average.load_state_dict(averaged)
     opt_state: dict[int, dict] = {}
