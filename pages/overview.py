@@ -27,7 +27,8 @@ for i, run in enumerate(selection.runs):
     with columns[i % len(columns)].container(border=True):
         st.markdown(f"#### {run.name}")
         st.markdown(f"**{card['model']}** · {card.get('parameters', 0) / 1e6:.1f}M parameters · "
-                    f"{card['input_size']} px  \n**pretrained:** {card['pretrained']}")
+                    f"{card['input_size']} px  \n**pretrained:** {card['pretrained']}"
+                    + (f"  \n**trained on:** {card['device']}" if card.get("device") else ""))
         test = card.get("metrics", {}).get("test")
         if test:
             left, right = st.columns(2)

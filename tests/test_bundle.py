@@ -1,5 +1,6 @@
 """The demo runs shipped in assets/runs: they load, their cards validate, their numbers reproduce."""
 import json
+from collections import Counter
 import shutil
 import subprocess
 
@@ -35,6 +36,15 @@ def test_every_bundled_run_loads_with_a_valid_card():
     assert len(manifests) == 1, "all demo runs share one split (same test images)"
 
 
+def test_gpu_trained_runs_are_the_ones_demo_models_trains_on_a_gpu():
+    from train.demo_models import GPU_RUNS
+    for run in bundled():
+        on_gpu = run.card["device"] != "cpu"
+        assert on_gpu == (run.name in GPU_RUNS), run.name
+        if on_gpu:
+            assert run.card["recipe"]["trainable"] == "all" and run.card["recipe"]["cached_views"] == 0
+
+
 def test_bundle_fits_the_size_budget():
     tracked = subprocess.run(["git", "ls-files", "-z", "assets/runs"], cwd=ROOT, capture_output=True, text=True).stdout
     files = [ROOT / f for f in tracked.split("\0") if f] or [p for p in BUNDLE.rglob("*") if p.is_file()
@@ -60,3 +70,7 @@ def test_the_app_opens_on_the_bundle_by_default(monkeypatch):
     assert not at.exception
     assert len(at.dataframe[0].value) == len(bundled())
     assert any("Ensemble" in s.value for s in at.success)
+    # every card says where it was trained (the GPU-trained runs must not pass for CPU rebuilds)
+    shown = Counter(m.value.split("**trained on:** ")[1] for m in at.markdown if "**trained on:** " in m.value)
+    assert shown == Counter(run.card["device"] for run in bundled())
+    assert shown["cpu"] >= 4 and sum(shown.values()) > shown["cpu"]

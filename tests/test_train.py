@@ -25,6 +25,7 @@ def test_run_folder_holds_every_artifact(tiny_runs):
     assert card["recipe"]["epochs"] == 2 and card["split"]["counts"]["test"] > 0
     assert card["data"]["skipped"] == 2 and len(card["data"]["fingerprint"]) == 16
     assert set(card["versions"]) >= {"torch", "torchvision", "timm"}
+    assert card["device"] == "cpu"  # where it was trained, so GPU-trained runs say so
     history = json.loads((run_dir / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
     assert set(history[0]) >= {"train_loss", "val_loss", "train_accuracy", "val_accuracy", "val_macro_f1", "lr"}

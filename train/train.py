@@ -333,6 +333,7 @@ def main(argv=None) -> Path:
                   "counts": manifest["split"].value_counts().reindex(["train", "val", "test"]).fillna(0)
                   .astype(int).to_dict()},
         "versions": artifacts.versions(), "weights_dtype": args.save_dtype,
+        "device": torch.cuda.get_device_name(device) if on_cuda else "cpu",
         "created": card.get("created", datetime.now(timezone.utc).isoformat(timespec="seconds")),
         "metrics": card.get("metrics", {}), "notes": card.get("notes", ""),
     }
