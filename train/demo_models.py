@@ -1,7 +1,8 @@
 """Rebuild the demo bundle in assets/runs from sports15 (`make demo-models` on CPU; `--device cuda` on a GPU).
 
-All models share one split manifest, so they are tested on the same images. The recipes are the
-groups' recipes shortened to fit a CPU budget; each card records exactly what was run.
+All models share one split manifest, so they are tested on the same images. On a CPU the recipes are the
+groups' recipes shortened to fit its budget (DEMO_RUNS); with `--device cuda` the pretrained EfficientNets
+and MobileNetV2 fine-tune every layer instead (GPU_RUNS). Each card records exactly what was run.
 
     python -m train.demo_models --data ../shared/data/sports15 --out assets/runs [--only resnet50,vgg16]
     python -m train.demo_models --device cuda --workers 3 --only efficientnet_lite2,efficientnet_lite1,mobilenet_v2
