@@ -138,9 +138,17 @@ def unlabelled_images(target: str | Path) -> tuple[Path, list[str], list[tuple[s
 def make_split(index: DataIndex, seed: int = 0, val: float = 0.15, test: float = 0.15) -> pd.DataFrame:
     """Stratified train/val/test split; one row per sample with its split."""
     frame = pd.DataFrame(index.samples, columns=["filename", "label"])
-    rest, test_part = train_test_split(frame, test_size=test, stratify=frame["label"], random_state=seed)
-    train_part, val_part = train_test_split(rest, test_size=val / (1 - test), stratify=rest["label"],
-                                            random_state=seed)
+    try:
+        rest, test_part = train_test_split(frame, test_size=test, stratify=frame["label"], random_state=seed)
+        train_part, val_part = train_test_split(rest, test_size=val / (1 - test), stratify=rest["label"],
+                                                random_state=seed)
+    except ValueError as error:  # sklearn's reason names split sizes, not images; say what to add
+        counts = frame["label"].value_counts()
+        raise DataError(
+            f"{len(frame)} images in {len(counts)} classes are too few for a stratified train/val/test split "
+            f"({val:.0%} val, {test:.0%} test): every class needs images in every split and each split one "
+            f"image per class (smallest class: {counts.idxmin()}, {counts.min()} images). Add images or "
+            f"pass a split manifest (--split). [{error}]") from None
     parts = [p.assign(split=name) for p, name in ((train_part, "train"), (val_part, "val"), (test_part, "test"))]
     return pd.concat(parts).sort_values(["split", "filename"]).reset_index(drop=True)
 

@@ -55,6 +55,13 @@ def test_split_is_stratified_disjoint_seeded_and_round_trips(kaggle_data, tmp_pa
     assert read_manifest(tmp_path / "split.csv").equals(split)
 
 
+def test_too_few_images_for_a_split_is_a_clear_error(tmp_path):
+    from conftest import write_kaggle_dataset
+    index = scan(write_kaggle_dataset(tmp_path, per_class=2, extras=False), progress=False)
+    with pytest.raises(DataError, match=r"6 images in 3 classes are too few .*smallest class: \w+, 2 images"):
+        make_split(index)
+
+
 def test_manifest_listing_an_image_twice_is_rejected(tmp_path):
     (tmp_path / "split.csv").write_text("filename,label,split\na.jpg,x,train\na.jpg,x,test\n")
     with pytest.raises(DataError, match="twice"):

@@ -9,7 +9,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from conftest import CLASSES, ROOT, SPORTS15, TINY_FLAGS, train_tiny
+from conftest import CLASSES, ROOT, SPORTS15, TINY_FLAGS, train_tiny, write_kaggle_dataset
 from har_core import artifacts
 from har_core.registry import REGISTRY
 from train import evaluate, predict, train
@@ -98,6 +98,13 @@ def test_resume_with_more_epochs_extends_a_finished_run(tmp_path, kaggle_data):
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, kaggle_data):
     with pytest.raises(SystemExit, match="nothing to resume"):
         train.main(["--model", "custom_cnn", "--data", str(kaggle_data), "--out", str(tmp_path), "--resume"])
+
+
+def test_too_few_images_to_split_exits_with_the_reason_and_writes_no_weights(tmp_path):
+    data = write_kaggle_dataset(tmp_path / "few", per_class=2, extras=False)
+    with pytest.raises(SystemExit, match="error: 6 images in 3 classes are too few"):
+        train.main(["--model", "custom_cnn", "--data", str(data), "--out", str(tmp_path / "runs"), *TINY_FLAGS])
+    assert not list((tmp_path / "runs").rglob("*.safetensors"))
 
 
 def test_unwritable_output_folder_fails_before_training(tmp_path, kaggle_data):

@@ -289,7 +289,10 @@ def main(argv=None) -> Path:
     elif args.split:
         manifest = read_manifest(Path(args.split))
     else:
-        manifest = make_split(index, seed=seed)
+        try:
+            manifest = make_split(index, seed=seed)
+        except DataError as error:
+            raise SystemExit(f"error: {error}")
     usable = {rel for rel, _ in index.samples}
     manifest = manifest[manifest["filename"].isin(usable)].reset_index(drop=True)
     if rank == 0:
