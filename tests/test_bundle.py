@@ -1,8 +1,8 @@
 """The demo runs shipped in assets/runs: they load, their cards validate, their numbers reproduce."""
 import json
-from collections import Counter
 import shutil
 import subprocess
+from collections import Counter
 
 import pytest
 

@@ -1,6 +1,6 @@
 import pytest
 
-from conftest import CLASSES, SPORTS15
+from conftest import CLASSES, SPORTS15, write_kaggle_dataset
 from har_core.data import (DataError, detect_layout, make_split, read_manifest, scan, unlabelled_images,
                            write_manifest)
 
@@ -56,7 +56,6 @@ def test_split_is_stratified_disjoint_seeded_and_round_trips(kaggle_data, tmp_pa
 
 
 def test_too_few_images_for_a_split_is_a_clear_error(tmp_path):
-    from conftest import write_kaggle_dataset
     index = scan(write_kaggle_dataset(tmp_path, per_class=2, extras=False), progress=False)
     with pytest.raises(DataError, match=r"6 images in 3 classes are too few .*smallest class: \w+, 2 images"):
         make_split(index)

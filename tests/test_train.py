@@ -107,6 +107,13 @@ def test_too_few_images_to_split_exits_with_the_reason_and_writes_no_weights(tmp
     assert not list((tmp_path / "runs").rglob("*.safetensors"))
 
 
+def test_a_broken_split_manifest_exits_with_the_reason(tmp_path, kaggle_data):
+    (tmp_path / "split.csv").write_text("filename,label,split\nImage_1.jpg,calling,train\nImage_1.jpg,calling,test\n")
+    with pytest.raises(SystemExit, match="error: .*lists an image twice"):
+        train.main(["--model", "custom_cnn", "--data", str(kaggle_data), "--out", str(tmp_path / "runs"),
+                    "--split", str(tmp_path / "split.csv"), *TINY_FLAGS])
+
+
 def test_unwritable_output_folder_fails_before_training(tmp_path, kaggle_data):
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the run folder should go")

@@ -277,22 +277,19 @@ def main(argv=None) -> Path:
         check_output_folder(run_dir, needed_bytes=12 * count_parameters(spec.build(2)) + 50 * 2**20)
 
     # data: index (reporting unusable files), split manifest, loaders
+    manifest_path = run_dir / artifacts.MANIFEST
     try:
         index = scan(args.data, classes=classes, progress=progress)
+        if manifest_path.is_file():
+            manifest = read_manifest(manifest_path)
+        elif args.split:
+            manifest = read_manifest(Path(args.split))
+        else:
+            manifest = make_split(index, seed=seed)
     except DataError as error:
         raise SystemExit(f"error: {error}")
     for rel, reason in index.problems:
         log(f"skipped {rel}: {reason}", rank)
-    manifest_path = run_dir / artifacts.MANIFEST
-    if manifest_path.is_file():
-        manifest = read_manifest(manifest_path)
-    elif args.split:
-        manifest = read_manifest(Path(args.split))
-    else:
-        try:
-            manifest = make_split(index, seed=seed)
-        except DataError as error:
-            raise SystemExit(f"error: {error}")
     usable = {rel for rel, _ in index.samples}
     manifest = manifest[manifest["filename"].isin(usable)].reset_index(drop=True)
     if rank == 0:
