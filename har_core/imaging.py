@@ -25,6 +25,10 @@ class ImageLimits:
 DEFAULT_LIMITS = ImageLimits()
 
 
+# The image formats HAR Studio reads (data sets, uploads, folders to predict): the one list.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
 class ImageError(ValueError):
     """An image that cannot be used, with a one-line reason fit to show a person."""
 
@@ -35,6 +39,16 @@ def safe_name(name: str) -> str:
     return "".join(ch if ch.isprintable() else "_" for ch in base)[:120]
 
 
+def read_file(path: str | Path, limits: ImageLimits = DEFAULT_LIMITS) -> bytes:
+    """The bytes of an image file, refusing what is missing or over the size limit before reading it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"file not found: {path.name}")
+    if path.stat().st_size > limits.max_bytes:
+        raise ImageError(f"file is larger than {limits.max_bytes // 2**20} MB")
+    return path.read_bytes()
+
+
 def load_image(source: bytes | str | Path, limits: ImageLimits = DEFAULT_LIMITS,
                draft_size: int | None = None) -> Image.Image:
     """Decode to an upright RGB image or raise ImageError with a short reason.
@@ -42,15 +56,7 @@ def load_image(source: bytes | str | Path, limits: ImageLimits = DEFAULT_LIMITS,
     JPEGs larger than `draft_size` (default `limits.draft_side`; 0: never) on both sides are decoded
     at a power-of-two reduction that keeps them at least that large.
     """
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise ImageError(f"file not found: {path.name}")
-        if path.stat().st_size > limits.max_bytes:
-            raise ImageError(f"file is larger than {limits.max_bytes // 2**20} MB")
-        data = path.read_bytes()
-    else:
-        data = bytes(source)
+    data = read_file(source, limits) if isinstance(source, (str, Path)) else bytes(source)
     if not data:
         raise ImageError("the file is empty")
     if len(data) > limits.max_bytes:
@@ -80,7 +86,7 @@ def load_image(source: bytes | str | Path, limits: ImageLimits = DEFAULT_LIMITS,
         raise ImageError("image is too large (it declares more pixels than is safe to decode)") from None
     except UnidentifiedImageError:
         raise ImageError("not a readable image: an unsupported format or a damaged file "
-                         "(use JPEG, PNG, WebP, BMP, GIF or TIFF)") from None
+                         f"(use {', '.join(s[1:].upper() for s in IMAGE_SUFFIXES)})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageError(f"the image is damaged or truncated ({error})") from None
 

@@ -1,9 +1,8 @@
 """Loading trained runs and predicting with them."""
 from __future__ import annotations
 
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from tqdm.auto import tqdm
 
 from har_core.artifacts import Run, RunError, load_weights, open_run
 from har_core.data import eval_transform
+from har_core.ensemble import combine
 from har_core.registry import REGISTRY
 
 
@@ -44,7 +44,6 @@ class LoadedModel:
     run: Run
     model: nn.Module
     transform: object
-    lock: threading.Lock = field(default_factory=threading.Lock)  # Grad-CAM hooks are not re-entrant
 
     @property
     def name(self) -> str:
@@ -78,6 +77,9 @@ def load_run(path_or_run: str | Path | Run) -> LoadedModel:
     load_weights(run.weights_path(), model, run.name)
     # channels_last: oneDNN's fast layout on CPU too (EfficientNet-Lite1 and InceptionV3 forward ~1.5× faster)
     model.eval().to(memory_format=torch.channels_last)
+    # no weight gradients: a CAM differentiates with respect to its input, so backward skips the weights
+    # and shared models never accumulate .grad (pytorch-grad-cam makes its input require grad)
+    model.requires_grad_(False)
     return LoadedModel(run=run, model=model, transform=eval_transform(data_config_of(run.card)))
 
 
@@ -102,8 +104,10 @@ def predict_all(models: list[LoadedModel], images: list[Image.Image], tta: bool 
     return results
 
 
-def ensemble(predictions: list[Prediction]) -> np.ndarray:
-    return np.mean([p.probs for p in predictions], axis=0)
+def ensemble(predictions: list[Prediction], members: list[str] | None = None) -> np.ndarray:
+    """The ensemble (har_core.ensemble) of the predictions of `members` (default: all of them)."""
+    chosen = [p.probs for p in predictions if members is None or p.model in members]
+    return combine(chosen or [p.probs for p in predictions])
 
 
 @torch.inference_mode()

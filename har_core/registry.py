@@ -36,6 +36,7 @@ class Recipe:
     warmup_epochs: int = 0
     step_size: int = 5  # StepLR
     gamma: float = 0.1  # StepLR / ReduceLROnPlateau factor
+    plateau_patience: int = 2  # plateau: epochs without a lower val loss before the lr is cut
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0
     augment: str = "flip"  # comma-separated names from har_core.data.AUGMENTATIONS
@@ -55,24 +56,55 @@ class Recipe:
         return dataclasses.replace(self, **changes)
 
 
+def weights_data_config(hub: str) -> dict:
+    """Input size, mean/std, crop and interpolation as the published weights define them: timm's
+    `pretrained_cfg` or torchvision's weight transforms (both ship with the packages: no download)."""
+    kind, _, ident = hub.partition(":")
+    if kind == "timm":
+        cfg = timm.models.get_pretrained_cfg(ident.removeprefix("timm/")).to_dict()
+        return {"input_size": cfg["input_size"][-1], "mean": tuple(cfg["mean"]), "std": tuple(cfg["std"]),
+                "crop_pct": cfg["crop_pct"], "interpolation": cfg["interpolation"]}
+    if kind == "torchvision":
+        preset = torchvision.models.get_weight(ident).transforms()
+        return {"input_size": preset.crop_size[0], "mean": tuple(preset.mean), "std": tuple(preset.std),
+                "crop_pct": preset.crop_size[0] / preset.resize_size[0], "interpolation": preset.interpolation.value}
+    raise ValueError(f"unknown weights source '{hub}'")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
+    """An architecture. Entries with published ImageNet weights (`hub`) take their input size, mean/std,
+    crop and interpolation from those weights' own config; only weightless entries state them."""
+
     name: str
     build: Callable[[int], nn.Module]  # num_classes -> randomly initialised model
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    cam_layer: str  # dotted path of the Grad-CAM target layer
+    cam_layer: str  # dotted path of the Grad-CAM target layer (chosen by bench/cam_layers.py)
     head: tuple[str, ...]  # module prefixes that make up the classifier head
     recipe: Recipe
-    crop_pct: float = 0.875
-    interpolation: str = "bicubic"
-    hub: str = ""  # where `--pretrained hub` downloads from: "torchvision:<weights enum>" or "timm:<hf id>"
-    offline: str = ""  # key into har_core.pretrained.OFFLINE_WEIGHTS, or ""
+    input_size: int = 0
+    mean: tuple[float, float, float] = ()
+    std: tuple[float, float, float] = ()
+    crop_pct: float = 0.0
+    interpolation: str = ""
+    hub: str = ""  # the published weights: "torchvision:<weights enum>" or "timm:<hf id>" (`--pretrained hub`)
+    offline: str = ""  # key into har_core.pretrained.OFFLINE_WEIGHTS (the same weights, shipped in a package)
     key_format: str = "native"  # how pretrained keys are named: native | efficientnet_pytorch | fid_inception
+    # the network takes inputs scaled to [-1, 1] itself instead of the weights' ImageNet normalisation
+    # (our InceptionV3 leaves out torchvision's `transform_input`, which converts the one into the other)
+    scales_to_unit_range: bool = False
     description: str = ""
     default_pretrained: str = "none"
     trunk: tuple[str, ...] = ()  # modules the forward runs first, in order: cacheable when frozen
+
+    def __post_init__(self):
+        if self.hub:
+            derived = weights_data_config(self.hub)
+            if self.scales_to_unit_range:
+                derived |= {"mean": TF_MEAN, "std": TF_STD}
+            for key, value in derived.items():
+                object.__setattr__(self, key, value)
+        if not (self.input_size and self.mean and self.std and self.crop_pct and self.interpolation):
+            raise ValueError(f"{self.name}: an entry without published weights states its preprocessing")
 
     def data_config(self, image_size: int = 0) -> dict:
         """The timm-style data config every transform derives from."""
@@ -169,47 +201,40 @@ register(ModelSpec(
     recipe=RECIPES["custom_cnn"],
     description="The groups' baseline: five Conv3x3-BN-ReLU-MaxPool blocks, trained from scratch."))
 
-for _name, _arch, _size in (("efficientnet_b1", "efficientnet_b1", 240),
-                            ("efficientnet_b3", "efficientnet_b3", 300)):
+for _arch, _weights in (("efficientnet_b1", "ra4_e3600_r240_in1k"), ("efficientnet_b3", "ra2_in1k")):
     register(ModelSpec(
-        name=_name, build=_timm(_arch), input_size=_size, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-        cam_layer="conv_head", head=("classifier",), recipe=RECIPES["efficientnet_b1"],
-        hub=f"timm:timm/{_arch}.ra4_e3600_r{_size}_in1k" if _arch == "efficientnet_b1"
-        else f"timm:timm/{_arch}.ra2_in1k", default_pretrained="hub", trunk=EFFICIENTNET_TRUNK,
+        name=_arch, build=_timm(_arch), cam_layer="conv_head", head=("classifier",), recipe=RECIPES["efficientnet_b1"],
+        hub=f"timm:timm/{_arch}.{_weights}", default_pretrained="hub", trunk=EFFICIENTNET_TRUNK,
         description=f"timm {_arch} with Dropout 0.2 + Linear head, fine-tuned from ImageNet."))
 
-for _i, _size in ((0, 224), (1, 240), (2, 260)):
+for _i in (0, 1, 2):
     register(ModelSpec(
-        name=f"efficientnet_lite{_i}", build=_timm(f"tf_efficientnet_lite{_i}"), input_size=_size,
-        mean=TF_MEAN, std=TF_STD, crop_pct=0.882, cam_layer="conv_head", head=("classifier",),
+        name=f"efficientnet_lite{_i}", build=_timm(f"tf_efficientnet_lite{_i}"), cam_layer="conv_head",
+        head=("classifier",),
         recipe=RECIPES["efficientnet_b1"], hub=f"timm:timm/tf_efficientnet_lite{_i}.in1k",
         offline=f"efficientnet_lite{_i}", key_format="efficientnet_pytorch", default_pretrained="offline",
         trunk=EFFICIENTNET_TRUNK,
         description=f"timm tf_efficientnet_lite{_i}; ImageNet weights available offline."))
 
 register(ModelSpec(
-    name="vgg16", build=archs.vgg16_gap, input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-    interpolation="bilinear", cam_layer="features.29", head=("head",), recipe=RECIPES["vgg16"],
+    name="vgg16", build=archs.vgg16_gap, cam_layer="features.29", head=("head",), recipe=RECIPES["vgg16"],
     hub="torchvision:VGG16_Weights.IMAGENET1K_V1", default_pretrained="hub",
     description="torchvision VGG16 convolutional base + global average pool, Linear 512→256, Dropout, Linear."))
 
 register(ModelSpec(
-    name="resnet50", build=_resnet50, input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-    interpolation="bilinear", cam_layer="layer4", head=("fc",), recipe=RECIPES["resnet50"],
+    name="resnet50", build=_resnet50, cam_layer="layer4", head=("fc",), recipe=RECIPES["resnet50"],
     hub="torchvision:ResNet50_Weights.IMAGENET1K_V2", default_pretrained="hub",
     description="torchvision ResNet50 with a new Linear head."))
 
 register(ModelSpec(
-    name="inception_v3", build=archs.InceptionV3, input_size=299, mean=TF_MEAN, std=TF_STD,
-    crop_pct=0.875, interpolation="bilinear", cam_layer="Mixed_7c", head=("fc", "AuxLogits"),
-    recipe=RECIPES["inception_v3"], hub="torchvision:Inception_V3_Weights.IMAGENET1K_V1",
+    name="inception_v3", build=archs.InceptionV3, cam_layer="Mixed_7c", head=("fc", "AuxLogits"),
+    recipe=RECIPES["inception_v3"], hub="torchvision:Inception_V3_Weights.IMAGENET1K_V1", scales_to_unit_range=True,
     offline="inception_v3_fid", key_format="fid_inception", default_pretrained="offline",
     trunk=archs.INCEPTION_STAGES[:archs.INCEPTION_STAGES.index("Mixed_6e") + 1],
     description="InceptionV3 (Google 2015 backbone, TF-style pooling) with auxiliary logits in training."))
 
 register(ModelSpec(
-    name="mobilenet_v2", build=_mobilenet_v2, input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-    interpolation="bilinear", cam_layer="features.18", head=("classifier",),
+    name="mobilenet_v2", build=_mobilenet_v2, cam_layer="features.18", head=("classifier",),
     recipe=RECIPES["efficientnet_b1"], hub="torchvision:MobileNet_V2_Weights.IMAGENET1K_V1",
     offline="mobilenet_v2", default_pretrained="offline", trunk=tuple(f"features.{i}" for i in range(14)),
     description="torchvision MobileNetV2; exact ImageNet weights available offline."))

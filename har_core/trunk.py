@@ -37,14 +37,19 @@ def trunk_parameters(model: nn.Module, trunk: tuple[str, ...]) -> list[str]:
 @torch.no_grad()  # not inference_mode: the tail trains on these tensors
 def trunk_features(model: nn.Module, trunk: tuple[str, ...], loader: DataLoader, desc: str,
                    progress: bool = True) -> torch.Tensor:
-    """The trunk's output for every sample of a loader of (image, label, index), in index order, as float16."""
+    """The trunk's output for every sample of a loader of (image, label, index), in index order, as float16.
+
+    Batches run on the model's device (a GPU's, with --device cuda); the features are kept in CPU memory,
+    from where the training loader hands them back to the device batch by batch."""
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     chunks, order = [], []
     for images, _, indices in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
         for name in trunk:
             images = model.get_submodule(name)(images)
-        chunks.append(images.half())
+        chunks.append(images.half().cpu())
         order.append(indices)
     model.train(was_training)
     return torch.cat(chunks)[torch.cat(order).argsort()]

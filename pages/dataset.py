@@ -21,6 +21,7 @@ a, b, c = st.columns(3)
 a.metric("Images", int(counts.sum()))
 b.metric("Classes", len(summary["classes"]))
 c.metric("Unreadable or skipped", len(summary["problems"]))
+a.caption(f"{summary['copies']['picture'].nunique() if len(summary['copies']) else 0} picture(s) stored twice or more")
 st.subheader("Class distribution")
 st.plotly_chart(class_distribution(counts), width="stretch")
 st.subheader("Image sizes")
@@ -36,6 +37,11 @@ for label in summary["classes"]:
         image = ui.thumb(selection, name, 140)
         if image is not None:
             column.image(image)
+if len(summary["copies"]):
+    st.subheader("Copies of one picture")
+    st.caption("Identical files under different names (by content hash). A split keeps each picture's copies "
+               "together, so none is tested on a picture it trained on.")
+    st.dataframe(summary["copies"], hide_index=True, width="stretch")
 if len(summary["problems"]):
     st.subheader("Unreadable or skipped files")
     st.dataframe(summary["problems"], hide_index=True, width="stretch")

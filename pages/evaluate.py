@@ -41,12 +41,8 @@ predictions = ui.predictions(run, split)
 if predictions is not None:
     samples = cell_samples(predictions, true, predicted)
     st.markdown(f"**{len(samples)} image(s)** with true **{true}** predicted as **{predicted}** by {run_name}")
-    thumbs = [(row.filename, ui.thumb(selection, row.filename)) for row in samples.head(24).itertuples()]
-    shown = [(name, image) for name, image in thumbs if image is not None]
-    if shown:
-        grid = st.columns(6)
-        for i, (name, image) in enumerate(shown):
-            grid[i % 6].image(image, caption=f"{name.split('/')[-1]} · {samples.iloc[i]['confidence']:.0%}")
+    ui.thumbnail_grid(selection, [(row.filename, f"{row.filename.split('/')[-1]} · {row.confidence:.0%}")
+                                  for row in samples.head(24).itertuples()])
     st.dataframe(samples, hide_index=True, width="stretch")
 
 if len(selection.runs) > 1:

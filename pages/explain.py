@@ -3,7 +3,7 @@ import io
 import streamlit as st
 
 import ui
-from har_core.cam import METHODS, SLOW_METHODS, explain, overlay
+from har_core.cam import CLASS_AGNOSTIC, METHODS, SLOW_METHODS, explain, overlay
 
 selection = ui.sidebar()
 st.title("🔥 Explain (Grad-CAM)")
@@ -17,7 +17,11 @@ classes = selection.runs[0].classes
 target = controls[2].selectbox("Class", ["predicted class"] + classes, key="cam_class")
 opacity = controls[3].slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="cam_opacity")
 if method in SLOW_METHODS:
-    st.warning(f"{method} runs one forward pass per channel of the target layer: expect a long wait on CPU.")
+    st.warning(f"{method} runs one forward pass per channel of the target layer: expect a long wait on CPU. "
+               "The server computes one at a time for all visitors.")
+if method in CLASS_AGNOSTIC:
+    st.info(f"{method} does not depend on the class: it shows the main component of the target layer's "
+            "activations, the same map whichever class is chosen.")
 images, names = ui.image_source(selection, key="cam", multiple=False)
 if not images:
     st.info("Upload a photo, take one with the camera, or pick a sample.")
@@ -33,8 +37,12 @@ for i, model in enumerate(loaded):
         picture = overlay(result, opacity)
         st.image(picture, width="stretch")
         predicted = model.classes[int(result.probs.argmax())]
-        st.markdown(f"**{model.name}** · explains **{model.classes[result.target]}** "
-                    f"({result.probs[result.target]:.0%}) · predicted {predicted}")
+        if method in CLASS_AGNOSTIC:
+            st.markdown(f"**{model.name}** · {method} (class-agnostic) · predicted **{predicted}** "
+                        f"({result.probs.max():.0%})")
+        else:
+            st.markdown(f"**{model.name}** · explains **{model.classes[result.target]}** "
+                        f"({result.probs[result.target]:.0%}) · predicted {predicted}")
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
         st.download_button("⬇️ PNG", buffer.getvalue(), f"{model.name}_{method}.png", "image/png",

@@ -30,11 +30,8 @@ st.markdown(f"**{len(table)} mistakes** ({table['filename'].nunique() if len(tab
 st.download_button("⬇️ Export as CSV", table.to_csv(index=False), f"mistakes_{split}.csv", "text/csv")
 
 if selection.data_root is not None and len(table):
-    grid = st.columns(6)
-    for i, row in enumerate(table.head(30).itertuples()):
-        image = ui.thumb(selection, row.filename)
-        if image is not None:
-            grid[i % 6].image(image, caption=f"{row.run}: {row.true} → {row.predicted} ({row.confidence:.0%})")
+    ui.thumbnail_grid(selection, [(row.filename, f"{row.run}: {row.true} → {row.predicted} ({row.confidence:.0%})")
+                                  for row in table.head(30).itertuples()])
 else:
     st.caption("Set the image folder in the sidebar to see thumbnails.")
 st.dataframe(table, hide_index=True, width="stretch")
@@ -46,10 +43,11 @@ if len(table):
             for name, f in frames.items() if chosen in set(f["filename"])]
     st.markdown(f"True class: **{table.loc[table['filename'] == chosen, 'true'].iloc[0]}**")
     st.dataframe(rows, hide_index=True, width="stretch")
-    if selection.data_root is not None and st.toggle("Show Grad-CAM for every model", key="mistakes_cam"):
+    path = ui.data_file(selection, chosen)
+    if path is not None and st.toggle("Show Grad-CAM for every model", key="mistakes_cam"):
         loaded = ui.models([selection.run(n) for n in frames])
         with ui.friendly(f"Reading {chosen}"):
-            image = load_image(selection.data_root / chosen)
+            image = load_image(path)
             columns = st.columns(min(3, len(loaded)))
             for i, model in enumerate(loaded):
                 with ui.friendly(f"Grad-CAM for {model.name}"), st.spinner(f"Grad-CAM for {model.name}…"):

@@ -1,7 +1,8 @@
 import streamlit as st
 
 import ui
-from har_core.analysis import ensemble_metrics, overview_table, pretrained_runs
+from har_core.analysis import overview_table
+from har_core.ensemble import default_members, stored_metrics
 from har_core.plots import accuracy_bars
 
 selection = ui.sidebar()
@@ -15,10 +16,15 @@ st.dataframe(table, hide_index=True, width="stretch",
                             "test macro-F1": st.column_config.ProgressColumn(format="%.3f", min_value=0, max_value=1)})
 if table["test accuracy"].notna().any():
     st.plotly_chart(accuracy_bars(table.dropna(subset=["test accuracy"])), width="stretch")
-ensemble = ensemble_metrics(pretrained_runs(selection.runs))
+members = st.multiselect("Ensemble members", selection.names(), default=default_members(selection.runs),
+                         key="overview_ensemble", help="The ensemble averages its members' probabilities. Default: "
+                         "the runs that started from ImageNet weights (when there are two or more), else all.")
+ensemble = stored_metrics([run for run in selection.runs if run.name in members])
 if ensemble:
-    st.success(f"**Ensemble** of the pretrained runs ({', '.join(ensemble['runs'])}), mean probability: "
+    st.success(f"**Ensemble** of {', '.join(ensemble['runs'])} (mean probability): "
                f"test accuracy **{ensemble['accuracy']:.1%}**, macro-F1 **{ensemble['macro_f1']:.3f}**")
+elif len(members) < 2:
+    st.caption("Choose two or more members to see the ensemble's test metrics.")
 
 st.subheader("Model cards")
 columns = st.columns(min(3, len(selection.runs)))

@@ -3,6 +3,7 @@ import streamlit as st
 
 import ui
 from har_core.analysis import agreement
+from har_core.ensemble import default_members
 from har_core.inference import ensemble, predict_all
 from har_core.plots import top_probabilities
 
@@ -11,19 +12,24 @@ st.title("🔮 Predict & compare")
 ui.need_runs(selection)
 
 chosen = st.multiselect("Models", selection.names(), default=selection.names(), key="predict_models")
+chosen_runs = [selection.run(n) for n in chosen]
+members = st.multiselect("Ensemble members", chosen, default=default_members(chosen_runs), key="predict_ensemble",
+                         help="The ensemble averages its members' probabilities. Default: the runs that started "
+                         "from ImageNet weights (when there are two or more), else all.")
 tta = st.toggle("Flip TTA (average with the mirrored image)", key="predict_tta")
 images, names = ui.image_source(selection, key="predict")
 if not images:
     st.info("Upload one or more photos, take one with the camera, or pick a sample.")
     st.stop()
-loaded = ui.models([selection.run(n) for n in chosen])
+loaded = ui.models(chosen_runs)
 if not loaded:
     st.stop()
 classes = loaded[0].classes
 loaded = [m for m in loaded if m.classes == classes] or loaded
 with st.spinner(f"{len(loaded)} models predicting {len(images)} image(s)…"):
     predictions = predict_all(loaded, images, tta=tta)
-mean = ensemble(predictions)
+members = [p.model for p in predictions if p.model in members] or [p.model for p in predictions]
+mean = ensemble(predictions, members)
 
 if len(images) == 1:
     left, right = st.columns([1, 3])
@@ -33,10 +39,11 @@ if len(images) == 1:
     with right:
         a, b, c = st.columns(3)
         a.metric("Ensemble", classes[int(mean[0].argmax())].replace("_", " "), f"{mean[0].max():.0%} confidence",
-                 delta_color="off")
+                 delta_color="off", help=f"mean probability of {', '.join(members)}")
         b.metric("Agreement", f"{share:.0%}", f"{sum(w == label for w in winners)}/{len(winners)} say {label}",
                  delta_color="off")
         c.metric("Total time", f"{sum(p.seconds for p in predictions) * 1000:.0f} ms")
+    st.caption(f"Ensemble of {len(members)}: {', '.join(members)}")
     columns = st.columns(min(3, len(predictions)))
     for i, prediction in enumerate(predictions):
         probs = prediction.probs[0]

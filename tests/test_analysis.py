@@ -7,7 +7,7 @@ import torch
 from conftest import CLASSES, synthetic_image
 from har_core import analysis, plots
 from har_core.artifacts import find_runs, load_weights
-from har_core.cam import METHODS, explain, overlay
+from har_core.ensemble import default_members, stored_metrics
 from har_core.evaluation import default_workers, evaluate_split
 from har_core.inference import build_for_card, forward_probs, load_run, predict_all
 
@@ -59,7 +59,7 @@ def test_tables_from_run_folders(runs):
 
 
 def test_ensemble_is_the_mean_of_stored_probabilities(runs):
-    ensemble = analysis.ensemble_metrics(runs)
+    ensemble = stored_metrics(runs)
     probs = [r.predictions("test")[[f"prob_{c}" for c in CLASSES]].to_numpy() for r in runs]
     truth = runs[0].predictions("test")["true"].map(CLASSES.index).to_numpy()
     assert ensemble["accuracy"] == pytest.approx(float((np.mean(probs, 0).argmax(1) == truth).mean()))
@@ -85,32 +85,6 @@ def test_dataset_summary(kaggle_data):
     summary = analysis.dataset_summary(kaggle_data)
     assert summary["counts"].to_dict() == {c: 12 for c in CLASSES}
     assert len(summary["problems"]) == 2 and set(summary["sizes"]["width"]) == {40}
-
-
-@pytest.mark.parametrize("method", sorted(METHODS))
-def test_every_cam_method_highlights_something(tiny_runs, method):
-    model = load_run(tiny_runs / "custom_cnn")
-    result = explain(model, synthetic_image(0, seed=3), method)
-    assert result.heatmap.shape == (32, 32) and 0 <= result.heatmap.min() and result.heatmap.max() <= 1
-    assert result.heatmap.max() > 0
-    assert overlay(result, 0.3).size == (32, 32)
-    chosen = explain(model, synthetic_image(0, seed=3), method, target=2)
-    assert chosen.target == 2
-
-
-def test_cam_works_for_inception_v3_and_efficientnet():
-    from har_core.artifacts import Run
-    from har_core.data import eval_transform
-    from har_core.inference import LoadedModel
-    from har_core.registry import build_model, get_spec
-    for name in ("inception_v3", "efficientnet_lite0", "vgg16"):
-        spec = get_spec(name)
-        card = {"model": name, "classes": CLASSES, "mean": list(spec.mean), "std": list(spec.std), "name": name}
-        loaded = LoadedModel(run=Run(path=None, card=card),  # channels_last, as load_run makes them
-                             model=build_model(name, 3).eval().to(memory_format=torch.channels_last),
-                             transform=eval_transform(spec.data_config()))
-        result = explain(loaded, synthetic_image(1, seed=4, size=320), "Grad-CAM")
-        assert result.heatmap.shape == (spec.input_size, spec.input_size)
 
 
 def test_fast_paths_match_the_plain_ones(tiny_runs):

@@ -1,8 +1,15 @@
 """Every page of the app, driven headlessly with Streamlit's AppTest on tiny trained runs."""
+import shutil
+
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
+from conftest import CLASSES, ROOT, synthetic_image
+from har_core.analysis import cell_samples, mistakes
+from har_core.artifacts import find_runs
+from har_core.ensemble import default_members, stored_metrics
+from har_core.imaging import IMAGE_SUFFIXES
 
 
 @pytest.fixture
@@ -36,7 +43,6 @@ def test_overview_lists_every_run_and_follows_the_run_selection(app):
 
 
 def test_a_broken_run_is_named_and_the_others_still_load(tiny_runs, kaggle_data, monkeypatch, tmp_path):
-    import shutil
     runs = tmp_path / "runs"
     shutil.copytree(tiny_runs, runs)
     (runs / "mobilenet_v2" / "card.json").write_text("{ not json")
@@ -88,14 +94,119 @@ def test_evaluate_page_split_and_confusion_cell(app):
     assert not at.exception and len(at.dataframe[0].value) == 2
 
 
-def test_mistakes_page_filters(app):
+def test_mistakes_page_counts_exactly_what_each_filter_keeps(app, tiny_runs):
+    frames = {r.name: r.predictions("test") for r in find_runs(tiny_runs)[0]}
     at = open_page(app, "mistakes")
     count = lambda: int([m.value for m in at.markdown if "mistakes**" in m.value][0].split("**")[1].split()[0])  # noqa: E731
-    total = count()
+    assert count() == len(mistakes(frames))
     at.selectbox(key="mistakes_true").set_value("cycling").run()
-    assert count() <= total
+    assert count() == len(mistakes(frames, true_class="cycling"))
     at.radio(key="mistakes_only").set_value("all wrong").run()
-    assert not at.exception and count() <= total
+    assert not at.exception and count() == len(mistakes(frames, true_class="cycling", only="all wrong"))
+    at.multiselect(key="mistakes_models").set_value(["mobilenet_v2"]).run()
+    assert count() == len(mistakes(frames, ["mobilenet_v2"], true_class="cycling", only="all wrong"))
+
+
+def test_evaluate_captions_stay_with_their_thumbnails_when_one_is_missing(tiny_runs, kaggle_data, monkeypatch,
+                                                                         tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(kaggle_data, data)
+    run = next(r for r in find_runs(tiny_runs)[0] if r.name == "custom_cnn")
+    cell = cell_samples(run.predictions("test"), CLASSES[0], CLASSES[0])
+    assert len(cell) >= 2
+    (data / cell.iloc[0]["filename"]).unlink()  # the most confident image of the default cell is gone
+    monkeypatch.setenv("HAR_RUNS", str(tiny_runs))
+    monkeypatch.setenv("HAR_DATA", str(data))
+    at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "evaluate")
+    captions = [c for image in at.image for c in image.captions]
+    confidence = dict(zip(cell["filename"].str.rsplit("/", n=1).str[-1], cell["confidence"]))
+    assert len(captions) == len(cell) - 1
+    for caption in captions:
+        name, shown = caption.split(" · ")
+        assert shown == f"{confidence[name]:.0%}", caption
+
+
+def test_one_ensemble_with_the_same_members_on_overview_and_predict(app, tiny_runs):
+    runs = find_runs(tiny_runs)[0]
+    assert default_members(runs) == ["custom_cnn", "mobilenet_v2"]  # no pretrained runs: all of them
+    assert app.multiselect(key="overview_ensemble").value == default_members(runs)
+    expected = stored_metrics(runs)["accuracy"]
+    assert any(f"test accuracy **{expected:.1%}**" in s.value for s in app.success)
+    app.multiselect(key="overview_ensemble").set_value(["mobilenet_v2"]).run()
+    assert not app.success and any("two or more members" in c.value for c in app.caption)
+    at = open_page(app, "predict")
+    assert at.multiselect(key="predict_ensemble").value == default_members(runs)
+    sample = at.selectbox(key="predict_sample")
+    at = sample.set_value(sample.options[1]).run()
+    assert "Ensemble of 2: custom_cnn, mobilenet_v2" in texts(at)
+    at.multiselect(key="predict_ensemble").set_value(["mobilenet_v2"]).run()
+    only = next(m for m in at.metric if m.label == "Ensemble")
+    card = [m.value for m in at.markdown if m.value.startswith("### ")]
+    assert "Ensemble of 1: mobilenet_v2" in texts(at)
+    assert only.value == card[1].removeprefix("### ")  # the ensemble of one member is that member's answer
+
+
+def test_eigencam_says_it_does_not_depend_on_the_class(app):
+    at = open_page(app, "explain")
+    sample = at.selectbox(key="cam_sample")
+    at = sample.set_value(sample.options[1]).run()
+    at.selectbox(key="cam_method").set_value("EigenCAM").run()
+    at.selectbox(key="cam_class").set_value("sleeping").run()
+    assert any("does not depend on the class" in i.value for i in at.info)
+    assert not any("explains" in m.value for m in at.markdown)
+    assert sum("(class-agnostic)" in m.value for m in at.markdown) == 2
+
+
+def test_the_uploader_takes_every_format_the_decoder_reads(app):
+    at = open_page(app, "predict")
+    assert list(at.get("file_uploader")[0].proto.type) == list(IMAGE_SUFFIXES)
+
+
+def test_visitors_choose_among_allowed_folders_and_never_type_a_path(app, tiny_runs, kaggle_data):
+    assert not app.sidebar.text_input  # no free paths by default
+    assert [s.label for s in app.sidebar.selectbox] == ["Runs folder", "Image folder"]
+    runs, data = app.sidebar.selectbox(key="runs_dir"), app.sidebar.selectbox(key="data_dir")
+    assert len(runs.options) == 1 and runs.value == str(tiny_runs.resolve())
+    assert len(data.options) == 2 and data.options[0] == "(none)" and data.value == str(kaggle_data.resolve())
+
+
+def test_runs_and_images_behind_symlinks_out_of_the_roots_are_refused(tiny_runs, kaggle_data, monkeypatch, tmp_path):
+    runs, data, outside = tmp_path / "runs", tmp_path / "data", tmp_path / "outside"
+    shutil.copytree(tiny_runs / "custom_cnn", runs / "custom_cnn")
+    shutil.copytree(tiny_runs / "mobilenet_v2", outside / "mobilenet_v2")
+    (runs / "mobilenet_v2").symlink_to(outside / "mobilenet_v2")
+    shutil.copytree(kaggle_data, data)
+    manifest = pd.read_csv(runs / "custom_cnn" / "split.csv")
+    hostile = manifest["filename"].iloc[-1]  # a test image, replaced by a link to a picture outside the roots
+    secret = outside / "secret.jpg"
+    synthetic_image(0, seed=1).save(secret)
+    (data / hostile).unlink()
+    (data / hostile).symlink_to(secret)
+    manifest.loc[len(manifest)] = ["../outside/secret.jpg", "cycling", "test"]
+    manifest.to_csv(runs / "custom_cnn" / "split.csv", index=False)
+    monkeypatch.setenv("HAR_RUNS", str(runs))
+    monkeypatch.setenv("HAR_DATA", str(data))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
+    assert list(at.dataframe[0].value["run"]) == ["custom_cnn"]
+    assert any("mobilenet_v2" in e.value and "outside the allowed runs folder" in e.value for e in at.sidebar.error)
+    at.switch_page("pages/predict.py")
+    at.run()
+    samples = at.selectbox(key="predict_sample").options
+    assert len(samples) > 1 and hostile not in samples and "../outside/secret.jpg" not in samples
+    at.switch_page("pages/dataset.py")
+    at.run()
+    assert not at.exception
+    problems = at.dataframe[-1].value
+    assert dict(zip(problems["file"], problems["reason"]))[hostile] == "outside the data folder"
+
+
+def test_free_paths_only_when_the_operator_opts_in(tiny_runs, kaggle_data, monkeypatch):
+    monkeypatch.setenv("HAR_RUNS", str(tiny_runs))
+    monkeypatch.setenv("HAR_DATA", str(kaggle_data))
+    monkeypatch.setenv("HAR_FREE_PATHS", "1")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
+    assert [t.label for t in at.sidebar.text_input] == ["Runs folder", "Image folder (optional)"]
+    assert sorted(at.dataframe[0].value["run"]) == ["custom_cnn", "mobilenet_v2"]
 
 
 def test_training_and_dataset_pages_render(app):

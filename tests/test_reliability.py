@@ -11,7 +11,7 @@ import safetensors.torch
 import torch
 
 from conftest import ROOT, TINY_FLAGS
-from har_core import artifacts
+from har_core import artifacts, fileio
 from har_core.artifacts import RunError, find_runs, open_run
 from har_core.inference import load_run
 from train.train import check_output_folder
@@ -86,13 +86,13 @@ def test_files_inside_a_run_cannot_point_outside_it(tiny_runs, copy_of, tmp_path
 
 def test_a_crash_while_saving_keeps_the_old_file_and_leaves_no_partial_one(tmp_path, monkeypatch):
     target = tmp_path / "card.json"
-    artifacts.write_json(target, {"version": 1})
+    fileio.write_json(target, {"version": 1})
 
     def crash(fd):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(os, "fsync", crash)
     with pytest.raises(OSError):
-        artifacts.write_json(target, {"version": 2})
+        fileio.write_json(target, {"version": 2})
     assert json.loads(target.read_text()) == {"version": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["card.json"]
 

@@ -1,6 +1,7 @@
 """Training end to end on tiny generated data: run folder, evaluate, predict, resume, torchrun."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -121,24 +122,103 @@ def test_unwritable_output_folder_fails_before_training(tmp_path, kaggle_data):
         train.main(["--model", "custom_cnn", "--data", str(kaggle_data), "--out", str(blocked), *TINY_FLAGS])
 
 
-def test_torchrun_two_processes_gloo_trains_one_epoch(tmp_path, kaggle_data, tiny_runs):
+def test_torchrun_ranks_stay_identical_through_a_plateau_reduction(tmp_path, kaggle_data):
+    """Two gloo processes; the plateau schedule cuts the lr after the second epoch (a tiny lr and frozen
+    batch norms keep the val loss flat). Both ranks must end with the same weights, batch-norm statistics
+    and lr history (before timm's scheduler was stepped on every rank, rank 1 never saw the cut)."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
                "-m", "train.train", "--model", "custom_cnn", "--data", str(kaggle_data), "--out", str(tmp_path),
-               "--name", "ddp", "--backend", "gloo", "--device", "cpu", *TINY_FLAGS, "--epochs", "1"]
+               "--name", "ddp", "--backend", "gloo", "--device", "cpu", *TINY_FLAGS, "--epochs", "3",
+               "--scheduler", "plateau", "--plateau-patience", "0", "--gamma", "0.5", "--lr", "1e-7",
+               "--bn-frozen", "true"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    ddp = json.loads((tmp_path / "ddp" / "metrics_test.json").read_text())
-    single = json.loads((tiny_runs / "custom_cnn" / "metrics_test.json").read_text())
-    assert set(ddp) == set(single) and ddp["n"] == single["n"]
+    ranks = json.loads((tmp_path / "ddp" / "ranks.json").read_text())
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert ranks[0]["lr"] == ranks[1]["lr"] == pytest.approx([1e-7, 1e-7, 5e-8])
+    assert ranks[0]["digest"] == ranks[1]["digest"]
     history = json.loads((tmp_path / "ddp" / "history.json").read_text())
-    assert len(history) == 1 and history[0].keys() == \
-        json.loads((tiny_runs / "custom_cnn" / "history.json").read_text())[0].keys()
+    assert [h["lr"] for h in history] == ranks[0]["lr"]
+    metrics = json.loads((tmp_path / "ddp" / "metrics_test.json").read_text())
+    manifest = pd.read_csv(tmp_path / "ddp" / "split.csv")
+    assert metrics["n"] == int((manifest["split"] == "test").sum()) > 0
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "plateau", "step"])
+def test_resume_replays_every_schedule_exactly(tmp_path, kaggle_data, scheduler):
+    flags = ["--scheduler", scheduler, "--plateau-patience", "0", "--step-size", "1", "--gamma", "0.5",
+             "--warmup-epochs", "1", "--freeze-epochs", "2"]
+    straight = train_tiny(kaggle_data, tmp_path, "straight", extra=[*flags, "--epochs", "4"])
+    train_tiny(kaggle_data, tmp_path, "resumed", extra=[*flags, "--epochs", "3"])
+    resumed = train.main(["--model", "custom_cnn", "--data", str(kaggle_data), "--out", str(tmp_path),
+                          "--name", "resumed", "--resume", "--epochs", "4", "--quiet", "--workers", "0"])
+    lrs = lambda run: [h["lr"] for h in json.loads((run / "history.json").read_text())]  # noqa: E731
+    assert lrs(straight) == lrs(resumed) and len(set(lrs(straight))) > 1
+    a = safetensors.torch.load_file(straight / "model.safetensors")
+    b = safetensors.torch.load_file(resumed / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_split_flag_that_differs_from_the_runs_own_split_is_refused(tmp_path, kaggle_data):
+    first = train_tiny(kaggle_data, tmp_path, "first", extra=["--epochs", "1"])
+    other = pd.read_csv(first / "split.csv")
+    other["split"] = other["split"].map({"train": "test", "test": "train", "val": "val"})
+    other.to_csv(tmp_path / "other.csv", index=False)
+    with pytest.raises(SystemExit, match=r"--split .*other.csv differs from this run's own split .*first/split.csv"):
+        train_tiny(kaggle_data, tmp_path, "first", extra=["--epochs", "1", "--split", str(tmp_path / "other.csv")])
+    again = train_tiny(kaggle_data, tmp_path, "first", extra=["--epochs", "1", "--split", str(first / "split.csv")])
+    assert pd.read_csv(again / "split.csv").equals(pd.read_csv(first / "split.csv"))
+
+
+def test_a_manifest_putting_copies_of_a_picture_in_two_splits_is_refused(tmp_path):
+    data = write_kaggle_dataset(tmp_path / "data", per_class=12, extras=False)
+    shutil.copy(data / "train" / "Image_1.jpg", data / "train" / "Image_copy.jpg")
+    with open(data / "Training_set.csv", "a") as listing:
+        listing.write("Image_copy.jpg,cycling\n")
+    rows = pd.read_csv(data / "Training_set.csv")
+    manifest = rows.assign(split=["train"] * 24 + ["val"] * 6 + ["test"] * 7)
+    manifest.loc[manifest["filename"] == "Image_1.jpg", "split"] = "train"
+    manifest.loc[manifest["filename"] == "Image_copy.jpg", "split"] = "test"
+    manifest["filename"] = "train/" + manifest["filename"]
+    manifest.to_csv(tmp_path / "leaky.csv", index=False)
+    with pytest.raises(SystemExit, match=r"1 picture\(s\) are in two splits.*Image_1.jpg \(train\) = train/Image_copy.jpg"
+                                         r" \(test\)"):
+        train.main(["--model", "custom_cnn", "--data", str(data), "--out", str(tmp_path / "runs"),
+                    "--split", str(tmp_path / "leaky.csv"), *TINY_FLAGS])
+
+
+@pytest.mark.parametrize("flags, value", [(["--weighted-sampler"], True), (["--weighted-sampler", "no"], False),
+                                          (["--tta", "TRUE"], True), ([], None)])
+def test_boolean_flags_take_a_value_or_stand_alone(flags, value):
+    args = train.parse_args(["--model", "custom_cnn", "--data", "x", *flags])
+    assert getattr(args, "recipe_weighted_sampler" if "--weighted-sampler" in flags else "recipe_tta") is value
+
+
+def test_a_typo_in_a_boolean_flag_is_an_error(capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--model", "custom_cnn", "--data", "x", "--bn-frozen", "ture"])
+    assert "expected true or false, got 'ture'" in capsys.readouterr().err
+
+
+def test_resume_and_evaluate_warn_when_the_data_changed(tmp_path, capsys):
+    data = write_kaggle_dataset(tmp_path / "data", per_class=12, extras=False)
+    run = train_tiny(data, tmp_path, "run", extra=["--epochs", "1"])
+    capsys.readouterr()
+    evaluate.main([str(run), "--quiet", "--data", str(data)])
+    assert "warning" not in capsys.readouterr().err
+    image = data / "train" / "Image_2.jpg"
+    image.write_bytes(image.read_bytes()[:-2] + b"\x00\xd9")  # a changed picture
+    evaluate.main([str(run), "--quiet", "--data", str(data)])
+    assert "changed since run was trained" in capsys.readouterr().err
+    train.main(["--model", "custom_cnn", "--data", str(data), "--out", str(tmp_path), "--name", "run", "--resume",
+                "--epochs", "2", "--quiet", "--workers", "0"])
+    assert "warning: the data changed since this run started" in capsys.readouterr().out
 
 
 @pytest.mark.skipif(not SPORTS15.is_dir(), reason="../shared/data/sports15 not present")
 def test_efficientnet_lite0_from_offline_weights_learns_sports15(tmp_path):
-    """Real learning, not plumbing: a short fine-tune of the head on real photos."""
+    """Real learning, not plumbing: a linear probe (the head only) on real photos."""
     run_dir = train.main(["--model", "efficientnet_lite0", "--data", str(SPORTS15), "--out", str(tmp_path),
                           "--recipe", "linear_probe", "--pretrained", "offline", "--epochs", "3",
                           "--quiet", "--workers", "1"])

@@ -54,3 +54,28 @@ def test_cached_views_refuse_what_would_make_the_cache_wrong(tmp_path, kaggle_da
     with pytest.raises(SystemExit, match=message):
         train_tiny(kaggle_data, tmp_path, "bad", model="efficientnet_lite0",
                    extra=["--cached-views", "2", "--image-size", "64", *flags])
+
+
+def test_trunk_features_run_on_the_models_device_and_are_kept_in_cpu_memory():
+    """--cached-views with --device cuda fed CPU batches to a CUDA model. The batches must go to the
+    model's device; here that device is 'meta' (no GPU needed), seen by a recording trunk module."""
+    from har_core.trunk import trunk_features
+
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.empty(1, device="meta"))
+
+        def forward(self, x):
+            seen.append(x.device.type)
+            return torch.ones(x.shape[0], 2, 3, 3)  # what a real trunk returns, on the CPU here
+
+    model = torch.nn.Sequential()
+    model.add_module("stem", Recorder())
+    images = torch.rand(5, 3, 8, 8)
+    loader = torch.utils.data.DataLoader([(image, 0, i) for i, image in enumerate(images)], batch_size=2)
+    features = trunk_features(model, ("stem",), loader, "test", progress=False)
+    assert seen == ["meta"] * 3
+    assert features.device.type == "cpu" and features.dtype == torch.float16 and features.shape == (5, 2, 3, 3)

@@ -13,8 +13,8 @@ import argparse
 import time
 from pathlib import Path
 
-from har_core import artifacts
-from har_core.analysis import ensemble_metrics, pretrained_runs
+from har_core import artifacts, fileio
+from har_core.ensemble import pretrained_runs, stored_metrics
 from har_core.data import make_split, scan, write_manifest
 from har_core.registry import REGISTRY
 from train import train
@@ -99,7 +99,7 @@ GPU_RUNS = {
 
 def comparison_table(runs_dir: Path) -> str:
     runs, _ = artifacts.find_runs(runs_dir)
-    ensemble = ensemble_metrics(pretrained_runs(runs))
+    ensemble = stored_metrics(pretrained_runs(runs))
     lines = ["| model | params | input | pretrained | epochs | test accuracy | test macro-F1 | flip TTA |",
              "|---|---:|---:|---|---:|---:|---:|:-:|"]
     for run in sorted(runs, key=lambda r: -r.card.get("metrics", {}).get("test", {}).get("accuracy", 0)):
@@ -120,7 +120,7 @@ def write_into_readme(table: str, readme: Path = Path("README.md")) -> None:
     start, end = "<!-- demo-table -->\n", "<!-- /demo-table -->"
     if start in text and end in text:
         head, rest = text.split(start, 1)
-        artifacts.atomic_write_text(readme, head + start + table + end + rest.split(end, 1)[1])
+        fileio.atomic_write_text(readme, head + start + table + end + rest.split(end, 1)[1])
 
 
 def main(argv=None) -> None:
@@ -149,9 +149,9 @@ def main(argv=None) -> None:
         card = artifacts.read_json(run_dir / artifacts.CARD)
         card["notes"] = note
         card["training_minutes"] = round((time.time() - started) / 60, 1)
-        artifacts.write_json(run_dir / artifacts.CARD, card)
+        fileio.write_json(run_dir / artifacts.CARD, card)
     table = comparison_table(out)
-    artifacts.atomic_write_text(out / "MODELS.md", "# Demo models (sports15 test split)\n\n" + table)
+    fileio.atomic_write_text(out / "MODELS.md", "# Demo models (sports15 test split)\n\n" + table)
     write_into_readme(table)
     print(table)
 

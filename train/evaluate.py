@@ -7,12 +7,28 @@ Uses the run's own split manifest, so the evaluated images are exactly the ones 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from har_core.artifacts import RunError, open_run
-from har_core.data import SPLITS
+from har_core.data import SPLITS, DataError, scan
 from har_core.evaluation import evaluate_split, write_evaluation
 from har_core.inference import load_run
+
+
+def warn_if_data_changed(card: dict, root: Path, quiet: bool = False) -> bool:
+    """Compare the data's content fingerprint with the one the run was trained on; say so when it differs."""
+    recorded = card.get("data", {}).get("fingerprint")
+    try:
+        now = scan(root, classes=card["classes"], progress=not quiet).fingerprint()
+    except DataError as error:
+        raise RunError(f"{card['name']}: {error}") from None
+    if recorded and recorded != now:
+        print(f"warning: the data in {root} changed since {card['name']} was trained (fingerprint {recorded} -> "
+              f"{now}): images or labels were added, removed or edited, so these metrics are not the run's own",
+              file=sys.stderr)
+        return True
+    return False
 
 
 def main(argv=None) -> dict:
@@ -34,6 +50,7 @@ def main(argv=None) -> dict:
         root = Path(args.data or run.card.get("data", {}).get("root", ""))
         if not root.is_dir():
             raise RunError(f"{run.name}: data folder {root} not found; pass --data")
+        warn_if_data_changed(run.card, root, quiet=args.quiet)
         loaded = load_run(run)
         loaded.model.to(args.device)
         metrics, predictions = evaluate_split(loaded.model, run.card, root, manifest, args.split, tta=args.tta,

@@ -13,7 +13,8 @@ import sys
 import pandas as pd
 from tqdm.auto import tqdm
 
-from har_core.artifacts import RunError, atomic_write_text
+from har_core.artifacts import RunError
+from har_core.fileio import atomic_write_text
 from har_core.data import DataError, unlabelled_images
 from har_core.imaging import ImageError, load_image
 from har_core.inference import load_run

@@ -6,7 +6,9 @@
     torchrun --nproc_per_node 2 -m train.train --model ... --backend gloo               # several processes
 
 Every field of the recipe (see har_core.registry.Recipe) is a flag; the model's registry entry
-gives the defaults. Reads top to bottom: config, data, model, loop, final evaluation.
+gives the defaults. Reads top to bottom: config, data, model, loop, final evaluation. Under torchrun
+every rank holds the same training state (weights, batch-norm statistics, schedule, history, best
+epoch); only rank 0 validates and writes files, and it hands its validation figures to the others.
 """
 from __future__ import annotations
 
@@ -14,10 +16,10 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,14 +27,17 @@ import numpy as np
 import safetensors.torch
 import torch
 import torch.distributed as dist
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from timm.scheduler import CosineLRScheduler, PlateauLRScheduler, StepLRScheduler
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
-from har_core import artifacts
-from har_core.data import (DataError, class_weights_sampler, eval_transform, make_split, read_manifest,
-                           scan, train_transform, write_manifest)
+from har_core import artifacts, fileio
+from har_core.data import (DataError, class_weights_sampler, describe_leaks, eval_transform, leaks, make_split,
+                           read_manifest, scan, train_transform, write_manifest)
 from har_core.evaluation import evaluate_split, negative_log_likelihood, split_loader, write_evaluation
 from har_core.inference import logits_of, predict_loader
 from har_core.metrics import compute_metrics
@@ -43,6 +48,16 @@ from har_core.trunk import CachedViews, trunk_features, trunk_parameters, trunk_
 
 # ---- config --------------------------------------------------------------------------------
 
+def parse_bool(text: str) -> bool:
+    """true/false, yes/no, on/off, 1/0; anything else is an error (a typo must not silently mean False)."""
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, choices=sorted(REGISTRY))
@@ -51,7 +66,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--name", help="run folder name (default: the model name)")
     parser.add_argument("--recipe", choices=sorted(RECIPES), help="named recipe (default: the model's)")
     parser.add_argument("--pretrained", help="none | hub | offline | PATH (default: the model's)")
-    parser.add_argument("--split", help="reuse this split manifest CSV (same test images across models)")
+    parser.add_argument("--split", help="use this split manifest CSV (same test images across models)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -60,15 +75,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--backend", default="", help="torch.distributed backend under torchrun (default nccl/gloo)")
     parser.add_argument("--save-dtype", default="float32", choices=sorted(artifacts.SAVE_DTYPES))
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    for f in dataclasses.fields(Recipe):  # every recipe field is overridable
-        kind = type(f.default)
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f"recipe_{f.name}", default=None,
-                            type=parse_bool if kind is bool else kind, help="recipe override")
+    for f in dataclasses.fields(Recipe):  # every recipe field is overridable; a bare boolean flag means true
+        flag, dest = f"--{f.name.replace('_', '-')}", f"recipe_{f.name}"
+        if type(f.default) is bool:
+            parser.add_argument(flag, dest=dest, default=None, type=parse_bool, nargs="?", const=True,
+                                metavar="true|false", help="recipe override")
+        else:
+            parser.add_argument(flag, dest=dest, default=None, type=type(f.default), help="recipe override")
     return parser.parse_args(argv)
-
-
-def parse_bool(text: str) -> bool:
-    return text.lower() in ("1", "true", "yes", "on")
 
 
 def recipe_from(args, base: Recipe) -> Recipe:
@@ -77,10 +91,64 @@ def recipe_from(args, base: Recipe) -> Recipe:
     return base.replace(**overrides)
 
 
+@dataclass
+class Processes:
+    """Where this process runs: torchrun's world (1 without it), its rank and its device."""
+
+    world: int
+    rank: int
+    device: str
+
+    @property
+    def on_cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def log(self, message: str) -> None:
+        if self.rank == 0:
+            tqdm.write(message)
+
+    def from_rank0(self, values: list[float]) -> list[float]:
+        """Rank 0's numbers on every rank (one process: unchanged)."""
+        if self.world == 1:
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.broadcast(tensor, 0)
+        return tensor.tolist()
+
+    def sum(self, values: list[float]) -> list[float]:
+        if self.world == 1:
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(tensor)
+        return tensor.tolist()
+
+    def share_buffers(self, *modules) -> None:
+        """Batch-norm statistics are updated from each rank's own batches; rank 0's are kept everywhere."""
+        if self.world > 1:
+            for module in modules:
+                for buffer in module.buffers():
+                    dist.broadcast(buffer, 0)
+
+
+def start_processes(args) -> Processes:
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if world > 1:
+        dist.init_process_group(backend=args.backend or ("nccl" if device == "cuda" else "gloo"))
+        if device == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+            device = f"cuda:{torch.cuda.current_device()}"
+    return Processes(world, rank, device)
+
+
 # ---- schedule and stages --------------------------------------------------------------------
 
 def in_stage_one(recipe: Recipe, epoch: int) -> bool:
     return epoch < recipe.freeze_epochs
+
+
+def stage_of(recipe: Recipe, epoch: int) -> int:
+    return 1 if recipe.freeze_epochs > 0 and in_stage_one(recipe, epoch) else 2
 
 
 def set_trainable(model, spec, recipe: Recipe, epoch: int) -> None:
@@ -94,6 +162,52 @@ def set_trainable(model, spec, recipe: Recipe, epoch: int) -> None:
             param.requires_grad = is_head_param(spec, name)
         else:
             param.requires_grad = any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def stage_scheduler(recipe: Recipe, optimizer, epoch: int):
+    """timm's scheduler for the stage holding `epoch`; each stage runs its own schedule from its own base lr
+    (stage two: `finetune_lr` when set). Stepped once per epoch with the stage-local epoch, after validation."""
+    stage_two = recipe.freeze_epochs > 0 and not in_stage_one(recipe, epoch)
+    base = recipe.finetune_lr if stage_two and recipe.finetune_lr > 0 else recipe.lr
+    length = recipe.epochs - recipe.freeze_epochs if stage_two else (recipe.freeze_epochs or recipe.epochs)
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] = base
+    warmup = {"warmup_t": recipe.warmup_epochs, "warmup_lr_init": base / (recipe.warmup_epochs + 1)} \
+        if recipe.warmup_epochs else {}
+    if recipe.scheduler == "cosine":
+        return CosineLRScheduler(optimizer, t_initial=max(1, length - recipe.warmup_epochs), warmup_prefix=True,
+                                 **warmup)
+    if recipe.scheduler == "step":
+        return StepLRScheduler(optimizer, decay_t=recipe.step_size, decay_rate=recipe.gamma, **warmup)
+    if recipe.scheduler == "plateau":  # on validation loss
+        return PlateauLRScheduler(optimizer, decay_rate=recipe.gamma, patience_t=recipe.plateau_patience,
+                                  mode="min", **warmup)
+    if recipe.scheduler == "none":
+        return StepLRScheduler(optimizer, decay_t=recipe.epochs + 1, decay_rate=1.0, **warmup)
+    raise ValueError(f"unknown scheduler '{recipe.scheduler}'")
+
+
+def local_epoch(recipe: Recipe, epoch: int) -> int:
+    return epoch - recipe.freeze_epochs if stage_of(recipe, epoch) == 2 and recipe.freeze_epochs > 0 else epoch
+
+
+def scheduler_state(scheduler) -> dict:
+    """What a resume needs to continue the schedule exactly (the plateau counters live in torch's scheduler)."""
+    return scheduler.lr_scheduler.state_dict() if isinstance(scheduler, PlateauLRScheduler) else {}
+
+
+def resume_schedule(scheduler, state: dict, recipe: Recipe, optimizer) -> None:
+    """Continue the schedule at the resumed epoch. Cosine and step are functions of the epoch and the recipe
+    (so a resume with more --epochs stretches them as if the run had been that long); the plateau schedule
+    depends on the losses seen, so its counters and learning rate come back from the checkpoint."""
+    epoch = state["epoch"]
+    if not isinstance(scheduler, PlateauLRScheduler):
+        if local_epoch(recipe, epoch) > 0:
+            scheduler.step(local_epoch(recipe, epoch))
+    elif state.get("stage") == stage_of(recipe, epoch):  # same stage: else the new stage starts afresh
+        scheduler.lr_scheduler.load_state_dict(state["scheduler"])
+        for group in optimizer.param_groups:
+            group["lr"] = state["next_lr"]
 
 
 def check_cached_trunk(model, spec, recipe: Recipe, world: int) -> None:
@@ -139,36 +253,6 @@ def freeze_batchnorm(model, recipe: Recipe) -> None:
                 module.eval()
 
 
-def learning_rate(recipe: Recipe, epoch: int, plateau_scale: float) -> float:
-    """The lr of an epoch: stage base lr × warmup × schedule (cosine, step) × plateau reductions."""
-    stage_two = recipe.freeze_epochs > 0 and not in_stage_one(recipe, epoch)
-    base = recipe.finetune_lr if stage_two and recipe.finetune_lr > 0 else recipe.lr
-    if stage_two:  # each stage runs its own schedule
-        local, length = epoch - recipe.freeze_epochs, recipe.epochs - recipe.freeze_epochs
-    else:
-        local, length = epoch, recipe.freeze_epochs or recipe.epochs
-    if local < recipe.warmup_epochs:
-        return base * (local + 1) / (recipe.warmup_epochs + 1)
-    if recipe.scheduler == "cosine":
-        progress = (local - recipe.warmup_epochs) / max(1, length - recipe.warmup_epochs)
-        return base * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-    if recipe.scheduler == "step":
-        return base * recipe.gamma ** (local // recipe.step_size)
-    if recipe.scheduler == "plateau":
-        return base * plateau_scale
-    return base
-
-
-def update_plateau(state: dict, val_loss: float, recipe: Recipe, patience: int = 2) -> None:
-    """ReduceLROnPlateau on validation loss, kept as plain numbers so a resume restores it exactly."""
-    if val_loss < state["best_loss"] - 1e-4:
-        state["best_loss"], state["bad_epochs"] = val_loss, 0
-    else:
-        state["bad_epochs"] += 1
-        if state["bad_epochs"] > patience:
-            state["scale"], state["bad_epochs"] = state["scale"] * recipe.gamma, 0
-
-
 # ---- checkpoints: one safetensors file with the JSON state in its metadata ------------------
 
 def prefixed(prefix: str, module) -> dict[str, torch.Tensor]:
@@ -186,7 +270,7 @@ def save_checkpoint(path: Path, model, optimizer, state: dict, average=None) -> 
         for key, value in slots.items():
             tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
     meta = {"state": json.dumps(state), "param_groups": json.dumps(opt["param_groups"])}
-    artifacts.atomic_write_bytes(path, safetensors.torch.save(tensors, metadata=meta))
+    fileio.atomic_write_bytes(path, safetensors.torch.save(tensors, metadata=meta))
 
 
 def load_checkpoint(path: Path, model, optimizer, average=None) -> dict:
@@ -240,237 +324,296 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def log(message: str, rank: int) -> None:
-    if rank == 0:
-        tqdm.write(message)
+# ---- the steps of main ---------------------------------------------------------------------
+
+def choose_manifest(args, run_dir: Path, index, seed: int, procs: Processes):
+    """The run's split: its own split.csv, or --split, or a new one. A --split that differs from the run's
+    own manifest is refused (never silently ignored); copies of one picture in two splits are refused for a
+    new run and reported for a resumed one."""
+    own = run_dir / artifacts.MANIFEST
+    given = Path(args.split) if args.split else None
+    if given is not None and own.is_file() and given.resolve() != own.resolve() \
+            and not read_manifest(given).equals(read_manifest(own)):
+        raise DataError(f"--split {given} differs from this run's own split {own}; a run keeps the split it "
+                        "started with: pass --name for a new run, or delete its split.csv to start over")
+    manifest = read_manifest(own) if own.is_file() else read_manifest(given) if given else make_split(index, seed)
+    found = leaks(manifest, index)
+    if found and not args.resume:
+        raise DataError(f"{describe_leaks(found)}; the split would test on training pictures. Leave out --split "
+                        "(a new split keeps copies together) or fix the manifest")
+    if found:
+        procs.log(f"warning: {describe_leaks(found)}")
+    return manifest
+
+
+def check_fingerprint(card: dict, index, procs: Processes) -> None:
+    """A resumed run trains on the data it started with; say so when the pictures or labels changed."""
+    before = card.get("data", {}).get("fingerprint")
+    if before and before != index.fingerprint():
+        procs.log(f"warning: the data changed since this run started (fingerprint {before} -> "
+                  f"{index.fingerprint()}): images or labels were added, removed or edited")
+
+
+def build_card(run_dir: Path, spec, recipe: Recipe, classes, data_config, pretrained: str, seed: int, model,
+               args, index, manifest, procs: Processes, previous: dict) -> dict:
+    counts = manifest["split"].value_counts().reindex(["train", "val", "test"]).fillna(0).astype(int).to_dict()
+    return {
+        "name": run_dir.name, "model": spec.name, "description": spec.description, "classes": classes,
+        "input_size": data_config["input_size"][-1], "mean": list(data_config["mean"]),
+        "std": list(data_config["std"]), "crop_pct": data_config["crop_pct"],
+        "interpolation": data_config["interpolation"], "recipe": dataclasses.asdict(recipe),
+        "pretrained": pretrained, "seed": seed, "parameters": count_parameters(model),
+        "data": {"root": str(Path(args.data).resolve()), "layout": index.layout, "fingerprint": index.fingerprint(),
+                 "images": len(index.samples), "skipped": len(index.problems), "copies": len(index.copies())},
+        "split": {"manifest": artifacts.MANIFEST, "counts": counts},
+        "versions": artifacts.versions(), "weights_dtype": args.save_dtype,
+        "device": torch.cuda.get_device_name(procs.device) if procs.on_cuda else "cpu",
+        "created": previous.get("created", datetime.now(timezone.utc).isoformat(timespec="seconds")),
+        "metrics": previous.get("metrics", {}), "notes": previous.get("notes", ""),
+    }
+
+
+def epoch_loader(recipe: Recipe, epoch: int, seed: int, train_labels, classes, index, manifest, data_config,
+                 args, procs: Processes, train_views=None):
+    """This epoch's training batches, drawn with the epoch's own seed (so a resumed run replays exactly)."""
+    generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+    if procs.world > 1:
+        sampler = DistributedSampler(range(len(train_labels)), num_replicas=procs.world, rank=procs.rank, seed=seed)
+        sampler.set_epoch(epoch)
+    elif recipe.weighted_sampler:
+        sampler = class_weights_sampler(train_labels, len(classes), generator)
+    else:
+        sampler = None
+    if train_views is not None:  # each image in one of its cached views, drawn anew each epoch
+        view_of = torch.randint(recipe.cached_views, (len(train_labels),), generator=generator)
+        return torch.utils.data.DataLoader(CachedViews(train_views, train_labels, view_of),
+                                           batch_size=recipe.batch_size, shuffle=sampler is None, sampler=sampler,
+                                           generator=generator, pin_memory=procs.on_cuda)
+    return split_loader(index.root, manifest, "train", classes, train_transform(data_config, recipe.augment),
+                        batch_size=recipe.batch_size, workers=args.workers, shuffle=True, sampler=sampler,
+                        generator=generator, pin_memory=procs.on_cuda)
+
+
+def train_one_epoch(train_model, model, loader, optimizer, recipe: Recipe, mixup, average, features_in,
+                    procs: Processes, desc: str, progress: bool) -> tuple[float, float]:
+    """One pass over the training batches; returns (mean loss, accuracy) over every rank's samples."""
+    hard_loss = torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    soft_loss = SoftTargetCrossEntropy()
+    total_loss, correct, seen = 0.0, 0, 0
+    bar = tqdm(loader, desc=desc, disable=not progress, leave=False)
+    for images, labels, _ in bar:
+        images = images.to(procs.device, non_blocking=True, memory_format=torch.channels_last)
+        labels = labels.to(procs.device, non_blocking=True)
+        targets = labels
+        if mixup is not None and images.shape[0] % 2 == 0:  # timm's batch mixup pairs each image with another
+            images, targets = mixup(images, labels)
+        criterion = soft_loss if targets.dim() == 2 else hard_loss
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=procs.on_cuda), features_in(model):
+            output = train_model(images)
+            outputs = output if isinstance(output, (tuple, list)) else (output,)
+            loss = sum(weight * criterion(out.float(), targets)
+                       for weight, out in zip((1.0, recipe.aux_weight), outputs))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if average is not None:
+            average.update_parameters(model)
+        total_loss += loss.item() * labels.shape[0]
+        correct += (logits_of(output).argmax(1) == labels).sum().item()
+        seen += labels.shape[0]
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+    total_loss, correct, seen = procs.sum([total_loss, correct, seen])
+    return total_loss / seen, correct / seen
+
+
+def validate(evaluated, val_loader, classes, features_in, procs: Processes, progress: bool) -> list[float]:
+    """[val loss, accuracy, macro-F1], computed on rank 0 and the same on every rank."""
+    values = [0.0, 0.0, 0.0]
+    if procs.rank == 0:
+        with features_in(evaluated):
+            probs, labels = predict_loader(evaluated, val_loader, device=procs.device, desc="validating",
+                                           progress=progress)
+        metrics = compute_metrics(labels, probs, classes, top_k=())
+        values = [negative_log_likelihood(probs, labels), metrics["accuracy"], metrics["macro_f1"]]
+    return procs.from_rank0(values)
+
+
+def final_evaluation(model, run_dir: Path, card: dict, state: dict, index, manifest, recipe: Recipe, args,
+                     procs: Processes, progress: bool) -> None:
+    """The best weights evaluated on val and test, written into the run (rank 0)."""
+    artifacts.load_weights(run_dir / artifacts.WEIGHTS, model, run_dir.name)
+    card["epochs_trained"], card["best_epoch"] = state["epoch"], state["best_epoch"] + 1
+    for split in ("val", "test"):
+        if (manifest["split"] == split).any():
+            metrics, predictions = evaluate_split(model, card, index.root, manifest, split, tta=recipe.tta,
+                                                  device=procs.device, batch_size=recipe.batch_size,
+                                                  workers=args.workers, progress=progress)
+            card = write_evaluation(run_dir, card, metrics, predictions)
+            procs.log(f"{split}: accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}"
+                      f"{'  (flip TTA)' if recipe.tta else ''}")
 
 
 # ---- main ----------------------------------------------------------------------------------
 
 def main(argv=None) -> Path:
+    # config: a resumed run keeps its card's recipe, with the flags given now on top
     args = parse_args(argv)
-    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    if world > 1:
-        dist.init_process_group(backend=args.backend or ("nccl" if device == "cuda" else "gloo"))
-        if device == "cuda":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-            device = f"cuda:{torch.cuda.current_device()}"
-    on_cuda = device.startswith("cuda")
+    procs = start_processes(args)
     spec = REGISTRY[args.model]
     run_dir = Path(args.out) / (args.name or args.model)
-    progress = not args.quiet and rank == 0
-
-    # config: a resumed run keeps its card's recipe, with the flags given now on top
+    progress = not args.quiet and procs.rank == 0
     checkpoint_path = run_dir / artifacts.CHECKPOINT_DIR / "last.safetensors"
     if args.resume:
         if not checkpoint_path.is_file():
             raise SystemExit(f"error: nothing to resume in {run_dir} (no {checkpoint_path.name})")
-        card = artifacts.validate_card(artifacts.read_json(run_dir / artifacts.CARD), run_dir.name)
-        recipe = recipe_from(args, Recipe(**card["recipe"]))
-        classes, seed = card["classes"], card.get("seed", 0)
+        previous = artifacts.validate_card(artifacts.read_json(run_dir / artifacts.CARD), run_dir.name)
+        recipe = recipe_from(args, Recipe(**previous["recipe"]))
+        classes, seed = previous["classes"], previous.get("seed", 0)
     else:
         recipe = recipe_from(args, RECIPES[args.recipe] if args.recipe else spec.recipe)
-        classes, seed, card = None, args.seed, {}
+        classes, seed, previous = None, args.seed, {}
     data_config = spec.data_config(recipe.image_size)
-    if rank == 0:
+    if procs.rank == 0:
         check_output_folder(run_dir, needed_bytes=12 * count_parameters(spec.build(2)) + 50 * 2**20)
 
-    # data: index (reporting unusable files), split manifest, loaders
-    manifest_path = run_dir / artifacts.MANIFEST
+    # data: index (reporting unusable files and copies), split manifest, labels
     try:
         index = scan(args.data, classes=classes, progress=progress)
-        if manifest_path.is_file():
-            manifest = read_manifest(manifest_path)
-        elif args.split:
-            manifest = read_manifest(Path(args.split))
-        else:
-            manifest = make_split(index, seed=seed)
+        manifest = choose_manifest(args, run_dir, index, seed, procs)
     except DataError as error:
         raise SystemExit(f"error: {error}")
     for rel, reason in index.problems:
-        log(f"skipped {rel}: {reason}", rank)
-    usable = {rel for rel, _ in index.samples}
-    manifest = manifest[manifest["filename"].isin(usable)].reset_index(drop=True)
-    if rank == 0:
-        write_manifest(manifest, manifest_path)
+        procs.log(f"skipped {rel}: {reason}")
+    if args.resume:
+        check_fingerprint(previous, index, procs)
+    manifest = manifest[manifest["filename"].isin({rel for rel, _ in index.samples})].reset_index(drop=True)
+    if procs.rank == 0:
+        write_manifest(manifest, run_dir / artifacts.MANIFEST)
     classes = index.classes
     label_of = {c: i for i, c in enumerate(classes)}
     train_labels = [label_of[l] for l in manifest.loc[manifest["split"] == "train", "label"]]
+    val_labels = [label_of[l] for l in manifest.loc[manifest["split"] == "val", "label"]]
 
-    # model
+    # model, optimiser, schedule; with --ema-decay, validation, the saved weights and the final evaluation
+    # use the running average, which smooths out the last minibatches' noise
     seed_everything(seed)  # the random initialisation is part of the run's identity
     model = spec.build(len(classes))
-    pretrained = card.get("pretrained", "none")
+    pretrained = previous.get("pretrained", "none")
     if not args.resume:
         try:
             pretrained = load_pretrained(model, spec, args.pretrained or spec.default_pretrained)
         except PretrainedError as error:
             raise SystemExit(f"error: {error}")
-    model.to(device, memory_format=torch.channels_last)  # faster on CUDA and with oneDNN on CPU
+    model.to(procs.device, memory_format=torch.channels_last)  # faster on CUDA and with oneDNN on CPU
     optimizer = make_optimizer(recipe, model)
-    # with --ema-decay, validation, the saved weights and the final evaluation use the running average,
-    # which smooths out the last minibatches' noise (the best epoch is then less of a lucky draw)
     average = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
                if recipe.ema_decay > 0 else None)
     evaluated = average.module if average is not None else model
-    state = {"epoch": 0, "best_accuracy": -1.0, "best_epoch": -1, "history": [],
-             "plateau": {"best_loss": float("inf"), "bad_epochs": 0, "scale": 1.0}}
+    state = {"epoch": 0, "best_accuracy": -1.0, "best_epoch": -1, "history": []}
     if args.resume:
         state = load_checkpoint(checkpoint_path, model, optimizer, average)
-        log(f"resuming {run_dir.name} after epoch {state['epoch']} (best val acc "
-            f"{state['best_accuracy']:.3f} at epoch {state['best_epoch'] + 1})", rank)
+        procs.log(f"resuming {run_dir.name} after epoch {state['epoch']} (best val acc "
+                  f"{state['best_accuracy']:.3f} at epoch {state['best_epoch'] + 1})")
+    scheduler = stage_scheduler(recipe, optimizer, state["epoch"])
+    if args.resume:
+        resume_schedule(scheduler, state, recipe, optimizer)
+    mixup = Mixup(mixup_alpha=recipe.mixup_alpha, cutmix_alpha=0.0, label_smoothing=recipe.label_smoothing,
+                  num_classes=len(classes)) if recipe.mixup_alpha > 0 else None
 
-    card = {
-        "name": run_dir.name, "model": spec.name, "description": spec.description, "classes": classes,
-        "input_size": data_config["input_size"][-1], "mean": list(spec.mean), "std": list(spec.std),
-        "crop_pct": spec.crop_pct, "interpolation": spec.interpolation, "recipe": dataclasses.asdict(recipe),
-        "pretrained": pretrained, "seed": seed, "parameters": count_parameters(model),
-        "data": {"root": str(Path(args.data).resolve()), "layout": index.layout,
-                 "fingerprint": index.fingerprint(), "images": len(index.samples),
-                 "skipped": len(index.problems)},
-        "split": {"manifest": artifacts.MANIFEST,
-                  "counts": manifest["split"].value_counts().reindex(["train", "val", "test"]).fillna(0)
-                  .astype(int).to_dict()},
-        "versions": artifacts.versions(), "weights_dtype": args.save_dtype,
-        "device": torch.cuda.get_device_name(device) if on_cuda else "cpu",
-        "created": card.get("created", datetime.now(timezone.utc).isoformat(timespec="seconds")),
-        "metrics": card.get("metrics", {}), "notes": card.get("notes", ""),
-    }
-    if rank == 0:
-        artifacts.write_json(run_dir / artifacts.CARD, card)
+    card = build_card(run_dir, spec, recipe, classes, data_config, pretrained, seed, model, args, index, manifest,
+                      procs, previous)
+    if procs.rank == 0:
+        fileio.write_json(run_dir / artifacts.CARD, card)
 
-    cached = recipe.cached_views > 0
-    if cached:
-        check_cached_trunk(model, spec, recipe, world)
+    # a cached trunk: the frozen early stages run once per augmented view; inside `features_in` the model
+    # takes their output instead of an image (only there: saving needs the trunk)
+    train_views = None
+    if recipe.cached_views > 0:
+        check_cached_trunk(model, spec, recipe, procs.world)
         train_views, val_features = cache_trunk_views(model, spec, recipe, index, manifest, classes, data_config,
                                                       seed, args.workers, progress)
-    # with a cached trunk, a model takes trunk features (only inside this context: saving needs the trunk)
-    features_in = (lambda m: trunk_skipped(m, spec.trunk)) if cached else (lambda m: contextlib.nullcontext())
-    partly_frozen = recipe.freeze_epochs > 0 or recipe.trainable != "all"
-    train_model = DistributedDataParallel(model, find_unused_parameters=partly_frozen) if world > 1 else model
-    if world > 1 and recipe.weighted_sampler:
-        log("note: the weighted sampler is not used with several processes (DistributedSampler instead)", rank)
-    if cached:
-        val_labels = [label_of[l] for l in manifest.loc[manifest["split"] == "val", "label"]]
-        val_loader = torch.utils.data.DataLoader(CachedViews(val_features[None], val_labels,
-                                                             torch.zeros(len(val_labels), dtype=torch.long)),
-                                                 batch_size=recipe.batch_size)
+        val_loader = torch.utils.data.DataLoader(
+            CachedViews(val_features[None], val_labels, torch.zeros(len(val_labels), dtype=torch.long)),
+            batch_size=recipe.batch_size)
+        features_in = lambda m: trunk_skipped(m, spec.trunk)  # noqa: E731
     else:
         val_loader = split_loader(index.root, manifest, "val", classes, eval_transform(data_config),
                                   batch_size=recipe.batch_size, workers=args.workers)
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    log(f"{spec.name}: {card['parameters'] / 1e6:.1f}M parameters, pretrained: {pretrained}, device {device}"
-        f"{f' × {world} processes' if world > 1 else ''}, {len(train_labels)} train / "
-        f"{int((manifest['split'] == 'val').sum())} val images", rank)
+        features_in = lambda m: contextlib.nullcontext()  # noqa: E731
+    partly_frozen = recipe.freeze_epochs > 0 or recipe.trainable != "all"
+    train_model = DistributedDataParallel(model, find_unused_parameters=partly_frozen) if procs.world > 1 else model
+    if procs.world > 1 and recipe.weighted_sampler:
+        procs.log("note: the weighted sampler is not used with several processes (DistributedSampler instead)")
+    procs.log(f"{spec.name}: {card['parameters'] / 1e6:.1f}M parameters, pretrained: {pretrained}, device "
+              f"{procs.device}{f' × {procs.world} processes' if procs.world > 1 else ''}, {len(train_labels)} "
+              f"train / {len(val_labels)} val images")
 
     # the loop: each epoch is seeded on its own, so a resumed run replays exactly
-    for epoch in range(state["epoch"], recipe.epochs):
+    first_epoch = state["epoch"]
+    for epoch in range(first_epoch, recipe.epochs):
+        if epoch == recipe.freeze_epochs > 0 and epoch > first_epoch:
+            scheduler = stage_scheduler(recipe, optimizer, epoch)  # stage two starts its own schedule
         seed_everything(seed * 1000 + epoch)
-        generator = torch.Generator().manual_seed(seed * 1000 + epoch)
-        if world > 1:
-            sampler = DistributedSampler(range(len(train_labels)), num_replicas=world, rank=rank, seed=seed)
-            sampler.set_epoch(epoch)
-        elif recipe.weighted_sampler:
-            sampler = class_weights_sampler(train_labels, len(classes), generator)
-        else:
-            sampler = None
-        if cached:  # each image in one of its cached views, drawn anew each epoch
-            view_of = torch.randint(recipe.cached_views, (len(train_labels),), generator=generator)
-            train_loader = torch.utils.data.DataLoader(
-                CachedViews(train_views, train_labels, view_of), batch_size=recipe.batch_size,
-                shuffle=sampler is None, sampler=sampler, generator=generator, pin_memory=on_cuda)
-        else:
-            train_loader = split_loader(index.root, manifest, "train", classes,
-                                        train_transform(data_config, recipe.augment), batch_size=recipe.batch_size,
-                                        workers=args.workers, shuffle=True, sampler=sampler, generator=generator,
-                                        pin_memory=on_cuda)
-        lr = learning_rate(recipe, epoch, state["plateau"]["scale"])
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        loader = epoch_loader(recipe, epoch, seed, train_labels, classes, index, manifest, data_config, args, procs,
+                              train_views)
+        lr = optimizer.param_groups[0]["lr"]
         set_trainable(model, spec, recipe, epoch)
         train_model.train()
         freeze_batchnorm(model, recipe)
-        total_loss, correct, seen, started = 0.0, 0, 0, time.time()
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not progress, leave=False)
-        for images, labels, _ in bar:
-            images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
-            labels = labels.to(device, non_blocking=True)
-            mixed, lam = recipe.mixup_alpha > 0 and images.shape[0] > 1, 1.0
-            if mixed:
-                lam = float(np.random.beta(recipe.mixup_alpha, recipe.mixup_alpha))
-                perm = torch.randperm(images.shape[0], device=images.device)
-                images = lam * images + (1 - lam) * images[perm]
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=on_cuda), features_in(model):
-                output = train_model(images)
-                outputs = output if isinstance(output, (tuple, list)) else (output,)
-                loss = 0.0
-                for weight, out in zip((1.0, recipe.aux_weight), outputs):
-                    term = criterion(out.float(), labels)
-                    if mixed:
-                        term = lam * term + (1 - lam) * criterion(out.float(), labels[perm])
-                    loss = loss + weight * term
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if average is not None:
-                average.update_parameters(model)
-            total_loss += loss.item() * labels.shape[0]
-            correct += (logits_of(output).argmax(1) == labels).sum().item()
-            seen += labels.shape[0]
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
-        if world > 1:
-            totals = torch.tensor([total_loss, correct, seen], dtype=torch.float64, device=device)
-            dist.all_reduce(totals)
-            total_loss, correct, seen = totals.tolist()
+        started = time.time()
+        train_loss, train_accuracy = train_one_epoch(train_model, model, loader, optimizer, recipe, mixup, average,
+                                                     features_in, procs, f"epoch {epoch + 1}/{recipe.epochs}",
+                                                     progress)
+        procs.share_buffers(model, *([average] if average is not None else []))
+        val_loss, val_accuracy, val_f1 = validate(evaluated, val_loader, classes, features_in, procs, progress)
 
-        # validation on rank 0; the others wait at the barrier
-        if rank == 0:
-            with features_in(evaluated):
-                probs, labels = predict_loader(evaluated, val_loader, device=device, desc="validating",
-                                               progress=progress)
-            val = compute_metrics(labels, probs, classes, top_k=())
-            val_loss = negative_log_likelihood(probs, labels)
-            record = {"epoch": epoch + 1, "lr": lr, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
-                      "val_loss": val_loss, "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
-                      "seconds": round(time.time() - started, 1)}
-            state["history"].append(record)
-            update_plateau(state["plateau"], val_loss, recipe)
-            improved = val["accuracy"] > state["best_accuracy"]
+        # every rank updates the same state from the same numbers
+        record = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_accuracy": train_accuracy,
+                  "val_loss": val_loss, "val_accuracy": val_accuracy, "val_macro_f1": val_f1,
+                  "seconds": round(time.time() - started, 1)}
+        state["history"].append(record)
+        improved = val_accuracy > state["best_accuracy"]
+        if improved:
+            state["best_accuracy"], state["best_epoch"] = val_accuracy, epoch
+        scheduler.step(local_epoch(recipe, epoch) + 1, val_loss)
+        state.update(epoch=epoch + 1, stage=stage_of(recipe, epoch), scheduler=scheduler_state(scheduler),
+                     next_lr=optimizer.param_groups[0]["lr"])
+        if procs.rank == 0:
             if improved:
-                state["best_accuracy"], state["best_epoch"] = val["accuracy"], epoch
                 artifacts.save_weights(run_dir / artifacts.WEIGHTS, evaluated, args.save_dtype)
-            state["epoch"] = epoch + 1
-            artifacts.write_json(run_dir / artifacts.HISTORY, state["history"])
+            fileio.write_json(run_dir / artifacts.HISTORY, state["history"])
             save_checkpoint(checkpoint_path, model, optimizer, state, average)
-            log(f"epoch {epoch + 1:3d}/{recipe.epochs}  lr {lr:.2e}  train loss {record['train_loss']:.3f} "
-                f"acc {record['train_accuracy']:.3f}  val loss {val_loss:.3f} acc {val['accuracy']:.3f} "
-                f"F1 {val['macro_f1']:.3f}  {record['seconds']:.0f}s{'  *best*' if improved else ''}", rank)
-        if world > 1:
-            flags = torch.tensor([state["epoch"], state["best_epoch"]], device=device)
-            dist.broadcast(flags, 0)
-            state["epoch"], state["best_epoch"] = int(flags[0]), int(flags[1])
+        procs.log(f"epoch {epoch + 1:3d}/{recipe.epochs}  lr {lr:.2e}  train loss {train_loss:.3f} "
+                  f"acc {train_accuracy:.3f}  val loss {val_loss:.3f} acc {val_accuracy:.3f} F1 {val_f1:.3f}  "
+                  f"{record['seconds']:.0f}s{'  *best*' if improved else ''}")
         if recipe.patience and epoch - state["best_epoch"] >= recipe.patience:
-            log(f"early stop: no better val accuracy for {recipe.patience} epochs", rank)
+            procs.log(f"early stop: no better val accuracy for {recipe.patience} epochs")
             break
 
-    # final evaluation of the best weights on val and test, written into the run
-    if rank == 0:
-        artifacts.load_weights(run_dir / artifacts.WEIGHTS, model, run_dir.name)
-        card["epochs_trained"], card["best_epoch"] = state["epoch"], state["best_epoch"] + 1
-        for split in ("val", "test"):
-            if (manifest["split"] == split).any():
-                metrics, predictions = evaluate_split(model, card, index.root, manifest, split, tta=recipe.tta,
-                                                      device=device, batch_size=recipe.batch_size,
-                                                      workers=args.workers, progress=progress)
-                card = write_evaluation(run_dir, card, metrics, predictions)
-                log(f"{split}: accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}"
-                    f"{'  (flip TTA)' if recipe.tta else ''}", rank)
-        log(f"run written to {run_dir}", rank)
-    if world > 1:
+    if procs.world > 1:
+        write_rank_digest(run_dir, model, state, procs)
+    if procs.rank == 0:
+        final_evaluation(model, run_dir, card, state, index, manifest, recipe, args, procs, progress)
+        procs.log(f"run written to {run_dir}")
+    if procs.world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return run_dir
+
+
+def write_rank_digest(run_dir: Path, model, state: dict, procs: Processes) -> None:
+    """Each rank's final weights, batch-norm statistics and learning-rate history as one digest, written
+    by rank 0 into ranks.json: equal digests show that every rank trained the same model."""
+    import hashlib
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode() + value.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(json.dumps([h["lr"] for h in state["history"]]).encode())
+    gathered = [None] * procs.world
+    dist.all_gather_object(gathered, {"rank": procs.rank, "digest": digest.hexdigest(),
+                                      "lr": [h["lr"] for h in state["history"]]})
+    if procs.rank == 0:
+        fileio.write_json(run_dir / "ranks.json", gathered)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,103 @@
+"""What a classroom server lets its visitors reach, and how much work one visitor may ask of it.
+
+The operator names the allowed run folders and image folders; visitors choose among them and never type
+a path (unless the operator opts in to free paths). Every file read for a request must resolve inside
+an allowed folder, symlinks included. Settings come from a TOML file and environment variables:
+
+    # har_studio.toml (or the file named by HAR_CONFIG)
+    runs = ["assets/runs", "/srv/har/runs"]     # folders of run folders (or single runs)
+    data = ["../shared/data"]                   # image folders: each, or each data set directly inside it
+    free_paths = false                          # true: visitors may type any server path
+    max_scan_images = 20000                     # a data folder listing more is not scanned
+    max_batch_images = 32                       # images one prediction request may carry
+    slow_cam_slots = 1                          # ScoreCAMs computed at once, server-wide
+
+HAR_RUNS and HAR_DATA (paths separated by ':') replace the file's lists, HAR_FREE_PATHS=1 opts in.
+Relative paths in the file are relative to the file. With neither, the bundled demo runs and
+../shared/data (when present) are allowed.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_FILE = ROOT / "har_studio.toml"
+
+
+class OutsideRoots(ValueError):
+    """A path that resolves outside every allowed folder."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    runs: tuple[Path, ...]
+    data: tuple[Path, ...]
+    free_paths: bool = False
+    max_scan_images: int = 20_000
+    max_batch_images: int = 32
+    slow_cam_slots: int = 1
+
+    def allows(self, path: str | Path) -> bool:
+        """True when `path` (resolved, symlinks followed) lies inside an allowed folder, or paths are free."""
+        return self.free_paths or any(is_inside(root, path) for root in (*self.runs, *self.data))
+
+
+def is_inside(root: str | Path, path: str | Path) -> bool:
+    root, path = Path(root).resolve(), Path(path).resolve()
+    return path == root or root in path.parents
+
+
+def inside(root: str | Path, relative: str | Path) -> Path:
+    """`root / relative`, resolved; refused when it leaves `root` ('..', absolute names, symlinks)."""
+    path = (Path(root) / relative).resolve()
+    if not is_inside(root, path):
+        raise OutsideRoots(f"'{relative}' is outside the allowed folder")
+    return path
+
+
+def _paths(value, base: Path) -> tuple[Path, ...]:
+    items = value.split(os.pathsep) if isinstance(value, str) else list(value)
+    return tuple((base / item).resolve() if not Path(item).is_absolute() else Path(item).resolve()
+                 for item in items if str(item).strip())
+
+
+def load_config(environ=None, config_file: str | Path | None = None) -> ServerConfig:
+    environ = os.environ if environ is None else environ
+    path = Path(config_file or environ.get("HAR_CONFIG") or CONFIG_FILE)
+    settings: dict = {}
+    if path.is_file():
+        try:
+            settings = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path.name} is not valid TOML: {error}") from None
+    base = path.parent
+    shared = ROOT.parent / "shared" / "data"
+    runs = _paths(environ["HAR_RUNS"], Path.cwd()) if environ.get("HAR_RUNS") else \
+        _paths(settings.get("runs", [str(ROOT / "assets" / "runs")]), base)
+    data = _paths(environ["HAR_DATA"], Path.cwd()) if environ.get("HAR_DATA") else \
+        _paths(settings.get("data", [str(shared)] if shared.is_dir() else []), base)
+    free = environ.get("HAR_FREE_PATHS", "").lower() in ("1", "true", "yes") or bool(settings.get("free_paths", False))
+    return ServerConfig(runs=runs, data=data, free_paths=free,
+                        max_scan_images=int(settings.get("max_scan_images", 20_000)),
+                        max_batch_images=int(settings.get("max_batch_images", 32)),
+                        slow_cam_slots=int(settings.get("slow_cam_slots", 1)))
+
+
+def data_choices(config: ServerConfig) -> list[Path]:
+    """The image folders a visitor may pick: each allowed folder that is a data set, and each data set
+    directly inside one (so allowing ../shared/data offers ../shared/data/sports15)."""
+    from har_core.data import DataError, detect_layout
+    found = []
+    for root in config.data:
+        for candidate in [root, *(sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else [])]:
+            if not is_inside(root, candidate):  # a symlinked folder pointing elsewhere
+                continue
+            try:
+                detect_layout(candidate)
+            except (DataError, OSError):
+                continue
+            found.append(candidate.resolve())
+    return list(dict.fromkeys(found))

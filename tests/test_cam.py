@@ -1,0 +1,130 @@
+"""Class activation maps: right numbers, right class, never built from another visitor's forward pass."""
+import threading
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import CLASSES, synthetic_image
+from har_core import cam
+from har_core.artifacts import Run
+from har_core.cam import CLASS_AGNOSTIC, METHODS, Busy, SlowSlots, explain, overlay
+from har_core.data import eval_transform
+from har_core.inference import LoadedModel, load_run, logits_of, predict_all
+from har_core.registry import build_model, get_spec
+
+
+def reference_gradcam(loaded: LoadedModel, image, target: int) -> np.ndarray:
+    """Grad-CAM by its definition, written out: ReLU(Σ_k mean(∂y_c/∂A_k) · A_k), upsampled, scaled to [0, 1]."""
+    layer = loaded.model.get_submodule(get_spec(loaded.run.card["model"]).cam_layer)
+    saved = {}
+    handle = layer.register_forward_hook(lambda m, i, o: saved.update(a=o))
+    try:
+        batch = loaded.preprocess([image]).requires_grad_(True)
+        score = logits_of(loaded.model(batch))[0, target]
+        (grad,) = torch.autograd.grad(score, saved["a"])
+    finally:
+        handle.remove()
+    weights = grad.mean(dim=(2, 3), keepdim=True)
+    heat = F.relu((weights * saved["a"]).sum(1, keepdim=True)).detach()
+    heat = F.interpolate(heat, size=batch.shape[-2:], mode="bilinear", align_corners=False)[0, 0].numpy()
+    heat = heat - heat.min()
+    return heat / heat.max() if heat.max() > 0 else heat
+
+
+def random_model(name: str) -> LoadedModel:
+    spec = get_spec(name)
+    card = {"model": name, "classes": CLASSES, "mean": list(spec.mean), "std": list(spec.std), "name": name}
+    torch.manual_seed(0)
+    model = build_model(name, 3).eval().to(memory_format=torch.channels_last).requires_grad_(False)
+    return LoadedModel(run=Run(path=None, card=card), model=model, transform=eval_transform(spec.data_config(96)))
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_runs):
+    return load_run(tiny_runs / "custom_cnn")
+
+
+def test_gradcam_equals_its_definition_on_a_trained_run(tiny):
+    image = synthetic_image(0, seed=3)
+    for target in range(len(CLASSES)):
+        result = explain(tiny, image, "Grad-CAM", target=target)
+        expected = reference_gradcam(tiny, image, target)
+        assert np.abs(result.heatmap - expected).max() < 2e-3, target
+
+
+@pytest.mark.parametrize("name", ["inception_v3", "efficientnet_lite0", "vgg16", "mobilenet_v2"])
+def test_gradcam_equals_its_definition_on_each_architecture(name):
+    loaded = random_model(name)
+    image = synthetic_image(1, seed=4, size=120)
+    result = explain(loaded, image, "Grad-CAM", target=1)
+    assert result.heatmap.shape == (96, 96)
+    assert np.abs(result.heatmap - reference_gradcam(loaded, image, 1)).max() < 2e-3
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_gives_a_map_that_follows_the_class_unless_it_is_class_agnostic(tiny, method):
+    image = synthetic_image(0, seed=3)
+    maps = [explain(tiny, image, method, target=t).heatmap for t in range(len(CLASSES))]
+    assert all(m.shape == (32, 32) and m.min() >= 0 and m.max() <= 1 for m in maps)
+    assert max(m.std() for m in maps) > 0.05  # a map, not a flat field
+    differs = max(np.abs(maps[0] - m).max() for m in maps[1:])
+    if method in CLASS_AGNOSTIC:
+        assert differs < 1e-6  # EigenCAM: the same map for every class, as the page says
+    else:
+        assert differs > 0.05
+    assert explain(tiny, image, method, target=2).target == 2
+    blended = np.asarray(overlay(explain(tiny, image, method), 1.0), dtype=float)
+    assert blended.shape == (32, 32, 3) and blended.std() > 1  # opacity 1: the coloured map itself
+
+
+def test_gradcam_is_unaffected_by_predictions_running_beside_it(tiny):
+    """The shared model predicts other images in two threads while Grad-CAMs are computed: every heatmap
+    equals the one computed alone (before the fix, about a third differed)."""
+    image = synthetic_image(0, seed=3)
+    alone = explain(tiny, image).heatmap
+    others = [synthetic_image(i % 3, seed=100 + i) for i in range(4)]
+    stop, errors = threading.Event(), []
+
+    def predict_in_a_loop():
+        try:
+            while not stop.is_set():
+                predict_all([tiny], others)
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+    threads = [threading.Thread(target=predict_in_a_loop) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        differences = [np.abs(explain(tiny, image).heatmap - alone).max() for _ in range(30)]
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert not errors
+    assert max(differences) < 1e-5, differences
+
+
+def test_loaded_models_never_accumulate_weight_gradients(tiny):
+    explain(tiny, synthetic_image(1, seed=5), "Grad-CAM")
+    assert all(p.grad is None and not p.requires_grad for p in tiny.model.parameters())
+
+
+def test_slow_methods_are_bounded_server_wide():
+    slots = SlowSlots(slots=1, wait_s=0.05)
+    with slots:
+        with pytest.raises(Busy, match="try again"):
+            with slots:
+                pass
+    with slots:  # released: free again
+        pass
+
+
+def test_scorecam_waits_for_a_free_slot(tiny, monkeypatch):
+    monkeypatch.setattr(cam, "SLOW_SLOTS", SlowSlots(slots=1, wait_s=0.05))
+    with cam.SLOW_SLOTS:
+        with pytest.raises(Busy):
+            explain(tiny, synthetic_image(0, seed=3), "ScoreCAM")
+        explain(tiny, synthetic_image(0, seed=3), "Grad-CAM")  # fast methods never wait
+    assert explain(tiny, synthetic_image(0, seed=3), "ScoreCAM").heatmap.std() > 0.05

@@ -1,0 +1,47 @@
+"""A classroom server: the operator's allowed folders and limits, and paths that cannot leave them."""
+import pytest
+
+from har_core.server import OutsideRoots, data_choices, inside, is_inside, load_config
+
+
+def test_defaults_allow_the_bundled_runs_and_the_shared_data(tmp_path):
+    config = load_config(environ={}, config_file=tmp_path / "absent.toml")
+    assert [p.name for p in config.runs] == ["runs"] and config.runs[0].parent.name == "assets"
+    assert not config.free_paths and config.max_batch_images == 32 and config.slow_cam_slots == 1
+
+
+def test_a_config_file_and_the_environment_set_the_roots(tmp_path, kaggle_data):
+    (tmp_path / "runs_a").mkdir()
+    (tmp_path / "studio.toml").write_text(
+        f'runs = ["runs_a", "/nowhere"]\ndata = ["{kaggle_data.parent}"]\nfree_paths = false\n'
+        'max_scan_images = 50\nmax_batch_images = 4\nslow_cam_slots = 2\n')
+    config = load_config(environ={}, config_file=tmp_path / "studio.toml")
+    assert config.runs[0] == (tmp_path / "runs_a").resolve() and str(config.runs[1]) == "/nowhere"
+    assert (config.max_scan_images, config.max_batch_images, config.slow_cam_slots) == (50, 4, 2)
+    assert kaggle_data.resolve() in data_choices(config)  # a data set directly inside an allowed folder
+    env = load_config(environ={"HAR_RUNS": f"{tmp_path}:{kaggle_data}", "HAR_FREE_PATHS": "1"},
+                      config_file=tmp_path / "studio.toml")
+    assert env.runs == (tmp_path.resolve(), kaggle_data.resolve()) and env.free_paths
+    (tmp_path / "bad.toml").write_text("runs = [")
+    with pytest.raises(ValueError, match="bad.toml is not valid TOML"):
+        load_config(environ={}, config_file=tmp_path / "bad.toml")
+
+
+@pytest.mark.parametrize("name", ["../secret.jpg", "/etc/passwd", "train/../../secret.jpg", "link/secret.jpg"])
+def test_names_that_leave_the_folder_are_refused(tmp_path, name):
+    root = tmp_path / "data"
+    (root / "train").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (root / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OutsideRoots):
+        inside(root, name)
+    assert inside(root, "train/ok.jpg") == (root / "train" / "ok.jpg").resolve()
+    assert is_inside(root, root) and not is_inside(root, tmp_path)
+
+
+def test_symlinked_data_sets_pointing_elsewhere_are_not_offered(tmp_path, kaggle_data):
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "borrowed").symlink_to(kaggle_data)
+    config = load_config(environ={"HAR_DATA": str(allowed)}, config_file=tmp_path / "none.toml")
+    assert data_choices(config) == []
