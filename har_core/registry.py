@@ -197,7 +197,7 @@ def _mobilenet_v2(num_classes: int) -> nn.Module:
 
 register(ModelSpec(
     name="custom_cnn", build=archs.CustomCNN, input_size=256, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-    crop_pct=1.0, interpolation="bilinear", cam_layer="features.4.0", head=("classifier",),
+    crop_pct=1.0, interpolation="bilinear", cam_layer="features.4", head=("classifier",),
     recipe=RECIPES["custom_cnn"],
     description="The groups' baseline: five Conv3x3-BN-ReLU-MaxPool blocks, trained from scratch."))
 
@@ -234,7 +234,7 @@ register(ModelSpec(
     description="InceptionV3 (Google 2015 backbone, TF-style pooling) with auxiliary logits in training."))
 
 register(ModelSpec(
-    name="mobilenet_v2", build=_mobilenet_v2, cam_layer="features.18", head=("classifier",),
+    name="mobilenet_v2", build=_mobilenet_v2, cam_layer="features.17", head=("classifier",),
     recipe=RECIPES["efficientnet_b1"], hub="torchvision:MobileNet_V2_Weights.IMAGENET1K_V1",
     offline="mobilenet_v2", default_pretrained="offline", trunk=tuple(f"features.{i}" for i in range(14)),
     description="torchvision MobileNetV2; exact ImageNet weights available offline."))
