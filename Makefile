@@ -18,7 +18,7 @@ $(STAMP): requirements.txt requirements-weights.txt
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 run: $(STAMP)
-	HAR_DATA="$${HAR_DATA:-$(DATA)}" $(PY) -m streamlit run app.py --server.port $(PORT)
+	$(PY) -m streamlit run app.py --server.port $(PORT)
 
 # Debian's Chromium drives the end-to-end browser tests (Playwright never downloads a browser here).
 browser:

@@ -148,7 +148,7 @@ def main(argv=None) -> dict:
             "draft": timed(lambda: load_image(jpeg), args.repeats),
             "full": timed(lambda: load_image(jpeg, draft_size=0), args.repeats)}
 
-    # 1. five-model prediction of one uploaded photo, against the compute floor
+    # 1. every bundled model predicts one uploaded photo, against the compute floor
     step("predicting one photo with every model")
     image = load_image(photo)
     tensors = {m.name: m.preprocess([image]) for m in models}

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from har_core.artifacts import Run
 from har_core.data import scan
+from har_core.imaging import ImageError, load_image
 from har_core.metrics import per_class_f1, summary
 
 
@@ -128,7 +129,6 @@ def dataset_summary(root: str | Path, progress: bool = False, confine: bool = Fa
 
 def thumbnail(path: Path, size: int = 160) -> Image.Image | None:
     """A small preview for the app; None when the file is gone or unreadable."""
-    from har_core.imaging import ImageError, load_image
     try:
         image = load_image(path, draft_size=size)
     except ImageError:

@@ -120,7 +120,7 @@ def predict_loader(model: nn.Module, loader, tta: bool = False, device: str = "c
         images = images.to(device, non_blocking=True)
         if device != "cpu":
             images = images.to(memory_format=torch.channels_last)
-        with torch.autocast(device_type="cuda", enabled=device != "cpu"):
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device != "cpu"):
             all_probs.append(forward_probs(model, images, tta).cpu())
         all_labels.append(labels)
         all_indices.append(indices)

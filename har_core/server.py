@@ -23,6 +23,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from har_core.data import DataError, detect_layout
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_FILE = ROOT / "har_studio.toml"
 
@@ -89,7 +91,6 @@ def load_config(environ=None, config_file: str | Path | None = None) -> ServerCo
 def data_choices(config: ServerConfig) -> list[Path]:
     """The image folders a visitor may pick: each allowed folder that is a data set, and each data set
     directly inside one (so allowing ../shared/data offers ../shared/data/sports15)."""
-    from har_core.data import DataError, detect_layout
     found = []
     for root in config.data:
         for candidate in [root, *(sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else [])]:

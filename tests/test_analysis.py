@@ -37,6 +37,17 @@ def test_mistakes_filters_and_order():
     assert len(analysis.mistakes(frames(), confidence=(0.9, 1.0))) == 1
 
 
+def test_the_ensemble_defaults_to_pretrained_runs_when_two_or_more(runs):
+    from dataclasses import replace
+    assert default_members(runs) == ["custom_cnn", "mobilenet_v2"]  # none pretrained: all of them
+    one = [replace(runs[0], card={**runs[0].card, "pretrained": "offline x"}), runs[1]]
+    assert default_members(one) == ["custom_cnn", "mobilenet_v2"]  # one pretrained run is no ensemble
+    two = [replace(r, card={**r.card, "pretrained": "offline x"}) for r in runs] + \
+        [replace(runs[0], card={**runs[0].card, "name": "scratch"})]
+    assert default_members(two) == ["custom_cnn", "mobilenet_v2"]
+    assert stored_metrics(runs[:1]) is None
+
+
 def test_disagreement_and_agreement():
     matrix = analysis.disagreement_matrix(frames())
     assert matrix.loc["a", "b"] == 0.5 and matrix.loc["a", "a"] == 0
@@ -46,11 +57,15 @@ def test_disagreement_and_agreement():
 def test_tables_from_run_folders(runs):
     overview = analysis.overview_table(runs)
     assert list(overview["run"]) == ["custom_cnn", "mobilenet_v2"]
-    assert overview["test accuracy"].between(0, 1).all()
+    assert list(overview["test accuracy"]) == [r.metrics("test")["accuracy"] for r in runs]
     table = analysis.metrics_table(runs, "test")
-    assert list(table.index) == ["custom_cnn", "mobilenet_v2"] and "macro_f1" in table
+    assert list(table.index) == ["custom_cnn", "mobilenet_v2"]
+    for run in runs:  # the table holds each run's own numbers, recomputed here from its predictions
+        frame = run.predictions("test")
+        assert table.loc[run.name, "accuracy"] == pytest.approx(float((frame["true"] == frame["predicted"]).mean()))
     f1 = analysis.per_class_f1_table(runs, "test")
     assert list(f1.columns) == CLASSES
+    assert f1.loc["custom_cnn", CLASSES[1]] == runs[0].metrics("test")["per_class"][CLASSES[1]]["f1-score"]
     predictions = runs[0].predictions("test")
     cell = analysis.cell_samples(predictions, CLASSES[0], CLASSES[0])
     assert (cell["true"] == CLASSES[0]).all() and (cell["predicted"] == CLASSES[0]).all()
@@ -108,7 +123,8 @@ def test_fast_paths_match_the_plain_ones(tiny_runs):
                     if tta:
                         plain = (plain + plain_model(batch.flip(-1)).softmax(1)) / 2
                 assert np.allclose(prediction.probs[i], plain[0].numpy(), atol=1e-5)
-    assert forward_probs(models[0].model, models[0].preprocess(images)).shape == (3, 3)
+    single = forward_probs(models[0].model, models[0].preprocess(images[:1]))
+    assert np.allclose(single.numpy(), predict_all(models[:1], images[:1])[0].probs, atol=1e-6)
 
 
 def test_evaluation_decoding_inline_equals_decoding_in_worker_processes(tiny_runs, kaggle_data):
