@@ -135,6 +135,12 @@ def test_every_page_upload_predict_gradcam_and_confusion_cell(server, page, tmp_
         settle(page)
         page.wait_for_timeout(2500)  # thumbnails and data grids draw after the run
         assert page.locator("[data-testid='stException']").count() == 0
+    # no page offers a path to type: visitors choose among the operator's folders
+    for name in ("", "predict", "explain", "evaluate", "mistakes", "training", "dataset"):
+        page.goto(f"{server}/{name}")
+        settle(page)
+        assert page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").count() == 2, name
+        assert page.locator("[data-testid='stTextInput']").count() == 0, name
         shot(page, {"mistakes": "5_mistakes", "training": "6_training", "dataset": "7_dataset"}[name])
 
 
