@@ -138,8 +138,10 @@ def test_every_page_upload_predict_gradcam_and_confusion_cell(server, page, tmp_
     # no page offers a path to type: visitors choose among the operator's folders
     for name in ("", "predict", "explain", "evaluate", "mistakes", "training", "dataset"):
         page.goto(f"{server}/{name}")
+        choosers = page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']")
+        choosers.nth(1).wait_for()
         settle(page)
-        assert page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").count() == 2, name
+        assert choosers.count() == 2, name
         assert page.locator("[data-testid='stTextInput']").count() == 0, name
         shot(page, {"mistakes": "5_mistakes", "training": "6_training", "dataset": "7_dataset"}[name])
 
