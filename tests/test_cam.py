@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import CLASSES, synthetic_image
+from conftest import CLASSES, synthetic_image, train_tiny
 from har_core import cam
 from har_core.artifacts import Run
 from har_core.cam import CLASS_AGNOSTIC, METHODS, Busy, SlowSlots, explain, overlay
@@ -42,8 +42,11 @@ def random_model(name: str) -> LoadedModel:
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_runs):
-    return load_run(tiny_runs / "custom_cnn")
+def tiny(tmp_path_factory, kaggle_data):
+    """A custom CNN trained at 128 px, as the bundled one: its target layer (the last block) is a 4×4 map.
+    (The shared tiny runs work at 32 px, where that layer is a single cell and every map is flat.)"""
+    run = train_tiny(kaggle_data, tmp_path_factory.mktemp("cam"), "custom_cnn_128", extra=["--image-size", "128"])
+    return load_run(run)
 
 
 def test_gradcam_equals_its_definition_on_a_trained_run(tiny):
@@ -67,7 +70,7 @@ def test_gradcam_equals_its_definition_on_each_architecture(name):
 def test_every_method_gives_a_map_that_follows_the_class_unless_it_is_class_agnostic(tiny, method):
     image = synthetic_image(0, seed=3)
     maps = [explain(tiny, image, method, target=t).heatmap for t in range(len(CLASSES))]
-    assert all(m.shape == (32, 32) and m.min() >= 0 and m.max() <= 1 for m in maps)
+    assert all(m.shape == (128, 128) and m.min() >= 0 and m.max() <= 1 for m in maps)
     assert max(m.std() for m in maps) > 0.05  # a map, not a flat field
     differs = max(np.abs(maps[0] - m).max() for m in maps[1:])
     if method in CLASS_AGNOSTIC:
@@ -76,7 +79,7 @@ def test_every_method_gives_a_map_that_follows_the_class_unless_it_is_class_agno
         assert differs > 0.05
     assert explain(tiny, image, method, target=2).target == 2
     blended = np.asarray(overlay(explain(tiny, image, method), 1.0), dtype=float)
-    assert blended.shape == (32, 32, 3) and blended.std() > 1  # opacity 1: the coloured map itself
+    assert blended.shape == (128, 128, 3) and blended.std() > 1  # opacity 1: the coloured map itself
 
 
 def test_gradcam_is_unaffected_by_predictions_running_beside_it(tiny):

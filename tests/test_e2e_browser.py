@@ -135,6 +135,7 @@ def test_every_page_upload_predict_gradcam_and_confusion_cell(server, page, tmp_
         settle(page)
         page.wait_for_timeout(2500)  # thumbnails and data grids draw after the run
         assert page.locator("[data-testid='stException']").count() == 0
+        shot(page, {"mistakes": "5_mistakes", "training": "6_training", "dataset": "7_dataset"}[name])
     # no page offers a path to type: visitors choose among the operator's folders
     for name in ("", "predict", "explain", "evaluate", "mistakes", "training", "dataset"):
         page.goto(f"{server}/{name}")
@@ -143,7 +144,6 @@ def test_every_page_upload_predict_gradcam_and_confusion_cell(server, page, tmp_
         settle(page)
         assert choosers.count() == 2, name
         assert page.locator("[data-testid='stTextInput']").count() == 0, name
-        shot(page, {"mistakes": "5_mistakes", "training": "6_training", "dataset": "7_dataset"}[name])
 
 
 def peak_rss_mb(pid: int) -> float:
