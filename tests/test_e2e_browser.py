@@ -50,7 +50,11 @@ def server(tiny_runs, kaggle_data, tmp_path_factory):
         pytest.fail("the Streamlit server did not start")
     yield SimpleNamespace(url=url, process=process, log=log)
     process.terminate()
-    process.wait(timeout=20)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:  # a script thread still inside a long forward: stop it hard
+        process.kill()
+        process.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")
