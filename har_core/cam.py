@@ -112,8 +112,8 @@ def cam_layer(loaded: LoadedModel) -> torch.nn.Module:
     return loaded.model.get_submodule(REGISTRY[loaded.run.card["model"]].cam_layer)
 
 
-def explain(loaded: LoadedModel, image: Image.Image, method: str = "Grad-CAM", target: int | None = None,
-            layer: torch.nn.Module | None = None) -> Explanation:
+def explain(loaded: LoadedModel, image: Image.Image, method: str = "Grad-CAM",
+            target: int | None = None) -> Explanation:
     """Heatmap of `method` for class `target` (default: the predicted class) at the registry's target layer."""
     if method not in METHODS:
         raise ValueError(f"unknown CAM method '{method}'; choose from {', '.join(METHODS)}")
@@ -124,7 +124,7 @@ def explain(loaded: LoadedModel, image: Image.Image, method: str = "Grad-CAM", t
     # loaded models' weights need no gradient; the input's does, so backward builds the graph through the
     # target layer without computing (or storing on the shared model) any weight gradient
     differentiable = batch.clone().requires_grad_(True)
-    with make_cam(method, loaded.model, layer or cam_layer(loaded)) as cam, \
+    with make_cam(method, loaded.model, cam_layer(loaded)) as cam, \
             (SLOW_SLOTS if method in SLOW_METHODS else contextlib.nullcontext()):
         heatmap = cam(input_tensor=differentiable, targets=[ClassifierOutputTarget(target)])[0]
     return Explanation(heatmap=np.nan_to_num(heatmap), view=model_view(loaded, batch), target=target, probs=probs)
