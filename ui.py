@@ -18,6 +18,7 @@ from har_core.analysis import dataset_summary, thumbnail
 from har_core.artifacts import Run, RunError
 from har_core.cam import Busy
 from har_core.data import DataError
+from har_core.ensemble import default_members
 from har_core.imaging import IMAGE_SUFFIXES, ImageError, load_image, safe_name
 from har_core.inference import LoadedModel, load_run
 
@@ -174,14 +175,14 @@ def sidebar() -> Selection:
     runs_help = "A folder of run folders written by `python -m train.train` (or one run)."
     data_help = "The data set the runs were trained on; enables thumbnails and samples."
     with st.sidebar:
+        data_sets = server.data_choices(settings)
         if settings.free_paths:
             runs_dir = _free_folder("Runs folder", "runs_dir", str(settings.runs[0]) if settings.runs else "", runs_help)
-            data_root = _free_folder("Image folder (optional)", "data_dir",
-                                     str(server.data_choices(settings)[0]) if server.data_choices(settings) else "",
+            data_root = _free_folder("Image folder (optional)", "data_dir", str(data_sets[0]) if data_sets else "",
                                      data_help)
         else:
             runs_dir = _folder_choice("Runs folder", "runs_dir", list(settings.runs), False, runs_help)
-            data_root = _folder_choice("Image folder", "data_dir", server.data_choices(settings), True, data_help)
+            data_root = _folder_choice("Image folder", "data_dir", data_sets, True, data_help)
         found, failures = artifacts.find_runs(runs_dir, confine=not settings.free_paths) if runs_dir else ([], [])
         names = [run.name for run in found]
         kept = [n for n in st.session_state.get("keep_chosen_runs", names) if n in names]
@@ -192,6 +193,13 @@ def sidebar() -> Selection:
         for name, reason in failures:
             st.error(f"Run **{name}** could not be loaded: {reason}", icon="⚠️")
     return Selection(runs=[run for run in found if run.name in chosen], data_root=data_root)
+
+
+def ensemble_members(runs: list[Run], key: str) -> list[str]:
+    """The ensemble's members, chosen among `runs`; both pages start from har_core.ensemble's default."""
+    return st.multiselect("Ensemble members", [run.name for run in runs], default=default_members(runs), key=key,
+                          help="The ensemble averages its members' probabilities. Default: the runs that started "
+                          "from ImageNet weights (when there are two or more), else all.")
 
 
 def need_runs(selection: Selection) -> None:

@@ -24,7 +24,7 @@ import torchvision
 from torch import nn
 
 from har_core.data import read_manifest
-from har_core.fileio import atomic_write_bytes
+from har_core.fileio import atomic_write_bytes, is_inside
 
 CARD = "card.json"
 WEIGHTS = "model.safetensors"
@@ -202,8 +202,7 @@ def find_runs(root: str | Path, confine: bool = False) -> tuple[list[Run], list[
     candidates = [root] if (root / CARD).exists() else sorted(p for p in root.iterdir() if (p / CARD).exists())
     runs, failures = [], []
     for candidate in candidates:
-        resolved, base = candidate.resolve(), root.resolve()
-        if confine and resolved != base and base not in resolved.parents:
+        if confine and not is_inside(root, candidate):
             failures.append((candidate.name, "the run folder lies outside the allowed runs folder"))
             continue
         try:

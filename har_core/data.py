@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 
-from har_core.fileio import atomic_write_text
+from har_core.fileio import atomic_write_text, is_inside
 from har_core.imaging import IMAGE_SUFFIXES, ImageError, load_image, read_file
 
 SPLITS = ("train", "val", "test")
@@ -46,13 +46,19 @@ class DataIndex:
     def copies(self) -> list[list[str]]:
         """Groups of samples with identical contents (the same picture under several names)."""
         groups: dict[str, list[str]] = {}
-        for rel, _ in self.samples:
-            groups.setdefault(self.digests.get(rel, rel), []).append(rel)
+        for rel, picture in self.group_of().items():
+            groups.setdefault(picture, []).append(rel)
         return [members for members in groups.values() if len(members) > 1]
 
     def group_of(self) -> dict[str, str]:
         """Sample -> its picture: copies share one group, so a split keeps them on one side."""
         return {rel: self.digests.get(rel, rel) for rel, _ in self.samples}
+
+
+def fingerprint_change(recorded: str | None, index: DataIndex) -> str | None:
+    """'fingerprint OLD -> NEW' when the data no longer has the fingerprint a run recorded (None: unchanged)."""
+    now = index.fingerprint()
+    return f"fingerprint {recorded} -> {now}" if recorded and recorded != now else None
 
 
 def detect_layout(root: Path) -> str:
@@ -107,10 +113,10 @@ def _repeated_rows(rows):
 def _check_images(root: Path, rows, problems, progress: bool, confine: bool):
     """Keep rows whose image decodes, with the sha256 of each file's bytes; report the rest (decoding a
     small draft keeps this fast). `confine`: files that resolve outside `root` (symlinks) are refused."""
-    good, digests, inside = [], {}, root.resolve()
+    good, digests = [], {}
     for rel, label in tqdm(rows, desc="checking images", disable=not progress, leave=False):
         path = root / rel
-        if confine and inside not in path.resolve().parents:
+        if confine and not is_inside(root, path):
             problems.append((rel, "outside the data folder"))
             continue
         try:

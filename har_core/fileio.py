@@ -27,6 +27,12 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
+def is_inside(root: str | Path, path: str | Path) -> bool:
+    """True when `path`, resolved (symlinks followed, '..' collapsed), is `root` or lies under it."""
+    root, path = Path(root).resolve(), Path(path).resolve()
+    return path == root or root in path.parents
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     _atomic(path, lambda handle: handle.write(data))
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from har_core.data import DataError, detect_layout
+from har_core.fileio import is_inside
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_FILE = ROOT / "har_studio.toml"
@@ -42,15 +43,6 @@ class ServerConfig:
     max_batch_images: int = 32
     slow_cam_slots: int = 1
 
-    def allows(self, path: str | Path) -> bool:
-        """True when `path` (resolved, symlinks followed) lies inside an allowed folder, or paths are free."""
-        return self.free_paths or any(is_inside(root, path) for root in (*self.runs, *self.data))
-
-
-def is_inside(root: str | Path, path: str | Path) -> bool:
-    root, path = Path(root).resolve(), Path(path).resolve()
-    return path == root or root in path.parents
-
 
 def inside(root: str | Path, relative: str | Path) -> Path:
     """`root / relative`, resolved; refused when it leaves `root` ('..', absolute names, symlinks)."""
@@ -62,8 +54,7 @@ def inside(root: str | Path, relative: str | Path) -> Path:
 
 def _paths(value, base: Path) -> tuple[Path, ...]:
     items = value.split(os.pathsep) if isinstance(value, str) else list(value)
-    return tuple((base / item).resolve() if not Path(item).is_absolute() else Path(item).resolve()
-                 for item in items if str(item).strip())
+    return tuple((base / item).resolve() for item in items if str(item).strip())  # an absolute item stays itself
 
 
 def load_config(environ=None, config_file: str | Path | None = None) -> ServerConfig:

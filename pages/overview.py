@@ -2,7 +2,7 @@ import streamlit as st
 
 import ui
 from har_core.analysis import overview_table
-from har_core.ensemble import default_members, stored_metrics
+from har_core.ensemble import stored_metrics
 from har_core.plots import accuracy_bars
 
 selection = ui.sidebar()
@@ -16,9 +16,7 @@ st.dataframe(table, hide_index=True, width="stretch",
                             "test macro-F1": st.column_config.ProgressColumn(format="%.3f", min_value=0, max_value=1)})
 if table["test accuracy"].notna().any():
     st.plotly_chart(accuracy_bars(table.dropna(subset=["test accuracy"])), width="stretch")
-members = st.multiselect("Ensemble members", selection.names(), default=default_members(selection.runs),
-                         key="overview_ensemble", help="The ensemble averages its members' probabilities. Default: "
-                         "the runs that started from ImageNet weights (when there are two or more), else all.")
+members = ui.ensemble_members(selection.runs, key="overview_ensemble")
 ensemble = stored_metrics([run for run in selection.runs if run.name in members])
 if ensemble:
     st.success(f"**Ensemble** of {', '.join(ensemble['runs'])} (mean probability): "

@@ -3,7 +3,6 @@ import streamlit as st
 
 import ui
 from har_core.analysis import agreement
-from har_core.ensemble import default_members
 from har_core.inference import ensemble, predict_all
 from har_core.plots import top_probabilities
 
@@ -13,9 +12,7 @@ ui.need_runs(selection)
 
 chosen = st.multiselect("Models", selection.names(), default=selection.names(), key="predict_models")
 chosen_runs = [selection.run(n) for n in chosen]
-members = st.multiselect("Ensemble members", chosen, default=default_members(chosen_runs), key="predict_ensemble",
-                         help="The ensemble averages its members' probabilities. Default: the runs that started "
-                         "from ImageNet weights (when there are two or more), else all.")
+members = ui.ensemble_members(chosen_runs, key="predict_ensemble")
 tta = st.toggle("Flip TTA (average with the mirrored image)", key="predict_tta")
 images, names = ui.image_source(selection, key="predict")
 if not images:

@@ -1,7 +1,8 @@
 """A classroom server: the operator's allowed folders and limits, and paths that cannot leave them."""
 import pytest
 
-from har_core.server import OutsideRoots, data_choices, inside, is_inside, load_config
+from har_core.fileio import is_inside
+from har_core.server import OutsideRoots, data_choices, inside, load_config
 
 
 def test_defaults_allow_the_bundled_runs_and_the_shared_data(tmp_path):

@@ -11,24 +11,22 @@ import sys
 from pathlib import Path
 
 from har_core.artifacts import RunError, open_run
-from har_core.data import SPLITS, DataError, scan
+from har_core.data import SPLITS, DataError, fingerprint_change, scan
 from har_core.evaluation import evaluate_split, write_evaluation
 from har_core.inference import load_run
 
 
 def warn_if_data_changed(card: dict, root: Path, quiet: bool = False) -> bool:
     """Compare the data's content fingerprint with the one the run was trained on; say so when it differs."""
-    recorded = card.get("data", {}).get("fingerprint")
     try:
-        now = scan(root, classes=card["classes"], progress=not quiet).fingerprint()
+        change = fingerprint_change(card.get("data", {}).get("fingerprint"),
+                                    scan(root, classes=card["classes"], progress=not quiet))
     except DataError as error:
         raise RunError(f"{card['name']}: {error}") from None
-    if recorded and recorded != now:
-        print(f"warning: the data in {root} changed since {card['name']} was trained (fingerprint {recorded} -> "
-              f"{now}): images or labels were added, removed or edited, so these metrics are not the run's own",
-              file=sys.stderr)
-        return True
-    return False
+    if change:
+        print(f"warning: the data in {root} changed since {card['name']} was trained ({change}): images or labels "
+              "were added, removed or edited, so these metrics are not the run's own", file=sys.stderr)
+    return change is not None
 
 
 def main(argv=None) -> dict:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -36,8 +37,8 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from har_core import artifacts, fileio
-from har_core.data import (DataError, class_weights_sampler, describe_leaks, eval_transform, leaks, make_split,
-                           read_manifest, scan, train_transform, write_manifest)
+from har_core.data import (DataError, class_weights_sampler, describe_leaks, eval_transform, fingerprint_change, leaks,
+                           make_split, read_manifest, scan, train_transform, write_manifest)
 from har_core.evaluation import evaluate_split, negative_log_likelihood, split_loader, write_evaluation
 from har_core.inference import logits_of, predict_loader
 from har_core.metrics import compute_metrics
@@ -188,7 +189,7 @@ def stage_scheduler(recipe: Recipe, optimizer, epoch: int):
 
 
 def local_epoch(recipe: Recipe, epoch: int) -> int:
-    return epoch - recipe.freeze_epochs if stage_of(recipe, epoch) == 2 and recipe.freeze_epochs > 0 else epoch
+    return epoch - recipe.freeze_epochs if stage_of(recipe, epoch) == 2 else epoch
 
 
 def scheduler_state(scheduler) -> dict:
@@ -348,10 +349,10 @@ def choose_manifest(args, run_dir: Path, index, seed: int, procs: Processes):
 
 def check_fingerprint(card: dict, index, procs: Processes) -> None:
     """A resumed run trains on the data it started with; say so when the pictures or labels changed."""
-    before = card.get("data", {}).get("fingerprint")
-    if before and before != index.fingerprint():
-        procs.log(f"warning: the data changed since this run started (fingerprint {before} -> "
-                  f"{index.fingerprint()}): images or labels were added, removed or edited")
+    change = fingerprint_change(card.get("data", {}).get("fingerprint"), index)
+    if change:
+        procs.log(f"warning: the data changed since this run started ({change}): images or labels were added, "
+                  "removed or edited")
 
 
 def build_card(run_dir: Path, spec, recipe: Recipe, classes, data_config, pretrained: str, seed: int, model,
@@ -604,7 +605,6 @@ def main(argv=None) -> Path:
 def write_rank_digest(run_dir: Path, model, state: dict, procs: Processes) -> None:
     """Each rank's final weights, batch-norm statistics and learning-rate history as one digest, written
     by rank 0 into ranks.json: equal digests show that every rank trained the same model."""
-    import hashlib
     digest = hashlib.sha256()
     for key, value in sorted(model.state_dict().items()):
         digest.update(key.encode() + value.detach().cpu().contiguous().numpy().tobytes())
