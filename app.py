@@ -11,6 +11,7 @@ pages = [
     st.Page("pages/explain.py", title="Explain (Grad-CAM)", icon="🔥"),
     st.Page("pages/evaluate.py", title="Evaluate", icon="📊"),
     st.Page("pages/mistakes.py", title="Mistakes", icon="🧐"),
+    st.Page("pages/embeddings.py", title="Embeddings", icon="🗺️"),
     st.Page("pages/training.py", title="Training", icon="📈"),
     st.Page("pages/dataset.py", title="Dataset", icon="🗂️"),
 ]

@@ -121,7 +121,7 @@ def dataset_summary(root: str | Path, progress: bool = False, confine: bool = Fa
     copies = pd.DataFrame([{"picture": i + 1, "file": rel, "label": labels[rel]}
                            for i, group in enumerate(index.copies()) for rel in group],
                           columns=["picture", "file", "label"])
-    return {"layout": index.layout, "classes": index.classes,
+    return {"layout": index.layout, "classes": index.classes, "fingerprint": index.fingerprint(),
             "counts": pd.Series([l for _, l in index.samples]).value_counts().reindex(index.classes),
             "sizes": pd.DataFrame(sizes), "problems": pd.DataFrame(index.problems, columns=["file", "reason"]),
             "copies": copies}

@@ -1,7 +1,9 @@
 """Loading trained runs and predicting with them."""
 from __future__ import annotations
 
+import threading
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,11 +41,35 @@ def forward_probs(model: nn.Module, batch: torch.Tensor, tta: bool = False) -> t
     return logits_of(model(batch)).float().softmax(1)
 
 
+class EmbeddingTap:
+    """Records the input of a model's embedding module (`ModelSpec.embedding`) during `capture()`, for the
+    calling thread only: sessions share loaded models and predict at the same time (see har_core.cam), so a
+    hook that recorded every forward would hand one visitor another's embedding. Costs nothing outside."""
+
+    def __init__(self, model: nn.Module, layer: str):
+        self._local = threading.local()
+        self.handle = model.get_submodule(layer).register_forward_pre_hook(self._record)
+
+    def _record(self, module, args) -> None:
+        if getattr(self._local, "captured", None) is not None:
+            self._local.captured.append(args[0].detach().flatten(1).float().cpu())
+
+    @contextmanager
+    def capture(self):
+        """Inside, every forward of this thread appends its (batch, dim) embedding to the yielded list."""
+        self._local.captured = captured = []
+        try:
+            yield captured
+        finally:
+            self._local.captured = None
+
+
 @dataclass
 class LoadedModel:
     run: Run
     model: nn.Module
     transform: object
+    tap: EmbeddingTap
 
     @property
     def name(self) -> str:
@@ -80,7 +106,8 @@ def load_run(path_or_run: str | Path | Run) -> LoadedModel:
     # no weight gradients: a CAM differentiates with respect to its input, so backward skips the weights
     # and shared models never accumulate .grad (pytorch-grad-cam makes its input require grad)
     model.requires_grad_(False)
-    return LoadedModel(run=run, model=model, transform=eval_transform(data_config_of(run.card)))
+    return LoadedModel(run=run, model=model, transform=eval_transform(data_config_of(run.card)),
+                       tap=EmbeddingTap(model, REGISTRY[run.card["model"]].embedding))
 
 
 @dataclass
@@ -88,10 +115,13 @@ class Prediction:
     model: str
     probs: np.ndarray  # (n_images, n_classes)
     seconds: float
+    embeddings: np.ndarray | None = None  # (n_images, dim) of the unflipped images, when asked for
 
 
-def predict_all(models: list[LoadedModel], images: list[Image.Image], tta: bool = False) -> list[Prediction]:
-    """Every model predicts every image; preprocessing is shared between models that agree on it."""
+def predict_all(models: list[LoadedModel], images: list[Image.Image], tta: bool = False,
+                embed: bool = False) -> list[Prediction]:
+    """Every model predicts every image; preprocessing is shared between models that agree on it.
+    `embed`: each prediction also carries the images' embeddings, taken from the same forward."""
     cache: dict[tuple, torch.Tensor] = {}
     results = []
     for loaded in models:
@@ -99,8 +129,10 @@ def predict_all(models: list[LoadedModel], images: list[Image.Image], tta: bool 
         key = loaded.preprocess_key
         if key not in cache:
             cache[key] = loaded.preprocess(images)
-        probs = forward_probs(loaded.model, cache[key], tta).numpy()
-        results.append(Prediction(loaded.name, probs, time.perf_counter() - start))
+        with loaded.tap.capture() if embed else nullcontext([]) as captured:
+            probs = forward_probs(loaded.model, cache[key], tta).numpy()
+        vectors = torch.cat(captured)[:len(images)].numpy() if embed else None  # TTA: the first half is unflipped
+        results.append(Prediction(loaded.name, probs, time.perf_counter() - start, vectors))
     return results
 
 

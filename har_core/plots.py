@@ -104,3 +104,29 @@ def size_scatter(sizes: pd.DataFrame) -> go.Figure:
     figure = px.scatter(sizes, x="width", y="height", color="label", hover_name="filename", opacity=0.6)
     figure.update_layout(font=FONT, height=480)
     return figure
+
+
+MAP_COLOURS = {"true class": "label", "predicted class": "predicted", "correct / wrong": "outcome", "split": "split"}
+
+
+def embedding_scatter(table: pd.DataFrame, colour: str = "true class", height: int = 640) -> go.Figure:
+    """The embedding map: one WebGL point per image (fast at tens of thousands), one trace per colour
+    category; each point's customdata is its row in `table`, so a selection maps back to the images."""
+    column = MAP_COLOURS[colour]
+    table = table.assign(outcome=np.where(table["correct"], "correct", "wrong"))
+    palette = px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
+    fixed = {"correct": "#16a34a", "wrong": "#dc2626", "train": "#94a3b8", "val": "#2563eb", "test": "#f97316"}
+    figure = go.Figure()
+    for i, (value, part) in enumerate(table.groupby(column, sort=True)):
+        figure.add_trace(go.Scattergl(
+            x=part["x"], y=part["y"], mode="markers", name=str(value), customdata=part.index.to_numpy(),
+            marker=dict(size=6 if len(table) < 3000 else 4, color=fixed.get(str(value), palette[i % len(palette)]),
+                        opacity=0.8, line=dict(width=0)),
+            text=part["filename"] + "<br>true: " + part["label"] + "<br>predicted: " + part["predicted"]
+            + " (" + (part["confidence"] * 100).round().astype(int).astype(str) + "%)<br>split: " + part["split"],
+            hovertemplate="%{text}<extra></extra>"))
+    figure.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), font=FONT, plot_bgcolor="white",
+                         legend=dict(itemsizing="constant"), dragmode="lasso",
+                         xaxis=dict(showticklabels=False, title=None, showgrid=False, zeroline=False),
+                         yaxis=dict(showticklabels=False, title=None, showgrid=False, zeroline=False))
+    return figure

@@ -95,8 +95,13 @@ class ModelSpec:
     description: str = ""
     default_pretrained: str = "none"
     trunk: tuple[str, ...] = ()  # modules the forward runs first, in order: cacheable when frozen
+    # the module whose input is the image's embedding (har_core.embeddings): the classifier head's input,
+    # the pooled features every head here starts from (default: the first head module)
+    embedding: str = ""
 
     def __post_init__(self):
+        if not self.embedding:
+            object.__setattr__(self, "embedding", self.head[0])
         if self.hub:
             derived = weights_data_config(self.hub)
             if self.scales_to_unit_range:

@@ -1,6 +1,7 @@
 import streamlit as st
 
 import ui
+from har_core.audit import DUPLICATE_THRESHOLD
 from har_core.data import DataError
 from har_core.plots import class_distribution, size_scatter
 
@@ -42,6 +43,49 @@ if len(summary["copies"]):
     st.caption("Identical files under different names (by content hash). A split keeps each picture's copies "
                "together, so none is tested on a picture it trained on.")
     st.dataframe(summary["copies"], hide_index=True, width="stretch")
+
+st.subheader("Data quality")
+with_classes = [run for run in selection.runs if run.classes == summary["classes"]]
+if not with_classes:
+    st.caption("Select a run trained on these classes in the sidebar: its embeddings find near-duplicates, likely "
+               "label errors and outliers.")
+else:
+    left, right = st.columns([2, 1])
+    run = selection.run(left.selectbox("Embeddings of", [r.name for r in with_classes], key="dataset_audit_run"))
+    threshold = right.slider("Near-duplicate from similarity", 0.80, 1.0, DUPLICATE_THRESHOLD, 0.01,
+                             key="dataset_threshold")
+    found = ui.embeddings_or_offer(selection, run, key="dataset")
+    if found is not None:
+        with ui.friendly("The data audit"):
+            report = ui.data_audit(found, threshold)
+            st.caption(f"{report.summary()} — with {run.name}'s embeddings of {len(found)} images.")
+            tabs = st.tabs([f"Near-duplicates ({len(report.duplicates)})",
+                            f"Likely label errors ({len(report.label_issues)})", f"Outliers ({len(report.outliers)})"])
+            with tabs[0]:
+                st.caption("Pairs the model sees as (almost) the same picture; pairs split across train and test "
+                           "first: a test image whose twin was trained on inflates test accuracy.")
+                for pair in report.duplicates.head(8).itertuples():
+                    ui.thumbnail_grid(selection, [(pair.file_a, f"{pair.split_a} · {pair.label_a}"),
+                                                  (pair.file_b, f"{pair.split_b} · {pair.label_b} · {pair.similarity:.3f}")],
+                                      columns=6, size=140)
+                st.dataframe(report.duplicates, hide_index=True, width="stretch")
+                st.download_button("⬇️ duplicates.csv", report.duplicates.to_csv(index=False), "duplicates.csv",
+                                   "text/csv", key="dl_duplicates")
+            with tabs[1]:
+                st.caption("Ranked by cleanlab on out-of-sample probabilities: the model's own for val and test, "
+                           "a cross-validated linear probe on the embeddings for training images.")
+                ui.thumbnail_grid(selection, [(row.filename, f"{row.given} → {row.suggested}?")
+                                              for row in report.label_issues.head(12).itertuples()], columns=6, size=140)
+                st.dataframe(report.label_issues, hide_index=True, width="stretch")
+                st.download_button("⬇️ label_issues.csv", report.label_issues.to_csv(index=False),
+                                   "label_issues.csv", "text/csv", key="dl_label_issues")
+            with tabs[2]:
+                st.caption("Images far from every other image in the embedding (cleanlab's typicality; low = atypical).")
+                ui.thumbnail_grid(selection, [(row.filename, f"{row.label} · {row.typicality:.3f}")
+                                              for row in report.outliers.head(12).itertuples()], columns=6, size=140)
+                st.dataframe(report.outliers, hide_index=True, width="stretch")
+                st.download_button("⬇️ outliers.csv", report.outliers.to_csv(index=False), "outliers.csv",
+                                   "text/csv", key="dl_outliers")
 if len(summary["problems"]):
     st.subheader("Unreadable or skipped files")
     st.dataframe(summary["problems"], hide_index=True, width="stretch")

@@ -43,6 +43,12 @@ if len(table):
             for name, f in frames.items() if chosen in set(f["filename"])]
     st.markdown(f"True class: **{table.loc[table['filename'] == chosen, 'true'].iloc[0]}**")
     st.dataframe(rows, hide_index=True, width="stretch")
+    if st.toggle("Nearest training images, per model", value=True, key="mistakes_neighbours",
+                 help="The training pictures each model finds most like this one: often the ones that pulled "
+                 "it to the wrong class."):
+        for name in frames:
+            with ui.friendly(f"Nearest training images for {name}"):
+                ui.nearest_training_images(selection, selection.run(name), chosen)
     path = ui.data_file(selection, chosen)
     if path is not None and st.toggle("Show Grad-CAM for every model", key="mistakes_cam"):
         loaded = ui.models([selection.run(n) for n in frames])

@@ -13,7 +13,11 @@ ui.need_runs(selection)
 chosen = st.multiselect("Models", selection.names(), default=selection.names(), key="predict_models")
 chosen_runs = [selection.run(n) for n in chosen]
 members = ui.ensemble_members(chosen_runs, key="predict_ensemble")
-tta = st.toggle("Flip TTA (average with the mirrored image)", key="predict_tta")
+options = st.columns(3)
+tta = options[0].toggle("Flip TTA (average with the mirrored image)", key="predict_tta")
+similar = options[1].toggle("Similar training images", value=True, key="predict_similar",
+                            help="Under each model, the training images it finds most alike (its embedding).")
+k = options[2].slider("How many", 3, 12, 6, key="predict_k", disabled=not similar)
 images, names = ui.image_source(selection, key="predict")
 if not images:
     st.info("Upload one or more photos, take one with the camera, or pick a sample.")
@@ -24,7 +28,7 @@ if not loaded:
 classes = loaded[0].classes
 loaded = [m for m in loaded if m.classes == classes] or loaded
 with st.spinner(f"{len(loaded)} models predicting {len(images)} image(s)…"):
-    predictions = predict_all(loaded, images, tta=tta)
+    predictions = predict_all(loaded, images, tta=tta, embed=similar and len(images) == 1)
 members = [p.model for p in predictions if p.model in members] or [p.model for p in predictions]
 mean = ensemble(predictions, members)
 
@@ -50,6 +54,9 @@ if len(images) == 1:
             st.caption(f"{probs.max():.1%} confidence · {prediction.seconds * 1000:.0f} ms")
             st.plotly_chart(top_probabilities(probs, classes), width="stretch",
                             key=f"bars_{prediction.model}", config={"displayModeBar": False})
+            if similar:
+                with ui.friendly(f"Similar images for {prediction.model}"):
+                    ui.similar_images(selection, selection.run(prediction.model), prediction.embeddings, probs, k)
 else:
     rows = []
     for j, name in enumerate(names):

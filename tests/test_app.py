@@ -215,3 +215,63 @@ def test_training_and_dataset_pages_render(app):
     at = open_page(at, "dataset")
     assert [m.value for m in at.metric][:2] == ["36", "3"]
     assert at.metric[2].value == "2"  # the broken and the missing file
+
+
+def test_predict_shows_each_models_similar_training_images_and_their_vote(app):
+    at = open_page(app, "predict")
+    sample = at.selectbox(key="predict_sample")
+    at = sample.set_value(sample.options[1]).run()
+    shown = texts(at)
+    assert shown.count("6 most similar training images") == 2 and "vote:" in shown
+    assert "Retrieval-augmented:" in shown
+    at.slider(key="predict_k").set_value(3).run()
+    assert texts(at).count("3 most similar training images") == 2
+    at.toggle(key="predict_similar").set_value(False).run()
+    assert "most similar training images" not in texts(at)
+
+
+def test_mistakes_detail_shows_the_nearest_training_images_per_model(app):
+    at = open_page(app, "mistakes")
+    if at.selectbox(key="mistakes_detail") is None:
+        pytest.skip("the tiny runs made no mistakes")
+    shown = texts(at)
+    assert "**custom_cnn** predicts" in shown and "its neighbours vote" in shown
+
+
+def test_embeddings_page_maps_every_image_and_filters_mistakes(app, tiny_runs):
+    from har_core.artifacts import open_run
+    from har_core.embeddings import run_embeddings
+    at = open_page(app, "embeddings")
+    found = run_embeddings(open_run(tiny_runs / "custom_cnn"))
+    wrong = int((~found.table()["correct"]).sum())
+    assert f"{len(found)} of {len(found)} images shown" in texts(at)
+    assert len(at.get("plotly_chart")) == 1
+    at.selectbox(key="map_colour").set_value("split").run()
+    at.toggle(key="map_mistakes").set_value(True).run()
+    assert not at.exception
+    assert (f"{wrong} of {len(found)} images shown" in texts(at)) if wrong else any(
+        "No images match" in i.value for i in at.info)
+    at.multiselect(key="map_splits").set_value(["test"]).run()
+    assert not at.exception
+
+
+def test_a_run_without_embeddings_offers_to_compute_them(tiny_runs, kaggle_data, monkeypatch, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_runs, runs)
+    (runs / "custom_cnn" / "embeddings.safetensors").unlink()
+    monkeypatch.setenv("HAR_RUNS", str(runs))
+    monkeypatch.setenv("HAR_DATA", str(kaggle_data))
+    monkeypatch.chdir(ROOT)
+    at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "embeddings")
+    assert any("no embeddings yet" in i.value for i in at.info)
+    at.button(key="map_embed_custom_cnn").click().run()
+    assert not at.exception and (runs / "custom_cnn" / "embeddings.safetensors").is_file()
+    assert "36 of 36 images shown" in texts(at)
+
+
+def test_dataset_page_audits_the_data_with_a_runs_embeddings(app):
+    at = open_page(app, "dataset")
+    assert any("near-duplicate pair(s)" in c.value for c in at.caption)
+    assert [t.label.split(" (")[0] for t in at.tabs][-3:] == ["Near-duplicates", "Likely label errors", "Outliers"]
+    at.slider(key="dataset_threshold").set_value(0.8).run()
+    assert not at.exception

@@ -11,7 +11,7 @@ from har_core import cam
 from har_core.artifacts import Run
 from har_core.cam import CLASS_AGNOSTIC, METHODS, Busy, SlowSlots, explain, overlay
 from har_core.data import eval_transform
-from har_core.inference import LoadedModel, load_run, logits_of, predict_all
+from har_core.inference import EmbeddingTap, LoadedModel, load_run, logits_of, predict_all
 from har_core.registry import build_model, get_spec
 
 
@@ -38,7 +38,8 @@ def random_model(name: str) -> LoadedModel:
     card = {"model": name, "classes": CLASSES, "mean": list(spec.mean), "std": list(spec.std), "name": name}
     torch.manual_seed(0)
     model = build_model(name, 3).eval().to(memory_format=torch.channels_last).requires_grad_(False)
-    return LoadedModel(run=Run(path=None, card=card), model=model, transform=eval_transform(spec.data_config(96)))
+    return LoadedModel(run=Run(path=None, card=card), model=model, transform=eval_transform(spec.data_config(96)),
+                       tap=EmbeddingTap(model, spec.embedding))
 
 
 @pytest.fixture(scope="module")

@@ -40,10 +40,11 @@ from har_core import artifacts, fileio
 from har_core.data import (DataError, class_weights_sampler, describe_leaks, eval_transform, fingerprint_change, leaks,
                            make_split, read_manifest, scan, train_transform, write_manifest)
 from har_core.evaluation import evaluate_split, negative_log_likelihood, split_loader, write_evaluation
-from har_core.inference import logits_of, predict_loader
+from har_core.inference import load_run, logits_of, predict_loader
 from har_core.metrics import compute_metrics
 from har_core.pretrained import PretrainedError, load_pretrained
 from har_core.registry import RECIPES, REGISTRY, Recipe, count_parameters, is_head_param
+from har_core.similarity import embed_run
 from har_core.trunk import CachedViews, trunk_features, trunk_parameters, trunk_skipped
 
 
@@ -76,6 +77,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--backend", default="", help="torch.distributed backend under torchrun (default nccl/gloo)")
     parser.add_argument("--save-dtype", default="float32", choices=sorted(artifacts.SAVE_DTYPES))
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--embed", type=parse_bool, nargs="?", const=True, default=True, metavar="true|false",
+                        help="embed every image at the end (similar images, embedding map, data audit; default true)")
     for f in dataclasses.fields(Recipe):  # every recipe field is overridable; a bare boolean flag means true
         flag, dest = f"--{f.name.replace('_', '-')}", f"recipe_{f.name}"
         if type(f.default) is bool:
@@ -452,6 +455,12 @@ def final_evaluation(model, run_dir: Path, card: dict, state: dict, index, manif
             card = write_evaluation(run_dir, card, metrics, predictions)
             procs.log(f"{split}: accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}"
                       f"{'  (flip TTA)' if recipe.tta else ''}")
+    if args.embed:  # the best weights' embeddings of every image, for similar images, the map and the audit
+        loaded = load_run(run_dir)
+        loaded.model.to(procs.device)
+        embeddings, report = embed_run(loaded, index, recipe.batch_size, procs.device, progress=progress)
+        procs.log(f"embeddings: {len(embeddings)} images; test kNN (k={report['k']}) accuracy "
+                  f"{report.get('test', {}).get('knn', float('nan')):.4f}")
 
 
 # ---- main ----------------------------------------------------------------------------------

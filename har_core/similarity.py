@@ -1,0 +1,199 @@
+"""Similar-image search over embeddings (FAISS, cosine similarity) and retrieval-augmented prediction.
+
+Search is exact (a flat inner-product index over L2-normalised vectors) up to `EXACT_LIMIT` vectors; beyond,
+an inverted-file index (IVF) that scans only the `nprobe` lists nearest to the query, chosen by size. A large
+index is built once from the command line (`python -m train.embed RUN`) and stored beside the embeddings.
+
+A model's neighbours vote: the share of each class among the k most similar training images. The
+retrieval-augmented prediction mixes the model's probabilities with that vote; the mixing weight is chosen
+on the validation split (highest accuracy, ties to the smaller weight) and only then applied to test.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from har_core.artifacts import Run
+from har_core.data import DataIndex
+from har_core.embeddings import EMBEDDINGS, EmbeddingError, Embeddings, embed_data, run_embeddings
+from har_core.inference import LoadedModel
+from har_core.fileio import atomic_write_bytes, write_json
+
+EXACT_LIMIT = 100_000  # up to this many vectors an exact search answers within milliseconds
+INDEX_FILE = "similarity.faiss"
+INDEX_INFO = "similarity.json"
+RETRIEVAL = "retrieval.json"
+DEFAULT_NPROBE = 32  # inverted lists an IVF query scans (bench/retrieval.py: recall@10 against exact search)
+VOTE_K = 10  # neighbours in the vote of a retrieval-augmented prediction (and the kNN accuracy)
+SHOW_K = 6  # neighbours shown under a prediction
+WEIGHTS = tuple(round(w, 2) for w in np.arange(0, 1.0001, 0.05))  # mixing weights tried on val
+
+
+def normalised(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def ivf_lists(n: int) -> int:
+    """Inverted lists for n vectors: about √n (1,000 for a million), with ≥ 39 training points per list."""
+    return max(1, min(int(math.sqrt(n)), n // 39))
+
+
+@dataclass
+class VectorIndex:
+    """Cosine-similarity search over some rows of an Embeddings (`rows`: the row number of each vector)."""
+
+    index: faiss.Index
+    rows: np.ndarray
+    kind: str  # "exact" | "ivf"
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, rows: np.ndarray | None = None, exact_limit: int = EXACT_LIMIT,
+              nprobe: int = 0, seed: int = 0) -> "VectorIndex":
+        vectors = normalised(vectors)
+        n, dim = vectors.shape
+        rows = np.arange(n) if rows is None else np.asarray(rows)
+        if n <= exact_limit:
+            index = faiss.IndexFlatIP(dim)
+            index.add(vectors)
+            return cls(index, rows, "exact")
+        lists = ivf_lists(n)
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, lists, faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(seed).choice(n, size=min(n, 64 * lists), replace=False)
+        index.train(vectors[np.sort(sample)])
+        index.add(vectors)
+        index.nprobe = nprobe or DEFAULT_NPROBE
+        return cls(index, rows, "ivf")
+
+    def __len__(self) -> int:
+        return self.index.ntotal
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, row numbers), each (n_queries, k), most similar first; -1 rows where fewer exist."""
+        k = min(k, len(self))
+        similarities, positions = self.index.search(normalised(np.atleast_2d(queries)), k)
+        return similarities, np.where(positions >= 0, self.rows[np.clip(positions, 0, None)], -1)
+
+    def save(self, folder: Path, embeddings_ident: str) -> None:
+        atomic_write_bytes(Path(folder) / INDEX_FILE, faiss.serialize_index(self.index).tobytes())
+        info = {"embeddings": embeddings_ident, "vectors": len(self), "kind": self.kind,
+                "nprobe": getattr(self.index, "nprobe", 0)}
+        write_json(Path(folder) / INDEX_INFO, info)
+
+
+def training_index(embeddings: Embeddings, folder: Path | None = None) -> VectorIndex:
+    """The index of an Embeddings' training images: the stored one when it was built from exactly these
+    embeddings (a large index built once from the command line), else built now."""
+    rows = embeddings.rows("train")
+    if folder is not None and (Path(folder) / INDEX_FILE).is_file() and (Path(folder) / INDEX_INFO).is_file():
+        try:
+            info = json.loads((Path(folder) / INDEX_INFO).read_text())
+            if info["embeddings"] == embeddings.ident and info["vectors"] == len(rows):
+                index = faiss.deserialize_index(np.fromfile(Path(folder) / INDEX_FILE, dtype=np.uint8))
+                if info.get("nprobe"):
+                    index.nprobe = info["nprobe"]
+                return VectorIndex(index, rows, info["kind"])
+        except (OSError, ValueError, KeyError, RuntimeError):
+            pass  # a stale or broken stored index is rebuilt below
+    return VectorIndex.build(embeddings.vectors[rows], rows)
+
+
+def neighbours_of(index: VectorIndex, queries: np.ndarray, k: int, exclude: np.ndarray | None = None):
+    """The k nearest rows of each query (row -1, similarity nan where there are fewer), leaving out the
+    query's own row (`exclude`) when the query is itself indexed."""
+    similarities, rows = index.search(queries, k + (exclude is not None))
+    if exclude is None:
+        return similarities, rows
+    kept_similarities, kept_rows = np.full((len(rows), k), np.nan, np.float32), np.full((len(rows), k), -1)
+    for i, own in enumerate(np.asarray(exclude)):
+        others = (rows[i] != own) & (rows[i] >= 0)
+        found = rows[i][others][:k]
+        kept_rows[i, :len(found)], kept_similarities[i, :len(found)] = found, similarities[i][others][:k]
+    return kept_similarities, kept_rows
+
+
+def vote(neighbour_rows: np.ndarray, embeddings: Embeddings) -> np.ndarray:
+    """Each class's share among the neighbours (rows of -1 do not vote)."""
+    class_of = {c: i for i, c in enumerate(embeddings.classes)}
+    labels = np.array([class_of[label] for label in embeddings.labels])
+    shares = np.zeros((len(neighbour_rows), len(embeddings.classes)))
+    for i, rows in enumerate(neighbour_rows):
+        rows = rows[rows >= 0]
+        np.add.at(shares[i], labels[rows], 1.0 / max(1, len(rows)))
+    return shares
+
+
+def augmented(probs: np.ndarray, votes: np.ndarray, weight: float) -> np.ndarray:
+    """The retrieval-augmented prediction: (1 - weight) · the model + weight · its neighbours' vote."""
+    return (1 - weight) * probs + weight * votes
+
+
+def choose_weight(probs: np.ndarray, votes: np.ndarray, labels: np.ndarray) -> float:
+    """The mixing weight with the highest accuracy on these (validation) images; ties go to the smaller weight."""
+    accuracies = [float((augmented(probs, votes, w).argmax(1) == labels).mean()) for w in WEIGHTS]
+    return WEIGHTS[int(np.argmax(accuracies))]
+
+
+def retrieval_report(run: Run, embeddings: Embeddings, k: int = VOTE_K) -> dict:
+    """kNN-only, model-only and retrieval-augmented accuracy on val and test; the weight is chosen on val.
+    The model's probabilities are the run's own stored predictions (flip TTA where the run uses it)."""
+    index = training_index(embeddings, run.path)
+    row_of = embeddings.row_of
+    class_of = {c: i for i, c in enumerate(embeddings.classes)}
+    parts = {}
+    for split in ("val", "test"):
+        frame = run.predictions(split)
+        if frame is None:
+            continue
+        frame = frame[frame["filename"].isin(row_of) & frame["true"].isin(class_of)]
+        if frame.empty:
+            continue
+        rows = frame["filename"].map(row_of).to_numpy()
+        labels = frame["true"].map(class_of).to_numpy()
+        probs = frame[[f"prob_{c}" for c in embeddings.classes]].to_numpy(float)
+        _, neighbours = neighbours_of(index, embeddings.vectors[rows], k)
+        parts[split] = (probs, vote(neighbours, embeddings), labels)
+    if "val" not in parts:
+        return {"k": k, "weight": 0.0, "note": "no validation predictions: the mixing weight stays 0"}
+    weight = choose_weight(*parts["val"])
+    report = {"k": k, "weight": weight, "embeddings": embeddings.ident}
+    for split, (probs, votes, labels) in parts.items():
+        report[split] = {"n": int(len(labels)), "model": float((probs.argmax(1) == labels).mean()),
+                         "knn": float((votes.argmax(1) == labels).mean()),
+                         "augmented": float((augmented(probs, votes, weight).argmax(1) == labels).mean())}
+    return report
+
+
+def write_retrieval_report(run: Run, embeddings: Embeddings) -> dict:
+    report = retrieval_report(run, embeddings)
+    write_json(run.path / RETRIEVAL, report)
+    return report
+
+
+def embed_run(loaded: LoadedModel, index: DataIndex, batch_size: int = 32, device: str = "cpu",
+              progress: bool = True, on_batch=None, build_index: str = "auto") -> tuple[Embeddings, dict]:
+    """Embed a run's data (reusing its stored vectors where the pictures did not change), store the
+    embeddings, its retrieval report and, beyond `EXACT_LIMIT` training images or with build_index="always",
+    its search index in the run folder. Returns the embeddings and the report."""
+    run = loaded.run
+    previous = None
+    if (run.path / EMBEDDINGS).is_file():
+        try:
+            previous = run_embeddings(run)
+        except EmbeddingError:
+            previous = None  # unreadable or another model's: everything is embedded anew
+    embeddings = embed_data(loaded, index, run.manifest(), previous, batch_size, device, progress, on_batch)
+    try:
+        embeddings.save(run.path / EMBEDDINGS)
+        train_rows = embeddings.rows("train")
+        if build_index == "always" or (build_index == "auto" and len(train_rows) > EXACT_LIMIT):
+            VectorIndex.build(embeddings.vectors[train_rows], train_rows).save(run.path, embeddings.ident)
+        return embeddings, write_retrieval_report(run, embeddings)
+    except OSError as error:  # a read-only runs folder: the caller keeps them in memory
+        return embeddings, retrieval_report(run, embeddings) | {"not_stored": f"{type(error).__name__}: {error}"}

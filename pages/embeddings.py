@@ -1,0 +1,45 @@
+import streamlit as st
+
+import ui
+from har_core.plots import MAP_COLOURS, embedding_scatter
+
+selection = ui.sidebar()
+st.title("🗺️ Embeddings")
+st.caption("Every image of a run's data set placed by what the model sees in it (its classifier head's input, "
+           "laid out in 2-D by UMAP). Pictures the model finds alike sit together. Draw a box or lasso around "
+           "points to see those images.")
+ui.need_runs(selection)
+
+run = selection.run(st.selectbox("Run", selection.names(), key="map_run"))
+found = ui.embeddings_or_offer(selection, run, key="map")
+if found is None:
+    st.stop()
+with ui.friendly("The embedding map"):
+    table = ui.embedding_map_of(run, found)
+controls = st.columns([2, 2, 1])
+colour = controls[0].selectbox("Colour by", list(MAP_COLOURS), key="map_colour")
+splits = controls[1].multiselect("Splits", sorted(table["split"].unique()), default=sorted(table["split"].unique()),
+                                 key="map_splits")
+mistakes_only = controls[2].toggle("Mistakes only", key="map_mistakes")
+shown = table[table["split"].isin(splits) & (~table["correct"] if mistakes_only else True)]
+wrong = int((~table["correct"]).sum())
+st.caption(f"{len(shown)} of {len(table)} images shown · {wrong} the model gets wrong (its predictions without "
+           f"flip TTA) · {found.vectors.shape[1]}-d embeddings of {found.model}")
+if shown.empty:
+    st.info("No images match these filters.")
+    st.stop()
+event = st.plotly_chart(embedding_scatter(shown, colour), width="stretch", key="map_chart", on_select="rerun",
+                        selection_mode=("points", "box", "lasso"), config={"displaylogo": False})
+picked = sorted({int(point["customdata"]) for point in event.selection.points if "customdata" in point}) \
+    if event and event.selection else []
+if not picked:
+    st.caption("Hover a point for its file and labels; select points (click, box or lasso) to see the images.")
+    st.stop()
+chosen = table.loc[picked]
+st.subheader(f"{len(chosen)} selected image(s)")
+ui.thumbnail_grid(selection, [(row.filename, f"{row.label} → {row.predicted} ({row.confidence:.0%}) · {row.split}")
+                              for row in chosen.head(48).itertuples()], columns=8, size=120)
+if len(chosen) > 48:
+    st.caption(f"The first 48 of {len(chosen)} are shown; the table lists them all.")
+st.dataframe(chosen.drop(columns=["x", "y"]), hide_index=True, width="stretch")
+st.download_button("⬇️ Selection as CSV", chosen.to_csv(index=False), "selection.csv", "text/csv")

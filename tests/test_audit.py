@@ -1,0 +1,76 @@
+"""The data audit: near-duplicates, likely label errors, outliers; on generated data and, where present, sports15."""
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import ROOT, SPORTS15
+from har_core.audit import label_issues, near_duplicates, outliers
+from test_embeddings import clustered, fake_embeddings
+from train import audit as audit_cli
+
+
+def test_near_duplicates_put_pairs_across_train_and_test_first():
+    vectors, labels = clustered(n_per=20, clusters=3, dim=64, noise=1.0)
+    vectors[59] = vectors[3] + 0.01  # a test image that is a training image's twin
+    vectors[40] = vectors[41] + 0.01  # two training images alike
+    splits = ["train"] * 50 + ["test"] * 10
+    found = near_duplicates(fake_embeddings(vectors, labels, splits), threshold=0.99)
+    assert len(found) == 2
+    first = found.iloc[0]
+    assert (first.file_a, first.split_a, first.file_b, first.split_b) == ("img_3.jpg", "train", "img_59.jpg", "test")
+    assert first.across_splits and not found.iloc[1].across_splits
+    assert {found.iloc[1].file_a, found.iloc[1].file_b} == {"img_40.jpg", "img_41.jpg"}
+
+
+def test_flipped_labels_rank_first_among_label_issues():
+    vectors, labels = clustered(n_per=30, clusters=3, dim=16, noise=0.4)
+    given = labels.copy()
+    flipped = [5, 37, 70]  # training images whose label says another cluster
+    for i in flipped:
+        given[i] = (labels[i] + 1) % 3
+    splits = ["train"] * 80 + ["test"] * 10
+    probs = np.eye(3)[labels] * 0.8 + 0.2 / 3  # the model knows the truth on the test images
+    found = label_issues(fake_embeddings(vectors, given, splits, probs=probs))
+    assert set(found["filename"].head(3)) == {f"img_{i}.jpg" for i in flipped}
+    assert (found.head(3)["source"] == "probe").all() and found.head(3)["confident"].all()
+    assert found.iloc[0]["suggested"] == f"c{labels[int(found.iloc[0]['filename'][4:-4])]}"
+
+
+def test_an_image_far_from_every_other_is_an_outlier_and_only_it():
+    vectors, labels = clustered(n_per=40, clusters=3, dim=16, noise=0.2)
+    vectors[7] = np.random.default_rng(1).standard_normal(16) * 5  # nothing like the rest
+    found = outliers(fake_embeddings(vectors, labels, ["train"] * 120))
+    assert list(found["filename"]) == ["img_7.jpg"]
+
+
+def test_the_audit_command_writes_three_csv_files(tiny_runs, kaggle_data, copy_of, tmp_path, capsys):
+    data = copy_of(kaggle_data)
+    split = pd.read_csv(tiny_runs / "custom_cnn" / "split.csv")
+    train_file = split.loc[split["split"] == "train", "filename"].iloc[0]
+    test_file = split.loc[split["split"] == "test", "filename"].iloc[0]
+    shutil.copy(data / train_file, data / test_file)  # a test image replaced by a training image
+    listing = pd.read_csv(data / "Training_set.csv")
+    label_of = dict(zip("train/" + listing["filename"], listing["label"]))
+    listing.loc["train/" + listing["filename"] == test_file, "label"] = label_of[train_file]
+    listing.to_csv(data / "Training_set.csv", index=False)
+    result = audit_cli.main([str(data), "--run", str(tiny_runs / "custom_cnn"), "--out", str(tmp_path / "out"),
+                             "--quiet", "--threshold", "0.999"])
+    assert "near-duplicate pair(s)" in capsys.readouterr().out
+    duplicates = pd.read_csv(tmp_path / "out" / "duplicates.csv")
+    assert (duplicates.iloc[0]["file_a"], duplicates.iloc[0]["file_b"]) == (train_file, test_file)
+    assert list(pd.read_csv(tmp_path / "out" / "label_issues.csv").columns) == list(result.label_issues.columns)
+    assert (tmp_path / "out" / "outliers.csv").is_file()
+    with pytest.raises(SystemExit, match="run folder not found"):
+        audit_cli.main([str(data), "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "out"), "--quiet"])
+
+
+@pytest.mark.skipif(not SPORTS15.is_dir(), reason="needs ../shared/data/sports15")
+def test_planted_label_flips_and_split_duplicates_are_found_in_sports15(tmp_path):
+    from bench.label_audit import run_experiment
+    figures = run_experiment(ROOT / "assets" / "runs" / "efficientnet_lite2", SPORTS15, tmp_path)
+    print(figures)
+    assert figures["flips_in_top"] >= 0.8
+    assert figures["duplicates_found"] >= 9  # of 10: one re-encoded copy scores below the threshold (README)

@@ -1,0 +1,211 @@
+"""Embeddings → search index → neighbours → retrieval-augmented prediction → map, on tiny models and data."""
+import shutil
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import CLASSES, synthetic_image
+from har_core.artifacts import open_run
+from har_core.data import scan
+from har_core.embeddings import (EMBEDDINGS, EmbeddingError, Embeddings, embed_data, load_embeddings, run_embeddings,
+                                 staleness)
+from har_core.inference import load_run, predict_all
+from har_core.projection import MAP_FILE, embedding_map, project
+from har_core.similarity import (INDEX_FILE, VectorIndex, augmented, choose_weight, neighbours_of, retrieval_report,
+                                 training_index, vote)
+from train import embed as embed_cli
+
+
+def clustered(n_per: int = 40, clusters: int = 5, dim: int = 32, seed: int = 0, noise: float = 0.3):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim))
+    labels = np.repeat(np.arange(clusters), n_per)
+    return (centres[labels] + noise * rng.standard_normal((len(labels), dim))).astype(np.float32), labels
+
+
+def fake_embeddings(vectors, labels, splits, classes=None, probs=None) -> Embeddings:
+    classes = classes or [f"c{i}" for i in range(int(max(labels)) + 1)]
+    n = len(vectors)
+    if probs is None:
+        probs = np.eye(len(classes), dtype=np.float32)[labels] * 0.9 + 0.1 / len(classes)
+    return Embeddings(run="fake", model="custom_cnn", classes=classes, fingerprint="f", files=[f"img_{i}.jpg" for i in range(n)],
+                      digests=[f"d{i}" for i in range(n)], labels=[classes[l] for l in labels], splits=list(splits),
+                      vectors=np.asarray(vectors, np.float32), probs=np.asarray(probs, np.float32), ident="fake")
+
+
+def test_the_embedding_is_the_heads_input_and_comes_from_the_same_forward(tiny_runs):
+    loaded = load_run(tiny_runs / "custom_cnn")
+    images = [synthetic_image(i % 3, seed=500 + i) for i in range(4)]
+    prediction = predict_all([loaded], images, embed=True)[0]
+    with torch.no_grad():
+        batch = loaded.preprocess(images).to(memory_format=torch.channels_last)
+        expected = loaded.model.pool(loaded.model.features(batch)).flatten(1).numpy()
+    assert prediction.embeddings.shape == (4, 512)
+    np.testing.assert_allclose(prediction.embeddings, expected, rtol=1e-4, atol=1e-5)
+    tta = predict_all([loaded], images, tta=True, embed=True)[0]  # two views per image; the unflipped is kept
+    np.testing.assert_allclose(tta.embeddings, expected, rtol=1e-4, atol=1e-5)
+    assert predict_all([loaded], images)[0].embeddings is None
+
+
+def test_the_tap_records_only_its_own_threads_forwards(tiny_runs):
+    loaded = load_run(tiny_runs / "custom_cnn")
+    mine = [synthetic_image(0, seed=1)]
+    alone = predict_all([loaded], mine, embed=True)[0].embeddings
+    stop = threading.Event()
+
+    def other_visitor():
+        while not stop.is_set():
+            predict_all([loaded], [synthetic_image(2, seed=7)] * 3)
+
+    worker = threading.Thread(target=other_visitor)
+    worker.start()
+    try:
+        for _ in range(20):
+            np.testing.assert_allclose(predict_all([loaded], mine, embed=True)[0].embeddings, alone, rtol=1e-5)
+    finally:
+        stop.set()
+        worker.join()
+
+
+def test_embeddings_are_stored_reused_by_content_and_checked(tiny_runs, kaggle_data, copy_of, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_runs / "custom_cnn", run_dir)
+    run = open_run(run_dir)
+    stored = run_embeddings(run)  # written by train.train at the end of training
+    index = scan(kaggle_data, classes=run.classes, progress=False)
+    assert stored.files == [rel for rel, _ in index.samples] and stored.fingerprint == index.fingerprint()
+    assert sorted(set(stored.splits)) == ["test", "train", "val"]
+
+    data = copy_of(kaggle_data)  # one picture changes, one label changes
+    synthetic_image(2, seed=999).save(data / "train" / "Image_1.jpg", quality=95)
+    csv = (data / "Training_set.csv").read_text().replace("Image_2.jpg,cycling", "Image_2.jpg,dancing")
+    (data / "Training_set.csv").write_text(csv)
+    changed = scan(data, classes=run.classes, progress=False)
+    assert "fingerprint" in staleness(stored, changed.fingerprint())
+    calls = []
+    again = embed_data(load_run(run), changed, run.manifest(), stored, on_batch=lambda done, total: calls.append(total))
+    assert calls == [1]  # only the changed picture went through the model
+    row = again.row_of["train/Image_1.jpg"]
+    assert not np.allclose(again.vectors[row], stored.vectors[stored.row_of["train/Image_1.jpg"]], atol=1e-2)
+    assert again.labels[again.row_of["train/Image_2.jpg"]] == "dancing"
+    fresh = embed_data(load_run(run), changed, run.manifest())
+    np.testing.assert_allclose(again.vectors, fresh.vectors, atol=2e-2)  # reused (float16) = recomputed
+
+    again.save(run_dir / EMBEDDINGS)
+    assert load_embeddings(run_dir / EMBEDDINGS, "run").labels == again.labels
+    (run_dir / EMBEDDINGS).write_bytes((run_dir / EMBEDDINGS).read_bytes()[:200])
+    with pytest.raises(EmbeddingError, match="corrupt"):
+        run_embeddings(run)
+    (run_dir / EMBEDDINGS).unlink()
+    with pytest.raises(EmbeddingError, match="train.embed"):
+        run_embeddings(run)
+
+
+def test_embeddings_of_another_class_list_or_data_with_other_classes_are_refused(tiny_runs, kaggle_data, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_runs / "custom_cnn", run_dir)
+    found = run_embeddings(open_run(run_dir))
+    found.classes = ["a", "b", "c"]
+    found.save(run_dir / EMBEDDINGS)
+    with pytest.raises(EmbeddingError, match="another model or class list"):
+        run_embeddings(open_run(run_dir))
+    two_classes = scan(kaggle_data, classes=CLASSES[:2], progress=False)
+    with pytest.raises(EmbeddingError, match="classes differ"):
+        embed_data(load_run(tiny_runs / "custom_cnn"), two_classes, None)
+
+
+def test_exact_search_finds_the_nearest_by_cosine_and_ivf_agrees_on_clustered_data():
+    vectors, _ = clustered(n_per=200, clusters=10, dim=24)
+    index = VectorIndex.build(vectors)
+    assert index.kind == "exact"
+    query = vectors[17] * 3.0  # the same direction, another length: cosine similarity 1
+    similarities, rows = index.search(query, 3)
+    assert rows[0, 0] == 17 and similarities[0, 0] == pytest.approx(1.0, abs=1e-5)
+    brute = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)) @ (query / np.linalg.norm(query))
+    assert list(rows[0]) == list(np.argsort(-brute)[:3])
+
+    approximate = VectorIndex.build(vectors, exact_limit=100, nprobe=8)
+    assert approximate.kind == "ivf"
+    queries = clustered(n_per=10, clusters=10, dim=24, seed=0, noise=0.35)[0]
+    _, truth = index.search(queries, 10)
+    _, found = approximate.search(queries, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)])
+    assert recall >= 0.9
+
+
+def test_a_stored_index_is_loaded_only_for_the_embeddings_it_was_built_from(tmp_path):
+    vectors, labels = clustered(n_per=30, clusters=3)
+    found = fake_embeddings(vectors, labels, ["train"] * 60 + ["test"] * 30)
+    stored = VectorIndex.build(vectors[:60], np.arange(60), exact_limit=10, nprobe=3)  # an IVF index, kept
+    stored.save(tmp_path, found.ident)
+    assert training_index(found, tmp_path).kind == "ivf"
+    found.ident = "newer"
+    assert training_index(found, tmp_path).kind == "exact"  # stale: rebuilt
+    (tmp_path / INDEX_FILE).write_bytes(b"broken")
+    found.ident = "fake"
+    assert training_index(found, tmp_path).kind == "exact"  # unreadable: rebuilt
+
+
+def test_neighbours_leave_out_the_query_itself_and_vote_by_label():
+    vectors = np.array([[1, 0], [0.99, 0.1], [0.98, 0.2], [0, 1], [0.1, 0.99]], np.float32)
+    found = fake_embeddings(vectors, [0, 0, 1, 1, 1], ["train"] * 5)
+    index = VectorIndex.build(vectors)
+    similarities, rows = neighbours_of(index, vectors[:1], 2, exclude=np.array([0]))
+    assert list(rows[0]) == [1, 2] and similarities[0, 0] < 1
+    np.testing.assert_allclose(vote(rows, found), [[0.5, 0.5]])
+    _, rows = neighbours_of(index, vectors[:1], 9, exclude=np.array([0]))  # more than there are: padded
+    assert list(rows[0]) == [1, 2, 4, 3, -1, -1, -1, -1, -1]
+    np.testing.assert_allclose(vote(rows, found), [[0.25, 0.75]])
+
+
+def test_the_mixing_weight_is_chosen_on_validation_with_ties_to_the_smaller_weight():
+    labels = np.array([0, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.55, 0.45]])  # the model gets 1 of 3
+    votes = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])  # the neighbours get all 3
+    weight = choose_weight(probs, votes, labels)
+    assert weight == pytest.approx(0.2)  # the smallest weight that mends both (0.1 and 0.15 mend one)
+    assert (augmented(probs, votes, weight).argmax(1) == labels).all()
+    assert choose_weight(probs, probs, labels) == 0.0  # nothing to gain: the model alone
+
+
+def test_retrieval_report_and_the_embed_command(tiny_runs, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_runs / "custom_cnn", run_dir)
+    report = embed_cli.main([str(run_dir), "--quiet", "--index", "always", "--map"])
+    out = capsys.readouterr().out
+    assert "36 images embedded" in out and "kNN (k=10)" in out
+    assert (run_dir / INDEX_FILE).is_file() and (run_dir / MAP_FILE).is_file()
+    run = open_run(run_dir)
+    again = retrieval_report(run, run_embeddings(run))
+    assert again == report and report["test"]["n"] == len(run.predictions("test"))
+    assert report["test"]["model"] == pytest.approx(run.card["metrics"]["test"]["accuracy"])
+    shutil.rmtree(tmp_path / "missing", ignore_errors=True)
+    with pytest.raises(SystemExit, match="data folder .* not found"):
+        embed_cli.main([str(run_dir), "--data", str(tmp_path / "missing"), "--quiet"])
+
+
+def test_a_data_folder_missing_images_is_embedded_without_them(tiny_runs, kaggle_data, copy_of, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_runs / "custom_cnn", run_dir)
+    data = copy_of(kaggle_data)
+    (data / "train" / "Image_3.jpg").unlink()
+    embed_cli.main([str(run_dir), "--data", str(data), "--quiet"])
+    assert "1 image(s) of custom_cnn's split are missing" in capsys.readouterr().err
+    found = run_embeddings(open_run(run_dir))
+    assert "train/Image_3.jpg" not in found.row_of and len(found) == 35
+
+
+def test_the_map_keeps_clusters_apart_and_is_computed_once(tmp_path, monkeypatch):
+    vectors, labels = clustered(n_per=30, clusters=3, dim=40, noise=0.2)
+    found = fake_embeddings(vectors, labels, ["train"] * 90)
+    table = embedding_map(found, tmp_path)
+    xy = table[["x", "y"]].to_numpy()
+    centres = np.array([xy[labels == c].mean(0) for c in range(3)])
+    within = max(np.linalg.norm(xy[labels == c] - centres[c], axis=1).mean() for c in range(3))
+    between = min(np.linalg.norm(centres[a] - centres[b]) for a in range(3) for b in range(a + 1, 3))
+    assert between > 3 * within
+    monkeypatch.setattr("har_core.projection.project", lambda *a, **k: pytest.fail("recomputed"))
+    np.testing.assert_allclose(embedding_map(found, tmp_path)[["x", "y"]].to_numpy(), xy)
+    assert project(vectors[:2]).shape == (2, 2)  # too few for UMAP: a line

@@ -1,0 +1,71 @@
+"""Audit a data set with a run's embeddings: near-duplicates, likely label errors, outliers.
+
+    python -m train.audit DATA --run RUN --out DIR [--threshold 0.95]
+
+Writes duplicates.csv (pairs with similarity and splits; pairs across train and test first),
+label_issues.csv (file, given label, suggested label, label quality; most likely first) and outliers.csv
+into DIR, and prints a summary. DATA may differ from the data the run was trained on (relabelled,
+extended, another copy): splits come from the run's manifest, labels from DATA, and only pictures the
+run has not embedded before go through the model; DIR keeps those embeddings for the next audit.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from har_core.artifacts import RunError, open_run
+from har_core.audit import DUPLICATE_THRESHOLD, audit
+from har_core.data import DataError, scan
+from har_core.embeddings import EMBEDDINGS, EmbeddingError, embed_data, load_embeddings, run_embeddings
+from har_core.fileio import atomic_write_text
+from har_core.inference import load_run
+
+
+def previous_embeddings(run, out: Path):
+    """Vectors already computed for this run's model: the audit folder's own, else the run's."""
+    for source in (lambda: load_embeddings(out / EMBEDDINGS, run.name), lambda: run_embeddings(run)):
+        try:
+            found = source()
+            if found.model == run.card["model"] and found.classes == run.classes:
+                return found
+        except EmbeddingError:
+            continue
+    return None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", help="data folder (Kaggle layout or class folders)")
+    parser.add_argument("--run", required=True, help="run folder whose model embeds the images")
+    parser.add_argument("--out", required=True, help="folder for the CSV files (and the embeddings)")
+    parser.add_argument("--threshold", type=float, default=DUPLICATE_THRESHOLD,
+                        help="cosine similarity from which two images count as near-duplicates")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    try:
+        run = open_run(args.run)
+        index = scan(args.data, classes=run.classes, progress=not args.quiet)
+        for rel, reason in index.problems:
+            print(f"skipped {rel}: {reason}")
+        loaded = load_run(run)
+        loaded.model.to(args.device)
+        embeddings = embed_data(loaded, index, run.manifest(), previous_embeddings(run, out), args.batch_size,
+                                args.device, progress=not args.quiet)
+        out.mkdir(parents=True, exist_ok=True)
+        embeddings.save(out / EMBEDDINGS)
+        result = audit(embeddings, args.threshold)
+    except (RunError, DataError, EmbeddingError, OSError) as error:
+        raise SystemExit(f"error: {error}")
+    for name, frame in (("duplicates.csv", result.duplicates), ("label_issues.csv", result.label_issues),
+                        ("outliers.csv", result.outliers)):
+        atomic_write_text(out / name, frame.to_csv(index=False))
+    print(f"{Path(args.data).name} with {run.name}'s embeddings ({len(embeddings)} images): {result.summary()}")
+    print(f"written: {out / 'duplicates.csv'}, {out / 'label_issues.csv'}, {out / 'outliers.csv'}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

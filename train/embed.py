@@ -1,0 +1,74 @@
+"""Compute a run's embeddings (its classifier head's input for every image) and its similar-image search.
+
+    python -m train.embed RUN [--data DIR] [--index auto|always|never] [--map]
+
+Writes into the run folder: embeddings.safetensors (float16 vectors and probabilities, with file names,
+digests, labels, splits and the data fingerprint), retrieval.json (kNN and retrieval-augmented accuracy,
+the mixing weight chosen on val), and — beyond 100,000 training images or with --index always — the FAISS
+index (similarity.faiss), which the app then loads instead of building it. --map also stores the 2-D
+embedding map (UMAP) the app's Embeddings page shows. Pictures already embedded are not embedded again.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from har_core.artifacts import RunError, open_run
+from har_core.data import DataError, scan
+from har_core.embeddings import EmbeddingError, missing_from
+from har_core.inference import load_run
+from har_core.projection import embedding_map
+from har_core.similarity import embed_run
+
+
+def data_root(run, given: str | None) -> Path:
+    root = Path(given or run.card.get("data", {}).get("root", ""))
+    if not root.is_dir():
+        raise RunError(f"{run.name}: data folder {root} not found; pass --data")
+    return root
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", help="run folder")
+    parser.add_argument("--data", help="data folder (default: the one on the run's card)")
+    parser.add_argument("--index", default="auto", choices=("auto", "always", "never"),
+                        help="store the FAISS index (auto: beyond 100,000 training images)")
+    parser.add_argument("--map", action="store_true", help="also compute and store the 2-D embedding map (UMAP)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        run = open_run(args.run)
+        if run.manifest() is None:
+            raise RunError(f"{run.name}: no split manifest ({run.path / 'split.csv'})")
+        root = data_root(run, args.data)
+        index = scan(root, classes=run.classes, progress=not args.quiet)
+        missing = missing_from(run.manifest(), index)
+        if missing:
+            print(f"warning: {len(missing)} image(s) of {run.name}'s split are missing or unreadable in {root} and "
+                  f"are left out (e.g. {', '.join(missing[:3])})", file=sys.stderr)
+        loaded = load_run(run)
+        loaded.model.to(args.device)
+        embeddings, report = embed_run(loaded, index, args.batch_size, args.device, progress=not args.quiet,
+                                       build_index=args.index)
+        if args.map:
+            embedding_map(embeddings, run.path)
+    except (RunError, DataError, EmbeddingError) as error:
+        raise SystemExit(f"error: {error}")
+    print(f"{run.name}: {len(embeddings)} images embedded ({embeddings.vectors.shape[1]}-d) into "
+          f"{run.path / 'embeddings.safetensors'}")
+    for split in ("val", "test"):
+        if split in report:
+            part = report[split]
+            print(f"  {split}: model {part['model']:.4f}  kNN (k={report['k']}) {part['knn']:.4f}  "
+                  f"retrieval-augmented (weight {report['weight']:.2f}, chosen on val) {part['augmented']:.4f}")
+    if "not_stored" in report:
+        print(f"warning: could not write into {run.path}: {report['not_stored']}", file=sys.stderr)
+    return report
+
+
+if __name__ == "__main__":
+    main()
