@@ -142,13 +142,37 @@ def test_every_page_upload_predict_gradcam_and_confusion_cell(server, page, tmp_
         assert page.locator("[data-testid='stException']").count() == 0
         shot(page, {"mistakes": "5_mistakes", "training": "6_training", "dataset": "7_dataset"}[name])
     # no page offers a path to type: visitors choose among the operator's folders
-    for name in ("", "predict", "explain", "evaluate", "mistakes", "training", "dataset"):
+    for name in ("", "predict", "explain", "evaluate", "mistakes", "embeddings", "training", "dataset"):
         page.goto(f"{server}/{name}")
         choosers = page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']")
         choosers.nth(1).wait_for()
         settle(page)
         assert choosers.count() == 2, name
         assert page.locator("[data-testid='stTextInput']").count() == 0, name
+
+
+def test_a_lasso_on_the_embedding_map_lists_the_selected_images(server, page):
+    page.goto(f"{server.url}/embeddings")
+    page.get_by_text("images shown").wait_for()
+    settle(page)
+    plot = page.locator("[class*='st-key-map_chart'] .nsewdrag").first
+    plot.wait_for()
+    plot.scroll_into_view_if_needed()
+    page.wait_for_timeout(1000)
+    box = plot.bounding_box()
+    corners = [(0.02, 0.02), (0.98, 0.02), (0.98, 0.98), (0.02, 0.98), (0.02, 0.03)]  # a lasso around everything
+    page.mouse.move(box["x"] + box["width"] * corners[0][0], box["y"] + box["height"] * corners[0][1])
+    page.mouse.down()
+    for fx, fy in corners[1:]:
+        page.mouse.move(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy, steps=8)
+    page.mouse.up()
+    heading = page.get_by_text(re.compile(r"\d+ selected image\(s\)"))
+    heading.wait_for()
+    settle(page)
+    page.wait_for_timeout(1500)
+    assert int(heading.inner_text().split()[0]) == 36  # every image of the tiny run's data set
+    assert page.locator("[data-testid='stImage']").count() >= 30  # the grid shows the selected thumbnails
+    shot(page, "8_embeddings")
 
 
 def peak_rss_mb(pid: int) -> float:
