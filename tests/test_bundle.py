@@ -10,6 +10,7 @@ from conftest import ROOT, SPORTS15
 from har_core.artifacts import find_runs
 from har_core.inference import load_run
 from train import evaluate
+from train.demo_models import BUNDLE_BUDGET
 
 BUNDLE = ROOT / "assets" / "runs"
 GROUP_SLOTS = {"custom_cnn", "inception_v3", "resnet50", "vgg16"}  # plus an EfficientNet
@@ -49,7 +50,31 @@ def test_bundle_fits_the_size_budget():
     tracked = subprocess.run(["git", "ls-files", "-z", "assets/runs"], cwd=ROOT, capture_output=True, text=True).stdout
     files = [ROOT / f for f in tracked.split("\0") if f] or [p for p in BUNDLE.rglob("*") if p.is_file()
                                                             and "checkpoint" not in p.parts]
-    assert sum(f.stat().st_size for f in files) <= 120 * 2**20
+    assert sum(f.stat().st_size for f in files) <= BUNDLE_BUDGET
+
+
+def test_the_best_bundled_run_ships_embeddings_that_describe_its_data_and_reproduce_its_retrieval_figures():
+    from har_core.embeddings import run_embeddings
+    from har_core.similarity import retrieval_report
+    with_embeddings = [run for run in bundled() if (run.path / "embeddings.safetensors").is_file()]
+    best = max(bundled(), key=lambda r: r.card["metrics"]["test"]["accuracy"])
+    assert [run.name for run in with_embeddings] == [best.name]
+    found = run_embeddings(best)
+    assert found.fingerprint == best.card["data"]["fingerprint"] and len(found) == best.card["data"]["images"]
+    assert sorted(found.files) == sorted(best.manifest()["filename"])
+    assert retrieval_report(best, found) == json.loads((best.path / "retrieval.json").read_text())
+
+
+def test_embeddings_are_shipped_for_the_best_runs_while_the_bundle_fits(tiny_runs, tmp_path):
+    from train.demo_models import bundle_bytes, keep_embeddings_within_budget
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_runs, runs)
+    embeddings = {name: (runs / name / "embeddings.safetensors").stat().st_size for name in ("custom_cnn", "mobilenet_v2")}
+    budget = bundle_bytes(runs) - min(embeddings.values())  # room for one run's embeddings, not both
+    best = max(bundled_runs := find_runs(runs)[0], key=lambda r: r.card["metrics"]["test"]["accuracy"]).name
+    assert keep_embeddings_within_budget(runs, budget) == [best] and len(bundled_runs) == 2
+    assert [p.parent.name for p in runs.glob("*/embeddings.safetensors")] == [best]
+    assert bundle_bytes(runs) <= budget
 
 
 @pytest.mark.skipif(not SPORTS15.is_dir(), reason="../shared/data/sports15 not present")

@@ -16,7 +16,10 @@ from pathlib import Path
 from har_core import artifacts, fileio
 from har_core.ensemble import pretrained_runs, stored_metrics
 from har_core.data import make_split, scan, write_manifest
+from har_core.embeddings import EMBEDDINGS
+from har_core.projection import MAP_FILE
 from har_core.registry import REGISTRY
+from har_core.similarity import INDEX_FILE, INDEX_INFO
 from train import train
 
 # name -> (model, training flags, note for the card)
@@ -97,6 +100,32 @@ GPU_RUNS = {
 }
 
 
+BUNDLE_BUDGET = 120 * 2**20  # bytes: the whole of assets/runs (120 MiB)
+ANALYSIS_FILES = (EMBEDDINGS, MAP_FILE, INDEX_FILE, INDEX_INFO)  # recomputable: the app embeds on demand
+
+
+def bundle_bytes(runs_dir: Path) -> int:
+    return sum(f.stat().st_size for f in Path(runs_dir).rglob("*") if f.is_file() and "checkpoint" not in f.parts)
+
+
+def keep_embeddings_within_budget(runs_dir: Path, budget: int = BUNDLE_BUDGET) -> list[str]:
+    """Ship embeddings only while the bundle stays within its budget: the best runs (test accuracy) keep
+    theirs, the others' are removed (the app computes them on demand). Returns the runs that keep them."""
+    runs, _ = artifacts.find_runs(runs_dir)
+    runs.sort(key=lambda r: -r.card.get("metrics", {}).get("test", {}).get("accuracy", 0))
+    analysis = {run.name: sum((run.path / f).stat().st_size for f in ANALYSIS_FILES if (run.path / f).is_file())
+                for run in runs}
+    total, kept = bundle_bytes(runs_dir) - sum(analysis.values()), []
+    for run in runs:
+        if analysis[run.name] and total + analysis[run.name] <= budget:
+            total += analysis[run.name]
+            kept.append(run.name)
+        else:
+            for name in ANALYSIS_FILES:
+                (run.path / name).unlink(missing_ok=True)
+    return kept
+
+
 def comparison_table(runs_dir: Path) -> str:
     runs, _ = artifacts.find_runs(runs_dir)
     ensemble = stored_metrics(pretrained_runs(runs))
@@ -150,6 +179,9 @@ def main(argv=None) -> None:
         card["notes"] = note
         card["training_minutes"] = round((time.time() - started) / 60, 1)
         fileio.write_json(run_dir / artifacts.CARD, card)
+    kept = keep_embeddings_within_budget(out)
+    print(f"embeddings shipped for {', '.join(kept) or 'no run'} (bundle {bundle_bytes(out) / 1e6:.1f} MB of "
+          f"{BUNDLE_BUDGET / 1e6:.0f} MB)")
     table = comparison_table(out)
     fileio.atomic_write_text(out / "MODELS.md", "# Demo models (sports15 test split)\n\n" + table)
     write_into_readme(table)
