@@ -5,14 +5,16 @@
 import streamlit as st
 
 st.set_page_config(page_title="HAR Studio", page_icon="🏃", layout="wide")
+# the pages live in views/, not pages/: a pages/ folder makes Streamlit serve a deep link's script on its own
+# (without this file's navigation and layout) when it is the first request a fresh server gets
 pages = [
-    st.Page("pages/overview.py", title="Overview", icon="📋", default=True),
-    st.Page("pages/predict.py", title="Predict & compare", icon="🔮"),
-    st.Page("pages/explain.py", title="Explain (Grad-CAM)", icon="🔥"),
-    st.Page("pages/evaluate.py", title="Evaluate", icon="📊"),
-    st.Page("pages/mistakes.py", title="Mistakes", icon="🧐"),
-    st.Page("pages/embeddings.py", title="Embeddings", icon="🗺️"),
-    st.Page("pages/training.py", title="Training", icon="📈"),
-    st.Page("pages/dataset.py", title="Dataset", icon="🗂️"),
+    st.Page("views/overview.py", title="Overview", icon="📋", default=True),
+    st.Page("views/predict.py", title="Predict & compare", icon="🔮"),
+    st.Page("views/explain.py", title="Explain (Grad-CAM)", icon="🔥"),
+    st.Page("views/evaluate.py", title="Evaluate", icon="📊"),
+    st.Page("views/mistakes.py", title="Mistakes", icon="🧐"),
+    st.Page("views/embeddings.py", title="Embeddings", icon="🗺️"),
+    st.Page("views/training.py", title="Training", icon="📈"),
+    st.Page("views/dataset.py", title="Dataset", icon="🗂️"),
 ]
 st.navigation(pages).run()

@@ -360,7 +360,6 @@ def compute_embeddings(selection: Selection, run: Run) -> Embeddings | None:
             st.caption(f"The runs folder is read-only ({report['not_stored']}): the embeddings are kept for this "
                        "server process only.")
             _computed()[str(run.path)] = found
-        _embeddings.clear()
         return found
     bar.empty()
     return None
@@ -370,6 +369,10 @@ def compute_embeddings(selection: Selection, run: Run) -> Embeddings | None:
                max_entries=16)
 def _map(path: str, ident: str, _embeddings: Embeddings) -> pd.DataFrame:
     return embedding_map(_embeddings, Path(path))
+
+
+def has_embeddings(run: Run) -> bool:
+    return str(run.path) in _computed() or run.has(EMBEDDINGS)
 
 
 def embedding_map_of(run: Run, found: Embeddings) -> pd.DataFrame:

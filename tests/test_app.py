@@ -24,7 +24,7 @@ def app(tiny_runs, kaggle_data, monkeypatch):
 
 
 def open_page(at, page):
-    at.switch_page(f"pages/{page}.py")
+    at.switch_page(f"views/{page}.py")
     at.run()
     assert not at.exception, [e.message for e in at.exception]
     assert not at.error, [e.value for e in at.error]
@@ -189,11 +189,11 @@ def test_runs_and_images_behind_symlinks_out_of_the_roots_are_refused(tiny_runs,
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
     assert list(at.dataframe[0].value["run"]) == ["custom_cnn"]
     assert any("mobilenet_v2" in e.value and "outside the allowed runs folder" in e.value for e in at.sidebar.error)
-    at.switch_page("pages/predict.py")
+    at.switch_page("views/predict.py")
     at.run()
     samples = at.selectbox(key="predict_sample").options
     assert len(samples) > 1 and hostile not in samples and "../outside/secret.jpg" not in samples
-    at.switch_page("pages/dataset.py")
+    at.switch_page("views/dataset.py")
     at.run()
     assert not at.exception
     problems = at.dataframe[-1].value
@@ -263,6 +263,8 @@ def test_a_run_without_embeddings_offers_to_compute_them(tiny_runs, kaggle_data,
     monkeypatch.setenv("HAR_DATA", str(kaggle_data))
     monkeypatch.chdir(ROOT)
     at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "embeddings")
+    assert at.selectbox(key="map_run").value == "mobilenet_v2"  # the page opens on a run that has them
+    at.selectbox(key="map_run").set_value("custom_cnn").run()
     assert any("no embeddings yet" in i.value for i in at.info)
     at.button(key="map_embed_custom_cnn").click().run()
     assert not at.exception and (runs / "custom_cnn" / "embeddings.safetensors").is_file()

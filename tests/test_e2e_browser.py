@@ -30,11 +30,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_runs, kaggle_data, tmp_path_factory):
+def start_server(runs, data, log):
     port = free_port()
-    env = {**os.environ, "HAR_RUNS": str(tiny_runs), "HAR_DATA": str(kaggle_data)}
-    log = tmp_path_factory.mktemp("server") / "server.log"
+    env = {**os.environ, "HAR_RUNS": str(runs), "HAR_DATA": str(data)}
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
          "127.0.0.1", "--server.headless", "true"], cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
@@ -48,13 +46,23 @@ def server(tiny_runs, kaggle_data, tmp_path_factory):
     else:
         process.kill()
         pytest.fail("the Streamlit server did not start")
-    yield SimpleNamespace(url=url, process=process, log=log)
-    process.terminate()
+    return SimpleNamespace(url=url, process=process, log=log)
+
+
+def stop_server(server) -> None:
+    server.process.terminate()
     try:
-        process.wait(timeout=20)
+        server.process.wait(timeout=20)
     except subprocess.TimeoutExpired:  # a script thread still inside a long forward: stop it hard
-        process.kill()
-        process.wait(timeout=20)
+        server.process.kill()
+        server.process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_runs, kaggle_data, tmp_path_factory):
+    started = start_server(tiny_runs, kaggle_data, tmp_path_factory.mktemp("server") / "server.log")
+    yield started
+    stop_server(started)
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +181,18 @@ def test_a_lasso_on_the_embedding_map_lists_the_selected_images(server, page):
     assert int(heading.inner_text().split()[0]) == 36  # every image of the tiny run's data set
     assert page.locator("[data-testid='stImage']").count() >= 30  # the grid shows the selected thumbnails
     shot(page, "8_embeddings")
+
+
+def test_a_bookmarked_page_opens_with_the_apps_navigation_on_a_fresh_server(tiny_runs, kaggle_data, page, tmp_path):
+    fresh = start_server(tiny_runs, kaggle_data, tmp_path / "server.log")
+    try:
+        page.goto(f"{fresh.url}/mistakes")  # the fresh server's very first request is a deep link
+        page.get_by_text("Misclassified images").wait_for()
+        settle(page)
+        titles = [t.inner_text().split("\n")[-1] for t in page.locator("[data-testid='stSidebarNav'] a").all()]
+        assert titles[:2] == ["Overview", "Predict & compare"] and "Embeddings" in titles
+    finally:
+        stop_server(fresh)
 
 
 def peak_rss_mb(pid: int) -> float:

@@ -51,7 +51,9 @@ if not with_classes:
                "label errors and outliers.")
 else:
     left, right = st.columns([2, 1])
-    run = selection.run(left.selectbox("Embeddings of", [r.name for r in with_classes], key="dataset_audit_run"))
+    ready = [i for i, r in enumerate(with_classes) if ui.has_embeddings(r)]
+    run = selection.run(left.selectbox("Embeddings of", [r.name for r in with_classes], key="dataset_audit_run",
+                                       index=ready[0] if ready else 0))
     threshold = right.slider("Near-duplicate from similarity", 0.80, 1.0, DUPLICATE_THRESHOLD, 0.01,
                              key="dataset_threshold")
     found = ui.embeddings_or_offer(selection, run, key="dataset")
