@@ -60,6 +60,11 @@ class Embeddings:
         """File name -> row."""
         return {f: i for i, f in enumerate(self.files)}
 
+    @property
+    def collapsed(self) -> bool:
+        """Every image has the same embedding (an untrained or collapsed model): nothing to search or map."""
+        return len(self) > 1 and not np.ptp(self.vectors, axis=0).any()
+
     def rows(self, *splits: str) -> np.ndarray:
         """Row numbers of the images in the given splits, in file order."""
         return np.flatnonzero(np.isin(self.splits, splits))

@@ -21,9 +21,10 @@ MAP_FILE = "embedding_map.safetensors"
 
 
 def project(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
-    """(N, 2) coordinates; fewer than 4 images are laid out on a line (UMAP needs neighbours)."""
+    """(N, 2) coordinates; fewer than 4 images, or images whose embeddings are all the same (a collapsed
+    model), are laid out on a line: UMAP needs neighbours to tell apart."""
     n = len(vectors)
-    if n < 4:
+    if n < 4 or not np.ptp(vectors, axis=0).any():
         return np.column_stack([np.arange(n, dtype=np.float32), np.zeros(n, np.float32)])
     from sklearn.decomposition import PCA
     import umap  # imported here: numba compiles on first use, which pages without a map never pay

@@ -264,6 +264,7 @@ def test_a_run_without_embeddings_offers_to_compute_them(tiny_runs, kaggle_data,
     monkeypatch.chdir(ROOT)
     at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "embeddings")
     assert at.selectbox(key="map_run").value == "mobilenet_v2"  # the page opens on a run that has them
+    assert any("same embedding" in w.value for w in at.warning)  # the 1-epoch tiny MobileNetV2 collapsed
     at.selectbox(key="map_run").set_value("custom_cnn").run()
     assert any("no embeddings yet" in i.value for i in at.info)
     at.button(key="map_embed_custom_cnn").click().run()

@@ -209,3 +209,6 @@ def test_the_map_keeps_clusters_apart_and_is_computed_once(tmp_path, monkeypatch
     monkeypatch.setattr("har_core.projection.project", lambda *a, **k: pytest.fail("recomputed"))
     np.testing.assert_allclose(embedding_map(found, tmp_path)[["x", "y"]].to_numpy(), xy)
     assert project(vectors[:2]).shape == (2, 2)  # too few for UMAP: a line
+    same = fake_embeddings(np.zeros((20, 8)), labels[:20], ["train"] * 20)
+    assert same.collapsed and not found.collapsed
+    np.testing.assert_allclose(project(same.vectors)[:, 0], np.arange(20))  # a collapsed model: a line, no UMAP

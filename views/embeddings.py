@@ -17,6 +17,9 @@ run = selection.run(st.selectbox("Run", selection.names(), index=ready[0] if rea
 found = ui.embeddings_or_offer(selection, run, key="map")
 if found is None:
     st.stop()
+if found.collapsed:
+    st.warning(f"{run.name} gives every image the same embedding (an untrained or collapsed model): the map and "
+               "similar images cannot tell its images apart.")
 with ui.friendly("The embedding map"):
     table = ui.embedding_map_of(run, found)
 controls = st.columns([2, 2, 1])
