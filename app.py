@@ -14,6 +14,7 @@ pages = [
     st.Page("views/evaluate.py", title="Evaluate", icon="📊"),
     st.Page("views/mistakes.py", title="Mistakes", icon="🧐"),
     st.Page("views/embeddings.py", title="Embeddings", icon="🗺️"),
+    st.Page("views/video.py", title="Video", icon="🎬"),
     st.Page("views/training.py", title="Training", icon="📈"),
     st.Page("views/dataset.py", title="Dataset", icon="🗂️"),
 ]

@@ -5,6 +5,7 @@ har_core to Streamlit's caches and turns failures into one-line messages.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from har_core.inference import LoadedModel, load_run
 from har_core.projection import embedding_map
 from har_core.similarity import (RETRIEVAL, SHOW_K, VOTE_K, VectorIndex, augmented, embed_run, retrieval_report,
                                  neighbours_of, training_index, vote)
+from har_core.video import DEFAULT_VIDEO_LIMITS, VIDEO_SUFFIXES, Clip, Timeline, VideoError, read_clip, timeline
 
 ROOT = Path(__file__).resolve().parent
 IMAGE_TYPES = [suffix[1:] for suffix in IMAGE_SUFFIXES]  # the uploader takes every format the decoder reads
@@ -219,7 +221,7 @@ def friendly(what: str):
     """Show a one-line message instead of a traceback; the rest of the page keeps working."""
     try:
         yield
-    except (RunError, ImageError, DataError, EmbeddingError, Busy, ValueError, OSError) as error:
+    except (RunError, ImageError, VideoError, DataError, EmbeddingError, Busy, ValueError, OSError) as error:
         st.error(f"{what}: {error}")
     except Exception as error:  # noqa: BLE001 - a classroom never sees a traceback
         st.error(f"{what} failed: {type(error).__name__}: {error}")
@@ -438,3 +440,54 @@ def _audit(ident: str, threshold: float, _embeddings: Embeddings):
 def data_audit(found: Embeddings, threshold: float):
     """The audit of a run's embeddings, computed once per embeddings and threshold."""
     return _audit(found.ident, threshold, found)
+
+
+# ---- video: clips decoded and timelines computed once per clip content and settings ----------
+
+def video_files(selection: Selection, limit: int = 200) -> list[str]:
+    """Clips in the chosen image folder (relative paths), to pick instead of uploading."""
+    if selection.data_root is None:
+        return []
+    found = sorted(p.relative_to(selection.data_root).as_posix() for p in selection.data_root.rglob("*")
+                   if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    return [f for f in found[:limit] if data_file(selection, f) is not None]
+
+
+def read_video_file(selection: Selection, filename: str) -> bytes | None:
+    path = data_file(selection, filename)
+    if path is None or not path.is_file():
+        return None
+    if path.stat().st_size > DEFAULT_VIDEO_LIMITS.max_bytes:
+        st.error(f"{filename}: the file is larger than {DEFAULT_VIDEO_LIMITS.max_bytes // 2**20} MB")
+        return None
+    return path.read_bytes()
+
+
+@st.cache_resource(show_spinner="Decoding the clip…", max_entries=4)
+def _clip(digest: str, fps: float, _data: bytes) -> Clip:
+    return read_clip(_data, fps=fps)
+
+
+def clip_of(data: bytes, fps: float) -> Clip:
+    """The clip's sampled frames, decoded once per clip content and rate (VideoError when unusable)."""
+    return _clip(hashlib.sha256(data).hexdigest(), fps, data)
+
+
+@st.cache_resource
+def _timelines() -> dict:
+    return {}
+
+
+def timeline_of(data: bytes, fps: float, loaded: list[LoadedModel]) -> Timeline:
+    """Every model's per-frame probabilities (and their ensemble), computed once per clip, rate and set of
+    models with a progress bar (kept in a plain dict: a cached function could not draw the bar)."""
+    key = (hashlib.sha256(data).hexdigest(), fps, tuple(m.name for m in loaded))
+    store = _timelines()
+    if key not in store:
+        bar = st.progress(0.0, text="Predicting the frames…")
+        store[key] = timeline(loaded, clip_of(data, fps), on_batch=lambda done, total: bar.progress(
+            done / total, text=f"Predicting the frames: {done}/{total}"))
+        bar.empty()
+        while len(store) > 8:  # the oldest first
+            store.pop(next(iter(store)))
+    return store[key]

@@ -130,3 +130,25 @@ def embedding_scatter(table: pd.DataFrame, colour: str = "true class", height: i
                          xaxis=dict(showticklabels=False, title=None, showgrid=False, zeroline=False),
                          yaxis=dict(showticklabels=False, title=None, showgrid=False, zeroline=False))
     return figure
+
+
+def action_timeline(rows: dict[str, list], classes: list[str], seconds: float) -> go.Figure:
+    """One row per model (and the ensemble): each segment a bar coloured by its class, hover with confidence.
+    `rows`: name -> segments (har_core.video.Segment), drawn top to bottom in the given order."""
+    palette = px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
+    colour = {c: palette[i % len(palette)] for i, c in enumerate(classes)}
+    figure, legend = go.Figure(), set()
+    for name, segments in rows.items():
+        for segment in segments:
+            unknown = segment.label not in colour
+            figure.add_trace(go.Bar(
+                y=[name], x=[segment.end - segment.start], base=[segment.start], orientation="h",
+                name=segment.label, legendgroup=segment.label, showlegend=segment.label not in legend,
+                marker=dict(color="#e2e8f0" if unknown else colour[segment.label], line=dict(width=0.5, color="white")),
+                hovertemplate=f"{name}<br><b>{segment.label}</b><br>{segment.start:.1f}–{segment.end:.1f} s<br>"
+                              f"confidence {segment.confidence:.0%}<extra></extra>"))
+            legend.add(segment.label)
+    figure.update_layout(barmode="overlay", height=90 + 48 * len(rows), font=FONT, plot_bgcolor="white",
+                         margin=dict(l=10, r=10, t=30, b=40), xaxis=dict(title="seconds", range=[0, seconds]),
+                         yaxis=dict(autorange="reversed"), legend=dict(orientation="h", y=-0.35))
+    return figure

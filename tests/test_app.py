@@ -278,3 +278,19 @@ def test_dataset_page_audits_the_data_with_a_runs_embeddings(app):
     assert [t.label.split(" (")[0] for t in at.tabs][-3:] == ["Near-duplicates", "Likely label errors", "Outliers"]
     at.slider(key="dataset_threshold").set_value(0.8).run()
     assert not at.exception
+
+
+def test_video_page_draws_a_timeline_for_an_uploaded_clip_and_names_a_broken_one(app, tmp_path):
+    from test_video import colour_frames, encode
+    at = open_page(app, "video")
+    assert any("Upload a clip" in i.value for i in at.info)
+    at.multiselect(key="video_models").set_value(["custom_cnn", "mobilenet_v2"]).run()
+    clip = encode(colour_frames(30, size=(48, 48)), fps=10)
+    at.file_uploader(key="video_upload").upload("clip.mp4", clip, "video/mp4").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert len(at.get("plotly_chart")) == 1 and "3.0 s" in texts(at)
+    assert "**Segments** (ensemble)" in texts(at)
+    at.slider(key="video_frame").set_value(3).run()
+    assert not at.exception and any("Grad-CAM" in c.value or ":" in c.value for c in at.caption)
+    at.file_uploader(key="video_upload").upload("broken.mp4", b"not a video", "video/mp4").run()
+    assert any("not a video" in e.value for e in at.error)

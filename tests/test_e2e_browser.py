@@ -150,7 +150,7 @@ def test_every_page_upload_predict_gradcam_and_confusion_cell(server, page, tmp_
         assert page.locator("[data-testid='stException']").count() == 0
         shot(page, {"mistakes": "5_mistakes", "training": "6_training", "dataset": "7_dataset"}[name])
     # no page offers a path to type: visitors choose among the operator's folders
-    for name in ("", "predict", "explain", "evaluate", "mistakes", "embeddings", "training", "dataset"):
+    for name in ("", "predict", "explain", "evaluate", "mistakes", "embeddings", "video", "training", "dataset"):
         page.goto(f"{server}/{name}")
         choosers = page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']")
         choosers.nth(1).wait_for()
@@ -181,6 +181,21 @@ def test_a_lasso_on_the_embedding_map_lists_the_selected_images(server, page):
     assert int(heading.inner_text().split()[0]) == 36  # every image of the tiny run's data set
     assert page.locator("[data-testid='stImage']").count() >= 30  # the grid shows the selected thumbnails
     shot(page, "8_embeddings")
+
+
+def test_an_uploaded_clip_gets_an_action_timeline(server, page, tmp_path):
+    from test_video import colour_frames, encode
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(encode(colour_frames(40, size=(64, 64)), fps=10))
+    page.goto(f"{server.url}/video")
+    page.get_by_text("Upload a clip").wait_for()
+    page.locator("input[type='file']").first.set_input_files(str(clip))
+    page.get_by_text("Segments (ensemble)").wait_for()
+    settle(page)
+    page.wait_for_timeout(1500)
+    assert page.locator("[class*='st-key-video_timeline'] .barlayer .point").count() >= 3  # a bar per model row
+    assert page.locator("video").count() == 1 and page.locator("[data-testid='stException']").count() == 0
+    shot(page, "9_video")
 
 
 def test_a_bookmarked_page_opens_with_the_apps_navigation_on_a_fresh_server(tiny_runs, kaggle_data, page, tmp_path):

@@ -1,0 +1,77 @@
+import io
+
+import pandas as pd
+import streamlit as st
+
+import ui
+from har_core.cam import explain, overlay
+from har_core.ensemble import default_members
+from har_core.imaging import safe_name
+from har_core.plots import action_timeline
+from har_core.video import NO_ACTION, VIDEO_SUFFIXES
+
+selection = ui.sidebar()
+st.title("🎬 Video")
+st.caption("An action timeline for a clip: frames sampled a few times a second, every model's answer per frame, "
+           "smoothed over time and cut into segments.")
+ui.need_runs(selection)
+
+chosen = st.multiselect("Models", selection.names(), default=default_members(selection.runs), key="video_models",
+                        help="Default: the ensemble's default members. Every model adds a forward per frame.")
+with st.expander("Sampling and segments"):
+    settings = st.columns(4)
+    fps = settings[0].slider("Frames per second", 0.5, 5.0, 2.0, 0.5, key="video_fps")
+    window = settings[1].slider("Smoothing window (s)", 0.0, 5.0, 1.0, 0.5, key="video_window")
+    min_duration = settings[2].slider("Shortest segment (s)", 0.0, 5.0, 1.0, 0.5, key="video_min")
+    threshold = settings[3].slider("Below this: no known action", 0.0, 1.0, 0.5, 0.05, key="video_threshold")
+tabs = st.tabs(["📁 Upload", "🎞️ From the image folder"])
+with tabs[0]:
+    upload = st.file_uploader("Clip", type=[s[1:] for s in VIDEO_SUFFIXES], key="video_upload")
+with tabs[1]:
+    clips = ui.video_files(selection)
+    picked = st.selectbox("Clip", ["—"] + clips, key="video_pick", disabled=not clips,
+                          help=None if clips else "No clips in the image folder.")
+name, data = (safe_name(upload.name), upload.getvalue()) if upload is not None else (None, None)
+if data is None and picked != "—":
+    name, data = picked, ui.read_video_file(selection, picked)
+if not data or not chosen:
+    st.info("Upload a clip (mp4, webm, mov, avi, mkv) or pick one from the image folder.")
+    st.stop()
+
+loaded = ui.models([selection.run(n) for n in chosen])
+if not loaded:
+    st.stop()
+loaded = [m for m in loaded if m.classes == loaded[0].classes]
+clip = None
+with ui.friendly(f"Reading {name}"):
+    clip = ui.clip_of(data, fps)
+if clip is None:
+    st.stop()
+left, right = st.columns([2, 3])
+left.video(data)
+left.caption(f"{name} · {clip.seconds:.1f} s · {clip.width}×{clip.height} · {len(clip.frames)} frames sampled"
+             + (f" · turned {clip.rotation}° upright" if clip.rotation else ""))
+line = ui.timeline_of(data, fps, loaded)
+rows = {n: line.segments(n, window, min_duration, threshold) for n in line.probs}
+right.plotly_chart(action_timeline(rows, line.classes, clip.seconds), width="stretch", key="video_timeline")
+summary_row = "ensemble" if "ensemble" in rows else loaded[0].name
+segments = pd.DataFrame([s.as_dict() for s in rows[summary_row]])
+right.markdown(f"**Segments** ({summary_row})")
+right.dataframe(segments, hide_index=True, width="stretch")
+right.download_button("⬇️ Segments as CSV", segments.to_csv(index=False), "segments.csv", "text/csv")
+unknown = sum(label == NO_ACTION for label in line.labels(summary_row, window, threshold))
+right.caption(f"{unknown} of {len(line.times)} frames are '{NO_ACTION}' (best smoothed probability under "
+              f"{threshold:.0%}).")
+
+st.subheader("A frame and where a model looks")
+controls = st.columns([3, 1])
+index = controls[0].slider("Frame", 0, max(1, len(clip.frames) - 1), 0, key="video_frame",
+                           help="The sampled frames, in order.", disabled=len(clip.frames) < 2)
+index = min(index, len(clip.frames) - 1)
+model = next(m for m in loaded if m.name == controls[1].selectbox("Model", [m.name for m in loaded], key="video_cam_model"))
+picture, heat = st.columns(2)
+picture.image(clip.frames[index], caption=f"{line.times[index]:.1f} s", width="stretch")
+with ui.friendly(f"Grad-CAM for {model.name}"), st.spinner(f"Grad-CAM for {model.name}…"):
+    result = explain(model, clip.frames[index])
+    heat.image(overlay(result), caption=f"{model.name}: {model.classes[result.target]} "
+               f"({result.probs[result.target]:.0%})", width="stretch")
