@@ -19,13 +19,16 @@ VIDEOS = ROOT.parent / "shared" / "data" / "videos"
 BEST = ROOT / "assets" / "runs" / "efficientnet_lite2"
 
 
-def encode(frames, fps=10, codec="mpeg4", container="mp4", times=None) -> bytes:
-    """Frames (H×W×3 uint8) as a clip; `times` (seconds) gives each frame its own timestamp (variable rate)."""
+def encode(frames, fps=10, codec="mpeg4", container="mp4", times=None, rotation=0) -> bytes:
+    """Frames (H×W×3 uint8) as a clip; `times` (seconds) gives each frame its own timestamp (variable rate);
+    `rotation` (degrees counter-clockwise) is stored in the display matrix, as phones do."""
     buffer = io.BytesIO()
     with av.open(buffer, "w", format=container) as out:
         stream = out.add_stream(codec, rate=fps)
         stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
         if times is not None:
             stream.codec_context.time_base = Fraction(1, 1000)
         for i, array in enumerate(frames):
@@ -63,6 +66,15 @@ def test_a_variable_frame_rate_clip_is_sampled_by_time_not_by_frame_count():
     # the frame shown at each second is the first at or after it: 0 → frame 0, 1 s → frame 3, 2 s → frame 5, 3 s → 6
     assert clip.times[:4] == [0.0, 1.0, 2.0, 3.0]
     assert [round(brightness(f) / 10) for f in clip.frames[:4]] == [0, 3, 5, 6]
+
+
+def test_a_phone_clip_with_a_rotation_in_its_display_matrix_is_turned_upright():
+    frame = np.zeros((32, 64, 3), np.uint8)
+    frame[:, :32] = 255  # stored landscape, left half white
+    clip = read_clip(encode([frame] * 10, rotation=90))
+    upright = np.asarray(clip.frames[0]).mean(2)
+    assert clip.rotation == 90 and upright.shape == (64, 32)  # shown portrait
+    assert upright[:24].mean() < 30 and upright[-24:].mean() > 225  # turned 90° counter-clockwise: left → bottom
 
 
 def test_long_clips_sampled_sparsely_seek_and_still_get_the_right_frames():
