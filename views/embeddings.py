@@ -39,7 +39,8 @@ event = st.plotly_chart(embedding_scatter(shown, colour), width="stretch", key="
 picked = sorted({int(point["customdata"]) for point in event.selection.points if "customdata" in point}) \
     if event and event.selection else []
 if not picked:
-    st.caption("Hover a point for its file and labels; select points (click, box or lasso) to see the images.")
+    st.caption("Hover a point for its file and labels; draw a box or lasso around points to see the images "
+               "(around one point: also the training images the model finds most like it).")
     st.stop()
 chosen = table.loc[picked]
 st.subheader(f"{len(chosen)} selected image(s)")
@@ -47,5 +48,7 @@ ui.thumbnail_grid(selection, [(row.filename, f"{row.label} → {row.predicted} (
                               for row in chosen.head(48).itertuples()], columns=8, size=120)
 if len(chosen) > 48:
     st.caption(f"The first 48 of {len(chosen)} are shown; the table lists them all.")
+if len(chosen) == 1:  # one selected point: the training images the model finds most like it
+    ui.nearest_training_images(selection, run, chosen.iloc[0]["filename"])
 st.dataframe(chosen.drop(columns=["x", "y"]), hide_index=True, width="stretch")
 st.download_button("⬇️ Selection as CSV", chosen.to_csv(index=False), "selection.csv", "text/csv")
