@@ -28,7 +28,7 @@ from har_core.inference import LoadedModel, load_run
 from har_core.projection import embedding_map
 from har_core.similarity import (RETRIEVAL, SHOW_K, VOTE_K, VectorIndex, augmented, embed_run, retrieval_report,
                                  neighbours_of, training_index, vote)
-from har_core.video import DEFAULT_VIDEO_LIMITS, VIDEO_SUFFIXES, Clip, Timeline, VideoError, read_clip, timeline
+from har_core.video import VIDEO_SUFFIXES, Clip, Timeline, VideoError, read_clip, read_video_file, timeline
 
 ROOT = Path(__file__).resolve().parent
 IMAGE_TYPES = [suffix[1:] for suffix in IMAGE_SUFFIXES]  # the uploader takes every format the decoder reads
@@ -444,23 +444,33 @@ def data_audit(found: Embeddings, threshold: float):
 
 # ---- video: clips decoded and timelines computed once per clip content and settings ----------
 
+@st.cache_data(show_spinner=False, ttl=60, max_entries=8)
+def _video_files(root: str, limit: int) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in Path(root).rglob("*")
+                  if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())[:limit]
+
+
 def video_files(selection: Selection, limit: int = 200) -> list[str]:
-    """Clips in the chosen image folder (relative paths), to pick instead of uploading."""
+    """Clips in the chosen image folder (relative paths), to pick instead of uploading; the folder is walked
+    at most once a minute, not on every rerun."""
     if selection.data_root is None:
         return []
-    found = sorted(p.relative_to(selection.data_root).as_posix() for p in selection.data_root.rglob("*")
-                   if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
-    return [f for f in found[:limit] if data_file(selection, f) is not None]
+    return [f for f in _video_files(str(selection.data_root), limit) if data_file(selection, f) is not None]
 
 
-def read_video_file(selection: Selection, filename: str) -> bytes | None:
+def folder_clip(selection: Selection, filename: str) -> bytes | None:
+    """A clip of the chosen image folder, within the video size limit (None, said on the page, when unusable)."""
     path = data_file(selection, filename)
-    if path is None or not path.is_file():
+    if path is None:
         return None
-    if path.stat().st_size > DEFAULT_VIDEO_LIMITS.max_bytes:
-        st.error(f"{filename}: the file is larger than {DEFAULT_VIDEO_LIMITS.max_bytes // 2**20} MB")
-        return None
-    return path.read_bytes()
+    with friendly(f"Reading {filename}"):
+        return read_video_file(path)
+    return None
+
+
+def content_digest(data: bytes) -> str:
+    """What clips are cached by: computed once per rerun by the page, not once per cached step."""
+    return hashlib.sha256(data).hexdigest()
 
 
 @st.cache_resource(show_spinner="Decoding the clip…", max_entries=4)
@@ -468,9 +478,9 @@ def _clip(digest: str, fps: float, _data: bytes) -> Clip:
     return read_clip(_data, fps=fps)
 
 
-def clip_of(data: bytes, fps: float) -> Clip:
+def clip_of(digest: str, data: bytes, fps: float) -> Clip:
     """The clip's sampled frames, decoded once per clip content and rate (VideoError when unusable)."""
-    return _clip(hashlib.sha256(data).hexdigest(), fps, data)
+    return _clip(digest, fps, data)
 
 
 @st.cache_resource
@@ -478,14 +488,14 @@ def _timelines() -> dict:
     return {}
 
 
-def timeline_of(data: bytes, fps: float, loaded: list[LoadedModel]) -> Timeline:
+def timeline_of(digest: str, data: bytes, fps: float, loaded: list[LoadedModel]) -> Timeline:
     """Every model's per-frame probabilities (and their ensemble), computed once per clip, rate and set of
     models with a progress bar (kept in a plain dict: a cached function could not draw the bar)."""
-    key = (hashlib.sha256(data).hexdigest(), fps, tuple(m.name for m in loaded))
+    key = (digest, fps, tuple(m.name for m in loaded))
     store = _timelines()
     if key not in store:
         bar = st.progress(0.0, text="Predicting the frames…")
-        store[key] = timeline(loaded, clip_of(data, fps), on_batch=lambda done, total: bar.progress(
+        store[key] = timeline(loaded, clip_of(digest, data, fps), on_batch=lambda done, total: bar.progress(
             done / total, text=f"Predicting the frames: {done}/{total}"))
         bar.empty()
         while len(store) > 8:  # the oldest first

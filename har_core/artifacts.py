@@ -181,6 +181,13 @@ class Run:
     def manifest(self) -> pd.DataFrame | None:
         return read_manifest(self._inside(MANIFEST)) if self.has(MANIFEST) else None
 
+    def data_root(self, given: str | Path | None = None) -> Path:
+        """The data folder: `given` (a --data flag), else the one on the card; RunError when it is not there."""
+        root = Path(given or self.card.get("data", {}).get("root", ""))
+        if not root.is_dir():
+            raise RunError(f"{self.name}: data folder {root} not found; pass --data")
+        return root
+
     def weights_path(self) -> Path:
         return self._inside(WEIGHTS)
 

@@ -75,10 +75,9 @@ def out_of_sample_probs(embeddings: Embeddings, seed: int = 0) -> tuple[np.ndarr
     probs = embeddings.probs.astype(np.float64).copy()
     source = ["model" if split in ("val", "test") else "probe" for split in embeddings.splits]
     fitted = np.flatnonzero(np.array(source) == "probe")
-    class_of = {c: i for i, c in enumerate(embeddings.classes)}
-    labels = np.array([class_of[label] for label in embeddings.labels])
+    labels = embeddings.label_ids
     if len(fitted):
-        counts = np.bincount(labels[fitted], minlength=len(class_of))
+        counts = np.bincount(labels[fitted], minlength=len(embeddings.classes))
         folds = int(min(5, counts[counts > 0].min()))
         present = np.flatnonzero(counts)
         if folds >= 2 and len(present) >= 2:
@@ -99,9 +98,8 @@ def label_issues(embeddings: Embeddings, seed: int = 0) -> pd.DataFrame:
     marks the ones cleanlab's confident learning also flags (a stricter test: the other class is predicted
     above that class's typical confidence)."""
     columns = ["filename", "split", "given", "suggested", "label_quality", "confident", "source"]
-    class_of = {c: i for i, c in enumerate(embeddings.classes)}
-    labels = np.array([class_of[label] for label in embeddings.labels])
-    if len(embeddings) < 2 * len(class_of) or len(set(labels)) < 2:
+    labels = embeddings.label_ids
+    if len(embeddings) < 2 * len(embeddings.classes) or len(set(labels)) < 2:
         return pd.DataFrame(columns=columns)
     probs, source = out_of_sample_probs(embeddings, seed)
     ranked = find_label_issues(labels, probs, filter_by="predicted_neq_given", return_indices_ranked_by="self_confidence")

@@ -23,12 +23,11 @@ import pandas as pd
 import safetensors.numpy
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from har_core.artifacts import Run
 from har_core.data import DataIndex, ImageDataset
 from har_core.fileio import atomic_write_bytes
-from har_core.inference import LoadedModel, forward_probs
+from har_core.inference import LoadedModel, predict_loader
 
 EMBEDDINGS = "embeddings.safetensors"
 UNSPLIT = "unsplit"  # an image the run's split manifest does not list (audit of another data folder)
@@ -59,6 +58,12 @@ class Embeddings:
     def row_of(self) -> dict[str, int]:
         """File name -> row."""
         return {f: i for i, f in enumerate(self.files)}
+
+    @cached_property
+    def label_ids(self) -> np.ndarray:
+        """Each image's given label as its index in `classes`."""
+        class_of = {c: i for i, c in enumerate(self.classes)}
+        return np.array([class_of[label] for label in self.labels], dtype=int)
 
     @property
     def collapsed(self) -> bool:
@@ -122,23 +127,17 @@ def staleness(embeddings: Embeddings, fingerprint: str) -> str | None:
             f"the image folder now {fingerprint}): images or labels changed; compute them again to update")
 
 
-@torch.inference_mode()
 def embed_files(loaded: LoadedModel, root: Path, files: list[str], batch_size: int = 32, device: str = "cpu",
                 progress: bool = True, on_batch: Callable[[int, int], None] | None = None):
-    """(vectors, probs) of image files under `root`, in order; `on_batch(done, total)` after each batch."""
-    loader = DataLoader(ImageDataset(root, files, None, loaded.transform), batch_size=batch_size)
-    vectors, probs, done = [], [], 0
-    for images, _, _ in tqdm(loader, desc=f"embedding ({loaded.name})", disable=not progress, leave=False):
-        images = images.to(device, memory_format=torch.channels_last)
-        with loaded.tap.capture() as captured:
-            probs.append(forward_probs(loaded.model, images).cpu().numpy())
-        vectors.append(torch.cat(captured).numpy())
-        done += len(images)
-        if on_batch is not None:
-            on_batch(done, len(files))
+    """(vectors, probs) of image files under `root`, in order: the model's ordinary prediction loop, with its
+    embedding tap recording each batch's head input; `on_batch(done, total)` after each batch."""
     if not files:
         return np.zeros((0, 0), np.float32), np.zeros((0, len(loaded.classes)), np.float32)
-    return np.concatenate(vectors), np.concatenate(probs)
+    loader = DataLoader(ImageDataset(root, files, None, loaded.transform), batch_size=batch_size)  # in file order
+    with loaded.tap.capture() as captured:
+        probs, _ = predict_loader(loaded.model, loader, device=device, desc=f"embedding ({loaded.name})",
+                                  progress=progress, on_batch=on_batch)
+    return torch.cat(captured).numpy(), probs.astype(np.float32)
 
 
 def embed_data(loaded: LoadedModel, index: DataIndex, manifest: pd.DataFrame | None,

@@ -6,6 +6,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -144,8 +145,10 @@ def ensemble(predictions: list[Prediction], members: list[str] | None = None) ->
 
 @torch.inference_mode()
 def predict_loader(model: nn.Module, loader, tta: bool = False, device: str = "cpu",
-                   desc: str = "predicting", progress: bool = True):
-    """Probabilities and labels for every batch of a DataLoader of (image, label, index)."""
+                   desc: str = "predicting", progress: bool = True,
+                   on_batch: Callable[[int, int], None] | None = None):
+    """Probabilities and labels for every batch of a DataLoader of (image, label, index);
+    `on_batch(done, total)` after each batch (a progress bar in the app)."""
     model.eval()
     all_probs, all_labels, all_indices = [], [], []
     for images, labels, indices in tqdm(loader, desc=desc, disable=not progress, leave=False):
@@ -156,5 +159,7 @@ def predict_loader(model: nn.Module, loader, tta: bool = False, device: str = "c
             all_probs.append(forward_probs(model, images, tta).cpu())
         all_labels.append(labels)
         all_indices.append(indices)
+        if on_batch is not None:
+            on_batch(sum(len(i) for i in all_indices), len(loader.dataset))
     order = torch.cat(all_indices).argsort()
     return torch.cat(all_probs)[order].numpy().astype(np.float64), torch.cat(all_labels)[order].numpy()

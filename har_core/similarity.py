@@ -120,8 +120,7 @@ def neighbours_of(index: VectorIndex, queries: np.ndarray, k: int, exclude: np.n
 
 def vote(neighbour_rows: np.ndarray, embeddings: Embeddings) -> np.ndarray:
     """Each class's share among the neighbours (rows of -1 do not vote)."""
-    class_of = {c: i for i, c in enumerate(embeddings.classes)}
-    labels = np.array([class_of[label] for label in embeddings.labels])
+    labels = embeddings.label_ids
     shares = np.zeros((len(neighbour_rows), len(embeddings.classes)))
     for i, rows in enumerate(neighbour_rows):
         rows = rows[rows >= 0]

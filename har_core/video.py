@@ -60,19 +60,30 @@ class Clip:
     rotation: int = 0  # degrees the stored frames were turned to be upright (phone video)
 
 
-def _open(source: bytes | str | Path, limits: VideoLimits):
+def _checked_size(source: bytes | str | Path, limits: VideoLimits) -> int:
+    """The clip's size in bytes, refusing a missing, empty or too large file before anything is read."""
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise VideoError(f"file not found: {path.name}")
-        size = path.stat().st_size
-        opener = str(path)
+        if not Path(source).is_file():
+            raise VideoError(f"file not found: {Path(source).name}")
+        size = Path(source).stat().st_size
     else:
-        size, opener = len(source), io.BytesIO(source)
+        size = len(source)
     if size == 0:
         raise VideoError("the file is empty")
     if size > limits.max_bytes:
         raise VideoError(f"the file is larger than {limits.max_bytes // 2**20} MB")
+    return size
+
+
+def read_video_file(path: str | Path, limits: VideoLimits = DEFAULT_VIDEO_LIMITS) -> bytes:
+    """The bytes of a clip file (to play and decode), refusing what is missing or over the limit unread."""
+    _checked_size(path, limits)
+    return Path(path).read_bytes()
+
+
+def _open(source: bytes | str | Path, limits: VideoLimits):
+    _checked_size(source, limits)
+    opener = str(source) if isinstance(source, (str, Path)) else io.BytesIO(source)
     try:
         return av.open(opener, mode="r")
     except (av.error.FFmpegError, OSError, ValueError) as error:

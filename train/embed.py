@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from har_core.artifacts import RunError, open_run
 from har_core.data import DataError, scan
@@ -20,13 +19,6 @@ from har_core.embeddings import EmbeddingError, missing_from
 from har_core.inference import load_run
 from har_core.projection import embedding_map
 from har_core.similarity import embed_run
-
-
-def data_root(run, given: str | None) -> Path:
-    root = Path(given or run.card.get("data", {}).get("root", ""))
-    if not root.is_dir():
-        raise RunError(f"{run.name}: data folder {root} not found; pass --data")
-    return root
 
 
 def main(argv=None) -> dict:
@@ -44,7 +36,7 @@ def main(argv=None) -> dict:
         run = open_run(args.run)
         if run.manifest() is None:
             raise RunError(f"{run.name}: no split manifest ({run.path / 'split.csv'})")
-        root = data_root(run, args.data)
+        root = run.data_root(args.data)
         index = scan(root, classes=run.classes, progress=not args.quiet)
         missing = missing_from(run.manifest(), index)
         if missing:

@@ -45,9 +45,7 @@ def main(argv=None) -> dict:
         manifest = run.manifest()
         if manifest is None:
             raise RunError(f"{run.name}: no split manifest ({run.path / 'split.csv'})")
-        root = Path(args.data or run.card.get("data", {}).get("root", ""))
-        if not root.is_dir():
-            raise RunError(f"{run.name}: data folder {root} not found; pass --data")
+        root = run.data_root(args.data)
         warn_if_data_changed(run.card, root, quiet=args.quiet)
         loaded = load_run(run)
         loaded.model.to(args.device)

@@ -33,7 +33,7 @@ with tabs[1]:
                           help=None if clips else "No clips in the image folder.")
 name, data = (safe_name(upload.name), upload.getvalue()) if upload is not None else (None, None)
 if data is None and picked != "—":
-    name, data = picked, ui.read_video_file(selection, picked)
+    name, data = picked, ui.folder_clip(selection, picked)
 if not data or not chosen:
     st.info("Upload a clip (mp4, webm, mov, avi, mkv) or pick one from the image folder.")
     st.stop()
@@ -42,16 +42,17 @@ loaded = ui.models([selection.run(n) for n in chosen])
 if not loaded:
     st.stop()
 loaded = [m for m in loaded if m.classes == loaded[0].classes]
+digest = ui.content_digest(data)
 clip = None
 with ui.friendly(f"Reading {name}"):
-    clip = ui.clip_of(data, fps)
+    clip = ui.clip_of(digest, data, fps)
 if clip is None:
     st.stop()
 left, right = st.columns([2, 3])
 left.video(data)
 left.caption(f"{name} · {clip.seconds:.1f} s · {clip.width}×{clip.height} · {len(clip.frames)} frames sampled"
              + (f" · turned {clip.rotation}° upright" if clip.rotation else ""))
-line = ui.timeline_of(data, fps, loaded)
+line = ui.timeline_of(digest, data, fps, loaded)
 rows = {n: line.segments(n, window, min_duration, threshold) for n in line.probs}
 right.plotly_chart(action_timeline(rows, line.classes, clip.seconds), width="stretch", key="video_timeline")
 summary_row = "ensemble" if "ensemble" in rows else loaded[0].name
