@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,8 @@ from har_core.inference import LoadedModel, load_run
 from har_core.projection import embedding_map
 from har_core.similarity import (RETRIEVAL, SHOW_K, VOTE_K, VectorIndex, augmented, embed_run, retrieval_report,
                                  neighbours_of, training_index, vote)
-from har_core.video import VIDEO_SUFFIXES, Clip, Timeline, VideoError, read_clip, read_video_file, timeline
+from har_core.timeline import Timeline, timeline
+from har_core.video import VIDEO_SUFFIXES, Clip, VideoError, read_clip, read_video_file
 
 ROOT = Path(__file__).resolve().parent
 IMAGE_TYPES = [suffix[1:] for suffix in IMAGE_SUFFIXES]  # the uploader takes every format the decoder reads
@@ -214,6 +215,20 @@ def need_runs(selection: Selection) -> None:
     if not selection.runs:
         st.info("No runs selected. Choose a runs folder in the sidebar (default: the bundled demo runs).")
         st.stop()
+
+
+def image_models(selection: Selection) -> Selection:
+    """The selection's image models, for a page that runs models on photos or frames; the clip models (3D
+    CNNs) left out are named, and a selection of clip models only stops the page with the reason."""
+    clips = [run.name for run in selection.runs if run.takes_clips]
+    kept = replace(selection, runs=[run for run in selection.runs if not run.takes_clips])
+    if clips:
+        message = (f"{', '.join(clips)}: clip model{'s' if len(clips) > 1 else ''} (3D CNN), trained on 16-frame "
+                   "clips, not on photos or single frames; see {} on Overview, Evaluate, Mistakes and Training.")
+        (st.caption if kept.runs else st.info)(message.format("its results" if len(clips) == 1 else "their results"))
+        if not kept.runs:
+            st.stop()
+    return kept
 
 
 @contextmanager

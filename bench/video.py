@@ -18,7 +18,8 @@ import av
 import numpy as np
 
 from har_core.inference import load_run
-from har_core.video import read_clip, timeline
+from har_core.timeline import timeline
+from har_core.video import read_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT.parent / "shared" / "data" / "videos" / "arm_wrestling.mp4"

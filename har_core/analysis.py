@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from har_core.artifacts import Run
 from har_core.data import scan
 from har_core.imaging import ImageError, load_image
+from har_core.video import VIDEO_SUFFIXES, VideoError, probe, read_clip
 from har_core.metrics import per_class_f1, summary
 
 
@@ -115,8 +116,8 @@ def dataset_summary(root: str | Path, progress: bool = False, confine: bool = Fa
     index = scan(root, progress=progress, confine=confine, max_images=max_images)
     sizes = []
     for rel, label in tqdm(index.samples, desc="reading sizes", disable=not progress, leave=False):
-        with Image.open(index.root / rel) as image:
-            sizes.append({"filename": rel, "label": label, "width": image.width, "height": image.height})
+        width, height = _picture_size(index.root / rel, clip=index.layout == "clips")
+        sizes.append({"filename": rel, "label": label, "width": width, "height": height})
     labels = dict(index.samples)
     copies = pd.DataFrame([{"picture": i + 1, "file": rel, "label": labels[rel]}
                            for i, group in enumerate(index.copies()) for rel in group],
@@ -127,11 +128,23 @@ def dataset_summary(root: str | Path, progress: bool = False, confine: bool = Fa
             "copies": copies}
 
 
+def _picture_size(path: Path, clip: bool) -> tuple[int, int]:
+    """An image's size, or a clip's upright frame size (read from its first frame)."""
+    if clip:
+        frame = probe(path).frames[0]
+        return frame.width, frame.height
+    with Image.open(path) as image:
+        return image.size
+
+
 def thumbnail(path: Path, size: int = 160) -> Image.Image | None:
-    """A small preview for the app; None when the file is gone or unreadable."""
+    """A small preview for the app (a clip's middle frame); None when the file is gone or unreadable."""
     try:
-        image = load_image(path, draft_size=size)
-    except ImageError:
+        if Path(path).suffix.lower() in VIDEO_SUFFIXES:
+            image = read_clip(path, count=1).frames[0]
+        else:
+            image = load_image(path, draft_size=size)
+    except (ImageError, VideoError):
         return None
     image.thumbnail((size, size))
     return image

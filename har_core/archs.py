@@ -29,6 +29,26 @@ class CustomCNN(nn.Module):
         return self.classifier(self.pool(self.features(x)))
 
 
+class C3DSmall(nn.Module):
+    """A small C3D for clips (3, frames, H, W): four Conv3d(3×3×3)-BN-ReLU-MaxPool3d blocks 32→256, global
+    pool, Linear. The first pool keeps time (1×2×2), so motion between neighbouring frames survives it."""
+
+    def __init__(self, num_classes: int, widths=(32, 64, 128, 256), dropout: float = 0.3):
+        super().__init__()
+        blocks, in_ch = [], 3
+        for i, width in enumerate(widths):
+            blocks.append(nn.Sequential(
+                nn.Conv3d(in_ch, width, 3, padding=1, bias=False), nn.BatchNorm3d(width), nn.ReLU(inplace=True),
+                nn.MaxPool3d((1, 2, 2) if i == 0 else 2)))
+            in_ch = width
+        self.features = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(in_ch, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.features(x)))
+
+
 class VGG16GAP(nn.Module):
     """torchvision VGG16 convolutional base with the groups' light head (GAP instead of 4096-wide FCs)."""
 

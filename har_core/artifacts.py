@@ -149,6 +149,11 @@ class Run:
     def classes(self) -> list[str]:
         return self.card["classes"]
 
+    @property
+    def takes_clips(self) -> bool:
+        """A clip model (3D CNN), trained and evaluated on video clips rather than images."""
+        return bool(self.card.get("frames"))
+
     def _inside(self, filename: str) -> Path:
         target = (self.path / filename).resolve()
         if self.path.resolve() not in target.parents:

@@ -12,10 +12,12 @@ from sklearn.model_selection import train_test_split
 from timm.data import create_transform
 from torch.utils.data import Dataset
 from torchvision import transforms as T
+from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from har_core.fileio import atomic_write_text, is_inside
 from har_core.imaging import IMAGE_SUFFIXES, ImageError, load_image, read_file
+from har_core.video import VIDEO_SUFFIXES, Clip, VideoError, probe, read_clip, read_video_file
 
 SPLITS = ("train", "val", "test")
 
@@ -29,7 +31,7 @@ class DataIndex:
     """What a data folder holds: labelled samples (path relative to root), classes, and problems."""
 
     root: Path
-    layout: str  # "kaggle" | "folders"
+    layout: str  # "kaggle" | "folders" (of images) | "clips" (class folders of video clips)
     samples: list[tuple[str, str]]  # (relative path, label)
     classes: list[str]
     problems: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
@@ -67,11 +69,13 @@ def detect_layout(root: Path) -> str:
         raise DataError(f"data folder not found: {root}")
     if (root / "Training_set.csv").is_file():
         return "kaggle"
-    if any(d.is_dir() and any(f.suffix.lower() in IMAGE_SUFFIXES for f in d.iterdir())
-           for d in root.iterdir()):
+    suffixes = {f.suffix.lower() for d in root.iterdir() if d.is_dir() for f in d.iterdir()}
+    if suffixes & set(IMAGE_SUFFIXES):
         return "folders"
+    if suffixes & set(VIDEO_SUFFIXES):
+        return "clips"
     raise DataError(f"{root} is neither the Kaggle layout (Training_set.csv + train/) "
-                    "nor one folder of images per class")
+                    "nor one folder of images (or of video clips) per class")
 
 
 def _read_listing(csv_path: Path, image_dir: str, labelled: bool):
@@ -110,19 +114,30 @@ def _repeated_rows(rows):
     return kept, repeated
 
 
-def _check_images(root: Path, rows, problems, progress: bool, confine: bool):
-    """Keep rows whose image decodes, with the sha256 of each file's bytes; report the rest (decoding a
-    small draft keeps this fast). `confine`: files that resolve outside `root` (symlinks) are refused."""
+def _read_checked(path: Path, clips: bool) -> bytes:
+    """A sample's bytes once it is known to decode (a small draft of an image, the first frame of a clip)."""
+    if clips:
+        data = read_video_file(path)
+        probe(data)
+    else:
+        data = read_file(path)
+        load_image(data, draft_size=32)
+    return data
+
+
+def _check_images(root: Path, rows, problems, progress: bool, confine: bool, clips: bool = False):
+    """Keep rows whose image (or clip) decodes, with the sha256 of each file's bytes; report the rest.
+    `confine`: files that resolve outside `root` (symlinks) are refused."""
     good, digests = [], {}
-    for rel, label in tqdm(rows, desc="checking images", disable=not progress, leave=False):
+    for rel, label in tqdm(rows, desc=f"checking {'clips' if clips else 'images'}", disable=not progress,
+                           leave=False):
         path = root / rel
         if confine and not is_inside(root, path):
             problems.append((rel, "outside the data folder"))
             continue
         try:
-            data = read_file(path)
-            load_image(data, draft_size=32)
-        except ImageError as error:
+            data = _read_checked(path, clips)
+        except (ImageError, VideoError) as error:
             problems.append((rel, str(error)))
             continue
         good.append((rel, label))
@@ -145,9 +160,10 @@ def scan(root: str | Path, classes: list[str] | None = None, progress: bool = Tr
         rows, problems = _read_listing(root / "Training_set.csv", "train", labelled=True)
     else:
         rows, problems = [], []
+        suffixes = VIDEO_SUFFIXES if layout == "clips" else IMAGE_SUFFIXES
         for folder in sorted(d for d in root.iterdir() if d.is_dir()):
             rows += [(f"{folder.name}/{f.name}", folder.name) for f in sorted(folder.iterdir())
-                     if f.suffix.lower() in IMAGE_SUFFIXES]
+                     if f.suffix.lower() in suffixes]
     if max_images and len(rows) > max_images:
         raise DataError(f"{root.name} lists {len(rows)} images, more than this server scans ({max_images}); "
                         "ask the operator to raise the limit or choose a smaller folder")
@@ -156,7 +172,7 @@ def scan(root: str | Path, classes: list[str] | None = None, progress: bool = Tr
     if known is not None:
         problems += [(rel, f"unknown label '{label}'") for rel, label in rows if label not in known]
         rows = [(rel, label) for rel, label in rows if label in known]
-    samples, digests = _check_images(root, rows, problems, progress, confine)
+    samples, digests = _check_images(root, rows, problems, progress, confine, clips=layout == "clips")
     if not samples:
         raise DataError(f"no usable labelled images in {root}")
     return DataIndex(root=root, layout=layout, samples=samples,
@@ -241,15 +257,24 @@ def read_manifest(path: Path) -> pd.DataFrame:
 # ---- transforms, derived from the registry entry's data config -----------------------------
 
 def eval_transform(data_config: dict):
+    if "frames" in data_config:
+        return ClipTransform(data_config)
     return create_transform(**data_config, is_training=False)
+
+
+def augmentation_names(augment: str, known) -> list[str]:
+    names = [n.strip() for n in augment.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown augmentation(s) {unknown}; choose from {', '.join(known)}")
+    return names
 
 
 def train_transform(data_config: dict, augment: str):
     """Training transform from a comma-separated list of augmentation names (see AUGMENTATIONS)."""
-    names = [n.strip() for n in augment.split(",") if n.strip()]
-    unknown = [n for n in names if n not in AUGMENTATIONS]
-    if unknown:
-        raise ValueError(f"unknown augmentation(s) {unknown}; choose from {', '.join(AUGMENTATIONS)}")
+    if "frames" in data_config:
+        return ClipTransform(data_config, augmentation_names(augment, CLIP_AUGMENTATIONS), training=True)
+    names = augmentation_names(augment, AUGMENTATIONS)
     size = data_config["input_size"][-1]
     interpolation = T.InterpolationMode(data_config["interpolation"])
     if "rrc" in names:
@@ -275,17 +300,64 @@ AUGMENTATIONS = {
 }
 
 
+CLIP_AUGMENTATIONS = ("rrc", "flip")  # the same random crop and flip for every frame of a clip
+
+
+class ClipTransform:
+    """A decoded clip -> a (3, frames, size, size) tensor: a window of `frames` consecutive samples (every
+    `frame_stride`-th frame), random in training (temporal jitter), else the clip's centre; a clip too short
+    repeats its last frame. Resize, crop (random in training with "rrc"), flip and normalisation are drawn
+    once per clip, so all its frames move together."""
+
+    def __init__(self, data_config: dict, augment: list[str] = (), training: bool = False):
+        self.frames, self.stride, self.training = data_config["frames"], data_config["frame_stride"], training
+        size = data_config["input_size"][-1]
+        interpolation = T.InterpolationMode(data_config["interpolation"])
+        steps = [v2.Resize(int(size / data_config["crop_pct"]), interpolation=interpolation, antialias=True),
+                 v2.RandomCrop(size) if training and "rrc" in augment else v2.CenterCrop(size)]
+        if training and "flip" in augment:
+            steps.append(v2.RandomHorizontalFlip())
+        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(data_config["mean"], data_config["std"])]
+        self.steps = v2.Compose(steps)
+
+    def window(self, available: int) -> torch.Tensor:
+        """Indices of the frames that make the clip."""
+        spare = max(0, available - self.frames)
+        start = int(torch.randint(spare + 1, ())) if self.training else spare // 2
+        return (start + torch.arange(self.frames)).clamp(max=available - 1)
+
+    def __call__(self, clip: Clip) -> torch.Tensor:
+        frames = [clip.frames[i] for i in self.window(len(clip.frames)).tolist()]
+        stacked = torch.stack([v2.functional.pil_to_tensor(frame) for frame in frames])  # (T, 3, H, W) uint8
+        return self.steps(stacked).transpose(0, 1).contiguous()  # (3, T, size, size)
+
+
 class ImageDataset(Dataset):
+    """Files under `root` with their labels, each read and turned into a tensor by `transform`."""
+
     def __init__(self, root: Path, files: list[str], labels: list[int] | None, transform):
         self.root, self.files, self.labels, self.transform = Path(root), files, labels, transform
 
     def __len__(self) -> int:
         return len(self.files)
 
+    def read(self, path: Path):
+        return load_image(path)
+
     def __getitem__(self, i: int):
-        image = load_image(self.root / self.files[i])
+        sample = self.read(self.root / self.files[i])
         label = self.labels[i] if self.labels is not None else -1
-        return self.transform(image), label, i
+        return self.transform(sample), label, i
+
+
+class ClipDataset(ImageDataset):
+    def read(self, path: Path) -> Clip:
+        return read_clip(path, stride=self.transform.stride)
+
+
+def dataset_for(root: Path, files: list[str], labels: list[int] | None, transform) -> ImageDataset:
+    """The data set a transform reads: clips for a clip model's transform, else images."""
+    return (ClipDataset if isinstance(transform, ClipTransform) else ImageDataset)(root, files, labels, transform)
 
 
 def class_weights_sampler(labels: list[int], num_classes: int, generator: torch.Generator):

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from har_core.artifacts import Run
-from har_core.data import DataIndex, ImageDataset
+from har_core.data import DataIndex, dataset_for
 from har_core.fileio import atomic_write_bytes
 from har_core.inference import LoadedModel, predict_loader
 
@@ -133,7 +133,7 @@ def embed_files(loaded: LoadedModel, root: Path, files: list[str], batch_size: i
     embedding tap recording each batch's head input; `on_batch(done, total)` after each batch."""
     if not files:
         return np.zeros((0, 0), np.float32), np.zeros((0, len(loaded.classes)), np.float32)
-    loader = DataLoader(ImageDataset(root, files, None, loaded.transform), batch_size=batch_size)  # in file order
+    loader = DataLoader(dataset_for(root, files, None, loaded.transform), batch_size=batch_size)  # in file order
     with loaded.tap.capture() as captured:
         probs, _ = predict_loader(loaded.model, loader, device=device, desc=f"embedding ({loaded.name})",
                                   progress=progress, on_batch=on_batch)

@@ -30,9 +30,12 @@ def combine(probabilities_of_members: list[np.ndarray]) -> np.ndarray:
 
 def stored_metrics(runs: list[Run], split: str = "test") -> dict | None:
     """Metrics of the ensemble of `runs` on a split, from their stored predictions (None: fewer than two
-    runs with predictions, or runs with different classes)."""
+    runs with predictions, or runs with different classes or that predicted different files: other splits,
+    other data, a clip model beside image models)."""
     frames = [(run, f) for run in runs if (f := run.predictions(split)) is not None]
-    if len(frames) < 2 or any(run.classes != frames[0][0].classes for run, _ in frames):
+    first_run, first = frames[0] if frames else (None, None)
+    if len(frames) < 2 or any(run.classes != first_run.classes or set(f["filename"]) != set(first["filename"])
+                              for run, f in frames):
         return None
     classes = frames[0][0].classes
     base = frames[0][1].set_index("filename")

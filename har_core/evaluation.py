@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from har_core import artifacts, fileio
-from har_core.data import ImageDataset, eval_transform
+from har_core.data import dataset_for, eval_transform
 from har_core.inference import data_config_of, predict_loader
 from har_core.metrics import compute_metrics, predictions_frame, summary
 
@@ -28,7 +28,7 @@ def split_loader(root: Path, manifest: pd.DataFrame, split: str, classes: list[s
                  generator: torch.Generator | None = None, pin_memory: bool = False) -> DataLoader:
     rows = manifest[manifest["split"] == split]
     index = {c: i for i, c in enumerate(classes)}
-    dataset = ImageDataset(root, rows["filename"].tolist(), [index[l] for l in rows["label"]], transform)
+    dataset = dataset_for(root, rows["filename"].tolist(), [index[l] for l in rows["label"]], transform)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
                       num_workers=workers, generator=generator, pin_memory=pin_memory,
                       persistent_workers=False, drop_last=False)

@@ -21,10 +21,18 @@ from har_core.registry import REGISTRY
 
 
 def data_config_of(card: dict) -> dict:
-    """The preprocessing a run was trained with, as recorded on its card."""
+    """The preprocessing a run was trained with, as recorded on its card (clip models: frames and stride)."""
     size = card["input_size"]
-    return {"input_size": (3, size, size), "mean": tuple(card["mean"]), "std": tuple(card["std"]),
-            "crop_pct": card["crop_pct"], "interpolation": card["interpolation"]}
+    config = {"input_size": (3, size, size), "mean": tuple(card["mean"]), "std": tuple(card["std"]),
+              "crop_pct": card["crop_pct"], "interpolation": card["interpolation"]}
+    if card.get("frames"):
+        config |= {"frames": card["frames"], "frame_stride": card["frame_stride"]}
+    return config
+
+
+def fast_layout(batch: torch.Tensor) -> torch.memory_format:
+    """The layout a batch goes in as (the model's, `ModelSpec.memory_format`): channels-last, 3-D for clips."""
+    return torch.channels_last_3d if batch.dim() == 5 else torch.channels_last
 
 
 def logits_of(output) -> torch.Tensor:
@@ -103,12 +111,20 @@ def load_run(path_or_run: str | Path | Run) -> LoadedModel:
     model = build_for_card(run.card, run.name)
     load_weights(run.weights_path(), model, run.name)
     # channels_last: oneDNN's fast layout on CPU too (EfficientNet-Lite1 and InceptionV3 forward ~1.5× faster)
-    model.eval().to(memory_format=torch.channels_last)
+    model.eval().to(memory_format=REGISTRY[run.card["model"]].memory_format)
     # no weight gradients: a CAM differentiates with respect to its input, so backward skips the weights
     # and shared models never accumulate .grad (pytorch-grad-cam makes its input require grad)
     model.requires_grad_(False)
     return LoadedModel(run=run, model=model, transform=eval_transform(data_config_of(run.card)),
                        tap=EmbeddingTap(model, REGISTRY[run.card["model"]].embedding))
+
+
+def image_model(loaded: LoadedModel) -> LoadedModel:
+    """The loaded model, when it takes images: a clip model (3D CNN) is refused with the reason."""
+    if loaded.run.takes_clips:
+        raise RunError(f"{loaded.name} is a clip model (3D CNN) on {loaded.run.card['frames']}-frame clips, not "
+                       "photos or single frames; evaluate it on its clip data with python -m train.evaluate")
+    return loaded
 
 
 @dataclass
@@ -154,7 +170,7 @@ def predict_loader(model: nn.Module, loader, tta: bool = False, device: str = "c
     for images, labels, indices in tqdm(loader, desc=desc, disable=not progress, leave=False):
         images = images.to(device, non_blocking=True)
         if device != "cpu":
-            images = images.to(memory_format=torch.channels_last)
+            images = images.to(memory_format=fast_layout(images))
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device != "cpu"):
             all_probs.append(forward_probs(model, images, tta).cpu())
         all_labels.append(labels)

@@ -134,7 +134,7 @@ def embedding_scatter(table: pd.DataFrame, colour: str = "true class", height: i
 
 def action_timeline(rows: dict[str, list], classes: list[str], seconds: float) -> go.Figure:
     """One row per model (and the ensemble): each segment a bar coloured by its class, hover with confidence.
-    `rows`: name -> segments (har_core.video.Segment), drawn top to bottom in the given order."""
+    `rows`: name -> segments (har_core.timeline.Segment), drawn top to bottom in the given order."""
     palette = px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
     colour = {c: palette[i % len(palette)] for i, c in enumerate(classes)}
     figure, legend = go.Figure(), set()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import timm
+import torch
 import torchvision
 from torch import nn
 
@@ -21,6 +22,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TF_MEAN = (0.5, 0.5, 0.5)  # inputs scaled to [-1, 1], as Google's TF models expect
 TF_STD = (0.5, 0.5, 0.5)
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)  # torchvision's Kinetics-400 video weights
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,10 @@ class ModelSpec:
     # the module whose input is the image's embedding (har_core.embeddings): the classifier head's input,
     # the pooled features every head here starts from (default: the first head module)
     embedding: str = ""
+    # clip models: the network takes (3, frames, size, size), every `frame_stride`-th frame of the clip at its
+    # own frame rate (har_core.data.ClipTransform); 0: an image model
+    frames: int = 0
+    frame_stride: int = 2
 
     def __post_init__(self):
         if not self.embedding:
@@ -111,16 +118,28 @@ class ModelSpec:
         if not (self.input_size and self.mean and self.std and self.crop_pct and self.interpolation):
             raise ValueError(f"{self.name}: an entry without published weights states its preprocessing")
 
+    @property
+    def takes_clips(self) -> bool:
+        return self.frames > 0
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The fast layout of its weights and inputs (oneDNN on CPU, cuDNN): channels-last, in 3-D for clips."""
+        return torch.channels_last_3d if self.takes_clips else torch.channels_last
+
     def data_config(self, image_size: int = 0) -> dict:
-        """The timm-style data config every transform derives from."""
+        """The timm-style data config every transform derives from; clip models add frames and stride."""
         size = image_size or self.input_size
-        return {
+        config = {
             "input_size": (3, size, size),
             "mean": self.mean,
             "std": self.std,
             "crop_pct": self.crop_pct,
             "interpolation": self.interpolation,
         }
+        if self.takes_clips:
+            config |= {"frames": self.frames, "frame_stride": self.frame_stride}
+        return config
 
 
 REGISTRY: dict[str, ModelSpec] = {}
@@ -171,6 +190,9 @@ RECIPES: dict[str, Recipe] = {
         epochs=15, batch_size=32, optimizer="adam", lr=1e-3, weight_decay=1e-4, scheduler="plateau",
         gamma=0.5, label_smoothing=0.1, augment="rrc,flip,rotate,color", freeze_epochs=4,
         trainable="Mixed_7b,Mixed_7c,AuxLogits,fc", finetune_lr=1e-4, patience=5, tta=True),
+    "video": Recipe(
+        epochs=20, batch_size=8, optimizer="adamw", lr=1e-3, weight_decay=1e-4, scheduler="cosine",
+        warmup_epochs=1, label_smoothing=0.1, augment="rrc,flip", patience=8),
     "linear_probe": Recipe(
         epochs=5, batch_size=32, optimizer="adam", lr=1e-2, weight_decay=1e-4, scheduler="cosine",
         augment="flip", trainable="head"),
@@ -243,6 +265,30 @@ register(ModelSpec(
     recipe=RECIPES["efficientnet_b1"], hub="torchvision:MobileNet_V2_Weights.IMAGENET1K_V1",
     offline="mobilenet_v2", default_pretrained="offline", trunk=tuple(f"features.{i}" for i in range(14)),
     description="torchvision MobileNetV2; exact ImageNet weights available offline."))
+
+
+# ---- clip models: (3, 16, 112, 112) clips of every second frame ----------------------------------
+
+register(ModelSpec(
+    name="c3d_small", build=archs.C3DSmall, input_size=112, mean=KINETICS_MEAN, std=KINETICS_STD,
+    crop_pct=112 / 128, interpolation="bilinear", cam_layer="features.3", head=("classifier",),
+    recipe=RECIPES["video"], frames=16,
+    description="A small C3D: four Conv3d-BN-ReLU-MaxPool3d blocks on 16-frame clips, trained from scratch."))
+
+
+def _torchvision_video(arch: str):
+    def build(num_classes: int) -> nn.Module:
+        model = getattr(torchvision.models.video, arch)(weights=None)
+        model.fc = nn.Linear(model.fc.in_features, num_classes)
+        return model
+    return build
+
+
+for _arch, _weights in (("r3d_18", "R3D_18_Weights"), ("r2plus1d_18", "R2Plus1D_18_Weights")):
+    register(ModelSpec(
+        name=_arch, build=_torchvision_video(_arch), cam_layer="layer4", head=("fc",),
+        recipe=RECIPES["video"].replace(lr=1e-4), hub=f"torchvision:{_weights}.KINETICS400_V1", frames=16,
+        description=f"torchvision {_arch} on 16-frame clips; Kinetics-400 weights with --pretrained hub."))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,32 +1,22 @@
-"""Video clips: guarded decoding with PyAV, frame sampling, and an action timeline from the image models.
+"""Video clips: guarded decoding with PyAV and frame sampling (the timeline is har_core.timeline).
 
-A clip is sampled at `fps` frames per second (or `count` frames evenly); the sampled frames go through the
-image models exactly as photos do (same preprocessing, batched), giving per-frame probabilities per model.
-The timeline smooths them over a window of seconds; segments are runs of the smoothed winning class that
-last at least a minimum duration; frames whose best smoothed probability is under a threshold are
-"no known action".
-
-Decoding is sequential with FFmpeg's own threads, and only the sampled frames are converted to RGB; when
-the next sampled frame is far ahead (sparse sampling of long clips) the decoder seeks to the keyframe
-before it instead of decoding everything in between.
+A clip is sampled at `fps` frames per second, `count` frames evenly, or every `stride`-th frame (training
+clips for the 3D CNNs, har_core.data.ClipTransform). Decoding is sequential with FFmpeg's own threads, and
+only the sampled frames are converted to RGB; when the next sampled frame is far ahead (sparse sampling of
+long clips) the decoder seeks to the keyframe before it instead of decoding everything in between.
 """
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
 
 import av
 import numpy as np
 from PIL import Image
 
-from har_core.ensemble import combine
-from har_core.inference import LoadedModel, predict_all
-
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".avi", ".mkv")  # the one list of clip formats
-NO_ACTION = "no known action"
 
 
 @dataclass(frozen=True)
@@ -57,7 +47,8 @@ class Clip:
     width: int
     height: int
     seconds: float
-    rotation: int = 0  # degrees the stored frames were turned to be upright (phone video)
+    rotation: int = 0
+    rate: float = 0.0  # the stream's own frame rate (frames per second), 0 when it states none  # degrees the stored frames were turned to be upright (phone video)
 
 
 def _checked_size(source: bytes | str | Path, limits: VideoLimits) -> int:
@@ -116,10 +107,11 @@ def sample_times(seconds: float, fps: float = 2.0, count: int = 0) -> list[float
     return [float(t) for t in np.arange(0.0, max(seconds, 1e-6), 1.0 / fps)]
 
 
-def read_clip(source: bytes | str | Path, fps: float = 2.0, count: int = 0,
+def read_clip(source: bytes | str | Path, fps: float = 2.0, count: int = 0, stride: int = 0,
               limits: VideoLimits = DEFAULT_VIDEO_LIMITS) -> Clip:
-    """Decode the sampled frames of a clip, or raise VideoError with a one-line reason."""
-    if fps <= 0 and not count:
+    """Decode the sampled frames of a clip, or raise VideoError with a one-line reason. Sampling: `fps`
+    frames per second, or `count` evenly spread, or every `stride`-th frame at the clip's own rate."""
+    if fps <= 0 and not count and not stride:
         raise VideoError("the sampling rate must be positive")
     container = _open(source, limits)
     try:
@@ -136,13 +128,16 @@ def read_clip(source: bytes | str | Path, fps: float = 2.0, count: int = 0,
             raise VideoError(f"the frames are too large ({width}×{height}; at most "
                              f"{limits.max_pixels / 1e6:.1f} megapixels)")
         seconds = _duration(container, stream)
+        rate = float(stream.average_rate or stream.guessed_rate or 0)
+        if stride:
+            fps = (rate or 25.0) / stride  # a stream without a rate: the common 25 fps
         if seconds > limits.max_seconds:
             raise VideoError(f"the clip is {seconds / 60:.1f} minutes long; at most {limits.max_seconds / 60:.0f}")
         wanted = sample_times(seconds, fps, count) if seconds > 0 else None
         if wanted is not None and len(wanted) > limits.max_samples:
             raise VideoError(f"{len(wanted)} frames would be sampled; at most {limits.max_samples} (lower the rate)")
         stream.thread_type = "AUTO"
-        clip = Clip(times=[], frames=[], width=width, height=height, seconds=seconds)
+        clip = Clip(times=[], frames=[], width=width, height=height, seconds=seconds, rate=rate)
         _decode_samples(container, stream, wanted, fps, clip, limits)
     except av.error.FFmpegError as error:
         raise VideoError(f"the video is damaged or truncated ({type(error).__name__})") from None
@@ -151,6 +146,11 @@ def read_clip(source: bytes | str | Path, fps: float = 2.0, count: int = 0,
     if not clip.frames:
         raise VideoError("no frame could be decoded (damaged or truncated file)")
     return clip
+
+
+def probe(source: bytes | str | Path, limits: VideoLimits = DEFAULT_VIDEO_LIMITS) -> Clip:
+    """A clip's facts and its first frame, or VideoError: the cheap check that a file is a usable clip."""
+    return read_clip(source, fps=1.0 / limits.max_seconds, limits=limits)  # one sample: time 0
 
 
 def _decode_samples(container, stream, wanted: list[float] | None, fps: float, clip: Clip,
@@ -198,95 +198,3 @@ def _decode_samples(container, stream, wanted: list[float] | None, fps: float, c
                 position += 1
         else:
             next_free = time + 1.0 / fps
-
-
-# ---- the timeline -----------------------------------------------------------------------------
-
-@dataclass
-class Segment:
-    label: str
-    start: float
-    end: float
-    confidence: float  # mean smoothed probability of the label over the segment
-
-    def as_dict(self) -> dict:
-        return {"label": self.label, "start_s": round(self.start, 2), "end_s": round(self.end, 2),
-                "confidence": round(self.confidence, 4)}
-
-
-@dataclass
-class Timeline:
-    times: np.ndarray  # (T,) seconds
-    classes: list[str]
-    probs: dict[str, np.ndarray] = field(default_factory=dict)  # model (or "ensemble") -> (T, classes)
-
-    def smoothed(self, name: str, window: float = 1.0) -> np.ndarray:
-        """Each frame's probabilities averaged over the frames within ±window/2 seconds."""
-        probs = self.probs[name]
-        if window <= 0 or len(self.times) < 2:
-            return probs
-        near = np.abs(self.times[:, None] - self.times[None, :]) <= window / 2 + 1e-9
-        return (near @ probs) / near.sum(1, keepdims=True)
-
-    def labels(self, name: str, window: float = 1.0, threshold: float = 0.5) -> list[str]:
-        """The smoothed winner of each frame, or NO_ACTION under the threshold."""
-        smooth = self.smoothed(name, window)
-        return [self.classes[i] if p >= threshold else NO_ACTION
-                for i, p in zip(smooth.argmax(1), smooth.max(1))]
-
-    def segments(self, name: str, window: float = 1.0, min_duration: float = 1.0,
-                 threshold: float = 0.5) -> list[Segment]:
-        """Runs of one smoothed label; runs shorter than `min_duration` join the run before them (the
-        first, the run after it). A segment ends where the next one starts (or the clip's last frame + step)."""
-        if not len(self.times):
-            return []
-        labels = self.labels(name, window, threshold)
-        step = float(np.median(np.diff(self.times))) if len(self.times) > 1 else 0.5
-        runs = _runs(labels)
-        ends = [self.times[b] if b < len(labels) else self.times[-1] + step for _, _, b in runs]
-        short = [ends[i] - self.times[a] < min_duration for i, (_, a, _) in enumerate(runs)]
-        if len(runs) > 1 and not all(short):
-            kept = [runs[i] for i in range(len(runs)) if not short[i]]
-            labels = list(labels)
-            for i, (label, a, b) in enumerate(runs):
-                if short[i]:
-                    before = [r for r in kept if r[2] <= a]
-                    donor = before[-1][0] if before else next(r for r in kept if r[1] >= b)[0]
-                    labels[a:b] = [donor] * (b - a)
-            runs = _runs(labels)
-        smooth = self.smoothed(name, window)
-        segments = []
-        for label, a, b in runs:
-            end = self.times[b] if b < len(labels) else self.times[-1] + step
-            confidence = float(smooth[a:b, self.classes.index(label)].mean()) if label != NO_ACTION \
-                else float(smooth[a:b].max(1).mean())
-            segments.append(Segment(label, float(self.times[a]), float(end), confidence))
-        return segments
-
-
-def _runs(labels: list[str]) -> list[tuple[str, int, int]]:
-    """(label, first index, index after the last) of each run of equal labels."""
-    runs, start = [], 0
-    for i in range(1, len(labels) + 1):
-        if i == len(labels) or labels[i] != labels[start]:
-            runs.append((labels[start], start, i))
-            start = i
-    return runs
-
-
-def timeline(models: list[LoadedModel], clip: Clip, members: list[str] | None = None, batch_size: int = 16,
-             on_batch: Callable[[int, int], None] | None = None) -> Timeline:
-    """Every model's per-frame probabilities for a clip's sampled frames, plus their ensemble."""
-    classes = models[0].classes
-    parts: dict[str, list[np.ndarray]] = {m.name: [] for m in models}
-    for start in range(0, len(clip.frames), batch_size):
-        for prediction in predict_all(models, clip.frames[start:start + batch_size]):
-            parts[prediction.model].append(prediction.probs)
-        if on_batch is not None:
-            on_batch(min(start + batch_size, len(clip.frames)), len(clip.frames))
-    result = Timeline(times=np.asarray(clip.times, dtype=float), classes=classes,
-                      probs={name: np.concatenate(chunks) for name, chunks in parts.items()})
-    chosen = [result.probs[name] for name in (members or list(result.probs)) if name in result.probs]
-    if len(models) > 1:
-        result.probs["ensemble"] = combine(chosen or list(result.probs.values()))
-    return result

@@ -1,10 +1,13 @@
 """Shared fixtures: tiny data sets the tests generate, and a tiny trained run folder."""
 from __future__ import annotations
 
+import io
 import os
 import shutil
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -74,6 +77,60 @@ TINY_FLAGS = ["--image-size", "32", "--epochs", "2", "--batch-size", "8", "--wor
               "--warmup-epochs", "0", "--patience", "0"]
 
 
+def encode_clip(frames, fps=10, codec="mpeg4", container="mp4", times=None, rotation=0) -> bytes:
+    """Frames (H×W×3 uint8) as a clip; `times` (seconds) gives each frame its own timestamp (variable rate);
+    `rotation` (degrees counter-clockwise) is stored in the display matrix, as phones do."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=container) as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
+        if times is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
+        for i, array in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            if times is not None:
+                frame.pts, frame.time_base = int(times[i] * 1000), Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buffer.getvalue()
+
+
+DIRECTIONS = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}
+
+
+def moving_square_clip(direction: str, rng, frames: int = 32, size: int = 48, square: int = 10) -> list:
+    """A square of one colour moving a pixel per frame over a background of noise; where it starts is
+    random, so a single frame shows a square somewhere and says nothing about where it goes."""
+    background = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    colour = rng.integers(0, 256, 3, dtype=np.uint8)
+    dy, dx = DIRECTIONS[direction]
+    travel = frames - 1
+    y0, x0 = (int(rng.integers(travel if d < 0 else 0, size - square - (travel if d > 0 else 0) + 1))
+              for d in (dy, dx))
+    clip = []
+    for t in range(frames):
+        frame = background.copy()
+        frame[y0 + dy * t:y0 + dy * t + square, x0 + dx * t:x0 + dx * t + square] = colour
+        clip.append(frame)
+    return clip
+
+
+def write_moving_squares(root: Path, per_class: int = 40, seed: int = 0) -> Path:
+    """A class-folder clip data set: left/, right/, up/, down/, each of `per_class` mp4 clips."""
+    rng = np.random.default_rng(seed)
+    for direction in DIRECTIONS:
+        (root / direction).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            (root / direction / f"{direction}_{i:03d}.mp4").write_bytes(
+                encode_clip(moving_square_clip(direction, rng)))
+    return root
+
+
 def train_tiny(data: Path, out: Path, name: str, model: str = "custom_cnn", extra=()) -> Path:
     from train import train
     return train.main(["--model", model, "--data", str(data), "--out", str(out), "--name", name,
@@ -97,3 +154,32 @@ def copy_of(tmp_path):
         shutil.copytree(folder, target)
         return target
     return _copy
+
+
+SQUARE_FLAGS = ["--image-size", "32", "--epochs", "12", "--batch-size", "8", "--lr", "3e-3", "--augment", "rrc",
+                "--warmup-epochs", "1", "--patience", "0", "--weighted-sampler", "false", "--seed", "0"]
+
+
+@pytest.fixture(scope="session")
+def moving_squares(tmp_path_factory) -> Path:
+    return write_moving_squares(tmp_path_factory.mktemp("squares"))
+
+
+@pytest.fixture(scope="session")
+def square_runs(tmp_path_factory, moving_squares) -> Path:
+    """c3d_small trained on the moving squares, and custom_cnn trained on each clip's middle frame alone
+    (the same split, the same recipe): the clip model sees motion, the image model only a square somewhere."""
+    from har_core.data import read_manifest, write_manifest
+    from har_core.video import read_clip
+    out = tmp_path_factory.mktemp("square_runs")
+    clips = train_tiny(moving_squares, out, "c3d_small", model="c3d_small", extra=SQUARE_FLAGS)
+    frames = tmp_path_factory.mktemp("middle_frames")
+    for clip in moving_squares.glob("*/*.mp4"):
+        (frames / clip.parent.name).mkdir(exist_ok=True)
+        read_clip(clip, count=1).frames[0].save(frames / clip.parent.name / f"{clip.stem}.png")
+    manifest = read_manifest(clips / "split.csv")
+    manifest["filename"] = manifest["filename"].str.replace(".mp4", ".png")
+    write_manifest(manifest, frames / "split.csv")
+    train_tiny(frames, out, "custom_cnn_frames",
+               extra=[*SQUARE_FLAGS, "--split", str(frames / "split.csv"), "--embed", "false"])
+    return out

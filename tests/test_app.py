@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import CLASSES, ROOT, synthetic_image
+from conftest import CLASSES, ROOT, encode_clip, synthetic_image
 from har_core.analysis import cell_samples, mistakes
 from har_core.artifacts import find_runs
 from har_core.ensemble import default_members, stored_metrics
@@ -281,11 +281,11 @@ def test_dataset_page_audits_the_data_with_a_runs_embeddings(app):
 
 
 def test_video_page_draws_a_timeline_for_an_uploaded_clip_and_names_a_broken_one(app, tmp_path):
-    from test_video import colour_frames, encode
+    from test_video import colour_frames
     at = open_page(app, "video")
     assert any("Upload a clip" in i.value for i in at.info)
     at.multiselect(key="video_models").set_value(["custom_cnn", "mobilenet_v2"]).run()
-    clip = encode(colour_frames(30, size=(48, 48)), fps=10)
+    clip = encode_clip(colour_frames(30, size=(48, 48)), fps=10)
     at.file_uploader(key="video_upload").upload("clip.mp4", clip, "video/mp4").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert len(at.get("plotly_chart")) == 1 and "3.0 s" in texts(at)
@@ -294,3 +294,35 @@ def test_video_page_draws_a_timeline_for_an_uploaded_clip_and_names_a_broken_one
     assert not at.exception and any("Grad-CAM" in c.value or ":" in c.value for c in at.caption)
     at.file_uploader(key="video_upload").upload("broken.mp4", b"not a video", "video/mp4").run()
     assert any("not a video" in e.value for e in at.error)
+
+
+def test_clip_runs_show_on_the_result_pages_and_are_left_out_where_photos_go_in(square_runs, moving_squares,
+                                                                                monkeypatch):
+    """A 3D-CNN run (c3d_small on clips) beside an image run: Overview, Evaluate (clip thumbnails), Mistakes
+    (the clip plays), Training and Embeddings show it; Predict and Explain name it and go on without it."""
+    monkeypatch.setenv("HAR_RUNS", str(square_runs))
+    monkeypatch.setenv("HAR_DATA", str(moving_squares))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
+    assert not at.exception
+    assert sorted(at.dataframe[0].value["run"]) == ["c3d_small", "custom_cnn_frames"]
+    assert any("No ensemble of these members" in c.value for c in at.caption)  # they predicted other files
+    at = open_page(at, "predict")
+    assert any("c3d_small: clip model (3D CNN)" in c.value for c in at.caption)
+    assert at.multiselect(key="predict_models").options == ["custom_cnn_frames"]
+    at.sidebar.multiselect(key="chosen_runs").set_value(["c3d_small"]).run()
+    assert any("c3d_small: clip model" in i.value for i in at.info) and not at.exception
+    at = open_page(at, "evaluate")
+    assert len(at.image) >= 1 and all(c.endswith("%") for image in at.image for c in image.captions)
+    at = open_page(at, "mistakes")
+    wrong = mistakes({"c3d_small": open_run_predictions(square_runs, "test")})
+    assert len(wrong) >= 1
+    assert len(at.get("video")) == 1  # the chosen mistake plays as a clip
+    at = open_page(at, "training")
+    assert len(at.dataframe[0].value) >= 1
+    at = open_page(at, "embeddings")
+    assert not at.exception
+
+
+def open_run_predictions(runs, split):
+    return next(r for r in find_runs(runs)[0] if r.name == "c3d_small").predictions(split)

@@ -17,7 +17,7 @@ from playwright.sync_api import expect
 
 expect.set_options(timeout=300_000)
 
-from conftest import ROOT, synthetic_image
+from conftest import ROOT, encode_clip, synthetic_image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = ROOT / "test-output" / "screenshots"
@@ -183,9 +183,9 @@ def test_a_lasso_on_the_embedding_map_lists_the_selected_images(server, page):
 
 
 def test_an_uploaded_clip_gets_an_action_timeline(server, page, tmp_path):
-    from test_video import colour_frames, encode
+    from test_video import colour_frames
     clip = tmp_path / "clip.mp4"
-    clip.write_bytes(encode(colour_frames(40, size=(64, 64)), fps=10))
+    clip.write_bytes(encode_clip(colour_frames(40, size=(64, 64)), fps=10))
     page.goto(f"{server.url}/video")
     page.get_by_text("Upload a clip").wait_for()
     page.locator("input[type='file']").first.set_input_files(str(clip))
@@ -241,6 +241,7 @@ def test_thirty_concurrent_sessions_get_correct_predictions_while_five_run_score
             page.goto(f"{server.url}/{'explain' if i in explainers else 'predict'}")
         for i, page in enumerate(pages):
             page.get_by_text("Upload" if i in explainers else "Upload one or more photos").first.wait_for()
+            settle(page)  # the first run has ended: an upload now starts the page's next run
             assert page.locator("[data-testid='stTextInput']").count() == 0  # no free path to type
         for i in sorted(explainers):  # choose ScoreCAM before the photo goes up
             pages[i].locator(".st-key-cam_method").click(timeout=30_000)
@@ -261,7 +262,10 @@ def test_thirty_concurrent_sessions_get_correct_predictions_while_five_run_score
                 if done:
                     latency[i] = time.perf_counter() - sent[i]
             time.sleep(0.05)
-        assert len(latency) == len(pages), f"{len(pages) - len(latency)} sessions never answered"
+        silent = {i: pages[i].locator("[data-testid='stMain']").inner_text()[-600:]
+                  for i in range(len(pages)) if i not in latency}
+        assert not silent, f"{len(silent)} sessions never answered; they show: {silent}\n" \
+                           f"server log tail: {server.log.read_text()[-2000:]}"
         for i, page in enumerate(pages):
             if i not in explainers:
                 expect(page.locator(".st-key-card_custom_cnn")).to_contain_text(expected[i].replace("_", " "))

@@ -1,10 +1,13 @@
 import pytest
 import torch
 import torchvision
+from torchvision.transforms.functional import pil_to_tensor
 
 from har_core.data import eval_transform, train_transform
 from har_core.inference import logits_of
 from har_core.registry import IMAGENET_MEAN, IMAGENET_STD, REGISTRY, build_model, get_module, get_spec
+from har_core.video import Clip
+
 
 def test_torchvision_ops_nms_runs():
     boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0]])
@@ -14,7 +17,8 @@ def test_torchvision_ops_nms_runs():
 
 def test_the_group_models_and_offline_ones_are_registered():
     expected = {"custom_cnn", "efficientnet_b1", "efficientnet_b3", "vgg16", "inception_v3", "resnet50",
-                "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2"}
+                "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2",
+                "c3d_small", "r3d_18", "r2plus1d_18"}
     assert expected <= set(REGISTRY)
     assert get_spec("custom_cnn").input_size == 256
     assert get_spec("efficientnet_b1").input_size == 240
@@ -43,6 +47,8 @@ def test_entry_builds_predicts_and_learns(name):
         model.AuxLogits = None  # the fit below runs at 96 px
     size = 96 if name == "inception_v3" else 64
     images, labels = torch.randn(4, 3, size, size), torch.tensor([0, 3, 7, 14])
+    if spec.takes_clips:  # clips of 8 frames at 32 px keep the 3D networks quick
+        images = torch.randn(4, 3, 8, 32, 32)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
     losses = []
@@ -75,6 +81,16 @@ def test_preprocessing_reproduces_the_published_weights_own_transform(name):
     spec = get_spec(name)
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (301, 457, 3), dtype=np.uint8)).resize((913, 602))
+    if spec.takes_clips:
+        # the Kinetics preset resizes every clip to 128×171 without antialiasing; ours keeps the aspect ratio
+        # (short side 128) and antialiases, which is the same on frames already 171×128: crop, scale,
+        # normalisation and the (3, T, H, W) layout must then match exactly
+        frames = [Image.fromarray(rng.integers(0, 256, (128, 171, 3), dtype=np.uint8)) for _ in range(16)]
+        ours = eval_transform(spec.data_config())(Clip(times=list(range(16)), frames=frames, width=171,
+                                                       height=128, seconds=1.6))
+        official = torchvision_official(spec)(torch.stack([pil_to_tensor(frame) for frame in frames]))
+        torch.testing.assert_close(ours, official, atol=1e-5, rtol=0)
+        return
     ours = eval_transform(spec.data_config())(image)
     official = (torchvision_official(spec) if spec.hub.startswith("torchvision") else timm_official(spec))(image)
     if spec.scales_to_unit_range:  # what torchvision's Inception3(transform_input=True) does first

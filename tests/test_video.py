@@ -2,7 +2,6 @@
 the predict_video command, and the real clips of ../shared/data/videos where present."""
 import io
 import json
-from fractions import Fraction
 
 import av
 import numpy as np
@@ -10,36 +9,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, encode_clip
 from har_core.inference import load_run
-from har_core.video import NO_ACTION, Timeline, VideoError, VideoLimits, read_clip, sample_times, timeline
+from har_core.timeline import NO_ACTION, Timeline, timeline
+from har_core.video import VideoError, VideoLimits, read_clip, sample_times
 from train import predict_video
 
 VIDEOS = ROOT.parent / "shared" / "data" / "videos"
 BEST = ROOT / "assets" / "runs" / "efficientnet_lite2"
-
-
-def encode(frames, fps=10, codec="mpeg4", container="mp4", times=None, rotation=0) -> bytes:
-    """Frames (H×W×3 uint8) as a clip; `times` (seconds) gives each frame its own timestamp (variable rate);
-    `rotation` (degrees counter-clockwise) is stored in the display matrix, as phones do."""
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format=container) as out:
-        stream = out.add_stream(codec, rate=fps)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        if rotation:
-            stream.set_display_rotation(rotation)
-        if times is not None:
-            stream.codec_context.time_base = Fraction(1, 1000)
-        for i, array in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
-            if times is not None:
-                frame.pts, frame.time_base = int(times[i] * 1000), Fraction(1, 1000)
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return buffer.getvalue()
 
 
 def colour_frames(n, size=(48, 64)):
@@ -52,17 +29,17 @@ def brightness(image: Image.Image) -> float:
 
 
 def test_frames_are_sampled_at_the_asked_rate_from_the_right_moments():
-    clip = read_clip(encode(colour_frames(30), fps=10), fps=2)  # 3 s at 10 fps
+    clip = read_clip(encode_clip(colour_frames(30), fps=10), fps=2)  # 3 s at 10 fps
     assert clip.times == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
     assert [round(brightness(f) / 10) for f in clip.frames] == [0, 5, 10, 15, 20, 25]
-    even = read_clip(encode(colour_frames(30), fps=10), count=3)
+    even = read_clip(encode_clip(colour_frames(30), fps=10), count=3)
     assert even.times == [0.5, 1.5, 2.5] and [round(brightness(f) / 10) for f in even.frames] == [5, 15, 25]
     assert sample_times(2.0, fps=4) == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 
 
 def test_a_variable_frame_rate_clip_is_sampled_by_time_not_by_frame_count():
     times = [0.0, 0.1, 0.2, 1.5, 1.6, 2.9, 3.0, 3.1, 3.2, 3.9]  # bursts and gaps
-    clip = read_clip(encode(colour_frames(10), times=times), fps=1)
+    clip = read_clip(encode_clip(colour_frames(10), times=times), fps=1)
     # the frame shown at each second is the first at or after it: 0 → frame 0, 1 s → frame 3, 2 s → frame 5, 3 s → 6
     assert clip.times[:4] == [0.0, 1.0, 2.0, 3.0]
     assert [round(brightness(f) / 10) for f in clip.frames[:4]] == [0, 3, 5, 6]
@@ -71,14 +48,14 @@ def test_a_variable_frame_rate_clip_is_sampled_by_time_not_by_frame_count():
 def test_a_phone_clip_with_a_rotation_in_its_display_matrix_is_turned_upright():
     frame = np.zeros((32, 64, 3), np.uint8)
     frame[:, :32] = 255  # stored landscape, left half white
-    clip = read_clip(encode([frame] * 10, rotation=90))
+    clip = read_clip(encode_clip([frame] * 10, rotation=90))
     upright = np.asarray(clip.frames[0]).mean(2)
     assert clip.rotation == 90 and upright.shape == (64, 32)  # shown portrait
     assert upright[:24].mean() < 30 and upright[-24:].mean() > 225  # turned 90° counter-clockwise: left → bottom
 
 
 def test_long_clips_sampled_sparsely_seek_and_still_get_the_right_frames():
-    data = encode(colour_frames(25, size=(32, 32)) * 8, fps=25)  # 8 s; brightness repeats each second
+    data = encode_clip(colour_frames(25, size=(32, 32)) * 8, fps=25)  # 8 s; brightness repeats each second
     clip = read_clip(data, fps=0.5, limits=VideoLimits(seek_gap=0.5))
     assert clip.times == [0.0, 2.0, 4.0, 6.0]
     assert [round(brightness(f) / 10) for f in clip.frames] == [0, 0, 0, 0]
@@ -97,7 +74,7 @@ def test_a_hostile_corpus_gets_one_line_reasons(name, data, reason, tmp_path):
         Image.new("RGB", (64, 48), "red").save(buffer, "JPEG")
         data = buffer.getvalue()
     elif name == "truncated":
-        data = encode(colour_frames(40), fps=10)[:1500]
+        data = encode_clip(colour_frames(40), fps=10)[:1500]
     elif name == "audio only":
         buffer = io.BytesIO()
         with av.open(buffer, "w", format="matroska") as out:
@@ -118,7 +95,7 @@ def test_a_hostile_corpus_gets_one_line_reasons(name, data, reason, tmp_path):
 
 
 def test_limits_refuse_absurd_resolution_long_duration_and_too_many_samples():
-    data = encode(colour_frames(20), fps=10)  # 64×48, 2 s
+    data = encode_clip(colour_frames(20), fps=10)  # 64×48, 2 s
     with pytest.raises(VideoError, match="too large"):
         read_clip(data, limits=VideoLimits(max_pixels=1000))
     with pytest.raises(VideoError, match="minutes long"):
@@ -128,7 +105,7 @@ def test_limits_refuse_absurd_resolution_long_duration_and_too_many_samples():
     with pytest.raises(VideoError, match="larger than"):
         read_clip(data, limits=VideoLimits(max_bytes=100))
     with pytest.raises(VideoError, match="too small"):
-        read_clip(encode([np.zeros((8, 8, 3), np.uint8)] * 4))
+        read_clip(encode_clip([np.zeros((8, 8, 3), np.uint8)] * 4))
 
 
 def test_segments_are_runs_of_the_smoothed_winner_with_short_blips_absorbed():
@@ -148,7 +125,7 @@ def test_segments_are_runs_of_the_smoothed_winner_with_short_blips_absorbed():
 
 def test_the_timeline_predicts_each_frame_with_every_model_and_their_ensemble(tiny_runs):
     models = [load_run(tiny_runs / "custom_cnn"), load_run(tiny_runs / "mobilenet_v2")]
-    clip = read_clip(encode(colour_frames(20, size=(40, 40)), fps=10), fps=4)
+    clip = read_clip(encode_clip(colour_frames(20, size=(40, 40)), fps=10), fps=4)
     line = timeline(models, clip, batch_size=3)
     assert set(line.probs) == {"custom_cnn", "mobilenet_v2", "ensemble"}
     expected = models[0].predict(clip.frames)
@@ -159,7 +136,7 @@ def test_the_timeline_predicts_each_frame_with_every_model_and_their_ensemble(ti
 
 def test_predict_video_writes_a_row_per_frame_and_the_segments_and_skips_bad_clips(tiny_runs, tmp_path, capsys):
     good = tmp_path / "good.mp4"
-    good.write_bytes(encode(colour_frames(20, size=(40, 40)), fps=10))
+    good.write_bytes(encode_clip(colour_frames(20, size=(40, 40)), fps=10))
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video at all")
     segments = predict_video.main([str(tiny_runs / "custom_cnn"), str(bad), str(good), "--out",
@@ -191,7 +168,7 @@ def test_joined_clips_give_a_segment_ending_at_the_join_and_an_unknown_second_ha
     for name in ("arm_wrestling.mp4", "basketball_practice.mp4"):
         with av.open(str(VIDEOS / name)) as source:
             frames += [np.asarray(f.to_image().resize((340, 256))) for f in source.decode(video=0)][:280]
-    joined = encode(frames, fps=28, codec="libx264")  # 10 s + 10 s; the join at 10.0 s
+    joined = encode_clip(frames, fps=28, codec="libx264")  # 10 s + 10 s; the join at 10.0 s
     model = load_run(BEST)
     line = timeline([model], read_clip(joined))
     segments = line.segments("efficientnet_lite2")

@@ -17,7 +17,7 @@ from har_core.artifacts import RunError
 from har_core.fileio import atomic_write_text
 from har_core.data import DataError, unlabelled_images
 from har_core.imaging import ImageError, load_image
-from har_core.inference import load_run
+from har_core.inference import image_model, load_run
 
 
 def main(argv=None) -> pd.DataFrame:
@@ -30,7 +30,7 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     try:
-        loaded = load_run(args.run)
+        loaded = image_model(load_run(args.run))
         root, files, problems = unlabelled_images(args.images)
     except (RunError, DataError) as error:
         raise SystemExit(f"error: {error}")

@@ -19,8 +19,9 @@ from tqdm.auto import tqdm
 
 from har_core.artifacts import RunError
 from har_core.fileio import atomic_write_text, write_json
-from har_core.inference import load_run
-from har_core.video import NO_ACTION, VideoError, read_clip, timeline
+from har_core.inference import image_model, load_run
+from har_core.timeline import NO_ACTION, timeline
+from har_core.video import VideoError, read_clip
 
 
 def main(argv=None) -> dict:
@@ -37,7 +38,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     try:
-        loaded = load_run(args.run)
+        loaded = image_model(load_run(args.run))
     except RunError as error:
         raise SystemExit(f"error: {error}")
     rows, all_segments, failed = [], {}, 0

@@ -40,7 +40,7 @@ from har_core import artifacts, fileio
 from har_core.data import (DataError, class_weights_sampler, describe_leaks, eval_transform, fingerprint_change, leaks,
                            make_split, read_manifest, scan, train_transform, write_manifest)
 from har_core.evaluation import evaluate_split, negative_log_likelihood, split_loader, write_evaluation
-from har_core.inference import load_run, logits_of, predict_loader
+from har_core.inference import fast_layout, load_run, logits_of, predict_loader
 from har_core.metrics import compute_metrics
 from har_core.pretrained import PretrainedError, load_pretrained
 from har_core.registry import RECIPES, REGISTRY, Recipe, count_parameters, is_head_param
@@ -350,6 +350,18 @@ def choose_manifest(args, run_dir: Path, index, seed: int, procs: Processes):
     return manifest
 
 
+def check_data_kind(spec, index) -> None:
+    """A clip model trains on class folders of clips, an image model on images: say so before anything runs."""
+    clips = index.layout == "clips"
+    if spec.takes_clips == clips:
+        return
+    clip_models = ", ".join(name for name, entry in REGISTRY.items() if entry.takes_clips)
+    remedy = (f"a clip model ({clip_models}) or a folder of images" if clips
+              else "an image model or a folder of clips per class")
+    raise DataError(f"{spec.name} takes {'video clips' if spec.takes_clips else 'images'} but {index.root} holds "
+                    f"{'clips' if clips else 'images'}; choose {remedy}")
+
+
 def check_fingerprint(card: dict, index, procs: Processes) -> None:
     """A resumed run trains on the data it started with; say so when the pictures or labels changed."""
     change = fingerprint_change(card.get("data", {}).get("fingerprint"), index)
@@ -365,7 +377,9 @@ def build_card(run_dir: Path, spec, recipe: Recipe, classes, data_config, pretra
         "name": run_dir.name, "model": spec.name, "description": spec.description, "classes": classes,
         "input_size": data_config["input_size"][-1], "mean": list(data_config["mean"]),
         "std": list(data_config["std"]), "crop_pct": data_config["crop_pct"],
-        "interpolation": data_config["interpolation"], "recipe": dataclasses.asdict(recipe),
+        "interpolation": data_config["interpolation"],
+        **{key: data_config[key] for key in ("frames", "frame_stride") if key in data_config},
+        "recipe": dataclasses.asdict(recipe),
         "pretrained": pretrained, "seed": seed, "parameters": count_parameters(model),
         "data": {"root": str(Path(args.data).resolve()), "layout": index.layout, "fingerprint": index.fingerprint(),
                  "images": len(index.samples), "skipped": len(index.problems), "copies": len(index.copies())},
@@ -406,7 +420,7 @@ def train_one_epoch(train_model, model, loader, optimizer, recipe: Recipe, mixup
     total_loss, correct, seen = 0.0, 0, 0
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False)
     for images, labels, _ in bar:
-        images = images.to(procs.device, non_blocking=True, memory_format=torch.channels_last)
+        images = images.to(procs.device, non_blocking=True, memory_format=fast_layout(images))
         labels = labels.to(procs.device, non_blocking=True)
         targets = labels
         if mixup is not None and images.shape[0] % 2 == 0:  # timm's batch mixup pairs each image with another
@@ -489,6 +503,7 @@ def main(argv=None) -> Path:
     # data: index (reporting unusable files and copies), split manifest, labels
     try:
         index = scan(args.data, classes=classes, progress=progress)
+        check_data_kind(spec, index)
         manifest = choose_manifest(args, run_dir, index, seed, procs)
     except DataError as error:
         raise SystemExit(f"error: {error}")
@@ -514,7 +529,7 @@ def main(argv=None) -> Path:
             pretrained = load_pretrained(model, spec, args.pretrained or spec.default_pretrained)
         except PretrainedError as error:
             raise SystemExit(f"error: {error}")
-    model.to(procs.device, memory_format=torch.channels_last)  # faster on CUDA and with oneDNN on CPU
+    model.to(procs.device, memory_format=spec.memory_format)  # faster on CUDA and with oneDNN on CPU
     optimizer = make_optimizer(recipe, model)
     average = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
                if recipe.ema_decay > 0 else None)

@@ -9,6 +9,7 @@ selection = ui.sidebar()
 st.title("🔥 Explain (Grad-CAM)")
 st.caption("Where does each model look? Warm colours mark the regions that raise the chosen class's score.")
 ui.need_runs(selection)
+selection = ui.image_models(selection)
 
 controls = st.columns([2, 1, 1, 1])
 chosen = controls[0].multiselect("Models", selection.names(), default=selection.names(), key="cam_models")

@@ -5,6 +5,7 @@ from har_core.analysis import mistakes
 from har_core.cam import explain, overlay
 from har_core.data import SPLITS
 from har_core.imaging import load_image
+from har_core.video import VIDEO_SUFFIXES
 
 selection = ui.sidebar()
 st.title("🧐 Mistakes")
@@ -50,7 +51,10 @@ if len(table):
             with ui.friendly(f"Nearest training images for {name}"):
                 ui.nearest_training_images(selection, selection.run(name), chosen)
     path = ui.data_file(selection, chosen)
-    if path is not None and st.toggle("Show Grad-CAM for every model", key="mistakes_cam"):
+    if path is not None and path.suffix.lower() in VIDEO_SUFFIXES:  # a clip model's mistake: play the clip
+        with ui.friendly(f"Reading {chosen}"):
+            st.video(ui.folder_clip(selection, chosen))
+    elif path is not None and st.toggle("Show Grad-CAM for every model", key="mistakes_cam"):
         loaded = ui.models([selection.run(n) for n in frames])
         with ui.friendly(f"Reading {chosen}"):
             image = load_image(path)

@@ -23,6 +23,8 @@ if ensemble:
                f"test accuracy **{ensemble['accuracy']:.1%}**, macro-F1 **{ensemble['macro_f1']:.3f}**")
 elif len(members) < 2:
     st.caption("Choose two or more members to see the ensemble's test metrics.")
+else:
+    st.caption("No ensemble of these members: they need the same classes and the same test images (one split).")
 
 st.subheader("Model cards")
 columns = st.columns(min(3, len(selection.runs)))

@@ -9,6 +9,7 @@ from har_core.plots import top_probabilities
 selection = ui.sidebar()
 st.title("🔮 Predict & compare")
 ui.need_runs(selection)
+selection = ui.image_models(selection)
 
 chosen = st.multiselect("Models", selection.names(), default=selection.names(), key="predict_models")
 chosen_runs = [selection.run(n) for n in chosen]

@@ -8,13 +8,15 @@ from har_core.cam import explain, overlay
 from har_core.ensemble import default_members
 from har_core.imaging import safe_name
 from har_core.plots import action_timeline
-from har_core.video import NO_ACTION, VIDEO_SUFFIXES
+from har_core.timeline import NO_ACTION
+from har_core.video import VIDEO_SUFFIXES
 
 selection = ui.sidebar()
 st.title("🎬 Video")
 st.caption("An action timeline for a clip: frames sampled a few times a second, every model's answer per frame, "
            "smoothed over time and cut into segments.")
 ui.need_runs(selection)
+selection = ui.image_models(selection)
 
 chosen = st.multiselect("Models", selection.names(), default=default_members(selection.runs), key="video_models",
                         help="Default: the ensemble's default members. Every model adds a forward per frame.")

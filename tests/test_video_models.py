@@ -1,0 +1,169 @@
+"""3D-CNN clip models: the registry entries, clip data (windows, jitter, one crop per clip), training and
+evaluation through the same commands and run folders, and a task only temporal modelling can solve."""
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from conftest import encode_clip, moving_square_clip, write_folder_dataset
+from har_core import pretrained
+from har_core.artifacts import open_run
+from har_core.data import ClipDataset, ClipTransform, DataError, eval_transform, scan, train_transform
+from har_core.inference import load_run
+from har_core.pretrained import load_pretrained
+from har_core.registry import KINETICS_MEAN, build_model, get_spec
+from har_core.video import Clip
+from train import evaluate, predict, predict_video, train
+
+
+def test_c3d_small_is_four_conv3d_blocks_that_keep_time_in_the_first_pool():
+    model = build_model("c3d_small", 4)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv3d)]
+    pools = [m for m in model.modules() if isinstance(m, torch.nn.MaxPool3d)]
+    assert [c.out_channels for c in convs] == [32, 64, 128, 256] and all(c.kernel_size == (3, 3, 3) for c in convs)
+    assert [p.kernel_size for p in pools] == [(1, 2, 2), 2, 2, 2]
+    assert model(torch.randn(2, 3, 16, 112, 112)).shape == (2, 4)
+
+
+@pytest.mark.parametrize("name", ["r3d_18", "r2plus1d_18"])
+def test_torchvision_video_entries_take_their_preprocessing_from_the_kinetics_weights(name):
+    spec = get_spec(name)
+    preset = torchvision.models.get_weight(spec.hub.split(":")[1]).transforms()
+    config = spec.data_config()
+    assert config["input_size"] == (3, 112, 112) and config["frames"] == 16
+    assert config["mean"] == tuple(preset.mean) == KINETICS_MEAN and config["crop_pct"] == 112 / 128
+
+
+def test_kinetics_weights_load_through_the_hub_path_with_a_new_head(tmp_path, monkeypatch):
+    """The real download needs a network; the fetch hands over a 400-class file the test wrote."""
+    torch.manual_seed(0)
+    source = torchvision.models.video.r3d_18(num_classes=400).eval()
+    path = tmp_path / "r3d_18.pth"
+    torch.save(source.state_dict(), path)
+    monkeypatch.setattr(pretrained, "fetch", lambda ident: path)
+    model = build_model("r3d_18", 4).eval()
+    assert load_pretrained(model, get_spec("r3d_18"), "hub").startswith("hub")
+    clip = torch.randn(1, 3, 8, 32, 32)
+    body = lambda m: torch.nn.Sequential(*list(m.children())[:-1])(clip).flatten(1)  # noqa: E731
+    with torch.no_grad():
+        assert torch.allclose(body(model), body(source), atol=1e-5)
+    assert model.fc.out_features == 4
+
+
+def numbered_clip(n: int, size=(40, 60)) -> Clip:
+    """Frame i is a flat grey of brightness 8·i, with a white bar on its left third."""
+    frames = []
+    for i in range(n):
+        image = Image.new("RGB", size[::-1], (8 * i,) * 3)
+        image.paste((255, 255, 255), (0, 0, size[1] // 3, size[0]))
+        frames.append(image)
+    return Clip(times=[i / 10 for i in range(n)], frames=frames, width=size[1], height=size[0], seconds=n / 10)
+
+
+def frame_values(tensor: torch.Tensor) -> list[int]:
+    """Undo the normalisation of a (3, T, H, W) clip; each frame's brightness at its right edge / 8."""
+    mean = torch.tensor(KINETICS_MEAN)[:, None, None, None]
+    std = torch.tensor(get_spec("c3d_small").std)[:, None, None, None]
+    pixels = (tensor * std + mean) * 255
+    return [round(v / 8) for v in pixels[0, :, pixels.shape[2] // 2, -1].tolist()]
+
+
+def test_evaluation_takes_the_centre_window_and_training_a_random_one():
+    config = get_spec("c3d_small").data_config(32)
+    clip = numbered_clip(30)
+    centre = eval_transform(config)(clip)
+    assert centre.shape == (3, 16, 32, 32)
+    assert frame_values(centre) == list(range(7, 23))  # 14 spare frames: the window starts at 7
+    torch.manual_seed(0)
+    starts = {frame_values(train_transform(config, "")(clip))[0] for _ in range(40)}
+    assert len(starts) > 5 and starts <= set(range(15))
+    short = eval_transform(config)(numbered_clip(5))
+    assert frame_values(short) == [0, 1, 2, 3] + [4] * 12  # too short: the last frame repeats
+
+
+def test_training_draws_one_crop_and_one_flip_for_the_whole_clip():
+    transform = train_transform(get_spec("c3d_small").data_config(32), "rrc,flip")
+    torch.manual_seed(1)
+    for _ in range(10):
+        tensor = transform(numbered_clip(16))
+        bar_left = tensor[0, :, 16, :4].mean(1) > tensor[0, :, 16, -4:].mean(1)  # is the white bar on the left?
+        assert bar_left.all() or not bar_left.any()  # every frame flipped alike
+    with pytest.raises(ValueError, match="randaugment"):
+        train_transform(get_spec("c3d_small").data_config(32), "flip,randaugment")
+
+
+def test_a_clip_folder_is_scanned_and_broken_clips_are_reported(tmp_path):
+    import numpy as np
+    rng = np.random.default_rng(0)
+    for direction in ("left", "right"):
+        (tmp_path / direction).mkdir()
+        for i in range(3):
+            (tmp_path / direction / f"{i}.mp4").write_bytes(encode_clip(moving_square_clip(direction, rng)))
+    (tmp_path / "left" / "broken.mp4").write_bytes(b"not a video at all")
+    (tmp_path / "left" / "empty.webm").write_bytes(b"")
+    index = scan(tmp_path, progress=False)
+    assert index.layout == "clips" and index.classes == ["left", "right"] and len(index.samples) == 6
+    assert {rel for rel, _ in index.problems} == {"left/broken.mp4", "left/empty.webm"}
+    transform = eval_transform(get_spec("c3d_small").data_config(32))
+    clip, label, _ = ClipDataset(tmp_path, ["right/0.mp4"], [1], transform)[0]
+    assert clip.shape == (3, 16, 32, 32) and label == 1
+
+
+def test_a_model_and_data_of_different_kinds_are_refused_before_training(tmp_path, moving_squares):
+    images = write_folder_dataset(tmp_path / "images")
+    with pytest.raises(SystemExit, match="c3d_small takes video clips but .* holds images"):
+        train.main(["--model", "c3d_small", "--data", str(images), "--out", str(tmp_path / "runs"), "--quiet"])
+    with pytest.raises(SystemExit, match="custom_cnn takes images but .* holds clips.*c3d_small, r3d_18"):
+        train.main(["--model", "custom_cnn", "--data", str(moving_squares), "--out", str(tmp_path / "runs"),
+                    "--quiet"])
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("weights*"))
+
+
+def test_only_temporal_modelling_tells_which_way_the_square_moves(square_runs):
+    """c3d_small learns the direction of motion; custom_cnn, trained on the same clips' middle frames with the
+    same recipe and split, sees a square somewhere and stays near chance (4 classes: 25%)."""
+    clip_run, frame_run = open_run(square_runs / "c3d_small"), open_run(square_runs / "custom_cnn_frames")
+    clip_accuracy = clip_run.card["metrics"]["val"]["accuracy"]
+    frame_accuracy = frame_run.card["metrics"]["val"]["accuracy"]
+    print(f"\nmoving squares, val accuracy: c3d_small {clip_accuracy:.3f}, custom_cnn on middle frames "
+          f"{frame_accuracy:.3f}; test: {clip_run.card['metrics']['test']['accuracy']:.3f} vs "
+          f"{frame_run.card['metrics']['test']['accuracy']:.3f}")
+    assert clip_accuracy >= 0.9
+    assert frame_accuracy <= 0.45
+    assert clip_run.takes_clips and not frame_run.takes_clips and clip_run.card["frames"] == 16
+
+
+def test_a_clip_run_is_evaluated_again_with_the_same_numbers_and_embedded(square_runs, moving_squares, tmp_path):
+    import shutil
+    run = shutil.copytree(square_runs / "c3d_small", tmp_path / "c3d_small")
+    stored = open_run(run).predictions("val")
+    metrics = evaluate.main([str(run), "--data", str(moving_squares), "--split", "val", "--quiet"])
+    again = open_run(run).predictions("val")
+    assert metrics["n"] == len(stored) == 24
+    assert metrics["accuracy"] == pytest.approx(open_run(square_runs / "c3d_small").card["metrics"]["val"]["accuracy"])
+    assert (again["predicted"] == stored["predicted"]).all()
+    assert (again["confidence"] - stored["confidence"]).abs().max() < 1e-5
+    loaded = load_run(run)
+    assert isinstance(loaded.transform, ClipTransform)
+    assert loaded.model.features[0][0].weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert open_run(run).has("embeddings.safetensors")
+
+
+def test_the_photo_and_frame_commands_refuse_a_clip_run_with_the_reason(square_runs, moving_squares, tmp_path):
+    clip = next(moving_squares.glob("left/*.mp4"))
+    for command, target in ((predict, str(next(moving_squares.glob("up/*.mp4")).parent)), (predict_video, str(clip))):
+        with pytest.raises(SystemExit, match="c3d_small is a clip model .* python -m train.evaluate"):
+            command.main([str(square_runs / "c3d_small"), target, "--out", str(tmp_path / "out.csv"), "--quiet"])
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_torchvision_video_resnet_trains_and_evaluates_through_the_same_commands(tmp_path):
+    from conftest import write_moving_squares
+    clips = write_moving_squares(tmp_path / "clips", per_class=5)
+    run = train.main(["--model", "r2plus1d_18", "--data", str(clips), "--out", str(tmp_path / "runs"),
+                      "--image-size", "32", "--epochs", "1", "--batch-size", "4", "--workers", "0", "--quiet",
+                      "--embed", "false"])
+    card = open_run(run).card
+    assert card["model"] == "r2plus1d_18" and card["frames"] == 16 and card["pretrained"].startswith("none")
+    assert len(open_run(run).predictions("test")) == card["split"]["counts"]["test"] == 4
+    assert evaluate.main([str(run), "--split", "test", "--quiet"])["n"] == 4
