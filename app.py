@@ -4,7 +4,10 @@
 """
 import streamlit as st
 
-st.set_page_config(page_title="HAR Studio", page_icon="🏃", layout="wide")
+import ui
+
+st.set_page_config(page_title="HAR Studio", page_icon="🏃", layout="wide",
+                   initial_sidebar_state="collapsed" if ui.presenting() else "auto")
 # the pages live in views/, not pages/: a pages/ folder makes Streamlit serve a deep link's script on its own
 # (without this file's navigation and layout) when it is the first request a fresh server gets
 pages = [
@@ -17,5 +20,6 @@ pages = [
     st.Page("views/video.py", title="Video", icon="🎬"),
     st.Page("views/training.py", title="Training", icon="📈"),
     st.Page("views/dataset.py", title="Dataset", icon="🗂️"),
+    st.Page("views/teach.py", title="Teach", icon="🎓"),
 ]
 st.navigation(pages).run()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,15 +18,16 @@ import streamlit as st
 
 from har_core import artifacts, cam, server
 from har_core.analysis import dataset_summary, thumbnail
-from har_core.artifacts import Run, RunError
+from har_core.artifacts import Run, RunError, run_zip
 from har_core.audit import audit
-from har_core.cam import Busy
+from har_core.cam import Busy, ClassMaps, Explanation, class_maps
 from har_core.data import DataError, scan
 from har_core.embeddings import EMBEDDINGS, EmbeddingError, Embeddings, run_embeddings, staleness
 from har_core.ensemble import default_members
-from har_core.imaging import IMAGE_SUFFIXES, ImageError, load_image, safe_name
-from har_core.inference import LoadedModel, load_run
+from har_core.imaging import IMAGE_SUFFIXES, ImageError, image_digest, load_image, safe_name
+from har_core.inference import LoadedModel, Prediction, load_run, predict_all
 from har_core.projection import embedding_map
+from har_core.teach import TaughtHead, TeachError, embed, save_head, teach
 from har_core.similarity import (RETRIEVAL, SHOW_K, VOTE_K, VectorIndex, augmented, embed_run, retrieval_report,
                                  neighbours_of, training_index, vote)
 from har_core.timeline import Timeline, timeline
@@ -51,6 +53,7 @@ def config() -> server.ServerConfig:
 class Selection:
     runs: list[Run] = field(default_factory=list)
     data_root: Path | None = None
+    runs_dir: Path | None = None  # where the runs were found (a new run is saved there)
 
     def names(self) -> list[str]:
         return [run.name for run in self.runs]
@@ -80,6 +83,37 @@ def models(runs: list[Run]) -> list[LoadedModel]:
         except RunError as error:
             st.error(str(error))
     return loaded
+
+
+# ---- answers for one image: cached by the image's pixels, the model (and its weights) and the options ----
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _prediction(path: str, stamp: float, digests: tuple[str, ...], tta: bool, _loaded: LoadedModel,
+                _images: list) -> Prediction:
+    return predict_all([_loaded], _images, tta=tta, embed=True)[0]
+
+
+def predict(loaded: list[LoadedModel], images: list, tta: bool) -> list[Prediction]:
+    """Every model's prediction (with the images' embeddings) for the images: a widget that changes neither the
+    images, the models nor TTA reruns the page without a single forward pass."""
+    digests = tuple(image_digest(image) for image in images)
+    return [_prediction(str(m.run.path), _file_stamp(m.run, artifacts.WEIGHTS), digests, tta, m, images)
+            for m in loaded]
+
+
+@st.cache_resource(show_spinner=False, max_entries=128)
+def _class_maps(path: str, stamp: float, digest: str, method: str, classes: tuple | None, _loaded: LoadedModel,
+                _image) -> ClassMaps:
+    return class_maps(_loaded, _image, method, classes=None if classes is None else list(classes))
+
+
+def explanation(loaded: LoadedModel, image, digest: str, method: str, target: int | None) -> Explanation:
+    """A model's map of `target` (None: the predicted class) for the image. A fast method computes every class
+    from one forward pass the first time, so moving the opacity or switching the class only picks and blends;
+    a slow one (a forward per channel) computes the class asked for."""
+    classes = (target,) if method in cam.SLOW_METHODS else None
+    return _class_maps(str(loaded.run.path), _file_stamp(loaded.run, artifacts.WEIGHTS), digest, method, classes,
+                       loaded, image).explanation(target)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -194,14 +228,78 @@ def sidebar() -> Selection:
             data_root = _folder_choice("Image folder", "data_dir", data_sets, True, data_help)
         found, failures = artifacts.find_runs(runs_dir, confine=not settings.free_paths) if runs_dir else ([], [])
         names = [run.name for run in found]
+        known = st.session_state.get("keep_known_runs", names)
         kept = [n for n in st.session_state.get("keep_chosen_runs", names) if n in names]
+        if new := [n for n in names if n not in known]:  # a run saved since (Teach) is shown too
+            kept += new
+            st.session_state.pop("chosen_runs", None)
         chosen = st.multiselect("Runs to show", names, default=kept, key="chosen_runs")
-        st.session_state["keep_chosen_runs"] = chosen
+        st.session_state["keep_chosen_runs"], st.session_state["keep_known_runs"] = chosen, names
         if not found:
             st.warning(f"No runs in {runs_dir}." if runs_dir else "The operator allows no runs folder.")
         for name, reason in failures:
             st.error(f"Run **{name}** could not be loaded: {reason}", icon="⚠️")
-    return Selection(runs=[run for run in found if run.name in chosen], data_root=data_root)
+        was = presenting()
+        present = _remembered(st.toggle, "Presentation mode", "present", False,
+                              help="Sidebar collapsed, larger type, one model per row. Link: add ?present=1.")
+        if present != was:
+            st.rerun()  # app.py sets the sidebar's state before the page runs
+    if present:
+        st.html(PRESENTATION_CSS)
+        share_view(present=1)
+    elif "present" in st.query_params:
+        del st.query_params["present"]
+    return Selection(runs=[run for run in found if run.name in chosen], data_root=data_root,
+                     runs_dir=Path(runs_dir) if runs_dir else None)
+
+
+# ---- deep links and presentation mode -------------------------------------------------------------
+
+def follow_link(param: str, key: str, allowed=None, many: bool = False) -> None:
+    """Deep links: a URL parameter (?models=a,b&split=test&sample=…&method=…&cls=…&present=1) sets the widget
+    `key` when the page opens with it, once; values not among `allowed` are left out. `share_view` writes the
+    current choices back, so the address bar is always a link that reopens this view."""
+    raw = st.query_params.get(param)
+    if raw is None or st.session_state.get(f"_link_{key}") == raw:
+        return
+    st.session_state[f"_link_{key}"] = raw
+    if many:
+        values = [v for v in raw.split(",") if allowed is None or v in allowed]
+        if values:
+            st.session_state[key] = values
+    elif allowed is None or raw in allowed:
+        st.session_state[key] = raw
+    if (not many and allowed is not None and raw not in allowed) or (many and not values):
+        st.caption(f"⚠️ The link's {param}={raw} is not available here; the page's default is used.")
+
+
+def share_view(**params) -> None:
+    """Mirror the page's choices into the URL (lists comma-joined), so a teacher copies the address bar."""
+    for param, value in params.items():
+        raw = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        if st.query_params.get(param) != raw:
+            st.query_params[param] = raw
+
+
+PRESENTATION_CSS = """<style>
+html { font-size: 21px; }
+[data-testid="stMainBlockContainer"] { max-width: 1200px; padding-top: 2rem; }
+[data-testid="stMarkdownContainer"] p, [data-testid="stCaptionContainer"] { font-size: 1.05rem; }
+.har-bars { font-size: 1.15rem; }
+</style>"""
+
+
+def presenting() -> bool:
+    """Presentation mode (sidebar toggle or ?present=1): sidebar collapsed, larger type, one model per row."""
+    if st.query_params.get("present") in ("1", "true") and st.session_state.get("_link_present") is None:
+        st.session_state["_link_present"] = "1"
+        st.session_state["keep_present"] = True
+    return bool(st.session_state.get("keep_present", False))
+
+
+def model_columns(count: int) -> list:
+    """The grid that holds one card per model: three per row, one per row in presentation mode."""
+    return st.columns(1 if presenting() else min(3, max(1, count)))
 
 
 def ensemble_members(runs: list[Run], key: str) -> list[str]:
@@ -282,12 +380,17 @@ def image_source(selection: Selection, key: str, multiple: bool = True) -> tuple
         shot = st.camera_input("Take a photo", key=f"{key}_camera") if st.toggle("Use the camera", key=f"{key}_cam_on") else None
     with tabs[2]:
         samples = sample_files(selection)
+        follow_link("sample", f"{key}_sample", samples)
         picked = st.selectbox("Sample from the test split", ["—"] + samples, key=f"{key}_sample",
                               disabled=not samples, help=None if samples else "Set an image folder in the sidebar.")
     images, names = read_uploads(files)
     if shot is not None:
         more, more_names = read_uploads([shot])
         images, names = images + more, names + more_names
+    if picked != "—":
+        share_view(sample=picked)
+    elif "sample" in st.query_params:
+        del st.query_params["sample"]
     if picked and picked != "—" and (path := data_file(selection, picked)) is not None:
         with friendly(f"Reading {picked}"):
             images.append(load_image(path))
@@ -516,3 +619,77 @@ def timeline_of(digest: str, data: bytes, fps: float, loaded: list[LoadedModel])
         while len(store) > 8:  # the oldest first
             store.pop(next(iter(store)))
     return store[key]
+
+
+# ---- teach: a linear head on a run's embeddings (har_core.teach), one per visitor --------------------
+
+@st.cache_resource(show_spinner="Scanning the image folder…", max_entries=8)
+def _folder_index(root: str, max_images: int):
+    return scan(root, progress=False, confine=True, max_images=max_images)
+
+
+def teach_pictures(selection: Selection, i: int) -> list:
+    """One class's pictures: uploads, a folder, camera shots (each new shot is added) or pictures of a class
+    of the chosen image folder. Undecodable files are named and left out."""
+    tabs = st.tabs(["📁 Upload", "🗂️ Folder", "📷 Camera", "🖼️ Data set"])
+    with tabs[0]:
+        files = list(st.file_uploader("Pictures", type=IMAGE_TYPES, accept_multiple_files=True,
+                                      key=f"teach_upload_{i}") or [])
+    with tabs[1]:
+        files += list(st.file_uploader("A folder of pictures", type=IMAGE_TYPES, accept_multiple_files="directory",
+                                       key=f"teach_folder_{i}") or [])
+    shots = st.session_state.setdefault(f"teach_shots_{i}", {})
+    with tabs[2]:
+        if st.toggle("Use the camera", key=f"teach_cam_on_{i}"):
+            shot = st.camera_input("Each shot is added", key=f"teach_camera_{i}")
+            if shot is not None:
+                shots.setdefault(shot.file_id, shot)
+        if shots and st.button(f"Forget {len(shots)} shot(s)", key=f"teach_forget_{i}"):
+            shots.clear()
+    images, _ = read_uploads(files + list(shots.values()))
+    with tabs[3]:
+        if selection.data_root is None:
+            st.caption("Choose an image folder in the sidebar to take pictures from it.")
+        else:
+            with friendly("Reading the image folder"):
+                index = _folder_index(str(selection.data_root), config().max_scan_images)
+                left, right = st.columns([2, 1])
+                label = left.selectbox("Class of the data set", ["—"] + index.classes, key=f"teach_data_{i}")
+                how_many = right.number_input("Pictures", 2, 100, 12, key=f"teach_data_n_{i}")
+                if label != "—":
+                    for filename in [f for f, lab in index.samples if lab == label][:how_many]:
+                        with friendly(f"Reading {filename}"):
+                            images.append(load_image(index.root / filename))
+    return images
+
+
+def teach_head(run: Run, names: list[str], pictures: list[list]) -> None:
+    """Teach the classes on the run's embeddings with a progress bar; the head is kept for this visitor."""
+    bar = st.progress(0.0, text="Embedding the pictures…")
+    try:
+        st.session_state["teach_head"] = teach(model(run), names, pictures, on_batch=lambda done, total: bar.progress(
+            done / total, text=f"Embedding the pictures: {done}/{total}"))
+    except (TeachError, RunError) as error:
+        st.error(str(error))
+    finally:
+        bar.empty()
+
+
+def taught_probabilities(head: TaughtHead, image) -> np.ndarray:
+    return head.predict(embed(head.base, [image]))[0]
+
+
+def runs_folder_writable(selection: Selection) -> bool:
+    folder = selection.runs_dir
+    return folder is not None and folder.is_dir() and not (folder / artifacts.CARD).exists() \
+        and os.access(folder, os.W_OK)
+
+
+def save_taught(selection: Selection, head: TaughtHead, name: str) -> Path:
+    """Save the head as a run in the sidebar's runs folder (never over an existing run)."""
+    return save_head(head, selection.runs_dir, name)
+
+
+def taught_zip(head: TaughtHead, name: str) -> bytes:
+    with tempfile.TemporaryDirectory() as scratch:
+        return run_zip(save_head(head, Path(scratch), name))

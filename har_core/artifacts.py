@@ -11,8 +11,10 @@ A run folder holds
 """
 from __future__ import annotations
 
+import io
 import json
 import platform
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,3 +224,13 @@ def find_runs(root: str | Path, confine: bool = False) -> tuple[list[Run], list[
         except RunError as error:
             failures.append((candidate.name, str(error)))
     return runs, failures
+
+
+def run_zip(run_dir: Path) -> bytes:
+    """A run folder as a zip (its folder name at the top), to download or hand on."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(Path(run_dir).rglob("*")):
+            if path.is_file():
+                archive.write(path, Path(run_dir.name) / path.relative_to(run_dir))
+    return buffer.getvalue()

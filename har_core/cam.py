@@ -1,9 +1,14 @@
 """Class activation maps with pytorch-grad-cam; the target layer comes from the registry.
 
-A loaded model is shared by every session of the app. pytorch-grad-cam records activations with
-forward hooks on the target layer, and a hook sees every forward pass through it, also another
-session's prediction running at the same moment; so each CAM records only the passes of its own
-thread (`OwnThreadActivations`), and predictions never wait for a CAM.
+A page asks for one image's maps of every class at once (`class_maps`): one forward pass records the
+target layer's output, and each class's gradient flows back only through the layers after it, so
+switching the class never runs the model again. The method's own pytorch-grad-cam code turns those
+activations and gradients into the map.
+
+A loaded model is shared by every session of the app, and a hook sees every forward pass through its
+layer, also another session's prediction running at the same moment; so a CAM records only the passes
+of its own thread (`detached_output`; `make_cam` does the same for the library's own hooks), and
+predictions never wait for a CAM.
 """
 from __future__ import annotations
 
@@ -101,6 +106,28 @@ class Explanation:
     probs: np.ndarray
 
 
+@dataclass
+class ClassMaps:
+    """One image's maps for several classes of one method, from a single forward pass: switching the class
+    on a page picks a stored map instead of running the model again."""
+    heatmaps: dict[int, np.ndarray]  # class index -> H × W map
+    view: Image.Image
+    probs: np.ndarray
+    class_agnostic: bool = False  # one map (under the predicted class) that stands for every class
+
+    @property
+    def predicted(self) -> int:
+        return int(self.probs.argmax())
+
+    def explanation(self, target: int | None = None) -> Explanation:
+        """The map of class `target` (default: the predicted class)."""
+        target = self.predicted if target is None else int(target)
+        heatmap = next(iter(self.heatmaps.values())) if self.class_agnostic else self.heatmaps.get(target)
+        if heatmap is None:
+            raise KeyError(f"no map of class {target} was computed")
+        return Explanation(heatmap=heatmap, view=self.view, target=target, probs=self.probs)
+
+
 def model_view(loaded: LoadedModel, batch: torch.Tensor) -> Image.Image:
     mean = torch.tensor(loaded.run.card["mean"]).view(3, 1, 1)
     std = torch.tensor(loaded.run.card["std"]).view(3, 1, 1)
@@ -112,22 +139,72 @@ def cam_layer(loaded: LoadedModel) -> torch.nn.Module:
     return loaded.model.get_submodule(REGISTRY[loaded.run.card["model"]].cam_layer)
 
 
+class RecordedPass:
+    """Stands in for pytorch-grad-cam's hooks: the target layer's activations of one forward pass and the
+    gradients of the class being mapped, handed to the method's own `compute_cam_per_layer`."""
+
+    def __init__(self, activations: torch.Tensor):
+        self.activations, self.gradients = [activations.detach()], []
+
+    def release(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def detached_output(layer: torch.nn.Module):
+    """During the block, this thread's passes through `layer` continue from a detached copy of its output that
+    requires grad (yielded in a list): gradients of the logits then flow back only through the layers after
+    the target layer, so each further class costs a small backward, never a forward. Other threads' passes
+    (shared models) are left alone."""
+    owner, recorded = threading.get_ident(), []
+
+    def hook(module, args, output):
+        if threading.get_ident() != owner:
+            return None
+        recorded.append(output.detach().requires_grad_(True))
+        return recorded[-1]
+    handle = layer.register_forward_hook(hook)
+    try:
+        yield recorded
+    finally:
+        handle.remove()
+
+
+def class_maps(loaded: LoadedModel, image: Image.Image, method: str = "Grad-CAM",
+               classes: list[int | None] | None = None) -> ClassMaps:
+    """Maps of `method` for `classes` (None in the list: the predicted class; default: every class, or one map
+    for a class-agnostic method) from one forward pass, each computed by the method's own pytorch-grad-cam
+    code on that pass's activations and gradients."""
+    if method not in METHODS:
+        raise ValueError(f"unknown CAM method '{method}'; choose from {', '.join(METHODS)}")
+    layer = cam_layer(loaded)
+    batch = loaded.preprocess([image])
+    with detached_output(layer) as recorded, torch.enable_grad():
+        logits = logits_of(loaded.model(batch))
+    activations = recorded[0]
+    probs = logits.detach().float().softmax(1)[0].numpy()
+    if classes is None:
+        classes = [None] if method in CLASS_AGNOSTIC else list(range(len(probs)))
+    classes = [int(probs.argmax()) if c is None else int(c) for c in classes]
+    cam = METHODS[method](model=_LogitsOnly(loaded.model), target_layers=[layer])
+    cam.activations_and_grads.release()  # its hooks are not needed: the pass is recorded above
+    heatmaps = {}
+    with SLOW_SLOTS if method in SLOW_METHODS else contextlib.nullcontext():
+        for target in classes:
+            cam.activations_and_grads = RecordedPass(activations)
+            if cam.uses_gradients:
+                (gradients,) = torch.autograd.grad(logits[0, target], activations, retain_graph=True)
+                cam.activations_and_grads.gradients = [gradients]
+            per_layer = cam.compute_cam_per_layer(batch, [ClassifierOutputTarget(target)], eigen_smooth=False)
+            heatmaps[target] = np.nan_to_num(cam.aggregate_multi_layers(per_layer)[0])
+    return ClassMaps(heatmaps=heatmaps, view=model_view(loaded, batch), probs=probs,
+                     class_agnostic=method in CLASS_AGNOSTIC)
+
+
 def explain(loaded: LoadedModel, image: Image.Image, method: str = "Grad-CAM",
             target: int | None = None) -> Explanation:
     """Heatmap of `method` for class `target` (default: the predicted class) at the registry's target layer."""
-    if method not in METHODS:
-        raise ValueError(f"unknown CAM method '{method}'; choose from {', '.join(METHODS)}")
-    batch = loaded.preprocess([image])
-    with torch.no_grad():
-        probs = logits_of(loaded.model(batch)).softmax(1)[0].numpy()
-    target = int(probs.argmax()) if target is None else int(target)
-    # loaded models' weights need no gradient; the input's does, so backward builds the graph through the
-    # target layer without computing (or storing on the shared model) any weight gradient
-    differentiable = batch.clone().requires_grad_(True)
-    with make_cam(method, loaded.model, cam_layer(loaded)) as cam, \
-            (SLOW_SLOTS if method in SLOW_METHODS else contextlib.nullcontext()):
-        heatmap = cam(input_tensor=differentiable, targets=[ClassifierOutputTarget(target)])[0]
-    return Explanation(heatmap=np.nan_to_num(heatmap), view=model_view(loaded, batch), target=target, probs=probs)
+    return class_maps(loaded, image, method, classes=[target]).explanation(target)
 
 
 def overlay(explanation: Explanation, opacity: float = 0.5) -> Image.Image:

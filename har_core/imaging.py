@@ -1,6 +1,7 @@
 """The one guarded entry point for decoding images: app uploads, the CLI and data loading all use it."""
 from __future__ import annotations
 
+import hashlib
 import io
 import warnings
 from dataclasses import dataclass
@@ -106,3 +107,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
         return background
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def image_digest(image: Image.Image) -> str:
+    """What an image's results are cached by: its decoded pixels (two uploads of one photo share them)."""
+    digest = hashlib.blake2b(image.tobytes(), digest_size=16)
+    digest.update(f"{image.mode}{image.size}".encode())
+    return digest.hexdigest()

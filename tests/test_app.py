@@ -326,3 +326,123 @@ def test_clip_runs_show_on_the_result_pages_and_are_left_out_where_photos_go_in(
 
 def open_run_predictions(runs, split):
     return next(r for r in find_runs(runs)[0] if r.name == "c3d_small").predictions(split)
+
+
+# ---- classroom: answers cached by content, deep links, presentation mode, teach ----------------------
+
+def counting(monkeypatch, module, name):
+    """Wrap module.name so the test counts its calls (AppTest runs the pages in this process)."""
+    calls, original = [], getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+    monkeypatch.setattr(module, name, wrapper)
+    return calls
+
+
+def test_predict_widgets_that_change_no_input_never_run_the_models_again(app, monkeypatch):
+    import streamlit as st
+
+    import har_core.inference
+    st.cache_data.clear()
+    forwards = counting(monkeypatch, har_core.inference, "forward_probs")
+    at = open_page(app, "predict")
+    sample = at.selectbox(key="predict_sample")
+    at = sample.set_value(sample.options[2]).run()
+    assert len(forwards) == 2  # one per model
+    cards = [m.value for m in at.markdown if m.value.startswith("### ")]
+    at.slider(key="predict_k").set_value(4).run()
+    at.multiselect(key="predict_ensemble").set_value(["custom_cnn"]).run()
+    at.toggle(key="predict_similar").set_value(False).run()
+    assert len(forwards) == 2 and [m.value for m in at.markdown if m.value.startswith("### ")] == cards
+    assert len(at.get("html")) >= 2  # the probability bars, one per model, as light HTML
+    at.toggle(key="predict_tta").set_value(True).run()
+    assert len(forwards) == 4  # TTA is a new question: each model answers it once
+    at.selectbox(key="predict_sample").set_value(sample.options[2]).run()
+    at.toggle(key="predict_tta").set_value(False).run()
+    assert len(forwards) == 4  # both answers are remembered
+
+
+def test_explain_opacity_and_class_blend_cached_maps_without_a_forward(app, monkeypatch):
+    import streamlit as st
+
+    import ui
+    st.cache_resource.clear()
+    computed = counting(monkeypatch, ui, "class_maps")
+    at = open_page(app, "explain")
+    sample = at.selectbox(key="cam_sample")
+    at = sample.set_value(sample.options[1]).run()
+    assert len(computed) == 2  # one forward per model gives the maps of every class
+    before = [image.value for image in at.image]
+    at.slider(key="cam_opacity").set_value(0.9).run()
+    at.selectbox(key="cam_class").set_value("sleeping").run()
+    assert len(computed) == 2 and not at.error
+    assert all("explains **sleeping**" in m.value for m in at.markdown if "explains" in m.value)
+    assert [image.value for image in at.image] != before
+    at.selectbox(key="cam_method").set_value("ScoreCAM").run()
+    at.selectbox(key="cam_class").set_value("dancing").run()
+    assert len(computed) == 6  # a slow method computes the class asked for: two classes, two models
+
+
+def test_a_deep_link_opens_explain_with_its_models_method_class_and_sample(tiny_runs, kaggle_data, monkeypatch):
+    monkeypatch.setenv("HAR_RUNS", str(tiny_runs))
+    monkeypatch.setenv("HAR_DATA", str(kaggle_data))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    sample = [f for f in pd.read_csv(tiny_runs / "custom_cnn" / "split.csv").query("split == 'test'")["filename"]][3]
+    at.query_params.update(models="mobilenet_v2", method="Grad-CAM++", cls="dancing", sample=sample, present="1")
+    at.run()
+    at = open_page(at, "explain")
+    assert at.multiselect(key="cam_models").value == ["mobilenet_v2"]
+    assert at.selectbox(key="cam_method").value == "Grad-CAM++" and at.selectbox(key="cam_sample").value == sample
+    assert [m.value for m in at.markdown if "explains" in m.value] == [
+        next(m.value for m in at.markdown if "explains" in m.value)]  # one model, the linked one
+    assert "explains **dancing**" in next(m.value for m in at.markdown if "explains" in m.value)
+    assert at.sidebar.toggle(key="present").value is True
+    assert any("font-size: 21px" in h.proto.body for h in at.get("html"))
+    at.multiselect(key="cam_models").set_value(["custom_cnn", "mobilenet_v2"]).run()
+    assert at.query_params["models"] == "custom_cnn,mobilenet_v2"  # the address bar stays a link to this view
+    at.sidebar.toggle(key="present").set_value(False).run()
+    assert not any("font-size: 21px" in h.proto.body for h in at.get("html")) and "present" not in at.query_params
+
+
+def test_a_link_to_something_missing_says_so_and_uses_the_default(app):
+    app.query_params.update(split="holdout")
+    at = open_page(app, "evaluate")
+    assert at.radio(key="eval_split").value == "test"
+    assert any("split=holdout is not available" in c.value for c in at.caption)
+
+
+def test_teach_learns_two_classes_from_the_image_folder_and_saves_an_ordinary_run(tiny_runs, kaggle_data,
+                                                                                  monkeypatch, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_runs, runs)
+    monkeypatch.setenv("HAR_RUNS", str(runs))
+    monkeypatch.setenv("HAR_DATA", str(kaggle_data))
+    monkeypatch.chdir(ROOT)
+    at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "teach")
+    at.number_input(key="teach_count").set_value(2).run()
+    at.button(key="teach_train").click().run()
+    assert any("class has no name" in e.value for e in at.error)
+    at.text_input(key="teach_name_0").set_value("Cycling")
+    at.text_input(key="teach_name_1").set_value("cycling ").run()
+    at.selectbox(key="teach_data_0").set_value("cycling")
+    at.selectbox(key="teach_data_1").set_value("sleeping").run()
+    at.button(key="teach_train").click().run()
+    assert any("two classes are called" in e.value for e in at.error)
+    assert at.selectbox(key="teach_data_1").value == "sleeping"  # nothing lost: the pictures stay chosen
+    at.text_input(key="teach_name_1").set_value("sleeping").run()
+    at.button(key="teach_train").click().run()
+    assert not at.error and not at.exception
+    accuracy = next(m for m in at.metric if m.label == "Held-out accuracy")
+    assert accuracy.value.endswith("%") and len(at.get("plotly_chart")) == 1
+    at.text_input(key="teach_run_name").set_value("bikes or beds").run()
+    at.button(key="teach_save").click().run()
+    assert any("Saved as bikes_or_beds" in s.value for s in at.success)
+    card = find_runs(runs)[0]
+    taught = next(r for r in card if r.name == "bikes_or_beds")
+    assert taught.classes == ["Cycling", "sleeping"]
+    assert taught.card["description"].startswith("linear head on custom_cnn's embeddings")
+    at = open_page(at, "overview")
+    assert "bikes_or_beds" in list(at.dataframe[0].value["run"])

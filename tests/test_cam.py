@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from conftest import CLASSES, synthetic_image, train_tiny
 from har_core import cam
 from har_core.artifacts import Run
-from har_core.cam import CLASS_AGNOSTIC, METHODS, Busy, SlowSlots, explain, overlay
+from har_core.cam import CLASS_AGNOSTIC, METHODS, SLOW_METHODS, Busy, SlowSlots, class_maps, explain, overlay
 from har_core.data import eval_transform
 from har_core.inference import EmbeddingTap, LoadedModel, load_run, logits_of, predict_all
 from har_core.registry import build_model, get_spec
@@ -132,3 +133,32 @@ def test_scorecam_waits_for_a_free_slot(tiny, monkeypatch):
             explain(tiny, synthetic_image(0, seed=3), "ScoreCAM")
         explain(tiny, synthetic_image(0, seed=3), "Grad-CAM")  # fast methods never wait
     assert explain(tiny, synthetic_image(0, seed=3), "ScoreCAM").heatmap.std() > 0.05
+
+
+@pytest.mark.parametrize("method", sorted(set(METHODS) - SLOW_METHODS))
+def test_one_forward_pass_gives_every_class_the_map_the_library_computes_alone(tiny, method):
+    """The page's maps of every class (one forward, a small backward per class) equal pytorch-grad-cam's own
+    run for each class (a forward and a full backward each), so switching the class needs no forward."""
+    image = synthetic_image(0, seed=3)
+    forwards = []
+    handle = tiny.model.register_forward_hook(lambda module, args, output: forwards.append(1))
+    try:
+        maps = class_maps(tiny, image, method)
+    finally:
+        handle.remove()
+    assert len(forwards) == 1
+    targets = [None] if method in CLASS_AGNOSTIC else list(range(len(CLASSES)))
+    assert sorted(maps.heatmaps) == ([maps.predicted] if method in CLASS_AGNOSTIC else targets)
+    for target in targets:
+        with METHODS[method](model=cam._LogitsOnly(tiny.model), target_layers=[cam.cam_layer(tiny)]) as library:
+            batch = tiny.preprocess([image]).requires_grad_(True)
+            expected = library(input_tensor=batch, targets=[ClassifierOutputTarget(target or 0)])[0]
+        assert np.abs(maps.explanation(target).heatmap - expected).max() < 1e-4, target
+    assert maps.explanation().target == int(tiny.predict([image])[0].argmax())
+
+
+def test_a_slow_method_computes_only_the_class_asked_for(tiny):
+    maps = class_maps(tiny, synthetic_image(0, seed=3), "ScoreCAM", classes=[2])
+    assert list(maps.heatmaps) == [2] and maps.explanation(2).heatmap.std() > 0.05
+    with pytest.raises(KeyError, match="no map of class 1"):
+        maps.explanation(1)

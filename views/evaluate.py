@@ -9,7 +9,9 @@ selection = ui.sidebar()
 st.title("📊 Evaluate")
 ui.need_runs(selection)
 
+ui.follow_link("split", "eval_split", SPLITS)
 split = st.radio("Split", SPLITS, index=2, horizontal=True, key="eval_split")
+ui.share_view(split=split)
 with ui.friendly("Reading metrics"):
     table = metrics_table(selection.runs, split)
 if table.empty:
@@ -22,7 +24,9 @@ st.plotly_chart(f1_heatmap(per_class_f1_table(selection.runs, split)), width="st
 
 st.subheader("Confusion matrix")
 left, right = st.columns([2, 1])
+ui.follow_link("model", "eval_model", list(table.index))
 run_name = left.selectbox("Model", list(table.index), key="eval_model")
+ui.share_view(model=run_name)
 normalized = right.toggle("Row-normalised", key="eval_normalized")
 run = selection.run(run_name)
 metrics = ui.metrics(run, split)

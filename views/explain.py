@@ -3,20 +3,22 @@ import io
 import streamlit as st
 
 import ui
-from har_core.cam import CLASS_AGNOSTIC, METHODS, SLOW_METHODS, explain, overlay
+from har_core.cam import CLASS_AGNOSTIC, METHODS, SLOW_METHODS, overlay
+from har_core.imaging import image_digest
 
 selection = ui.sidebar()
 st.title("🔥 Explain (Grad-CAM)")
 st.caption("Where does each model look? Warm colours mark the regions that raise the chosen class's score.")
 ui.need_runs(selection)
 selection = ui.image_models(selection)
+classes = selection.runs[0].classes
 
-controls = st.columns([2, 1, 1, 1])
+ui.follow_link("models", "cam_models", selection.names(), many=True)
+ui.follow_link("method", "cam_method", list(METHODS))
+ui.follow_link("cls", "cam_class", classes)
+controls = st.columns([2, 1])
 chosen = controls[0].multiselect("Models", selection.names(), default=selection.names(), key="cam_models")
 method = controls[1].selectbox("Method", list(METHODS), key="cam_method")
-classes = selection.runs[0].classes
-target = controls[2].selectbox("Class", ["predicted class"] + classes, key="cam_class")
-opacity = controls[3].slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="cam_opacity")
 if method in SLOW_METHODS:
     st.warning(f"{method} runs one forward pass per channel of the target layer: expect a long wait on CPU. "
                "The server computes one at a time for all visitors.")
@@ -24,27 +26,43 @@ if method in CLASS_AGNOSTIC:
     st.info(f"{method} does not depend on the class: it shows the main component of the target layer's "
             "activations, the same map whichever class is chosen.")
 images, names = ui.image_source(selection, key="cam", multiple=False)
+ui.share_view(models=chosen, method=method)
 if not images:
     st.info("Upload a photo, take one with the camera, or pick a sample.")
     st.stop()
-
 loaded = ui.models([selection.run(n) for n in chosen])
-columns = st.columns(min(3, max(1, len(loaded))))
-for i, model in enumerate(loaded):
-    with columns[i % len(columns)].container(border=True), ui.friendly(f"{method} for {model.name}"):
-        index = None if target == "predicted class" else model.classes.index(target)
-        with st.spinner(f"{method} for {model.name}…"):
-            result = explain(model, images[0], method=method, target=index)
-        picture = overlay(result, opacity)
-        st.image(picture, width="stretch")
-        predicted = model.classes[int(result.probs.argmax())]
-        if method in CLASS_AGNOSTIC:
-            st.markdown(f"**{model.name}** · {method} (class-agnostic) · predicted **{predicted}** "
-                        f"({result.probs.max():.0%})")
-        else:
-            st.markdown(f"**{model.name}** · explains **{model.classes[result.target]}** "
-                        f"({result.probs[result.target]:.0%}) · predicted {predicted}")
-        buffer = io.BytesIO()
-        picture.save(buffer, format="PNG")
-        st.download_button("⬇️ PNG", buffer.getvalue(), f"{model.name}_{method}.png", "image/png",
-                           key=f"cam_download_{model.name}")
+digest = image_digest(images[0])
+
+
+@st.fragment
+def maps():
+    """Class and opacity rerun only this part: the maps of every class are cached, so it only blends."""
+    left, right = st.columns([1, 2])
+    target = left.selectbox("Class", ["predicted class"] + classes, key="cam_class")
+    opacity = right.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="cam_opacity")
+    if target != "predicted class":
+        ui.share_view(cls=target)
+    elif "cls" in st.query_params:
+        del st.query_params["cls"]
+    columns = ui.model_columns(len(loaded))
+    for i, model in enumerate(loaded):
+        with columns[i % len(columns)].container(border=True), ui.friendly(f"{method} for {model.name}"):
+            index = None if target == "predicted class" else model.classes.index(target)
+            with st.spinner(f"{method} for {model.name}…"):
+                result = ui.explanation(model, images[0], digest, method, index)
+            picture = overlay(result, opacity)
+            st.image(picture, width="stretch")
+            predicted = model.classes[int(result.probs.argmax())]
+            if method in CLASS_AGNOSTIC:
+                st.markdown(f"**{model.name}** · {method} (class-agnostic) · predicted **{predicted}** "
+                            f"({result.probs.max():.0%})")
+            else:
+                st.markdown(f"**{model.name}** · explains **{model.classes[result.target]}** "
+                            f"({result.probs[result.target]:.0%}) · predicted {predicted}")
+            buffer = io.BytesIO()
+            picture.save(buffer, format="PNG")
+            st.download_button("⬇️ PNG", buffer.getvalue(), f"{model.name}_{method}.png", "image/png",
+                               key=f"cam_download_{model.name}")
+
+
+maps()

@@ -2,9 +2,9 @@ import streamlit as st
 
 import ui
 from har_core.analysis import mistakes
-from har_core.cam import explain, overlay
+from har_core.cam import overlay
 from har_core.data import SPLITS
-from har_core.imaging import load_image
+from har_core.imaging import image_digest, load_image
 from har_core.video import VIDEO_SUFFIXES
 
 selection = ui.sidebar()
@@ -12,7 +12,9 @@ st.title("🧐 Mistakes")
 st.caption("Misclassified images, the most confident mistakes first.")
 ui.need_runs(selection)
 
+ui.follow_link("split", "mistakes_split", SPLITS)
 split = st.radio("Split", SPLITS, index=2, horizontal=True, key="mistakes_split")
+ui.share_view(split=split)
 frames = {r.name: p for r in selection.runs if (p := ui.predictions(r, split)) is not None}
 if not frames:
     st.info(f"No predictions for the {split} split.")
@@ -58,9 +60,9 @@ if len(table):
         loaded = ui.models([selection.run(n) for n in frames])
         with ui.friendly(f"Reading {chosen}"):
             image = load_image(path)
-            columns = st.columns(min(3, len(loaded)))
+            columns = ui.model_columns(len(loaded))
             for i, model in enumerate(loaded):
                 with ui.friendly(f"Grad-CAM for {model.name}"), st.spinner(f"Grad-CAM for {model.name}…"):
-                    result = explain(model, image)
+                    result = ui.explanation(model, image, image_digest(image), "Grad-CAM", None)
                     columns[i % len(columns)].image(overlay(result), caption=f"{model.name}: "
                                                     f"{model.classes[result.target]}", width="stretch")

@@ -3,14 +3,15 @@ import streamlit as st
 
 import ui
 from har_core.analysis import agreement
-from har_core.inference import ensemble, predict_all
-from har_core.plots import top_probabilities
+from har_core.inference import ensemble
+from har_core.plots import probability_bars
 
 selection = ui.sidebar()
 st.title("🔮 Predict & compare")
 ui.need_runs(selection)
 selection = ui.image_models(selection)
 
+ui.follow_link("models", "predict_models", selection.names(), many=True)
 chosen = st.multiselect("Models", selection.names(), default=selection.names(), key="predict_models")
 chosen_runs = [selection.run(n) for n in chosen]
 members = ui.ensemble_members(chosen_runs, key="predict_ensemble")
@@ -20,6 +21,7 @@ similar = options[1].toggle("Similar training images", value=True, key="predict_
                             help="Under each model, the training images it finds most alike (its embedding).")
 k = options[2].slider("How many", 3, 12, 6, key="predict_k", disabled=not similar)
 images, names = ui.image_source(selection, key="predict")
+ui.share_view(models=chosen)
 if not images:
     st.info("Upload one or more photos, take one with the camera, or pick a sample.")
     st.stop()
@@ -29,7 +31,7 @@ if not loaded:
 classes = loaded[0].classes
 loaded = [m for m in loaded if m.classes == classes] or loaded
 with st.spinner(f"{len(loaded)} models predicting {len(images)} image(s)…"):
-    predictions = predict_all(loaded, images, tta=tta, embed=similar and len(images) == 1)
+    predictions = ui.predict(loaded, images, tta)  # cached: other widgets never run the models again
 members = [p.model for p in predictions if p.model in members] or [p.model for p in predictions]
 mean = ensemble(predictions, members)
 
@@ -44,20 +46,24 @@ if len(images) == 1:
                  delta_color="off", help=f"mean probability of {', '.join(members)}")
         b.metric("Agreement", f"{share:.0%}", f"{sum(w == label for w in winners)}/{len(winners)} say {label}",
                  delta_color="off")
-        c.metric("Total time", f"{sum(p.seconds for p in predictions) * 1000:.0f} ms")
+        c.metric("Model time", f"{sum(p.seconds for p in predictions) * 1000:.0f} ms",
+                 help="The forward passes, measured when this image was first predicted (then cached).")
     st.caption(f"Ensemble of {len(members)}: {', '.join(members)}")
-    columns = st.columns(min(3, len(predictions)))
-    for i, prediction in enumerate(predictions):
+    columns = ui.model_columns(len(predictions))
+    similar_slots = []
+    for i, prediction in enumerate(predictions):  # every prediction is drawn before any similar image
         probs = prediction.probs[0]
         with columns[i % len(columns)].container(border=True, key=f"card_{prediction.model}"):
             st.markdown(f"**{prediction.model}**")
             st.markdown(f"### {classes[int(probs.argmax())].replace('_', ' ')}")
             st.caption(f"{probs.max():.1%} confidence · {prediction.seconds * 1000:.0f} ms")
-            st.plotly_chart(top_probabilities(probs, classes), width="stretch",
-                            key=f"bars_{prediction.model}", config={"displayModeBar": False})
-            if similar:
-                with ui.friendly(f"Similar images for {prediction.model}"):
-                    ui.similar_images(selection, selection.run(prediction.model), prediction.embeddings, probs, k)
+            st.html(probability_bars(probs, classes))
+            similar_slots.append(st.container())
+    if similar:
+        for slot, prediction in zip(similar_slots, predictions):
+            with slot, ui.friendly(f"Similar images for {prediction.model}"):
+                ui.similar_images(selection, selection.run(prediction.model), prediction.embeddings,
+                                  prediction.probs[0], k)
 else:
     rows = []
     for j, name in enumerate(names):

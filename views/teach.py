@@ -1,0 +1,69 @@
+import streamlit as st
+
+import ui
+from har_core.plots import confusion_figure, probability_bars
+from har_core.teach import MAX_CLASSES, MIN_CLASSES, TeachError
+
+selection = ui.sidebar()
+st.title("🎓 Teach a new action")
+st.caption("Name a few actions, give each some pictures, and a model you trained learns them in seconds: a "
+           "linear head (logistic regression) on its frozen embeddings.")
+ui.need_runs(selection)
+selection = ui.image_models(selection)
+
+top = st.columns([2, 1])
+base_run = selection.run(top[0].selectbox("Learn on the embeddings of", selection.names(), key="teach_base"))
+count = top[1].number_input("Classes", MIN_CLASSES, MAX_CLASSES, 3, key="teach_count")
+
+names, pictures = [], []
+columns = st.columns(min(3, count))
+for i in range(count):
+    with columns[i % len(columns)].container(border=True):
+        names.append(st.text_input("Class name", key=f"teach_name_{i}", placeholder="e.g. waving"))
+        pictures.append(ui.teach_pictures(selection, i))
+        st.caption(f"{len(pictures[-1])} picture{'s' if len(pictures[-1]) != 1 else ''}")
+        if pictures[-1]:
+            st.image(pictures[-1][:8], width=56)
+
+if st.button("🎓 Train", type="primary", key="teach_train"):
+    ui.teach_head(base_run, names, pictures)
+
+head = st.session_state.get("teach_head")
+if head is None:
+    st.info(f"Type {MIN_CLASSES}–{MAX_CLASSES} class names, give each at least two pictures (one is kept aside "
+            "to test), then press Train.")
+    st.stop()
+
+st.subheader("How well it learned")
+metrics = head.metrics
+held_out = int((head.split["split"] == "test").sum())
+a, b, c = st.columns(3)
+a.metric("Held-out accuracy", f"{metrics['accuracy']:.0%}", f"{held_out} pictures kept aside", delta_color="off")
+b.metric("Learned from", f"{len(head.split) - held_out} pictures", f"{len(head.classes)} classes", delta_color="off")
+c.metric("Time", f"{sum(head.seconds.values()):.1f} s",
+         f"embed {head.seconds['embed']:.1f} s · fit {head.seconds['fit']:.2f} s", delta_color="off")
+st.plotly_chart(confusion_figure(metrics, title="Held-out pictures"), width="stretch", key="teach_confusion")
+
+st.subheader("Try it")
+shot = st.camera_input("A new picture", key="teach_try_camera") if st.toggle("Use the camera", key="teach_try_cam") \
+    else st.file_uploader("A new picture", type=ui.IMAGE_TYPES, key="teach_try_upload")
+if shot is not None:
+    images, _ = ui.read_uploads([shot])
+    if images:
+        probs = ui.taught_probabilities(head, images[0])
+        left, right = st.columns([1, 2])
+        left.image(images[0], width="stretch")
+        with right:
+            st.markdown(f"### {head.classes[int(probs.argmax())].replace('_', ' ')}")
+            st.html(probability_bars(probs, head.classes, k=len(head.classes)))
+
+st.subheader("Keep it")
+name = st.text_input("Run name", f"taught_{head.base.name}", key="teach_run_name")
+left, right = st.columns(2)
+if left.button("💾 Save to the runs folder", key="teach_save", disabled=not ui.runs_folder_writable(selection),
+               help="The sidebar's runs folder; read-only folders offer the download only."):
+    with ui.friendly("Saving"):
+        saved = ui.save_taught(selection, head, name)
+        st.success(f"Saved as {saved.name}: choose it in the sidebar's runs to use it on every page.")
+right.download_button("⬇️ Download the run (zip)", lambda: ui.taught_zip(head, name), f"{name}.zip",
+                      "application/zip", key="teach_zip")
