@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,12 +22,13 @@ from har_core.analysis import dataset_summary, thumbnail
 from har_core.artifacts import Run, RunError, run_zip
 from har_core.audit import audit
 from har_core.cam import Busy, ClassMaps, Explanation, class_maps
-from har_core.data import DataError, scan
+from har_core.data import DataError, read_manifest, scan
 from har_core.embeddings import EMBEDDINGS, EmbeddingError, Embeddings, run_embeddings, staleness
 from har_core.ensemble import default_members
 from har_core.imaging import IMAGE_SUFFIXES, ImageError, image_digest, load_image, safe_name
 from har_core.inference import LoadedModel, Prediction, load_run, predict_all
 from har_core.projection import embedding_map
+from har_core.report import build_report
 from har_core.teach import TaughtHead, TeachError, embed, save_head, teach
 from har_core.similarity import (RETRIEVAL, SHOW_K, VOTE_K, VectorIndex, augmented, embed_run, retrieval_report,
                                  neighbours_of, training_index, vote)
@@ -72,6 +74,26 @@ def _load_model(path: str, stamp: float) -> LoadedModel:
 def model(run: Run) -> LoadedModel:
     """Each run's model is loaded once per process and shared by every session."""
     return _load_model(str(run.path), _file_stamp(run, artifacts.WEIGHTS))
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _warm_up(paths: tuple[str, ...], stamps: tuple[float, ...]) -> threading.Thread:
+    def load_all():
+        for path, stamp in zip(paths, stamps):
+            try:
+                _load_model(path, stamp)
+            except Exception as error:  # noqa: BLE001 - the page that needs the model names the failure
+                print(f"HAR Studio: could not preload {Path(path).name}: {error}", flush=True)
+    thread = threading.Thread(target=load_all, name="har-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def warm_up(runs: list[Run]) -> None:
+    """Load the image models in the background, once per server process and set of runs: the first page
+    appears at once, and by the time a photo is uploaded its models are usually ready."""
+    runs = [run for run in runs if not run.takes_clips]
+    _warm_up(tuple(str(run.path) for run in runs), tuple(_file_stamp(run, artifacts.WEIGHTS) for run in runs))
 
 
 def models(runs: list[Run]) -> list[LoadedModel]:
@@ -146,10 +168,12 @@ def _thumb(path: str, size: int):
 
 def data_file(selection: Selection, filename: str) -> Path | None:
     """A file of the chosen image folder; None when there is none or the name leads outside it."""
-    if selection.data_root is None:
-        return None
+    return None if selection.data_root is None else _inside_or_none(selection.data_root, filename)
+
+
+def _inside_or_none(root: Path, filename: str) -> Path | None:
     try:
-        return server.inside(selection.data_root, filename)
+        return server.inside(root, filename)
     except server.OutsideRoots:
         return None
 
@@ -244,13 +268,15 @@ def sidebar() -> Selection:
                               help="Sidebar collapsed, larger type, one model per row. Link: add ?present=1.")
         if present != was:
             st.rerun()  # app.py sets the sidebar's state before the page runs
+    selection = Selection(runs=[run for run in found if run.name in chosen], data_root=data_root,
+                          runs_dir=Path(runs_dir) if runs_dir else None)
+    warm_up(selection.runs)
     if present:
         st.html(PRESENTATION_CSS)
         share_view(present=1)
     elif "present" in st.query_params:
         del st.query_params["present"]
-    return Selection(runs=[run for run in found if run.name in chosen], data_root=data_root,
-                     runs_dir=Path(runs_dir) if runs_dir else None)
+    return selection
 
 
 # ---- deep links and presentation mode -------------------------------------------------------------
@@ -359,15 +385,22 @@ def read_uploads(files) -> tuple[list, list[str]]:
     return images, names
 
 
-def sample_files(selection: Selection, limit: int = 200) -> list[str]:
-    """Test-split images of the first run (when the image folder is known) to pick as samples."""
-    if selection.data_root is None or not selection.runs:
-        return []
-    manifest = selection.runs[0].manifest()
-    if manifest is None:
-        return []
+@st.cache_data(show_spinner=False, ttl=60, max_entries=16)
+def _sample_files(manifest_path: str, stamp: float, data_root: str, limit: int) -> list[str]:
+    manifest = read_manifest(Path(manifest_path))
     files = manifest.loc[manifest["split"] == "test", "filename"].tolist()[:limit]
-    return [f for f in files if (path := data_file(selection, f)) is not None and path.is_file()]
+    root = Path(data_root)
+    return [f for f in files if (path := _inside_or_none(root, f)) is not None and path.is_file()]
+
+
+def sample_files(selection: Selection, limit: int = 200) -> list[str]:
+    """Test-split images of the first run (when the image folder is known) to pick as samples; the folder is
+    checked at most once a minute, not on every rerun."""
+    if selection.data_root is None or not selection.runs or not selection.runs[0].has(artifacts.MANIFEST):
+        return []
+    run = selection.runs[0]
+    return _sample_files(str(run.path / artifacts.MANIFEST), _file_stamp(run, artifacts.MANIFEST),
+                         str(selection.data_root), limit)
 
 
 def image_source(selection: Selection, key: str, multiple: bool = True) -> tuple[list, list[str]]:
@@ -693,3 +726,18 @@ def save_taught(selection: Selection, head: TaughtHead, name: str) -> Path:
 def taught_zip(head: TaughtHead, name: str) -> bytes:
     with tempfile.TemporaryDirectory() as scratch:
         return run_zip(save_head(head, Path(scratch), name))
+
+
+# ---- the report to share (har_core.report) -----------------------------------------------------------
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _report(paths: tuple[str, ...], stamps: tuple[float, ...], data_root: str | None) -> str:
+    runs = [artifacts.open_run(path) for path in paths]
+    return build_report(runs, Path(data_root) if data_root else None)
+
+
+def report(selection: Selection) -> str:
+    """The selected runs' report, built once per runs (and their metrics) and image folder."""
+    stamps = tuple(_file_stamp(run, artifacts.metrics_file("test")) for run in selection.runs)
+    return _report(tuple(str(run.path) for run in selection.runs), stamps,
+                   str(selection.data_root) if selection.data_root else None)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from bench import classroom
 from har_core.artifacts import find_runs, open_run
 from har_core.cam import explain
 from har_core.evaluation import evaluate_split
@@ -71,56 +72,6 @@ def cold_start(runs_dir: Path) -> float:
             f"[load_run(r) for r in find_runs({str(runs_dir)!r})[0]]; print(time.perf_counter()-t)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
-
-
-def app_upload_seconds(runs_dir: Path, photo: bytes, repeats: int, names: list[str]) -> dict:
-    """Upload → rendered predictions on the Predict page, in headless Chromium (warm: after a first upload)."""
-    import shutil
-    import socket
-    import tempfile
-    import urllib.request
-    from playwright.sync_api import sync_playwright
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        return {}
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                               "--server.address", "127.0.0.1"], cwd=ROOT, env={**__import__("os").environ,
-                              "HAR_RUNS": str(runs_dir)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    folder = Path(tempfile.mkdtemp())
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(300_000)
-            times = []
-            for i in range(repeats + 1):
-                # a fresh page each time: the uploader takes several files, so a second upload would add one
-                page.goto(f"http://127.0.0.1:{port}/predict")
-                page.get_by_text("Upload one or more photos").wait_for()
-                path = folder / f"photo_{i}.jpg"  # a new name each time: a real new upload
-                path.write_bytes(photo)
-                start = time.perf_counter()
-                page.locator("input[type='file']").first.set_input_files(str(path))
-                # the photo's caption is drawn only after every model has predicted (the uploader's own
-                # file list shows the name earlier, so it must not count); then the script run must end
-                page.locator("[data-testid='stImageCaption']", has_text=path.name).wait_for()
-                page.locator("[class*='st-key-card_']").nth(len(names) - 1).wait_for()  # every model's card
-                page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')")
-                times.append(time.perf_counter() - start)
-            browser.close()
-        warm = times[1:]
-        return {"min": min(warm), "median": statistics.median(warm), "first": times[0]}
-    finally:
-        server.terminate()
 
 
 def main(argv=None) -> dict:
@@ -194,9 +145,8 @@ def main(argv=None) -> dict:
     Path(args.out).write_text(json.dumps(results, indent=2))  # kept, should the browser part fail
     if not args.skip_browser:
         try:
-            results["app_upload_to_predictions_s"] = app_upload_seconds(runs_dir, photo, max(2, args.repeats // 2),
-                                                                      [m.name for m in models])
-        except Exception as error:  # noqa: BLE001 - the other figures still count
+            results["classroom"] = classroom.measure(runs_dir, data, max(2, args.repeats // 2))
+        except (Exception, SystemExit) as error:  # noqa: BLE001 - the other figures still count
             print(f"bench: the browser figure failed: {type(error).__name__}: {error}", file=sys.stderr)
         Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"{'figure':55s} {'min':>8s} {'median':>8s}")
@@ -215,9 +165,8 @@ def main(argv=None) -> dict:
         print(f"{'evaluate ' + name + ' (images/s, 0 workers (CPU default) | 1)':55s} {e['workers_0']['images_per_s']:8.1f} "
               f"{e['workers_1']['images_per_s']:8.1f}   pure forward {e['forward_images_per_s']:.1f}   ratio "
               f"{e['workers_0']['ratio']:.2f} | {e['workers_1']['ratio']:.2f}")
-    if results.get("app_upload_to_predictions_s"):
-        r = results["app_upload_to_predictions_s"]
-        print(f"{'app: upload to rendered predictions, warm (s)':55s} {r['min']:8.2f} {r['median']:8.2f}")
+    if results.get("classroom"):
+        classroom.print_figures(results["classroom"])
     return results
 
 

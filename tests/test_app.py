@@ -443,6 +443,6 @@ def test_teach_learns_two_classes_from_the_image_folder_and_saves_an_ordinary_ru
     card = find_runs(runs)[0]
     taught = next(r for r in card if r.name == "bikes_or_beds")
     assert taught.classes == ["Cycling", "sleeping"]
-    assert taught.card["description"].startswith("linear head on custom_cnn's embeddings")
+    assert taught.card["notes"].startswith("linear head on custom_cnn's embeddings")
     at = open_page(at, "overview")
     assert "bikes_or_beds" in list(at.dataframe[0].value["run"])

@@ -281,3 +281,52 @@ def test_thirty_concurrent_sessions_get_correct_predictions_while_five_run_score
     loads = re.findall(r"HAR Studio: loaded model (\w+)", server.log.read_text())
     assert sorted(loads) == ["custom_cnn", "mobilenet_v2"]
     print(f"server peak memory: {peak_rss_mb(server.process.pid):.0f} MB")
+
+
+def test_the_report_opens_offline_with_every_section_drawn(tiny_runs, kaggle_data, browser, tmp_path):
+    from har_core.report import SECTIONS
+    from train import report
+    out = report.main([str(tiny_runs), "--data", str(kaggle_data), "--mistakes", "2", "--out",
+                       str(tmp_path / "report.html"), "--quiet"])
+    context = browser.new_context(viewport={"width": 1300, "height": 900}, offline=True)
+    requests = []
+    context.on("request", lambda request: requests.append(request.url))
+    page = context.new_page()
+    page.goto(out.as_uri())
+    for section in SECTIONS:
+        expect(page.get_by_role("heading", name=section, exact=True)).to_be_visible()
+    figures = page.locator(".plotly-graph-div")
+    expect(page.locator(".plotly-graph-div .main-svg").first).to_be_visible()
+    page.wait_for_function("[...document.querySelectorAll('.plotly-graph-div')].every(d => d.querySelector('.main-svg'))")
+    assert figures.count() == 1 + 1 + 2 + 1 + 1  # bars, F1, two confusion matrices, curves, class counts
+    pictures = page.locator("figure img")
+    assert pictures.count() >= 2
+    assert page.evaluate("[...document.querySelectorAll('figure img')].every(i => i.complete && i.naturalWidth > 0)")
+    assert [url for url in requests if not url.startswith(("file:", "data:"))] == []
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "10_report.png"), full_page=True)
+    context.close()
+
+
+def test_presentation_link_and_explain_maps_redrawn_without_recomputing(server, page, tmp_path):
+    """?present=1 collapses the sidebar and stacks the model cards; on Explain, the opacity slider and the
+    class redraw every map (bench.classroom times the same steps on the bundled runs)."""
+    from bench.classroom import explain_round
+    photo = tmp_path / "photo.jpg"
+    synthetic_image(2, seed=81, size=120).save(photo)
+    page.goto(f"{server.url}/predict?present=1")
+    page.get_by_text("Upload one or more photos").wait_for()
+    settle(page)
+    assert page.locator("[data-testid='stSidebar'][data-collapsed='true']").count() == 1
+    page.locator("input[type='file']").first.set_input_files(str(photo))
+    page.locator("[class*='st-key-card_']").nth(1).wait_for()
+    settle(page)
+    first, second = (page.locator("[class*='st-key-card_']").nth(i).bounding_box() for i in (0, 1))
+    assert first["x"] == second["x"] and second["y"] > first["y"]  # one model per row
+    assert "present=1" in page.url
+    shot(page, "11_presentation")
+    page.goto(f"{server.url}/explain")
+    times = explain_round(page, photo, 2, "dancing")
+    assert set(times) == {"first", "opacity", "class"}
+    expect(page.get_by_text("explains dancing")).to_have_count(2)
+    shot(page, "12_explain_class")

@@ -36,7 +36,7 @@ def test_ten_pictures_of_five_sports15_classes_teach_mobilenet_and_the_saved_run
     run = save_head(head, tmp_path, "taught sports")
     card = open_run(run).card
     assert run.name == "taught_sports" and card["classes"] == names
-    assert card["description"] == "linear head on mobilenet_v2's embeddings, 14 pictures per class"
+    assert card["notes"] == "linear head on mobilenet_v2's embeddings, 14 pictures per class"
     assert card["metrics"]["test"]["accuracy"] == pytest.approx(accuracy)
     reloaded = load_run(run)  # an ordinary run: the registry's network with the head folded into its last layer
     images = [pictures[i][j] for i in range(5) for j in (10, 13)]

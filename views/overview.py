@@ -26,8 +26,13 @@ elif len(members) < 2:
 else:
     st.caption("No ensemble of these members: they need the same classes and the same test images (one split).")
 
+st.download_button("⬇️ Download report (HTML, opens offline)", lambda: ui.report(selection), "har_studio_report.html",
+                   "text/html", key="overview_report",
+                   help="Comparison, F1 per class, confusion matrices, training curves, the most confident mistakes "
+                   "with Grad-CAMs and the data set, in one file. Also: python -m train.report RUNS --out report.html")
+
 st.subheader("Model cards")
-columns = st.columns(min(3, len(selection.runs)))
+columns = ui.model_columns(len(selection.runs))
 for i, run in enumerate(selection.runs):
     card = run.card
     with columns[i % len(columns)].container(border=True):

@@ -1,0 +1,229 @@
+"""How fast the app answers in front of a class, measured in headless Chromium on the bundled runs.
+
+    python -m bench.classroom [--runs assets/runs] [--data ../shared/data/sports15] [--repeats 5]
+
+Prints (seconds; warm figures are min / median over `--repeats` different photos):
+  cold start   server start → the first page drawn; → the first upload's predictions drawn
+  predict      upload → every model's prediction drawn (no stale element left); → the page's run ended
+               (the similar training images come after the predictions)
+  explain      upload → every model's map drawn; moving the opacity slider one step → every map redrawn;
+               switching the class → every map redrawn for the new class
+  teach        100 pictures (5 sports15 classes × 20, unseen by the base run) → a head on each bundled photo
+               run's embeddings: seconds to embed, to fit, held-out accuracy (`--teach-only` skips the browser)
+Run it on an idle machine: the figures are wall-clock times of a real server and browser.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from har_core.artifacts import find_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+FRESH = "(el) => !el.closest('[data-stale=\"true\"]')"
+
+# every card's caption and the uploaded photo's own caption, drawn by this run (not left over from the last)
+PREDICTIONS_DRAWN = """([name, count]) => {
+  const fresh = el => !el.closest('[data-stale="true"]');
+  const cards = [...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
+    .filter(el => fresh(el) && el.innerText.includes('confidence ·'));
+  const photo = [...document.querySelectorAll('[data-testid="stImageCaption"]')]
+    .some(el => fresh(el) && el.innerText.includes(name));
+  return photo && cards.length === count;
+}"""
+MAPS_DRAWN = """([text, count, before]) => {
+  const fresh = el => !el.closest('[data-stale="true"]');
+  const labels = [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')]
+    .filter(el => fresh(el) && el.innerText.includes(text));
+  const images = [...document.querySelectorAll('[data-testid="stImage"] img')].filter(fresh).map(i => i.src);
+  return labels.length === count && images.length >= count && images.every(src => !before.includes(src));
+}"""
+RUN_ENDED = "!document.querySelector('[data-testid=\"stStatusWidget\"]')"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def photos(data: Path, count: int, folder: Path) -> list[Path]:
+    """Different photos (new content each time: nothing cached), copied under new names."""
+    found = sorted((data / "train").glob("*.jpg"))[:count] if (data / "train").is_dir() else []
+    if len(found) < count:
+        raise SystemExit(f"error: {data} has fewer than {count} photos in train/")
+    copies = []
+    for i, source in enumerate(found):
+        copies.append(folder / f"photo_{i}.jpg")
+        shutil.copyfile(source, copies[-1])
+    return copies
+
+
+def stats(values: list[float]) -> dict:
+    return {"min": min(values), "median": statistics.median(values), "n": len(values)}
+
+
+def upload(page, path: Path, models: int) -> tuple[float, float]:
+    """Upload on a freshly opened Predict page: seconds until every prediction is drawn, and until the run ended."""
+    page.get_by_text("Upload one or more photos").wait_for()
+    page.wait_for_function(RUN_ENDED)
+    start = time.perf_counter()
+    page.locator("input[type='file']").first.set_input_files(str(path))
+    page.wait_for_function(PREDICTIONS_DRAWN, arg=[path.name, models], polling=20)
+    drawn = time.perf_counter() - start
+    page.wait_for_function(RUN_ENDED, polling=20)
+    return drawn, time.perf_counter() - start
+
+
+def map_sources(page) -> list[str]:
+    return page.eval_on_selector_all("[data-testid='stImage'] img", "imgs => imgs.map(i => i.src)")
+
+
+def explain_round(page, path: Path, models: int, new_class: str) -> dict:
+    page.get_by_text("Upload a photo, take one").wait_for()
+    page.wait_for_function(RUN_ENDED)
+    before = map_sources(page)
+    start = time.perf_counter()
+    page.locator("input[type='file']").first.set_input_files(str(path))
+    page.wait_for_function(MAPS_DRAWN, arg=["explains", models, before], polling=20)
+    first = time.perf_counter() - start
+    page.wait_for_function(RUN_ENDED, polling=20)
+
+    before = map_sources(page)
+    page.get_by_role("slider").first.focus()
+    start = time.perf_counter()
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function(MAPS_DRAWN, arg=["explains", models, before], polling=20)
+    opacity = time.perf_counter() - start
+    page.wait_for_function(RUN_ENDED, polling=20)
+
+    page.locator("[data-testid='stSelectbox']", has_text="Class").click()
+    option = page.get_by_role("option", name=new_class, exact=True)
+    start = time.perf_counter()
+    option.click()
+    # the caption names the new class; the picture may rightly stay the same (it was the predicted class)
+    page.wait_for_function(MAPS_DRAWN, arg=[f"explains {new_class}", models, []], polling=20)
+    switched = time.perf_counter() - start
+    page.wait_for_function(RUN_ENDED, polling=20)
+    return {"first": first, "opacity": opacity, "class": switched}
+
+
+def measure(runs_dir: Path, data: Path, repeats: int) -> dict:
+    from playwright.sync_api import sync_playwright
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        raise SystemExit("error: Chromium is not installed (make browser)")
+    runs = [run for run in find_runs(runs_dir)[0] if not run.takes_clips]
+    folder = Path(tempfile.mkdtemp())
+    pictures = photos(data, 2 * repeats + 1, folder)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
+         "127.0.0.1"], cwd=ROOT, env={**os.environ, "HAR_RUNS": str(runs_dir), "HAR_DATA": str(data)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = {}
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(300_000)
+            for _ in range(240):
+                try:
+                    urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            page.goto(url)
+            page.get_by_text("Model cards").wait_for()
+            results["cold_first_page_s"] = time.perf_counter() - started
+            page.goto(f"{url}/predict")
+            first, _ = upload(page, pictures[0], len(runs))
+            results["cold_first_prediction_s"] = time.perf_counter() - started
+            results["cold_first_upload_to_predictions_s"] = first
+            drawn, ended = [], []
+            for path in pictures[1:repeats + 1]:
+                page.goto(f"{url}/predict")  # a fresh page: the uploader takes several files
+                a, b = upload(page, path, len(runs))
+                drawn.append(a)
+                ended.append(b)
+            results["predict_upload_to_predictions_s"] = stats(drawn)
+            results["predict_upload_to_run_end_s"] = stats(ended)
+            rounds = []
+            classes = runs[0].classes
+            for i, path in enumerate(pictures[repeats + 1:]):
+                page.goto(f"{url}/explain")
+                rounds.append(explain_round(page, path, len(runs), classes[(3 + i) % len(classes)]))
+            for key in ("first", "opacity", "class"):
+                results[f"explain_{key}_s"] = stats([r[key] for r in rounds])
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
+    return results
+
+
+def print_figures(results: dict) -> None:
+    print(f"{'app in headless Chromium (s)':58s} {'min':>7s} {'median':>7s}")
+    for key, value in results.items():
+        if isinstance(value, dict):
+            print(f"{key:58s} {value['min']:7.2f} {value['median']:7.2f}")
+        else:
+            print(f"{key:58s} {value:7.2f}")
+
+
+def teach_figures(runs_dir: Path, data: Path, per_class: int = 20) -> dict:
+    """Teach page's work without the page: 5 classes × `per_class` pictures from the base's val/test split."""
+    import pandas as pd
+
+    from har_core.imaging import load_image
+    from har_core.inference import load_run
+    from har_core.teach import teach
+    figures = {}
+    for run in find_runs(runs_dir)[0]:
+        if run.takes_clips:
+            continue
+        manifest = pd.read_csv(run.path / "split.csv")
+        unseen = manifest[manifest["split"] != "train"]
+        names = [n for n, c in unseen["label"].value_counts().sort_index().items() if c >= per_class][:5]
+        pictures = [[load_image(data / f) for f in unseen.loc[unseen["label"] == n, "filename"][:per_class]]
+                    for n in names]
+        base = load_run(run.path)
+        start = time.perf_counter()
+        head = teach(base, names, pictures)
+        figures[run.name] = {"total": time.perf_counter() - start, **head.seconds,
+                             "accuracy": head.metrics["accuracy"], "pictures": sum(map(len, pictures))}
+    return figures
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", default=str(ROOT / "assets" / "runs"))
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "sports15"))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--teach-only", action="store_true", help="only the Teach figures (no browser)")
+    args = parser.parse_args(argv)
+    taught = teach_figures(Path(args.runs), Path(args.data))
+    print(f"{'teach, 100 pictures on':24s} {'total s':>8s} {'embed s':>8s} {'fit s':>8s} {'held-out acc':>13s}")
+    for name, f in taught.items():
+        print(f"{name:24s} {f['total']:8.2f} {f['embed']:8.2f} {f['fit']:8.3f} {f['accuracy']:13.3f}")
+    if args.teach_only:
+        return {"teach": taught}
+    results = measure(Path(args.runs), Path(args.data), args.repeats)
+    print_figures(results)
+    return results | {"teach": taught}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""A report to share: one self-contained HTML file that opens offline.
+
+plotly.js is inlined once and every figure refers to it; pictures are embedded as small JPEG thumbnails.
+Sections: comparison table and bar chart, F1 per class, every model's confusion matrix, training curves,
+the most confident mistakes with Grad-CAMs, and the data set's summary.
+"""
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import io
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+from PIL import Image
+
+from har_core.analysis import dataset_summary, metrics_table, mistakes, overview_table, per_class_f1_table
+from har_core.artifacts import Run
+from har_core.cam import explain, overlay
+from har_core.fileio import is_inside
+from har_core.imaging import ImageError, load_image
+from har_core.inference import load_run
+from har_core.plots import accuracy_bars, class_distribution, confusion_figure, f1_heatmap, learning_curves
+
+SECTIONS = ("Comparison", "F1 per class", "Confusion matrices", "Training curves", "Most confident mistakes",
+            "Data set")
+STYLE = """body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1200px;color:#0f172a;padding:0 1rem}
+h1{margin-bottom:.2rem} h2{border-bottom:2px solid #e2e8f0;padding-bottom:.3rem;margin-top:2.5rem}
+table{border-collapse:collapse;font-size:.95rem} td,th{border:1px solid #e2e8f0;padding:.3rem .6rem;text-align:right}
+th{background:#f1f5f9} td:first-child,th:first-child{text-align:left}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:1rem}
+.grid.wide{grid-template-columns:repeat(auto-fill,minmax(560px,1fr))}
+figure{margin:0;border:1px solid #e2e8f0;border-radius:6px;padding:.5rem} figure img{width:100%;border-radius:4px}
+figcaption{font-size:.85rem;margin-top:.3rem} .muted{color:#64748b}"""
+
+
+def figure_html(figure: go.Figure) -> str:
+    return figure.to_html(full_html=False, include_plotlyjs=False, config={"displayModeBar": False})
+
+
+def picture_html(image: Image.Image, caption: str, size: int = 320) -> str:
+    image = image.convert("RGB")
+    image.thumbnail((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    data = base64.b64encode(buffer.getvalue()).decode()
+    return f'<figure><img src="data:image/jpeg;base64,{data}" alt=""><figcaption>{caption}</figcaption></figure>'
+
+
+def table_html(frame: pd.DataFrame) -> str:
+    return frame.to_html(float_format=lambda v: f"{v:.3f}", na_rep="–", border=0, escape=True)
+
+
+def mistakes_html(runs: list[Run], data_root: Path | None, split: str, per_model: int,
+                  on_step: Callable[[str], None]) -> str:
+    """Each model's most confident mistakes, each picture with that model's Grad-CAM beside it."""
+    if data_root is None:
+        return '<p class="muted">No image folder given (--data): pictures and Grad-CAMs are left out.</p>'
+    parts = []
+    for run in runs:
+        predictions = run.predictions(split)
+        if predictions is None or run.takes_clips:
+            continue
+        worst = mistakes({run.name: predictions}).head(per_model)
+        if worst.empty:
+            parts.append(f"<h3>{html.escape(run.name)}</h3><p>No mistakes on the {split} split.</p>")
+            continue
+        loaded = load_run(run)
+        cells = []
+        for row in worst.itertuples():
+            on_step(f"Grad-CAM of {run.name} on {row.filename}")
+            path = Path(data_root) / row.filename
+            try:
+                if not is_inside(Path(data_root), path):
+                    raise ImageError("outside the image folder")
+                image = load_image(path)
+            except ImageError as error:
+                cells.append(f"<figure><figcaption>{html.escape(row.filename)}: {html.escape(str(error))}"
+                             "</figcaption></figure>")
+                continue
+            caption = (f"{html.escape(Path(row.filename).name)}<br>true <b>{html.escape(row.true)}</b> · "
+                       f"predicted <b>{html.escape(row.predicted)}</b> ({row.confidence:.0%})")
+            cells.append(picture_html(image, caption))
+            cells.append(picture_html(overlay(explain(loaded, image, "Grad-CAM"), 0.5),
+                                      f"Grad-CAM of {html.escape(run.name)} for {html.escape(row.predicted)}"))
+        parts.append(f"<h3>{html.escape(run.name)}</h3><div class=\"grid\">{''.join(cells)}</div>")
+    return "".join(parts) or f"<p>No predictions on the {split} split.</p>"
+
+
+def dataset_html(data_root: Path | None) -> str:
+    if data_root is None:
+        return '<p class="muted">No image folder given (--data).</p>'
+    summary = dataset_summary(data_root, confine=True)
+    counts = summary["counts"].fillna(0).astype(int)
+    facts = (f"<p>{html.escape(Path(data_root).name)}: <b>{int(counts.sum())}</b> labelled pictures in "
+             f"<b>{len(counts)}</b> classes ({summary['layout']} layout); {len(summary['problems'])} unusable "
+             f"file(s), {summary['copies']['picture'].nunique()} picture(s) stored more than once.</p>")
+    return facts + figure_html(class_distribution(counts))
+
+
+def build_report(runs: list[Run], data_root: Path | None = None, split: str = "test", per_model: int = 3,
+                 on_step: Callable[[str], None] = lambda step: None) -> str:
+    """The report of `runs` (metrics of `split`) as one HTML page with everything embedded."""
+    if not runs:
+        raise ValueError("no runs to report on")
+    sections = {}
+    on_step("Comparison")
+    table = metrics_table(runs, split)
+    overview = overview_table(runs).set_index("run")[["architecture", "pretrained", "input size", "parameters (M)"]]
+    headline = [c for c in ("accuracy", "top3_accuracy", "macro_precision", "macro_recall", "macro_f1") if c in table]
+    comparison = overview.join(table[headline], how="left") if not table.empty else overview
+    bars = overview_table(runs).dropna(subset=["test accuracy"])
+    sections["Comparison"] = table_html(comparison) + (figure_html(accuracy_bars(bars)) if len(bars) else "")
+    f1 = per_class_f1_table(runs, split)
+    sections["F1 per class"] = figure_html(f1_heatmap(f1)) if not f1.empty else f"<p>No {split} metrics.</p>"
+    matrices = [figure_html(confusion_figure(m, normalize=True, title=run.name))
+                for run in runs if (m := run.metrics(split)) is not None]
+    sections["Confusion matrices"] = f'<div class="grid wide">{"".join(matrices)}</div>' if matrices \
+        else f"<p>No {split} metrics.</p>"
+    histories = {run.name: run.history() for run in runs if run.history()}
+    sections["Training curves"] = figure_html(learning_curves(histories)) if histories else "<p>No histories.</p>"
+    sections["Most confident mistakes"] = mistakes_html(runs, data_root, split, per_model, on_step)
+    on_step("Data set")
+    sections["Data set"] = dataset_html(data_root)
+    made = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    body = "".join(f'<section id="{name.lower().replace(" ", "-")}"><h2>{name}</h2>{content}</section>'
+                   for name, content in sections.items())
+    return (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>HAR Studio report</title>"
+            f"<style>{STYLE}</style><script>{get_plotlyjs()}</script></head><body>"
+            f"<h1>HAR Studio report</h1><p class=\"muted\">{len(runs)} models: "
+            f"{html.escape(', '.join(run.name for run in runs))} · {split} split · made {made}</p>{body}</body></html>")
