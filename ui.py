@@ -26,7 +26,8 @@ from har_core.data import DataError, read_manifest, scan
 from har_core.embeddings import EMBEDDINGS, EmbeddingError, Embeddings, run_embeddings, staleness
 from har_core.ensemble import default_members
 from har_core.imaging import IMAGE_SUFFIXES, ImageError, image_digest, load_image, safe_name
-from har_core.inference import LoadedModel, Prediction, load_run, predict_all
+from har_core.backend import BACKENDS, EXPORT_FILES, LABELS, backend_from_env
+from har_core.inference import LoadedModel, Prediction, load_run, predict_all, with_backend
 from har_core.projection import embedding_map
 from har_core.report import build_report
 from har_core.teach import TaughtHead, TeachError, embed, save_head, teach
@@ -66,7 +67,7 @@ class Selection:
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=32)
 def _load_model(path: str, stamp: float) -> LoadedModel:
-    loaded = load_run(path)
+    loaded = load_run(path, backend="pytorch")  # each visitor's backend is applied on top (`models`)
     print(f"HAR Studio: loaded model {loaded.name}", flush=True)  # once per process: visible in the server log
     return loaded
 
@@ -96,21 +97,45 @@ def warm_up(runs: list[Run]) -> None:
     _warm_up(tuple(str(run.path) for run in runs), tuple(_file_stamp(run, artifacts.WEIGHTS) for run in runs))
 
 
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _backend_model(path: str, stamps: tuple[float, ...], backend: str, _loaded: LoadedModel) -> LoadedModel:
+    return with_backend(_loaded, backend)
+
+
+def env_backend() -> str:
+    try:
+        return backend_from_env()
+    except ValueError as error:
+        st.toast(str(error), icon="⚠️")
+        return "pytorch"
+
+
+def backend() -> str:
+    """The prediction backend this visitor chose in the sidebar (default: HAR_BACKEND, else PyTorch)."""
+    return st.session_state.get("keep_backend") or env_backend()
+
+
 def models(runs: list[Run]) -> list[LoadedModel]:
-    """The runs' models; a run that fails to load is named on the page and left out."""
-    loaded = []
+    """The runs' models, predicting through the visitor's backend; a run that fails to load is named on the
+    page and left out. A run whose export cannot serve the backend predicts with PyTorch (see `backend_note`)."""
+    loaded, chosen = [], backend()
     for run in runs:
         try:
-            loaded.append(model(run))
+            one = model(run)
         except RunError as error:
             st.error(str(error))
+            continue
+        if chosen != "pytorch":
+            stamps = tuple(_file_stamp(run, name) for name in (artifacts.WEIGHTS, artifacts.CARD, *EXPORT_FILES.values()))
+            one = _backend_model(str(run.path), stamps, chosen, one)
+        loaded.append(one)
     return loaded
 
 
 # ---- answers for one image: cached by the image's pixels, the model (and its weights) and the options ----
 
 @st.cache_data(show_spinner=False, max_entries=512)
-def _prediction(path: str, stamp: float, digests: tuple[str, ...], tta: bool, _loaded: LoadedModel,
+def _prediction(path: str, stamp: float, digests: tuple[str, ...], tta: bool, backend: str, _loaded: LoadedModel,
                 _images: list) -> Prediction:
     return predict_all([_loaded], _images, tta=tta, embed=True)[0]
 
@@ -119,7 +144,7 @@ def predict(loaded: list[LoadedModel], images: list, tta: bool) -> list[Predicti
     """Every model's prediction (with the images' embeddings) for the images: a widget that changes neither the
     images, the models nor TTA reruns the page without a single forward pass."""
     digests = tuple(image_digest(image) for image in images)
-    return [_prediction(str(m.run.path), _file_stamp(m.run, artifacts.WEIGHTS), digests, tta, m, images)
+    return [_prediction(str(m.run.path), _file_stamp(m.run, artifacts.WEIGHTS), digests, tta, m.backend, m, images)
             for m in loaded]
 
 
@@ -263,6 +288,13 @@ def sidebar() -> Selection:
             st.warning(f"No runs in {runs_dir}." if runs_dir else "The operator allows no runs folder.")
         for name, reason in failures:
             st.error(f"Run **{name}** could not be loaded: {reason}", icon="⚠️")
+        if any("exports" in run.card for run in found) or env_backend() != "pytorch":
+            options = list(BACKENDS)
+            kept = st.session_state.get("keep_backend") or env_backend()
+            picked = st.selectbox("Prediction backend", options, index=options.index(kept), key="backend",
+                                  format_func=LABELS.get, help="ONNX Runtime runs a run's checked export "
+                                  "(python -m train.export RUN); runs without one, and Grad-CAM, use PyTorch.")
+            st.session_state["keep_backend"] = picked
         was = presenting()
         present = _remembered(st.toggle, "Presentation mode", "present", False,
                               help="Sidebar collapsed, larger type, one model per row. Link: add ?present=1.")

@@ -1,6 +1,8 @@
 """Loading trained runs and predicting with them."""
 from __future__ import annotations
 
+import dataclasses
+import sys
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -15,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from har_core.artifacts import Run, RunError, load_weights, open_run
+from har_core.backend import LABELS, BackendError, OnnxModel, backend_from_env, open_export
 from har_core.data import eval_transform
 from har_core.ensemble import combine
 from har_core.registry import REGISTRY
@@ -76,13 +79,20 @@ class EmbeddingTap:
 @dataclass
 class LoadedModel:
     run: Run
-    model: nn.Module
+    model: nn.Module  # PyTorch: Grad-CAM and training always use it
     transform: object
     tap: EmbeddingTap
+    onnx: OnnxModel | None = None  # predictions go through ONNX Runtime when set (har_core.backend)
+    backend_note: str = ""  # why the chosen backend is not the one answering
 
     @property
     def name(self) -> str:
         return self.run.name
+
+    @property
+    def backend(self) -> str:
+        """The backend that answers this model's predictions."""
+        return self.onnx.backend if self.onnx else "pytorch"
 
     @property
     def classes(self) -> list[str]:
@@ -96,8 +106,17 @@ class LoadedModel:
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
         return torch.stack([self.transform(image) for image in images])
 
+    def forward(self, batch: torch.Tensor, tta: bool = False, embed: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities of a preprocessed batch, and (`embed`) its embeddings, from the backend's one forward."""
+        if self.onnx is not None:
+            probs, vectors = self.onnx.forward(batch.numpy(), tta)
+            return probs, vectors if embed else None
+        with self.tap.capture() if embed else nullcontext([]) as captured:
+            probs = forward_probs(self.model, batch, tta).numpy()
+        return probs, torch.cat(captured)[:len(batch)].numpy() if embed else None  # TTA: first half unflipped
+
     def predict(self, images: list[Image.Image], tta: bool = False) -> np.ndarray:
-        return forward_probs(self.model, self.preprocess(images), tta).numpy()
+        return self.forward(self.preprocess(images), tta)[0]
 
 
 def build_for_card(card: dict, run_name: str) -> nn.Module:
@@ -106,7 +125,21 @@ def build_for_card(card: dict, run_name: str) -> nn.Module:
     return REGISTRY[card["model"]].build(len(card["classes"]))
 
 
-def load_run(path_or_run: str | Path | Run) -> LoadedModel:
+def with_backend(loaded: LoadedModel, backend: str) -> LoadedModel:
+    """The same loaded model (sharing its PyTorch network) predicting through `backend`; when the run's export
+    cannot serve it, PyTorch answers and `backend_note` says why (also printed once to the log)."""
+    if backend == "pytorch":
+        return dataclasses.replace(loaded, onnx=None, backend_note="")
+    try:
+        return dataclasses.replace(loaded, onnx=open_export(loaded.run, backend), backend_note="")
+    except BackendError as error:
+        note = f"{error}; {LABELS[backend]} not used, predicting with PyTorch"
+        print(f"HAR Studio: {note}", file=sys.stderr, flush=True)
+        return dataclasses.replace(loaded, onnx=None, backend_note=note)
+
+
+def load_run(path_or_run: str | Path | Run, backend: str | None = None) -> LoadedModel:
+    """A run's model, ready to predict; `backend` (default: HAR_BACKEND, else PyTorch) picks the engine."""
     run = path_or_run if isinstance(path_or_run, Run) else open_run(path_or_run)
     model = build_for_card(run.card, run.name)
     load_weights(run.weights_path(), model, run.name)
@@ -115,8 +148,9 @@ def load_run(path_or_run: str | Path | Run) -> LoadedModel:
     # no weight gradients: a CAM differentiates with respect to its input, so backward skips the weights
     # and shared models never accumulate .grad (pytorch-grad-cam makes its input require grad)
     model.requires_grad_(False)
-    return LoadedModel(run=run, model=model, transform=eval_transform(data_config_of(run.card)),
-                       tap=EmbeddingTap(model, REGISTRY[run.card["model"]].embedding))
+    loaded = LoadedModel(run=run, model=model, transform=eval_transform(data_config_of(run.card)),
+                         tap=EmbeddingTap(model, REGISTRY[run.card["model"]].embedding))
+    return with_backend(loaded, backend or backend_from_env())
 
 
 def image_model(loaded: LoadedModel) -> LoadedModel:
@@ -133,6 +167,7 @@ class Prediction:
     probs: np.ndarray  # (n_images, n_classes)
     seconds: float
     embeddings: np.ndarray | None = None  # (n_images, dim) of the unflipped images, when asked for
+    backend: str = "pytorch"  # which engine answered (har_core.backend)
 
 
 def predict_all(models: list[LoadedModel], images: list[Image.Image], tta: bool = False,
@@ -146,10 +181,8 @@ def predict_all(models: list[LoadedModel], images: list[Image.Image], tta: bool 
         key = loaded.preprocess_key
         if key not in cache:
             cache[key] = loaded.preprocess(images)
-        with loaded.tap.capture() if embed else nullcontext([]) as captured:
-            probs = forward_probs(loaded.model, cache[key], tta).numpy()
-        vectors = torch.cat(captured)[:len(images)].numpy() if embed else None  # TTA: the first half is unflipped
-        results.append(Prediction(loaded.name, probs, time.perf_counter() - start, vectors))
+        probs, vectors = loaded.forward(cache[key], tta, embed)
+        results.append(Prediction(loaded.name, probs, time.perf_counter() - start, vectors, loaded.backend))
     return results
 
 

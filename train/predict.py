@@ -1,7 +1,7 @@
 """Predict unlabelled images with a trained run and write a Kaggle-style submission.
 
     python -m train.predict RUN DATA/Testing_set.csv --out submission.csv
-    python -m train.predict RUN photos/ --out predictions.csv [--tta]
+    python -m train.predict RUN photos/ --out predictions.csv [--tta] [--backend onnxruntime]
 
 Images that cannot be read are listed on stderr and left out; the rest are predicted.
 """
@@ -14,6 +14,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from har_core.artifacts import RunError
+from har_core.backend import BACKENDS, LABELS
 from har_core.fileio import atomic_write_text
 from har_core.data import DataError, unlabelled_images
 from har_core.imaging import ImageError, load_image
@@ -27,10 +28,11 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--out", default="submission.csv")
     parser.add_argument("--tta", action="store_true")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--backend", choices=list(BACKENDS), help="default: HAR_BACKEND, else pytorch")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     try:
-        loaded = image_model(load_run(args.run))
+        loaded = image_model(load_run(args.run, args.backend))
         root, files, problems = unlabelled_images(args.images)
     except (RunError, DataError) as error:
         raise SystemExit(f"error: {error}")
@@ -50,7 +52,8 @@ def main(argv=None) -> pd.DataFrame:
         print(f"skipped {name}: {reason}", file=sys.stderr)
     submission = pd.DataFrame(rows, columns=["filename", "label"])
     atomic_write_text(args.out, submission.to_csv(index=False))
-    print(f"wrote {len(submission)} predictions to {args.out}" + (f" ({len(problems)} skipped)" if problems else ""))
+    print(f"wrote {len(submission)} predictions to {args.out} ({LABELS[loaded.backend]})"
+          + (f" ({len(problems)} skipped)" if problems else ""))
     return submission
 
 

@@ -3,6 +3,7 @@ import streamlit as st
 
 import ui
 from har_core.analysis import agreement
+from har_core.backend import LABELS
 from har_core.inference import ensemble
 from har_core.plots import probability_bars
 
@@ -30,6 +31,9 @@ if not loaded:
     st.stop()
 classes = loaded[0].classes
 loaded = [m for m in loaded if m.classes == classes] or loaded
+for note in {m.backend_note for m in loaded if m.backend_note}:
+    st.warning(note, icon="⚠️")
+engine = (lambda p: f" · {LABELS[p.backend]}") if ui.backend() != "pytorch" else (lambda p: "")
 with st.spinner(f"{len(loaded)} models predicting {len(images)} image(s)…"):
     predictions = ui.predict(loaded, images, tta)  # cached: other widgets never run the models again
 members = [p.model for p in predictions if p.model in members] or [p.model for p in predictions]
@@ -56,7 +60,7 @@ if len(images) == 1:
         with columns[i % len(columns)].container(border=True, key=f"card_{prediction.model}"):
             st.markdown(f"**{prediction.model}**")
             st.markdown(f"### {classes[int(probs.argmax())].replace('_', ' ')}")
-            st.caption(f"{probs.max():.1%} confidence · {prediction.seconds * 1000:.0f} ms")
+            st.caption(f"{probs.max():.1%} confidence · {prediction.seconds * 1000:.0f} ms{engine(prediction)}")
             st.html(probability_bars(probs, classes))
             similar_slots.append(st.container())
     if similar:

@@ -1,0 +1,148 @@
+"""Predict photos with an exported HAR Studio run, anywhere: needs only onnxruntime, numpy and pillow.
+
+    python predict.py RUN_FOLDER photo.jpg [more.jpg | a_folder ...] [--csv out.csv] [--tta] [--int8] [--top 3]
+
+RUN_FOLDER is a run folder holding card.json and model.onnx (python -m train.export RUN on the machine that
+trained it). The card gives the classes and the preprocessing (input size, resize/crop, interpolation,
+mean/std), applied here exactly as HAR Studio applies them (timm's eval transform), so the probabilities are
+HAR Studio's. Prints one line per image, or writes a CSV (filename, label, confidence, one prob_ column per
+class). Unreadable images are named on stderr and left out.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# the image formats HAR Studio reads (har_core.imaging.IMAGE_SUFFIXES; a test keeps the two equal)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+DRAFT_SIDE = 512  # large JPEGs decode at a reduction keeping both sides at least this long, as HAR Studio does
+RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST,
+            "lanczos": Image.LANCZOS}
+
+
+class Model:
+    def __init__(self, run: Path, int8: bool = False):
+        import onnxruntime as ort
+        self.card = json.loads((run / "card.json").read_text())
+        key, file = ("onnx_int8", "model.int8.onnx") if int8 else ("onnx", "model.onnx")
+        path = run / file
+        if not path.is_file():
+            raise SystemExit(f"error: {run.name}: no {file} (export it: python -m train.export {run.name}"
+                             f"{' --quantize int8' if int8 else ''})")
+        record = self.card.get("exports", {}).get(key, {})
+        if record.get("sha256") != hashlib.sha256(path.read_bytes()).hexdigest():
+            raise SystemExit(f"error: {run.name}: {file} differs from the export recorded on card.json "
+                             "(changed, truncated or not exported by HAR Studio)")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.classes = self.card["classes"]
+        size = self.card["input_size"]
+        self.size = size
+        self.resize_to = math.floor(size / self.card["crop_pct"])
+        self.resample = RESAMPLE[self.card["interpolation"]]
+        self.mean = np.array(self.card["mean"], dtype=np.float32).reshape(3, 1, 1)
+        self.std = np.array(self.card["std"], dtype=np.float32).reshape(3, 1, 1)
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """Shorter side to floor(size / crop_pct), centre crop, [0, 1], normalise: timm's eval transform."""
+        width, height = image.size
+        short, long = min(width, height), max(width, height)
+        new_long = int(self.resize_to * long / short)
+        new_size = (self.resize_to, new_long) if width <= height else (new_long, self.resize_to)
+        image = image.resize(new_size, self.resample)
+        left = int(round((image.width - self.size) / 2.0))
+        top = int(round((image.height - self.size) / 2.0))
+        image = image.crop((left, top, left + self.size, top + self.size))
+        pixels = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32) / 255
+        return (pixels - self.mean) / self.std
+
+    def predict(self, images: list[Image.Image], tta: bool = False) -> np.ndarray:
+        batch = np.stack([self.preprocess(image) for image in images])
+        if tta:
+            batch = np.concatenate([batch, batch[..., ::-1]])
+        logits = self.session.run(["logits"], {"input": np.ascontiguousarray(batch)})[0].astype(np.float64)
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        return (probs[:len(images)] + probs[len(images):]) / 2 if tta else probs
+
+
+def load_image(path: Path) -> Image.Image:
+    """Upright RGB, transparency flattened on white: as HAR Studio decodes."""
+    image = Image.open(path)
+    if image.format == "JPEG":
+        image.draft(None, (DRAFT_SIDE, DRAFT_SIDE))
+    image.seek(0)
+    image.load()
+    ImageOps.exif_transpose(image, in_place=True)
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        return background
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def image_files(paths: list[str]) -> list[Path]:
+    files = []
+    for given in map(Path, paths):
+        if given.is_dir():
+            files += sorted(p for p in given.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files.append(given)
+    return files
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", help="run folder with card.json and model.onnx")
+    parser.add_argument("images", nargs="+", help="image files or folders of images")
+    parser.add_argument("--csv", help="write the predictions here instead of printing them")
+    parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    parser.add_argument("--int8", action="store_true", help="use model.int8.onnx")
+    parser.add_argument("--top", type=int, default=3, help="classes printed per image")
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args(argv)
+    run = Path(args.run)
+    if not (run / "card.json").is_file():
+        raise SystemExit(f"error: {run} is not a run folder (no card.json)")
+    model = Model(run, args.int8)
+    rows, files = [], image_files(args.images)
+    for start in range(0, len(files), args.batch_size):
+        images, names = [], []
+        for path in files[start:start + args.batch_size]:
+            try:
+                images.append(load_image(path))
+                names.append(path.name)
+            except (OSError, SyntaxError, ValueError) as error:
+                print(f"skipped {path.name}: not a readable image ({error})", file=sys.stderr)
+        if not images:
+            continue
+        for name, probs in zip(names, model.predict(images, args.tta)):
+            best = int(probs.argmax())
+            rows.append({"filename": name, "label": model.classes[best], "confidence": float(probs[best]),
+                         **{f"prob_{c}": float(p) for c, p in zip(model.classes, probs)}})
+            if not args.csv:
+                top = np.argsort(-probs)[:args.top]
+                print(f"{name}: " + ", ".join(f"{model.classes[i]} {probs[i]:.1%}" for i in top))
+    if args.csv:
+        with open(args.csv, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["filename", "label", "confidence"] +
+                                    [f"prob_{c}" for c in model.classes])
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f"wrote {len(rows)} predictions to {args.csv}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

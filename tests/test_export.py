@@ -1,0 +1,279 @@
+"""ONNX export, the ONNX Runtime backend and its fallbacks, and the torch-free predictor (deploy/predict.py)."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from conftest import ROOT, synthetic_image
+from har_core import artifacts, export
+from har_core.backend import BACKENDS, open_session, softmax
+from har_core.export import ExportError, export_graph, export_run
+from har_core.inference import load_run, predict_all
+from har_core.registry import REGISTRY, ModelSpec, Recipe
+
+# each architecture at a small input (the graph is the same at any size; the checks run faster)
+SMALL = {"inception_v3": 96, "c3d_small": 32, "r3d_18": 32, "r2plus1d_18": 32}
+
+
+def tiny_card(name: str, classes: int = 3) -> dict:
+    spec = REGISTRY[name]
+    return {"name": name, "model": name, "classes": [f"c{i}" for i in range(classes)],
+            "input_size": SMALL.get(name, 64), "frames": spec.frames}
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_registry_architecture_exports_and_onnx_runtime_agrees_with_pytorch(name, tmp_path):
+    torch.manual_seed(0)
+    model = REGISTRY[name].build(3).eval()
+    card = tiny_card(name)
+    out = tmp_path / "model.onnx"
+    assert export_graph(model, card, out) == export.OPSET
+    session = open_session(out)
+    batch = export.example_input(card, 3)
+    logits, embedding = session.run(["logits", "embedding"], {"input": batch.numpy()})
+    captured = []
+    hook = model.get_submodule(REGISTRY[name].embedding).register_forward_pre_hook(
+        lambda m, a: captured.append(a[0].flatten(1)))
+    with torch.no_grad():
+        expected = model(batch)
+    hook.remove()
+    assert np.abs(softmax(logits) - expected.softmax(1).numpy()).max() < 1e-4
+    assert np.abs(embedding - captured[0].numpy()).max() < 1e-3 * max(1.0, float(captured[0].abs().max()))
+    one = session.run(["logits"], {"input": batch[:1].numpy()})[0]  # the batch size is free
+    assert np.abs(one - logits[:1]).max() < 1e-4
+    graph = onnx.load(str(out))
+    assert not [i.name for i in graph.graph.initializer if "AuxLogits" in i.name]  # InceptionV3: no aux head
+    assert len(list(tmp_path.iterdir())) == 1  # weights inside the one file
+
+
+class DataDependent(nn.Module):
+    def forward(self, x):
+        return x * 2 if x.sum().item() > 0 else x  # a branch on a value: not exportable
+
+
+def test_an_export_failure_names_the_layer(monkeypatch, tmp_path):
+    def build(classes):
+        return nn.Sequential(nn.Conv2d(3, 4, 3), DataDependent(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Linear(4, classes))
+    spec = ModelSpec(name="broken", build=build, input_size=32, mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=1.0,
+                     interpolation="bilinear", cam_layer="0", head=("4",), recipe=Recipe())
+    monkeypatch.setitem(REGISTRY, "broken", spec)
+    with pytest.raises(ExportError, match=r"broken: ONNX export failed in layer '1' \(DataDependent\)"):
+        export_graph(build(3).eval(), {"name": "broken", "model": "broken", "input_size": 32}, tmp_path / "m.onnx")
+
+
+@pytest.fixture
+def exported(tiny_runs, copy_of, kaggle_data):
+    run = copy_of(tiny_runs / "custom_cnn")
+    lines = []
+    report = export_run(run, data=kaggle_data, on_step=lines.append)
+    return run, report, lines
+
+
+def test_export_checks_on_the_test_images_records_the_card_and_the_backend_predicts_the_same(
+        tiny_runs, copy_of, kaggle_data):
+    run = copy_of(tiny_runs / "custom_cnn")
+    lines = []
+    report = export_run(run, quantize="int8", data=kaggle_data, on_step=lines.append)
+    card = artifacts.read_json(run / "card.json")
+    record = card["exports"]["onnx"]
+    assert record["file"] == "model.onnx" and record["bytes"] == (run / "model.onnx").stat().st_size
+    assert record["opset"] == export.OPSET and record["checked_on"] == "test: 6 images"
+    assert record["argmax_agree"] == record["images"] == 6 and record["max_abs_diff"] < 1e-5
+    assert record["accuracy"] == card["metrics"]["test"]["accuracy"]  # the stored evaluation, reproduced
+    assert any("agrees on 6/6 argmaxes" in line for line in lines)
+    int8 = report["onnx_int8"]
+    assert int8["kept"] and int8["drop"] <= export.INT8_MAX_DROP  # 6 of 6 right, as the float model
+    assert card["exports"]["onnx_int8"]["bytes"] < record["bytes"] / 2 and (run / "model.int8.onnx").is_file()
+
+    images = [synthetic_image(i % 3, seed=500 + i, size=50 + 7 * i) for i in range(5)]
+    torch_model, onnx_model = load_run(run, backend="pytorch"), load_run(run, backend="onnxruntime")
+    assert (torch_model.backend, onnx_model.backend) == ("pytorch", "onnxruntime")
+    assert onnx_model.model is not None  # Grad-CAM keeps its PyTorch network
+    for tta in (False, True):
+        ours, theirs = predict_all([torch_model, onnx_model], images, tta=tta, embed=True)
+        assert theirs.backend == "onnxruntime"
+        assert np.abs(ours.probs - theirs.probs).max() < 1e-5
+        assert np.abs(ours.embeddings - theirs.embeddings).max() < 1e-4
+    quantized = load_run(run, backend="onnxruntime-int8")
+    assert quantized.backend == "onnxruntime-int8"
+    assert (quantized.predict(images).argmax(1) == torch_model.predict(images).argmax(1)).all()
+
+
+def test_an_int8_model_over_the_accuracy_limit_is_not_kept_and_an_older_one_goes(tiny_runs, copy_of, kaggle_data,
+                                                                                    monkeypatch):
+    run = copy_of(tiny_runs / "custom_cnn")
+    export_run(run, quantize="int8", data=kaggle_data, on_step=lambda line: None)
+    assert (run / "model.int8.onnx").is_file()
+    monkeypatch.setattr(export, "INT8_MAX_DROP", -1.0)  # every int8 model is now over the limit
+    lines = []
+    report = export_run(run, quantize="int8", data=kaggle_data, on_step=lines.append)
+    assert not report["onnx_int8"]["kept"] and report["onnx"]["kept"]
+    assert any("not kept" in line and "fp32 only" in line for line in lines)
+    assert not (run / "model.int8.onnx").exists() and (run / "model.onnx").is_file()
+    assert list(artifacts.read_json(run / "card.json")["exports"]) == ["onnx"]
+
+
+def corrupt(run, how):
+    path = run / "model.onnx"
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[:5000])
+    elif how == "garbage":
+        path.write_bytes(b"this is not an onnx file at all")
+    elif how == "weights changed":  # retrained since the export
+        from safetensors.torch import load_file, save_file
+        weights = load_file(run / "model.safetensors")
+        first = next(iter(weights))
+        weights[first] = weights[first] + 0.01
+        save_file(weights, run / "model.safetensors")
+    elif how == "card record removed":
+        card = json.loads((run / "card.json").read_text())
+        del card["exports"]
+        (run / "card.json").write_text(json.dumps(card))
+    elif how == "replaced, same card":  # a valid export of other weights, the card left as it was
+        card = json.loads((run / "card.json").read_text())
+        torch.manual_seed(1)
+        export_graph(REGISTRY[card["model"]].build(len(card["classes"])).eval(), card, path)
+
+
+@pytest.mark.parametrize("how, message", [
+    ("truncated", "model.onnx cannot be read by ONNX Runtime"),
+    ("garbage", "model.onnx cannot be read by ONNX Runtime"),
+    ("weights changed", "exported from other weights"),
+    ("card record removed", "not recorded on the card"),
+    ("replaced, same card", "differs from the export recorded on the card"),
+])
+def test_a_bad_export_names_the_run_and_prediction_falls_back_to_pytorch(exported, how, message, capsys):
+    run, _, _ = exported
+    corrupt(run, how)
+    image = [synthetic_image(1, seed=3)]
+    loaded = load_run(run, backend="onnxruntime")
+    assert loaded.backend == "pytorch" and loaded.onnx is None
+    assert loaded.backend_note.startswith("custom_cnn: ") and message in loaded.backend_note
+    assert "predicting with PyTorch" in capsys.readouterr().err
+    if how != "weights changed":
+        np.testing.assert_allclose(loaded.predict(image), load_run(run, backend="pytorch").predict(image), atol=1e-6)
+
+
+@pytest.mark.parametrize("change, message", [("classes", "gives 4 classes but the card has 3"),
+                                             ("input_size", "inputs but the card says 32×32")])
+def test_an_onnx_file_that_disagrees_with_the_card_is_refused(exported, change, message, tmp_path):
+    run, _, _ = exported
+    card = json.loads((run / "card.json").read_text())
+    other = dict(card, classes=card["classes"] + ["extra"]) if change == "classes" else dict(card, input_size=48)
+    export_graph(REGISTRY[card["model"]].build(len(other["classes"])).eval(), other, run / "model.onnx")
+    card["exports"]["onnx"]["sha256"] = export.file_sha256(run / "model.onnx")  # even when the record agrees
+    (run / "card.json").write_text(json.dumps(card))
+    loaded = load_run(run, backend="onnxruntime")
+    assert loaded.backend == "pytorch" and message in loaded.backend_note
+
+
+def test_without_onnxruntime_prediction_falls_back_to_pytorch(exported, monkeypatch):
+    run, _, _ = exported
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    loaded = load_run(run, backend="onnxruntime")
+    assert loaded.backend == "pytorch" and "onnxruntime is not installed" in loaded.backend_note
+
+
+def test_har_backend_chooses_the_engine_and_a_wrong_value_is_named(exported, monkeypatch):
+    run, _, _ = exported
+    monkeypatch.setenv("HAR_BACKEND", "onnxruntime")
+    assert load_run(run).backend == "onnxruntime"
+    monkeypatch.setenv("HAR_BACKEND", "tensorrt")
+    with pytest.raises(ValueError, match=f"HAR_BACKEND=tensorrt is not a backend; choose from {', '.join(BACKENDS)}"):
+        load_run(run)
+
+
+def test_the_export_command_reports_each_step_and_a_failed_run_by_name(tiny_runs, copy_of, kaggle_data, capsys):
+    from train import export as export_cli
+    run = copy_of(tiny_runs / "mobilenet_v2")
+    done = export_cli.main([str(run), "--data", str(kaggle_data)])
+    out = capsys.readouterr().out
+    assert "exporting to ONNX" in out and "agrees on 6/6 argmaxes" in out and "card updated (model.onnx" in out
+    assert done[str(run)]["onnx"]["kept"]
+    with pytest.raises(SystemExit, match="1 of 1 export"):
+        export_cli.main([str(run.parent / "nowhere")])
+
+
+TORCH_FREE = """
+import runpy, sys
+for name in ("torch", "torchvision", "timm", "har_core"):
+    sys.modules[name] = None  # any import of them fails: the script must not need them
+sys.argv = ["predict.py", *sys.argv[1:]]
+runpy.run_path(sys.argv[0].replace("predict.py", {script!r}), run_name="__main__")
+"""
+
+
+def test_the_torch_free_predictor_matches_har_core(exported, kaggle_data, tmp_path):
+    run, _, _ = exported
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(4):
+        synthetic_image(i % 3, seed=900 + i, size=60 + 30 * i).save(folder / f"p{i}.jpg", quality=92)
+    rgba = synthetic_image(2, seed=950, size=70).convert("RGBA")
+    rgba.putalpha(200)
+    rgba.save(folder / "alpha.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a picture")
+    script = str(ROOT / "deploy" / "predict.py")
+    result = subprocess.run([sys.executable, "-c", TORCH_FREE.format(script=script), str(run), str(folder),
+                             "--csv", str(tmp_path / "out.csv"), "--tta"], capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "skipped broken.jpg" in result.stderr and "wrote 5 predictions" in result.stdout
+    import pandas as pd
+    from har_core.imaging import load_image
+    table = pd.read_csv(tmp_path / "out.csv")
+    loaded = load_run(run, backend="pytorch")
+    names = sorted(p.name for p in folder.iterdir() if p.name != "broken.jpg")
+    expected = loaded.predict([load_image(folder / n) for n in names], tta=True)
+    table = table.set_index("filename").loc[names]
+    assert list(table["label"]) == [loaded.classes[i] for i in expected.argmax(1)]
+    assert np.abs(table[[f"prob_{c}" for c in loaded.classes]].to_numpy() - expected).max() < 1e-5
+
+
+def test_the_predictor_lists_the_same_image_formats_as_har_core():
+    import ast
+    from har_core.imaging import IMAGE_SUFFIXES
+    tree = ast.parse((ROOT / "deploy" / "predict.py").read_text())
+    listed = next(ast.literal_eval(node.value) for node in tree.body
+                  if isinstance(node, ast.Assign) and node.targets[0].id == "IMAGE_SUFFIXES")
+    assert listed == IMAGE_SUFFIXES
+
+
+def test_the_app_predicts_through_onnx_runtime_when_chosen_and_says_which_engine_answered(
+        tiny_runs, kaggle_data, monkeypatch, tmp_path):
+    from streamlit.testing.v1 import AppTest
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_runs, runs)
+    export_run(runs / "custom_cnn", data=kaggle_data, on_step=lambda line: None)
+    export_run(runs / "mobilenet_v2", data=kaggle_data, on_step=lambda line: None)
+    (runs / "mobilenet_v2" / "model.onnx").write_bytes(b"broken")  # this one falls back
+    monkeypatch.setenv("HAR_RUNS", str(runs))
+    monkeypatch.setenv("HAR_DATA", str(kaggle_data))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
+    at.switch_page("views/predict.py").run()
+    sample = at.selectbox(key="predict_sample")
+    at = sample.set_value(sample.options[1]).run()
+    captions = [c.value for c in at.caption if "confidence ·" in c.value]
+    assert len(captions) == 2 and not any("ONNX" in c or "PyTorch" in c for c in captions)  # default: PyTorch
+    pytorch_probs = [m.value for m in at.markdown if m.value.startswith("### ")]
+    at = at.sidebar.selectbox(key="backend").set_value("onnxruntime").run()
+    assert not at.exception
+    captions = [c.value for c in at.caption if "confidence ·" in c.value]
+    assert captions[0].endswith("· ONNX Runtime") and captions[1].endswith("· PyTorch")  # custom_cnn, mobilenet_v2
+    assert any("mobilenet_v2: model.onnx cannot be read" in w.value for w in at.warning)
+    assert [m.value for m in at.markdown if m.value.startswith("### ")] == pytorch_probs  # same answers
+
+
+def test_onnx_runtime_uses_torchs_threads_and_does_not_spin_beside_it():
+    from har_core.backend import session_options
+    options = session_options()
+    assert options.intra_op_num_threads == torch.get_num_threads() and options.inter_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
