@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from bench import classroom
-from har_core.artifacts import find_runs, open_run
+from har_core.artifacts import find_runs
 from har_core.cam import explain
 from har_core.evaluation import evaluate_split
 from har_core.imaging import load_image

@@ -74,6 +74,9 @@ class OnnxModel:
     file: str
     backend: str
 
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(["logits"], {"input": np.ascontiguousarray(batch)})[0]
+
     def forward(self, batch: np.ndarray, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities and embeddings; flip TTA runs both views in one call and averages them."""
         n = len(batch)

@@ -54,6 +54,11 @@ class Recipe:
     cached_views: int = 0  # >0: the frozen trunk runs once on this many augmented views (har_core.trunk)
     bn_frozen: bool = False  # every batch norm keeps its ImageNet statistics, trainable ones too (Keras' advice)
     ema_decay: float = 0.0  # >0: validate, keep and save an exponential moving average of the weights (per step)
+    # knowledge distillation (har_core.distill): comma-separated teacher run folders; their mean probability at
+    # the temperature is the target, mixed with the hard-label loss by 1 - distill_weight
+    teacher: str = ""
+    distill_temperature: float = 4.0
+    distill_weight: float = 1.0
 
     def replace(self, **changes) -> "Recipe":
         return dataclasses.replace(self, **changes)

@@ -96,6 +96,11 @@ def test_the_app_opens_on_the_bundle_by_default(monkeypatch):
     assert len(at.dataframe[0].value) == len(bundled())
     assert any("Ensemble" in s.value for s in at.success)
     # every card says where it was trained (the GPU-trained runs must not pass for CPU rebuilds)
-    shown = Counter(m.value.split("**trained on:** ")[1] for m in at.markdown if "**trained on:** " in m.value)
+    shown = Counter(m.value.split("**trained on:** ")[1].split("  \n")[0] for m in at.markdown
+                    if "**trained on:** " in m.value)
     assert shown == Counter(run.card["device"] for run in bundled())
+    # and a distilled run names its teachers
+    distilled = [run for run in bundled() if run.card.get("distillation")]
+    assert distilled and all(any(f"**distilled from:** {', '.join(run.card['distillation']['teachers'])}" in m.value
+                                 for m in at.markdown) for run in distilled)
     assert shown["cpu"] >= 4 and sum(shown.values()) > shown["cpu"]

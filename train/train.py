@@ -4,6 +4,8 @@
     python -m train.train --model custom_cnn --data DATA --out runs --epochs 5 --lr 1e-3
     python -m train.train --model resnet50 --data DATA --out runs --resume --epochs 20   # continue
     torchrun --nproc_per_node 2 -m train.train --model ... --backend gloo               # several processes
+    python -m train.train --model resnet50 --data DATA --teacher runs/efficientnet_lite2,runs/inception_v3 \
+        [--distill-temperature 4 --distill-weight 1.0] [--extra-images unlabelled/]        # distillation
 
 Every field of the recipe (see har_core.registry.Recipe) is a flag; the model's registry entry
 gives the defaults. Reads top to bottom: config, data, model, loop, final evaluation. Under torchrun
@@ -37,8 +39,11 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from har_core import artifacts, fileio
-from har_core.data import (DataError, class_weights_sampler, describe_leaks, eval_transform, fingerprint_change, leaks,
-                           make_split, read_manifest, scan, train_transform, write_manifest)
+from har_core.data import (DataError, class_weights_sampler, dataset_for, describe_leaks, eval_transform,
+                           fingerprint_change, leaks, make_split, read_manifest, scan, train_transform,
+                           unlabelled_images, write_manifest)
+from har_core.distill import UNLABELLED, DistillError, Teachers, distillation_loss, teacher_paths
+from har_core.imaging import ImageError, load_image
 from har_core.evaluation import evaluate_split, negative_log_likelihood, split_loader, write_evaluation
 from har_core.inference import fast_layout, load_run, logits_of, predict_loader
 from har_core.metrics import compute_metrics
@@ -77,6 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--backend", default="", help="torch.distributed backend under torchrun (default nccl/gloo)")
     parser.add_argument("--save-dtype", default="float32", choices=sorted(artifacts.SAVE_DTYPES))
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--extra-images", help="a folder of unlabelled pictures that only the teachers label "
+                        "(with --teacher)")
     parser.add_argument("--embed", type=parse_bool, nargs="?", const=True, default=True, metavar="true|false",
                         help="embed every image at the end (similar images, embedding map, data audit; default true)")
     for f in dataclasses.fields(Recipe):  # every recipe field is overridable; a bare boolean flag means true
@@ -391,14 +398,36 @@ def build_card(run_dir: Path, spec, recipe: Recipe, classes, data_config, pretra
     }
 
 
+def extra_images(folder: str, procs: Processes) -> tuple[Path, list[str]]:
+    """The unlabelled pictures of --extra-images that decode (the others are named and left out)."""
+    try:
+        root, files, problems = unlabelled_images(folder)
+    except DataError as error:
+        raise SystemExit(f"error: --extra-images: {error}")
+    usable = []
+    for rel in files:
+        try:
+            load_image(root / rel)
+            usable.append(rel)
+        except ImageError as error:
+            problems.append((rel, str(error)))
+    for rel, reason in problems:
+        procs.log(f"skipped extra image {rel}: {reason}")
+    if not usable:
+        raise SystemExit(f"error: --extra-images {folder} holds no readable pictures")
+    return root, usable
+
+
 def epoch_loader(recipe: Recipe, epoch: int, seed: int, train_labels, classes, index, manifest, data_config,
-                 args, procs: Processes, train_views=None):
-    """This epoch's training batches, drawn with the epoch's own seed (so a resumed run replays exactly)."""
+                 args, procs: Processes, train_views=None, extra=None, teachers=None):
+    """This epoch's training batches, drawn with the epoch's own seed (so a resumed run replays exactly).
+    `extra` (root, files): unlabelled pictures drawn along with the training images."""
     generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+    count = len(train_labels) + (len(extra[1]) if extra else 0)
     if procs.world > 1:
-        sampler = DistributedSampler(range(len(train_labels)), num_replicas=procs.world, rank=procs.rank, seed=seed)
+        sampler = DistributedSampler(range(count), num_replicas=procs.world, rank=procs.rank, seed=seed)
         sampler.set_epoch(epoch)
-    elif recipe.weighted_sampler:
+    elif recipe.weighted_sampler and extra is None:
         sampler = class_weights_sampler(train_labels, len(classes), generator)
     else:
         sampler = None
@@ -407,41 +436,67 @@ def epoch_loader(recipe: Recipe, epoch: int, seed: int, train_labels, classes, i
         return torch.utils.data.DataLoader(CachedViews(train_views, train_labels, view_of),
                                            batch_size=recipe.batch_size, shuffle=sampler is None, sampler=sampler,
                                            generator=generator, pin_memory=procs.on_cuda)
-    return split_loader(index.root, manifest, "train", classes, train_transform(data_config, recipe.augment),
+    transform = train_transform(data_config, recipe.augment)
+    if teachers is not None and teachers.view_size != data_config["input_size"][-1]:  # views at the largest input size: the teachers see them sharp
+        transform = train_transform(data_config | {"input_size": (3, teachers.view_size, teachers.view_size)},
+                                    recipe.augment)
+    if extra is not None:
+        files = manifest.loc[manifest["split"] == "train", "filename"].tolist()
+        dataset = torch.utils.data.ConcatDataset([dataset_for(index.root, files, train_labels, transform),
+                                                  dataset_for(extra[0], extra[1], None, transform)])
+        return torch.utils.data.DataLoader(dataset, batch_size=recipe.batch_size, shuffle=sampler is None,
+                                           sampler=sampler, num_workers=args.workers, generator=generator,
+                                           pin_memory=procs.on_cuda)
+    return split_loader(index.root, manifest, "train", classes, transform,
                         batch_size=recipe.batch_size, workers=args.workers, shuffle=True, sampler=sampler,
                         generator=generator, pin_memory=procs.on_cuda)
 
 
 def train_one_epoch(train_model, model, loader, optimizer, recipe: Recipe, mixup, average, features_in,
-                    procs: Processes, desc: str, progress: bool) -> tuple[float, float]:
-    """One pass over the training batches; returns (mean loss, accuracy) over every rank's samples."""
+                    procs: Processes, desc: str, progress: bool, teachers: Teachers | None = None) -> tuple[float, float]:
+    """One pass over the training batches; returns (mean loss, accuracy on the labelled images) over every
+    rank's samples. With `teachers`, the loss also (or only) matches their probabilities on the same view."""
     hard_loss = torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     soft_loss = SoftTargetCrossEntropy()
-    total_loss, correct, seen = 0.0, 0, 0
+    total_loss, correct, seen, labelled_seen = 0.0, 0, 0, 0
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False)
     for images, labels, _ in bar:
         images = images.to(procs.device, non_blocking=True, memory_format=fast_layout(images))
         labels = labels.to(procs.device, non_blocking=True)
+        labelled = labels != UNLABELLED
         targets = labels
         if mixup is not None and images.shape[0] % 2 == 0:  # timm's batch mixup pairs each image with another
-            images, targets = mixup(images, labels)
+            images, targets = mixup(images, labels.clamp(min=0))
+            labelled = labelled & labelled.flip(0)  # a mixed label needs both of its images labelled
         criterion = soft_loss if targets.dim() == 2 else hard_loss
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=procs.on_cuda), features_in(model):
+            taught = None
+            if teachers is not None:  # the view is made at the teachers' size; the student sees it resized
+                taught = teachers(images, recipe.distill_temperature)
+                images = teachers.for_student(images)
             output = train_model(images)
             outputs = output if isinstance(output, (tuple, list)) else (output,)
-            loss = sum(weight * criterion(out.float(), targets)
-                       for weight, out in zip((1.0, recipe.aux_weight), outputs))
+
+            def loss_of(out):
+                hard = criterion(out[labelled].float(), targets[labelled]) if labelled.any() else out.sum() * 0
+                if taught is None:
+                    return hard
+                soft = distillation_loss(out, taught, recipe.distill_temperature)
+                return recipe.distill_weight * soft + (1 - recipe.distill_weight) * hard
+
+            loss = sum(weight * loss_of(out) for weight, out in zip((1.0, recipe.aux_weight), outputs))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if average is not None:
             average.update_parameters(model)
         total_loss += loss.item() * labels.shape[0]
-        correct += (logits_of(output).argmax(1) == labels).sum().item()
+        correct += (logits_of(output).argmax(1) == labels)[labels != UNLABELLED].sum().item()
         seen += labels.shape[0]
-        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
-    total_loss, correct, seen = procs.sum([total_loss, correct, seen])
-    return total_loss / seen, correct / seen
+        labelled_seen += int((labels != UNLABELLED).sum())
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / max(1, labelled_seen):.3f}")
+    total_loss, correct, seen, labelled_seen = procs.sum([total_loss, correct, seen, labelled_seen])
+    return total_loss / seen, correct / max(1, labelled_seen)
 
 
 def validate(evaluated, val_loader, classes, features_in, procs: Processes, progress: bool) -> list[float]:
@@ -470,7 +525,7 @@ def final_evaluation(model, run_dir: Path, card: dict, state: dict, index, manif
             procs.log(f"{split}: accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}"
                       f"{'  (flip TTA)' if recipe.tta else ''}")
     if args.embed:  # the best weights' embeddings of every image, for similar images, the map and the audit
-        loaded = load_run(run_dir)
+        loaded = load_run(run_dir, backend="pytorch")
         loaded.model.to(procs.device)
         embeddings, report = embed_run(loaded, index, recipe.batch_size, procs.device, progress=progress)
         procs.log(f"embeddings: {len(embeddings)} images; test kNN (k={report['k']}) accuracy "
@@ -545,8 +600,29 @@ def main(argv=None) -> Path:
     mixup = Mixup(mixup_alpha=recipe.mixup_alpha, cutmix_alpha=0.0, label_smoothing=recipe.label_smoothing,
                   num_classes=len(classes)) if recipe.mixup_alpha > 0 else None
 
+    # distillation: the teachers label every view the student sees, extra unlabelled pictures included
+    teachers, extra = None, None
+    extra_folder = args.extra_images or previous.get("distillation", {}).get("extra_images_folder")
+    if extra_folder and not recipe.teacher:
+        raise SystemExit("error: --extra-images needs --teacher: only teachers can label them")
+    if recipe.teacher:
+        if recipe.cached_views > 0:
+            raise SystemExit("error: --teacher needs the images themselves; leave out --cached-views")
+        if not 0.0 <= recipe.distill_weight <= 1.0 or recipe.distill_temperature <= 0:
+            raise SystemExit("error: --distill-weight must lie in [0, 1] and --distill-temperature be positive")
+        try:
+            teachers = Teachers(teacher_paths(recipe.teacher), classes, data_config, procs.device)
+        except DistillError as error:
+            raise SystemExit(f"error: {error}")
+        extra = extra_images(extra_folder, procs) if extra_folder else None
+
     card = build_card(run_dir, spec, recipe, classes, data_config, pretrained, seed, model, args, index, manifest,
                       procs, previous)
+    if teachers is not None:
+        card["distillation"] = {"teachers": teachers.names, "teacher_paths": teacher_paths(recipe.teacher),
+                                "temperature": recipe.distill_temperature, "weight": recipe.distill_weight,
+                                "extra_images": len(extra[1]) if extra else 0,
+                                "extra_images_folder": str(Path(extra_folder).resolve()) if extra else None}
     if procs.rank == 0:
         fileio.write_json(run_dir / artifacts.CARD, card)
 
@@ -571,7 +647,10 @@ def main(argv=None) -> Path:
         procs.log("note: the weighted sampler is not used with several processes (DistributedSampler instead)")
     procs.log(f"{spec.name}: {card['parameters'] / 1e6:.1f}M parameters, pretrained: {pretrained}, device "
               f"{procs.device}{f' × {procs.world} processes' if procs.world > 1 else ''}, {len(train_labels)} "
-              f"train / {len(val_labels)} val images")
+              f"train / {len(val_labels)} val images"
+              + (f"; distilled from {', '.join(teachers.names)} (T {recipe.distill_temperature:g}, weight "
+                 f"{recipe.distill_weight:g}){f', + {len(extra[1])} unlabelled pictures' if extra else ''}"
+                 if teachers is not None else ""))
 
     # the loop: each epoch is seeded on its own, so a resumed run replays exactly
     first_epoch = state["epoch"]
@@ -580,7 +659,7 @@ def main(argv=None) -> Path:
             scheduler = stage_scheduler(recipe, optimizer, epoch)  # stage two starts its own schedule
         seed_everything(seed * 1000 + epoch)
         loader = epoch_loader(recipe, epoch, seed, train_labels, classes, index, manifest, data_config, args, procs,
-                              train_views)
+                              train_views, extra, teachers)
         lr = optimizer.param_groups[0]["lr"]
         set_trainable(model, spec, recipe, epoch)
         train_model.train()
@@ -588,7 +667,7 @@ def main(argv=None) -> Path:
         started = time.time()
         train_loss, train_accuracy = train_one_epoch(train_model, model, loader, optimizer, recipe, mixup, average,
                                                      features_in, procs, f"epoch {epoch + 1}/{recipe.epochs}",
-                                                     progress)
+                                                     progress, teachers)
         procs.share_buffers(model, *([average] if average is not None else []))
         val_loss, val_accuracy, val_f1 = validate(evaluated, val_loader, classes, features_in, procs, progress)
 

@@ -39,7 +39,9 @@ for i, run in enumerate(selection.runs):
         st.markdown(f"#### {run.name}")
         st.markdown(f"**{card['model']}** · {card.get('parameters', 0) / 1e6:.1f}M parameters · "
                     f"{card['input_size']} px  \n**pretrained:** {card['pretrained']}"
-                    + (f"  \n**trained on:** {card['device']}" if card.get("device") else ""))
+                    + (f"  \n**trained on:** {card['device']}" if card.get("device") else "")
+                    + (f"  \n**distilled from:** {', '.join(card['distillation']['teachers'])}"
+                       if card.get("distillation") else ""))
         test = card.get("metrics", {}).get("test")
         if test:
             left, right = st.columns(2)

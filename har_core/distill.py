@@ -1,0 +1,116 @@
+"""Knowledge distillation: a student learns to match its teachers' probabilities (Hinton et al., 2015).
+
+The teachers are trained runs. They see the student's own augmented (and mixed) view of each batch, moved
+into their own input size and normalisation, and their mean probability at temperature T is the target:
+
+    loss = weight · T² · KL(teachers_T ‖ student_T) + (1 − weight) · hard-label loss
+
+Images without a label (`--extra-images`) only count in the first term: function matching works on any
+picture, so unlabelled photos teach as well as labelled ones.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from har_core.artifacts import RunError
+from har_core.inference import LoadedModel, load_run, logits_of
+
+UNLABELLED = -1  # the label of an extra image
+
+
+class DistillError(ValueError):
+    """Teachers that cannot teach this student, with the reason."""
+
+
+def teacher_paths(spec: str) -> list[str]:
+    return [part.strip() for part in spec.split(",") if part.strip()]
+
+
+class Teachers(nn.Module):
+    """The teachers' mean probabilities (at a temperature) on a batch the student sees."""
+
+    def __init__(self, runs: list[str | Path], classes: list[str], student_config: dict, device: str = "cpu"):
+        super().__init__()
+        if not runs:
+            raise DistillError("no teacher runs given")
+        loaded: list[LoadedModel] = []
+        for path in runs:
+            try:  # HAR_BACKEND=onnxruntime: teachers with a checked export label through ONNX Runtime (on CPU)
+                teacher = load_run(path, backend=None if device == "cpu" else "pytorch")
+            except RunError as error:
+                raise DistillError(f"teacher {Path(path).name}: {error}") from None
+            if teacher.classes != list(classes):
+                raise DistillError(f"teacher {teacher.name} has other classes than the data "
+                                   f"({', '.join(teacher.classes[:4])}… vs {', '.join(classes[:4])}…)")
+            if teacher.run.takes_clips != ("frames" in student_config):
+                raise DistillError(f"teacher {teacher.name} takes {'clips' if teacher.run.takes_clips else 'images'}"
+                                   f", the student {'clips' if 'frames' in student_config else 'images'}")
+            loaded.append(teacher)
+        self.names = [t.name for t in loaded]
+        self.exported = [t.onnx for t in loaded]  # None: the teacher runs in PyTorch
+        self.student_size = student_config["input_size"][-1]
+        self.models = nn.ModuleList(t.model.to(device).eval() for t in loaded)
+        self.sizes = [t.run.card["input_size"] for t in loaded]
+        spatial = 3 if "frames" in student_config else 2  # (frames,) height, width
+        to_tensor = lambda values: torch.tensor(values, dtype=torch.float32, device=device).view(1, 3, *[1] * spatial)
+        self.student_mean, self.student_std = to_tensor(student_config["mean"]), to_tensor(student_config["std"])
+        self.means = [to_tensor(t.run.card["mean"]) for t in loaded]
+        self.stds = [to_tensor(t.run.card["std"]) for t in loaded]
+
+    @property
+    def view_size(self) -> int:
+        """The side the augmented views are made at: the largest of the student's and the teachers' inputs, so
+        no teacher sees a student-sized view blown up; the student gets it resized down (`for_student`)."""
+        return max([self.student_size, *self.sizes])
+
+    def for_student(self, images: torch.Tensor) -> torch.Tensor:
+        return resized(images, self.student_size)
+
+    def view_for(self, i: int, images: torch.Tensor) -> torch.Tensor:
+        """The student's view in teacher i's normalisation and input size (the same pixels, resized)."""
+        pixels = images.float() * self.student_std + self.student_mean
+        view = (pixels - self.means[i]) / self.stds[i]
+        return resized(view, self.sizes[i])
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        probs = []
+        for i, model in enumerate(self.models):
+            view = self.view_for(i, images)
+            if self.exported[i] is not None:
+                logits = torch.from_numpy(self.exported[i].logits(view.contiguous().numpy()))
+            else:
+                logits = logits_of(model(view))
+            probs.append(logits.float().div(temperature).softmax(1))
+        return torch.stack(probs).mean(0)
+
+    def train(self, mode: bool = True):
+        return super().train(False)  # teachers stay in eval mode: no dropout, fixed batch-norm statistics
+
+
+def resized(view: torch.Tensor, size: int) -> torch.Tensor:
+    """Images (N, 3, H, W) or clips (N, 3, T, H, W) at size × size (antialiased bilinear), in the fast layout."""
+    if view.shape[-1] != size or view.shape[-2] != size:
+        if view.dim() == 5:  # clips: resize every frame, keep the frames
+            batch, channels, frames = view.shape[:3]
+            flat = view.transpose(1, 2).reshape(batch * frames, channels, *view.shape[-2:])
+            flat = F.interpolate(flat, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            view = flat.reshape(batch, frames, channels, size, size).transpose(1, 2)
+        else:
+            view = F.interpolate(view, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return view.contiguous(memory_format=torch.channels_last_3d if view.dim() == 5 else torch.channels_last)
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T² · KL(teacher ‖ student) at temperature T, averaged over the batch (T² keeps gradients comparable)."""
+    log_student = F.log_softmax(student_logits.float() / temperature, dim=1)
+    return F.kl_div(log_student, teacher_probs, reduction="batchmean") * temperature ** 2
+
+
+def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The share of inputs on which two sets of probabilities pick the same class."""
+    return float((a.argmax(1) == b.argmax(1)).float().mean())
