@@ -288,13 +288,14 @@ def sidebar() -> Selection:
             st.warning(f"No runs in {runs_dir}." if runs_dir else "The operator allows no runs folder.")
         for name, reason in failures:
             st.error(f"Run **{name}** could not be loaded: {reason}", icon="⚠️")
-        if any("exports" in run.card for run in found) or env_backend() != "pytorch":
+        default = env_backend()  # HAR_BACKEND, read once per rerun (`backend()` then reads the kept choice)
+        kept = st.session_state.get("keep_backend") or default
+        if any("exports" in run.card for run in found) or default != "pytorch":
             options = list(BACKENDS)
-            kept = st.session_state.get("keep_backend") or env_backend()
-            picked = st.selectbox("Prediction backend", options, index=options.index(kept), key="backend",
-                                  format_func=LABELS.get, help="ONNX Runtime runs a run's checked export "
-                                  "(python -m train.export RUN); runs without one, and Grad-CAM, use PyTorch.")
-            st.session_state["keep_backend"] = picked
+            kept = st.selectbox("Prediction backend", options, index=options.index(kept), key="backend",
+                                format_func=LABELS.get, help="ONNX Runtime runs a run's checked export "
+                                "(python -m train.export RUN); runs without one, and Grad-CAM, use PyTorch.")
+        st.session_state["keep_backend"] = kept
         was = presenting()
         present = _remembered(st.toggle, "Presentation mode", "present", False,
                               help="Sidebar collapsed, larger type, one model per row. Link: add ?present=1.")

@@ -17,23 +17,20 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from bench.run import a_photo, timed
+from bench.run import a_photo, in_fresh_process, timed
 from har_core import artifacts
 from har_core.artifacts import find_runs
-from har_core.export import export_run
+from har_core.export import copy_for_export, export_run
 from har_core.imaging import load_image
 from har_core.inference import load_run, predict_all
 
 ROOT = Path(__file__).resolve().parents[1]
-KEEP = (artifacts.CARD, artifacts.WEIGHTS, artifacts.MANIFEST, "metrics_test.json", "metrics_val.json")
 BACKEND_FILES = {"pytorch": artifacts.WEIGHTS, "onnxruntime": "model.onnx", "onnxruntime-int8": "model.int8.onnx"}
 
 PEAK_MEMORY = """
@@ -58,23 +55,17 @@ print(next(int(line.split()[1]) for line in open("/proc/self/status") if line.st
 
 
 def copy_runs(runs_dir: Path, out: Path, reuse: bool = False) -> list[Path]:
+    """Copies of the image runs to export; `reuse`: copies already in `out` (and their exports) are kept."""
     copies = []
     for run in find_runs(runs_dir)[0]:
-        if run.takes_clips:
-            continue
-        target = out / run.path.name
-        target.mkdir(parents=True, exist_ok=True)
-        for name in KEEP:
-            if (run.path / name).is_file() and not (reuse and (target / name).is_file()):
-                shutil.copy2(run.path / name, target / name)
-        copies.append(target)
+        if not run.takes_clips:
+            target = out / run.path.name
+            copies.append(target if reuse and (target / artifacts.CARD).is_file() else copy_for_export(run.path, out))
     return copies
 
 
 def peak_memory_mb(backend: str, runs: list[Path]) -> float:
-    result = subprocess.run([sys.executable, "-c", PEAK_MEMORY, backend, *map(str, runs)], cwd=ROOT,
-                            capture_output=True, text=True, check=True)
-    return float(result.stdout.strip().splitlines()[-1])
+    return in_fresh_process(PEAK_MEMORY, backend, *map(str, runs))
 
 
 def main(argv=None) -> dict:

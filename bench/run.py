@@ -66,12 +66,16 @@ def a_photo(data: Path | None, size: tuple[int, int] = (1600, 1200)) -> bytes:
     return buffer.getvalue()
 
 
-def cold_start(runs_dir: Path) -> float:
-    code = ("import time; t=time.perf_counter(); from har_core.artifacts import find_runs; "
-            "from har_core.inference import load_run; "
-            f"[load_run(r) for r in find_runs({str(runs_dir)!r})[0]]; print(time.perf_counter()-t)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+def in_fresh_process(code: str, *args: str) -> float:
+    """The number a Python snippet prints last, run in a new interpreter (nothing loaded or measured before)."""
+    out = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
+
+
+def cold_start(runs_dir: Path) -> float:
+    return in_fresh_process("import time; t=time.perf_counter(); from har_core.artifacts import find_runs; "
+                            "from har_core.inference import load_run; "
+                            f"[load_run(r) for r in find_runs({str(runs_dir)!r})[0]]; print(time.perf_counter()-t)")
 
 
 def main(argv=None) -> dict:

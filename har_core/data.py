@@ -145,6 +145,13 @@ def _check_images(root: Path, rows, problems, progress: bool, confine: bool, cli
     return good, digests
 
 
+def readable_images(root: Path, files: list[str], progress: bool = True) -> tuple[list[str], list[tuple[str, str]]]:
+    """Of `files` under `root`, those that decode (checked as `scan` checks a data set), and the others with why."""
+    problems: list[tuple[str, str]] = []
+    good, _ = _check_images(Path(root), [(rel, None) for rel in files], problems, progress, confine=False)
+    return [rel for rel, _ in good], problems
+
+
 def scan(root: str | Path, classes: list[str] | None = None, progress: bool = True, confine: bool = False,
          max_images: int = 0) -> DataIndex:
     """Index the labelled images under `root`, reporting (not crashing on) anything unusable.

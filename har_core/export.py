@@ -9,6 +9,7 @@ accuracy. The card records each kept export (file, size, digest, opset, the weig
 from __future__ import annotations
 
 import re
+import shutil
 import tempfile
 import time
 import warnings
@@ -218,6 +219,19 @@ def quantize_int8(source: Path, out: Path, calibration: list[torch.Tensor]) -> N
         quantize_static(str(prepared), str(out), Calibration(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
+
+
+EXPORT_INPUTS = (artifacts.CARD, artifacts.WEIGHTS, artifacts.MANIFEST)  # what an export reads of a run
+
+
+def copy_for_export(run_dir: Path, folder: Path) -> Path:
+    """A copy of what an export reads (card, weights, split) in `folder`, so the run's own folder stays as it is."""
+    target = Path(folder) / Path(run_dir).name
+    target.mkdir(parents=True, exist_ok=True)
+    for name in EXPORT_INPUTS:
+        if (Path(run_dir) / name).is_file():
+            shutil.copy2(Path(run_dir) / name, target / name)
+    return target
 
 
 def export_run(run_dir: str | Path, quantize: str | None = None, data: str | Path | None = None,

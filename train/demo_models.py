@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import socket
 import tempfile
 import time
@@ -22,7 +21,7 @@ from har_core import artifacts, fileio
 from har_core.ensemble import pretrained_runs, stored_metrics
 from har_core.data import make_split, scan, write_manifest
 from har_core.embeddings import EMBEDDINGS
-from har_core.export import export_run
+from har_core.export import copy_for_export, export_run
 from har_core.projection import MAP_FILE
 from har_core.registry import REGISTRY
 from har_core.similarity import INDEX_FILE, INDEX_INFO
@@ -234,11 +233,7 @@ def teachers_exported(teachers: list, tmp: Path, args):
         return
     paths = []
     for run in teachers:
-        copy = tmp / run.path.name
-        copy.mkdir()
-        for file in (artifacts.CARD, artifacts.WEIGHTS, artifacts.MANIFEST):
-            if (run.path / file).is_file():
-                shutil.copy2(run.path / file, copy / file)
+        copy = copy_for_export(run.path, tmp)
         export_run(copy, data=args.data)
         paths.append(str(copy))
     previous = os.environ.get("HAR_BACKEND")

@@ -41,9 +41,8 @@ from tqdm.auto import tqdm
 from har_core import artifacts, fileio
 from har_core.data import (DataError, class_weights_sampler, dataset_for, describe_leaks, eval_transform,
                            fingerprint_change, leaks, make_split, read_manifest, scan, train_transform,
-                           unlabelled_images, write_manifest)
+                           readable_images, unlabelled_images, write_manifest)
 from har_core.distill import UNLABELLED, DistillError, Teachers, distillation_loss, teacher_paths
-from har_core.imaging import ImageError, load_image
 from har_core.evaluation import evaluate_split, negative_log_likelihood, split_loader, write_evaluation
 from har_core.inference import fast_layout, load_run, logits_of, predict_loader
 from har_core.metrics import compute_metrics
@@ -404,14 +403,8 @@ def extra_images(folder: str, procs: Processes) -> tuple[Path, list[str]]:
         root, files, problems = unlabelled_images(folder)
     except DataError as error:
         raise SystemExit(f"error: --extra-images: {error}")
-    usable = []
-    for rel in files:
-        try:
-            load_image(root / rel)
-            usable.append(rel)
-        except ImageError as error:
-            problems.append((rel, str(error)))
-    for rel, reason in problems:
+    usable, unreadable = readable_images(root, files, progress=procs.rank == 0)
+    for rel, reason in problems + unreadable:
         procs.log(f"skipped extra image {rel}: {reason}")
     if not usable:
         raise SystemExit(f"error: --extra-images {folder} holds no readable pictures")
@@ -436,20 +429,13 @@ def epoch_loader(recipe: Recipe, epoch: int, seed: int, train_labels, classes, i
         return torch.utils.data.DataLoader(CachedViews(train_views, train_labels, view_of),
                                            batch_size=recipe.batch_size, shuffle=sampler is None, sampler=sampler,
                                            generator=generator, pin_memory=procs.on_cuda)
+    if teachers is not None:  # views at the largest input size: the teachers see them sharp
+        data_config = data_config | {"input_size": (3, teachers.view_size, teachers.view_size)}
     transform = train_transform(data_config, recipe.augment)
-    if teachers is not None and teachers.view_size != data_config["input_size"][-1]:  # views at the largest input size: the teachers see them sharp
-        transform = train_transform(data_config | {"input_size": (3, teachers.view_size, teachers.view_size)},
-                                    recipe.augment)
-    if extra is not None:
-        files = manifest.loc[manifest["split"] == "train", "filename"].tolist()
-        dataset = torch.utils.data.ConcatDataset([dataset_for(index.root, files, train_labels, transform),
-                                                  dataset_for(extra[0], extra[1], None, transform)])
-        return torch.utils.data.DataLoader(dataset, batch_size=recipe.batch_size, shuffle=sampler is None,
-                                           sampler=sampler, num_workers=args.workers, generator=generator,
-                                           pin_memory=procs.on_cuda)
+    also = dataset_for(extra[0], extra[1], None, transform) if extra is not None else None
     return split_loader(index.root, manifest, "train", classes, transform,
                         batch_size=recipe.batch_size, workers=args.workers, shuffle=True, sampler=sampler,
-                        generator=generator, pin_memory=procs.on_cuda)
+                        generator=generator, pin_memory=procs.on_cuda, also=also)
 
 
 def train_one_epoch(train_model, model, loader, optimizer, recipe: Recipe, mixup, average, features_in,

@@ -12,7 +12,7 @@ ui.need_runs(selection)
 selection = ui.image_models(selection)
 
 top = st.columns([2, 1])
-val_accuracy = [(selection.run(n).metrics("val") or {}).get("accuracy", 0.0) for n in selection.names()]
+val_accuracy = [(ui.metrics(selection.run(n), "val") or {}).get("accuracy", 0.0) for n in selection.names()]
 best = max(range(len(val_accuracy)), key=val_accuracy.__getitem__)  # the best features make the best head
 base_run = selection.run(top[0].selectbox("Learn on the embeddings of", selection.names(), index=best,
                                           key="teach_base", help="Preselected: the run with the best val accuracy."))
