@@ -467,16 +467,18 @@ def image_source(selection: Selection, key: str, multiple: bool = True) -> tuple
 # ---- embeddings, similar images, the map: computed once per run (har_core), cached per content ----
 
 @st.cache_resource(show_spinner="Reading embeddings…", max_entries=16)
-def _embeddings(path: str, stamp: float) -> Embeddings:
-    return run_embeddings(artifacts.open_run(path))
+def _embeddings(path: str, stamp: float, weights: str) -> Embeddings:
+    return run_embeddings(artifacts.open_run(path))  # checks that `weights` made them
 
 
 def embeddings(run: Run) -> Embeddings:
     """A run's stored embeddings (raises EmbeddingError when it has none or they are unusable); embeddings
     computed in this process for a read-only runs folder are kept in `_computed`."""
-    if str(run.path) in _computed():
-        return _computed()[str(run.path)]
-    return _embeddings(str(run.path), _file_stamp(run, EMBEDDINGS))
+    weights = run.weights_sha256()
+    computed = _computed().get(str(run.path))
+    if computed is not None and computed.weights == weights:
+        return computed
+    return _embeddings(str(run.path), _file_stamp(run, EMBEDDINGS), weights)
 
 
 @st.cache_resource

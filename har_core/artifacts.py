@@ -26,7 +26,7 @@ import torchvision
 from torch import nn
 
 from har_core.data import read_manifest
-from har_core.fileio import atomic_write_bytes, is_inside
+from har_core.fileio import atomic_write_bytes, file_sha256, is_inside
 
 CARD = "card.json"
 WEIGHTS = "model.safetensors"
@@ -197,6 +197,12 @@ class Run:
 
     def weights_path(self) -> Path:
         return self._inside(WEIGHTS)
+
+    def weights_sha256(self) -> str:
+        """The digest of the run's weights file: what every result computed from the weights is keyed by
+        (embeddings, their map and index, retrieval.json), so a retrained or edited run is never shown
+        another network's vectors."""
+        return file_sha256(self.weights_path())
 
 
 def open_run(path: str | Path) -> Run:

@@ -5,7 +5,6 @@ run's checked export (har_core.export). A run whose export cannot be used predic
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 
 from har_core.artifacts import Run
+from har_core.fileio import file_sha256
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -33,14 +33,6 @@ def backend_from_env() -> str:
     if chosen not in BACKENDS:
         raise ValueError(f"HAR_BACKEND={chosen} is not a backend; choose from {', '.join(BACKENDS)}")
     return chosen
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def session_options(threads: int | None = None):

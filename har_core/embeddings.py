@@ -50,6 +50,7 @@ class Embeddings:
     vectors: np.ndarray  # (N, dim) float32
     probs: np.ndarray  # (N, classes) float32: the model's probabilities (no flip TTA)
     ident: str = ""  # stamped on every computation: a stored search index names the embeddings it indexes
+    weights: str = ""  # sha256 of the weights file that computed them (Run.weights_sha256)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -84,7 +85,8 @@ class Embeddings:
     def save(self, path: Path) -> None:
         tensors = {"vectors": self.vectors.astype(np.float16), "probs": self.probs.astype(np.float16)}
         meta = {"run": self.run, "model": self.model, "classes": self.classes, "fingerprint": self.fingerprint,
-                "files": self.files, "digests": self.digests, "labels": self.labels, "splits": self.splits}
+                "files": self.files, "digests": self.digests, "labels": self.labels, "splits": self.splits,
+                "weights": self.weights}
         atomic_write_bytes(path, safetensors.numpy.save(tensors, {"har": json.dumps(meta), "ident": self.ident}))
 
 
@@ -107,16 +109,27 @@ def load_embeddings(path: Path, run_name: str) -> Embeddings:
                              "compute them again")
     return Embeddings(run=meta["run"], model=meta["model"], classes=meta["classes"], fingerprint=meta["fingerprint"],
                       files=meta["files"], digests=meta["digests"], labels=meta["labels"], splits=meta["splits"],
-                      vectors=vectors.astype(np.float32), probs=probs.astype(np.float32), ident=ident)
+                      vectors=vectors.astype(np.float32), probs=probs.astype(np.float32), ident=ident,
+                      weights=meta.get("weights", ""))
 
 
 def run_embeddings(run: Run) -> Embeddings:
-    """A run's stored embeddings, checked against its card."""
+    """A run's stored embeddings, checked against its card and its weights."""
     embeddings = load_embeddings(run.path / EMBEDDINGS, run.name)
-    if embeddings.classes != run.classes or embeddings.model != run.card["model"]:
-        raise EmbeddingError(f"{run.name}: {EMBEDDINGS} belongs to another model or class list "
-                             f"({embeddings.model}, {len(embeddings.classes)} classes); compute them again")
+    problem = mismatch(embeddings, run)
+    if problem:
+        raise EmbeddingError(f"{run.name}: {EMBEDDINGS} {problem}; compute them again")
     return embeddings
+
+
+def mismatch(embeddings: Embeddings, run: Run, weights: str | None = None) -> str | None:
+    """Why these embeddings are not the run's network's (None: they are): another model, another class list,
+    or other weights (`weights`, default the run's file now: retrained, resumed, fine-tuned, edited since)."""
+    if embeddings.classes != run.classes or embeddings.model != run.card["model"]:
+        return f"belongs to another model or class list ({embeddings.model}, {len(embeddings.classes)} classes)"
+    if embeddings.weights != (weights if weights is not None else run.weights_sha256()):
+        return "was computed by other weights than the run's (trained or changed since)"
+    return None
 
 
 def staleness(embeddings: Embeddings, fingerprint: str) -> str | None:
@@ -152,7 +165,7 @@ def embed_data(loaded: LoadedModel, index: DataIndex, manifest: pd.DataFrame | N
     files = [rel for rel, _ in index.samples]
     digests = [index.digests[rel] for rel in files]
     known = {}
-    if previous is not None and previous.model == loaded.run.card["model"] and previous.classes == loaded.classes:
+    if previous is not None and mismatch(previous, loaded.run, loaded.weights) is None:
         known = {digest: i for i, digest in enumerate(previous.digests)}
     todo = [i for i, digest in enumerate(digests) if digest not in known]
     new_vectors, new_probs = embed_files(loaded, index.root, [files[i] for i in todo], batch_size, device,
@@ -169,7 +182,7 @@ def embed_data(loaded: LoadedModel, index: DataIndex, manifest: pd.DataFrame | N
                       fingerprint=index.fingerprint(), files=files, digests=digests,
                       labels=[label for _, label in index.samples],
                       splits=[split_of.get(rel, UNSPLIT) for rel in files], vectors=vectors, probs=probs,
-                      ident=uuid.uuid4().hex[:16])
+                      ident=uuid.uuid4().hex[:16], weights=loaded.weights)
 
 
 def missing_from(manifest: pd.DataFrame, index: DataIndex) -> list[str]:

@@ -16,7 +16,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from har_core.artifacts import Run, RunError, load_weights, open_run
+from har_core.artifacts import WEIGHTS, Run, RunError, load_weights, open_run
 from har_core.backend import LABELS, BackendError, OnnxModel, backend_from_env, open_export
 from har_core.data import eval_transform
 from har_core.ensemble import combine
@@ -84,6 +84,7 @@ class LoadedModel:
     tap: EmbeddingTap
     onnx: OnnxModel | None = None  # predictions go through ONNX Runtime when set (har_core.backend)
     backend_note: str = ""  # why the chosen backend is not the one answering
+    weights: str = ""  # sha256 of the weights file it was loaded from: the key of whatever they compute
 
     @property
     def name(self) -> str:
@@ -142,6 +143,7 @@ def load_run(path_or_run: str | Path | Run, backend: str | None = None) -> Loade
     """A run's model, ready to predict; `backend` (default: HAR_BACKEND, else PyTorch) picks the engine."""
     run = path_or_run if isinstance(path_or_run, Run) else open_run(path_or_run)
     model = build_for_card(run.card, run.name)
+    weights = run.weights_sha256() if run.has(WEIGHTS) else ""
     load_weights(run.weights_path(), model, run.name)
     # channels_last: oneDNN's fast layout on CPU too (EfficientNet-Lite1 and InceptionV3 forward ~1.5× faster)
     model.eval().to(memory_format=REGISTRY[run.card["model"]].memory_format)
@@ -149,7 +151,7 @@ def load_run(path_or_run: str | Path | Run, backend: str | None = None) -> Loade
     # and shared models never accumulate .grad (pytorch-grad-cam makes its input require grad)
     model.requires_grad_(False)
     loaded = LoadedModel(run=run, model=model, transform=eval_transform(data_config_of(run.card)),
-                         tap=EmbeddingTap(model, REGISTRY[run.card["model"]].embedding))
+                         tap=EmbeddingTap(model, REGISTRY[run.card["model"]].embedding), weights=weights)
     return with_backend(loaded, backend or backend_from_env())
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from har_core.artifacts import Run
 from har_core.data import DataIndex
-from har_core.embeddings import EMBEDDINGS, EmbeddingError, Embeddings, embed_data, run_embeddings
+from har_core.embeddings import EMBEDDINGS, EmbeddingError, Embeddings, embed_data, load_embeddings, mismatch
 from har_core.inference import LoadedModel
 from har_core.fileio import atomic_write_bytes, write_json
 
@@ -142,6 +142,9 @@ def choose_weight(probs: np.ndarray, votes: np.ndarray, labels: np.ndarray) -> f
 def retrieval_report(run: Run, embeddings: Embeddings, k: int = VOTE_K) -> dict:
     """kNN-only, model-only and retrieval-augmented accuracy on val and test; the weight is chosen on val.
     The model's probabilities are the run's own stored predictions (flip TTA where the run uses it)."""
+    if not len(embeddings.rows("train")):
+        return {"k": k, "weight": 0.0, "embeddings": embeddings.ident,
+                "note": "no training pictures among the embeddings: nothing to search"}
     index = training_index(embeddings, run.path)
     row_of = embeddings.row_of
     class_of = {c: i for i, c in enumerate(embeddings.classes)}
@@ -181,18 +184,21 @@ def embed_run(loaded: LoadedModel, index: DataIndex, batch_size: int = 32, devic
     embeddings, its retrieval report and, beyond `EXACT_LIMIT` training images or with build_index="always",
     its search index in the run folder. Returns the embeddings and the report."""
     run = loaded.run
-    previous = None
+    previous, stale = None, None
     if (run.path / EMBEDDINGS).is_file():
         try:
-            previous = run_embeddings(run)
+            previous = load_embeddings(run.path / EMBEDDINGS, run.name)
+            stale = mismatch(previous, run, loaded.weights)
         except EmbeddingError:
-            previous = None  # unreadable or another model's: everything is embedded anew
+            stale = "is unreadable"  # everything is embedded anew
     embeddings = embed_data(loaded, index, run.manifest(), previous, batch_size, device, progress, on_batch)
     try:
         embeddings.save(run.path / EMBEDDINGS)
         train_rows = embeddings.rows("train")
         if build_index == "always" or (build_index == "auto" and len(train_rows) > EXACT_LIMIT):
             VectorIndex.build(embeddings.vectors[train_rows], train_rows).save(run.path, embeddings.ident)
-        return embeddings, write_retrieval_report(run, embeddings)
+        report = write_retrieval_report(run, embeddings)
     except OSError as error:  # a read-only runs folder: the caller keeps them in memory
-        return embeddings, retrieval_report(run, embeddings) | {"not_stored": f"{type(error).__name__}: {error}"}
+        report = retrieval_report(run, embeddings) | {"not_stored": f"{type(error).__name__}: {error}"}
+    return embeddings, report | ({"recomputed": f"the stored {EMBEDDINGS} {stale}: every picture embedded anew"}
+                                 if stale else {})

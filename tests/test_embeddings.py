@@ -1,9 +1,11 @@
 """Embeddings → search index → neighbours → retrieval-augmented prediction → map, on tiny models and data."""
+import json
 import shutil
 import threading
 
 import numpy as np
 import pytest
+import safetensors
 import torch
 
 from conftest import CLASSES, synthetic_image
@@ -13,7 +15,7 @@ from har_core.embeddings import (EMBEDDINGS, EmbeddingError, Embeddings, embed_d
                                  staleness)
 from har_core.inference import load_run, predict_all
 from har_core.projection import MAP_FILE, embedding_map, project
-from har_core.similarity import (INDEX_FILE, VectorIndex, augmented, choose_weight, neighbours_of, retrieval_report,
+from har_core.similarity import (INDEX_FILE, RETRIEVAL, VectorIndex, augmented, choose_weight, neighbours_of, retrieval_report,
                                  training_index, vote)
 from train import embed as embed_cli
 
@@ -212,3 +214,66 @@ def test_the_map_keeps_clusters_apart_and_is_computed_once(tmp_path, monkeypatch
     same = fake_embeddings(np.zeros((20, 8)), labels[:20], ["train"] * 20)
     assert same.collapsed and not found.collapsed
     np.testing.assert_allclose(project(same.vectors)[:, 0], np.arange(20))  # a collapsed model: a line, no UMAP
+
+
+def change_weights(run_dir):
+    """Retrain stand-in: scale the run's first conv kernels and save the weights again."""
+    from har_core import artifacts
+    model = load_run(run_dir).model
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    with torch.no_grad():
+        conv.weight.mul_(-3.0)
+    artifacts.save_weights(run_dir / artifacts.WEIGHTS, model)
+
+
+def test_embeddings_made_by_other_weights_are_recomputed_everywhere(tiny_runs, tmp_path, capsys):
+    """Finding 1 of the second trust review: vectors were reused when only the architecture and classes matched."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_runs / "custom_cnn", run_dir)
+    embed_cli.main([str(run_dir), "--quiet", "--map"])
+    before = run_embeddings(open_run(run_dir))
+    capsys.readouterr()
+    change_weights(run_dir)
+    with pytest.raises(EmbeddingError, match="other weights"):
+        run_embeddings(open_run(run_dir))
+    embed_cli.main([str(run_dir), "--quiet", "--map"])
+    assert "other weights" in capsys.readouterr().out  # the command says why it embeds everything anew
+    after = run_embeddings(open_run(run_dir))
+    run = open_run(run_dir)
+    fresh = embed_data(load_run(run), scan(run.data_root(), classes=after.classes, progress=False), run.manifest())
+    assert after.ident != before.ident and after.weights == run.weights_sha256() != before.weights
+    assert not np.allclose(after.vectors, before.vectors, atol=1e-2)
+    np.testing.assert_allclose(after.vectors, fresh.vectors, atol=2e-2)
+    assert json.loads((run_dir / RETRIEVAL).read_text())["embeddings"] == after.ident  # the report follows
+    with safetensors.safe_open(str(run_dir / MAP_FILE), framework="numpy") as handle:
+        assert handle.metadata()["embeddings"] == after.ident  # and so does the map
+
+
+def test_the_audit_folder_does_not_lend_another_networks_vectors(tiny_runs, kaggle_data, tmp_path, capsys):
+    from train import audit as audit_cli
+    first, second = tmp_path / "first", tmp_path / "second"
+    shutil.copytree(tiny_runs / "custom_cnn", first)
+    shutil.copytree(tiny_runs / "custom_cnn", second)
+    change_weights(second)  # same architecture and classes, other weights
+    out = tmp_path / "audit"
+    audit_cli.main([str(kaggle_data), "--run", str(first), "--out", str(out), "--quiet"])
+    capsys.readouterr()
+    audit_cli.main([str(kaggle_data), "--run", str(second), "--out", str(out), "--quiet"])
+    assert "other weights" in capsys.readouterr().out
+    stored = load_embeddings(out / EMBEDDINGS, "second")
+    fresh = embed_data(load_run(second), scan(kaggle_data, classes=stored.classes, progress=False),
+                       open_run(second).manifest())
+    np.testing.assert_allclose(stored.vectors, fresh.vectors, atol=2e-2)
+
+
+def test_embedding_a_folder_without_the_runs_training_pictures_says_so_in_one_line(tiny_runs, tmp_path):
+    from conftest import write_kaggle_dataset
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_runs / "custom_cnn", run_dir)
+    other = write_kaggle_dataset(tmp_path / "other", per_class=4, extras=False)
+    for picture in (other / "train").iterdir():  # other names: none of the run's pictures
+        picture.rename(picture.with_name("x" + picture.name))
+    csv = other / "Training_set.csv"
+    csv.write_text(csv.read_text().replace("Image_", "xImage_"))
+    with pytest.raises(SystemExit, match="holds none of custom_cnn's .* training pictures"):
+        embed_cli.main([str(run_dir), "--data", str(other), "--quiet"])

@@ -14,6 +14,7 @@ from conftest import ROOT, synthetic_image
 from har_core import artifacts, export
 from har_core.backend import BACKENDS, open_session, softmax
 from har_core.export import ExportError, export_graph, export_run
+from har_core.fileio import file_sha256
 from har_core.inference import load_run, predict_all
 from har_core.registry import REGISTRY, ModelSpec, Recipe
 
@@ -168,7 +169,7 @@ def test_an_onnx_file_that_disagrees_with_the_card_is_refused(exported, change, 
     card = json.loads((run / "card.json").read_text())
     other = dict(card, classes=card["classes"] + ["extra"]) if change == "classes" else dict(card, input_size=48)
     export_graph(REGISTRY[card["model"]].build(len(other["classes"])).eval(), other, run / "model.onnx")
-    card["exports"]["onnx"]["sha256"] = export.file_sha256(run / "model.onnx")  # even when the record agrees
+    card["exports"]["onnx"]["sha256"] = file_sha256(run / "model.onnx")  # even when the record agrees
     (run / "card.json").write_text(json.dumps(card))
     loaded = load_run(run, backend="onnxruntime")
     assert loaded.backend == "pytorch" and message in loaded.backend_note

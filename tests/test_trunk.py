@@ -79,3 +79,26 @@ def test_trunk_features_run_on_the_models_device_and_are_kept_in_cpu_memory():
     features = trunk_features(model, ("stem",), loader, "test", progress=False)
     assert seen == ["meta"] * 3
     assert features.device.type == "cpu" and features.dtype == torch.float16 and features.shape == (5, 2, 3, 3)
+
+
+def test_trunk_features_through_onnx_runtime_equal_pytorchs():
+    """On the CPU the frozen trunk runs in ONNX Runtime (several times faster there); its features must be
+    the eager trunk's, in the loader's index order, whatever order the batches come in."""
+    from har_core.trunk import OnnxTrunk, trunk_features
+
+    spec = REGISTRY["efficientnet_lite0"]
+    model = spec.build(3).eval()
+    images = torch.rand(6, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    order = [4, 0, 5, 2, 1, 3]  # batches arrive out of index order, as a shuffled loader's do
+    loader = torch.utils.data.DataLoader([(images[i], 0, i) for i in order], batch_size=4)
+    through_ort = trunk_features(model, spec.trunk, loader, "test", progress=False)
+    eager = trunk_features(model, spec.trunk, loader, "test", progress=False, engine="pytorch")
+    assert isinstance(OnnxTrunk(model, spec.trunk, images), OnnxTrunk)
+    assert through_ort.shape == eager.shape == (6, 80, 4, 4)
+    assert torch.allclose(through_ort.float(), eager.float(), rtol=2e-3, atol=1e-3)  # float16: an ulp apart at most
+    with torch.no_grad():
+        direct = images[2:3]
+        for name in spec.trunk:
+            direct = model.get_submodule(name)(direct)
+    assert torch.allclose(through_ort[2].float(), direct[0], rtol=2e-3, atol=1e-3)
+    assert not torch.allclose(through_ort[2].float(), direct[0] * 1.05, rtol=2e-3, atol=1e-3)

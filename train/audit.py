@@ -16,20 +16,23 @@ from pathlib import Path
 from har_core.artifacts import RunError, open_run
 from har_core.audit import DUPLICATE_THRESHOLD, audit
 from har_core.data import DataError, scan
-from har_core.embeddings import EMBEDDINGS, EmbeddingError, embed_data, load_embeddings, run_embeddings
+from har_core.embeddings import EMBEDDINGS, EmbeddingError, embed_data, load_embeddings, mismatch
 from har_core.fileio import atomic_write_text
 from har_core.inference import load_run
 
 
-def previous_embeddings(run, out: Path):
-    """Vectors already computed for this run's model: the audit folder's own, else the run's."""
-    for source in (lambda: load_embeddings(out / EMBEDDINGS, run.name), lambda: run_embeddings(run)):
+def previous_embeddings(loaded, out: Path):
+    """Vectors already computed by this run's network (same weights): the audit folder's own, else the run's.
+    Ones made by another run or other weights are named and not reused."""
+    for path in (out / EMBEDDINGS, loaded.run.path / EMBEDDINGS):
         try:
-            found = source()
-            if found.model == run.card["model"] and found.classes == run.classes:
-                return found
+            found = load_embeddings(path, loaded.name)
         except EmbeddingError:
             continue
+        problem = mismatch(found, loaded.run, loaded.weights)
+        if problem is None:
+            return found
+        print(f"note: {path} {problem}: not reused, the pictures are embedded anew")
     return None
 
 
@@ -52,7 +55,7 @@ def main(argv=None):
             print(f"skipped {rel}: {reason}")
         loaded = load_run(run)
         loaded.model.to(args.device)
-        embeddings = embed_data(loaded, index, run.manifest(), previous_embeddings(run, out), args.batch_size,
+        embeddings = embed_data(loaded, index, run.manifest(), previous_embeddings(loaded, out), args.batch_size,
                                 args.device, progress=not args.quiet)
         out.mkdir(parents=True, exist_ok=True)
         embeddings.save(out / EMBEDDINGS)

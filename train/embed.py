@@ -38,7 +38,12 @@ def main(argv=None) -> dict:
             raise RunError(f"{run.name}: no split manifest ({run.path / 'split.csv'})")
         root = run.data_root(args.data)
         index = scan(root, classes=run.classes, progress=not args.quiet)
-        missing = missing_from(run.manifest(), index)
+        manifest = run.manifest()
+        missing = missing_from(manifest, index)
+        training = set(manifest.loc[manifest["split"] == "train", "filename"])
+        if training and training <= set(missing):
+            raise DataError(f"{root} holds none of {run.name}'s {len(training)} training pictures, so there is "
+                            "nothing to search; pass --data the folder the run was trained on")
         if missing:
             print(f"warning: {len(missing)} image(s) of {run.name}'s split are missing or unreadable in {root} and "
                   f"are left out (e.g. {', '.join(missing[:3])})", file=sys.stderr)
@@ -50,6 +55,8 @@ def main(argv=None) -> dict:
             embedding_map(embeddings, run.path)
     except (RunError, DataError, EmbeddingError) as error:
         raise SystemExit(f"error: {error}")
+    if "recomputed" in report:
+        print(f"note: {report['recomputed']}")
     print(f"{run.name}: {len(embeddings)} images embedded ({embeddings.vectors.shape[1]}-d) into "
           f"{run.path / 'embeddings.safetensors'}")
     for split in ("val", "test"):
