@@ -5,7 +5,7 @@ STAMP   := $(VENV)/.installed-$(shell cat requirements.txt requirements-weights.
 DATA    ?= ../shared/data/sports15
 PORT    ?= 8501
 
-.PHONY: run test bench demo-models browser clean
+.PHONY: run test bench demo-models browser clean deploy-copy
 
 $(STAMP): requirements.txt requirements-weights.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -33,6 +33,10 @@ bench: $(STAMP)
 
 demo-models: $(STAMP)
 	$(PY) -m train.demo_models --data $(DATA) --out assets/runs
+
+# deploy/ carries HAR Studio's decoding as a copy (it must run without har_core); tests/test_export.py checks it
+deploy-copy:
+	cp har_core/imaging.py deploy/har_imaging.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-output

@@ -24,7 +24,7 @@ from har_core.audit import audit
 from har_core.cam import Busy, ClassMaps, Explanation, class_maps
 from har_core.data import DataError, read_manifest, scan
 from har_core.embeddings import EMBEDDINGS, EmbeddingError, Embeddings, run_embeddings, staleness
-from har_core.ensemble import default_members
+from har_core.ensemble import class_groups, default_members, describe_classes
 from har_core.imaging import IMAGE_SUFFIXES, ImageError, image_digest, load_image, safe_name
 from har_core.backend import BACKENDS, EXPORT_FILES, LABELS, backend_from_env
 from har_core.inference import LoadedModel, Prediction, load_run, predict_all, with_backend
@@ -57,6 +57,7 @@ class Selection:
     runs: list[Run] = field(default_factory=list)
     data_root: Path | None = None
     runs_dir: Path | None = None  # where the runs were found (a new run is saved there)
+    left_out: list[tuple[str, str]] = field(default_factory=list)  # (run, why): chosen runs another class list keeps out
 
     def names(self) -> list[str]:
         return [run.name for run in self.runs]
@@ -301,8 +302,9 @@ def sidebar() -> Selection:
                               help="Sidebar collapsed, larger type, one model per row. Link: add ?present=1.")
         if present != was:
             st.rerun()  # app.py sets the sidebar's state before the page runs
-    selection = Selection(runs=[run for run in found if run.name in chosen], data_root=data_root,
-                          runs_dir=Path(runs_dir) if runs_dir else None)
+        runs, left_out = one_class_list([run for run in found if run.name in chosen])
+    selection = Selection(runs=runs, data_root=data_root, runs_dir=Path(runs_dir) if runs_dir else None,
+                          left_out=left_out)
     warm_up(selection.runs)
     if present:
         st.html(PRESENTATION_CSS)
@@ -310,6 +312,31 @@ def sidebar() -> Selection:
     elif "present" in st.query_params:
         del st.query_params["present"]
     return selection
+
+
+# widgets whose value is a choice among the shown runs (reset when the class list changes)
+RUN_CHOICES = ("predict_models", "predict_ensemble", "overview_ensemble", "cam_models", "video_models", "map_run",
+               "eval_model", "mistakes_models", "teach_base", "dataset_audit_run")
+
+
+def one_class_list(runs: list[Run]) -> tuple[list[Run], list[tuple[str, str]]]:
+    """Pages compare runs of one class list: the largest group of the chosen runs, or the one picked in the
+    sidebar when they have several; the others are named there with the reason."""
+    groups = class_groups(runs)
+    if len(groups) < 2:
+        return runs, []
+    labels = [f"{describe_classes(g[0].classes)} ({len(g)} run{'s' if len(g) > 1 else ''})" for g in groups]
+    picked = st.selectbox("Class list", range(len(groups)), format_func=labels.__getitem__, key="class_list",
+                          help="The chosen runs were trained on different classes; the pages compare runs of one "
+                          "class list at a time.")
+    if st.session_state.get("keep_class_list", picked) != picked:
+        for key in RUN_CHOICES:  # choices among the other group's runs: each page starts from its default again
+            st.session_state.pop(key, None)
+    st.session_state["keep_class_list"] = picked
+    left_out = [(run.name, f"trained on {describe_classes(run.classes)}")
+                for i, group in enumerate(groups) if i != picked for run in group]
+    st.caption("Not shown (other classes): " + "; ".join(f"**{name}**, {why}" for name, why in left_out))
+    return groups[picked], left_out
 
 
 # ---- deep links and presentation mode -------------------------------------------------------------

@@ -2,7 +2,7 @@
 
     python predict.py RUN_FOLDER photo.jpg [more.jpg | a_folder ...] [--csv out.csv] [--tta] [--int8] [--top 3]
 
-RUN_FOLDER is a run folder holding card.json and model.onnx (python -m train.export RUN on the machine that
+Copy har_imaging.py beside it (HAR Studio's decoding). RUN_FOLDER is a run folder holding card.json and model.onnx (python -m train.export RUN on the machine that
 trained it). The card gives the classes and the preprocessing (input size, resize/crop, interpolation,
 mean/std), applied here exactly as HAR Studio applies them (timm's eval transform), so the probabilities are
 HAR Studio's. Prints one line per image, or writes a CSV (filename, label, confidence, one prob_ column per
@@ -19,11 +19,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-# the image formats HAR Studio reads (har_core.imaging.IMAGE_SUFFIXES; a test keeps the two equal)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-DRAFT_SIDE = 512  # large JPEGs decode at a reduction keeping both sides at least this long, as HAR Studio does
+# HAR Studio's own decoding (formats, limits, EXIF, 16-bit and float rescaling, transparency): har_imaging.py is
+# a copy of har_core/imaging.py that `make deploy-copy` writes and tests/test_export.py keeps byte-equal
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from har_imaging import IMAGE_SUFFIXES, ImageError, load_image  # noqa: E402
+
 RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST,
             "lanczos": Image.LANCZOS}
 
@@ -75,23 +77,6 @@ class Model:
         return (probs[:len(images)] + probs[len(images):]) / 2 if tta else probs
 
 
-def load_image(path: Path) -> Image.Image:
-    """Upright RGB, transparency flattened on white: as HAR Studio decodes."""
-    image = Image.open(path)
-    if image.format == "JPEG":
-        image.draft(None, (DRAFT_SIDE, DRAFT_SIDE))
-    image.seek(0)
-    image.load()
-    ImageOps.exif_transpose(image, in_place=True)
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
-        background = Image.new("RGB", image.size, (255, 255, 255))
-        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
-        return background
-    return image if image.mode == "RGB" else image.convert("RGB")
-
-
 def image_files(paths: list[str]) -> list[Path]:
     files = []
     for given in map(Path, paths):
@@ -123,8 +108,8 @@ def main(argv=None) -> list[dict]:
             try:
                 images.append(load_image(path))
                 names.append(path.name)
-            except (OSError, SyntaxError, ValueError) as error:
-                print(f"skipped {path.name}: not a readable image ({error})", file=sys.stderr)
+            except ImageError as error:
+                print(f"skipped {path.name}: {error}", file=sys.stderr)
         if not images:
             continue
         for name, probs in zip(names, model.predict(images, args.tta)):

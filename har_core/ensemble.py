@@ -14,13 +14,32 @@ from har_core.metrics import compute_metrics, probabilities
 
 
 def pretrained_runs(runs: list[Run]) -> list[Run]:
-    """Runs that started from ImageNet weights (the card records "none ..." for random initialisation)."""
-    return [run for run in runs if not run.card["pretrained"].startswith("none")]
+    """Runs that started from ImageNet weights and were trained as whole networks (the card records "none ..."
+    for random initialisation; a head taught on a few pictures on the Teach page is no member either)."""
+    return [run for run in runs if not run.card["pretrained"].startswith("none") and "taught" not in run.card]
+
+
+def class_groups(runs: list[Run]) -> list[list[Run]]:
+    """Runs grouped by class list (in order), the largest group first (ties: the one listed first). Only runs
+    of one class list can be compared or averaged."""
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(tuple(run.classes), []).append(run)
+    return sorted(groups.values(), key=len, reverse=True)
+
+
+def describe_classes(classes: list[str], limit: int = 4) -> str:
+    """'15 classes: calling, clapping, cycling, dancing, …'"""
+    shown = ", ".join(c.replace("_", " ") for c in classes[:limit])
+    return f"{len(classes)} classes: {shown}{', …' if len(classes) > limit else ''}"
 
 
 def default_members(runs: list[Run]) -> list[str]:
-    pretrained = pretrained_runs(runs)
-    return [run.name for run in (pretrained if len(pretrained) >= 2 else runs)]
+    """The default ensemble: the pretrained runs of the largest class group when there are two or more,
+    else every run of that group."""
+    group = class_groups(runs)[0] if runs else []
+    pretrained = pretrained_runs(group)
+    return [run.name for run in (pretrained if len(pretrained) >= 2 else group)]
 
 
 def combine(probabilities_of_members: list[np.ndarray]) -> np.ndarray:

@@ -445,4 +445,35 @@ def test_teach_learns_two_classes_from_the_image_folder_and_saves_an_ordinary_ru
     assert taught.classes == ["Cycling", "sleeping"]
     assert taught.card["notes"].startswith("linear head on custom_cnn's embeddings")
     at = open_page(at, "overview")
-    assert "bikes_or_beds" in list(at.dataframe[0].value["run"])
+    assert "bikes_or_beds" not in list(at.dataframe[0].value["run"])  # other classes: named in the sidebar
+    assert any("bikes_or_beds" in c.value for c in at.sidebar.caption)
+    at.sidebar.selectbox(key="class_list").set_value(1).run()
+    assert list(at.dataframe[0].value["run"]) == ["bikes_or_beds"]
+
+
+def test_a_taught_run_that_sorts_first_hides_no_model_and_joins_no_ensemble(tiny_runs, kaggle_data, monkeypatch,
+                                                                            tmp_path):
+    """Finding 2 of the second trust review: a Teach run named to sort first took over Predict and the ensemble."""
+    from har_core.inference import load_run
+    from har_core.teach import save_head, teach
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_runs, runs)
+    monkeypatch.setenv("HAR_RUNS", str(runs))
+    monkeypatch.setenv("HAR_DATA", str(kaggle_data))
+    monkeypatch.chdir(ROOT)
+    base = load_run(runs / "mobilenet_v2")  # a pretrained base: its card says so
+    pictures = [[synthetic_image(0, seed=s) for s in range(6)], [synthetic_image(2, seed=10 + s) for s in range(6)]]
+    save_head(teach(base, ["bikes", "beds"], pictures), runs, "aaa_taught")
+    everything = find_runs(runs)[0]
+    assert default_members(everything) == ["custom_cnn", "mobilenet_v2"]  # not the taught run
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
+    assert not at.exception
+    assert sorted(at.dataframe[0].value["run"]) == ["custom_cnn", "mobilenet_v2"]
+    assert any("aaa_taught" in c.value and "2 classes" in c.value for c in at.sidebar.caption)
+    at = open_page(at, "predict")
+    sample = at.selectbox(key="predict_sample")
+    at = sample.set_value(sample.options[1]).run()
+    cards = [m.value for m in at.main.markdown]
+    assert "**custom_cnn**" in cards and "**mobilenet_v2**" in cards and "**aaa_taught**" not in cards
+    at.sidebar.selectbox(key="class_list").set_value(1).run()  # the taught run's class list, one click away
+    assert at.multiselect(key="predict_models").value == ["aaa_taught"]

@@ -29,8 +29,7 @@ if not images:
 loaded = ui.models(chosen_runs)
 if not loaded:
     st.stop()
-classes = loaded[0].classes
-loaded = [m for m in loaded if m.classes == classes] or loaded
+classes = loaded[0].classes  # one class list: the sidebar keeps runs of one (ui.one_class_list)
 for note in {m.backend_note for m in loaded if m.backend_note}:
     st.warning(note, icon="⚠️")
 engine = (lambda p: f" · {LABELS[p.backend]}") if ui.backend() != "pytorch" else (lambda p: "")

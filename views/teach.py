@@ -67,6 +67,7 @@ if left.button("💾 Save to the runs folder", key="teach_save", disabled=not ui
                help="The sidebar's runs folder; read-only folders offer the download only."):
     with ui.friendly("Saving"):
         saved = ui.save_taught(selection, head, name)
-        st.success(f"Saved as {saved.name}: choose it in the sidebar's runs to use it on every page.")
+        st.success(f"Saved as {saved.name}. Every page shows it once its class list is picked in the sidebar "
+                   "(**Class list**), beside any other run of these classes.")
 right.download_button("⬇️ Download the run (zip)", lambda: ui.taught_zip(head, name), f"{name}.zip",
                       "application/zip", key="teach_zip")

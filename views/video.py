@@ -43,7 +43,6 @@ if not data or not chosen:
 loaded = ui.models([selection.run(n) for n in chosen])
 if not loaded:
     st.stop()
-loaded = [m for m in loaded if m.classes == loaded[0].classes]
 digest = ui.content_digest(data)
 clip = None
 with ui.friendly(f"Reading {name}"):
