@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from har_core.fileio import atomic_write_text, is_inside
 from har_core.imaging import IMAGE_SUFFIXES, ImageError, load_image, read_file
-from har_core.video import VIDEO_SUFFIXES, Clip, VideoError, probe, read_clip, read_video_file
+from har_core.video import VIDEO_SUFFIXES, Clip, VideoError, clip_facts, probe, read_clip, read_video_file
 
 SPLITS = ("train", "val", "test")
 
@@ -329,9 +329,22 @@ class ClipTransform:
 
     def window(self, available: int) -> torch.Tensor:
         """Indices of the frames that make the clip."""
-        spare = max(0, available - self.frames)
-        start = int(torch.randint(spare + 1, ())) if self.training else spare // 2
+        start = self.first(available)
         return (start + torch.arange(self.frames)).clamp(max=available - 1)
+
+    def first(self, available: int) -> int:
+        """The window's first sample among `available`: random in training, else centred."""
+        spare = max(0, available - self.frames)
+        return int(torch.randint(spare + 1, ())) if self.training else spare // 2
+
+    def read(self, path: Path) -> Clip:
+        """Only the window's frames of a clip file: the window is placed from the container's stated duration
+        and rate, then the decoder seeks to it (a clip without a stated duration is read from its start)."""
+        seconds, rate = clip_facts(path)
+        rate = rate or 25.0  # as read_clip: a stream without a rate is taken as 25 fps
+        available = int(seconds * rate / self.stride) if seconds else self.frames
+        start = self.first(available) * self.stride / rate
+        return read_clip(path, stride=self.stride, start=start, frames=self.frames)
 
     def __call__(self, clip: Clip) -> torch.Tensor:
         frames = [clip.frames[i] for i in self.window(len(clip.frames)).tolist()]
@@ -359,7 +372,7 @@ class ImageDataset(Dataset):
 
 class ClipDataset(ImageDataset):
     def read(self, path: Path) -> Clip:
-        return read_clip(path, stride=self.transform.stride)
+        return self.transform.read(path)
 
 
 def dataset_for(root: Path, files: list[str], labels: list[int] | None, transform) -> ImageDataset:

@@ -47,8 +47,8 @@ class Clip:
     width: int
     height: int
     seconds: float
-    rotation: int = 0
-    rate: float = 0.0  # the stream's own frame rate (frames per second), 0 when it states none  # degrees the stored frames were turned to be upright (phone video)
+    rotation: int = 0  # degrees the stored frames were turned to be upright (phone video)
+    rate: float = 0.0  # the stream's own frame rate (frames per second), 0 when it states none
 
 
 def _checked_size(source: bytes | str | Path, limits: VideoLimits) -> int:
@@ -108,9 +108,11 @@ def sample_times(seconds: float, fps: float = 2.0, count: int = 0) -> list[float
 
 
 def read_clip(source: bytes | str | Path, fps: float = 2.0, count: int = 0, stride: int = 0,
-              limits: VideoLimits = DEFAULT_VIDEO_LIMITS) -> Clip:
+              limits: VideoLimits = DEFAULT_VIDEO_LIMITS, start: float = 0.0, frames: int = 0) -> Clip:
     """Decode the sampled frames of a clip, or raise VideoError with a one-line reason. Sampling: `fps`
-    frames per second, or `count` evenly spread, or every `stride`-th frame at the clip's own rate."""
+    frames per second, or `count` evenly spread, or every `stride`-th frame at the clip's own rate. A window:
+    with `frames`, only that many samples from `start` seconds on are decoded (the decoder seeks to them), so a
+    clip model's 16-frame sample of a long clip costs 16 frames, not the whole clip."""
     if fps <= 0 and not count and not stride:
         raise VideoError("the sampling rate must be positive")
     container = _open(source, limits)
@@ -134,6 +136,8 @@ def read_clip(source: bytes | str | Path, fps: float = 2.0, count: int = 0, stri
         if seconds > limits.max_seconds:
             raise VideoError(f"the clip is {seconds / 60:.1f} minutes long; at most {limits.max_seconds / 60:.0f}")
         wanted = sample_times(seconds, fps, count) if seconds > 0 else None
+        if frames:
+            wanted = [t for t in (start + np.arange(frames) / fps).tolist() if not seconds or t < seconds] or [start]
         if wanted is not None and len(wanted) > limits.max_samples:
             raise VideoError(f"{len(wanted)} frames would be sampled; at most {limits.max_samples} (lower the rate)")
         stream.thread_type = "AUTO"
@@ -145,7 +149,21 @@ def read_clip(source: bytes | str | Path, fps: float = 2.0, count: int = 0, stri
         container.close()
     if not clip.frames:
         raise VideoError("no frame could be decoded (damaged or truncated file)")
+    if not clip.seconds:  # a stream that states no duration (a browser recording): its last sample's time
+        clip.seconds = clip.times[-1] + (1.0 / fps if fps > 0 else 0.0)
     return clip
+
+
+def clip_facts(source: str | Path, limits: VideoLimits = DEFAULT_VIDEO_LIMITS) -> tuple[float, float]:
+    """(seconds, frame rate) as the container states them (0 where it states none), without decoding a frame."""
+    container = _open(source, limits)
+    try:
+        if not container.streams.video:
+            raise VideoError("the file has no video stream")
+        stream = container.streams.video[0]
+        return _duration(container, stream), float(stream.average_rate or stream.guessed_rate or 0)
+    finally:
+        container.close()
 
 
 def probe(source: bytes | str | Path, limits: VideoLimits = DEFAULT_VIDEO_LIMITS) -> Clip:
@@ -198,3 +216,6 @@ def _decode_samples(container, stream, wanted: list[float] | None, fps: float, c
                 position += 1
         else:
             next_free = time + 1.0 / fps
+            if time > limits.max_seconds:  # no stated duration: the limit holds on the decoded time
+                raise VideoError(f"the clip is longer than {limits.max_seconds / 60:g} minutes (it states no duration; "
+                                 "decoding stopped there)")

@@ -77,10 +77,28 @@ TINY_FLAGS = ["--image-size", "32", "--epochs", "2", "--batch-size", "8", "--wor
               "--warmup-epochs", "0", "--patience", "0"]
 
 
-def encode_clip(frames, fps=10, codec="mpeg4", container="mp4", times=None, rotation=0) -> bytes:
+class _Unseekable(io.RawIOBase):
+    """Where a browser's MediaRecorder writes: a stream the muxer cannot go back in to write the duration."""
+
+    def __init__(self):
+        self.chunks = []
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        self.chunks.append(bytes(data))
+        return len(data)
+
+    def getvalue(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+def encode_clip(frames, fps=10, codec="mpeg4", container="mp4", times=None, rotation=0, streamed=False) -> bytes:
     """Frames (H×W×3 uint8) as a clip; `times` (seconds) gives each frame its own timestamp (variable rate);
-    `rotation` (degrees counter-clockwise) is stored in the display matrix, as phones do."""
-    buffer = io.BytesIO()
+    `rotation` (degrees counter-clockwise) is stored in the display matrix, as phones do; `streamed`: written to
+    a stream, as a browser recording is (a webm then states no duration)."""
+    buffer = _Unseekable() if streamed else io.BytesIO()
     with av.open(buffer, "w", format=container) as out:
         stream = out.add_stream(codec, rate=fps)
         stream.height, stream.width = frames[0].shape[:2]

@@ -188,3 +188,40 @@ def test_the_full_hd_clip_decodes_within_the_limits():
     clip = read_clip(VIDEOS / "two_people_indoor_1080p.mp4")
     assert (clip.width, clip.height) == (1920, 1080) and len(clip.frames) == 6
     assert clip.frames[0].size == (1920, 1080)
+
+
+def test_a_browser_recording_without_a_stated_duration_takes_its_last_samples_time():
+    """Finding 8: a webm written to a stream states no duration; it showed 0.0 s and skipped the length limit."""
+    frames = [np.full((32, 32, 3), 8 * i, np.uint8) for i in range(30)]  # 3 s at 10 fps
+    data = encode_clip(frames, fps=10, codec="libvpx", container="webm", streamed=True)
+    assert clip_facts_of(data) == 0.0  # the container really states none
+    clip = read_clip(data, fps=2)
+    assert clip.times == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5] and clip.seconds == pytest.approx(3.0)
+    with pytest.raises(VideoError, match="longer than 0.025 minutes"):
+        read_clip(data, fps=2, limits=VideoLimits(max_seconds=60 * 0.025))  # 1.5 s: the decoded time counts
+
+
+def clip_facts_of(data: bytes) -> float:
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        return float(stream.duration * stream.time_base) if stream.duration else (container.duration or 0) / 1e6
+
+
+def test_a_clip_models_sample_decodes_only_its_window_even_from_a_long_clip(tmp_path):
+    """Finding 3: each 16-frame sample decoded every second frame of the whole clip, and a clip over ~133 s
+    at 30 fps aborted training in the loader."""
+    from har_core.data import ClipTransform
+    from har_core.registry import REGISTRY
+    seconds, fps = 140, 30
+    frames = [np.full((16, 16, 3), (i // fps) % 250, np.uint8) for i in range(seconds * fps)]  # grey = the second
+    path = tmp_path / "long.mp4"
+    path.write_bytes(encode_clip(frames, fps=fps))
+    transform = ClipTransform(REGISTRY["c3d_small"].data_config(), training=False)
+    clip = transform.read(path)
+    assert len(clip.frames) == 16  # the window, not 2,100 frames
+    stride = transform.stride
+    centre_start = ((seconds * fps // stride) - 16) // 2 * stride / fps
+    assert clip.times[0] == pytest.approx(centre_start, abs=1e-3)
+    assert clip.times[-1] == pytest.approx(centre_start + 15 * stride / fps, abs=1e-3)
+    assert abs(int(np.asarray(clip.frames[0])[..., 0].mean()) - int(centre_start)) <= 2  # the right moment
+    assert transform(clip).shape == (3, 16, 112, 112)
