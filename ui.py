@@ -22,7 +22,7 @@ from har_core.analysis import dataset_summary, thumbnail
 from har_core.artifacts import Run, RunError, run_zip
 from har_core.audit import audit
 from har_core.cam import Busy, ClassMaps, Explanation, class_maps
-from har_core.data import DataError, read_manifest, scan
+from har_core.data import DataError, listing_stamp, read_manifest, scan_cached
 from har_core.embeddings import EMBEDDINGS, EmbeddingError, Embeddings, run_embeddings, staleness
 from har_core.ensemble import class_groups, default_members, describe_classes
 from har_core.imaging import IMAGE_SUFFIXES, ImageError, image_digest, load_image, safe_name
@@ -227,14 +227,21 @@ def _remembered(widget, label: str, key: str, default, **kwargs):
     return value
 
 
+@st.cache_data(show_spinner=False, ttl=3, max_entries=16)
+def folder_stamp(root: str) -> str:
+    """The folder's listing stamp (names, sizes, mtimes), looked at most every 3 s: every scan below is keyed
+    by it, so relabelling or adding pictures is seen while the server runs."""
+    return listing_stamp(root)
+
+
 @st.cache_data(show_spinner="Reading the data set…", max_entries=8)
-def _dataset(root: str, max_images: int) -> dict:
-    return dataset_summary(root, confine=True, max_images=max_images)
+def _dataset(root: str, max_images: int, stamp: str) -> dict:
+    return dataset_summary(root, confine=True, max_images=max_images, stamp=stamp)
 
 
 def dataset(root: Path) -> dict:
-    """The data-set summary, scanned once per folder; files outside it are refused, huge folders too."""
-    return _dataset(str(root), config().max_scan_images)
+    """The data-set summary, scanned once per folder content; files outside it are refused, huge folders too."""
+    return _dataset(str(root), config().max_scan_images, folder_stamp(str(root)))
 
 
 def _folder_choice(label: str, key: str, choices: list[Path], optional: bool, help: str) -> Path | None:
@@ -534,8 +541,8 @@ def retrieval(run: Run, found: Embeddings) -> dict:
 
 
 @st.cache_resource(show_spinner="Scanning the image folder…", max_entries=8)
-def _data_index(root: str, classes: tuple[str, ...], max_images: int):
-    return scan(root, classes=list(classes), progress=False, confine=True, max_images=max_images)
+def _data_index(root: str, classes: tuple[str, ...], max_images: int, stamp: str):
+    return scan_cached(root, classes=list(classes), confine=True, max_images=max_images, stamp=stamp)
 
 
 def embeddings_or_offer(selection: Selection, run: Run, key: str) -> Embeddings | None:
@@ -566,7 +573,8 @@ def compute_embeddings(selection: Selection, run: Run) -> Embeddings | None:
     it is writable, else kept for this server process."""
     bar = st.progress(0.0, text=f"Embedding with {run.name}…")
     with friendly(f"Embedding with {run.name}"):
-        index = _data_index(str(selection.data_root), tuple(run.classes), config().max_scan_images)
+        index = _data_index(str(selection.data_root), tuple(run.classes), config().max_scan_images,
+                            folder_stamp(str(selection.data_root)))
         found, report = embed_run(model(run), index, progress=False,
                                   on_batch=lambda done, total: bar.progress(done / total,
                                                                             text=f"Embedding with {run.name}: {done}/{total} images"))
@@ -704,7 +712,7 @@ def _timelines() -> dict:
 def timeline_of(digest: str, data: bytes, fps: float, loaded: list[LoadedModel]) -> Timeline:
     """Every model's per-frame probabilities (and their ensemble), computed once per clip, rate and set of
     models with a progress bar (kept in a plain dict: a cached function could not draw the bar)."""
-    key = (digest, fps, tuple(m.name for m in loaded))
+    key = (digest, fps, tuple((str(m.run.path), m.weights, m.backend) for m in loaded))  # as predictions are
     store = _timelines()
     if key not in store:
         bar = st.progress(0.0, text="Predicting the frames…")
@@ -719,8 +727,8 @@ def timeline_of(digest: str, data: bytes, fps: float, loaded: list[LoadedModel])
 # ---- teach: a linear head on a run's embeddings (har_core.teach), one per visitor --------------------
 
 @st.cache_resource(show_spinner="Scanning the image folder…", max_entries=8)
-def _folder_index(root: str, max_images: int):
-    return scan(root, progress=False, confine=True, max_images=max_images)
+def _folder_index(root: str, max_images: int, stamp: str):
+    return scan_cached(root, confine=True, max_images=max_images, stamp=stamp)
 
 
 def teach_pictures(selection: Selection, i: int) -> list:
@@ -747,7 +755,8 @@ def teach_pictures(selection: Selection, i: int) -> list:
             st.caption("Choose an image folder in the sidebar to take pictures from it.")
         else:
             with friendly("Reading the image folder"):
-                index = _folder_index(str(selection.data_root), config().max_scan_images)
+                index = _folder_index(str(selection.data_root), config().max_scan_images,
+                                      folder_stamp(str(selection.data_root)))
                 left, right = st.columns([2, 1])
                 label = left.selectbox("Class of the data set", ["—"] + index.classes, key=f"teach_data_{i}")
                 how_many = right.number_input("Pictures", 2, 100, 12, key=f"teach_data_n_{i}")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,6 +187,58 @@ def scan(root: str | Path, classes: list[str] | None = None, progress: bool = Tr
     return DataIndex(root=root, layout=layout, samples=samples,
                      classes=list(classes) if classes is not None else sorted({l for _, l in samples}),
                      problems=problems + repeated, digests=digests, repeated_rows=repeated)
+
+
+def listing_stamp(root: str | Path) -> str:
+    """Names, sizes and modification times of what a scan reads (the listing CSV and the image or class
+    folders, one level deep): changes when a picture or a label is added, removed, replaced or edited."""
+    root = Path(root)
+    digest = hashlib.sha256()
+    folders = [root]
+    for folder in folders:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                stat = entry.stat()
+            except OSError:
+                continue
+            digest.update(f"{Path(entry.path).relative_to(root)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+            if entry.is_dir() and folder == root:
+                folders.append(Path(entry.path))
+    return digest.hexdigest()[:16]
+
+
+def scan_cache_dir() -> Path:
+    """Where scans are kept between server starts (HAR_CACHE, default ~/.cache/har_studio)."""
+    return Path(os.environ.get("HAR_CACHE") or Path.home() / ".cache" / "har_studio") / "scans"
+
+
+def scan_cached(root: str | Path, classes: list[str] | None = None, confine: bool = False, max_images: int = 0,
+                stamp: str | None = None) -> DataIndex:
+    """`scan`, stored on disk keyed by the folder's listing stamp (and the scan's own options): decoding and
+    hashing 11,100 pictures happens once, not at every server start; any change to the folder rescans it."""
+    root = Path(root)
+    stamp = stamp or listing_stamp(root)
+    key = hashlib.sha256(json.dumps([str(root.resolve()), classes, confine, max_images, stamp]).encode())
+    path = scan_cache_dir() / f"{key.hexdigest()[:24]}.json"
+    try:
+        stored = json.loads(path.read_text())
+        return DataIndex(root=root, layout=stored["layout"], samples=[tuple(s) for s in stored["samples"]],
+                         classes=stored["classes"], problems=[tuple(p) for p in stored["problems"]],
+                         digests=stored["digests"], repeated_rows=[tuple(r) for r in stored["repeated_rows"]])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # not stored yet, or unreadable: scan
+    index = scan(root, classes=classes, progress=False, confine=confine, max_images=max_images)
+    try:
+        atomic_write_text(path, json.dumps({"layout": index.layout, "samples": index.samples, "classes": index.classes,
+                                            "problems": index.problems, "digests": index.digests,
+                                            "repeated_rows": index.repeated_rows}))
+    except OSError:
+        pass  # a read-only home: the scan still answers, it is just not kept
+    return index
 
 
 def unlabelled_images(target: str | Path) -> tuple[Path, list[str], list[tuple[str, str]]]:

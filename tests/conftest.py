@@ -13,6 +13,9 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("TQDM_DISABLE", "1")
+if "HAR_CACHE" not in os.environ:  # stored scans of the suite's own folders: a folder of this run, not ~/.cache
+    import tempfile
+    os.environ["HAR_CACHE"] = tempfile.mkdtemp(prefix="har-test-cache-")
 
 ROOT = Path(__file__).resolve().parents[1]
 SPORTS15 = ROOT.parent / "shared" / "data" / "sports15"

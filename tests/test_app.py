@@ -477,3 +477,39 @@ def test_a_taught_run_that_sorts_first_hides_no_model_and_joins_no_ensemble(tiny
     assert "**custom_cnn**" in cards and "**mobilenet_v2**" in cards and "**aaa_taught**" not in cards
     at.sidebar.selectbox(key="class_list").set_value(1).run()  # the taught run's class list, one click away
     assert at.multiselect(key="predict_models").value == ["aaa_taught"]
+
+
+def test_data_changed_shows_while_the_server_runs(tiny_runs, kaggle_data, monkeypatch, tmp_path):
+    """Finding 10: folder scans were cached with no stamp, so "data changed" could never show."""
+    import time
+    data = tmp_path / "data"
+    shutil.copytree(kaggle_data, data)
+    monkeypatch.setenv("HAR_RUNS", str(tiny_runs))
+    monkeypatch.setenv("HAR_DATA", str(data))
+    monkeypatch.chdir(ROOT)
+    at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "embeddings")
+    assert not any("images or labels changed" in w.value for w in at.warning)
+    csv = data / "Training_set.csv"
+    csv.write_text(csv.read_text().replace("Image_2.jpg,cycling", "Image_2.jpg,dancing"))
+    time.sleep(3.2)  # the listing stamp is looked at most every 3 s
+    at.run()
+    assert any("images or labels changed" in w.value for w in at.warning)
+
+
+def test_the_video_timeline_is_computed_again_for_another_backend_or_other_weights(tiny_runs, monkeypatch):
+    """Finding 4: the timeline cache was keyed by clip, rate and model names only."""
+    import dataclasses
+    import ui
+    from har_core.inference import load_run
+    calls = []
+    monkeypatch.setattr(ui, "timeline", lambda loaded, clip, on_batch=None: calls.append([m.backend for m in loaded]))
+    monkeypatch.setattr(ui, "clip_of", lambda digest, data, fps: None)
+    ui._timelines().clear()
+    loaded = load_run(tiny_runs / "custom_cnn")
+    ui.timeline_of("clip", b"", 2.0, [loaded])
+    ui.timeline_of("clip", b"", 2.0, [loaded])
+    assert len(calls) == 1  # same clip, rate, weights and engine: computed once
+    ui.timeline_of("clip", b"", 2.0, [dataclasses.replace(loaded, weights="retrained")])
+    onnx = dataclasses.replace(loaded, onnx=type("Engine", (), {"backend": "onnxruntime-int8"})())
+    ui.timeline_of("clip", b"", 2.0, [onnx])
+    assert calls[1:] == [["pytorch"], ["onnxruntime-int8"]]

@@ -157,3 +157,23 @@ def test_sports15_with_repeated_rows_and_copies_keeps_every_picture_on_one_side(
     index = scan(data, progress=False)
     assert len(index.repeated_rows) == 15 and len(index.copies()) == 15 and len(index.samples) == 315
     assert pictures_in_two_splits(make_split(index), index) == 0
+
+
+def test_stored_scans_are_reused_until_the_folder_listing_changes(kaggle_data, copy_of, monkeypatch, tmp_path):
+    """Finding 10: folder scans were cached with no stamp, so relabelling or adding pictures was never seen."""
+    from har_core import data as data_module
+    monkeypatch.setenv("HAR_CACHE", str(tmp_path / "cache"))
+    folder = copy_of(kaggle_data)
+    calls = []
+    real_scan = data_module.scan
+    monkeypatch.setattr(data_module, "scan", lambda *a, **k: calls.append(1) or real_scan(*a, **k))
+    first = data_module.scan_cached(folder)
+    again = data_module.scan_cached(folder)
+    assert len(calls) == 1 and again.samples == first.samples and again.digests == first.digests
+    assert again.fingerprint() == first.fingerprint()
+    csv = folder / "Training_set.csv"
+    csv.write_text(csv.read_text().replace("Image_2.jpg,cycling", "Image_2.jpg,dancing"))  # a relabelling
+    relabelled = data_module.scan_cached(folder)
+    assert len(calls) == 2 and dict(relabelled.samples)["train/Image_2.jpg"] == "dancing"
+    synthetic_image(1, seed=4242).save(folder / "train" / "Image_1.jpg", quality=90)  # a picture replaced
+    assert data_module.scan_cached(folder).fingerprint() != relabelled.fingerprint() and len(calls) == 3
