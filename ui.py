@@ -18,6 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from har_core import artifacts, cam, server
+from har_core.fileio import file_sha256
 from har_core.analysis import dataset_summary, thumbnail
 from har_core.artifacts import Run, RunError, run_zip
 from har_core.audit import audit
@@ -602,12 +603,34 @@ def embedding_map_of(run: Run, found: Embeddings) -> pd.DataFrame:
     return _map(str(run.path), found.ident, found)
 
 
-def neighbour_grid(selection: Selection, found: Embeddings, similarities, rows, columns: int = 6,
+def neighbour_grid(selection: Selection, run: Run, found: Embeddings, similarities, rows, columns: int = 6,
                    size: int = 120) -> None:
-    """Thumbnails of neighbours (rows of `found`) with label and similarity; labels alone without an image folder."""
-    items = [(found.files[r], f"{found.labels[r]} · {s:.2f}") for s, r in zip(similarities, rows) if r >= 0]
-    if selection.data_root is None or not thumbnail_grid(selection, items, columns, size):
+    """Thumbnails of neighbours (rows of `found`) with label and similarity. A thumbnail is shown only when the
+    chosen image folder holds the very picture that was embedded (same sha256): Kaggle-layout sets share names
+    (train/Image_N.jpg), so a name alone would show another data set's picture beside this one's label."""
+    rows_shown = [(r, s) for s, r in zip(similarities, rows) if r >= 0]
+    items = [(found.files[r], f"{found.labels[r].replace('_', ' ')} · {s:.2f}") for r, s in rows_shown]
+    if selection.data_root is None:
         st.caption(" · ".join(caption for _, caption in items))
+        st.caption("The pictures appear once the run's data folder is there (README: Data).")
+        return
+    same = [same_picture(selection, found.files[r], found.digests[r]) for r, _ in rows_shown]
+    thumbnail_grid(selection, [item for item, ok in zip(items, same) if ok], columns, size)
+    others = [caption for (name, caption), ok in zip(items, same) if not ok]
+    if others:
+        origin = run.card.get("data", {}).get("root", "its training folder")
+        st.caption(f"{' · '.join(others)} — pictures not shown: the chosen image folder ({selection.data_root.name}) "
+                   f"does not hold them (another data set under the same names?); {run.name}'s embeddings come "
+                   f"from {origin}.")
+
+
+def same_picture(selection: Selection, filename: str, digest: str) -> bool:
+    """The chosen image folder's file of that name is the picture with this sha256."""
+    path = data_file(selection, filename)
+    try:
+        return path is not None and path.is_file() and file_sha256(path) == digest
+    except OSError:
+        return False
 
 
 def similar_images(selection: Selection, run: Run, vector, probs, k: int = SHOW_K, columns: int = 3) -> None:
@@ -623,7 +646,7 @@ def similar_images(selection: Selection, run: Run, vector, probs, k: int = SHOW_
     winner = int(shown_votes.argmax())
     st.markdown(f"**{k} most similar training images** · vote: {found.classes[winner]} "
                 f"({shown_votes[winner]:.0%})")
-    neighbour_grid(selection, found, similarities[0, :k], rows[0, :k], columns=columns)
+    neighbour_grid(selection, run, found, similarities[0, :k], rows[0, :k], columns=columns)
     report = retrieval(run, found)
     mixed = augmented(probs, all_votes, report["weight"])
     st.caption(f"Retrieval-augmented: **{found.classes[int(mixed.argmax())]}** ({mixed.max():.0%}) — "
@@ -646,7 +669,7 @@ def nearest_training_images(selection: Selection, run: Run, filename: str, k: in
     predicted = found.classes[int(found.probs[row].argmax())]
     st.markdown(f"**{run.name}** predicts {predicted} · its neighbours vote "
                 f"{', '.join(f'{c} {v:.0%}' for c, v in top_votes(vote(rows, found)[0], found.classes))}")
-    neighbour_grid(selection, found, similarities[0], rows[0], columns=k)
+    neighbour_grid(selection, run, found, similarities[0], rows[0], columns=k)
 
 
 def top_votes(shares, classes: list[str], n: int = 3) -> list[tuple[str, float]]:

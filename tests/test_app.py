@@ -513,3 +513,26 @@ def test_the_video_timeline_is_computed_again_for_another_backend_or_other_weigh
     onnx = dataclasses.replace(loaded, onnx=type("Engine", (), {"backend": "onnxruntime-int8"})())
     ui.timeline_of("clip", b"", 2.0, [onnx])
     assert calls[1:] == [["pytorch"], ["onnxruntime-int8"]]
+
+
+def test_similar_images_never_show_another_data_sets_picture_under_the_same_name(tiny_runs, kaggle_data,
+                                                                                 monkeypatch, tmp_path):
+    """Finding 6: neighbours were fetched by name from whatever folder was chosen; Kaggle-layout sets share
+    names, so the pictures were wrong and the labels right."""
+    other = tmp_path / "other"
+    shutil.copytree(kaggle_data, other)
+    for i, picture in enumerate(sorted((other / "train").glob("*.jpg"))):
+        synthetic_image(i % 3, seed=7000 + i).save(picture, quality=90)  # same names, other pictures
+    monkeypatch.setenv("HAR_RUNS", str(tiny_runs))
+    monkeypatch.chdir(ROOT)
+    shown = {}
+    for name, folder in (("right", kaggle_data), ("other", other)):
+        monkeypatch.setenv("HAR_DATA", str(folder))
+        at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "predict")
+        sample = at.selectbox(key="predict_sample")
+        at = sample.set_value(sample.options[1]).run()
+        shown[name] = (len(at.image), texts(at))
+    assert shown["right"][0] == 1 + 2 * 6  # the sample and each model's six neighbours
+    assert "pictures not shown" not in shown["right"][1]
+    assert shown["other"][0] == 1  # no thumbnail of the wrong pictures
+    assert shown["other"][1].count("pictures not shown") == 2 and f"come from {kaggle_data}" in shown["other"][1]
