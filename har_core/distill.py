@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from har_core.artifacts import RunError
+from har_core.data import read_manifest
+from har_core.fileio import file_sha256
 from har_core.inference import LoadedModel, load_run, logits_of
 
 UNLABELLED = -1  # the label of an extra image
@@ -28,6 +30,46 @@ class DistillError(ValueError):
 
 def teacher_paths(spec: str) -> list[str]:
     return [part.strip() for part in spec.split(",") if part.strip()]
+
+
+def held_out_digests(manifest, index) -> dict[str, str]:
+    """sha256 -> file name of the student's val and test pictures."""
+    held_out = manifest.loc[manifest["split"].isin(["val", "test"]), "filename"]
+    return {index.digests[f]: f for f in held_out if f in index.digests}
+
+
+def teacher_leaks(teacher_dirs: list[str | Path], manifest, index) -> list[str]:
+    """Teachers that trained on any of the student's val or test pictures (same file name or same content in
+    their own split manifest), or whose training split cannot be checked: one reason each."""
+    held_out = held_out_digests(manifest, index)
+    held_names = set(held_out.values())
+    reasons = []
+    for folder in teacher_dirs:
+        name = Path(folder).name
+        path = Path(folder) / "split.csv"
+        if not path.is_file():
+            reasons.append(f"teacher {name} has no split manifest, so its training pictures cannot be checked "
+                           "against the student's val and test pictures")
+            continue
+        theirs = read_manifest(path)
+        trained = theirs.loc[theirs["split"] == "train", "filename"]
+        leaked = sorted({f for f in trained if f in held_names or index.digests.get(f) in held_out})
+        if leaked:
+            reasons.append(f"teacher {name} trained on {len(leaked)} of the student's val/test pictures (e.g. "
+                           f"{', '.join(leaked[:3])}): it would leak their labels; train the student with the "
+                           f"teacher's split (--split {path})")
+    return reasons
+
+
+def extra_leaks(root: Path, files: list[str], manifest, index) -> list[tuple[str, str]]:
+    """(extra picture, the student's val/test picture it is a copy of): byte-equal copies by sha256."""
+    held_out = held_out_digests(manifest, index)
+    found = []
+    for rel in files:
+        twin = held_out.get(file_sha256(Path(root) / rel))
+        if twin is not None:
+            found.append((rel, twin))
+    return found
 
 
 class Teachers(nn.Module):
@@ -109,6 +151,12 @@ def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor,
     """T² · KL(teacher ‖ student) at temperature T, averaged over the batch (T² keeps gradients comparable)."""
     log_student = F.log_softmax(student_logits.float() / temperature, dim=1)
     return F.kl_div(log_student, teacher_probs, reduction="batchmean") * temperature ** 2
+
+
+def labelled_after_mixup(labelled: torch.Tensor) -> torch.Tensor:
+    """timm's batch mixup blends image i with image N-1-i: a mixed image has a label only when both had one
+    (an unlabelled extra picture makes its partner's hard label half unknown)."""
+    return labelled & labelled.flip(0)
 
 
 def agreement(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -1,4 +1,5 @@
 """Knowledge distillation (--teacher, --extra-images) on tiny generated data."""
+import json
 import os
 import shutil
 
@@ -7,7 +8,7 @@ import torch
 
 from conftest import CLASSES, ROOT, synthetic_image, train_tiny
 from har_core import artifacts
-from har_core.distill import Teachers, agreement, distillation_loss
+from har_core.distill import UNLABELLED, Teachers, agreement, distillation_loss
 from har_core.inference import load_run
 
 
@@ -22,7 +23,13 @@ def rotated_teacher(tmp_path_factory, kaggle_data):
     rows = [listing[0]] + [f"{name},{moved.get(label, label)}" for name, label in
                            (line.split(",") for line in listing[1:])]
     (data / "Training_set.csv").write_text("\n".join(rows) + "\n")
-    return train_tiny(data, tmp_path_factory.mktemp("teacher"), "rotated", extra=["--epochs", "3", "--embed", "false"])
+    from har_core.data import make_split, scan, write_manifest
+    split = data / "student_split.csv"  # the students' own split (seed 0): a teacher must not know their tests
+    manifest = make_split(scan(kaggle_data, progress=False), seed=0)
+    manifest["label"] = manifest["label"].map(lambda label: moved.get(label, label))  # with the moved labels
+    write_manifest(manifest, split)
+    return train_tiny(data, tmp_path_factory.mktemp("teacher"), "rotated",
+                      extra=["--epochs", "3", "--embed", "false", "--split", str(split)])
 
 
 def held_out(count=30):
@@ -167,3 +174,74 @@ def test_exported_teachers_label_through_onnx_runtime_with_the_same_probabilitie
     in_ort = Teachers([teacher], CLASSES, config)
     assert in_torch.exported == [None] and in_ort.exported[0] is not None
     assert torch.allclose(in_ort(views, 4.0), in_torch(views, 4.0), atol=1e-5)
+
+
+def test_teachers_or_extra_pictures_that_would_leak_held_out_labels_are_refused(rotated_teacher, kaggle_data, tmp_path):
+    """Finding 5: nothing compared the extra pictures with the val/test pictures, nor the teachers' training
+    split with the student's."""
+    from har_core.data import make_split, read_manifest, scan, write_manifest
+    from train import train
+    student_split = make_split(scan(kaggle_data, progress=False), seed=0)  # what the student below is given
+    split_path = tmp_path / "split.csv"
+    write_manifest(student_split, split_path)
+    held_out = sorted(student_split.loc[student_split["split"] == "test", "filename"])
+    base = ["--model", "custom_cnn", "--data", str(kaggle_data), "--split", str(split_path), "--out",
+            str(tmp_path / "runs"), "--image-size", "32", "--epochs", "1", "--quiet", "--embed", "false"]
+    leaky = tmp_path / "leaky_teacher"
+    shutil.copytree(rotated_teacher, leaky)
+    theirs = read_manifest(leaky / "split.csv")
+    theirs.loc[theirs["filename"] == held_out[0], "split"] = "train"  # it learned one of the student's tests
+    write_manifest(theirs, leaky / "split.csv")
+    with pytest.raises(SystemExit, match=f"teacher leaky_teacher trained on 1 of the student's val/test pictures "
+                                         f"\\(e.g. {held_out[0]}\\)"):
+        train.main([*base, "--teacher", str(leaky)])
+    (leaky / "split.csv").unlink()
+    with pytest.raises(SystemExit, match="teacher leaky_teacher has no split manifest"):
+        train.main([*base, "--teacher", str(leaky)])
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    synthetic_image(0, seed=8000).save(extra / "fresh.jpg", quality=95)
+    shutil.copy(kaggle_data / held_out[1], extra / "renamed_copy.jpg")  # a copy under another name
+    with pytest.raises(SystemExit, match=f"--extra-images holds 1 of the student's val/test pictures "
+                                         f"\\(e.g. renamed_copy.jpg = {held_out[1]}\\)"):
+        train.main([*base, "--teacher", str(rotated_teacher), "--extra-images", str(extra)])  # a fair teacher
+
+
+def test_the_distillation_loss_is_t_squared_kl_from_teacher_to_student_by_hand():
+    """KL(teacher ‖ student) = Σ p_t (log p_t − log p_s), at temperature T, times T², averaged over the batch."""
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 3.0]])
+    teacher = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    for temperature in (1.0, 4.0):
+        student = (logits / temperature).softmax(1)
+        by_hand = sum(float((t * (t.log() - s.log())).sum()) for t, s in zip(teacher, student)) / 2 * temperature ** 2
+        assert distillation_loss(logits, teacher, temperature).item() == pytest.approx(by_hand, rel=1e-5)
+    student = logits.softmax(1)  # the other direction, KL(student ‖ teacher), is a different number
+    reverse = sum(float((s * (s.log() - t.log())).sum()) for t, s in zip(teacher, student)) / 2
+    assert distillation_loss(logits, teacher, 1.0).item() != pytest.approx(reverse, rel=1e-2)
+
+
+def test_a_mixed_picture_keeps_a_hard_label_only_when_both_of_its_pictures_had_one():
+    from timm.data import Mixup
+    from har_core.distill import labelled_after_mixup
+    images = torch.arange(6, dtype=torch.float32).view(6, 1, 1, 1).expand(6, 3, 2, 2).clone()
+    labels = torch.tensor([0, 1, UNLABELLED, 2, 1, 0])
+    mixed, _ = Mixup(mixup_alpha=1.0, num_classes=3)(images.clone(), labels.clamp(min=0))
+    lam = float(mixed[0, 0, 0, 0] - 5) / (0 - 5)  # image 0 blended with image 5 (the batch flipped)
+    assert torch.allclose(mixed[:, 0, 0, 0], lam * images[:, 0, 0, 0] + (1 - lam) * images.flip(0)[:, 0, 0, 0])
+    labelled = labelled_after_mixup(labels != UNLABELLED)
+    assert labelled.tolist() == [True, True, False, False, True, True]  # 2 is unlabelled, 3 is mixed with it
+
+
+def test_a_student_trains_on_the_hard_loss_beside_the_teachers_with_mixup_and_extra_pictures(
+        rotated_teacher, kaggle_data, tmp_path):
+    extra = tmp_path / "unlabelled"
+    extra.mkdir()
+    for i in range(12):
+        synthetic_image(i % 3, seed=6000 + i).save(extra / f"photo_{i}.jpg", quality=95)
+    run = train_tiny(kaggle_data, tmp_path / "runs", "mixed", extra=[
+        "--image-size", "32", "--epochs", "1", "--embed", "false", "--teacher", str(rotated_teacher),
+        "--distill-weight", "0.5", "--mixup-alpha", "0.4", "--extra-images", str(extra)])
+    history = json.loads((run / "history.json").read_text())
+    card = json.loads((run / "card.json").read_text())
+    assert card["distillation"]["weight"] == 0.5 and card["distillation"]["extra_images"] == 12
+    assert history[0]["train_loss"] > 0 and history[0]["train_loss"] == history[0]["train_loss"]  # finite, trained

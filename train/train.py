@@ -42,7 +42,8 @@ from har_core import artifacts, fileio
 from har_core.data import (DataError, class_weights_sampler, dataset_for, describe_leaks, eval_transform,
                            fingerprint_change, leaks, make_split, read_manifest, scan, train_transform,
                            readable_images, unlabelled_images, write_manifest)
-from har_core.distill import UNLABELLED, DistillError, Teachers, distillation_loss, teacher_paths
+from har_core.distill import (UNLABELLED, DistillError, Teachers, distillation_loss, extra_leaks,
+                              labelled_after_mixup, teacher_leaks, teacher_paths)
 from har_core.evaluation import evaluate_split, negative_log_likelihood, split_loader, write_evaluation
 from har_core.inference import fast_layout, load_run, logits_of, predict_loader
 from har_core.metrics import compute_metrics
@@ -453,7 +454,7 @@ def train_one_epoch(train_model, model, loader, optimizer, recipe: Recipe, mixup
         targets = labels
         if mixup is not None and images.shape[0] % 2 == 0:  # timm's batch mixup pairs each image with another
             images, targets = mixup(images, labels.clamp(min=0))
-            labelled = labelled & labelled.flip(0)  # a mixed label needs both of its images labelled
+            labelled = labelled_after_mixup(labelled)
         criterion = soft_loss if targets.dim() == 2 else hard_loss
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=procs.on_cuda), features_in(model):
             taught = None
@@ -600,7 +601,15 @@ def main(argv=None) -> Path:
             teachers = Teachers(teacher_paths(recipe.teacher), classes, data_config, procs.device)
         except DistillError as error:
             raise SystemExit(f"error: {error}")
+        leaks = teacher_leaks(teacher_paths(recipe.teacher), manifest, index)
+        if leaks:
+            raise SystemExit("error: " + "; ".join(leaks))
         extra = extra_images(extra_folder, procs) if extra_folder else None
+        copies = extra_leaks(*extra, manifest, index) if extra else []
+        if copies:
+            raise SystemExit(f"error: --extra-images holds {len(copies)} of the student's val/test pictures (e.g. "
+                             + ", ".join(f"{rel} = {twin}" for rel, twin in copies[:3])
+                             + "): the teachers would label them for the student; remove them from the folder")
 
     card = build_card(run_dir, spec, recipe, classes, data_config, pretrained, seed, model, args, index, manifest,
                       procs, previous)
