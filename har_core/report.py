@@ -20,10 +20,11 @@ from PIL import Image
 
 from har_core.analysis import dataset_summary, metrics_table, mistakes, overview_table, per_class_f1_table
 from har_core.artifacts import Run
+from har_core.data import DataError
 from har_core.cam import explain, overlay
 from har_core.fileio import is_inside
 from har_core.imaging import ImageError, load_image
-from har_core.inference import load_run
+from har_core.inference import LoadedModel, load_run
 from har_core.plots import accuracy_bars, class_distribution, confusion_figure, f1_heatmap, learning_curves
 
 SECTIONS = ("Comparison", "F1 per class", "Confusion matrices", "Training curves", "Most confident mistakes",
@@ -56,7 +57,7 @@ def table_html(frame: pd.DataFrame) -> str:
 
 
 def mistakes_html(runs: list[Run], data_root: Path | None, split: str, per_model: int,
-                  on_step: Callable[[str], None]) -> str:
+                  on_step: Callable[[str], None], load: Callable[[Run], LoadedModel] = load_run) -> str:
     """Each model's most confident mistakes, each picture with that model's Grad-CAM beside it."""
     if data_root is None:
         return '<p class="muted">No image folder given (--data): pictures and Grad-CAMs are left out.</p>'
@@ -69,7 +70,7 @@ def mistakes_html(runs: list[Run], data_root: Path | None, split: str, per_model
         if worst.empty:
             parts.append(f"<h3>{html.escape(run.name)}</h3><p>No mistakes on the {split} split.</p>")
             continue
-        loaded = load_run(run)
+        loaded = load(run)
         cells = []
         for row in worst.itertuples():
             on_step(f"Grad-CAM of {run.name} on {row.filename}")
@@ -91,10 +92,13 @@ def mistakes_html(runs: list[Run], data_root: Path | None, split: str, per_model
     return "".join(parts) or f"<p>No predictions on the {split} split.</p>"
 
 
-def dataset_html(data_root: Path | None) -> str:
+def dataset_html(data_root: Path | None, max_images: int = 0) -> str:
     if data_root is None:
         return '<p class="muted">No image folder given (--data).</p>'
-    summary = dataset_summary(data_root, confine=True)
+    try:
+        summary = dataset_summary(data_root, confine=True, max_images=max_images)
+    except DataError as error:
+        return f'<p class="muted">{html.escape(str(error))}</p>'
     counts = summary["counts"].fillna(0).astype(int)
     facts = (f"<p>{html.escape(Path(data_root).name)}: <b>{int(counts.sum())}</b> labelled pictures in "
              f"<b>{len(counts)}</b> classes ({summary['layout']} layout); {len(summary['problems'])} unusable "
@@ -103,8 +107,10 @@ def dataset_html(data_root: Path | None) -> str:
 
 
 def build_report(runs: list[Run], data_root: Path | None = None, split: str = "test", per_model: int = 3,
-                 on_step: Callable[[str], None] = lambda step: None) -> str:
-    """The report of `runs` (metrics of `split`) as one HTML page with everything embedded."""
+                 on_step: Callable[[str], None] = lambda step: None,
+                 load: Callable[[Run], LoadedModel] = load_run, max_images: int = 0) -> str:
+    """The report of `runs` (metrics of `split`) as one HTML page with everything embedded. A server passes its
+    shared models (`load`) and its scan limit (`max_images`), so a report costs no second copy of any model."""
     if not runs:
         raise ValueError("no runs to report on")
     sections = {}
@@ -123,9 +129,9 @@ def build_report(runs: list[Run], data_root: Path | None = None, split: str = "t
         else f"<p>No {split} metrics.</p>"
     histories = {run.name: run.history() for run in runs if run.history()}
     sections["Training curves"] = figure_html(learning_curves(histories)) if histories else "<p>No histories.</p>"
-    sections["Most confident mistakes"] = mistakes_html(runs, data_root, split, per_model, on_step)
+    sections["Most confident mistakes"] = mistakes_html(runs, data_root, split, per_model, on_step, load)
     on_step("Data set")
-    sections["Data set"] = dataset_html(data_root)
+    sections["Data set"] = dataset_html(data_root, max_images)
     made = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     body = "".join(f'<section id="{name.lower().replace(" ", "-")}"><h2>{name}</h2>{content}</section>'
                    for name, content in sections.items())

@@ -42,3 +42,42 @@ def test_without_runs_or_with_a_missing_image_folder_it_says_why(tiny_runs, tmp_
     assert not (tmp_path / "r.html").exists()
     out = report.main([str(tiny_runs), "--out", str(tmp_path / "plain.html"), "--quiet"])  # no --data: the card's folder
     assert "data:image/jpeg" in out.read_text()  # the image folder on the first run's card
+
+
+def test_the_in_app_report_uses_the_servers_models_and_scan_limit_one_at_a_time(tiny_runs, kaggle_data,
+                                                                                monkeypatch):
+    """Finding 9: the app's report scanned without max_scan_images and loaded a second copy of every model."""
+    import threading
+    import time
+    import ui
+    from har_core import report as report_module
+    from har_core.inference import load_run
+    monkeypatch.setattr(report_module, "load_run", lambda run: pytest.fail("a second copy of a model was loaded"))
+    shared = {}
+    monkeypatch.setattr(ui, "model", lambda run: shared.setdefault(run.name, load_run(run)))
+    monkeypatch.setenv("HAR_DATA", str(kaggle_data))
+    monkeypatch.setattr(ui, "config", lambda: ui.server.ServerConfig(runs=(tiny_runs,), data=(kaggle_data,), max_scan_images=5))
+    building, overlaps = [], []
+    real_build = report_module.build_report
+
+    def build(*args, **kwargs):
+        overlaps.append(len(building))
+        building.append(1)
+        time.sleep(0.3)
+        try:
+            return real_build(*args, **kwargs)
+        finally:
+            building.pop()
+    monkeypatch.setattr(ui, "build_report", build)
+    runs = find_runs(tiny_runs)[0]
+    pages = []
+    selections = [ui.Selection(runs=runs, data_root=kaggle_data), ui.Selection(runs=runs[:1], data_root=kaggle_data)]
+    threads = [threading.Thread(target=lambda s=s: pages.append(ui.report(s))) for s in selections]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert overlaps == [0, 0] and len(pages) == 2  # the second waited for the first
+    wrong = [run.name for run in runs if (run.predictions("test")["true"] != run.predictions("test")["predicted"]).any()]
+    assert wrong and sorted(shared) == sorted(wrong)  # the mistakes' Grad-CAMs used the shared models
+    assert all("more than this server scans (5)" in page for page in pages)
