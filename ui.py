@@ -740,7 +740,7 @@ def timeline_of(digest: str, data: bytes, fps: float, loaded: list[LoadedModel])
     if key not in store:
         bar = st.progress(0.0, text="Predicting the frames…")
         store[key] = timeline(loaded, clip_of(digest, data, fps), on_batch=lambda done, total: bar.progress(
-            done / total, text=f"Predicting the frames: {done}/{total}"))
+            done / total, text=f"Predicting the frames: {done}/{total}"), source=data)
         bar.empty()
         while len(store) > 8:  # the oldest first
             store.pop(next(iter(store)))

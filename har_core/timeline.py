@@ -1,20 +1,24 @@
-"""An action timeline of a clip from the image models.
+"""An action timeline of a clip from image models and clip models (3D CNNs), on one time axis.
 
 A clip's sampled frames (har_core.video) go through the image models exactly as photos do (same
-preprocessing, batched), giving per-frame probabilities per model. The timeline smooths them over a window
+preprocessing, batched), giving per-frame probabilities per model. A clip model sees, for each sampled time,
+one window of its own frames (16 frames at its stride) centred on that time, decoded on its own (the decoder
+seeks to it), so both kinds answer for the same moments. The timeline smooths them over a window
 of seconds; segments are runs of the smoothed winning class that last at least a minimum duration; frames
 whose best smoothed probability is under a threshold are "no known action".
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
 from har_core.ensemble import combine
 from har_core.inference import LoadedModel, predict_all
-from har_core.video import Clip
+from har_core.video import Clip, clip_facts, read_clip
 
 NO_ACTION = "no known action"
 
@@ -91,19 +95,45 @@ def _runs(labels: list[str]) -> list[tuple[str, int, int]]:
     return runs
 
 
+def window_clips(loaded: LoadedModel, source: bytes | str | Path, times: list[float]) -> list[Clip]:
+    """For each time, the clip model's window of `frames` frames at its stride, centred on that time (moved
+    inside the clip at its ends, where the clip is long enough)."""
+    transform = loaded.transform  # har_core.data.ClipTransform
+    seconds, rate = clip_facts(source)
+    rate = rate or 25.0  # as read_clip: a stream without a rate is taken as 25 fps
+    span = transform.frames * transform.stride / rate
+    latest = max(0.0, seconds - span) if seconds else float("inf")
+    return [read_clip(source, stride=transform.stride, start=min(max(0.0, t - span / 2), latest),
+                      frames=transform.frames) for t in times]
+
+
 def timeline(models: list[LoadedModel], clip: Clip, members: list[str] | None = None, batch_size: int = 16,
-             on_batch: Callable[[int, int], None] | None = None) -> Timeline:
-    """Every model's per-frame probabilities for a clip's sampled frames, plus their ensemble."""
+             on_batch: Callable[[int, int], None] | None = None, source: bytes | str | Path | None = None) -> Timeline:
+    """Every model's per-frame probabilities for a clip's sampled frames, plus their ensemble. Clip models need
+    the clip itself (`source`: its bytes or path) to read their windows; without it they are left out."""
     classes = models[0].classes
-    parts: dict[str, list[np.ndarray]] = {m.name: [] for m in models}
+    image_models = [m for m in models if not m.run.takes_clips]
+    clip_models = [m for m in models if m.run.takes_clips and source is not None]
+    parts: dict[str, list[np.ndarray]] = {m.name: [] for m in image_models + clip_models}
+    steps, total = 0, len(clip.frames) * (bool(image_models) + len(clip_models))
     for start in range(0, len(clip.frames), batch_size):
-        for prediction in predict_all(models, clip.frames[start:start + batch_size]):
-            parts[prediction.model].append(prediction.probs)
-        if on_batch is not None:
-            on_batch(min(start + batch_size, len(clip.frames)), len(clip.frames))
+        if image_models:
+            for prediction in predict_all(image_models, clip.frames[start:start + batch_size]):
+                parts[prediction.model].append(prediction.probs)
+            steps += len(clip.frames[start:start + batch_size])
+            if on_batch is not None:
+                on_batch(steps, total)
+    for loaded in clip_models:
+        for start in range(0, len(clip.times), batch_size // 2 or 1):
+            windows = window_clips(loaded, source, clip.times[start:start + (batch_size // 2 or 1)])
+            with torch.inference_mode():
+                parts[loaded.name].append(loaded.forward(loaded.preprocess(windows))[0])
+            steps += len(windows)
+            if on_batch is not None:
+                on_batch(steps, total)
     result = Timeline(times=np.asarray(clip.times, dtype=float), classes=classes,
                       probs={name: np.concatenate(chunks) for name, chunks in parts.items()})
     chosen = [result.probs[name] for name in (members or list(result.probs)) if name in result.probs]
-    if len(models) > 1:
+    if len(result.probs) > 1:
         result.probs["ensemble"] = combine(chosen or list(result.probs.values()))
     return result

@@ -322,6 +322,15 @@ def test_clip_runs_show_on_the_result_pages_and_are_left_out_where_photos_go_in(
     assert len(at.dataframe[0].value) >= 1
     at = open_page(at, "embeddings")
     assert not at.exception
+    at.sidebar.multiselect(key="chosen_runs").set_value(["c3d_small", "custom_cnn_frames"]).run()
+    at = open_page(at, "video")  # the clip model joins the timeline, a row of its own
+    at.multiselect(key="video_models").set_value(["c3d_small", "custom_cnn_frames"]).run()
+    picker = at.selectbox(key="video_pick")
+    at = picker.set_value(next(o for o in picker.options if o.startswith("right/"))).run()
+    assert not at.exception and not at.error
+    chart = at.get("plotly_chart")[0].proto.spec
+    assert "c3d_small" in chart and "custom_cnn_frames" in chart and "ensemble" in chart
+    assert at.selectbox(key="video_cam_model").options == ["custom_cnn_frames"]  # Grad-CAM: the image model
 
 
 def open_run_predictions(runs, split):

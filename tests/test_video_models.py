@@ -1,5 +1,7 @@
 """3D-CNN clip models: the registry entries, clip data (windows, jitter, one crop per clip), training and
 evaluation through the same commands and run folders, and a task only temporal modelling can solve."""
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torchvision
@@ -149,12 +151,15 @@ def test_a_clip_run_is_evaluated_again_with_the_same_numbers_and_embedded(square
     assert open_run(run).has("embeddings.safetensors")
 
 
-def test_the_photo_and_frame_commands_refuse_a_clip_run_with_the_reason(square_runs, moving_squares, tmp_path):
+def test_the_photo_command_refuses_a_clip_run_and_the_video_command_takes_it(square_runs, moving_squares, tmp_path):
     clip = next(moving_squares.glob("left/*.mp4"))
-    for command, target in ((predict, str(next(moving_squares.glob("up/*.mp4")).parent)), (predict_video, str(clip))):
-        with pytest.raises(SystemExit, match="c3d_small is a clip model .* python -m train.evaluate"):
-            command.main([str(square_runs / "c3d_small"), target, "--out", str(tmp_path / "out.csv"), "--quiet"])
+    with pytest.raises(SystemExit, match="c3d_small is a clip model .* python -m train.evaluate"):
+        predict.main([str(square_runs / "c3d_small"), str(clip.parent), "--out", str(tmp_path / "out.csv"), "--quiet"])
     assert not (tmp_path / "out.csv").exists()
+    predict_video.main([str(square_runs / "c3d_small"), str(clip), "--fps", "4", "--out", str(tmp_path / "t.csv"),
+                        "--quiet"])
+    rows = pd.read_csv(tmp_path / "t.csv")
+    assert len(rows) >= 4 and (rows["label"] == "left").mean() > 0.5  # a window per sampled time, motion seen
 
 
 def test_a_torchvision_video_resnet_trains_and_evaluates_through_the_same_commands(tmp_path):
@@ -167,3 +172,26 @@ def test_a_torchvision_video_resnet_trains_and_evaluates_through_the_same_comman
     assert card["model"] == "r2plus1d_18" and card["frames"] == 16 and card["pretrained"].startswith("none")
     assert len(open_run(run).predictions("test")) == card["split"]["counts"]["test"] == 5
     assert evaluate.main([str(run), "--split", "test", "--quiet"])["n"] == 5
+
+
+def test_clip_models_join_the_timeline_with_a_window_centred_on_each_sampled_time(square_runs, moving_squares):
+    """A clip run answers for the same moments as the image runs: one 16-frame window (its stride) per time."""
+    import torch
+    from har_core.inference import load_run
+    from har_core.timeline import timeline, window_clips
+    from har_core.video import read_clip
+    path = sorted((moving_squares / "right").glob("*.mp4"))[0]
+    clips, frames = load_run(square_runs / "c3d_small"), load_run(square_runs / "custom_cnn_frames")
+    clip = read_clip(path, fps=4)
+    line = timeline([frames, clips], clip, source=path)
+    assert set(line.probs) == {"custom_cnn_frames", "c3d_small", "ensemble"}
+    assert line.probs["c3d_small"].shape == (len(clip.times), len(clips.classes))
+    windows = window_clips(clips, path, clip.times)
+    assert all(len(w.frames) == 16 for w in windows)
+    middle = len(clip.times) // 2
+    with torch.inference_mode():
+        alone = clips.forward(clips.preprocess([windows[middle]]))[0][0]
+    np.testing.assert_allclose(line.probs["c3d_small"][middle], alone, atol=1e-5)
+    said = [clips.classes[i] for i in line.probs["c3d_small"].argmax(1)]
+    assert said.count("right") > len(said) / 2  # it sees the motion
+    assert "c3d_small" not in timeline([frames, clips], clip).probs  # no source: only the image models

@@ -1,9 +1,10 @@
-"""An action timeline for video clips with a trained image model.
+"""An action timeline for video clips with a trained image model or clip model (3D CNN).
 
     python -m train.predict_video RUN CLIP [CLIP ...] --fps 2 --out timeline.csv [--segments segments.json]
 
 Samples each clip at --fps frames per second (or --frames N evenly), predicts every sampled frame (the
-same preprocessing as photos), writes one row per frame (clip, time_s, label, confidence and every
+same preprocessing as photos; a clip model sees a window of its own 16 frames centred on each sampled time),
+writes one row per frame (clip, time_s, label, confidence and every
 class's probability), and prints the segments: runs of the smoothed winning class (--window seconds)
 lasting at least --min-duration seconds; frames whose best smoothed probability is under --threshold are
 "no known action". A clip that cannot be read is named with the reason; the others go on.
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 
 from har_core.artifacts import RunError
 from har_core.fileio import atomic_write_text, write_json
-from har_core.inference import image_model, load_run
+from har_core.inference import load_run
 from har_core.timeline import NO_ACTION, timeline
 from har_core.video import VideoError, read_clip
 
@@ -38,21 +39,24 @@ def main(argv=None) -> dict:
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     try:
-        loaded = image_model(load_run(args.run))
+        loaded = load_run(args.run)
     except RunError as error:
         raise SystemExit(f"error: {error}")
     rows, all_segments, failed = [], {}, 0
     for path in args.clips:
         name = Path(path).name
+        bar = None
         try:
             clip = read_clip(path, fps=args.fps, count=args.frames)
+            bar = tqdm(total=len(clip.frames), desc=f"predicting {name}", disable=args.quiet, leave=False)
+            result = timeline([loaded], clip, on_batch=lambda done, total: bar.update(done - bar.n), source=path)
         except VideoError as error:
             print(f"skipped {name}: {error}", file=sys.stderr)
             failed += 1
             continue
-        bar = tqdm(total=len(clip.frames), desc=f"predicting {name}", disable=args.quiet, leave=False)
-        result = timeline([loaded], clip, on_batch=lambda done, total: bar.update(done - bar.n))
-        bar.close()
+        finally:
+            if bar is not None:
+                bar.close()
         probs = result.probs[loaded.name]
         for time, p in zip(result.times, probs):
             rows.append({"clip": name, "time_s": round(float(time), 3), "label": loaded.classes[int(p.argmax())],

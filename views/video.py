@@ -13,10 +13,9 @@ from har_core.video import VIDEO_SUFFIXES
 
 selection = ui.sidebar()
 st.title("🎬 Video")
-st.caption("An action timeline for a clip: frames sampled a few times a second, every model's answer per frame, "
-           "smoothed over time and cut into segments.")
+st.caption("An action timeline for a clip: frames sampled a few times a second, every model's answer per frame "
+           "(a clip model's: its 16-frame window centred on that moment), smoothed over time and cut into segments.")
 ui.need_runs(selection)
-selection = ui.image_models(selection)
 
 chosen = st.multiselect("Models", selection.names(), default=default_members(selection.runs), key="video_models",
                         help="Default: the ensemble's default members. Every model adds a forward per frame.")
@@ -53,7 +52,7 @@ left, right = st.columns([2, 3])
 left.video(data)
 left.caption(f"{name} · {clip.seconds:.1f} s · {clip.width}×{clip.height} · {len(clip.frames)} frames sampled"
              + (f" · turned {clip.rotation}° upright" if clip.rotation else ""))
-line = ui.timeline_of(digest, data, fps, loaded)
+line = ui.timeline_of(digest, data, fps, loaded)  # clip models read their windows from `data`
 rows = {n: line.segments(n, window, min_duration, threshold) for n in line.probs}
 right.plotly_chart(action_timeline(rows, line.classes, clip.seconds), width="stretch", key="video_timeline")
 summary_row = "ensemble" if "ensemble" in rows else loaded[0].name
@@ -70,7 +69,12 @@ controls = st.columns([3, 1])
 index = controls[0].slider("Frame", 0, max(1, len(clip.frames) - 1), 0, key="video_frame",
                            help="The sampled frames, in order.", disabled=len(clip.frames) < 2)
 index = min(index, len(clip.frames) - 1)
-model = next(m for m in loaded if m.name == controls[1].selectbox("Model", [m.name for m in loaded], key="video_cam_model"))
+explainable = [m for m in loaded if not m.run.takes_clips]  # Grad-CAM of one frame: image models
+if not explainable:
+    st.caption("Grad-CAM of a single frame needs an image model; the chosen models are clip models.")
+    st.stop()
+cam_name = controls[1].selectbox("Model", [m.name for m in explainable], key="video_cam_model")
+model = next(m for m in explainable if m.name == cam_name)
 picture, heat = st.columns(2)
 picture.image(clip.frames[index], caption=f"{line.times[index]:.1f} s", width="stretch")
 with ui.friendly(f"Grad-CAM for {model.name}"), st.spinner(f"Grad-CAM for {model.name}…"):
