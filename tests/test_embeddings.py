@@ -277,3 +277,50 @@ def test_embedding_a_folder_without_the_runs_training_pictures_says_so_in_one_li
     csv.write_text(csv.read_text().replace("Image_", "xImage_"))
     with pytest.raises(SystemExit, match="holds none of custom_cnn's .* training pictures"):
         embed_cli.main([str(run_dir), "--data", str(other), "--quiet"])
+
+
+class StubRun:
+    """What retrieval_report reads of a run: its folder (no stored index there) and stored predictions."""
+
+    def __init__(self, path, frames):
+        self.path, self.frames = path, frames
+
+    def predictions(self, split):
+        return self.frames.get(split)
+
+
+def test_retrieval_report_matches_a_brute_force_knn_searches_only_training_rows_and_takes_its_weight_from_val(
+        tmp_path):
+    import pandas as pd
+    vectors, labels = clustered(n_per=30, clusters=3, dim=8, seed=3, noise=0.9)
+    rng = np.random.default_rng(0)
+    splits = rng.choice(["train", "val", "test"], size=len(labels), p=[0.6, 0.2, 0.2])
+    found = fake_embeddings(vectors, labels, splits)
+    index = training_index(found)
+    assert sorted(index.rows.tolist()) == found.rows("train").tolist()
+    _, rows = index.search(vectors[found.rows("val", "test")], 10)
+    assert set(np.asarray(splits)[rows.ravel()]) == {"train"}  # neighbours are training pictures only
+    classes = found.classes
+    # the model: right on val only when confident; on test always right. A vote helps val, so a weight > 0
+    # wins on val whatever test would prefer
+    frames = {}
+    for split in ("val", "test"):
+        part = found.rows(split)
+        probs = np.full((len(part), 3), 0.2)
+        wrong = (labels[part] + 1) % 3
+        probs[np.arange(len(part)), labels[part] if split == "test" else wrong] = 0.6
+        frames[split] = pd.DataFrame({"filename": [found.files[r] for r in part], "true": [classes[l] for l in labels[part]],
+                                      "predicted": "", "confidence": 0.6,
+                                      **{f"prob_{c}": probs[:, i] for i, c in enumerate(classes)}})
+    report = retrieval_report(StubRun(tmp_path, frames), found, k=10)
+    normed = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    train = found.rows("train")
+    for split in ("val", "test"):
+        part = found.rows(split)
+        nearest = train[np.argsort(-(normed[part] @ normed[train].T), axis=1)[:, :10]]
+        by_hand = [np.bincount(labels[n], minlength=3).argmax() for n in nearest]  # ties: the lower class, as argmax
+        assert report[split]["knn"] == pytest.approx(float(np.mean(np.array(by_hand) == labels[part])))
+    assert report["val"]["model"] == 0.0 and report["test"]["model"] == 1.0
+    val_probs = frames["val"][[f"prob_{c}" for c in classes]].to_numpy()
+    _, val_rows = neighbours_of(index, vectors[found.rows("val")], 10)
+    assert report["weight"] == choose_weight(val_probs, vote(val_rows, found), labels[found.rows("val")]) > 0
