@@ -172,6 +172,25 @@ def retrieval_report(run: Run, embeddings: Embeddings, k: int = VOTE_K) -> dict:
     return report
 
 
+@dataclass
+class NeighbourAnswer:
+    """What one picture's neighbours say: their rows and similarities, the vote of the first `k` shown, and the
+    retrieval-augmented probabilities (the model mixed with the vote of `VOTE_K` neighbours, weight from val)."""
+    similarities: np.ndarray  # (k,)
+    rows: np.ndarray  # (k,) rows of the embeddings, -1 where there are fewer
+    votes: np.ndarray  # (classes,) shares among the k shown
+    mixed: np.ndarray  # (classes,)
+    weight: float
+
+
+def neighbour_answer(index: VectorIndex, embeddings: Embeddings, vector: np.ndarray, probs: np.ndarray,
+                     weight: float, k: int = SHOW_K) -> NeighbourAnswer:
+    """One query's neighbours, their vote and the retrieval-augmented prediction (`retrieval_report`'s rule)."""
+    similarities, rows = index.search(vector, max(k, VOTE_K))
+    shown_votes, all_votes = vote(rows[:, :k], embeddings)[0], vote(rows[:, :VOTE_K], embeddings)[0]
+    return NeighbourAnswer(similarities[0, :k], rows[0, :k], shown_votes, augmented(probs, all_votes, weight), weight)
+
+
 def write_retrieval_report(run: Run, embeddings: Embeddings) -> dict:
     report = retrieval_report(run, embeddings)
     write_json(run.path / RETRIEVAL, report)

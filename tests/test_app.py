@@ -378,7 +378,7 @@ def test_explain_opacity_and_class_blend_cached_maps_without_a_forward(app, monk
 
     import ui
     st.cache_resource.clear()
-    computed = counting(monkeypatch, ui, "class_maps")
+    computed = counting(monkeypatch, ui.answers, "class_maps")
     at = open_page(app, "explain")
     sample = at.selectbox(key="cam_sample")
     at = sample.set_value(sample.options[1]).run()
@@ -511,9 +511,10 @@ def test_the_video_timeline_is_computed_again_for_another_backend_or_other_weigh
     import ui
     from har_core.inference import load_run
     calls = []
-    monkeypatch.setattr(ui, "timeline", lambda loaded, clip, on_batch=None: calls.append([m.backend for m in loaded]))
-    monkeypatch.setattr(ui, "clip_of", lambda digest, data, fps: None)
-    ui._timelines().clear()
+    monkeypatch.setattr(ui.clips, "timeline",
+                        lambda loaded, clip, on_batch=None, source=None: calls.append([m.backend for m in loaded]))
+    monkeypatch.setattr(ui.clips, "clip_of", lambda digest, data, fps: None)
+    ui.clips._timelines().clear()
     loaded = load_run(tiny_runs / "custom_cnn")
     ui.timeline_of("clip", b"", 2.0, [loaded])
     ui.timeline_of("clip", b"", 2.0, [loaded])

@@ -54,9 +54,9 @@ def test_the_in_app_report_uses_the_servers_models_and_scan_limit_one_at_a_time(
     from har_core.inference import load_run
     monkeypatch.setattr(report_module, "load_run", lambda run: pytest.fail("a second copy of a model was loaded"))
     shared = {}
-    monkeypatch.setattr(ui, "model", lambda run: shared.setdefault(run.name, load_run(run)))
+    monkeypatch.setattr(ui.sharing, "model", lambda run: shared.setdefault(run.name, load_run(run)))
     monkeypatch.setenv("HAR_DATA", str(kaggle_data))
-    monkeypatch.setattr(ui, "config", lambda: ui.server.ServerConfig(runs=(tiny_runs,), data=(kaggle_data,), max_scan_images=5))
+    monkeypatch.setattr(ui.sharing, "config", lambda: ui.server.ServerConfig(runs=(tiny_runs,), data=(kaggle_data,), max_scan_images=5))
     building, overlaps = [], []
     real_build = report_module.build_report
 
@@ -68,7 +68,7 @@ def test_the_in_app_report_uses_the_servers_models_and_scan_limit_one_at_a_time(
             return real_build(*args, **kwargs)
         finally:
             building.pop()
-    monkeypatch.setattr(ui, "build_report", build)
+    monkeypatch.setattr(ui.sharing, "build_report", build)
     runs = find_runs(tiny_runs)[0]
     pages = []
     selections = [ui.Selection(runs=runs, data_root=kaggle_data), ui.Selection(runs=runs[:1], data_root=kaggle_data)]

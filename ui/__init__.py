@@ -1,0 +1,32 @@
+"""What every page shares, by concern: pages import `ui` and call these by name.
+
+Pages are layout and widgets; the computations are in har_core. This package only wires har_core to
+Streamlit's caches and turns failures into one-line messages:
+
+- `ui.common`   settings, loaded models and their engines, cached run files, thumbnails, friendly errors
+- `ui.choices`  the sidebar (runs, image folder, class list), deep links, presentation mode
+- `ui.answers`  predictions and explanations of pictures, cached by content; uploads and samples
+- `ui.similar`  embeddings, similar images, the map, the data audit
+- `ui.clips`    video clips and their timelines
+- `ui.teaching` Teach: a linear head on a run's embeddings
+- `ui.sharing`  the report to share
+"""
+from har_core import server  # noqa: F401 - pages read ui.server's settings types
+from ui.common import (  # noqa: F401
+    ROOT, IMAGE_TYPES, config, Selection, model, warm_up, env_backend, backend, models, metrics, predictions,
+    data_file, thumb, thumbnail_grid, folder_stamp, dataset, PRESENTATION_CSS, presenting, model_columns,
+    need_runs, image_models, friendly)
+from ui.choices import (  # noqa: F401
+    sidebar, RUN_CHOICES, one_class_list, follow_link, share_view, ensemble_members)
+from ui.answers import (  # noqa: F401
+    predict, explanation, read_uploads, sample_files, image_source)
+from ui.similar import (  # noqa: F401
+    embeddings, search_index, retrieval, embeddings_or_offer, compute_embeddings, has_embeddings,
+    embedding_map_of, neighbour_grid, same_picture, similar_images, nearest_training_images, top_votes,
+    data_audit)
+from ui.clips import (  # noqa: F401
+    video_files, folder_clip, content_digest, clip_of, timeline_of)
+from ui.teaching import (  # noqa: F401
+    teach_pictures, teach_head, taught_probabilities, runs_folder_writable, save_taught, taught_zip)
+from ui.sharing import (  # noqa: F401
+    report)

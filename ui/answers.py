@@ -1,0 +1,109 @@
+"""Answers for pictures: predictions and explanations cached by content, uploads and samples."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from har_core import artifacts, cam
+from har_core.cam import ClassMaps, Explanation, class_maps
+from har_core.data import read_manifest
+from har_core.imaging import ImageError, image_digest, load_image, safe_name
+from har_core.inference import LoadedModel, Prediction, predict_all
+from ui.choices import follow_link, share_view
+from ui.common import IMAGE_TYPES, Selection, _file_stamp, _inside_or_none, config, data_file, friendly
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _prediction(path: str, stamp: float, digests: tuple[str, ...], tta: bool, backend: str, _loaded: LoadedModel,
+                _images: list) -> Prediction:
+    return predict_all([_loaded], _images, tta=tta, embed=True)[0]
+
+
+def predict(loaded: list[LoadedModel], images: list, tta: bool) -> list[Prediction]:
+    """Every model's prediction (with the images' embeddings) for the images: a widget that changes neither the
+    images, the models nor TTA reruns the page without a single forward pass."""
+    digests = tuple(image_digest(image) for image in images)
+    return [_prediction(str(m.run.path), _file_stamp(m.run, artifacts.WEIGHTS), digests, tta, m.backend, m, images)
+            for m in loaded]
+
+
+@st.cache_resource(show_spinner=False, max_entries=128)
+def _class_maps(path: str, stamp: float, digest: str, method: str, classes: tuple | None, _loaded: LoadedModel,
+                _image) -> ClassMaps:
+    return class_maps(_loaded, _image, method, classes=None if classes is None else list(classes))
+
+
+def explanation(loaded: LoadedModel, image, digest: str, method: str, target: int | None) -> Explanation:
+    """A model's map of `target` (None: the predicted class) for the image. A fast method computes every class
+    from one forward pass the first time, so moving the opacity or switching the class only picks and blends;
+    a slow one (a forward per channel) computes the class asked for."""
+    classes = (target,) if method in cam.SLOW_METHODS else None
+    return _class_maps(str(loaded.run.path), _file_stamp(loaded.run, artifacts.WEIGHTS), digest, method, classes,
+                       loaded, image).explanation(target)
+
+
+def read_uploads(files) -> tuple[list, list[str]]:
+    """Decode uploaded files through the guarded decoder; report the ones that fail. One request carries
+    at most the operator's `max_batch_images`: the rest are named and left out."""
+    images, names = [], []
+    files, limit = list(files or []), config().max_batch_images
+    if len(files) > limit:
+        st.warning(f"{len(files)} images uploaded; this server predicts at most {limit} at a time, so the "
+                   f"first {limit} are used.")
+        files = files[:limit]
+    for upload in files:
+        name = safe_name(upload.name)
+        try:
+            images.append(load_image(upload.getvalue()))
+            names.append(name)
+        except ImageError as error:
+            st.warning(f"**{name}**: {error}")
+    return images, names
+
+
+@st.cache_data(show_spinner=False, ttl=60, max_entries=16)
+def _sample_files(manifest_path: str, stamp: float, data_root: str, limit: int) -> list[str]:
+    manifest = read_manifest(Path(manifest_path))
+    files = manifest.loc[manifest["split"] == "test", "filename"].tolist()[:limit]
+    root = Path(data_root)
+    return [f for f in files if (path := _inside_or_none(root, f)) is not None and path.is_file()]
+
+
+def sample_files(selection: Selection, limit: int = 200) -> list[str]:
+    """Test-split images of the first run (when the image folder is known) to pick as samples; the folder is
+    checked at most once a minute, not on every rerun."""
+    if selection.data_root is None or not selection.runs or not selection.runs[0].has(artifacts.MANIFEST):
+        return []
+    run = selection.runs[0]
+    return _sample_files(str(run.path / artifacts.MANIFEST), _file_stamp(run, artifacts.MANIFEST),
+                         str(selection.data_root), limit)
+
+
+def image_source(selection: Selection, key: str, multiple: bool = True) -> tuple[list, list[str]]:
+    """Upload, camera or a sample from the image folder: the images and their names."""
+    tabs = st.tabs(["📁 Upload", "📷 Camera", "🖼️ Sample"])
+    with tabs[0]:
+        files = st.file_uploader("Images", type=IMAGE_TYPES, accept_multiple_files=multiple, key=f"{key}_upload")
+        files = files if isinstance(files, list) else [files] if files else []
+    with tabs[1]:
+        shot = st.camera_input("Take a photo", key=f"{key}_camera") if st.toggle("Use the camera", key=f"{key}_cam_on") else None
+    with tabs[2]:
+        samples = sample_files(selection)
+        follow_link("sample", f"{key}_sample", samples)
+        picked = st.selectbox("Sample from the test split", ["—"] + samples, key=f"{key}_sample",
+                              disabled=not samples, help=None if samples else "Set an image folder in the sidebar.")
+    images, names = read_uploads(files)
+    if shot is not None:
+        more, more_names = read_uploads([shot])
+        images, names = images + more, names + more_names
+    if picked != "—":
+        share_view(sample=picked)
+    elif "sample" in st.query_params:
+        del st.query_params["sample"]
+    if picked and picked != "—" and (path := data_file(selection, picked)) is not None:
+        with friendly(f"Reading {picked}"):
+            images.append(load_image(path))
+            names.append(picked)
+    return images, names
+

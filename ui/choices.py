@@ -1,0 +1,148 @@
+"""The sidebar (runs, image folder, class list), deep links and presentation mode."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from har_core import artifacts, server
+from har_core.artifacts import Run
+from har_core.ensemble import class_groups, default_members, describe_classes
+from har_core.backend import BACKENDS, LABELS
+from ui.common import PRESENTATION_CSS, Selection, _remembered, config, env_backend, presenting, warm_up
+
+
+def _folder_choice(label: str, key: str, choices: list[Path], optional: bool, help: str) -> Path | None:
+    options = (["(none)"] if optional else []) + [str(path) for path in choices]
+    kept = st.session_state.get(f"keep_{key}")
+    index = options.index(kept) if kept in options else (1 if optional and len(options) > 1 else 0)
+    if not options:
+        return None
+    picked = st.selectbox(label, options, index=index, key=key, help=help,
+                          format_func=lambda value: value if value == "(none)" else _short(value))
+    st.session_state[f"keep_{key}"] = picked
+    return None if picked == "(none)" else Path(picked)
+
+
+def _short(path: str) -> str:
+    parts = Path(path).parts
+    return "/".join(parts[-2:]) if len(parts) > 1 else path
+
+
+def _free_folder(label: str, key: str, default: str, help: str) -> Path | None:
+    typed = _remembered(st.text_input, label, key, default, help=help)
+    if typed and not Path(typed).is_dir():
+        st.caption(f"⚠️ folder not found: {typed}")
+    return Path(typed) if typed and Path(typed).is_dir() else None
+
+
+def sidebar() -> Selection:
+    """Runs and image folder, chosen in the sidebar among the folders the operator allows; every page
+    starts by calling this. Visitors never type a path unless the operator opts in to free paths."""
+    settings = config()
+    runs_help = "A folder of run folders written by `python -m train.train` (or one run)."
+    data_help = "The data set the runs were trained on; enables thumbnails and samples."
+    with st.sidebar:
+        data_sets = server.data_choices(settings)
+        if settings.free_paths:
+            runs_dir = _free_folder("Runs folder", "runs_dir", str(settings.runs[0]) if settings.runs else "", runs_help)
+            data_root = _free_folder("Image folder (optional)", "data_dir", str(data_sets[0]) if data_sets else "",
+                                     data_help)
+        else:
+            runs_dir = _folder_choice("Runs folder", "runs_dir", list(settings.runs), False, runs_help)
+            data_root = _folder_choice("Image folder", "data_dir", data_sets, True, data_help)
+        found, failures = artifacts.find_runs(runs_dir, confine=not settings.free_paths) if runs_dir else ([], [])
+        names = [run.name for run in found]
+        known = st.session_state.get("keep_known_runs", names)
+        kept = [n for n in st.session_state.get("keep_chosen_runs", names) if n in names]
+        if new := [n for n in names if n not in known]:  # a run saved since (Teach) is shown too
+            kept += new
+            st.session_state.pop("chosen_runs", None)
+        chosen = st.multiselect("Runs to show", names, default=kept, key="chosen_runs")
+        st.session_state["keep_chosen_runs"], st.session_state["keep_known_runs"] = chosen, names
+        if not found:
+            st.warning(f"No runs in {runs_dir}." if runs_dir else "The operator allows no runs folder.")
+        for name, reason in failures:
+            st.error(f"Run **{name}** could not be loaded: {reason}", icon="⚠️")
+        default = env_backend()  # HAR_BACKEND, read once per rerun (`backend()` then reads the kept choice)
+        kept = st.session_state.get("keep_backend") or default
+        if any("exports" in run.card for run in found) or default != "pytorch":
+            options = list(BACKENDS)
+            kept = st.selectbox("Prediction backend", options, index=options.index(kept), key="backend",
+                                format_func=LABELS.get, help="ONNX Runtime runs a run's checked export "
+                                "(python -m train.export RUN); runs without one, and Grad-CAM, use PyTorch.")
+        st.session_state["keep_backend"] = kept
+        was = presenting()
+        present = _remembered(st.toggle, "Presentation mode", "present", False,
+                              help="Sidebar collapsed, larger type, one model per row. Link: add ?present=1.")
+        if present != was:
+            st.rerun()  # app.py sets the sidebar's state before the page runs
+        runs, left_out = one_class_list([run for run in found if run.name in chosen])
+    selection = Selection(runs=runs, data_root=data_root, runs_dir=Path(runs_dir) if runs_dir else None,
+                          left_out=left_out)
+    warm_up(selection.runs)
+    if present:
+        st.html(PRESENTATION_CSS)
+        share_view(present=1)
+    elif "present" in st.query_params:
+        del st.query_params["present"]
+    return selection
+
+
+# widgets whose value is a choice among the shown runs (reset when the class list changes)
+RUN_CHOICES = ("predict_models", "predict_ensemble", "overview_ensemble", "cam_models", "video_models", "map_run",
+               "eval_model", "mistakes_models", "teach_base", "dataset_audit_run")
+
+
+def one_class_list(runs: list[Run]) -> tuple[list[Run], list[tuple[str, str]]]:
+    """Pages compare runs of one class list: the largest group of the chosen runs, or the one picked in the
+    sidebar when they have several; the others are named there with the reason."""
+    groups = class_groups(runs)
+    if len(groups) < 2:
+        return runs, []
+    labels = [f"{describe_classes(g[0].classes)} ({len(g)} run{'s' if len(g) > 1 else ''})" for g in groups]
+    picked = st.selectbox("Class list", range(len(groups)), format_func=labels.__getitem__, key="class_list",
+                          help="The chosen runs were trained on different classes; the pages compare runs of one "
+                          "class list at a time.")
+    if st.session_state.get("keep_class_list", picked) != picked:
+        for key in RUN_CHOICES:  # choices among the other group's runs: each page starts from its default again
+            st.session_state.pop(key, None)
+    st.session_state["keep_class_list"] = picked
+    left_out = [(run.name, f"trained on {describe_classes(run.classes)}")
+                for i, group in enumerate(groups) if i != picked for run in group]
+    st.caption("Not shown (other classes): " + "; ".join(f"**{name}**, {why}" for name, why in left_out))
+    return groups[picked], left_out
+
+
+def follow_link(param: str, key: str, allowed=None, many: bool = False) -> None:
+    """Deep links: a URL parameter (?models=a,b&split=test&sample=…&method=…&cls=…&present=1) sets the widget
+    `key` when the page opens with it, once; values not among `allowed` are left out. `share_view` writes the
+    current choices back, so the address bar is always a link that reopens this view."""
+    raw = st.query_params.get(param)
+    if raw is None or st.session_state.get(f"_link_{key}") == raw:
+        return
+    st.session_state[f"_link_{key}"] = raw
+    if many:
+        values = [v for v in raw.split(",") if allowed is None or v in allowed]
+        if values:
+            st.session_state[key] = values
+    elif allowed is None or raw in allowed:
+        st.session_state[key] = raw
+    if (not many and allowed is not None and raw not in allowed) or (many and not values):
+        st.caption(f"⚠️ The link's {param}={raw} is not available here; the page's default is used.")
+
+
+def share_view(**params) -> None:
+    """Mirror the page's choices into the URL (lists comma-joined), so a teacher copies the address bar."""
+    for param, value in params.items():
+        raw = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        if st.query_params.get(param) != raw:
+            st.query_params[param] = raw
+
+
+def ensemble_members(runs: list[Run], key: str) -> list[str]:
+    """The ensemble's members, chosen among `runs`; both pages start from har_core.ensemble's default."""
+    return st.multiselect("Ensemble members", [run.name for run in runs], default=default_members(runs), key=key,
+                          help="The ensemble averages its members' probabilities. Default: the runs that started "
+                          "from ImageNet weights (when there are two or more), else all.")
+

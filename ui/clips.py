@@ -1,0 +1,72 @@
+"""Video: clips decoded and timelines computed once per clip content, settings, weights and engine."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import streamlit as st
+
+from har_core.inference import LoadedModel
+from har_core.timeline import Timeline, timeline
+from har_core.video import VIDEO_SUFFIXES, Clip, read_clip, read_video_file
+from ui.common import Selection, data_file, friendly
+
+
+@st.cache_data(show_spinner=False, ttl=60, max_entries=8)
+def _video_files(root: str, limit: int) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in Path(root).rglob("*")
+                  if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())[:limit]
+
+
+def video_files(selection: Selection, limit: int = 200) -> list[str]:
+    """Clips in the chosen image folder (relative paths), to pick instead of uploading; the folder is walked
+    at most once a minute, not on every rerun."""
+    if selection.data_root is None:
+        return []
+    return [f for f in _video_files(str(selection.data_root), limit) if data_file(selection, f) is not None]
+
+
+def folder_clip(selection: Selection, filename: str) -> bytes | None:
+    """A clip of the chosen image folder, within the video size limit (None, said on the page, when unusable)."""
+    path = data_file(selection, filename)
+    if path is None:
+        return None
+    with friendly(f"Reading {filename}"):
+        return read_video_file(path)
+    return None
+
+
+def content_digest(data: bytes) -> str:
+    """What clips are cached by: computed once per rerun by the page, not once per cached step."""
+    return hashlib.sha256(data).hexdigest()
+
+
+@st.cache_resource(show_spinner="Decoding the clip…", max_entries=4)
+def _clip(digest: str, fps: float, _data: bytes) -> Clip:
+    return read_clip(_data, fps=fps)
+
+
+def clip_of(digest: str, data: bytes, fps: float) -> Clip:
+    """The clip's sampled frames, decoded once per clip content and rate (VideoError when unusable)."""
+    return _clip(digest, fps, data)
+
+
+@st.cache_resource
+def _timelines() -> dict:
+    return {}
+
+
+def timeline_of(digest: str, data: bytes, fps: float, loaded: list[LoadedModel]) -> Timeline:
+    """Every model's per-frame probabilities (and their ensemble), computed once per clip, rate and set of
+    models with a progress bar (kept in a plain dict: a cached function could not draw the bar)."""
+    key = (digest, fps, tuple((str(m.run.path), m.weights, m.backend) for m in loaded))  # as predictions are
+    store = _timelines()
+    if key not in store:
+        bar = st.progress(0.0, text="Predicting the frames…")
+        store[key] = timeline(loaded, clip_of(digest, data, fps), on_batch=lambda done, total: bar.progress(
+            done / total, text=f"Predicting the frames: {done}/{total}"), source=data)
+        bar.empty()
+        while len(store) > 8:  # the oldest first
+            store.pop(next(iter(store)))
+    return store[key]
+

@@ -1,0 +1,254 @@
+"""Settings, loaded models and their engines, cached run files, thumbnails, friendly errors."""
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from har_core import artifacts, cam, server
+from har_core.analysis import dataset_summary, thumbnail
+from har_core.artifacts import Run, RunError
+from har_core.cam import Busy
+from har_core.data import DataError, listing_stamp
+from har_core.embeddings import EmbeddingError
+from har_core.imaging import IMAGE_SUFFIXES, ImageError
+from har_core.backend import EXPORT_FILES, backend_from_env
+from har_core.inference import LoadedModel, load_run, with_backend
+from har_core.video import VideoError
+
+
+ROOT = Path(__file__).resolve().parents[1]  # the project folder
+
+
+IMAGE_TYPES = [suffix[1:] for suffix in IMAGE_SUFFIXES]  # the uploader takes every format the decoder reads
+
+
+@st.cache_resource
+def _config(*environment) -> server.ServerConfig:
+    settings = server.load_config()
+    cam.SLOW_SLOTS.resize(settings.slow_cam_slots)
+    return settings
+
+
+def config() -> server.ServerConfig:
+    """The operator's settings (har_core.server), read once per server process and environment."""
+    return _config(*(os.environ.get(k, "") for k in ("HAR_CONFIG", "HAR_RUNS", "HAR_DATA", "HAR_FREE_PATHS")))
+
+
+@dataclass
+class Selection:
+    runs: list[Run] = field(default_factory=list)
+    data_root: Path | None = None
+    runs_dir: Path | None = None  # where the runs were found (a new run is saved there)
+    left_out: list[tuple[str, str]] = field(default_factory=list)  # (run, why): chosen runs another class list keeps out
+
+    def names(self) -> list[str]:
+        return [run.name for run in self.runs]
+
+    def run(self, name: str) -> Run:
+        return next(run for run in self.runs if run.name == name)
+
+
+@st.cache_resource(show_spinner="Loading model…", max_entries=32)
+def _load_model(path: str, stamp: float) -> LoadedModel:
+    loaded = load_run(path, backend="pytorch")  # each visitor's backend is applied on top (`models`)
+    print(f"HAR Studio: loaded model {loaded.name}", flush=True)  # once per process: visible in the server log
+    return loaded
+
+
+def model(run: Run) -> LoadedModel:
+    """Each run's model is loaded once per process and shared by every session."""
+    return _load_model(str(run.path), _file_stamp(run, artifacts.WEIGHTS))
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _warm_up(paths: tuple[str, ...], stamps: tuple[float, ...]) -> threading.Thread:
+    def load_all():
+        for path, stamp in zip(paths, stamps):
+            try:
+                _load_model(path, stamp)
+            except Exception as error:  # noqa: BLE001 - the page that needs the model names the failure
+                print(f"HAR Studio: could not preload {Path(path).name}: {error}", flush=True)
+    thread = threading.Thread(target=load_all, name="har-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def warm_up(runs: list[Run]) -> None:
+    """Load the image models in the background, once per server process and set of runs: the first page
+    appears at once, and by the time a photo is uploaded its models are usually ready."""
+    runs = [run for run in runs if not run.takes_clips]
+    _warm_up(tuple(str(run.path) for run in runs), tuple(_file_stamp(run, artifacts.WEIGHTS) for run in runs))
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _backend_model(path: str, stamps: tuple[float, ...], backend: str, _loaded: LoadedModel) -> LoadedModel:
+    return with_backend(_loaded, backend)
+
+
+def env_backend() -> str:
+    try:
+        return backend_from_env()
+    except ValueError as error:
+        st.toast(str(error), icon="⚠️")
+        return "pytorch"
+
+
+def backend() -> str:
+    """The prediction backend this visitor chose in the sidebar (default: HAR_BACKEND, else PyTorch)."""
+    return st.session_state.get("keep_backend") or env_backend()
+
+
+def models(runs: list[Run]) -> list[LoadedModel]:
+    """The runs' models, predicting through the visitor's backend; a run that fails to load is named on the
+    page and left out. A run whose export cannot serve the backend predicts with PyTorch (see `backend_note`)."""
+    loaded, chosen = [], backend()
+    for run in runs:
+        try:
+            one = model(run)
+        except RunError as error:
+            st.error(str(error))
+            continue
+        if chosen != "pytorch":
+            stamps = tuple(_file_stamp(run, name) for name in (artifacts.WEIGHTS, artifacts.CARD, *EXPORT_FILES.values()))
+            one = _backend_model(str(run.path), stamps, chosen, one)
+        loaded.append(one)
+    return loaded
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _metrics(path: str, split: str, stamp: float):
+    return artifacts.open_run(path).metrics(split)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _predictions(path: str, split: str, stamp: float):
+    return artifacts.open_run(path).predictions(split)
+
+
+def _file_stamp(run: Run, name: str) -> float:
+    path = run.path / name
+    return path.stat().st_mtime if path.exists() else 0.0
+
+
+def metrics(run: Run, split: str) -> dict | None:
+    return _metrics(str(run.path), split, _file_stamp(run, artifacts.metrics_file(split)))
+
+
+def predictions(run: Run, split: str) -> pd.DataFrame | None:
+    return _predictions(str(run.path), split, _file_stamp(run, artifacts.predictions_file(split)))
+
+
+@st.cache_data(show_spinner=False, max_entries=2048)
+def _thumb(path: str, size: int):
+    return thumbnail(Path(path), size)
+
+
+def data_file(selection: Selection, filename: str) -> Path | None:
+    """A file of the chosen image folder; None when there is none or the name leads outside it."""
+    return None if selection.data_root is None else _inside_or_none(selection.data_root, filename)
+
+
+def _inside_or_none(root: Path, filename: str) -> Path | None:
+    try:
+        return server.inside(root, filename)
+    except server.OutsideRoots:
+        return None
+
+
+def thumb(selection: Selection, filename: str, size: int = 160):
+    """A thumbnail of a data-set image, only from inside the chosen image folder."""
+    path = data_file(selection, filename)
+    return _thumb(str(path), size) if path is not None else None
+
+
+def thumbnail_grid(selection: Selection, items: list[tuple[str, str]], columns: int = 6, size: int = 160) -> int:
+    """Thumbnails of (filename, caption) pairs in a grid; files that cannot be shown are left out together
+    with their captions. Returns how many were shown."""
+    shown = [(image, caption) for name, caption in items if (image := thumb(selection, name, size)) is not None]
+    grid = st.columns(columns)
+    for i, (image, caption) in enumerate(shown):
+        grid[i % columns].image(image, caption=caption)
+    return len(shown)
+
+
+def _remembered(widget, label: str, key: str, default, **kwargs):
+    """A sidebar widget whose value survives page switches (each page renders the sidebar anew)."""
+    value = widget(label, st.session_state.get(f"keep_{key}", default), key=key, **kwargs)
+    st.session_state[f"keep_{key}"] = value
+    return value
+
+
+@st.cache_data(show_spinner=False, ttl=3, max_entries=16)
+def folder_stamp(root: str) -> str:
+    """The folder's listing stamp (names, sizes, mtimes), looked at most every 3 s: every scan below is keyed
+    by it, so relabelling or adding pictures is seen while the server runs."""
+    return listing_stamp(root)
+
+
+@st.cache_data(show_spinner="Reading the data set…", max_entries=8)
+def _dataset(root: str, max_images: int, stamp: str) -> dict:
+    return dataset_summary(root, confine=True, max_images=max_images, stamp=stamp)
+
+
+def dataset(root: Path) -> dict:
+    """The data-set summary, scanned once per folder content; files outside it are refused, huge folders too."""
+    return _dataset(str(root), config().max_scan_images, folder_stamp(str(root)))
+
+
+PRESENTATION_CSS = """<style>
+html { font-size: 21px; }
+[data-testid="stMainBlockContainer"] { max-width: 1200px; padding-top: 2rem; }
+[data-testid="stMarkdownContainer"] p, [data-testid="stCaptionContainer"] { font-size: 1.05rem; }
+.har-bars { font-size: 1.15rem; }
+</style>"""
+
+
+def presenting() -> bool:
+    """Presentation mode (sidebar toggle or ?present=1): sidebar collapsed, larger type, one model per row."""
+    if st.query_params.get("present") in ("1", "true") and st.session_state.get("_link_present") is None:
+        st.session_state["_link_present"] = "1"
+        st.session_state["keep_present"] = True
+    return bool(st.session_state.get("keep_present", False))
+
+
+def model_columns(count: int) -> list:
+    """The grid that holds one card per model: three per row, one per row in presentation mode."""
+    return st.columns(1 if presenting() else min(3, max(1, count)))
+
+
+def need_runs(selection: Selection) -> None:
+    if not selection.runs:
+        st.info("No runs selected. Choose a runs folder in the sidebar (default: the bundled demo runs).")
+        st.stop()
+
+
+def image_models(selection: Selection) -> Selection:
+    """The selection's image models, for a page that runs models on photos or frames; the clip models (3D
+    CNNs) left out are named, and a selection of clip models only stops the page with the reason."""
+    clips = [run.name for run in selection.runs if run.takes_clips]
+    kept = replace(selection, runs=[run for run in selection.runs if not run.takes_clips])
+    if clips:
+        message = (f"{', '.join(clips)}: clip model{'s' if len(clips) > 1 else ''} (3D CNN), trained on 16-frame "
+                   "clips, not on photos or single frames; see {} on Overview, Evaluate, Mistakes and Training.")
+        (st.caption if kept.runs else st.info)(message.format("its results" if len(clips) == 1 else "their results"))
+        if not kept.runs:
+            st.stop()
+    return kept
+
+
+@contextmanager
+def friendly(what: str):
+    """Show a one-line message instead of a traceback; the rest of the page keeps working."""
+    try:
+        yield
+    except (RunError, ImageError, VideoError, DataError, EmbeddingError, Busy, ValueError, OSError) as error:
+        st.error(f"{what}: {error}")
+    except Exception as error:  # noqa: BLE001 - a classroom never sees a traceback
+        st.error(f"{what} failed: {type(error).__name__}: {error}")
+

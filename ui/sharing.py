@@ -1,0 +1,39 @@
+"""The report to share (har_core.report), with the server's models and limits, one at a time."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import streamlit as st
+
+from har_core import artifacts
+from har_core.report import build_report
+from ui.common import Selection, _file_stamp, config, model
+
+
+@st.cache_resource
+def _report_lock() -> threading.Lock:
+    return threading.Lock()
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _report(paths: tuple[str, ...], stamps: tuple[float, ...], data_root: str | None) -> str:
+    runs = [artifacts.open_run(path) for path in paths]
+    lock = _report_lock()  # one report at a time, server-wide: the others wait for it
+    if not lock.acquire(blocking=False):
+        st.toast("Another visitor's report is being made; yours follows it.")
+        lock.acquire()
+    try:
+        return build_report(runs, Path(data_root) if data_root else None, load=model,
+                            max_images=config().max_scan_images)
+    finally:
+        lock.release()
+
+
+def report(selection: Selection) -> str:
+    """The selected runs' report, built once per runs (and their metrics) and image folder, with the server's
+    shared models and scan limit."""
+    stamps = tuple(_file_stamp(run, artifacts.metrics_file("test")) for run in selection.runs)
+    return _report(tuple(str(run.path) for run in selection.runs), stamps,
+                   str(selection.data_root) if selection.data_root else None)
+

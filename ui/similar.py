@@ -1,0 +1,202 @@
+"""Embeddings, similar images, the map and the data audit: computed once per run, cached by content."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from har_core import artifacts
+from har_core.artifacts import Run
+from har_core.audit import audit
+from har_core.data import scan_cached
+from har_core.embeddings import EMBEDDINGS, EmbeddingError, Embeddings, run_embeddings, staleness
+from har_core.fileio import file_sha256
+from har_core.projection import embedding_map
+from har_core.similarity import (RETRIEVAL, SHOW_K, VOTE_K, VectorIndex, embed_run, neighbour_answer, neighbours_of,
+                                 retrieval_report, training_index, vote)
+from ui.common import Selection, _file_stamp, config, data_file, dataset, folder_stamp, friendly, model, thumbnail_grid
+
+
+@st.cache_resource(show_spinner="Reading embeddings…", max_entries=16)
+def _embeddings(path: str, stamp: float, weights: str) -> Embeddings:
+    return run_embeddings(artifacts.open_run(path))  # checks that `weights` made them
+
+
+def embeddings(run: Run) -> Embeddings:
+    """A run's stored embeddings (raises EmbeddingError when it has none or they are unusable); embeddings
+    computed in this process for a read-only runs folder are kept in `_computed`."""
+    weights = run.weights_sha256()
+    computed = _computed().get(str(run.path))
+    if computed is not None and computed.weights == weights:
+        return computed
+    return _embeddings(str(run.path), _file_stamp(run, EMBEDDINGS), weights)
+
+
+@st.cache_resource
+def _computed() -> dict:
+    return {}
+
+
+@st.cache_resource(show_spinner="Building the similarity index…", max_entries=16)
+def _training_index(path: str, ident: str, _embeddings: Embeddings) -> VectorIndex:
+    return training_index(_embeddings, Path(path))
+
+
+def search_index(run: Run, found: Embeddings) -> VectorIndex:
+    return _training_index(str(run.path), found.ident, found)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _retrieval(path: str, ident: str, _embeddings: Embeddings) -> dict:
+    stored = artifacts.read_json(Path(path) / RETRIEVAL) if (Path(path) / RETRIEVAL).is_file() else {}
+    return stored if stored.get("embeddings") == ident else retrieval_report(artifacts.open_run(path), _embeddings)
+
+
+def retrieval(run: Run, found: Embeddings) -> dict:
+    """The run's retrieval report (kNN accuracy, the mixing weight chosen on val)."""
+    return _retrieval(str(run.path), found.ident, found)
+
+
+@st.cache_resource(show_spinner="Scanning the image folder…", max_entries=8)
+def _data_index(root: str, classes: tuple[str, ...], max_images: int, stamp: str):
+    return scan_cached(root, classes=list(classes), confine=True, max_images=max_images, stamp=stamp)
+
+
+def embeddings_or_offer(selection: Selection, run: Run, key: str) -> Embeddings | None:
+    """The run's embeddings; when it has none (or unusable ones), says why and offers to compute them
+    with a progress bar. A warning when they were computed on other data than the chosen image folder."""
+    try:
+        found = embeddings(run)
+    except EmbeddingError as error:
+        st.info(str(error))
+        if selection.data_root is None:
+            st.caption("Choose the run's image folder in the sidebar to compute them here.")
+            return None
+        if not st.button(f"Compute embeddings of {run.name}", key=f"{key}_embed_{run.name}"):
+            return None
+        found = compute_embeddings(selection, run)
+        if found is None:
+            return None
+    if selection.data_root is not None:
+        with friendly("Checking the image folder"):
+            note = staleness(found, dataset(selection.data_root)["fingerprint"])
+            if note:
+                st.warning(note)
+    return found
+
+
+def compute_embeddings(selection: Selection, run: Run) -> Embeddings | None:
+    """Embed the image folder with the run's model, with a progress bar; stored in the run folder when
+    it is writable, else kept for this server process."""
+    bar = st.progress(0.0, text=f"Embedding with {run.name}…")
+    with friendly(f"Embedding with {run.name}"):
+        index = _data_index(str(selection.data_root), tuple(run.classes), config().max_scan_images,
+                            folder_stamp(str(selection.data_root)))
+        found, report = embed_run(model(run), index, progress=False,
+                                  on_batch=lambda done, total: bar.progress(done / total,
+                                                                            text=f"Embedding with {run.name}: {done}/{total} images"))
+        bar.empty()
+        if "not_stored" in report:
+            st.caption(f"The runs folder is read-only ({report['not_stored']}): the embeddings are kept for this "
+                       "server process only.")
+            _computed()[str(run.path)] = found
+        return found
+    bar.empty()
+    return None
+
+
+@st.cache_data(show_spinner="Placing every image on the map (UMAP; about a minute for 10,000 images)…",
+               max_entries=16)
+def _map(path: str, ident: str, _embeddings: Embeddings) -> pd.DataFrame:
+    return embedding_map(_embeddings, Path(path))
+
+
+def has_embeddings(run: Run) -> bool:
+    return str(run.path) in _computed() or run.has(EMBEDDINGS)
+
+
+def embedding_map_of(run: Run, found: Embeddings) -> pd.DataFrame:
+    return _map(str(run.path), found.ident, found)
+
+
+def neighbour_grid(selection: Selection, run: Run, found: Embeddings, similarities, rows, columns: int = 6,
+                   size: int = 120) -> None:
+    """Thumbnails of neighbours (rows of `found`) with label and similarity. A thumbnail is shown only when the
+    chosen image folder holds the very picture that was embedded (same sha256): Kaggle-layout sets share names
+    (train/Image_N.jpg), so a name alone would show another data set's picture beside this one's label."""
+    rows_shown = [(r, s) for s, r in zip(similarities, rows) if r >= 0]
+    items = [(found.files[r], f"{found.labels[r].replace('_', ' ')} · {s:.2f}") for r, s in rows_shown]
+    if selection.data_root is None:
+        st.caption(" · ".join(caption for _, caption in items))
+        st.caption("The pictures appear once the run's data folder is there (README: Data).")
+        return
+    same = [same_picture(selection, found.files[r], found.digests[r]) for r, _ in rows_shown]
+    thumbnail_grid(selection, [item for item, ok in zip(items, same) if ok], columns, size)
+    others = [caption for (name, caption), ok in zip(items, same) if not ok]
+    if others:
+        origin = run.card.get("data", {}).get("root", "its training folder")
+        st.caption(f"{' · '.join(others)} — pictures not shown: the chosen image folder ({selection.data_root.name}) "
+                   f"does not hold them (another data set under the same names?); {run.name}'s embeddings come "
+                   f"from {origin}.")
+
+
+def same_picture(selection: Selection, filename: str, digest: str) -> bool:
+    """The chosen image folder's file of that name is the picture with this sha256."""
+    path = data_file(selection, filename)
+    try:
+        return path is not None and path.is_file() and file_sha256(path) == digest
+    except OSError:
+        return False
+
+
+def similar_images(selection: Selection, run: Run, vector, probs, k: int = SHOW_K, columns: int = 3) -> None:
+    """Under a prediction: the k most similar training images of the run with label and similarity, their
+    vote, and the retrieval-augmented prediction (mixing weight chosen on val)."""
+    try:
+        found = embeddings(run)
+    except EmbeddingError:
+        st.caption("No embeddings for this run yet: compute them on the Embeddings page to see similar images.")
+        return
+    answer = neighbour_answer(search_index(run, found), found, vector, probs, retrieval(run, found)["weight"], k)
+    winner = int(answer.votes.argmax())
+    st.markdown(f"**{k} most similar training images** · vote: {found.classes[winner]} "
+                f"({answer.votes[winner]:.0%})")
+    neighbour_grid(selection, run, found, answer.similarities, answer.rows, columns=columns)
+    st.caption(f"Retrieval-augmented: **{found.classes[int(answer.mixed.argmax())]}** ({answer.mixed.max():.0%}) — "
+               f"{1 - answer.weight:.2f} × model + {answer.weight:.2f} × vote of {VOTE_K} neighbours "
+               "(weight chosen on val)")
+
+
+def nearest_training_images(selection: Selection, run: Run, filename: str, k: int = SHOW_K) -> None:
+    """A data-set image's nearest training images in the run's embedding, with the model's prediction."""
+    try:
+        found = embeddings(run)
+    except EmbeddingError:
+        st.caption(f"{run.name}: no embeddings yet (Embeddings page).")
+        return
+    row = found.row_of.get(filename)
+    if row is None:
+        st.caption(f"{run.name}: {filename} is not among its embedded images.")
+        return
+    similarities, rows = neighbours_of(search_index(run, found), found.vectors[row], k, exclude=np.array([row]))
+    predicted = found.classes[int(found.probs[row].argmax())]
+    st.markdown(f"**{run.name}** predicts {predicted} · its neighbours vote "
+                f"{', '.join(f'{c} {v:.0%}' for c, v in top_votes(vote(rows, found)[0], found.classes))}")
+    neighbour_grid(selection, run, found, similarities[0], rows[0], columns=k)
+
+
+def top_votes(shares, classes: list[str], n: int = 3) -> list[tuple[str, float]]:
+    return [(classes[i], float(shares[i])) for i in np.argsort(-shares)[:n] if shares[i] > 0]
+
+
+@st.cache_data(show_spinner="Auditing the data (near-duplicates, label errors, outliers)…", max_entries=16)
+def _audit(ident: str, threshold: float, _embeddings: Embeddings):
+    return audit(_embeddings, threshold)
+
+
+def data_audit(found: Embeddings, threshold: float):
+    """The audit of a run's embeddings, computed once per embeddings and threshold."""
+    return _audit(found.ident, threshold, found)
+

@@ -1,0 +1,91 @@
+"""Teach: a linear head on a run's embeddings (har_core.teach), one per visitor."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from har_core import artifacts
+from har_core.artifacts import Run, RunError, run_zip
+from har_core.data import scan_cached
+from har_core.imaging import load_image
+from har_core.teach import TaughtHead, TeachError, embed, save_head, teach
+from ui.answers import read_uploads
+from ui.common import IMAGE_TYPES, Selection, config, folder_stamp, friendly, model
+
+
+@st.cache_resource(show_spinner="Scanning the image folder…", max_entries=8)
+def _folder_index(root: str, max_images: int, stamp: str):
+    return scan_cached(root, confine=True, max_images=max_images, stamp=stamp)
+
+
+def teach_pictures(selection: Selection, i: int) -> list:
+    """One class's pictures: uploads, a folder, camera shots (each new shot is added) or pictures of a class
+    of the chosen image folder. Undecodable files are named and left out."""
+    tabs = st.tabs(["📁 Upload", "🗂️ Folder", "📷 Camera", "🖼️ Data set"])
+    with tabs[0]:
+        files = list(st.file_uploader("Pictures", type=IMAGE_TYPES, accept_multiple_files=True,
+                                      key=f"teach_upload_{i}") or [])
+    with tabs[1]:
+        files += list(st.file_uploader("A folder of pictures", type=IMAGE_TYPES, accept_multiple_files="directory",
+                                       key=f"teach_folder_{i}") or [])
+    shots = st.session_state.setdefault(f"teach_shots_{i}", {})
+    with tabs[2]:
+        if st.toggle("Use the camera", key=f"teach_cam_on_{i}"):
+            shot = st.camera_input("Each shot is added", key=f"teach_camera_{i}")
+            if shot is not None:
+                shots.setdefault(shot.file_id, shot)
+        if shots and st.button(f"Forget {len(shots)} shot(s)", key=f"teach_forget_{i}"):
+            shots.clear()
+    images, _ = read_uploads(files + list(shots.values()))
+    with tabs[3]:
+        if selection.data_root is None:
+            st.caption("Choose an image folder in the sidebar to take pictures from it.")
+        else:
+            with friendly("Reading the image folder"):
+                index = _folder_index(str(selection.data_root), config().max_scan_images,
+                                      folder_stamp(str(selection.data_root)))
+                left, right = st.columns([2, 1])
+                label = left.selectbox("Class of the data set", ["—"] + index.classes, key=f"teach_data_{i}")
+                how_many = right.number_input("Pictures", 2, 100, 12, key=f"teach_data_n_{i}")
+                if label != "—":
+                    for filename in [f for f, lab in index.samples if lab == label][:how_many]:
+                        with friendly(f"Reading {filename}"):
+                            images.append(load_image(index.root / filename))
+    return images
+
+
+def teach_head(run: Run, names: list[str], pictures: list[list]) -> None:
+    """Teach the classes on the run's embeddings with a progress bar; the head is kept for this visitor."""
+    bar = st.progress(0.0, text="Embedding the pictures…")
+    try:
+        st.session_state["teach_head"] = teach(model(run), names, pictures, on_batch=lambda done, total: bar.progress(
+            done / total, text=f"Embedding the pictures: {done}/{total}"))
+    except (TeachError, RunError) as error:
+        st.error(str(error))
+    finally:
+        bar.empty()
+
+
+def taught_probabilities(head: TaughtHead, image) -> np.ndarray:
+    return head.predict(embed(head.base, [image]))[0]
+
+
+def runs_folder_writable(selection: Selection) -> bool:
+    folder = selection.runs_dir
+    return folder is not None and folder.is_dir() and not (folder / artifacts.CARD).exists() \
+        and os.access(folder, os.W_OK)
+
+
+def save_taught(selection: Selection, head: TaughtHead, name: str) -> Path:
+    """Save the head as a run in the sidebar's runs folder (never over an existing run)."""
+    return save_head(head, selection.runs_dir, name)
+
+
+def taught_zip(head: TaughtHead, name: str) -> bytes:
+    with tempfile.TemporaryDirectory() as scratch:
+        return run_zip(save_head(head, Path(scratch), name))
+
