@@ -81,15 +81,32 @@ def load_config(environ=None, config_file: str | Path | None = None) -> ServerCo
 
 def data_choices(config: ServerConfig) -> list[Path]:
     """The image folders a visitor may pick: each allowed folder that is a data set, and each data set
-    directly inside one (so allowing ../shared/data offers ../shared/data/sports15)."""
+    directly inside one (so allowing ../shared/data offers ../shared/data/har and sports15). A folder whose
+    "classes" are themselves data sets (../shared/data holding har/, sports15/, videos/) is not offered."""
     found = []
     for root in config.data:
-        for candidate in [root, *(sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else [])]:
-            if not is_inside(root, candidate):  # a symlinked folder pointing elsewhere
-                continue
-            try:
-                detect_layout(candidate)
-            except (DataError, OSError):
-                continue
-            found.append(candidate.resolve())
+        children = [c for c in (sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else [])
+                    if is_inside(root, c)]  # not a symlinked folder pointing elsewhere
+        data_sets = [c for c in children if _is_data_set(c)]
+        if _is_data_set(root) and not data_sets:
+            found.append(root.resolve())
+        found += [c.resolve() for c in data_sets]
     return list(dict.fromkeys(found))
+
+
+def _is_data_set(folder: Path) -> bool:
+    try:
+        detect_layout(folder)
+        return True
+    except (DataError, OSError):
+        return False
+
+
+def default_data_folder(choices: list[Path], data_roots: list[str]) -> Path | None:
+    """The folder the runs were trained on (their cards' data root, or a folder of the same name here), else
+    the first choice; None when there is none."""
+    for recorded in data_roots:
+        for choice in choices:
+            if recorded and (str(choice) == str(Path(recorded).resolve()) or choice.name == Path(recorded).name):
+                return choice
+    return choices[0] if choices else None

@@ -193,6 +193,7 @@ def save_head(head: TaughtHead, out_dir: Path, name: str) -> Path:
     card = {key: base[key] for key in ("model", "input_size", "mean", "std", "crop_pct", "interpolation",
                                        "recipe", "pretrained")} | {
         "name": name, "classes": head.classes,
+        "parameters": base.get("parameters", 0),  # the base network's, which it keeps whole
         "notes": f"linear head on {head.base.name}'s embeddings, {counts.min()}"
                        f"{'' if counts.min() == counts.max() else f'–{counts.max()}'} pictures per class",
         "taught": {"base": head.base.name, "pictures": {c: int(counts[c]) for c in head.classes},

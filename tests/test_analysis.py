@@ -138,3 +138,24 @@ def test_evaluation_decoding_inline_equals_decoding_in_worker_processes(tiny_run
                                    batch_size=3, progress=False)
     assert default_workers("cpu") == 0 and inline_metrics["n"] == len(inline) > 3
     pd.testing.assert_frame_equal(inline, in_workers, check_exact=False, atol=1e-6)
+
+
+def test_the_overview_table_puts_the_best_run_first_and_runs_without_metrics_last(tiny_runs, tmp_path):
+    import shutil
+    from har_core.analysis import overview_table
+    from har_core.artifacts import find_runs
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_runs, runs)
+    found = find_runs(runs)[0]
+    found[0].card["metrics"]["test"]["accuracy"] = 0.1
+    found[1].card["metrics"]["test"]["accuracy"] = 0.9
+    found[0].card["metrics"].pop("test")
+    table = overview_table(found + [found[1]])
+    assert table["test accuracy"].tolist()[:2] == [0.9, 0.9] and table["run"].tolist()[-1] == found[0].name
+
+
+def test_jargon_gets_plain_words():
+    from ui.common import glossary
+    assert "average of the weights" in glossary("EMA decay 0.98; flip TTA")
+    assert "mirrored" in glossary("EMA decay 0.98; flip TTA")
+    assert glossary("from scratch, 128 px") is None

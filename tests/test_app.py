@@ -1,4 +1,5 @@
 """Every page of the app, driven headlessly with Streamlit's AppTest on tiny trained runs."""
+import re
 import shutil
 
 import pandas as pd
@@ -291,7 +292,13 @@ def test_video_page_draws_a_timeline_for_an_uploaded_clip_and_names_a_broken_one
     assert len(at.get("plotly_chart")) == 1 and "3.0 s" in texts(at)
     assert "**Segments** (ensemble)" in texts(at)
     at.slider(key="video_frame").set_value(3).run()
-    assert not at.exception and any("Grad-CAM" in c.value or ":" in c.value for c in at.caption)
+    assert not at.exception and not at.error
+    captions = [c for image in at.image for c in image.captions]
+    assert "1.5 s" in captions  # frame 3 at 2 frames per second
+    assert any(re.fullmatch(r"custom_cnn: \w+ \(\d+%\)", c) for c in captions)
+    at.selectbox(key="video_cam_model").set_value("mobilenet_v2").run()  # #25 item 1: this crashed
+    assert not at.exception and not at.error
+    assert any(re.fullmatch(r"mobilenet_v2: \w+ \(\d+%\)", c) for image in at.image for c in image.captions)
     at.file_uploader(key="video_upload").upload("broken.mp4", b"not a video", "video/mp4").run()
     assert any("not a video" in e.value for e in at.error)
 
@@ -453,6 +460,8 @@ def test_teach_learns_two_classes_from_the_image_folder_and_saves_an_ordinary_ru
     taught = next(r for r in card if r.name == "bikes_or_beds")
     assert taught.classes == ["Cycling", "sleeping"]
     assert taught.card["notes"].startswith("linear head on custom_cnn's embeddings")
+    base = next(r for r in card if r.name == "custom_cnn")
+    assert taught.card["parameters"] == base.card["parameters"] > 0  # #25 item 16: not "0.0M parameters"
     at = open_page(at, "overview")
     assert "bikes_or_beds" not in list(at.dataframe[0].value["run"])  # other classes: named in the sidebar
     assert any("bikes_or_beds" in c.value for c in at.sidebar.caption)

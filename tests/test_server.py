@@ -1,4 +1,6 @@
 """A classroom server: the operator's allowed folders and limits, and paths that cannot leave them."""
+import shutil
+
 import pytest
 
 from har_core.fileio import is_inside
@@ -46,3 +48,23 @@ def test_symlinked_data_sets_pointing_elsewhere_are_not_offered(tmp_path, kaggle
     (allowed / "borrowed").symlink_to(kaggle_data)
     config = load_config(environ={"HAR_DATA": str(allowed)}, config_file=tmp_path / "none.toml")
     assert data_choices(config) == []
+
+
+def test_a_folder_of_data_sets_is_not_offered_and_the_runs_own_data_set_is_the_default(tmp_path, kaggle_data):
+    """#25 item 2: with ../shared/data holding har/, sports15/ and videos/, the parent itself was offered (and
+    picked): "3 images, 1 class: videos"."""
+    from conftest import write_folder_dataset
+    from har_core.server import default_data_folder
+    shared = tmp_path / "data"
+    shared.mkdir()
+    shutil.copytree(kaggle_data, shared / "har")
+    write_folder_dataset(shared / "sports15")
+    (shared / "videos").mkdir()
+    (shared / "videos" / "clip.mp4").write_bytes(b"not decoded here")
+    config = load_config(environ={"HAR_DATA": str(shared)}, config_file=tmp_path / "none.toml")
+    choices = data_choices(config)
+    assert [c.name for c in choices] == ["har", "sports15"]  # not data/ itself, whose "classes" are data sets
+    assert default_data_folder(choices, ["/elsewhere/sports15"]).name == "sports15"  # the runs' own, by name
+    assert default_data_folder(choices, [str(shared / "har")]).name == "har"
+    assert default_data_folder(choices, [""]).name == "har"  # unknown: the first
+    assert default_data_folder([], ["x"]) is None

@@ -15,7 +15,7 @@ from har_core import server  # noqa: F401 - pages read ui.server's settings type
 from ui.common import (  # noqa: F401
     ROOT, IMAGE_TYPES, config, Selection, model, warm_up, env_backend, backend, models, metrics, predictions,
     data_file, thumb, thumbnail_grid, folder_stamp, dataset, PRESENTATION_CSS, presenting, model_columns,
-    need_runs, image_models, friendly)
+    need_runs, image_models, friendly, GLOSSARY, glossary)
 from ui.choices import (  # noqa: F401
     sidebar, RUN_CHOICES, one_class_list, follow_link, share_view, ensemble_members)
 from ui.answers import (  # noqa: F401
@@ -27,6 +27,6 @@ from ui.similar import (  # noqa: F401
 from ui.clips import (  # noqa: F401
     video_files, folder_clip, content_digest, clip_of, timeline_of)
 from ui.teaching import (  # noqa: F401
-    teach_pictures, teach_head, taught_probabilities, runs_folder_writable, save_taught, taught_zip)
+    teach_base, teach_pictures, teach_head, taught_probabilities, runs_folder_writable, save_taught, taught_zip)
 from ui.sharing import (  # noqa: F401
     report)

@@ -12,10 +12,13 @@ from har_core.backend import BACKENDS, LABELS
 from ui.common import PRESENTATION_CSS, Selection, _remembered, config, env_backend, presenting, warm_up
 
 
-def _folder_choice(label: str, key: str, choices: list[Path], optional: bool, help: str) -> Path | None:
+def _folder_choice(label: str, key: str, choices: list[Path], optional: bool, help: str,
+                   default: Path | None = None) -> Path | None:
     options = (["(none)"] if optional else []) + [str(path) for path in choices]
     kept = st.session_state.get(f"keep_{key}")
-    index = options.index(kept) if kept in options else (1 if optional and len(options) > 1 else 0)
+    fallback = options.index(str(default)) if default is not None and str(default) in options else \
+        (1 if optional and len(options) > 1 else 0)
+    index = options.index(kept) if kept in options else fallback
     if not options:
         return None
     picked = st.selectbox(label, options, index=index, key=key, help=help,
@@ -46,12 +49,26 @@ def sidebar() -> Selection:
         data_sets = server.data_choices(settings)
         if settings.free_paths:
             runs_dir = _free_folder("Runs folder", "runs_dir", str(settings.runs[0]) if settings.runs else "", runs_help)
-            data_root = _free_folder("Image folder (optional)", "data_dir", str(data_sets[0]) if data_sets else "",
-                                     data_help)
         else:
             runs_dir = _folder_choice("Runs folder", "runs_dir", list(settings.runs), False, runs_help)
-            data_root = _folder_choice("Image folder", "data_dir", data_sets, True, data_help)
         found, failures = artifacts.find_runs(runs_dir, confine=not settings.free_paths) if runs_dir else ([], [])
+        # default: the data set the runs were trained on (their cards say which); a link's ?data=<name> wins
+        trained_on = server.default_data_folder(data_sets, [r.card.get("data", {}).get("root", "") for r in found])
+        linked = st.query_params.get("data")
+        if linked and st.session_state.get("_link_data") != linked:
+            st.session_state["_link_data"] = linked
+            match = next((str(d) for d in data_sets if d.name == linked), None)
+            if match:
+                st.session_state["keep_data_dir"] = match
+        if settings.free_paths:
+            data_root = _free_folder("Image folder (optional)", "data_dir", str(trained_on or ""), data_help)
+        else:
+            data_root = _folder_choice("Image folder", "data_dir", data_sets, True, data_help, default=trained_on)
+            if not data_sets:
+                st.caption("No image folder here: uploads and the camera work; thumbnails, samples and the data "
+                           "pages need the data set (README: Data).")
+        if data_root is not None and st.query_params.get("data") != data_root.name:
+            st.query_params["data"] = data_root.name  # part of the link to this view
         names = [run.name for run in found]
         known = st.session_state.get("keep_known_runs", names)
         kept = [n for n in st.session_state.get("keep_chosen_runs", names) if n in names]

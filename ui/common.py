@@ -252,3 +252,20 @@ def friendly(what: str):
     except Exception as error:  # noqa: BLE001 - a classroom never sees a traceback
         st.error(f"{what} failed: {type(error).__name__}: {error}")
 
+
+
+GLOSSARY = {
+    "EMA": "EMA (exponential moving average): the weights kept are an average of the weights over the last "
+           "training steps, which smooths out the noise of the last mini-batches.",
+    "distilled": "Distilled: this network learned to copy the probabilities of other, stronger networks (its "
+                 "teachers) on the same pictures, instead of only the labels.",
+    "TTA": "TTA (test-time augmentation): each picture is also shown mirrored and the two answers are averaged.",
+    "linear head": "A taught run: the base network is kept whole; only a new last layer was learned from the "
+                   "few pictures given on the Teach page.",
+}
+
+
+def glossary(text: str) -> str | None:
+    """Plain-words help for the jargon a card's text uses (a tooltip), None when it uses none."""
+    found = [meaning for term, meaning in GLOSSARY.items() if term.lower() in text.lower()]
+    return "\n\n".join(found) or None

@@ -47,6 +47,9 @@ def maps():
     columns = ui.model_columns(len(loaded))
     for i, model in enumerate(loaded):
         with columns[i % len(columns)].container(border=True), ui.friendly(f"{method} for {model.name}"):
+            if target != "predicted class" and target not in model.classes:
+                st.caption(f"**{model.name}** has no class '{target}': it was trained on other classes.")
+                continue
             index = None if target == "predicted class" else model.classes.index(target)
             with st.spinner(f"{method} for {model.name}…"):
                 result = ui.explanation(model, images[0], digest, method, index)

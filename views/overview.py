@@ -41,13 +41,14 @@ for i, run in enumerate(selection.runs):
                     f"{card['input_size']} px  \n**pretrained:** {card['pretrained']}"
                     + (f"  \n**trained on:** {card['device']}" if card.get("device") else "")
                     + (f"  \n**distilled from:** {', '.join(card['distillation']['teachers'])}"
-                       if card.get("distillation") else ""))
+                       if card.get("distillation") else ""),
+                    help=ui.glossary("distilled" if card.get("distillation") else ""))
         test = card.get("metrics", {}).get("test")
         if test:
             left, right = st.columns(2)
             left.metric("test accuracy", f"{test['accuracy']:.1%}")
             right.metric("macro-F1", f"{test['macro_f1']:.3f}")
         if card.get("notes"):
-            st.caption(card["notes"])
+            st.caption(card["notes"], help=ui.glossary(card["notes"]))
         with st.expander("card.json"):
             st.json(card, expanded=False)

@@ -12,10 +12,7 @@ ui.need_runs(selection)
 selection = ui.image_models(selection)
 
 top = st.columns([2, 1])
-val_accuracy = [(ui.metrics(selection.run(n), "val") or {}).get("accuracy", 0.0) for n in selection.names()]
-best = max(range(len(val_accuracy)), key=val_accuracy.__getitem__)  # the best features make the best head
-base_run = selection.run(top[0].selectbox("Learn on the embeddings of", selection.names(), index=best,
-                                          key="teach_base", help="Preselected: the run with the best val accuracy."))
+base_run = ui.teach_base(selection, top[0])
 count = top[1].number_input("Classes", MIN_CLASSES, MAX_CLASSES, 3, key="teach_count")
 
 names, pictures = [], []
