@@ -135,7 +135,7 @@ def embedding_scatter(table: pd.DataFrame, colour: str = "true class", height: i
             + " (" + (part["confidence"] * 100).round().astype(int).astype(str) + "%)<br>split: " + part["split"],
             hovertemplate="%{text}<extra></extra>"))
     figure.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), font=FONT, plot_bgcolor="white",
-                         legend=dict(itemsizing="constant"), dragmode="lasso",
+                         legend=dict(itemsizing="constant"), dragmode="select",
                          xaxis=dict(showticklabels=False, title=None, showgrid=False, zeroline=False),
                          yaxis=dict(showticklabels=False, title=None, showgrid=False, zeroline=False))
     return figure

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
+from scipy.stats import binomtest
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
@@ -33,6 +34,8 @@ from har_core.registry import REGISTRY
 MIN_CLASSES, MAX_CLASSES = 2, 10
 MIN_PICTURES = 2  # per class: one to learn from and one held out
 HOLDOUT = 0.25
+STRENGTHS = tuple(np.logspace(-3, 2, 11))  # inverse regularisation strengths C tried by cross-validation
+FEW_HELD_OUT = 10  # below this many held-out pictures the accuracy is a rough guess: the page says so
 PICTURES_DIR = "pictures"  # inside the run folder: the taught pictures, one folder per class
 
 
@@ -140,16 +143,35 @@ def teach(base: LoadedModel, names: list[str], pictures: list[list[Image.Image]]
         raise TeachError("too few pictures to keep one per class aside and still learn every class: add more")
     train_rows, test_rows = train_test_split(np.arange(len(images)), test_size=held_out, stratify=labels,
                                              random_state=seed)
-    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=regularisation(
+        vectors[train_rows], labels[train_rows], seed)))
     pipeline.fit(vectors[train_rows], labels[train_rows])
     fitted = time.perf_counter()
     probs = pipeline.predict_proba(vectors[test_rows])
     split = pd.DataFrame({"filename": files, "label": [classes[i] for i in labels], "split": "train"})
     split.loc[test_rows, "split"] = "test"
-    metrics = compute_metrics(labels[test_rows], probs, classes) | {"split": "test", "tta": False}
+    correct = int((probs.argmax(1) == labels[test_rows]).sum())
+    interval = binomtest(correct, len(test_rows)).proportion_ci(confidence_level=0.95, method="wilson")
+    metrics = compute_metrics(labels[test_rows], probs, classes) | {
+        "split": "test", "tta": False, "held_out": len(test_rows), "C": pipeline[-1].C,
+        "accuracy_interval": [float(interval.low), float(interval.high)]}
     return TaughtHead(base=base, classes=classes, pictures=[list(group) for group in pictures], pipeline=pipeline, split=split, metrics=metrics,
                       predictions=predictions_frame([files[i] for i in test_rows], labels[test_rows], probs, classes),
                       seconds={"embed": embedded - start, "fit": fitted - embedded})
+
+
+def regularisation(vectors: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
+    """The logistic regression's C, chosen by stratified cross-validation (log loss) on the pictures given: a few
+    pictures of high-dimensional embeddings are separable, and an unregularised head is then 100 % sure of
+    everything. With fewer than two pictures of a class to learn from, the strongest-but-one strength."""
+    smallest = int(np.bincount(labels).min())
+    if smallest < 2:
+        return STRENGTHS[1]
+    search = GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
+                          {"logisticregression__C": list(STRENGTHS)}, scoring="neg_log_loss",
+                          cv=StratifiedKFold(min(5, smallest), shuffle=True, random_state=seed))
+    search.fit(vectors, labels)
+    return float(search.best_params_["logisticregression__C"])
 
 
 def headed_model(head: TaughtHead) -> nn.Module:

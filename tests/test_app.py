@@ -231,12 +231,19 @@ def test_predict_shows_each_models_similar_training_images_and_their_vote(app):
     assert "most similar training images" not in texts(at)
 
 
-def test_mistakes_detail_shows_the_nearest_training_images_per_model(app):
+def test_mistakes_detail_shows_the_nearest_training_images_per_model(app, tiny_runs):
+    from har_core.embeddings import run_embeddings
+    runs = find_runs(tiny_runs)[0]
+    assert len(mistakes({r.name: r.predictions("test") for r in runs}))  # the 1-epoch mobilenet_v2 errs
     at = open_page(app, "mistakes")
-    if at.selectbox(key="mistakes_detail") is None:
-        pytest.skip("the tiny runs made no mistakes")
-    shown = texts(at)
-    assert "**custom_cnn** predicts" in shown and "its neighbours vote" in shown
+    chosen = at.selectbox(key="mistakes_detail").value
+    for run in runs:  # each model's line names what its stored embeddings say of this very picture
+        found = run_embeddings(run)
+        predicted = found.classes[int(found.probs[found.row_of[chosen]].argmax())]
+        assert any(m.value.startswith(f"**{run.name}** predicts {predicted} · its neighbours vote")
+                   for m in at.markdown)
+    neighbours = [c for image in at.image for c in image.captions if re.fullmatch(r"\w+ · 0\.\d\d|\w+ · 1\.00", c)]
+    assert len(neighbours) == 2 * 6  # six nearest training pictures per model, each with label and similarity
 
 
 def test_embeddings_page_maps_every_image_and_filters_mistakes(app, tiny_runs):
@@ -244,16 +251,20 @@ def test_embeddings_page_maps_every_image_and_filters_mistakes(app, tiny_runs):
     from har_core.embeddings import run_embeddings
     at = open_page(app, "embeddings")
     found = run_embeddings(open_run(tiny_runs / "custom_cnn"))
-    wrong = int((~found.table()["correct"]).sum())
-    assert f"{len(found)} of {len(found)} images shown" in texts(at)
+    table = found.table()
+    held_out = int(table["split"].isin(["val", "test"]).sum())
+    assert at.multiselect(key="map_splits").value == ["test", "val"]  # #25 item 12: not the training points
+    assert f"{held_out} of {len(found)} images shown" in texts(at)
+    assert '"dragmode":"select"' in at.get("plotly_chart")[0].proto.spec.replace(" ", "")  # a drag selects a box
     assert len(at.get("plotly_chart")) == 1
+    at.multiselect(key="map_splits").set_value(["test", "train", "val"]).run()  # train: one click away
+    assert f"{len(found)} of {len(found)} images shown" in texts(at)
     at.selectbox(key="map_colour").set_value("split").run()
     at.toggle(key="map_mistakes").set_value(True).run()
+    wrong = int((~table["correct"]).sum())
     assert not at.exception
     assert (f"{wrong} of {len(found)} images shown" in texts(at)) if wrong else any(
         "No images match" in i.value for i in at.info)
-    at.multiselect(key="map_splits").set_value(["test"]).run()
-    assert not at.exception
 
 
 def test_a_run_without_embeddings_offers_to_compute_them(tiny_runs, kaggle_data, monkeypatch, tmp_path):
@@ -268,9 +279,12 @@ def test_a_run_without_embeddings_offers_to_compute_them(tiny_runs, kaggle_data,
     assert any("same embedding" in w.value for w in at.warning)  # the 1-epoch tiny MobileNetV2 collapsed
     at.selectbox(key="map_run").set_value("custom_cnn").run()
     assert any("no embeddings yet" in i.value for i in at.info)
+    assert "custom_cnn (no embeddings yet)" in at.selectbox(key="map_run").options
     at.button(key="map_embed_custom_cnn").click().run()
     assert not at.exception and (runs / "custom_cnn" / "embeddings.safetensors").is_file()
-    assert "36 of 36 images shown" in texts(at)
+    assert "custom_cnn" in at.selectbox(key="map_run").options  # labelled plainly, no longer "(no embeddings yet)"
+    assert not any("no embeddings yet" in i.value for i in at.info)
+    assert "of 36 images shown" in texts(at)
 
 
 def test_dataset_page_audits_the_data_with_a_runs_embeddings(app):

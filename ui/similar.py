@@ -102,7 +102,7 @@ def compute_embeddings(selection: Selection, run: Run) -> Embeddings | None:
             st.caption(f"The runs folder is read-only ({report['not_stored']}): the embeddings are kept for this "
                        "server process only.")
             _computed()[str(run.path)] = found
-        return found
+        st.rerun()  # redraw the page from the top: the run's label and the banner now know the embeddings
     bar.empty()
     return None
 

@@ -24,8 +24,11 @@ with ui.friendly("The embedding map"):
     table = ui.embedding_map_of(run, found)
 controls = st.columns([2, 2, 1])
 colour = controls[0].selectbox("Colour by", list(MAP_COLOURS), key="map_colour")
-splits = controls[1].multiselect("Splits", sorted(table["split"].unique()), default=sorted(table["split"].unique()),
-                                 key="map_splits")
+available = sorted(table["split"].unique())
+held_out = [s for s in available if s in ("val", "test")]  # training points make clusters look perfect
+splits = controls[1].multiselect("Splits", available, default=held_out or available, key="map_splits",
+                                 help="Default: val and test, the pictures the model never trained on; add train "
+                                 "to see everything.")
 mistakes_only = controls[2].toggle("Mistakes only", key="map_mistakes")
 shown = table[table["split"].isin(splits) & (~table["correct"] if mistakes_only else True)]
 wrong = int((~table["correct"]).sum())

@@ -25,7 +25,8 @@ st.plotly_chart(f1_heatmap(per_class_f1_table(selection.runs, split)), width="st
 st.subheader("Confusion matrix")
 left, right = st.columns([2, 1])
 ui.follow_link("model", "eval_model", list(table.index))
-run_name = left.selectbox("Model", list(table.index), key="eval_model")
+best = int(table["accuracy"].to_numpy().argmax()) if "accuracy" in table else 0  # open on the best run
+run_name = left.selectbox("Model", list(table.index), index=best, key="eval_model")
 ui.share_view(model=run_name)
 normalized = right.toggle("Row-normalised", key="eval_normalized")
 run = selection.run(run_name)

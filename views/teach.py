@@ -2,7 +2,7 @@ import streamlit as st
 
 import ui
 from har_core.plots import confusion_figure, probability_bars
-from har_core.teach import MAX_CLASSES, MIN_CLASSES, TeachError
+from har_core.teach import FEW_HELD_OUT, MAX_CLASSES, MIN_CLASSES
 
 selection = ui.sidebar()
 st.title("🎓 Teach a new action")
@@ -38,10 +38,20 @@ st.subheader("How well it learned")
 metrics = head.metrics
 held_out = int((head.split["split"] == "test").sum())
 a, b, c = st.columns(3)
-a.metric("Held-out accuracy", f"{metrics['accuracy']:.0%}", f"{held_out} pictures kept aside", delta_color="off")
+low, high = metrics["accuracy_interval"]
+a.metric("Held-out accuracy", f"{metrics['accuracy']:.0%}", f"{held_out} pictures kept aside · 95% interval "
+         f"{low:.0%}–{high:.0%}", delta_color="off",
+         help="The interval (Wilson) is where the true accuracy on pictures like these likely lies: with few "
+         "held-out pictures it is wide.")
 b.metric("Learned from", f"{len(head.split) - held_out} pictures", f"{len(head.classes)} classes", delta_color="off")
 c.metric("Time", f"{sum(head.seconds.values()):.1f} s",
          f"embed {head.seconds['embed']:.1f} s · fit {head.seconds['fit']:.2f} s", delta_color="off")
+if held_out < FEW_HELD_OUT:
+    st.warning(f"Only {held_out} pictures were kept aside to test: the accuracy above is a rough guess "
+               f"(anywhere from {low:.0%} to {high:.0%}). Add pictures — at least {FEW_HELD_OUT} held out — "
+               "before trusting it.")
+st.caption(f"The head's regularisation (C = {metrics['C']:.3g}) was chosen by cross-validation on the pictures "
+           "given, so it is not 100 % sure of everything.")
 st.plotly_chart(confusion_figure(metrics, title="Held-out pictures"), width="stretch", key="teach_confusion")
 
 st.subheader("Try it")
