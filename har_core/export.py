@@ -28,7 +28,7 @@ from har_core.backend import EXPORT_FILES, INT8_FILE, ONNX_FILE, open_session, s
 from har_core.fileio import file_sha256
 from har_core.data import eval_transform
 from har_core.evaluation import split_loader
-from har_core.inference import data_config_of, load_run, logits_of
+from har_core.inference import capture_input, data_config_of, load_run, logits_of
 from har_core.registry import REGISTRY
 
 OPSET = 18
@@ -50,8 +50,7 @@ class WithEmbedding(nn.Module):
 
     def forward(self, batch: torch.Tensor):
         captured = []
-        hook = self.model.get_submodule(self.embedding_layer).register_forward_pre_hook(
-            lambda module, args: captured.append(args[0].flatten(1)))
+        hook = capture_input(self.model, self.embedding_layer, captured.append)
         try:
             logits = logits_of(self.model(batch))  # eval mode: InceptionV3's auxiliary head does not run
         finally:

@@ -53,6 +53,13 @@ def forward_probs(model: nn.Module, batch: torch.Tensor, tta: bool = False) -> t
     return logits_of(model(batch)).float().softmax(1)
 
 
+def capture_input(model: nn.Module, layer: str, sink: Callable[[torch.Tensor], None]):
+    """The one way HAR Studio captures an embedding: the input of `layer`, flattened to (batch, dim), handed to
+    `sink` on every forward (a removable hook). EmbeddingTap (predictions, similar images), the exported graph's
+    `embedding` output and Teach (the input of the final linear layer, where a taught head is folded in) use it."""
+    return model.get_submodule(layer).register_forward_pre_hook(lambda module, args: sink(args[0].flatten(1)))
+
+
 class EmbeddingTap:
     """Records the input of a model's embedding module (`ModelSpec.embedding`) during `capture()`, for the
     calling thread only: sessions share loaded models and predict at the same time (see har_core.cam), so a
@@ -60,11 +67,11 @@ class EmbeddingTap:
 
     def __init__(self, model: nn.Module, layer: str):
         self._local = threading.local()
-        self.handle = model.get_submodule(layer).register_forward_pre_hook(self._record)
+        self.handle = capture_input(model, layer, self._record)
 
-    def _record(self, module, args) -> None:
+    def _record(self, vectors: torch.Tensor) -> None:
         if getattr(self._local, "captured", None) is not None:
-            self._local.captured.append(args[0].detach().flatten(1).float().cpu())
+            self._local.captured.append(vectors.detach().float().cpu())
 
     @contextmanager
     def capture(self):
