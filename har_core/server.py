@@ -57,6 +57,10 @@ def _paths(value, base: Path) -> tuple[Path, ...]:
     return tuple((base / item).resolve() for item in items if str(item).strip())  # an absolute item stays itself
 
 
+# the demo bundle (sports15, the suite's fast data) and the runs trained on the real HAR data set
+BUNDLED_RUNS = (ROOT / "assets" / "runs", ROOT / "assets" / "runs_har")
+
+
 def load_config(environ=None, config_file: str | Path | None = None) -> ServerConfig:
     environ = os.environ if environ is None else environ
     path = Path(config_file or environ.get("HAR_CONFIG") or CONFIG_FILE)
@@ -69,7 +73,7 @@ def load_config(environ=None, config_file: str | Path | None = None) -> ServerCo
     base = path.parent
     shared = ROOT.parent / "shared" / "data"
     runs = _paths(environ["HAR_RUNS"], Path.cwd()) if environ.get("HAR_RUNS") else \
-        _paths(settings.get("runs", [str(ROOT / "assets" / "runs")]), base)
+        _paths(settings.get("runs", [str(folder) for folder in BUNDLED_RUNS if folder.is_dir()]), base)
     data = _paths(environ["HAR_DATA"], Path.cwd()) if environ.get("HAR_DATA") else \
         _paths(settings.get("data", [str(shared)] if shared.is_dir() else []), base)
     free = environ.get("HAR_FREE_PATHS", "").lower() in ("1", "true", "yes") or bool(settings.get("free_paths", False))

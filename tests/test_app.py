@@ -287,12 +287,20 @@ def test_a_run_without_embeddings_offers_to_compute_them(tiny_runs, kaggle_data,
     assert "of 36 images shown" in texts(at)
 
 
-def test_dataset_page_audits_the_data_with_a_runs_embeddings(app):
+def test_dataset_page_audits_the_data_with_a_runs_embeddings(app, tiny_runs):
+    from har_core.audit import DUPLICATE_THRESHOLD, audit
+    from har_core.embeddings import run_embeddings
     at = open_page(app, "dataset")
-    assert any("near-duplicate pair(s)" in c.value for c in at.caption)
-    assert [t.label.split(" (")[0] for t in at.tabs][-3:] == ["Near-duplicates", "Likely label errors", "Outliers"]
-    at.slider(key="dataset_threshold").set_value(0.8).run()
-    assert not at.exception
+    run = next(r for r in find_runs(tiny_runs)[0] if r.name == at.selectbox(key="dataset_audit_run").value)
+    found = run_embeddings(run)
+    for threshold in (DUPLICATE_THRESHOLD, 0.8):  # the page shows har_core's audit of that run's embeddings
+        at.slider(key="dataset_threshold").set_value(threshold).run()
+        assert not at.exception
+        expected = audit(found, threshold)
+        assert [t.label for t in at.tabs][-3:] == [f"Near-duplicates ({len(expected.duplicates)})",
+                                                   f"Likely label errors ({len(expected.label_issues)})",
+                                                   f"Outliers ({len(expected.outliers)})"]
+        assert any(c.value.startswith(expected.summary()) for c in at.caption)
 
 
 def test_video_page_draws_a_timeline_for_an_uploaded_clip_and_names_a_broken_one(app, tmp_path):

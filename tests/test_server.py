@@ -9,7 +9,7 @@ from har_core.server import OutsideRoots, data_choices, inside, load_config
 
 def test_defaults_allow_the_bundled_runs_and_the_shared_data(tmp_path):
     config = load_config(environ={}, config_file=tmp_path / "absent.toml")
-    assert [p.name for p in config.runs] == ["runs"] and config.runs[0].parent.name == "assets"
+    assert [p.name for p in config.runs] == ["runs", "runs_har"] and config.runs[0].parent.name == "assets"
     assert not config.free_paths and config.max_batch_images == 32 and config.slow_cam_slots == 1
 
 

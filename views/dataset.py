@@ -74,8 +74,9 @@ else:
                 st.download_button("⬇️ duplicates.csv", report.duplicates.to_csv(index=False), "duplicates.csv",
                                    "text/csv", key="dl_duplicates")
             with tabs[1]:
-                st.caption("Ranked by cleanlab on out-of-sample probabilities: the model's own for val and test, "
-                           "a cross-validated linear probe on the embeddings for training images.")
+                st.caption("Ranked by cleanlab. Val and test pictures: the model's own probabilities, out-of-sample. "
+                           "Training pictures: a cross-validated linear probe on embeddings of a network trained on "
+                           "these same labels — a weaker signal, since a wrong label it memorised can hide.")
                 ui.thumbnail_grid(selection, [(row.filename, f"{row.given} → {row.suggested}?")
                                               for row in report.label_issues.head(12).itertuples()], columns=6, size=140)
                 st.dataframe(report.label_issues, hide_index=True, width="stretch")
