@@ -159,26 +159,28 @@ def test_every_page_upload_predict_gradcam_and_confusion_cell(server, page, tmp_
         assert page.locator("[data-testid='stTextInput']").count() == 0, name
 
 
-def test_a_lasso_on_the_embedding_map_lists_the_selected_images(server, page):
+def test_a_box_drag_on_the_embedding_map_lists_the_selected_images(server, page):
+    """The map starts in box select (#25 item 12): a plain drag selects, here around every point shown."""
     page.goto(f"{server.url}/embeddings")
-    page.get_by_text("images shown").wait_for()
+    shown = page.get_by_text(re.compile(r"\d+ of \d+ images shown"))
+    shown.wait_for()
     settle(page)
+    held_out, total = map(int, re.findall(r"(\d+) of (\d+) images shown", shown.inner_text())[0])
+    assert held_out < total  # the default is val + test: the training points are one click away
     plot = page.locator("[class*='st-key-map_chart'] .nsewdrag").first
     plot.wait_for()
     plot.scroll_into_view_if_needed()
     page.wait_for_timeout(1000)
     box = plot.bounding_box()
-    corners = [(0.02, 0.02), (0.98, 0.02), (0.98, 0.98), (0.02, 0.98), (0.02, 0.03)]  # a lasso around everything
-    page.mouse.move(box["x"] + box["width"] * corners[0][0], box["y"] + box["height"] * corners[0][1])
+    page.mouse.move(box["x"] + box["width"] * 0.01, box["y"] + box["height"] * 0.01)
     page.mouse.down()
-    for fx, fy in corners[1:]:
-        page.mouse.move(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy, steps=8)
+    page.mouse.move(box["x"] + box["width"] * 0.99, box["y"] + box["height"] * 0.99, steps=12)
     page.mouse.up()
     heading = page.get_by_text(re.compile(r"\d+ selected image\(s\)"))
     heading.wait_for()
     settle(page)
-    assert int(heading.inner_text().split()[0]) == 36  # every image of the tiny run's data set
-    page.locator("[data-testid='stImage']").nth(29).wait_for()  # the grid shows the selected thumbnails
+    assert int(heading.inner_text().split()[0]) == held_out  # every point shown
+    page.locator("[data-testid='stImage']").nth(held_out - 1).wait_for()  # the grid shows the selected thumbnails
     shot(page, "8_embeddings")
 
 
