@@ -84,7 +84,7 @@ def test_trunk_features_run_on_the_models_device_and_are_kept_in_cpu_memory():
 def test_trunk_features_through_onnx_runtime_equal_pytorchs():
     """On the CPU the frozen trunk runs in ONNX Runtime (several times faster there); its features must be
     the eager trunk's, in the loader's index order, whatever order the batches come in."""
-    from har_core.trunk import OnnxTrunk, trunk_features
+    from har_core.trunk import onnx_trunk, trunk_features
 
     spec = REGISTRY["efficientnet_lite0"]
     model = spec.build(3).eval()
@@ -93,7 +93,9 @@ def test_trunk_features_through_onnx_runtime_equal_pytorchs():
     loader = torch.utils.data.DataLoader([(images[i], 0, i) for i in order], batch_size=4)
     through_ort = trunk_features(model, spec.trunk, loader, "test", progress=False)
     eager = trunk_features(model, spec.trunk, loader, "test", progress=False, engine="pytorch")
-    assert isinstance(OnnxTrunk(model, spec.trunk, images), OnnxTrunk)
+    runner = onnx_trunk(model, spec.trunk, images)
+    assert runner is not None  # the export worked: the features above did come from ONNX Runtime
+    assert torch.allclose(runner(images), eager.float(), rtol=2e-3, atol=1e-3)
     assert through_ort.shape == eager.shape == (6, 80, 4, 4)
     assert torch.allclose(through_ort.float(), eager.float(), rtol=2e-3, atol=1e-3)  # float16: an ulp apart at most
     with torch.no_grad():

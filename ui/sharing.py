@@ -19,21 +19,20 @@ def _report_lock() -> threading.Lock:
 @st.cache_data(show_spinner=False, max_entries=4)
 def _report(paths: tuple[str, ...], stamps: tuple[float, ...], data_root: str | None) -> str:
     runs = [artifacts.open_run(path) for path in paths]
-    lock = _report_lock()  # one report at a time, server-wide: the others wait for it
-    if not lock.acquire(blocking=False):
-        st.toast("Another visitor's report is being made; yours follows it.")
-        lock.acquire()
-    try:
-        return build_report(runs, Path(data_root) if data_root else None, load=model,
-                            max_images=config().max_scan_images)
-    finally:
-        lock.release()
+    return build_report(runs, Path(data_root) if data_root else None, load=model, max_images=config().max_scan_images)
 
 
 def report(selection: Selection) -> str:
     """The selected runs' report, built once per runs (and their metrics) and image folder, with the server's
     shared models and scan limit."""
     stamps = tuple(_file_stamp(run, artifacts.metrics_file("test")) for run in selection.runs)
-    return _report(tuple(str(run.path) for run in selection.runs), stamps,
-                   str(selection.data_root) if selection.data_root else None)
+    lock = _report_lock()  # one report at a time, server-wide: the others wait for it
+    if not lock.acquire(blocking=False):
+        st.toast("Another visitor's report is being made; yours follows it.")
+        lock.acquire()
+    try:
+        return _report(tuple(str(run.path) for run in selection.runs), stamps,
+                       str(selection.data_root) if selection.data_root else None)
+    finally:
+        lock.release()
 
