@@ -5,8 +5,10 @@
 Copy har_imaging.py beside it (HAR Studio's decoding). RUN_FOLDER is a run folder holding card.json and model.onnx (python -m train.export RUN on the machine that
 trained it). The card gives the classes and the preprocessing (input size, resize/crop, interpolation,
 mean/std), applied here exactly as HAR Studio applies them (timm's eval transform), so the probabilities are
-HAR Studio's. Prints one line per image, or writes a CSV (filename, label, confidence, one prob_ column per
-class). Unreadable images are named on stderr and left out.
+HAR Studio's. The probabilities are calibrated with the temperature on the card (fitted on the run's val
+predictions by HAR Studio: python -m train.calibrate RUN); --raw gives the network's own. Prints one line per
+image, or writes a CSV (filename, label, confidence, one prob_ column per class). Unreadable images are named
+on stderr and left out.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Ima
 
 
 class Model:
-    def __init__(self, run: Path, int8: bool = False):
+    def __init__(self, run: Path, int8: bool = False, calibrated: bool = True):
         import onnxruntime as ort
         self.card = json.loads((run / "card.json").read_text())
         key, file = ("onnx_int8", "model.int8.onnx") if int8 else ("onnx", "model.onnx")
@@ -53,6 +55,12 @@ class Model:
         self.resample = RESAMPLE[self.card["interpolation"]]
         self.mean = np.array(self.card["mean"], dtype=np.float32).reshape(3, 1, 1)
         self.std = np.array(self.card["std"], dtype=np.float32).reshape(3, 1, 1)
+        self.temperature, self.note = 1.0, "" if calibrated else "raw probabilities (asked for)"
+        temperature = (self.card.get("calibration") or {}).get("temperature")
+        if calibrated and isinstance(temperature, (int, float)) and 0.05 <= temperature <= 20:
+            self.temperature = float(temperature)
+        elif calibrated:
+            self.note = "not calibrated (no temperature on card.json): raw probabilities"
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         """Shorter side to floor(size / crop_pct), centre crop, [0, 1], normalise: timm's eval transform."""
@@ -74,7 +82,17 @@ class Model:
         logits = self.session.run(["logits"], {"input": np.ascontiguousarray(batch)})[0].astype(np.float64)
         probs = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)
-        return (probs[:len(images)] + probs[len(images):]) / 2 if tta else probs
+        probs = (probs[:len(images)] + probs[len(images):]) / 2 if tta else probs
+        return temper(probs, self.temperature)
+
+
+def temper(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(log p / T): har_core.calibration.temper, the calibrated probabilities."""
+    if temperature == 1.0:
+        return probs
+    logits = np.log(np.clip(probs, 1e-12, None)) / temperature
+    scaled = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return scaled / scaled.sum(axis=-1, keepdims=True)
 
 
 def image_files(paths: list[str]) -> list[Path]:
@@ -94,13 +112,16 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--csv", help="write the predictions here instead of printing them")
     parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
     parser.add_argument("--int8", action="store_true", help="use model.int8.onnx")
+    parser.add_argument("--raw", action="store_true", help="uncalibrated probabilities (ignore the card's temperature)")
     parser.add_argument("--top", type=int, default=3, help="classes printed per image")
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args(argv)
     run = Path(args.run)
     if not (run / "card.json").is_file():
         raise SystemExit(f"error: {run} is not a run folder (no card.json)")
-    model = Model(run, args.int8)
+    model = Model(run, args.int8, calibrated=not args.raw)
+    if model.note:
+        print(f"note: {model.note}", file=sys.stderr)
     rows, files = [], image_files(args.images)
     for start in range(0, len(files), args.batch_size):
         images, names = [], []

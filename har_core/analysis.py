@@ -107,10 +107,12 @@ def mistakes(predictions: dict[str, pd.DataFrame], models: list[str] | None = No
     return result.sort_values("confidence", ascending=False).reset_index(drop=True)
 
 
-def agreement(labels: list[str]) -> tuple[str, float]:
-    """The most common label among models and the share of models that chose it."""
+def agreement(labels: list[str], prefer: str | None = None) -> tuple[str, float]:
+    """The most common label among models and the share of models that chose it; on a tie, `prefer` (the
+    ensemble's answer) when it is among the most common."""
     values, counts = np.unique(labels, return_counts=True)
-    return str(values[counts.argmax()]), float(counts.max() / len(labels))
+    top = [str(v) for v, c in zip(values, counts) if c == counts.max()]
+    return (prefer if prefer in top else top[0]), float(counts.max() / len(labels))
 
 
 def dataset_summary(root: str | Path, progress: bool = False, confine: bool = False, max_images: int = 0,

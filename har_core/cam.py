@@ -24,6 +24,7 @@ from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+from har_core.calibration import temper
 from har_core.inference import LoadedModel, logits_of
 from har_core.registry import REGISTRY
 
@@ -182,7 +183,7 @@ def class_maps(loaded: LoadedModel, image: Image.Image, method: str = "Grad-CAM"
     with detached_output(layer) as recorded, torch.enable_grad():
         logits = logits_of(loaded.model(batch))
     activations = recorded[0]
-    probs = logits.detach().float().softmax(1)[0].numpy()
+    probs = temper(logits.detach().float().softmax(1)[0].numpy(), loaded.temperature)  # calibrated, as Predict's
     if classes is None:
         classes = [None] if method in CLASS_AGNOSTIC else list(range(len(probs)))
     classes = [int(probs.argmax()) if c is None else int(c) for c in classes]

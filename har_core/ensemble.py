@@ -1,7 +1,8 @@
 """The ensemble: the one definition used by every page and the CLI.
 
-Members are chosen runs; the ensemble's probability is the mean of its members' probabilities (as they
-are computed: live for a photo, as stored for a split, so flip TTA where a run used it). By default the
+Members are chosen runs; the ensemble's probability is the mean of its members' calibrated probabilities (as
+they are computed: live for a photo, as stored for a split, so flip TTA where a run used it; each scaled by its
+run's temperature), then scaled by the ensemble's own temperature. By default the
 members are the runs that started from ImageNet weights, when there are at least two of them (from-scratch
 runs are much weaker and would drag the mean down); else every run.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from har_core.artifacts import Run
+from har_core.calibration import run_temperature, temper
 from har_core.metrics import compute_metrics, probabilities
 
 
@@ -42,9 +44,10 @@ def default_members(runs: list[Run]) -> list[str]:
     return [run.name for run in (pretrained if len(pretrained) >= 2 else group)]
 
 
-def combine(probabilities_of_members: list[np.ndarray]) -> np.ndarray:
-    """The ensemble's probabilities: the members' mean."""
-    return np.mean(probabilities_of_members, axis=0)
+def combine(probabilities_of_members: list[np.ndarray], temperature: float = 1.0) -> np.ndarray:
+    """The ensemble's probabilities: the mean of its (calibrated) members, scaled by the ensemble's own
+    temperature (fitted on val: har_core.calibration.ensemble_held_out)."""
+    return temper(np.mean(probabilities_of_members, axis=0), temperature)
 
 
 def stored_metrics(runs: list[Run], split: str = "test") -> dict | None:
@@ -59,6 +62,6 @@ def stored_metrics(runs: list[Run], split: str = "test") -> dict | None:
     classes = frames[0][0].classes
     base = frames[0][1].set_index("filename")
     aligned = [f.set_index("filename").loc[base.index] for _, f in frames]
-    probs = combine([probabilities(f, classes) for f in aligned])
+    probs = combine([temper(probabilities(f, classes), run_temperature(run)[0]) for (run, _), f in zip(frames, aligned)])
     labels = [classes.index(t) for t in base["true"]]
     return compute_metrics(labels, probs, classes) | {"runs": [run.name for run, _ in frames]}

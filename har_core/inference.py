@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from har_core.artifacts import WEIGHTS, Run, RunError, load_weights, open_run
 from har_core.backend import LABELS, BackendError, OnnxModel, backend_from_env, open_export
+from har_core.calibration import run_temperature, temper
 from har_core.data import eval_transform
 from har_core.ensemble import combine
 from har_core.registry import REGISTRY
@@ -92,6 +93,8 @@ class LoadedModel:
     onnx: OnnxModel | None = None  # predictions go through ONNX Runtime when set (har_core.backend)
     backend_note: str = ""  # why the chosen backend is not the one answering
     weights: str = ""  # sha256 of the weights file it was loaded from: the key of whatever they compute
+    temperature: float = 1.0  # calibration (har_core.calibration): every probability it gives is scaled by it
+    calibration_note: str = ""  # why its probabilities are raw (not calibrated, or calibrated on another split)
 
     @property
     def name(self) -> str:
@@ -115,13 +118,15 @@ class LoadedModel:
         return torch.stack([self.transform(image) for image in images])
 
     def forward(self, batch: torch.Tensor, tta: bool = False, embed: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """Probabilities of a preprocessed batch, and (`embed`) its embeddings, from the backend's one forward."""
+        """Calibrated probabilities of a preprocessed batch, and (`embed`) its embeddings, from the backend's one
+        forward."""
         if self.onnx is not None:
             probs, vectors = self.onnx.forward(batch.numpy(), tta)
-            return probs, vectors if embed else None
+            return temper(probs, self.temperature), vectors if embed else None
         with self.tap.capture() if embed else nullcontext([]) as captured:
             probs = forward_probs(self.model, batch, tta).numpy()
-        return probs, torch.cat(captured)[:len(batch)].numpy() if embed else None  # TTA: first half unflipped
+        vectors = torch.cat(captured)[:len(batch)].numpy() if embed else None  # TTA: first half unflipped
+        return temper(probs, self.temperature), vectors
 
     def predict(self, images: list[Image.Image], tta: bool = False) -> np.ndarray:
         return self.forward(self.preprocess(images), tta)[0]
@@ -146,8 +151,10 @@ def with_backend(loaded: LoadedModel, backend: str) -> LoadedModel:
         return dataclasses.replace(loaded, onnx=None, backend_note=note)
 
 
-def load_run(path_or_run: str | Path | Run, backend: str | None = None) -> LoadedModel:
-    """A run's model, ready to predict; `backend` (default: HAR_BACKEND, else PyTorch) picks the engine."""
+def load_run(path_or_run: str | Path | Run, backend: str | None = None, calibrated: bool = True) -> LoadedModel:
+    """A run's model, ready to predict; `backend` (default: HAR_BACKEND, else PyTorch) picks the engine.
+    `calibrated`: its probabilities are scaled by the temperature on its card (raw when False or when it has
+    none, `calibration_note` saying why)."""
     run = path_or_run if isinstance(path_or_run, Run) else open_run(path_or_run)
     model = build_for_card(run.card, run.name)
     weights = run.weights_sha256() if run.has(WEIGHTS) else ""
@@ -157,8 +164,10 @@ def load_run(path_or_run: str | Path | Run, backend: str | None = None) -> Loade
     # no weight gradients: a CAM differentiates with respect to its input, so backward skips the weights
     # and shared models never accumulate .grad (pytorch-grad-cam makes its input require grad)
     model.requires_grad_(False)
+    temperature, note = run_temperature(run) if calibrated else (1.0, f"{run.name}: raw probabilities (asked for)")
     loaded = LoadedModel(run=run, model=model, transform=eval_transform(data_config_of(run.card)),
-                         tap=EmbeddingTap(model, REGISTRY[run.card["model"]].embedding), weights=weights)
+                         tap=EmbeddingTap(model, REGISTRY[run.card["model"]].embedding), weights=weights,
+                         temperature=temperature, calibration_note=note)
     return with_backend(loaded, backend or backend_from_env())
 
 
@@ -195,10 +204,11 @@ def predict_all(models: list[LoadedModel], images: list[Image.Image], tta: bool 
     return results
 
 
-def ensemble(predictions: list[Prediction], members: list[str] | None = None) -> np.ndarray:
-    """The ensemble (har_core.ensemble) of the predictions of `members` (default: all of them)."""
+def ensemble(predictions: list[Prediction], members: list[str] | None = None, temperature: float = 1.0) -> np.ndarray:
+    """The ensemble (har_core.ensemble) of the predictions of `members` (default: all of them), at the
+    ensemble's own temperature (har_core.calibration.ensemble_held_out)."""
     chosen = [p.probs for p in predictions if members is None or p.model in members]
-    return combine(chosen or [p.probs for p in predictions])
+    return combine(chosen or [p.probs for p in predictions], temperature)
 
 
 @torch.inference_mode()

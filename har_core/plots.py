@@ -161,3 +161,76 @@ def action_timeline(rows: dict[str, list], classes: list[str], seconds: float) -
                          margin=dict(l=10, r=10, t=30, b=40), xaxis=dict(title="seconds", range=[0, seconds]),
                          yaxis=dict(autorange="reversed"), legend=dict(orientation="h", y=-0.35))
     return figure
+
+
+def _run_colours(names: list[str]) -> dict[str, str]:
+    palette = px.colors.qualitative.Plotly
+    return {name: palette[i % len(palette)] for i, name in enumerate(names)}
+
+
+def reliability_figure(bins: dict[str, dict[str, pd.DataFrame]]) -> go.Figure:
+    """Reliability diagrams overlaid: for each run (one colour) the accuracy of each confidence bin against its
+    mean confidence, before (dotted, hollow) and after (solid) temperature scaling. On the diagonal a model is as
+    right as it is sure; below it, over-confident. Marker area follows the pictures in the bin."""
+    figure = go.Figure()
+    figure.add_scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated",
+                       line=dict(color="#94a3b8", dash="dash", width=2), hoverinfo="skip")
+    colours = _run_colours(list(bins))
+    for name, stages in bins.items():
+        for stage, frame in stages.items():
+            frame = frame[frame["count"] > 0]
+            after = stage == "after"
+            size = 6 + 18 * np.sqrt(frame["count"] / max(1, frame["count"].max()))
+            figure.add_scatter(
+                x=frame["confidence"], y=frame["accuracy"], mode="lines+markers", name=f"{name} · {stage}",
+                legendgroup=name, line=dict(color=colours[name], width=3 if after else 2, dash=None if after else "dot"),
+                marker=dict(size=size, color=colours[name] if after else "white",
+                            line=dict(color=colours[name], width=2)),
+                hovertext=[f"{name} {stage}: {int(c)} pictures sure {m:.0%}, right {a:.0%}"
+                           for c, m, a in zip(frame["count"], frame["confidence"], frame["accuracy"])], hoverinfo="text")
+    figure.update_layout(font=FONT, height=560, xaxis_title="confidence (mean of the bin)", yaxis_title="accuracy",
+                         xaxis=dict(range=[0, 1.02], tickformat=".0%"), yaxis=dict(range=[0, 1.02], tickformat=".0%"),
+                         legend=dict(orientation="h", y=-0.18), margin=dict(l=10, r=10, t=30, b=10),
+                         plot_bgcolor="white")
+    figure.update_xaxes(gridcolor="#e2e8f0")
+    figure.update_yaxes(gridcolor="#e2e8f0")
+    return figure
+
+
+def risk_coverage_figure(curves: dict[str, pd.DataFrame], chosen: dict[str, tuple[float, float]],
+                         target: float) -> go.Figure:
+    """Accuracy of the answers kept against the share kept, as the confidence threshold rises (right to left);
+    a star marks each run's threshold (found on val) where it lands on these pictures."""
+    figure = go.Figure()
+    colours = _run_colours(list(curves))
+    for name, curve in curves.items():
+        step = max(1, len(curve) // 400)  # a few hundred points draw the same line
+        shown = curve.iloc[::step]
+        figure.add_scatter(x=shown["coverage"], y=shown["accuracy"], mode="lines", name=name, legendgroup=name,
+                           line=dict(color=colours[name], width=3),
+                           hovertext=[f"{name}: threshold {t:.0%} keeps {c:.0%}, {a:.1%} right"
+                                      for t, c, a in zip(shown["threshold"], shown["coverage"], shown["accuracy"])],
+                           hoverinfo="text")
+        if name in chosen:
+            kept, accuracy = chosen[name]
+            figure.add_scatter(x=[kept], y=[accuracy], mode="markers", legendgroup=name, showlegend=False,
+                               marker=dict(symbol="star", size=20, color=colours[name], line=dict(color="black", width=1)),
+                               hovertext=f"{name}: its threshold keeps {kept:.0%}, {accuracy:.1%} right", hoverinfo="text")
+    figure.add_hline(y=target, line=dict(color="#94a3b8", dash="dash"), annotation_text=f"target {target:.0%}",
+                     annotation_position="bottom left")
+    figure.update_layout(font=FONT, height=480, xaxis_title="share of pictures answered", yaxis_title="accuracy of those",
+                         xaxis=dict(range=[0, 1.02], tickformat=".0%"), yaxis=dict(tickformat=".0%"),
+                         legend=dict(orientation="h", y=-0.2), margin=dict(l=10, r=10, t=30, b=10), plot_bgcolor="white")
+    figure.update_xaxes(gridcolor="#e2e8f0")
+    figure.update_yaxes(gridcolor="#e2e8f0")
+    return figure
+
+
+def coverage_heatmap(table: pd.DataFrame, target: float) -> go.Figure:
+    """Per-class coverage of each run's prediction sets (rows: runs): red where the guarantee fails a class."""
+    figure = px.imshow(table, zmin=max(0.0, target - 0.3), zmax=1, color_continuous_scale="RdYlGn", text_auto=".2f",
+                       aspect="auto")
+    figure.update_layout(font=FONT, height=300 + 45 * len(table), xaxis_title="", yaxis_title="",
+                         coloraxis_colorbar=dict(title="coverage", len=1.0, thickness=18))
+    figure.update_xaxes(tickangle=-45)
+    return figure

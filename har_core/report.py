@@ -20,15 +20,17 @@ from PIL import Image
 
 from har_core.analysis import dataset_summary, metrics_table, mistakes, overview_table, per_class_f1_table
 from har_core.artifacts import Run
+from har_core.calibration import calibrated_frame, calibration_table, report_of, run_temperature
 from har_core.data import DataError
 from har_core.cam import explain, overlay
 from har_core.fileio import is_inside
 from har_core.imaging import ImageError, load_image
 from har_core.inference import LoadedModel, load_run
-from har_core.plots import accuracy_bars, class_distribution, confusion_figure, f1_heatmap, learning_curves
+from har_core.plots import (accuracy_bars, class_distribution, confusion_figure, f1_heatmap, learning_curves,
+                            reliability_figure)
 
-SECTIONS = ("Comparison", "F1 per class", "Confusion matrices", "Training curves", "Most confident mistakes",
-            "Data set")
+SECTIONS = ("Comparison", "F1 per class", "Confusion matrices", "Calibration", "Training curves",
+            "Most confident mistakes", "Data set")
 STYLE = """body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1200px;color:#0f172a;padding:0 1rem}
 h1{margin-bottom:.2rem} h2{border-bottom:2px solid #e2e8f0;padding-bottom:.3rem;margin-top:2.5rem}
 table{border-collapse:collapse;font-size:.95rem} td,th{border:1px solid #e2e8f0;padding:.3rem .6rem;text-align:right}
@@ -66,6 +68,7 @@ def mistakes_html(runs: list[Run], data_root: Path | None, split: str, per_model
         predictions = run.predictions(split)
         if predictions is None or run.takes_clips:
             continue
+        predictions = calibrated_frame(predictions, run.classes, run_temperature(run)[0])
         worst = mistakes({run.name: predictions}).head(per_model)
         if worst.empty:
             parts.append(f"<h3>{html.escape(run.name)}</h3><p>No mistakes on the {split} split.</p>")
@@ -90,6 +93,20 @@ def mistakes_html(runs: list[Run], data_root: Path | None, split: str, per_model
                                       f"Grad-CAM of {html.escape(run.name)} for {html.escape(row.predicted)}"))
         parts.append(f"<h3>{html.escape(run.name)}</h3><div class=\"grid\">{''.join(cells)}</div>")
     return "".join(parts) or f"<p>No predictions on the {split} split.</p>"
+
+
+def calibration_html(runs: list[Run], split: str) -> str:
+    """How sure: each run's temperature, ECE/NLL/Brier before and after, and the reliability diagrams."""
+    reports = {run.name: report for run in runs if (report := report_of(run)) and split in report["splits"]}
+    if not reports:
+        return f"<p>No run is calibrated on {split} yet (python -m train.calibrate RUN).</p>"
+    missing = [run.name for run in runs if run.name not in reports]
+    bins = {name: {stage: pd.DataFrame(report["splits"][split][f"reliability_{stage}"]) for stage in ("before", "after")}
+            for name, report in reports.items()}
+    return ('<p class="muted">One temperature per run, fitted on val: below the diagonal a model is over-confident. '
+            "Every confidence in this report is calibrated.</p>"
+            + table_html(calibration_table(reports, split).round(3)) + figure_html(reliability_figure(bins))
+            + (f'<p class="muted">Not calibrated (raw): {html.escape(", ".join(missing))}</p>' if missing else ""))
 
 
 def dataset_html(data_root: Path | None, max_images: int = 0) -> str:
@@ -127,6 +144,7 @@ def build_report(runs: list[Run], data_root: Path | None = None, split: str = "t
                 for run in runs if (m := run.metrics(split)) is not None]
     sections["Confusion matrices"] = f'<div class="grid wide">{"".join(matrices)}</div>' if matrices \
         else f"<p>No {split} metrics.</p>"
+    sections["Calibration"] = calibration_html(runs, split)
     histories = {run.name: run.history() for run in runs if run.history()}
     sections["Training curves"] = figure_html(learning_curves(histories)) if histories else "<p>No histories.</p>"
     sections["Most confident mistakes"] = mistakes_html(runs, data_root, split, per_model, on_step, load)

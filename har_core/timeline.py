@@ -108,9 +108,11 @@ def window_clips(loaded: LoadedModel, source: bytes | str | Path, times: list[fl
 
 
 def timeline(models: list[LoadedModel], clip: Clip, members: list[str] | None = None, batch_size: int = 16,
-             on_batch: Callable[[int, int], None] | None = None, source: bytes | str | Path | None = None) -> Timeline:
-    """Every model's per-frame probabilities for a clip's sampled frames, plus their ensemble. Clip models need
-    the clip itself (`source`: its bytes or path) to read their windows; without it they are left out."""
+             on_batch: Callable[[int, int], None] | None = None, source: bytes | str | Path | None = None,
+             ensemble_temperature: float = 1.0) -> Timeline:
+    """Every model's per-frame (calibrated) probabilities for a clip's sampled frames, plus their ensemble at its
+    own temperature. Clip models need the clip itself (`source`: its bytes or path) to read their windows;
+    without it they are left out."""
     classes = models[0].classes
     image_models = [m for m in models if not m.run.takes_clips]
     clip_models = [m for m in models if m.run.takes_clips and source is not None]
@@ -135,5 +137,5 @@ def timeline(models: list[LoadedModel], clip: Clip, members: list[str] | None = 
                       probs={name: np.concatenate(chunks) for name, chunks in parts.items()})
     chosen = [result.probs[name] for name in (members or list(result.probs)) if name in result.probs]
     if len(result.probs) > 1:
-        result.probs["ensemble"] = combine(chosen or list(result.probs.values()))
+        result.probs["ensemble"] = combine(chosen or list(result.probs.values()), ensemble_temperature)
     return result

@@ -168,6 +168,18 @@ def tiny_runs(tmp_path_factory, kaggle_data) -> Path:
     return out
 
 
+def set_temperature(run_dir: Path, temperature: float) -> Path:
+    """Put a calibration temperature on a run's card, as train.calibrate does (the tiny runs' 6 val pictures are
+    too few to fit one)."""
+    import json
+    from har_core.fileio import file_sha256
+    card = json.loads((run_dir / "card.json").read_text())
+    card["calibration"] = {"temperature": temperature, "fitted_on": "val", "n": 6,
+                           "manifest_sha256": file_sha256(run_dir / "split.csv")}
+    (run_dir / "card.json").write_text(json.dumps(card))
+    return run_dir
+
+
 @pytest.fixture
 def copy_of(tmp_path):
     def _copy(folder: Path) -> Path:
@@ -177,7 +189,7 @@ def copy_of(tmp_path):
     return _copy
 
 
-SQUARE_FLAGS = ["--image-size", "32", "--epochs", "12", "--batch-size", "8", "--lr", "3e-3", "--augment", "rrc",
+SQUARE_FLAGS = ["--image-size", "32", "--epochs", "6", "--batch-size", "8", "--lr", "3e-3", "--augment", "rrc",
                 "--warmup-epochs", "1", "--patience", "0", "--weighted-sampler", "false", "--seed", "0"]
 
 
@@ -204,3 +216,12 @@ def square_runs(tmp_path_factory, moving_squares) -> Path:
     train_tiny(frames, out, "custom_cnn_frames",
                extra=[*SQUARE_FLAGS, "--split", str(frames / "split.csv"), "--embed", "false"])
     return out
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Let the app's model warm-up threads finish: a daemon thread still inside torch when the interpreter exits
+    aborts it ("terminate called without an active exception", exit 134) after the tests have passed."""
+    import threading
+    for thread in threading.enumerate():
+        if thread.name == "har-warm-up":
+            thread.join(timeout=300)

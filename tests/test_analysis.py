@@ -4,9 +4,10 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import CLASSES, synthetic_image
+from conftest import CLASSES, set_temperature, synthetic_image
 from har_core import analysis, plots
-from har_core.artifacts import find_runs, load_weights
+from har_core.artifacts import find_runs, load_weights, open_run
+from har_core.calibration import run_temperature, temper
 from har_core.ensemble import default_members, stored_metrics
 from har_core.evaluation import default_workers, evaluate_split
 from har_core.inference import build_for_card, forward_probs, load_run, predict_all
@@ -52,6 +53,7 @@ def test_disagreement_and_agreement():
     matrix = analysis.disagreement_matrix(frames())
     assert matrix.loc["a", "b"] == 0.5 and matrix.loc["a", "a"] == 0
     assert analysis.agreement(["x", "y", "x"]) == ("x", pytest.approx(2 / 3))
+    assert analysis.agreement(["x", "y"], prefer="y") == ("y", 0.5)  # a tie names the ensemble's answer
 
 
 def test_tables_from_run_folders(runs):
@@ -73,9 +75,13 @@ def test_tables_from_run_folders(runs):
     assert len(cell) == matrix[0, 0]
 
 
-def test_ensemble_is_the_mean_of_stored_probabilities(runs):
+def test_ensemble_is_the_mean_of_stored_probabilities(runs, copy_of):
+    """The mean of the members' calibrated probabilities (each at its run's temperature)."""
+    runs = [open_run(set_temperature(copy_of(run.path), temperature)) for run, temperature in zip(runs, (0.3, 4.0))]
     ensemble = stored_metrics(runs)
-    probs = [r.predictions("test")[[f"prob_{c}" for c in CLASSES]].to_numpy() for r in runs]
+    probs = [temper(r.predictions("test")[[f"prob_{c}" for c in CLASSES]].to_numpy(), run_temperature(r)[0])
+             for r in runs]
+    assert [run_temperature(r)[0] for r in runs] == [0.3, 4.0]
     truth = runs[0].predictions("test")["true"].map(CLASSES.index).to_numpy()
     assert ensemble["accuracy"] == pytest.approx(float((np.mean(probs, 0).argmax(1) == truth).mean()))
 
@@ -105,7 +111,7 @@ def test_dataset_summary(kaggle_data):
 def test_fast_paths_match_the_plain_ones(tiny_runs):
     """channels_last models, shared preprocessing and batched flip-TTA give the same numbers as a plain
     (contiguous) copy of each model, one image and one view at a time."""
-    models = [load_run(tiny_runs / "custom_cnn"), load_run(tiny_runs / "mobilenet_v2")]
+    models = [load_run(tiny_runs / name, calibrated=False) for name in ("custom_cnn", "mobilenet_v2")]
     plain_models = []
     for loaded in models:
         plain_model = build_for_card(loaded.run.card, loaded.name)

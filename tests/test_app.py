@@ -543,7 +543,8 @@ def test_the_video_timeline_is_computed_again_for_another_backend_or_other_weigh
     from har_core.inference import load_run
     calls = []
     monkeypatch.setattr(ui.clips, "timeline",
-                        lambda loaded, clip, on_batch=None, source=None: calls.append([m.backend for m in loaded]))
+                        lambda loaded, clip, on_batch=None, source=None, ensemble_temperature=1.0:
+                        calls.append([m.backend for m in loaded]))
     monkeypatch.setattr(ui.clips, "clip_of", lambda digest, data, fps: None)
     ui.clips._timelines().clear()
     loaded = load_run(tiny_runs / "custom_cnn")
@@ -554,6 +555,8 @@ def test_the_video_timeline_is_computed_again_for_another_backend_or_other_weigh
     onnx = dataclasses.replace(loaded, onnx=type("Engine", (), {"backend": "onnxruntime-int8"})())
     ui.timeline_of("clip", b"", 2.0, [onnx])
     assert calls[1:] == [["pytorch"], ["onnxruntime-int8"]]
+    ui.timeline_of("clip", b"", 2.0, [dataclasses.replace(loaded, temperature=0.5)])  # recalibrated: anew
+    assert len(calls) == 4
 
 
 def test_similar_images_never_show_another_data_sets_picture_under_the_same_name(tiny_runs, kaggle_data,

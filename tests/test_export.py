@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from conftest import ROOT, synthetic_image
+from conftest import ROOT, set_temperature, synthetic_image
 from har_core import artifacts, export
 from har_core.backend import BACKENDS, open_session, softmax
 from har_core.export import ExportError, export_graph, export_run
@@ -252,6 +252,7 @@ def test_the_torch_free_predictor_matches_har_core(exported, kaggle_data, tmp_pa
     Image.fromarray((grey / 255 * 0.3 + 0.1).astype(np.float32)).save(folder / "float.tif")
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a picture")
     script = str(ROOT / "deploy" / "predict.py")
+    set_temperature(run, 1.7)
     result = subprocess.run([sys.executable, "-c", TORCH_FREE.format(script=script), str(run), str(folder),
                              "--csv", str(tmp_path / "out.csv"), "--tta"], capture_output=True, text=True,
                             cwd=tmp_path)
@@ -261,6 +262,7 @@ def test_the_torch_free_predictor_matches_har_core(exported, kaggle_data, tmp_pa
     from har_core.imaging import load_image
     table = pd.read_csv(tmp_path / "out.csv")
     loaded = load_run(run, backend="pytorch")
+    assert loaded.temperature == 1.7  # both apply the card's temperature
     names = sorted(p.name for p in folder.iterdir() if p.name != "broken.jpg")
     expected = loaded.predict([load_image(folder / n) for n in names], tta=True)
     table = table.set_index("filename").loc[names]

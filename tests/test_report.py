@@ -5,7 +5,9 @@ import pytest
 from plotly.offline import get_plotlyjs
 
 from har_core.artifacts import find_runs
-from har_core.report import SECTIONS
+from conftest import ROOT
+from har_core.calibration import report_of
+from har_core.report import SECTIONS, calibration_html
 from train import report
 
 
@@ -32,6 +34,17 @@ def test_the_report_embeds_everything_and_fetches_nothing(written, tiny_runs):
     assert page.count("Grad-CAM of ") == pictures
     for run in runs:
         assert f">{run.name}<" in page
+    calibration = page.split("<h2>Calibration</h2>")[1].split("</section>")[0]
+    assert "No run is calibrated on test yet" in calibration  # 6 val pictures each: too few for a temperature
+
+
+def test_the_reports_calibration_section_tables_and_draws_every_calibrated_run():
+    runs = find_runs(ROOT / "assets" / "runs")[0]
+    section = calibration_html(runs, "test")
+    assert "ECE after" in section and "perfectly calibrated" in section  # the table and the diagrams
+    for run in runs:
+        assert f">{run.name}<" in section  # a row each
+        assert f"{report_of(run)['splits']['test']['after']['ece']:.3f}" in section
 
 
 def test_without_runs_or_with_a_missing_image_folder_it_says_why(tiny_runs, tmp_path):

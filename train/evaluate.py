@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from har_core.artifacts import RunError, open_run
+from har_core.calibration import CalibrationError, calibrate_run
 from har_core.data import SPLITS, DataError, fingerprint_change, scan
 from har_core.evaluation import evaluate_split, write_evaluation
 from har_core.inference import load_run
@@ -57,6 +58,13 @@ def main(argv=None) -> dict:
     write_evaluation(run.path, run.card, metrics, predictions)
     print(f"{run.name} {args.split}: accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}"
           f"  ({metrics['n']} images{', flip TTA' if args.tta else ''})")
+    run = open_run(run.path)
+    if run.predictions("val") is not None:  # new predictions: the temperature and its report follow them
+        try:
+            calibration = calibrate_run(run)
+            print(f"{run.name}: calibration temperature {calibration['temperature']:.3f} (fitted on val)")
+        except CalibrationError as error:
+            print(f"{run.name}: not calibrated: {error}")
     return metrics
 
 

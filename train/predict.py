@@ -1,8 +1,11 @@
 """Predict unlabelled images with a trained run and write a Kaggle-style submission.
 
     python -m train.predict RUN DATA/Testing_set.csv --out submission.csv
-    python -m train.predict RUN photos/ --out predictions.csv [--tta] [--backend onnxruntime]
+    python -m train.predict RUN photos/ --out predictions.csv [--tta] [--backend onnxruntime] [--probs] [--sets 0.9]
 
+Probabilities are calibrated (the run's temperature, fitted on val; --raw for the network's own). --probs adds
+`confidence` and a `prob_<class>` column per class; --sets 0.9 adds `set`: the classes of the picture's 90 %
+prediction set (split conformal, calibrated on the run's val predictions), most likely first, joined by `|`.
 Images that cannot be read are listed on stderr and left out; the rest are predicted.
 """
 from __future__ import annotations
@@ -14,6 +17,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from har_core.artifacts import RunError
+from har_core.calibration import CalibrationError, run_held_out, set_names
 from har_core.backend import BACKENDS, LABELS
 from har_core.fileio import atomic_write_text
 from har_core.data import DataError, unlabelled_images
@@ -29,13 +33,19 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--tta", action="store_true")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--backend", choices=list(BACKENDS), help="default: HAR_BACKEND, else pytorch")
+    parser.add_argument("--probs", action="store_true", help="add confidence and one prob_<class> column per class")
+    parser.add_argument("--sets", type=float, metavar="COVERAGE", help="add each picture's prediction set (e.g. 0.9)")
+    parser.add_argument("--raw", action="store_true", help="uncalibrated probabilities")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     try:
-        loaded = image_model(load_run(args.run, args.backend))
+        loaded = image_model(load_run(args.run, args.backend, calibrated=not args.raw))
+        sets = run_held_out(loaded.run, calibrated=not args.raw).sets(args.sets) if args.sets is not None else None
         root, files, problems = unlabelled_images(args.images)
-    except (RunError, DataError) as error:
+    except (RunError, DataError, CalibrationError) as error:
         raise SystemExit(f"error: {error}")
+    if loaded.calibration_note:
+        print(f"note: {loaded.calibration_note}", file=sys.stderr)
     rows = []
     for start in tqdm(range(0, len(files), args.batch_size), desc="predicting", disable=args.quiet):
         images, names = [], []
@@ -47,10 +57,19 @@ def main(argv=None) -> pd.DataFrame:
                 problems.append((name, str(error)))
         if images:
             probs = loaded.predict(images, tta=args.tta)
-            rows += [(name.rsplit("/", 1)[-1], loaded.classes[int(p.argmax())]) for name, p in zip(names, probs)]
+            members = set_names(sets.predict(probs), probs, loaded.classes) if sets else [None] * len(probs)
+            for name, p, members_of in zip(names, probs, members):
+                row = {"filename": name.rsplit("/", 1)[-1], "label": loaded.classes[int(p.argmax())]}
+                if args.probs:
+                    row |= {"confidence": round(float(p.max()), 6)} | {f"prob_{c}": round(float(v), 6)
+                                                                        for c, v in zip(loaded.classes, p)}
+                if sets:
+                    row["set"] = "|".join(members_of)
+                rows.append(row)
     for name, reason in problems:
         print(f"skipped {name}: {reason}", file=sys.stderr)
-    submission = pd.DataFrame(rows, columns=["filename", "label"])
+    submission = pd.DataFrame(rows, columns=["filename", "label"] + (
+        ["confidence"] + [f"prob_{c}" for c in loaded.classes] if args.probs else []) + (["set"] if sets else []))
     atomic_write_text(args.out, submission.to_csv(index=False))
     print(f"wrote {len(submission)} predictions to {args.out} ({LABELS[loaded.backend]})"
           + (f" ({len(problems)} skipped)" if problems else ""))

@@ -44,6 +44,7 @@ from har_core.data import (DataError, class_weights_sampler, dataset_for, descri
                            readable_images, unlabelled_images, write_manifest)
 from har_core.distill import (UNLABELLED, DistillError, Teachers, distillation_loss, extra_leaks,
                               labelled_after_mixup, teacher_leaks, teacher_paths)
+from har_core.calibration import CalibrationError, calibrate_run
 from har_core.evaluation import evaluate_split, negative_log_likelihood, split_loader, write_evaluation
 from har_core.inference import fast_layout, load_run, logits_of, predict_loader
 from har_core.metrics import compute_metrics
@@ -511,6 +512,16 @@ def final_evaluation(model, run_dir: Path, card: dict, state: dict, index, manif
             card = write_evaluation(run_dir, card, metrics, predictions)
             procs.log(f"{split}: accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}"
                       f"{'  (flip TTA)' if recipe.tta else ''}")
+    if (manifest["split"] == "val").any():  # the temperature every page applies, fitted on val
+        try:
+            calibration = calibrate_run(artifacts.open_run(run_dir))
+        except CalibrationError as error:
+            procs.log(f"not calibrated: {error}")
+        else:
+            split = "test" if "test" in calibration["splits"] else "val"
+            measured = calibration["splits"][split]
+            procs.log(f"calibration: temperature {calibration['temperature']:.3f} (fitted on val); {split} ECE "
+                      f"{measured['before']['ece']:.3f} → {measured['after']['ece']:.3f}")
     if args.embed:  # the best weights' embeddings of every image, for similar images, the map and the audit
         loaded = load_run(run_dir, backend="pytorch")
         loaded.model.to(procs.device)

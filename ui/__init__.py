@@ -9,12 +9,13 @@ Streamlit's caches and turns failures into one-line messages:
 - `ui.similar`  embeddings, similar images, the map, the data audit
 - `ui.clips`    video clips and their timelines
 - `ui.teaching` Teach: a linear head on a run's embeddings
+- `ui.sureness` calibrated val predictions, prediction sets and abstain thresholds of runs and ensembles
 - `ui.sharing`  the report to share
 """
 from har_core import server  # noqa: F401 - pages read ui.server's settings types
 from ui.common import (  # noqa: F401
     ROOT, IMAGE_TYPES, config, Selection, model, warm_up, env_backend, backend, models, metrics, predictions,
-    data_file, thumb, thumbnail_grid, folder_stamp, dataset, PRESENTATION_CSS, presenting, model_columns,
+    temperature, data_file, thumb, thumbnail_grid, folder_stamp, dataset, PRESENTATION_CSS, presenting, model_columns,
     need_runs, image_models, friendly, GLOSSARY, glossary)
 from ui.choices import (  # noqa: F401
     sidebar, RUN_CHOICES, one_class_list, follow_link, share_view, ensemble_members)
@@ -25,8 +26,10 @@ from ui.similar import (  # noqa: F401
     embedding_map_of, neighbour_grid, same_picture, similar_images, nearest_training_images, top_votes,
     data_audit)
 from ui.clips import (  # noqa: F401
-    video_files, folder_clip, content_digest, clip_of, timeline_of)
+    video_files, folder_clip, content_digest, clip_of, timeline_of, no_action_threshold)
 from ui.teaching import (  # noqa: F401
     teach_base, teach_pictures, teach_head, taught_probabilities, runs_folder_writable, save_taught, taught_zip)
+from ui.sureness import (  # noqa: F401
+    held_out, prediction_sets, ensemble_temperature, calibration_report, sureness, Sureness)
 from ui.sharing import (  # noqa: F401
     report)

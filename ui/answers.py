@@ -11,12 +11,12 @@ from har_core.data import read_manifest
 from har_core.imaging import ImageError, image_digest, load_image, safe_name
 from har_core.inference import LoadedModel, Prediction, predict_all
 from ui.choices import follow_link, share_view
-from ui.common import IMAGE_TYPES, Selection, _file_stamp, _inside_or_none, config, data_file, friendly
+from ui.common import IMAGE_TYPES, Selection, _file_stamp, _inside_or_none, config, data_file, friendly, model_stamp
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
-def _prediction(path: str, stamp: float, digests: tuple[str, ...], tta: bool, backend: str, _loaded: LoadedModel,
-                _images: list) -> Prediction:
+def _prediction(path: str, stamp: tuple, temperature: float, digests: tuple[str, ...], tta: bool, backend: str,
+                _loaded: LoadedModel, _images: list) -> Prediction:
     return predict_all([_loaded], _images, tta=tta, embed=True)[0]
 
 
@@ -24,13 +24,13 @@ def predict(loaded: list[LoadedModel], images: list, tta: bool) -> list[Predicti
     """Every model's prediction (with the images' embeddings) for the images: a widget that changes neither the
     images, the models nor TTA reruns the page without a single forward pass."""
     digests = tuple(image_digest(image) for image in images)
-    return [_prediction(str(m.run.path), _file_stamp(m.run, artifacts.WEIGHTS), digests, tta, m.backend, m, images)
+    return [_prediction(str(m.run.path), model_stamp(m.run), m.temperature, digests, tta, m.backend, m, images)
             for m in loaded]
 
 
 @st.cache_resource(show_spinner=False, max_entries=128)
-def _class_maps(path: str, stamp: float, digest: str, method: str, classes: tuple | None, _loaded: LoadedModel,
-                _image) -> ClassMaps:
+def _class_maps(path: str, stamp: tuple, temperature: float, digest: str, method: str, classes: tuple | None,
+                _loaded: LoadedModel, _image) -> ClassMaps:
     return class_maps(_loaded, _image, method, classes=None if classes is None else list(classes))
 
 
@@ -39,7 +39,7 @@ def explanation(loaded: LoadedModel, image, digest: str, method: str, target: in
     from one forward pass the first time, so moving the opacity or switching the class only picks and blends;
     a slow one (a forward per channel) computes the class asked for."""
     classes = (target,) if method in cam.SLOW_METHODS else None
-    return _class_maps(str(loaded.run.path), _file_stamp(loaded.run, artifacts.WEIGHTS), digest, method, classes,
+    return _class_maps(str(loaded.run.path), model_stamp(loaded.run), loaded.temperature, digest, method, classes,
                        loaded, image).explanation(target)
 
 

@@ -160,6 +160,7 @@ def share_view(**params) -> None:
 def ensemble_members(runs: list[Run], key: str) -> list[str]:
     """The ensemble's members, chosen among `runs`; both pages start from har_core.ensemble's default."""
     return st.multiselect("Ensemble members", [run.name for run in runs], default=default_members(runs), key=key,
-                          help="The ensemble averages its members' probabilities. Default: the runs that started "
-                          "from ImageNet weights (when there are two or more), else all.")
+                          help="The ensemble averages its members' calibrated probabilities (then applies its own "
+                               "temperature). Default: the runs that started from ImageNet weights (when there are two "
+                               "or more), else all.")
 

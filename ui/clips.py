@@ -6,10 +6,12 @@ from pathlib import Path
 
 import streamlit as st
 
+from har_core.calibration import DEFAULT_TARGET_ACCURACY
 from har_core.inference import LoadedModel
 from har_core.timeline import Timeline, timeline
 from har_core.video import VIDEO_SUFFIXES, Clip, read_clip, read_video_file
 from ui.common import Selection, data_file, friendly
+from ui.sureness import ensemble_temperature, held_out
 
 
 @st.cache_data(show_spinner=False, ttl=60, max_entries=8)
@@ -57,16 +59,28 @@ def _timelines() -> dict:
 
 
 def timeline_of(digest: str, data: bytes, fps: float, loaded: list[LoadedModel]) -> Timeline:
-    """Every model's per-frame probabilities (and their ensemble), computed once per clip, rate and set of
+    """Every model's per-frame calibrated probabilities (and their ensemble at its own temperature), computed once
+    per clip, rate and set of
     models with a progress bar (kept in a plain dict: a cached function could not draw the bar)."""
-    key = (digest, fps, tuple((str(m.run.path), m.weights, m.backend) for m in loaded))  # as predictions are
+    temperature = ensemble_temperature([m.run for m in loaded])
+    key = (digest, fps, temperature, tuple((str(m.run.path), m.weights, m.backend, m.temperature) for m in loaded))
     store = _timelines()
     if key not in store:
         bar = st.progress(0.0, text="Predicting the frames…")
         store[key] = timeline(loaded, clip_of(digest, data, fps), on_batch=lambda done, total: bar.progress(
-            done / total, text=f"Predicting the frames: {done}/{total}"), source=data)
+            done / total, text=f"Predicting the frames: {done}/{total}"), source=data, ensemble_temperature=temperature)
         bar.empty()
         while len(store) > 8:  # the oldest first
             store.pop(next(iter(store)))
     return store[key]
 
+
+
+def no_action_threshold(runs: list) -> tuple[float, str]:
+    """The default "no known action" threshold for a timeline of `runs`: the confidence above which their
+    ensemble's (or the one run's) val answers were DEFAULT_TARGET_ACCURACY right; 0.5 and the reason when the
+    runs cannot be calibrated together."""
+    found = held_out(runs)
+    if isinstance(found, str):
+        return 0.5, found
+    return round(found.threshold(DEFAULT_TARGET_ACCURACY), 2), ""

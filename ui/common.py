@@ -14,6 +14,7 @@ from har_core import artifacts, cam, server
 from har_core.analysis import dataset_summary, thumbnail
 from har_core.artifacts import Run, RunError
 from har_core.cam import Busy
+from har_core.calibration import CalibrationError, calibrated_frame, run_temperature
 from har_core.data import DataError, listing_stamp
 from har_core.embeddings import EmbeddingError
 from har_core.imaging import IMAGE_SUFFIXES, ImageError
@@ -55,7 +56,7 @@ class Selection:
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=32)
-def _load_model(path: str, stamp: float) -> LoadedModel:
+def _load_model(path: str, stamp: tuple[float, ...]) -> LoadedModel:
     loaded = load_run(path, backend="pytorch")  # each visitor's backend is applied on top (`models`)
     print(f"HAR Studio: loaded model {loaded.name}", flush=True)  # once per process: visible in the server log
     return loaded
@@ -63,11 +64,17 @@ def _load_model(path: str, stamp: float) -> LoadedModel:
 
 def model(run: Run) -> LoadedModel:
     """Each run's model is loaded once per process and shared by every session."""
-    return _load_model(str(run.path), _file_stamp(run, artifacts.WEIGHTS))
+    return _load_model(str(run.path), model_stamp(run))
+
+
+def model_stamp(run: Run) -> tuple[float, ...]:
+    """What a loaded model depends on: its weights, and its card and split manifest (the temperature it applies
+    and whether that calibration still holds)."""
+    return tuple(_file_stamp(run, name) for name in (artifacts.WEIGHTS, artifacts.CARD, artifacts.MANIFEST))
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _warm_up(paths: tuple[str, ...], stamps: tuple[float, ...]) -> threading.Thread:
+def _warm_up(paths: tuple[str, ...], stamps: tuple[tuple[float, ...], ...]) -> threading.Thread:
     def load_all():
         for path, stamp in zip(paths, stamps):
             try:
@@ -83,7 +90,7 @@ def warm_up(runs: list[Run]) -> None:
     """Load the image models in the background, once per server process and set of runs: the first page
     appears at once, and by the time a photo is uploaded its models are usually ready."""
     runs = [run for run in runs if not run.takes_clips]
-    _warm_up(tuple(str(run.path) for run in runs), tuple(_file_stamp(run, artifacts.WEIGHTS) for run in runs))
+    _warm_up(tuple(str(run.path) for run in runs), tuple(model_stamp(run) for run in runs))
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
@@ -127,8 +134,19 @@ def _metrics(path: str, split: str, stamp: float):
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def _predictions(path: str, split: str, stamp: float):
-    return artifacts.open_run(path).predictions(split)
+def _predictions(path: str, split: str, stamp: float, temperature: float):
+    frame = artifacts.open_run(path).predictions(split)
+    return None if frame is None else calibrated_frame(frame, artifacts.open_run(path).classes, temperature)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _temperature(path: str, stamp: tuple[float, ...]) -> tuple[float, str]:
+    return run_temperature(artifacts.open_run(path))
+
+
+def temperature(run: Run) -> tuple[float, str]:
+    """The run's calibration temperature and, when its probabilities are raw, the one line saying why."""
+    return _temperature(str(run.path), model_stamp(run))
 
 
 def _file_stamp(run: Run, name: str) -> float:
@@ -141,7 +159,9 @@ def metrics(run: Run, split: str) -> dict | None:
 
 
 def predictions(run: Run, split: str) -> pd.DataFrame | None:
-    return _predictions(str(run.path), split, _file_stamp(run, artifacts.predictions_file(split)))
+    """The run's stored predictions on a split, with calibrated probabilities and confidence."""
+    return _predictions(str(run.path), split, _file_stamp(run, artifacts.predictions_file(split)),
+                        temperature(run)[0])
 
 
 @st.cache_data(show_spinner=False, max_entries=2048)
@@ -247,7 +267,8 @@ def friendly(what: str):
     """Show a one-line message instead of a traceback; the rest of the page keeps working."""
     try:
         yield
-    except (RunError, ImageError, VideoError, DataError, EmbeddingError, Busy, ValueError, OSError) as error:
+    except (RunError, ImageError, VideoError, DataError, EmbeddingError, CalibrationError, Busy, ValueError,
+            OSError) as error:
         st.error(f"{what}: {error}")
     except Exception as error:  # noqa: BLE001 - a classroom never sees a traceback
         st.error(f"{what} failed: {type(error).__name__}: {error}")

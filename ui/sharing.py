@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from har_core import artifacts
+from har_core.calibration import REPORT
 from har_core.report import build_report
 from ui.common import Selection, _file_stamp, config, model
 
@@ -17,7 +18,7 @@ def _report_lock() -> threading.Lock:
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
-def _report(paths: tuple[str, ...], stamps: tuple[float, ...], data_root: str | None) -> str:
+def _report(paths: tuple[str, ...], stamps: tuple, data_root: str | None) -> str:
     runs = [artifacts.open_run(path) for path in paths]
     return build_report(runs, Path(data_root) if data_root else None, load=model, max_images=config().max_scan_images)
 
@@ -25,7 +26,8 @@ def _report(paths: tuple[str, ...], stamps: tuple[float, ...], data_root: str | 
 def report(selection: Selection) -> str:
     """The selected runs' report, built once per runs (and their metrics) and image folder, with the server's
     shared models and scan limit."""
-    stamps = tuple(_file_stamp(run, artifacts.metrics_file("test")) for run in selection.runs)
+    stamps = tuple((_file_stamp(run, artifacts.metrics_file("test")), _file_stamp(run, artifacts.CARD),
+                    _file_stamp(run, REPORT)) for run in selection.runs)
     lock = _report_lock()  # one report at a time, server-wide: the others wait for it
     if not lock.acquire(blocking=False):
         st.toast("Another visitor's report is being made; yours follows it.")

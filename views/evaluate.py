@@ -1,9 +1,12 @@
+import pandas as pd
 import streamlit as st
 
 import ui
 from har_core.analysis import cell_samples, disagreement_matrix, metrics_table, per_class_f1_table
+from har_core.calibration import DEFAULT_TARGET_ACCURACY, calibration_table, split_sureness
 from har_core.data import SPLITS
-from har_core.plots import confusion_figure, f1_heatmap, matrix_heatmap
+from har_core.plots import (confusion_figure, coverage_heatmap, f1_heatmap, matrix_heatmap, reliability_figure,
+                            risk_coverage_figure)
 
 selection = ui.sidebar()
 st.title("📊 Evaluate")
@@ -56,3 +59,61 @@ if len(selection.runs) > 1:
     if len(frames) > 1:
         st.plotly_chart(matrix_heatmap(disagreement_matrix(frames), "share of images two models label differently"),
                         width="stretch")
+
+st.subheader("🎯 How sure: calibration, prediction sets, abstaining")
+if split == "train":
+    st.info("Calibration is fitted on val and measured on val and test: choose one of them above.")
+    st.stop()
+reports = {r.name: report for r in selection.runs if (report := ui.calibration_report(r)) and split in report["splits"]}
+missing = [r.name for r in selection.runs if r.name not in reports]
+if missing:
+    st.caption(f"⚠️ No calibration report for {', '.join(missing)}: `python -m train.calibrate RUN` "
+               "(their probabilities are shown raw).")
+if reports:
+    st.markdown("**Calibration.** One temperature per run, fitted on val, makes its confidence honest: on the "
+                "diagonal a model is right as often as it is sure; below it, over-confident.")
+    st.dataframe(calibration_table(reports, split).style.format("{:.3f}").highlight_min(
+        subset=["ECE after", "NLL after", "Brier after"], color="#bbf7d0"), width="stretch")
+    st.plotly_chart(reliability_figure({name: {stage: pd.DataFrame(report["splits"][split][f"reliability_{stage}"])
+                                               for stage in ("before", "after")} for name, report in reports.items()}),
+                    width="stretch", key="reliability_chart")
+
+left, right = st.columns(2)
+coverage = left.slider("Set coverage", 0.5, 0.99, 0.9, 0.01, format="%.2f", key="eval_coverage",
+                       help="Each picture's prediction set should hold its true class this often (split conformal "
+                            "prediction, calibrated on val).")
+target = right.slider("Target accuracy", 0.5, 0.99, DEFAULT_TARGET_ACCURACY, 0.01, format="%.2f", key="eval_target",
+                      help="Answer only above the confidence threshold whose answers on val reach this accuracy; "
+                           "Predict says \"not sure\" and Video \"no known action\" below it (at 90 %).")
+rows, curves, chosen, per_class = {}, {}, {}, {}
+for run in selection.runs:
+    frame, sets, found = ui.predictions(run, split), ui.prediction_sets([run], coverage), ui.held_out([run])
+    if frame is None or isinstance(found, str):
+        continue
+    threshold = found.threshold(target)
+    measured = split_sureness(frame, run.classes, None if isinstance(sets, str) else sets, threshold)
+    curves[run.name] = measured["curve"]
+    chosen[run.name] = (measured["kept"], measured["kept_accuracy"])
+    rows[run.name] = {"threshold (val)": threshold, "answered": measured["kept"],
+                      "accuracy answered": measured["kept_accuracy"]}
+    if measured["sets"] is not None:
+        report = measured["sets"]
+        rows[run.name] |= {"set coverage": report["coverage"], "mean set size": report["mean_size"],
+                           "worst class": report["worst_class"], "its coverage": report["worst_class_coverage"]}
+        per_class[run.name] = {c: v["coverage"] for c, v in report["per_class"].items()}
+if rows:
+    st.markdown(f"**Prediction sets and abstaining on {split}.** A set holds the classes the model cannot rule "
+                f"out at {coverage:.0%} coverage; the threshold (found on val) keeps the answers it is sure of.")
+    st.dataframe(pd.DataFrame.from_dict(rows, orient="index").style.format(
+        {"threshold (val)": "{:.0%}", "answered": "{:.0%}", "accuracy answered": "{:.1%}", "set coverage": "{:.1%}",
+         "mean set size": "{:.2f}", "its coverage": "{:.1%}"}), width="stretch")
+    if per_class:
+        st.caption("Coverage per true class: the guarantee holds on average, not for every class — red marks the "
+                   "classes it fails.")
+        st.plotly_chart(coverage_heatmap(pd.DataFrame(per_class).T, coverage), width="stretch", key="coverage_chart")
+    st.caption(f"Answering only when sure: the accuracy of the answers kept (up) against the share of pictures "
+               f"answered (right), as the confidence threshold rises; a star marks each run's threshold for "
+               f"{target:.0%}, found on val, on these {split} pictures.")
+    st.plotly_chart(risk_coverage_figure(curves, chosen, target), width="stretch", key="risk_chart")
+else:
+    st.info(f"No run has val predictions to calibrate sets and thresholds on ({split} shown).")

@@ -62,6 +62,8 @@ def maps():
             else:
                 st.markdown(f"**{model.name}** · explains **{model.classes[result.target]}** "
                             f"({result.probs[result.target]:.0%}) · predicted {predicted}")
+            if model.calibration_note:
+                st.caption(f"⚠️ {model.calibration_note}")
             buffer = io.BytesIO()
             picture.save(buffer, format="PNG")
             st.download_button("⬇️ PNG", buffer.getvalue(), f"{model.name}_{method}.png", "image/png",

@@ -9,7 +9,8 @@ from har_core.video import VIDEO_SUFFIXES
 
 selection = ui.sidebar()
 st.title("🧐 Mistakes")
-st.caption("Misclassified images, the most confident mistakes first.")
+st.caption("Misclassified images, the most confident mistakes first (calibrated confidence: each run's "
+           "temperature, fitted on val).")
 ui.need_runs(selection)
 
 ui.follow_link("split", "mistakes_split", SPLITS)
@@ -19,6 +20,8 @@ frames = {r.name: p for r in selection.runs if (p := ui.predictions(r, split)) i
 if not frames:
     st.info(f"No predictions for the {split} split.")
     st.stop()
+for note in [note for r in selection.runs if r.name in frames and (note := ui.temperature(r)[1])]:
+    st.caption(f"⚠️ {note}")
 classes = selection.runs[0].classes
 filters = st.columns([2, 1, 1, 1, 1])
 models = filters[0].multiselect("Models", list(frames), default=list(frames), key="mistakes_models")

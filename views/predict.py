@@ -4,6 +4,7 @@ import streamlit as st
 import ui
 from har_core.analysis import agreement
 from har_core.backend import LABELS
+from har_core.calibration import DEFAULT_TARGET_ACCURACY
 from har_core.inference import ensemble
 from har_core.plots import probability_bars
 
@@ -16,11 +17,14 @@ ui.follow_link("models", "predict_models", selection.names(), many=True)
 chosen = st.multiselect("Models", selection.names(), default=selection.names(), key="predict_models")
 chosen_runs = [selection.run(n) for n in chosen]
 members = ui.ensemble_members(chosen_runs, key="predict_ensemble")
-options = st.columns(3)
+options = st.columns(4)
 tta = options[0].toggle("Flip TTA (average with the mirrored image)", key="predict_tta")
 similar = options[1].toggle("Similar training images", value=True, key="predict_similar",
                             help="Under each model, the training images it finds most alike (its embedding).")
 k = options[2].slider("How many", 3, 12, 6, key="predict_k", disabled=not similar)
+coverage = options[3].slider("Set coverage", 0.5, 0.99, 0.9, 0.01, format="%.2f", key="predict_coverage",
+                             help="Each model's prediction set holds the true class this often (split conformal "
+                                  "prediction, calibrated on the run's val pictures): hard pictures get larger sets.")
 images, names = ui.image_source(selection, key="predict")
 ui.share_view(models=chosen)
 if not images:
@@ -32,26 +36,37 @@ if not loaded:
 classes = loaded[0].classes  # one class list: the sidebar keeps runs of one (ui.one_class_list)
 for note in {m.backend_note for m in loaded if m.backend_note}:
     st.warning(note, icon="⚠️")
+for note in [m.calibration_note for m in loaded if m.calibration_note]:
+    st.caption(f"⚠️ {note}")
 engine = (lambda p: f" · {LABELS[p.backend]}") if ui.backend() != "pytorch" else (lambda p: "")
 with st.spinner(f"{len(loaded)} models predicting {len(images)} image(s)…"):
     predictions = ui.predict(loaded, images, tta)  # cached: other widgets never run the models again
 members = [p.model for p in predictions if p.model in members] or [p.model for p in predictions]
-mean = ensemble(predictions, members)
+member_runs = [selection.run(name) for name in members]
+mean = ensemble(predictions, members, ui.ensemble_temperature(member_runs))  # calibrated members, own temperature
+sure = {p.model: ui.sureness([selection.run(p.model)], p.probs, classes, coverage) for p in predictions}
+sure_ensemble = ui.sureness(member_runs, mean, classes, coverage)
+NOT_SURE = ("not sure: below {:.0%}, the confidence above which its answers on val pictures were "
+            f"{DEFAULT_TARGET_ACCURACY:.0%} right")
 
 if len(images) == 1:
     left, right = st.columns([1, 3])
     left.image(images[0], caption=names[0], width="stretch")
     winners = [classes[int(p.probs[0].argmax())] for p in predictions]
-    label, share = agreement(winners)
+    label, share = agreement(winners, prefer=classes[int(mean[0].argmax())])
     with right:
         a, b, c = st.columns(3)
-        a.metric("Ensemble", classes[int(mean[0].argmax())].replace("_", " "), f"{mean[0].max():.0%} confidence",
-                 delta_color="off", help=f"mean probability of {', '.join(members)}")
-        b.metric("Agreement", f"{share:.0%}", f"{sum(w == label for w in winners)}/{len(winners)} say {label}",
+        a.metric("Ensemble", classes[int(mean[0].argmax())].replace("_", " "),
+                 f"{mean[0].max():.0%} confidence" + (" · not sure" if sure_ensemble.not_sure[0] else ""),
+                 delta_color="off", help=f"mean calibrated probability of {', '.join(members)}")
+        b.metric("Agreement", f"{share:.0%}", f"{sum(w == label for w in winners)}/{len(winners)} say {label.replace('_', ' ')}",
                  delta_color="off")
         c.metric("Model time", f"{sum(p.seconds for p in predictions) * 1000:.0f} ms",
                  help="The forward passes, measured when this image was first predicted (then cached).")
-    st.caption(f"Ensemble of {len(members)}: {', '.join(members)}")
+    st.caption(" · ".join(filter(None, [f"Ensemble of {len(members)}: {', '.join(members)}",
+                                        sure_ensemble.words(0, coverage),
+                                        NOT_SURE.format(sure_ensemble.threshold) if sure_ensemble.not_sure[0] else "",
+                                        sure_ensemble.note])))
     columns = ui.model_columns(len(predictions))
     similar_slots = []
     for i, prediction in enumerate(predictions):  # every prediction is drawn before any similar image
@@ -60,6 +75,12 @@ if len(images) == 1:
             st.markdown(f"**{prediction.model}**")
             st.markdown(f"### {classes[int(probs.argmax())].replace('_', ' ')}")
             st.caption(f"{probs.max():.1%} confidence · {prediction.seconds * 1000:.0f} ms{engine(prediction)}")
+            verdict = sure[prediction.model]
+            st.markdown(f"**{verdict.words(0, coverage)}**" if verdict.sets is not None else "")
+            if verdict.not_sure[0]:
+                st.caption(f"🤔 {NOT_SURE.format(verdict.threshold)}")
+            if verdict.note:
+                st.caption(verdict.note)
             st.html(probability_bars(probs, classes))
             similar_slots.append(st.container())
     if similar:
@@ -73,10 +94,16 @@ else:
         row = {"image": name}
         for prediction in predictions:
             probs = prediction.probs[j]
-            row[prediction.model] = f"{classes[int(probs.argmax())]} ({probs.max():.0%})"
-        row["ensemble"] = f"{classes[int(mean[j].argmax())]} ({mean[j].max():.0%})"
+            unsure = " ?" if sure[prediction.model].not_sure[j] else ""
+            row[prediction.model] = f"{classes[int(probs.argmax())]} ({probs.max():.0%}){unsure}"
+        row["ensemble"] = f"{classes[int(mean[j].argmax())]} ({mean[j].max():.0%})" + (
+            " ?" if sure_ensemble.not_sure[j] else "")
+        if sure_ensemble.sets is not None:
+            row[f"ensemble {coverage:.0%} set"] = " | ".join(sure_ensemble.sets[j])
         rows.append(row)
     table = pd.DataFrame(rows)
     st.dataframe(table, hide_index=True, width="stretch")
+    st.caption("Calibrated confidences; \"?\": not sure (below the confidence above which the model's val answers "
+               f"were {DEFAULT_TARGET_ACCURACY:.0%} right)." + (f" {sure_ensemble.note}" if sure_ensemble.note else ""))
     st.download_button("⬇️ Download as CSV", table.to_csv(index=False), "predictions.csv", "text/csv")
     st.image(images, caption=names, width=160)

@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
+from har_core.calibration import DEFAULT_TARGET_ACCURACY
 from har_core.cam import explain, overlay
 from har_core.ensemble import default_members
 from har_core.imaging import safe_name
@@ -24,7 +25,11 @@ with st.expander("Sampling and segments"):
     fps = settings[0].slider("Frames per second", 0.5, 5.0, 2.0, 0.5, key="video_fps")
     window = settings[1].slider("Smoothing window (s)", 0.0, 5.0, 1.0, 0.5, key="video_window")
     min_duration = settings[2].slider("Shortest segment (s)", 0.0, 5.0, 1.0, 0.5, key="video_min")
-    threshold = settings[3].slider("Below this: no known action", 0.0, 1.0, 0.5, 0.05, key="video_threshold")
+    default_threshold, why = ui.no_action_threshold([selection.run(n) for n in chosen]) if chosen else (0.5, "")
+    threshold = settings[3].slider(
+        "Below this: no known action", 0.0, 1.0, default_threshold, 0.01, key="video_threshold",
+        help=f"Default: the confidence above which the ensemble's answers on val pictures were "
+             f"{DEFAULT_TARGET_ACCURACY:.0%} right (calibrated)." + (f" Not available: {why}; 0.5." if why else ""))
 tabs = st.tabs(["📁 Upload", "🎞️ From the image folder"])
 with tabs[0]:
     upload = st.file_uploader("Clip", type=[s[1:] for s in VIDEO_SUFFIXES], key="video_upload")

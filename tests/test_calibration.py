@@ -1,0 +1,210 @@
+"""How sure: temperature scaling, conformal prediction sets, abstaining, and where they show (#27)."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import beta, binom
+
+from conftest import ROOT, SPORTS15
+from har_core.artifacts import find_runs, open_run
+from har_core.calibration import held_out as calibration_held_out
+from har_core.calibration import (CalibrationError, PredictionSets, abstain_threshold, calibrate_run,
+                                  check_coverage, coverage_figures, ensemble_held_out, expected_calibration_error,
+                                  fit_temperature, nll, risk_coverage, run_held_out, run_temperature, set_names,
+                                  set_phrase, temper)
+
+BUNDLE = ROOT / "assets" / "runs"
+
+
+def softmax(logits):
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def calibrated_world(n: int, classes: int, seed: int):
+    """Pictures whose labels are drawn from the model's own probabilities: a perfectly calibrated model, on
+    exchangeable data. Some pictures are easy (one class dominates), some hard (flat)."""
+    rng = np.random.default_rng(seed)
+    sharpness = rng.choice([0.5, 4.0], size=(n, 1))
+    probs = softmax(rng.normal(size=(n, classes)) * sharpness)
+    labels = np.array([rng.choice(classes, p=p) for p in probs])
+    return probs, labels
+
+
+def test_temperature_scaling_fitted_on_val_lowers_the_nll_of_an_over_confident_model_on_test():
+    probs, labels = calibrated_world(6000, 8, seed=1)
+    over_confident = temper(probs, 0.4)  # the same ranking, sounding far surer than it is
+    val, test = slice(0, 3000), slice(3000, None)
+    temperature = fit_temperature(over_confident[val], labels[val])
+    assert 2.2 < temperature < 2.8  # undoes the 0.4 (1 / 0.4 = 2.5)
+    after = temper(over_confident[test], temperature)
+    assert nll(after, labels[test]) < nll(over_confident[test], labels[test]) - 0.1
+    assert expected_calibration_error(after, labels[test]) < 0.03 < expected_calibration_error(
+        over_confident[test], labels[test])
+    assert (after.argmax(1) == over_confident[test].argmax(1)).all()  # the answers never change
+
+
+def test_conformal_sets_cover_exchangeable_pictures_within_binomial_bounds_of_the_target():
+    probs, labels = calibrated_world(7000, 10, seed=2)
+    cal, test = slice(0, 2000), slice(2000, None)
+    for coverage in (0.8, 0.9):
+        members = PredictionSets.fit(probs[cal], labels[cal], coverage).predict(probs[test])
+        covered = members[np.arange(5000), labels[test]].mean()
+        # the coverage given the calibration pictures is Beta(n + 1 - l, l) (l = floor((n + 1) α)), measured on
+        # 5000 test pictures (binomial): both at 99.9 %
+        n, l = 2000, int(np.floor(2001 * (1 - coverage)))
+        low = binom.ppf(0.0005, 5000, beta.ppf(0.0005, n + 1 - l, l)) / 5000
+        high = binom.ppf(0.9995, 5000, beta.ppf(0.9995, n + 1 - l, l)) / 5000
+        assert low <= covered <= high, (coverage, covered, low, high)
+        sizes = members.sum(1)
+        hard = probs[test].max(1) < 0.3
+        assert sizes[hard].mean() > 2 * sizes[~hard].mean()  # adaptive: hard pictures get larger sets
+        assert sizes.min() >= 1  # never empty
+
+
+def test_sets_are_named_most_likely_first_and_said_in_words():
+    probs = np.array([[0.1, 0.6, 0.3]])
+    assert set_names(np.array([[True, True, True]]), probs, ["a", "b", "c"]) == [["b", "c", "a"]]
+    assert set_phrase(["texting"]) == "texting"
+    assert set_phrase(["texting", "calling"]) == "texting or calling"
+    assert set_phrase(["texting", "calling", "listening_to_music"]) == "texting, calling or listening to music"
+
+
+@pytest.mark.parametrize("coverage", [0.3, 0.9999])
+def test_coverage_outside_half_to_999_in_1000_is_refused_with_the_reason(coverage):
+    with pytest.raises(CalibrationError, match="refused"):
+        check_coverage(coverage)
+    from train import calibrate
+    with pytest.raises(SystemExit, match="refused"):
+        calibrate.main([str(BUNDLE / "custom_cnn"), "--coverage", str(coverage)])
+
+
+def test_the_abstain_threshold_keeps_the_chosen_accuracy_on_the_pictures_it_was_found_on():
+    probs, labels = calibrated_world(4000, 6, seed=3)
+    threshold = abstain_threshold(probs, labels, 0.9)
+    kept = probs.max(1) >= threshold
+    assert 0.9 <= (probs[kept].argmax(1) == labels[kept]).mean() < 0.92
+    assert 0.05 < kept.mean() < 0.95  # neither everything nor nothing
+    curve = risk_coverage(probs, labels)
+    assert curve["accuracy"].iloc[0] >= curve["accuracy"].iloc[-1]  # the surest answers are the most accurate
+    assert curve["coverage"].iloc[-1] == 1.0
+
+
+@pytest.fixture
+def bundled_copy(tmp_path):
+    target = tmp_path / "runs"
+    for name in ("efficientnet_lite2", "mobilenet_v2"):
+        shutil.copytree(BUNDLE / name, target / name)
+    return target
+
+
+def test_calibrating_a_run_stores_the_temperature_with_its_manifest_and_the_report(bundled_copy):
+    run = open_run(bundled_copy / "mobilenet_v2")
+    report = calibrate_run(run)
+    card = json.loads((run.path / "card.json").read_text())
+    assert card["calibration"]["fitted_on"] == "val" and card["calibration"]["temperature"] == report["temperature"]
+    assert run_temperature(open_run(run.path)) == (report["temperature"], "")
+    test = report["splits"]["test"]
+    assert test["after"]["ece"] < test["before"]["ece"]  # fitted on val, better on test
+    assert test["after"]["accuracy"] == test["before"]["accuracy"]
+    assert sum(report["splits"]["val"]["reliability_after"]["count"]) == report["splits"]["val"]["after"]["n"]
+    # a temperature fitted on another split manifest is not applied: raw, and one line says why
+    split = run.path / "split.csv"
+    split.write_text(split.read_text().replace(",val\n", ",train\n", 1))
+    temperature, note = run_temperature(open_run(run.path))
+    assert temperature == 1.0 and "another split manifest" in note
+
+
+def test_a_run_without_val_predictions_says_so_and_keeps_raw_probabilities(bundled_copy):
+    run = open_run(bundled_copy / "mobilenet_v2")
+    (run.path / "predictions_val.csv").unlink()
+    card = json.loads((run.path / "card.json").read_text())
+    card.pop("calibration", None)
+    (run.path / "card.json").write_text(json.dumps(card))
+    with pytest.raises(CalibrationError, match="no val predictions"):
+        calibrate_run(open_run(run.path))
+    temperature, note = run_temperature(open_run(run.path))
+    assert temperature == 1.0 and "not calibrated" in note
+    with pytest.raises(CalibrationError, match="no val predictions"):
+        ensemble_held_out([open_run(bundled_copy / "efficientnet_lite2"), open_run(run.path)])
+
+
+@pytest.mark.skipif(not SPORTS15.is_dir(), reason="../shared/data/sports15 not present")
+def test_the_sets_csv_of_train_predict_matches_the_predict_page(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    test = pd.read_csv(BUNDLE / "mobilenet_v2" / "predictions_test.csv")
+    picked = test.sort_values("confidence").head(4)["filename"].tolist()  # the least sure: sets of several
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in picked:
+        shutil.copy(SPORTS15 / name, photos / name.split("/")[-1])
+    out = tmp_path / "sets.csv"
+    subprocess.run([sys.executable, "-m", "train.predict", str(BUNDLE / "mobilenet_v2"), str(photos), "--out",
+                    str(out), "--probs", "--sets", "0.97", "--quiet"], check=True, cwd=ROOT)
+    written = pd.read_csv(out).set_index("filename")
+    assert written["set"].str.contains("|", regex=False).any()  # some pictures get more than one class
+    assert np.allclose(written[[c for c in written if c.startswith("prob_")]].sum(1), 1, atol=1e-4)
+
+    monkeypatch.setenv("HAR_RUNS", str(BUNDLE))
+    monkeypatch.setenv("HAR_DATA", str(SPORTS15))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
+    at.sidebar.multiselect(key="chosen_runs").set_value(["mobilenet_v2"]).run()
+    at.switch_page("views/predict.py").run()
+    at.slider(key="predict_coverage").set_value(0.97).run()
+    uploader = at.file_uploader(key="predict_upload")
+    for path in sorted(photos.iterdir()):
+        uploader.upload(path.name, path.read_bytes(), "image/jpeg")
+    at.run()
+    assert not at.exception
+    table = at.dataframe[0].value.set_index("image")
+    shown = table["ensemble 97% set"].str.replace(" | ", "|", regex=False)
+    assert shown.to_dict() == written["set"].to_dict()
+
+
+def test_evaluate_shows_each_runs_calibration_sets_and_abstaining_as_computed_here(monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.setenv("HAR_RUNS", str(BUNDLE))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
+    at.switch_page("views/evaluate.py").run()
+    assert not at.exception
+    tables = {tuple(frame.value.columns): frame.value for frame in at.dataframe}
+    calibration = next(v for k, v in tables.items() if "ECE after" in k)
+    sets = next(v for k, v in tables.items() if "set coverage" in k)
+    for run in find_runs(BUNDLE)[0]:
+        figures = coverage_figures(run)  # from calibration.json: 90 % sets on test, as the page's defaults
+        assert calibration.loc[run.name, "ECE after"] == pytest.approx(figures["ece_after"])
+        assert sets.loc[run.name, "set coverage"] == pytest.approx(figures["coverage"])
+        assert sets.loc[run.name, "mean set size"] == pytest.approx(figures["mean_set_size"])
+        found = run_held_out(run)
+        assert sets.loc[run.name, "threshold (val)"] == pytest.approx(found.threshold(0.9))
+    charts = " ".join(str(chart.proto.spec) for chart in at.get("plotly_chart"))
+    assert "perfectly calibrated" in charts and "share of pictures answered" in charts
+    at.slider(key="eval_coverage").set_value(0.6).run()  # smaller sets, lower coverage: computed anew
+    smaller = next(f.value for f in at.dataframe if "set coverage" in f.value.columns)
+    assert (smaller["mean set size"] <= sets["mean set size"]).all()
+    assert smaller["set coverage"].mean() < sets["set coverage"].mean()
+
+
+def test_a_temperature_is_refused_on_too_few_val_pictures_or_on_answers_all_certain():
+    probs, labels = calibrated_world(40, 4, seed=5)
+    with pytest.raises(CalibrationError, match="too few"):
+        fit_temperature(probs[:10], labels[:10])
+    always_right = 0.9 * np.eye(4)[labels] + 0.025  # the NLL falls without end as T shrinks
+    with pytest.raises(CalibrationError, match="no temperature fits"):
+        fit_temperature(always_right, labels)
+
+
+def test_the_ensemble_gets_its_own_temperature_on_the_mean_of_its_calibrated_members(bundled_copy):
+    members = [open_run(bundled_copy / name) for name in ("efficientnet_lite2", "mobilenet_v2")]
+    found = ensemble_held_out(members)
+    mean = np.mean([temper(held_out_probs, run_temperature(run)[0])
+                    for run, held_out_probs in ((run, calibration_held_out(run, "val")[0]) for run in members)], 0)
+    assert found.temperature == pytest.approx(fit_temperature(mean, found.labels))
+    assert np.allclose(found.probs, temper(mean, found.temperature))
+    assert nll(found.probs, found.labels) < nll(mean, found.labels)

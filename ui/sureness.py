@@ -1,0 +1,95 @@
+"""How sure: the calibrated val predictions of a run or an ensemble, their prediction sets and abstain
+threshold (har_core.calibration), cached by the files they come from."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+
+from har_core import artifacts
+from har_core.artifacts import Run
+from har_core.calibration import (DEFAULT_TARGET_ACCURACY, REPORT, CalibrationError, HeldOut, PredictionSets,
+                                  ensemble_held_out, report_of, run_held_out, set_names, set_phrase)
+from ui.common import _file_stamp, model_stamp
+
+
+def _stamps(runs: list[Run]) -> tuple:
+    return tuple((model_stamp(run), _file_stamp(run, artifacts.predictions_file("val"))) for run in runs)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _held_out(paths: tuple[str, ...], stamps: tuple) -> HeldOut | str:
+    runs = [artifacts.open_run(path) for path in paths]
+    try:
+        return run_held_out(runs[0]) if len(runs) == 1 else ensemble_held_out(runs)
+    except CalibrationError as error:
+        return str(error)
+
+
+def held_out(runs: list[Run]) -> HeldOut | str:
+    """The calibrated val predictions of one run, or of the ensemble of several (its own temperature); a
+    one-line reason instead when they cannot be had."""
+    return _held_out(tuple(str(run.path) for run in runs), _stamps(runs))
+
+
+@st.cache_resource(show_spinner=False, max_entries=128)
+def _sets(paths: tuple[str, ...], stamps: tuple, coverage: float) -> PredictionSets | str:
+    found = _held_out(paths, stamps)
+    if isinstance(found, str):
+        return found
+    try:
+        return found.sets(coverage)
+    except CalibrationError as error:
+        return str(error)
+
+
+def prediction_sets(runs: list[Run], coverage: float) -> PredictionSets | str:
+    """Split conformal sets at `coverage`, calibrated on the val predictions of the run (or the ensemble)."""
+    return _sets(tuple(str(run.path) for run in runs), _stamps(runs), round(float(coverage), 4))
+
+
+def ensemble_temperature(runs: list[Run]) -> float:
+    """The ensemble's own temperature (1.0 for a single member or when it cannot be fitted)."""
+    found = held_out(runs) if len(runs) > 1 else None
+    return found.temperature if isinstance(found, HeldOut) else 1.0
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def _report(path: str, stamp: tuple) -> dict | None:
+    return report_of(artifacts.open_run(path))
+
+
+def calibration_report(run: Run) -> dict | None:
+    """The run's calibration.json (reliability, ECE/NLL/Brier before and after, coverage), None when missing or
+    stale."""
+    return _report(str(run.path), (model_stamp(run), _file_stamp(run, REPORT)))
+
+
+@dataclass
+class Sureness:
+    """What the page says beside an answer: each picture's prediction set and whether it is "not sure"."""
+
+    sets: list[list[str]] | None  # each picture's set, most likely first (None: no calibration to build it)
+    not_sure: list[bool]  # confidence below the threshold that kept DEFAULT_TARGET_ACCURACY on val
+    threshold: float | None
+    note: str = ""  # why sets or the threshold are missing
+
+    def words(self, i: int, coverage: float) -> str:
+        return f"{coverage:.0%} set: {set_phrase(self.sets[i])}" if self.sets is not None else ""
+
+
+def sureness(runs: list[Run], probs: np.ndarray, classes: list[str], coverage: float) -> Sureness:
+    """The prediction sets (at `coverage`) and "not sure" flags of calibrated `probs` from `runs` (one run, or
+    the ensemble of several), from their val predictions."""
+    found, sets = held_out(runs), prediction_sets(runs, coverage)
+    if isinstance(found, str):
+        return Sureness(None, [False] * len(probs), None, found)
+    threshold = _threshold(tuple(str(run.path) for run in runs), _stamps(runs))
+    names = set_names(sets.predict(probs), probs, classes) if not isinstance(sets, str) else None
+    return Sureness(names, [bool(p.max() < threshold) for p in probs], threshold, sets if isinstance(sets, str) else "")
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _threshold(paths: tuple[str, ...], stamps: tuple) -> float:
+    return _held_out(paths, stamps).threshold(DEFAULT_TARGET_ACCURACY)
