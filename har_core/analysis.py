@@ -31,13 +31,22 @@ def overview_table(runs: list[Run]) -> pd.DataFrame:
                              ignore_index=True) if rows else table
 
 
+METRIC_NAMES = {"accuracy": "accuracy", "top3_accuracy": "top-3 accuracy", "top5_accuracy": "top-5 accuracy",
+                "macro_precision": "macro precision", "macro_recall": "macro recall", "macro_f1": "macro F1",
+                "weighted_precision": "weighted precision", "weighted_recall": "weighted recall",
+                "weighted_f1": "weighted F1"}  # what a table header says for each metrics-file key
+
+
 def metrics_table(runs: list[Run], split: str) -> pd.DataFrame:
+    """The headline metrics of each run on a split (readable headers), the most accurate first."""
     rows = []
     for run in runs:
         metrics = run.metrics(split)
         if metrics is not None:
-            rows.append({"run": run.name, **summary(metrics)})
-    return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
+            rows.append({"run": run.name, **{METRIC_NAMES[k]: v for k, v in summary(metrics).items()}})
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).set_index("run").sort_values("accuracy", ascending=False, kind="stable")
 
 
 def per_class_f1_table(runs: list[Run], split: str) -> pd.DataFrame:

@@ -10,30 +10,50 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 FONT = dict(size=16)  # readable at projector size
+# one palette for every figure: 48 distinct colours, a class (or a run) keeps its colour on every page and filter
+PALETTE = px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
 
 
-def confusion_figure(metrics: dict, normalize: bool = False, title: str = "") -> go.Figure:
-    """Confusion matrix drawn as a grid of square markers, so that clicking a cell selects it."""
+def colours_of(names: list[str]) -> dict[str, str]:
+    """Each name's colour: its position in the full list (a data set's classes, the runs shown), never in a
+    filtered subset, so hiding some keeps the others' colours."""
+    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
+
+
+def confusion_figure(metrics: dict, normalize: bool = False, title: str = "", width: int | None = None) -> go.Figure:
+    """Confusion matrix drawn as a grid of square markers, so that clicking a cell selects it. Normalised, each
+    row shows the percentage of its true class. Every class is labelled on both axes; a clicked cell turns
+    amber and the others keep their colours and counts (plotly would fade them). `width` (pixels) sizes the
+    cells to fit a figure that wide (the report); else they fit a page column."""
     classes = metrics["classes"]
     counts = np.asarray(metrics["confusion_matrix"], dtype=float)
     rows = counts.sum(1, keepdims=True)
-    shown = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0) if normalize else counts
+    shown = 100 * np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0) if normalize else counts
     true, predicted = np.meshgrid(np.arange(len(classes)), np.arange(len(classes)), indexing="ij")
     true, predicted = true.ravel(), predicted.ravel()
     values = shown[true, predicted]
-    labels = [(f"{v:.2f}" if normalize else f"{int(v)}") if counts[t, p] else "" for v, t, p in zip(values, true, predicted)]
+    top = 100 if normalize else max(1, counts.max())
+    labels = [(f"{v:.0f}" if normalize else f"{int(v)}") if counts[t, p] else "" for v, t, p in zip(values, true, predicted)]
     hover = [f"true: {classes[t]}<br>predicted: {classes[p]}<br>{int(counts[t, p])} images "
              f"({counts[t, p] / max(rows[t, 0], 1):.0%} of {classes[t]})" for t, p in zip(true, predicted)]
-    cell = max(14, min(70, 560 // len(classes)))
+    label_px = 9 * max(len(c) for c in classes)  # the y tick labels, at the figure's font size
+    cell = max(14, min(70, (width - label_px - 120) // len(classes) if width else 560 // len(classes)))
     figure = go.Figure(go.Scatter(
         x=[classes[p] for p in predicted], y=[classes[t] for t in true], mode="markers+text", text=labels,
-        hovertext=hover, hoverinfo="text", textfont=dict(size=max(9, min(16, cell // 3))),
-        marker=dict(symbol="square", size=cell, color=values, colorscale="Blues", showscale=True,
-                    cmin=0, cmax=1 if normalize else max(1, counts.max()), line=dict(width=1, color="#e2e8f0"))))
+        hovertext=hover, hoverinfo="text",
+        textfont=dict(size=max(9, min(16, cell // 3)), color=["white" if v > 0.55 * top else "#0f172a" for v in values]),
+        marker=dict(symbol="square", size=cell, color=values, colorscale="Blues", showscale=True, cmin=0, cmax=top,
+                    colorbar=dict(title="% of row" if normalize else "images"), line=dict(width=1, color="#e2e8f0")),
+        selected=dict(marker=dict(color="#f59e0b", opacity=1)), unselected=dict(marker=dict(opacity=1))))
+    ticks = dict(categoryorder="array", categoryarray=classes, tickmode="array", tickvals=classes, ticktext=classes)
     figure.update_layout(title=title, xaxis_title="predicted", yaxis_title="true", font=FONT, plot_bgcolor="white",
-                         height=cell * len(classes) + 220, margin=dict(l=10, r=10, t=50, b=10),
-                         yaxis=dict(autorange="reversed", categoryorder="array", categoryarray=classes),
-                         xaxis=dict(categoryorder="array", categoryarray=classes, tickangle=-45), clickmode="event+select")
+                         height=cell * len(classes) + 220 + (6 * max(len(c) for c in classes) if width else 0),
+                         margin=dict(l=10, r=10, t=50, b=10), yaxis=dict(autorange="reversed", **ticks),
+                         xaxis=dict(tickangle=-45, **ticks), clickmode="event+select")
+    if width:
+        figure.update_layout(width=width)
+        figure.update_xaxes(tickfont=dict(size=12), tickangle=-60)
+        figure.update_yaxes(tickfont=dict(size=12))
     return figure
 
 
@@ -72,25 +92,54 @@ def probability_bars(probs: np.ndarray, classes: list[str], k: int = 5) -> str:
     return f'<div class="har-bars">{"".join(rows)}</div>'
 
 
-def learning_curves(histories: dict[str, list[dict]]) -> go.Figure:
+def thumbnail_uri(image, size: int = 96) -> str:
+    """A small JPEG of a picture as a data: URI, for a table's image column."""
+    import base64
+    import io
+    picture = image.convert("RGB")
+    picture.thumbnail((size, size))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def smooth(values: pd.Series, weight: float) -> np.ndarray:
+    """TensorBoard's smoothing: an exponential moving average, debiased so the first points are not pulled
+    towards zero. 0 keeps the values; 0.9 averages over about the last ten epochs."""
+    values = np.asarray(values, dtype=float)
+    if weight <= 0:
+        return values
+    average, out = 0.0, np.empty_like(values)
+    for i, value in enumerate(values):
+        average = weight * average + (1 - weight) * value
+        out[i] = average / (1 - weight ** (i + 1))
+    return out
+
+
+def learning_curves(histories: dict[str, list[dict]], smoothing: float = 0.0,
+                    names: list[str] | None = None) -> go.Figure:
+    """Loss, accuracy, val macro-F1 and learning rate per epoch of every run (solid: train, dashed: val),
+    smoothed as TensorBoard does; a star marks each run's best val epoch (unsmoothed). A run keeps its colour
+    from `names` (every run that could be shown), so hiding one recolours none."""
     panels = [("train_loss", "val_loss", "loss"), ("train_accuracy", "val_accuracy", "accuracy"),
               ("val_macro_f1", None, "val macro-F1"), ("lr", None, "learning rate")]
-    figure = make_subplots(rows=2, cols=2, subplot_titles=[p[2] for p in panels])
-    palette = px.colors.qualitative.Plotly
-    for i, (name, history) in enumerate(histories.items()):
+    figure = make_subplots(rows=2, cols=2, subplot_titles=[p[2] for p in panels], vertical_spacing=0.14)
+    colours = colours_of(names or list(histories))
+    for name, history in histories.items():
         frame = pd.DataFrame(history)
         if frame.empty:
             continue
-        color = palette[i % len(palette)]
+        color = colours[name]
         best = frame.loc[frame["val_accuracy"].idxmax()]
         for p, (first, second, _) in enumerate(panels):
             row, col = p // 2 + 1, p % 2 + 1
-            figure.add_scatter(x=frame["epoch"], y=frame[first], mode="lines+markers", name=name,
+            weight = 0.0 if first == "lr" else smoothing
+            figure.add_scatter(x=frame["epoch"], y=smooth(frame[first], weight), mode="lines+markers", name=name,
                                legendgroup=name, showlegend=p == 0, line=dict(color=color), row=row, col=col)
             if second:
-                figure.add_scatter(x=frame["epoch"], y=frame[second], mode="lines", name=f"{name} (val)",
-                                   legendgroup=name, showlegend=False, line=dict(color=color, dash="dash"),
-                                   row=row, col=col)
+                figure.add_scatter(x=frame["epoch"], y=smooth(frame[second], weight), mode="lines",
+                                   name=f"{name} (val)", legendgroup=name, showlegend=False,
+                                   line=dict(color=color, dash="dash"), row=row, col=col)
             if first in ("train_accuracy", "val_macro_f1"):
                 y = best["val_accuracy"] if first == "train_accuracy" else best["val_macro_f1"]
                 figure.add_scatter(x=[best["epoch"]], y=[y], mode="markers", marker=dict(symbol="star", size=16,
@@ -99,7 +148,7 @@ def learning_curves(histories: dict[str, list[dict]]) -> go.Figure:
     longest = max((len(h) for h in histories.values()), default=1)
     figure.update_xaxes(tick0=1, dtick=max(1, longest // 10), title_text="epoch")
     figure.update_yaxes(type="log", row=2, col=2)
-    figure.update_layout(font=FONT, height=720, legend=dict(orientation="h", y=-0.08))
+    figure.update_layout(font=FONT, height=760, legend=dict(orientation="h", y=-0.12), margin=dict(b=10))
     return figure
 
 
@@ -118,18 +167,20 @@ def size_scatter(sizes: pd.DataFrame) -> go.Figure:
 MAP_COLOURS = {"true class": "label", "predicted class": "predicted", "correct / wrong": "outcome", "split": "split"}
 
 
-def embedding_scatter(table: pd.DataFrame, colour: str = "true class", height: int = 640) -> go.Figure:
+def embedding_scatter(table: pd.DataFrame, colour: str = "true class", height: int = 640,
+                      classes: list[str] | None = None) -> go.Figure:
     """The embedding map: one WebGL point per image (fast at tens of thousands), one trace per colour
-    category; each point's customdata is its row in `table`, so a selection maps back to the images."""
+    category; each point's customdata is its row in `table`, so a selection maps back to the images. Classes
+    take their colour from `classes` (the run's class list), so a filter never recolours them."""
     column = MAP_COLOURS[colour]
     table = table.assign(outcome=np.where(table["correct"], "correct", "wrong"))
-    palette = px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
     fixed = {"correct": "#16a34a", "wrong": "#dc2626", "train": "#94a3b8", "val": "#2563eb", "test": "#f97316"}
+    fixed |= colours_of(classes or sorted(set(table["label"]) | set(table["predicted"])))
     figure = go.Figure()
-    for i, (value, part) in enumerate(table.groupby(column, sort=True)):
+    for value, part in table.groupby(column, sort=True):
         figure.add_trace(go.Scattergl(
             x=part["x"], y=part["y"], mode="markers", name=str(value), customdata=part.index.to_numpy(),
-            marker=dict(size=6 if len(table) < 3000 else 4, color=fixed.get(str(value), palette[i % len(palette)]),
+            marker=dict(size=6 if len(table) < 3000 else 4, color=fixed[str(value)],
                         opacity=0.8, line=dict(width=0)),
             text=part["filename"] + "<br>true: " + part["label"] + "<br>predicted: " + part["predicted"]
             + " (" + (part["confidence"] * 100).round().astype(int).astype(str) + "%)<br>split: " + part["split"],
@@ -144,8 +195,7 @@ def embedding_scatter(table: pd.DataFrame, colour: str = "true class", height: i
 def action_timeline(rows: dict[str, list], classes: list[str], seconds: float) -> go.Figure:
     """One row per model (and the ensemble): each segment a bar coloured by its class, hover with confidence.
     `rows`: name -> segments (har_core.timeline.Segment), drawn top to bottom in the given order."""
-    palette = px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
-    colour = {c: palette[i % len(palette)] for i, c in enumerate(classes)}
+    colour = colours_of(classes)
     figure, legend = go.Figure(), set()
     for name, segments in rows.items():
         for segment in segments:
@@ -163,37 +213,42 @@ def action_timeline(rows: dict[str, list], classes: list[str], seconds: float) -
     return figure
 
 
-def _run_colours(names: list[str]) -> dict[str, str]:
-    palette = px.colors.qualitative.Plotly
-    return {name: palette[i % len(palette)] for i, name in enumerate(names)}
-
-
-def reliability_figure(bins: dict[str, dict[str, pd.DataFrame]]) -> go.Figure:
-    """Reliability diagrams overlaid: for each run (one colour) the accuracy of each confidence bin against its
-    mean confidence, before (dotted, hollow) and after (solid) temperature scaling. On the diagonal a model is as
-    right as it is sure; below it, over-confident. Marker area follows the pictures in the bin."""
-    figure = go.Figure()
-    figure.add_scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated",
-                       line=dict(color="#94a3b8", dash="dash", width=2), hoverinfo="skip")
-    colours = _run_colours(list(bins))
-    for name, stages in bins.items():
-        for stage, frame in stages.items():
+def reliability_figure(bins: dict[str, dict[str, pd.DataFrame]], columns: int = 4) -> go.Figure:
+    """Reliability diagrams, one small panel per run: the accuracy of each confidence bin against its mean
+    confidence, before (grey, dotted) and after (the run's colour) temperature scaling. On the diagonal a model
+    is right as often as it is sure; below it, over-confident. Marker area follows the pictures in the bin."""
+    names = list(bins)
+    columns = max(1, min(columns, len(names)))
+    rows = -(-len(names) // columns)
+    figure = make_subplots(rows=rows, cols=columns, subplot_titles=names, horizontal_spacing=0.05,
+                           vertical_spacing=0.12 if rows > 1 else 0.1, shared_xaxes=True, shared_yaxes=True)
+    colours = colours_of(names)
+    for i, name in enumerate(names):
+        row, col = i // columns + 1, i % columns + 1
+        figure.add_scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated", legendgroup="diagonal",
+                           showlegend=i == 0, line=dict(color="#94a3b8", dash="dash", width=1.5), hoverinfo="skip",
+                           row=row, col=col)
+        for stage, frame in bins[name].items():
             frame = frame[frame["count"] > 0]
             after = stage == "after"
-            size = 6 + 18 * np.sqrt(frame["count"] / max(1, frame["count"].max()))
+            colour = colours[name] if after else "#64748b"
+            size = 5 + 14 * np.sqrt(frame["count"] / max(1, frame["count"].max()))
             figure.add_scatter(
-                x=frame["confidence"], y=frame["accuracy"], mode="lines+markers", name=f"{name} · {stage}",
-                legendgroup=name, line=dict(color=colours[name], width=3 if after else 2, dash=None if after else "dot"),
-                marker=dict(size=size, color=colours[name] if after else "white",
-                            line=dict(color=colours[name], width=2)),
+                x=frame["confidence"], y=frame["accuracy"], mode="lines+markers",
+                name="after temperature scaling" if after else "before (raw)", legendgroup=stage,
+                showlegend=i == 0, line=dict(color=colour, width=3 if after else 1.5, dash=None if after else "dot"),
+                marker=dict(size=size, color=colour if after else "white", line=dict(color=colour, width=1.5)),
                 hovertext=[f"{name} {stage}: {int(c)} pictures sure {m:.0%}, right {a:.0%}"
-                           for c, m, a in zip(frame["count"], frame["confidence"], frame["accuracy"])], hoverinfo="text")
-    figure.update_layout(font=FONT, height=560, xaxis_title="confidence (mean of the bin)", yaxis_title="accuracy",
-                         xaxis=dict(range=[0, 1.02], tickformat=".0%"), yaxis=dict(range=[0, 1.02], tickformat=".0%"),
-                         legend=dict(orientation="h", y=-0.18), margin=dict(l=10, r=10, t=30, b=10),
-                         plot_bgcolor="white")
-    figure.update_xaxes(gridcolor="#e2e8f0")
-    figure.update_yaxes(gridcolor="#e2e8f0")
+                           for c, m, a in zip(frame["count"], frame["confidence"], frame["accuracy"])],
+                hoverinfo="text", row=row, col=col)
+    figure.update_xaxes(range=[0, 1.02], tickformat=".0%", gridcolor="#e2e8f0", dtick=0.25)
+    figure.update_yaxes(range=[0, 1.02], tickformat=".0%", gridcolor="#e2e8f0", dtick=0.25)
+    for col in range(1, columns + 1):
+        figure.update_xaxes(title_text="confidence", row=rows, col=col)
+    for row in range(1, rows + 1):
+        figure.update_yaxes(title_text="accuracy", row=row, col=1)
+    figure.update_layout(font=FONT, height=120 + 300 * rows, plot_bgcolor="white", margin=dict(l=10, r=10, t=40, b=10),
+                         legend=dict(orientation="h", y=1.02 + 0.06 / rows, yanchor="bottom", x=0))
     return figure
 
 
@@ -202,7 +257,7 @@ def risk_coverage_figure(curves: dict[str, pd.DataFrame], chosen: dict[str, tupl
     """Accuracy of the answers kept against the share kept, as the confidence threshold rises (right to left);
     a star marks each run's threshold (found on val) where it lands on these pictures."""
     figure = go.Figure()
-    colours = _run_colours(list(curves))
+    colours = colours_of(list(curves))
     for name, curve in curves.items():
         step = max(1, len(curve) // 400)  # a few hundred points draw the same line
         shown = curve.iloc[::step]

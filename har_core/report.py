@@ -33,7 +33,7 @@ SECTIONS = ("Comparison", "F1 per class", "Confusion matrices", "Calibration", "
             "Most confident mistakes", "Data set")
 STYLE = """body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1200px;color:#0f172a;padding:0 1rem}
 h1{margin-bottom:.2rem} h2{border-bottom:2px solid #e2e8f0;padding-bottom:.3rem;margin-top:2.5rem}
-table{border-collapse:collapse;font-size:.95rem} td,th{border:1px solid #e2e8f0;padding:.3rem .6rem;text-align:right}
+.table{overflow-x:auto;max-width:100%} table{border-collapse:collapse;font-size:.9rem} td,th{border:1px solid #e2e8f0;padding:.3rem .6rem;text-align:right}
 th{background:#f1f5f9} td:first-child,th:first-child{text-align:left}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:1rem}
 .grid.wide{grid-template-columns:repeat(auto-fill,minmax(560px,1fr))}
@@ -55,7 +55,9 @@ def picture_html(image: Image.Image, caption: str, size: int = 320) -> str:
 
 
 def table_html(frame: pd.DataFrame) -> str:
-    return frame.to_html(float_format=lambda v: f"{v:.3f}", na_rep="–", border=0, escape=True)
+    """A table that scrolls sideways inside the page rather than running off it."""
+    return ('<div class="table">' + frame.to_html(float_format=lambda v: f"{v:.3f}", na_rep="–", border=0,
+                                                   escape=True) + "</div>")
 
 
 def mistakes_html(runs: list[Run], data_root: Path | None, split: str, per_model: int,
@@ -134,13 +136,13 @@ def build_report(runs: list[Run], data_root: Path | None = None, split: str = "t
     on_step("Comparison")
     table = metrics_table(runs, split)
     overview = overview_table(runs).set_index("run")[["architecture", "pretrained", "input size", "parameters (M)"]]
-    headline = [c for c in ("accuracy", "top3_accuracy", "macro_precision", "macro_recall", "macro_f1") if c in table]
-    comparison = overview.join(table[headline], how="left") if not table.empty else overview
+    headline = [c for c in ("accuracy", "top-3 accuracy", "macro precision", "macro recall", "macro F1") if c in table]
+    comparison = (overview.join(table[headline], how="left") if not table.empty else overview).rename_axis(None)
     bars = overview_table(runs).dropna(subset=["test accuracy"])
     sections["Comparison"] = table_html(comparison) + (figure_html(accuracy_bars(bars)) if len(bars) else "")
     f1 = per_class_f1_table(runs, split)
     sections["F1 per class"] = figure_html(f1_heatmap(f1)) if not f1.empty else f"<p>No {split} metrics.</p>"
-    matrices = [figure_html(confusion_figure(m, normalize=True, title=run.name))
+    matrices = [figure_html(confusion_figure(m, normalize=True, title=run.name, width=580))
                 for run in runs if (m := run.metrics(split)) is not None]
     sections["Confusion matrices"] = f'<div class="grid wide">{"".join(matrices)}</div>' if matrices \
         else f"<p>No {split} metrics.</p>"

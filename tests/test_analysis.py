@@ -94,7 +94,10 @@ def test_confusion_figure_has_one_clickable_point_per_cell(runs):
     counts = np.array(metrics["confusion_matrix"])
     assert sum(int(t) for t in trace.text if t) == counts.sum()
     normalized = plots.confusion_figure(metrics, normalize=True).data[0]
-    assert max(normalized.marker.color) <= 1.0
+    rows = counts.sum(1, keepdims=True)
+    assert np.allclose(np.reshape(normalized.marker.color, counts.shape), 100 * counts / rows)  # % of each row
+    assert list(figure.layout.xaxis.tickvals) == CLASSES == list(figure.layout.yaxis.tickvals)  # every class named
+    assert trace.unselected.marker.opacity == 1  # a click marks its cell and fades none
 
 
 def test_learning_curves_mark_the_best_epoch(runs):

@@ -1,7 +1,9 @@
 """Every page of the app, driven headlessly with Streamlit's AppTest on tiny trained runs."""
+import json
 import re
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -192,8 +194,9 @@ def test_runs_and_images_behind_symlinks_out_of_the_roots_are_refused(tiny_runs,
     assert any("mobilenet_v2" in e.value and "outside the allowed runs folder" in e.value for e in at.sidebar.error)
     at.switch_page("views/predict.py")
     at.run()
-    samples = at.selectbox(key="predict_sample").options
-    assert len(samples) > 1 and hostile not in samples and "../outside/secret.jpg" not in samples
+    samples = at.selectbox(key="predict_sample").options  # shown as "class · file name"
+    names = [option.split(" · ")[-1] for option in samples[1:]]
+    assert len(names) > 1 and hostile.rsplit("/", 1)[-1] not in names and "secret.jpg" not in names
     at.switch_page("views/dataset.py")
     at.run()
     assert not at.exception
@@ -210,12 +213,59 @@ def test_free_paths_only_when_the_operator_opts_in(tiny_runs, kaggle_data, monke
     assert sorted(at.dataframe[0].value["run"]) == ["custom_cnn", "mobilenet_v2"]
 
 
-def test_training_and_dataset_pages_render(app):
+def plotted(values) -> list[float]:
+    """A trace's numbers as the page sent them (plotly sends numpy arrays as base64 typed arrays)."""
+    if isinstance(values, dict):
+        import base64
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).tolist()
+    return list(values)
+
+
+def test_training_and_dataset_pages_render(app, tiny_runs):
     at = open_page(app, "training")
-    assert len(at.dataframe[0].value) == 2
+    table = at.dataframe[0].value.set_index("run")
+    assert len(table) == 2
+    for name in ("custom_cnn", "mobilenet_v2"):  # the metrics files' numbers, beside the curve's (#25.14)
+        stored = json.loads((tiny_runs / name / "metrics_val.json").read_text())["accuracy"]
+        assert table.loc[name, "val accuracy, kept weights"] == pytest.approx(stored)
+
+    def curves(at):  # the loss panel's train curve of each run shown
+        import plotly.io
+        figure = plotly.io.from_json(at.get("plotly_chart")[0].proto.spec)
+        return {t.name: t for t in figure.data if t.name in ("custom_cnn", "mobilenet_v2") and t.xaxis == "x"}
+    before = curves(at)
+    at.pills(key="training_runs").set_value(["custom_cnn"]).run()  # hide a run: the other keeps its colour
+    after = curves(at)
+    assert list(after) == ["custom_cnn"] and len(at.dataframe[0].value) == 1
+    assert after["custom_cnn"].line.color == before["custom_cnn"].line.color != before["mobilenet_v2"].line.color
+    at.slider(key="training_smoothing").set_value(0.9).run()
+    raw, smoothed = plotted(after["custom_cnn"].y), plotted(curves(at)["custom_cnn"].y)
+    assert smoothed[0] == pytest.approx(raw[0])  # debiased: the first epoch stays
+    assert smoothed[1] == pytest.approx((0.9 * 0.1 * raw[0] + 0.1 * raw[1]) / (1 - 0.81)) != raw[1]
     at = open_page(at, "dataset")
     assert [m.value for m in at.metric][:2] == ["36", "3"]
     assert at.metric[2].value == "2"  # the broken and the missing file
+
+
+def test_predict_counts_agreement_among_the_members_and_gives_several_pictures_a_row_each(app, kaggle_data):
+    """#25.11: models outside the ensemble are not counted; several pictures get a row each, with a thumbnail
+    and the ensemble's answer before the models'; the samples say their class."""
+    at = open_page(app, "predict")
+    sample = at.selectbox(key="predict_sample")
+    assert all(" · " in option for option in sample.options[1:])  # "class · file name"
+    at = sample.set_value(sample.options[1]).run()
+    at.multiselect(key="predict_ensemble").set_value(["mobilenet_v2"]).run()
+    agreement = next(m for m in at.metric if m.label == "Agreement")
+    assert agreement.value == "100%" and agreement.delta.startswith("1/1 members say")
+    at.selectbox(key="predict_sample").set_value("—").run()
+    uploader = at.file_uploader(key="predict_upload")
+    for picture in sorted((kaggle_data / "test").glob("*.jpg"))[:2]:
+        uploader.upload(picture.name, picture.read_bytes(), "image/jpeg")
+    at.run()
+    table = at.dataframe[0].value
+    assert list(table.columns[:3]) == ["picture", "image", "ensemble"] and len(table) == 2
+    assert all(uri.startswith("data:image/jpeg;base64,") for uri in table["picture"])
+    assert not at.exception
 
 
 def test_predict_shows_each_models_similar_training_images_and_their_vote(app):

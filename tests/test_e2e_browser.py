@@ -141,6 +141,9 @@ def test_every_page_upload_predict_gradcam_and_confusion_cell(server, page, tmp_
     after = page.get_by_text("image(s) with true").inner_text()
     assert "predicted as" in after
     assert after != before, "selecting a cell should list that cell's samples"
+    opacities = page.locator("[class*='st-key-confusion'] .point").evaluate_all(
+        "points => points.map(p => parseFloat(getComputedStyle(p).opacity))")
+    assert opacities and min(opacities) == 1  # no cell faded after the click (#25.7)
     shot(page, "4_evaluate")
 
     for name in ("mistakes", "training", "dataset"):
@@ -311,7 +314,7 @@ def test_the_report_opens_offline_with_every_section_drawn(tiny_runs, kaggle_dat
 
 
 def test_presentation_link_and_explain_maps_redrawn_without_recomputing(server, page, tmp_path):
-    """?present=1 collapses the sidebar and stacks the model cards; on Explain, the opacity slider and the
+    """?present=1 collapses the sidebar, enlarges the answer and keeps the model cards side by side; on Explain, the opacity slider and the
     class redraw every map (bench.classroom times the same steps on the bundled runs)."""
     from bench.classroom import explain_round
     photo = tmp_path / "photo.jpg"
@@ -324,7 +327,10 @@ def test_presentation_link_and_explain_maps_redrawn_without_recomputing(server, 
     page.locator("[class*='st-key-card_']").nth(1).wait_for()
     settle(page)
     first, second = (page.locator("[class*='st-key-card_']").nth(i).bounding_box() for i in (0, 1))
-    assert first["x"] == second["x"] and second["y"] > first["y"]  # one model per row
+    assert first["y"] == second["y"] and second["x"] > first["x"] + first["width"] / 2  # side by side (#25.5)
+    assert first["height"] < 900 and first["width"] > 400  # a card fits a screen, the page its whole width
+    answer = page.locator("[data-testid='stMetricValue']").first
+    assert float(answer.evaluate("e => getComputedStyle(e).fontSize").rstrip("px")) >= 56  # the answer large
     assert "present=1" in page.url
     shot(page, "11_presentation")
     page.goto(f"{server.url}/explain")

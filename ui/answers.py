@@ -11,7 +11,8 @@ from har_core.data import read_manifest
 from har_core.imaging import ImageError, image_digest, load_image, safe_name
 from har_core.inference import LoadedModel, Prediction, predict_all
 from ui.choices import follow_link, share_view
-from ui.common import IMAGE_TYPES, Selection, _file_stamp, _inside_or_none, config, data_file, friendly, model_stamp
+from ui.common import (IMAGE_TYPES, Selection, _file_stamp, _inside_or_none, config, data_file, friendly, model_stamp,
+                       thumb)
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
@@ -63,18 +64,19 @@ def read_uploads(files) -> tuple[list, list[str]]:
 
 
 @st.cache_data(show_spinner=False, ttl=60, max_entries=16)
-def _sample_files(manifest_path: str, stamp: float, data_root: str, limit: int) -> list[str]:
+def _sample_files(manifest_path: str, stamp: float, data_root: str, limit: int) -> dict[str, str]:
     manifest = read_manifest(Path(manifest_path))
-    files = manifest.loc[manifest["split"] == "test", "filename"].tolist()[:limit]
+    test = manifest[manifest["split"] == "test"].head(limit).sort_values(["label", "filename"], kind="stable")
     root = Path(data_root)
-    return [f for f in files if (path := _inside_or_none(root, f)) is not None and path.is_file()]
+    return {f: label for f, label in zip(test["filename"], test["label"])
+            if (path := _inside_or_none(root, f)) is not None and path.is_file()}
 
 
-def sample_files(selection: Selection, limit: int = 200) -> list[str]:
-    """Test-split images of the first run (when the image folder is known) to pick as samples; the folder is
-    checked at most once a minute, not on every rerun."""
+def sample_files(selection: Selection, limit: int = 200) -> dict[str, str]:
+    """Test-split images of the first run (when the image folder is known) to pick as samples, each with its
+    class, grouped by class; the folder is checked at most once a minute, not on every rerun."""
     if selection.data_root is None or not selection.runs or not selection.runs[0].has(artifacts.MANIFEST):
-        return []
+        return {}
     run = selection.runs[0]
     return _sample_files(str(run.path / artifacts.MANIFEST), _file_stamp(run, artifacts.MANIFEST),
                          str(selection.data_root), limit)
@@ -90,9 +92,14 @@ def image_source(selection: Selection, key: str, multiple: bool = True) -> tuple
         shot = st.camera_input("Take a photo", key=f"{key}_camera") if st.toggle("Use the camera", key=f"{key}_cam_on") else None
     with tabs[2]:
         samples = sample_files(selection)
-        follow_link("sample", f"{key}_sample", samples)
-        picked = st.selectbox("Sample from the test split", ["—"] + samples, key=f"{key}_sample",
-                              disabled=not samples, help=None if samples else "Set an image folder in the sidebar.")
+        follow_link("sample", f"{key}_sample", list(samples))
+        left, right = st.columns([4, 1])
+        picked = left.selectbox(
+            "Sample from the test split", ["—"] + list(samples), key=f"{key}_sample", disabled=not samples,
+            format_func=lambda f: f"{samples[f].replace('_', ' ')} · {f.rsplit('/', 1)[-1]}" if f in samples else f,
+            help="Grouped by true class." if samples else "Set an image folder in the sidebar.")
+        if picked != "—" and (picture := thumb(selection, picked, 120)) is not None:
+            right.image(picture, caption=samples[picked].replace("_", " "))
     images, names = read_uploads(files)
     if shot is not None:
         more, more_names = read_uploads([shot])

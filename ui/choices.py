@@ -91,7 +91,7 @@ def sidebar() -> Selection:
         st.session_state["keep_backend"] = kept
         was = presenting()
         present = _remembered(st.toggle, "Presentation mode", "present", False,
-                              help="Sidebar collapsed, larger type, one model per row. Link: add ?present=1.")
+                              help="Sidebar collapsed, larger type, the whole screen width. Link: add ?present=1.")
         if present != was:
             st.rerun()  # app.py sets the sidebar's state before the page runs
         runs, left_out = one_class_list([run for run in found if run.name in chosen])

@@ -223,14 +223,15 @@ def dataset(root: Path) -> dict:
 
 PRESENTATION_CSS = """<style>
 html { font-size: 21px; }
-[data-testid="stMainBlockContainer"] { max-width: 1200px; padding-top: 2rem; }
+[data-testid="stMainBlockContainer"] { max-width: 100%; padding: 1.5rem 2.5rem 0 2.5rem; }
 [data-testid="stMarkdownContainer"] p, [data-testid="stCaptionContainer"] { font-size: 1.05rem; }
+[data-testid="stMetricValue"] { font-size: 3rem; line-height: 1.15; }
 .har-bars { font-size: 1.15rem; }
 </style>"""
 
 
 def presenting() -> bool:
-    """Presentation mode (sidebar toggle or ?present=1): sidebar collapsed, larger type, one model per row."""
+    """Presentation mode (sidebar toggle or ?present=1): sidebar collapsed, larger type, the whole width."""
     if st.query_params.get("present") in ("1", "true") and st.session_state.get("_link_present") is None:
         st.session_state["_link_present"] = "1"
         st.session_state["keep_present"] = True
@@ -238,8 +239,9 @@ def presenting() -> bool:
 
 
 def model_columns(count: int) -> list:
-    """The grid that holds one card per model: three per row, one per row in presentation mode."""
-    return st.columns(1 if presenting() else min(3, max(1, count)))
+    """The grid that holds one card per model: up to three per row, also in presentation mode (which uses the
+    screen's whole width, so a card stays a third of it and fits a screen's height)."""
+    return st.columns(min(3, max(1, count)))
 
 
 def need_runs(selection: Selection) -> None:

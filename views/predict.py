@@ -6,7 +6,7 @@ from har_core.analysis import agreement
 from har_core.backend import LABELS
 from har_core.calibration import DEFAULT_TARGET_ACCURACY
 from har_core.inference import ensemble
-from har_core.plots import probability_bars
+from har_core.plots import probability_bars, thumbnail_uri
 
 selection = ui.sidebar()
 st.title("🔮 Predict & compare")
@@ -52,15 +52,16 @@ NOT_SURE = ("not sure: below {:.0%}, the confidence above which its answers on v
 if len(images) == 1:
     left, right = st.columns([1, 3])
     left.image(images[0], caption=names[0], width="stretch")
-    winners = [classes[int(p.probs[0].argmax())] for p in predictions]
+    winners = [classes[int(p.probs[0].argmax())] for p in predictions if p.model in members]  # the members'
     label, share = agreement(winners, prefer=classes[int(mean[0].argmax())])
     with right:
         a, b, c = st.columns(3)
         a.metric("Ensemble", classes[int(mean[0].argmax())].replace("_", " "),
                  f"{mean[0].max():.0%} confidence" + (" · not sure" if sure_ensemble.not_sure[0] else ""),
                  delta_color="off", help=f"mean calibrated probability of {', '.join(members)}")
-        b.metric("Agreement", f"{share:.0%}", f"{sum(w == label for w in winners)}/{len(winners)} say {label.replace('_', ' ')}",
-                 delta_color="off")
+        b.metric("Agreement", f"{share:.0%}",
+                 f"{sum(w == label for w in winners)}/{len(winners)} members say {label.replace('_', ' ')}",
+                 delta_color="off", help="Among the ensemble's members: the models outside it are not counted.")
         c.metric("Model time", f"{sum(p.seconds for p in predictions) * 1000:.0f} ms",
                  help="The forward passes, measured when this image was first predicted (then cached).")
     st.caption(" · ".join(filter(None, [f"Ensemble of {len(members)}: {', '.join(members)}",
@@ -90,20 +91,21 @@ if len(images) == 1:
                                   prediction.probs[0], k)
 else:
     rows = []
-    for j, name in enumerate(names):
-        row = {"image": name}
+    for j, name in enumerate(names):  # a row per picture: its thumbnail, the ensemble's answer first
+        row = {"picture": thumbnail_uri(images[j]), "image": name,
+               "ensemble": f"{classes[int(mean[j].argmax())]} ({mean[j].max():.0%})" + (
+                   " ?" if sure_ensemble.not_sure[j] else "")}
+        if sure_ensemble.sets is not None:
+            row[f"ensemble {coverage:.0%} set"] = " | ".join(sure_ensemble.sets[j])
         for prediction in predictions:
             probs = prediction.probs[j]
             unsure = " ?" if sure[prediction.model].not_sure[j] else ""
             row[prediction.model] = f"{classes[int(probs.argmax())]} ({probs.max():.0%}){unsure}"
-        row["ensemble"] = f"{classes[int(mean[j].argmax())]} ({mean[j].max():.0%})" + (
-            " ?" if sure_ensemble.not_sure[j] else "")
-        if sure_ensemble.sets is not None:
-            row[f"ensemble {coverage:.0%} set"] = " | ".join(sure_ensemble.sets[j])
         rows.append(row)
     table = pd.DataFrame(rows)
-    st.dataframe(table, hide_index=True, width="stretch")
+    st.dataframe(table, hide_index=True, width="stretch", row_height=72,
+                 column_config={"picture": st.column_config.ImageColumn("picture", width="small")})
     st.caption("Calibrated confidences; \"?\": not sure (below the confidence above which the model's val answers "
                f"were {DEFAULT_TARGET_ACCURACY:.0%} right)." + (f" {sure_ensemble.note}" if sure_ensemble.note else ""))
-    st.download_button("⬇️ Download as CSV", table.to_csv(index=False), "predictions.csv", "text/csv")
-    st.image(images, caption=names, width=160)
+    st.download_button("⬇️ Download as CSV", table.drop(columns="picture").to_csv(index=False), "predictions.csv",
+                       "text/csv")

@@ -17,12 +17,37 @@ histories = {name: h for name, h in histories.items() if h}
 if not histories:
     st.info("No training history in the selected runs.")
     st.stop()
-st.plotly_chart(learning_curves(histories), width="stretch")
+left, right = st.columns([3, 1])
+shown = left.pills("Runs", list(histories), selection_mode="multi", default=list(histories), key="training_runs",
+                   help="Click a run to hide or show its curves; every run keeps its colour.")
+smoothing = right.slider("Smoothing", 0.0, 0.95, 0.0, 0.05, key="training_smoothing",
+                         help="TensorBoard's: an exponential moving average of each curve (0: the epochs as they "
+                              "were). The stars and the table stay unsmoothed.")
+if not shown:
+    st.info("Choose at least one run above.")
+    st.stop()
+st.plotly_chart(learning_curves({n: histories[n] for n in shown}, smoothing, names=list(histories)),
+                width="stretch", key="training_curves")
 rows = []
-for name, history in histories.items():
-    frame = pd.DataFrame(history)
+for name in shown:
+    run, frame = selection.run(name), pd.DataFrame(histories[name])
     best = frame.loc[frame["val_accuracy"].idxmax()]
+    ema = run.card.get("recipe", {}).get("ema_decay", 0) or 0
+    val, test = ui.metrics(run, "val"), ui.metrics(run, "test")
     rows.append({"run": name, "epochs": len(frame), "best epoch": int(best["epoch"]),
-                 "best val accuracy": best["val_accuracy"], "val macro-F1 there": best["val_macro_f1"],
+                 "val accuracy while training": best["val_accuracy"],
+                 "val accuracy, kept weights": val["accuracy"] if val else None,
+                 "test accuracy, kept weights": test["accuracy"] if test else None,
+                 "weights": f"EMA {ema:g}" if ema else "as trained",
+                 "TTA in the metrics": "flip" if (test or val or {}).get("tta") else "none",
                  "minutes": round(frame.get("seconds", pd.Series([0])).sum() / 60, 1)})
-st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
+    "val accuracy while training": st.column_config.NumberColumn(
+        format="%.3f", help="Measured at the end of the best epoch during training: no TTA, on the weights "
+                            "validated then (the EMA weights when the recipe keeps an EMA)."),
+    "val accuracy, kept weights": st.column_config.NumberColumn(
+        format="%.3f", help="metrics_val.json: the kept (best-epoch) weights evaluated after training, with flip "
+                            "TTA when the recipe uses it — so it can differ from the column before."),
+    "test accuracy, kept weights": st.column_config.NumberColumn(format="%.3f", help="metrics_test.json, as above.")})
+st.caption("Two val accuracies per run, on purpose: the curve's is measured while training (no TTA); the metrics "
+           "files' is the kept weights evaluated once training ended (flip TTA where the recipe uses it).")
