@@ -28,6 +28,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from har_imaging import IMAGE_SUFFIXES, ImageError, load_image  # noqa: E402
 
+TEMPERATURE_RANGE = (0.05, 20.0)  # har_core.calibration.TEMPERATURE_RANGE: outside it a card's T is refused
 RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST,
             "lanczos": Image.LANCZOS}
 
@@ -57,10 +58,13 @@ class Model:
         self.std = np.array(self.card["std"], dtype=np.float32).reshape(3, 1, 1)
         self.temperature, self.note = 1.0, "" if calibrated else "raw probabilities (asked for)"
         temperature = (self.card.get("calibration") or {}).get("temperature")
-        if calibrated and isinstance(temperature, (int, float)) and 0.05 <= temperature <= 20:
+        low, high = TEMPERATURE_RANGE
+        if calibrated and isinstance(temperature, (int, float)) and low <= temperature <= high:
             self.temperature = float(temperature)
-        elif calibrated:
+        elif calibrated and temperature is None:
             self.note = "not calibrated (no temperature on card.json): raw probabilities"
+        elif calibrated:
+            self.note = f"the temperature on card.json ({temperature!r}) is not a number in [{low}, {high}]: raw probabilities"
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         """Shorter side to floor(size / crop_pct), centre crop, [0, 1], normalise: timm's eval transform."""

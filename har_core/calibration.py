@@ -102,7 +102,7 @@ def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = BINS) -> pd.D
     """The reliability diagram's bins: confidence range, pictures in it, their mean confidence and accuracy."""
     confidence, correct = probs.max(1), probs.argmax(1) == np.asarray(labels)
     edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)  # (lo, hi], as ECE bins them
+    which = np.digitize(confidence, edges[1:-1])  # [lo, hi), as torchmetrics' ECE bins them (1.0: the last bin)
     rows = [{"low": edges[b], "high": edges[b + 1], "count": int((which == b).sum()),
              "confidence": float(confidence[which == b].mean()) if (which == b).any() else np.nan,
              "accuracy": float(correct[which == b].mean()) if (which == b).any() else np.nan} for b in range(bins)]
@@ -147,9 +147,10 @@ class PredictionSets:
     def fit(cls, probs: np.ndarray, labels: np.ndarray, coverage: float = DEFAULT_COVERAGE) -> "PredictionSets":
         coverage = check_coverage(coverage)
         labels = np.asarray(labels)
-        if len(labels) < 1 / (1 - coverage) - 1:
+        need = int(np.floor(1 / (1 - coverage) - 1 + 1e-9)) + 1  # fewer: the smallest p-value 1/(n+1) ≥ α,
+        if len(labels) < need:                                       # so every set would hold every class
             raise CalibrationError(f"{len(labels)} held-out pictures cannot calibrate {coverage:.1%} sets "
-                                   f"(need at least {int(np.ceil(1 / (1 - coverage) - 1))})")
+                                   f"(need at least {need})")
         from crepes import ConformalClassifier
         scores_of_truth = set_scores(probs)[np.arange(len(labels)), labels]
         return cls(coverage, len(labels), ConformalClassifier().fit(scores_of_truth))
@@ -199,10 +200,12 @@ def risk_coverage(probs: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
 
 
 def abstain_threshold(probs: np.ndarray, labels: np.ndarray, accuracy: float = DEFAULT_TARGET_ACCURACY) -> float:
-    """The lowest confidence threshold whose kept answers reach `accuracy` (on the held-out predictions given);
-    1.0 when none does."""
-    curve = risk_coverage(probs, labels)
-    reaching = curve[curve["accuracy"] >= accuracy]
+    """The lowest confidence threshold whose kept answers (every picture at least that sure, ties included)
+    reach `accuracy` on the held-out predictions given, keeping at least MIN_PICTURES of them; 1.0 (answer
+    nothing) when none does."""
+    curve = risk_coverage(probs, labels).drop_duplicates("threshold", keep="last")  # a threshold keeps all its ties
+    kept = curve["coverage"] * len(labels)
+    reaching = curve[(curve["accuracy"] >= accuracy) & (kept >= min(MIN_PICTURES, len(labels)))]
     return float(reaching["threshold"].iloc[-1]) if len(reaching) else 1.0
 
 
@@ -230,10 +233,15 @@ def held_out(run: Run, split: str) -> tuple[np.ndarray, np.ndarray]:
 def calibrate_run(run: Run, coverage: float = DEFAULT_COVERAGE) -> dict:
     """Fit the run's temperature on its val predictions, measure before/after on val and test, write
     calibration.json and the temperature on the card. Returns the report."""
-    val_probs, val_labels = held_out(run, "val")
-    temperature = fit_temperature(val_probs, val_labels)
+    try:
+        val_probs, val_labels = held_out(run, "val")
+        temperature = fit_temperature(val_probs, val_labels)
+    except CalibrationError:
+        forget_calibration(run)  # an older temperature would no longer describe these predictions
+        raise
     report = {"run": run.name, "temperature": temperature, "fitted_on": "val", "manifest_sha256": manifest_digest(run),
-              "classes": run.classes, "bins": BINS, "coverage": coverage, "splits": {}}
+              "val_predictions_sha256": val_digest(run), "classes": run.classes, "bins": BINS, "coverage": coverage,
+              "splits": {}}
     try:
         sets = PredictionSets.fit(temper(val_probs, temperature), val_labels, coverage)
     except CalibrationError as error:  # too few val pictures for sets: the temperature still holds
@@ -251,20 +259,38 @@ def calibrate_run(run: Run, coverage: float = DEFAULT_COVERAGE) -> dict:
             "sets": set_report(sets.predict(calibrated), labels, run.classes) if sets else None}
     fileio.write_json(run.path / REPORT, report)
     card = dict(run.card, calibration={"temperature": temperature, "fitted_on": "val", "n": int(len(val_labels)),
-                                       "manifest_sha256": report["manifest_sha256"]})
+                                       "manifest_sha256": report["manifest_sha256"],
+                                       "val_predictions_sha256": report["val_predictions_sha256"]})
     fileio.write_json(run.path / artifacts.CARD, card)
     run.card = card
     return report
 
 
+def val_digest(run: Run) -> str:
+    name = artifacts.predictions_file("val")
+    return fileio.file_sha256(run.path / name) if run.has(name) else ""
+
+
+def forget_calibration(run: Run) -> None:
+    """Take a run's temperature off its card and delete its report (a refit failed: raw probabilities)."""
+    if "calibration" in run.card:
+        run.card = {k: v for k, v in run.card.items() if k != "calibration"}
+        fileio.write_json(run.path / artifacts.CARD, run.card)
+    (run.path / REPORT).unlink(missing_ok=True)
+
+
 def run_temperature(run: Run) -> tuple[float, str]:
     """The temperature every page applies to the run's probabilities, and "" — or 1.0 and one line saying why
-    the raw probabilities are shown (never calibrated, or calibrated on another split or class list)."""
+    the raw probabilities are shown (never calibrated, or calibrated on another split manifest or on other val
+    predictions than the run holds now)."""
     found = run.card.get("calibration")
     if not isinstance(found, dict) or not isinstance(found.get("temperature"), (int, float)):
         return 1.0, f"{run.name}: not calibrated yet (python -m train.calibrate {run.path.name}); raw probabilities"
     if found.get("manifest_sha256") and found["manifest_sha256"] != manifest_digest(run):
         return 1.0, f"{run.name}: calibrated on another split manifest than its split.csv; raw probabilities"
+    if found.get("val_predictions_sha256") and found["val_predictions_sha256"] != val_digest(run):
+        return 1.0, (f"{run.name}: its val predictions changed since it was calibrated (python -m train.calibrate "
+                     f"{run.path.name}); raw probabilities")
     if not TEMPERATURE_RANGE[0] <= found["temperature"] <= TEMPERATURE_RANGE[1]:
         return 1.0, f"{run.name}: calibration temperature {found['temperature']} is out of range; raw probabilities"
     return float(found["temperature"]), ""
@@ -377,7 +403,6 @@ def coverage_figures(run: Run) -> dict:
             "ece_after": test["after"]["ece"], "nll_before": test["before"]["nll"], "nll_after": test["after"]["nll"],
             "coverage": test["sets"]["coverage"], "mean_set_size": test["sets"]["mean_size"],
             "worst_class": test["sets"]["worst_class"], "worst_class_coverage": test["sets"]["worst_class_coverage"]}
-
 
 
 # ----------------------------------------------------------------------------------------- pages

@@ -13,12 +13,13 @@ predictions never wait for a CAM.
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
 from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
 from pytorch_grad_cam.utils.image import show_cam_on_image
@@ -206,6 +207,40 @@ def explain(loaded: LoadedModel, image: Image.Image, method: str = "Grad-CAM",
             target: int | None = None) -> Explanation:
     """Heatmap of `method` for class `target` (default: the predicted class) at the registry's target layer."""
     return class_maps(loaded, image, method, classes=[target]).explanation(target)
+
+
+def crop_box(size: tuple[int, int], input_size: int, crop_pct: float) -> tuple[float, float, float, float]:
+    """Where the model's square view lies in a picture of `size` (width, height): timm's eval transform resizes
+    the shorter side to floor(input_size / crop_pct) and cuts the centre input_size square."""
+    width, height = size
+    side = input_size * min(width, height) / math.floor(input_size / crop_pct)
+    left, top = (width - side) / 2, (height - side) / 2
+    return left, top, left + side, top + side
+
+
+def overlay_on_picture(explanation: Explanation, picture: Image.Image, input_size: int, crop_pct: float,
+                       opacity: float = 0.5, longest: int = 640) -> Image.Image:
+    """The heatmap over the whole picture, not only the model's square crop: what the model never saw is
+    dimmed and the crop is outlined, so a non-square photo keeps its shape."""
+    picture = picture.convert("RGB")
+    picture.thumbnail((longest, longest))
+    left, top, right, bottom = crop_box(picture.size, input_size, crop_pct)
+    side = max(1, round(right - left))
+    heat = np.asarray(Image.fromarray(np.uint8(255 * explanation.heatmap)).resize((side, side), Image.BILINEAR),
+                      dtype=np.float32) / 255
+    full = np.zeros((picture.height, picture.width), dtype=np.float32)
+    x0, y0 = round(left), round(top)
+    xs, ys = slice(max(0, x0), min(picture.width, x0 + side)), slice(max(0, y0), min(picture.height, y0 + side))
+    full[ys, xs] = heat[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
+    rgb = np.asarray(picture, dtype=np.float32) / 255
+    blended = show_cam_on_image(rgb, full, use_rgb=True, image_weight=1 - opacity)
+    inside = np.zeros(full.shape, dtype=bool)
+    inside[ys, xs] = True
+    blended[~inside] = (0.45 * np.asarray(picture)[~inside]).astype(np.uint8)  # outside the model's view
+    result = Image.fromarray(blended)
+    ImageDraw.Draw(result).rectangle([xs.start, ys.start, xs.stop - 1, ys.stop - 1], outline="white",
+                                     width=max(2, picture.width // 200))
+    return result
 
 
 def overlay(explanation: Explanation, opacity: float = 0.5) -> Image.Image:

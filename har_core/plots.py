@@ -92,6 +92,15 @@ def probability_bars(probs: np.ndarray, classes: list[str], k: int = 5) -> str:
     return f'<div class="har-bars">{"".join(rows)}</div>'
 
 
+def heat_scale_html() -> str:
+    """The heatmaps' colour scale (OpenCV's jet, as pytorch-grad-cam draws them) as a light HTML bar."""
+    jet = "#00007f, #0000ff, #007fff, #00ffff, #7fff7f, #ffff00, #ff7f00, #ff0000, #7f0000"
+    return ('<div style="display:flex;align-items:center;gap:.6em;font-size:.9rem">'
+            '<span>low: does not raise the class</span>'
+            f'<span style="flex:1;height:.9em;border-radius:3px;background:linear-gradient(to right, {jet})"></span>'
+            '<span>high: raises it most</span></div>')
+
+
 def thumbnail_uri(image, size: int = 96) -> str:
     """A small JPEG of a picture as a data: URI, for a table's image column."""
     import base64
@@ -192,11 +201,22 @@ def embedding_scatter(table: pd.DataFrame, colour: str = "true class", height: i
     return figure
 
 
-def action_timeline(rows: dict[str, list], classes: list[str], seconds: float) -> go.Figure:
+FRAMES_ROW = "frames ▸ click"
+
+
+def action_timeline(rows: dict[str, list], classes: list[str], seconds: float, times: list[float] | None = None,
+                    shown: float | None = None) -> go.Figure:
     """One row per model (and the ensemble): each segment a bar coloured by its class, hover with confidence.
-    `rows`: name -> segments (har_core.timeline.Segment), drawn top to bottom in the given order."""
+    `rows`: name -> segments (har_core.timeline.Segment), drawn top to bottom in the given order. `times`: a
+    top row with a dot per sampled frame (its customdata the frame's index), to click; `shown`: a line at the
+    frame shown below the timeline."""
     colour = colours_of(classes)
     figure, legend = go.Figure(), set()
+    if times is not None:
+        figure.add_trace(go.Scatter(
+            x=list(times), y=[FRAMES_ROW] * len(times), mode="markers", customdata=list(range(len(times))),
+            marker=dict(size=11, color="#475569", symbol="circle"), showlegend=False,
+            hovertemplate="frame %{customdata} at %{x:.1f} s: click to show it<extra></extra>"))
     for name, segments in rows.items():
         for segment in segments:
             unknown = segment.label not in colour
@@ -207,9 +227,13 @@ def action_timeline(rows: dict[str, list], classes: list[str], seconds: float) -
                 hovertemplate=f"{name}<br><b>{segment.label}</b><br>{segment.start:.1f}–{segment.end:.1f} s<br>"
                               f"confidence {segment.confidence:.0%}<extra></extra>"))
             legend.add(segment.label)
-    figure.update_layout(barmode="overlay", height=90 + 48 * len(rows), font=FONT, plot_bgcolor="white",
-                         margin=dict(l=10, r=10, t=30, b=40), xaxis=dict(title="seconds", range=[0, seconds]),
-                         yaxis=dict(autorange="reversed"), legend=dict(orientation="h", y=-0.35))
+    if shown is not None:
+        figure.add_vline(x=shown, line=dict(color="#0f172a", width=2, dash="dot"), annotation_text="shown frame",
+                         annotation_position="top")
+    figure.update_layout(barmode="overlay", height=110 + 48 * (len(rows) + (times is not None)), font=FONT,
+                         plot_bgcolor="white", margin=dict(l=10, r=10, t=40, b=40),
+                         xaxis=dict(title="seconds", range=[0, seconds]), yaxis=dict(autorange="reversed"),
+                         legend=dict(orientation="h", y=-0.35), clickmode="event+select")
     return figure
 
 

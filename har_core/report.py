@@ -22,7 +22,7 @@ from har_core.analysis import dataset_summary, metrics_table, mistakes, overview
 from har_core.artifacts import Run
 from har_core.calibration import calibrated_frame, calibration_table, report_of, run_temperature
 from har_core.data import DataError
-from har_core.cam import explain, overlay
+from har_core.cam import explain, overlay_on_picture
 from har_core.fileio import is_inside
 from har_core.imaging import ImageError, load_image
 from har_core.inference import LoadedModel, load_run
@@ -91,8 +91,9 @@ def mistakes_html(runs: list[Run], data_root: Path | None, split: str, per_model
             caption = (f"{html.escape(Path(row.filename).name)}<br>true <b>{html.escape(row.true)}</b> · "
                        f"predicted <b>{html.escape(row.predicted)}</b> ({row.confidence:.0%})")
             cells.append(picture_html(image, caption))
-            cells.append(picture_html(overlay(explain(loaded, image, "Grad-CAM"), 0.5),
-                                      f"Grad-CAM of {html.escape(run.name)} for {html.escape(row.predicted)}"))
+            heatmap = overlay_on_picture(explain(loaded, image, "Grad-CAM"), image, run.card["input_size"],
+                                         run.card["crop_pct"])  # the whole picture, the model's crop outlined
+            cells.append(picture_html(heatmap, f"Grad-CAM of {html.escape(run.name)} for {html.escape(row.predicted)}"))
         parts.append(f"<h3>{html.escape(run.name)}</h3><div class=\"grid\">{''.join(cells)}</div>")
     return "".join(parts) or f"<p>No predictions on the {split} split.</p>"
 
@@ -106,7 +107,7 @@ def calibration_html(runs: list[Run], split: str) -> str:
     bins = {name: {stage: pd.DataFrame(report["splits"][split][f"reliability_{stage}"]) for stage in ("before", "after")}
             for name, report in reports.items()}
     return ('<p class="muted">One temperature per run, fitted on val: below the diagonal a model is over-confident. '
-            "Every confidence in this report is calibrated.</p>"
+            "The confidences in this report are calibrated, except for the runs listed as raw below.</p>"
             + table_html(calibration_table(reports, split).round(3)) + figure_html(reliability_figure(bins))
             + (f'<p class="muted">Not calibrated (raw): {html.escape(", ".join(missing))}</p>' if missing else ""))
 

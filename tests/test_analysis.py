@@ -3,6 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn.metrics import confusion_matrix
 
 from conftest import CLASSES, set_temperature, synthetic_image
 from har_core import analysis, plots
@@ -77,13 +78,21 @@ def test_tables_from_run_folders(runs):
 
 def test_ensemble_is_the_mean_of_stored_probabilities(runs, copy_of):
     """The mean of the members' calibrated probabilities (each at its run's temperature)."""
-    runs = [open_run(set_temperature(copy_of(run.path), temperature)) for run, temperature in zip(runs, (0.3, 4.0))]
+    runs = [open_run(set_temperature(copy_of(run.path), temperature)) for run, temperature in zip(runs, (4.0, 0.05))]
+    # stored probabilities whose raw mean says class 0 and whose calibrated mean says class 1 (A softened, B sharpened)
+    for run, probs in zip(runs, ([0.7, 0.2, 0.1], [0.3, 0.4, 0.3])):
+        frame = run.predictions("test")
+        frame[[f"prob_{c}" for c in CLASSES]] = probs
+        frame.to_csv(run.path / "predictions_test.csv", index=False)
     ensemble = stored_metrics(runs)
-    probs = [temper(r.predictions("test")[[f"prob_{c}" for c in CLASSES]].to_numpy(), run_temperature(r)[0])
-             for r in runs]
-    assert [run_temperature(r)[0] for r in runs] == [0.3, 4.0]
+    raw = [r.predictions("test")[[f"prob_{c}" for c in CLASSES]].to_numpy() for r in runs]
+    calibrated = [temper(p, run_temperature(r)[0]) for p, r in zip(raw, runs)]
+    assert [run_temperature(r)[0] for r in runs] == [4.0, 0.05]  # custom_cnn softened, mobilenet_v2 sharpened
     truth = runs[0].predictions("test")["true"].map(CLASSES.index).to_numpy()
-    assert ensemble["accuracy"] == pytest.approx(float((np.mean(probs, 0).argmax(1) == truth).mean()))
+    expected = np.mean(calibrated, 0).argmax(1)
+    assert ensemble["accuracy"] == pytest.approx(float((expected == truth).mean()))
+    assert ensemble["confusion_matrix"] == confusion_matrix(truth, expected, labels=range(3)).tolist()
+    assert (expected == 1).all() and (np.mean(raw, 0).argmax(1) == 0).all()  # the raw mean would answer otherwise
 
 
 def test_confusion_figure_has_one_clickable_point_per_cell(runs):

@@ -367,10 +367,19 @@ def test_video_page_draws_a_timeline_for_an_uploaded_clip_and_names_a_broken_one
     assert not at.exception and not at.error
     captions = [c for image in at.image for c in image.captions]
     assert "1.5 s" in captions  # frame 3 at 2 frames per second
-    assert any(re.fullmatch(r"custom_cnn: \w+ \(\d+%\)", c) for c in captions)
+    assert any(re.fullmatch(r"custom_cnn: \w+ \(\d+%\); the outlined square is what it saw", c) for c in captions)
     at.selectbox(key="video_cam_model").set_value("mobilenet_v2").run()  # #25 item 1: this crashed
     assert not at.exception and not at.error
-    assert any(re.fullmatch(r"mobilenet_v2: \w+ \(\d+%\)", c) for image in at.image for c in image.captions)
+    import plotly.io
+    timeline = plotly.io.from_json(at.get("plotly_chart")[0].proto.spec)
+    assert [s.x0 for s in timeline.layout.shapes] == [1.5]  # #25.13: the shown frame is marked
+    dots = next(t for t in timeline.data if t.name is None and t.mode == "markers")
+    assert plotted(dots.customdata) == list(range(6))  # a dot to click per sampled frame
+    at.session_state["video_timeline"] = {"selection": {"points": [{"customdata": 5, "x": 2.5}]}}  # a click
+    at.run()
+    assert at.slider(key="video_frame").value == 5 and "2.5 s" in [c for i in at.image for c in i.captions]
+    assert any(re.fullmatch(r"mobilenet_v2: \w+ \(\d+%\); the outlined square is what it saw", c)
+               for image in at.image for c in image.captions)
     at.file_uploader(key="video_upload").upload("broken.mp4", b"not a video", "video/mp4").run()
     assert any("not a video" in e.value for e in at.error)
 

@@ -75,12 +75,25 @@ def test_sets_are_named_most_likely_first_and_said_in_words():
 
 
 @pytest.mark.parametrize("coverage", [0.3, 0.9999])
-def test_coverage_outside_half_to_999_in_1000_is_refused_with_the_reason(coverage):
+def test_coverage_outside_half_to_999_in_1000_is_refused_with_the_reason(coverage, tmp_path):
     with pytest.raises(CalibrationError, match="refused"):
         check_coverage(coverage)
     from train import calibrate
+    run = shutil.copytree(BUNDLE / "custom_cnn", tmp_path / "custom_cnn")
     with pytest.raises(SystemExit, match="refused"):
-        calibrate.main([str(BUNDLE / "custom_cnn"), "--coverage", str(coverage)])
+        calibrate.main([str(run), "--coverage", str(coverage)])
+
+
+def test_sets_need_enough_held_out_pictures_to_leave_a_class_out():
+    """With n calibration pictures the smallest p-value is 1/(n + 1): at α = 0.1 nine pictures put every class in
+    every set, ten can leave one out."""
+    probs, labels = calibrated_world(200, 5, seed=6)
+    with pytest.raises(CalibrationError, match="need at least 10"):
+        PredictionSets.fit(probs[:9], labels[:9], 0.9)
+    with pytest.raises(CalibrationError, match="need at least 4"):
+        PredictionSets.fit(probs[:3], labels[:3], 0.75)
+    sets = PredictionSets.fit(probs[:10], labels[:10], 0.9).predict(probs[10:])
+    assert sets.sum(1).min() < 5  # some set leaves a class out
 
 
 def test_the_abstain_threshold_keeps_the_chosen_accuracy_on_the_pictures_it_was_found_on():
@@ -88,6 +101,13 @@ def test_the_abstain_threshold_keeps_the_chosen_accuracy_on_the_pictures_it_was_
     threshold = abstain_threshold(probs, labels, 0.9)
     kept = probs.max(1) >= threshold
     assert 0.9 <= (probs[kept].argmax(1) == labels[kept]).mean() < 0.92
+    # ties: a threshold keeps every picture that sure, so it never sits inside a group of equal confidences
+    tied = np.array([[0.6, 0.4]] * 40 + [[0.9, 0.1]] * 40)
+    tied_labels = np.array([0] * 20 + [1] * 20 + [0] * 40)  # the 0.6 group is half right
+    assert abstain_threshold(tied, tied_labels, 0.9) == 0.9
+    # one lucky picture is no threshold: at least MIN_PICTURES must be kept, else answer nothing
+    lucky = np.array([[0.95, 0.05]] + [[0.6, 0.4]] * 50)
+    assert abstain_threshold(lucky, np.array([0] + [1] * 50), 0.9) == 1.0
     assert 0.05 < kept.mean() < 0.95  # neither everything nor nothing
     curve = risk_coverage(probs, labels)
     assert curve["accuracy"].iloc[0] >= curve["accuracy"].iloc[-1]  # the surest answers are the most accurate
@@ -121,14 +141,13 @@ def test_calibrating_a_run_stores_the_temperature_with_its_manifest_and_the_repo
 
 def test_a_run_without_val_predictions_says_so_and_keeps_raw_probabilities(bundled_copy):
     run = open_run(bundled_copy / "mobilenet_v2")
+    assert run_temperature(run)[0] != 1.0 and (run.path / "calibration.json").is_file()
     (run.path / "predictions_val.csv").unlink()
-    card = json.loads((run.path / "card.json").read_text())
-    card.pop("calibration", None)
-    (run.path / "card.json").write_text(json.dumps(card))
+    assert "val predictions changed" in run_temperature(open_run(run.path))[1]  # the card's T no longer holds
     with pytest.raises(CalibrationError, match="no val predictions"):
         calibrate_run(open_run(run.path))
-    temperature, note = run_temperature(open_run(run.path))
-    assert temperature == 1.0 and "not calibrated" in note
+    temperature, note = run_temperature(open_run(run.path))  # the failed refit took the old temperature away
+    assert temperature == 1.0 and "not calibrated" in note and not (run.path / "calibration.json").exists()
     with pytest.raises(CalibrationError, match="no val predictions"):
         ensemble_held_out([open_run(bundled_copy / "efficientnet_lite2"), open_run(run.path)])
 
@@ -147,7 +166,14 @@ def test_the_sets_csv_of_train_predict_matches_the_predict_page(tmp_path, monkey
                     str(out), "--probs", "--sets", "0.97", "--quiet"], check=True, cwd=ROOT)
     written = pd.read_csv(out).set_index("filename")
     assert written["set"].str.contains("|", regex=False).any()  # some pictures get more than one class
-    assert np.allclose(written[[c for c in written if c.startswith("prob_")]].sum(1), 1, atol=1e-4)
+    columns = [c for c in written if c.startswith("prob_")]
+    assert np.allclose(written[columns].sum(1), 1, atol=1e-4)
+    from train import predict
+    raw = predict.main([str(BUNDLE / "mobilenet_v2"), str(photos), "--out", str(tmp_path / "raw.csv"), "--probs",
+                        "--raw", "--quiet"]).set_index("filename").loc[written.index, columns].to_numpy()
+    temperature = run_temperature(open_run(BUNDLE / "mobilenet_v2"))[0]
+    assert np.allclose(temper(raw, temperature), written[columns].to_numpy(), atol=1e-5)  # --raw: the network's own
+    assert not np.allclose(raw, written[columns].to_numpy(), atol=1e-3)
 
     monkeypatch.setenv("HAR_RUNS", str(BUNDLE))
     monkeypatch.setenv("HAR_DATA", str(SPORTS15))
@@ -196,8 +222,12 @@ def test_a_temperature_is_refused_on_too_few_val_pictures_or_on_answers_all_cert
     with pytest.raises(CalibrationError, match="too few"):
         fit_temperature(probs[:10], labels[:10])
     always_right = 0.9 * np.eye(4)[labels] + 0.025  # the NLL falls without end as T shrinks
-    with pytest.raises(CalibrationError, match="no temperature fits"):
+    with pytest.raises(CalibrationError, match="answered right"):
         fit_temperature(always_right, labels)
+    confident_liar = 0.9 * np.eye(4)[(labels + 1) % 4] + 0.025  # all wrong: the best T is the search's bound
+    confident_liar[0] = 0.9 * np.eye(4)[labels[0]] + 0.025
+    with pytest.raises(CalibrationError, match="the bound"):
+        fit_temperature(confident_liar, labels)
 
 
 def test_the_ensemble_gets_its_own_temperature_on_the_mean_of_its_calibrated_members(bundled_copy):

@@ -2,6 +2,7 @@
 import threading
 
 import numpy as np
+from PIL import Image
 import pytest
 import torch
 import torch.nn.functional as F
@@ -164,3 +165,26 @@ def test_a_slow_method_computes_only_the_class_asked_for(tiny):
     assert list(maps.heatmaps) == [2] and maps.explanation(2).heatmap.std() > 0.05
     with pytest.raises(KeyError, match="no map of class 1"):
         maps.explanation(1)
+
+
+def test_a_map_is_drawn_over_the_whole_picture_with_the_models_crop_outlined(tiny):
+    """#25.8: a non-square photo keeps its shape; the model's square lies where timm's eval transform cut it
+    (checked on a picture whose colours encode their coordinates) and the rest is dimmed."""
+    width, height = 240, 150
+    x, y = np.meshgrid(np.arange(width), np.arange(height))
+    coded = Image.fromarray(np.dstack([x * 255 // (width - 1), y * 255 // (height - 1), np.full_like(x, 128)])
+                            .astype(np.uint8))
+    result = explain(tiny, coded, "Grad-CAM")
+    card = tiny.run.card
+    left, top, right, bottom = cam.crop_box(coded.size, card["input_size"], card["crop_pct"])
+    view = np.asarray(result.view, dtype=float)
+    assert abs(view[0, 0, 0] - left * 255 / (width - 1)) < 4 and abs(view[0, 0, 1] - top * 255 / (height - 1)) < 4
+    assert abs(view[-1, -1, 0] - right * 255 / (width - 1)) < 4 and abs(view[-1, -1, 1] - bottom * 255 / (height - 1)) < 4
+    drawn = np.asarray(cam.overlay_on_picture(result, coded, card["input_size"], card["crop_pct"], opacity=0.0))
+    assert drawn.shape == (height, width, 3)
+    original = np.asarray(coded)
+    assert np.abs(drawn[:, :int(left) - 1].astype(int) - (0.45 * original[:, :int(left) - 1]).astype(int)).max() <= 1
+    centre = drawn[height // 2 - 10:height // 2 + 10, width // 2 - 10:width // 2 + 10]
+    assert np.abs(centre.astype(int) - original[height // 2 - 10:height // 2 + 10,
+                                                width // 2 - 10:width // 2 + 10]).max() <= 1  # opacity 0: the photo
+    assert (drawn[height // 2, int(round(left))] == 255).all()  # the white outline of the crop

@@ -270,6 +270,15 @@ def test_the_torch_free_predictor_matches_har_core(exported, kaggle_data, tmp_pa
     assert np.abs(table[[f"prob_{c}" for c in loaded.classes]].to_numpy() - expected).max() < 1e-5
 
 
+def test_the_predictor_refuses_the_temperatures_har_core_refuses():
+    import importlib.util
+    from har_core.calibration import TEMPERATURE_RANGE
+    spec = importlib.util.spec_from_file_location("deploy_predict", ROOT / "deploy" / "predict.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.TEMPERATURE_RANGE == TEMPERATURE_RANGE
+
+
 def test_the_predictor_decodes_with_a_byte_equal_copy_of_har_cores_imaging():
     """One decoding module: deploy/har_imaging.py is har_core/imaging.py (`make deploy-copy`)."""
     assert (ROOT / "deploy" / "har_imaging.py").read_bytes() == (ROOT / "har_core" / "imaging.py").read_bytes()

@@ -75,7 +75,6 @@ def timeline_of(digest: str, data: bytes, fps: float, loaded: list[LoadedModel])
     return store[key]
 
 
-
 def no_action_threshold(runs: list) -> tuple[float, str]:
     """The default "no known action" threshold for a timeline of `runs`: the confidence above which their
     ensemble's (or the one run's) val answers were DEFAULT_TARGET_ACCURACY right; 0.5 and the reason when the

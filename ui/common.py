@@ -68,9 +68,10 @@ def model(run: Run) -> LoadedModel:
 
 
 def model_stamp(run: Run) -> tuple[float, ...]:
-    """What a loaded model depends on: its weights, and its card and split manifest (the temperature it applies
-    and whether that calibration still holds)."""
-    return tuple(_file_stamp(run, name) for name in (artifacts.WEIGHTS, artifacts.CARD, artifacts.MANIFEST))
+    """What a loaded model depends on: its weights, and its card, split manifest and val predictions (the
+    temperature it applies and whether that calibration still holds)."""
+    return tuple(_file_stamp(run, name) for name in (artifacts.WEIGHTS, artifacts.CARD, artifacts.MANIFEST,
+                                                      artifacts.predictions_file("val")))
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -122,7 +123,7 @@ def models(runs: list[Run]) -> list[LoadedModel]:
             st.error(str(error))
             continue
         if chosen != "pytorch":
-            stamps = tuple(_file_stamp(run, name) for name in (artifacts.WEIGHTS, artifacts.CARD, *EXPORT_FILES.values()))
+            stamps = (*model_stamp(run), *(_file_stamp(run, name) for name in EXPORT_FILES.values()))
             one = _backend_model(str(run.path), stamps, chosen, one)
         loaded.append(one)
     return loaded

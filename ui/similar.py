@@ -10,13 +10,15 @@ import streamlit as st
 from har_core import artifacts
 from har_core.artifacts import Run
 from har_core.audit import audit
+from har_core.calibration import temper
 from har_core.data import scan_cached
 from har_core.embeddings import EMBEDDINGS, EmbeddingError, Embeddings, run_embeddings, staleness
 from har_core.fileio import file_sha256
 from har_core.projection import embedding_map
 from har_core.similarity import (RETRIEVAL, SHOW_K, VOTE_K, VectorIndex, embed_run, neighbour_answer, neighbours_of,
                                  retrieval_report, training_index, vote)
-from ui.common import Selection, _file_stamp, config, data_file, dataset, folder_stamp, friendly, model, thumbnail_grid
+from ui.common import (Selection, _file_stamp, config, data_file, dataset, folder_stamp, friendly, model, temperature,
+                       thumbnail_grid)
 
 
 @st.cache_resource(show_spinner="Reading embeddings…", max_entries=16)
@@ -159,7 +161,9 @@ def similar_images(selection: Selection, run: Run, vector, probs, k: int = SHOW_
     except EmbeddingError:
         st.caption("No embeddings for this run yet: compute them on the Embeddings page to see similar images.")
         return
-    answer = neighbour_answer(search_index(run, found), found, vector, probs, retrieval(run, found)["weight"], k)
+    # the mixing weight was chosen on the run's raw stored predictions: mix the raw probabilities (undo T)
+    raw = temper(probs, 1 / temperature(run)[0])
+    answer = neighbour_answer(search_index(run, found), found, vector, raw, retrieval(run, found)["weight"], k)
     winner = int(answer.votes.argmax())
     st.markdown(f"**{k} most similar training images** · vote: {found.classes[winner]} "
                 f"({answer.votes[winner]:.0%})")

@@ -10,8 +10,9 @@ import streamlit as st
 from har_core import artifacts
 from har_core.artifacts import Run
 from har_core.calibration import (DEFAULT_TARGET_ACCURACY, REPORT, CalibrationError, HeldOut, PredictionSets,
-                                  ensemble_held_out, report_of, run_held_out, set_names, set_phrase)
-from ui.common import _file_stamp, model_stamp
+                                  ensemble_held_out, report_of, run_held_out, set_names, set_phrase,
+                                  split_sureness)
+from ui.common import _file_stamp, model_stamp, predictions
 
 
 def _stamps(runs: list[Run]) -> tuple:
@@ -87,9 +88,33 @@ def sureness(runs: list[Run], probs: np.ndarray, classes: list[str], coverage: f
         return Sureness(None, [False] * len(probs), None, found)
     threshold = _threshold(tuple(str(run.path) for run in runs), _stamps(runs))
     names = set_names(sets.predict(probs), probs, classes) if not isinstance(sets, str) else None
-    return Sureness(names, [bool(p.max() < threshold) for p in probs], threshold, sets if isinstance(sets, str) else "")
+    notes = [found.note] + ([sets] if isinstance(sets, str) else [])  # members shown raw; sets that cannot be had
+    return Sureness(names, [bool(p.max() < threshold) for p in probs], threshold, "; ".join(filter(None, notes)))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _threshold(paths: tuple[str, ...], stamps: tuple) -> float:
     return _held_out(paths, stamps).threshold(DEFAULT_TARGET_ACCURACY)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _split_sureness(path: str, stamps: tuple, split: str, coverage: float, target: float) -> dict | str:
+    run = artifacts.open_run(path)
+    found = _held_out((path,), stamps)
+    if isinstance(found, str):
+        return found
+    frame = predictions(run, split)
+    if frame is None:
+        return f"{run.name}: no {split} predictions"
+    sets = _sets((path,), stamps, coverage)
+    threshold = found.threshold(target)
+    return split_sureness(frame, run.classes, None if isinstance(sets, str) else sets, threshold) | {
+        "threshold": threshold}
+
+
+def sureness_on(run: Run, split: str, coverage: float, target: float) -> dict | str:
+    """On a split's calibrated predictions: the sets' coverage at `coverage`, the threshold (found on val) that
+    keeps `target` accuracy and what it keeps there, and the risk–coverage curve; cached, so moving another
+    widget recomputes none of it. A one-line reason instead when the run has no val predictions."""
+    return _split_sureness(str(run.path), _stamps([run]) + ((_file_stamp(run, artifacts.predictions_file(split)),),),
+                           split, round(float(coverage), 4), round(float(target), 4))

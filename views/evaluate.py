@@ -3,7 +3,7 @@ import streamlit as st
 
 import ui
 from har_core.analysis import cell_samples, disagreement_matrix, metrics_table, per_class_f1_table
-from har_core.calibration import DEFAULT_TARGET_ACCURACY, calibration_table, split_sureness
+from har_core.calibration import DEFAULT_TARGET_ACCURACY, calibration_table
 from har_core.data import SPLITS
 from har_core.plots import (confusion_figure, coverage_heatmap, f1_heatmap, matrix_heatmap, reliability_figure,
                             risk_coverage_figure)
@@ -87,11 +87,10 @@ target = right.slider("Target accuracy", 0.5, 0.99, DEFAULT_TARGET_ACCURACY, 0.0
                            "Predict says \"not sure\" and Video \"no known action\" below it (at 90 %).")
 rows, curves, chosen, per_class = {}, {}, {}, {}
 for run in selection.runs:
-    frame, sets, found = ui.predictions(run, split), ui.prediction_sets([run], coverage), ui.held_out([run])
-    if frame is None or isinstance(found, str):
+    measured = ui.sureness_on(run, split, coverage, target)  # cached: other widgets recompute none of it
+    if isinstance(measured, str):
         continue
-    threshold = found.threshold(target)
-    measured = split_sureness(frame, run.classes, None if isinstance(sets, str) else sets, threshold)
+    threshold = measured["threshold"]
     curves[run.name] = measured["curve"]
     chosen[run.name] = (measured["kept"], measured["kept_accuracy"])
     rows[run.name] = {"threshold (val)": threshold, "answered": measured["kept"],

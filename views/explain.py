@@ -3,7 +3,8 @@ import io
 import streamlit as st
 
 import ui
-from har_core.cam import CLASS_AGNOSTIC, METHODS, SLOW_METHODS, overlay
+from har_core.cam import CLASS_AGNOSTIC, METHODS, SLOW_METHODS, overlay_on_picture
+from har_core.plots import heat_scale_html
 from har_core.imaging import image_digest
 
 selection = ui.sidebar()
@@ -33,17 +34,25 @@ if not images:
 loaded = ui.models([selection.run(n) for n in chosen])
 digest = image_digest(images[0])
 
+UNLIKELY = 0.05  # a class given less than this: its map answers "what would raise it", say so
+
 
 @st.fragment
 def maps():
     """Class and opacity rerun only this part: the maps of every class are cached, so it only blends."""
-    left, right = st.columns([1, 2])
+    original, controls = st.columns([1, 3])
+    original.image(images[0], caption=f"{names[0]} (as given)", width="stretch")
+    left, right = controls.columns([1, 2])
     target = left.selectbox("Class", ["predicted class"] + classes, key="cam_class")
     opacity = right.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="cam_opacity")
     if target != "predicted class":
         ui.share_view(cls=target)
     elif "cls" in st.query_params:
         del st.query_params["cls"]
+    with controls:
+        st.html(heat_scale_html())
+        st.caption("Each map covers the whole picture: the outlined square is what the model saw (its centre "
+                   "crop); it never saw the dimmed rest.")
     columns = ui.model_columns(len(loaded))
     for i, model in enumerate(loaded):
         with columns[i % len(columns)].container(border=True), ui.friendly(f"{method} for {model.name}"):
@@ -53,7 +62,8 @@ def maps():
             index = None if target == "predicted class" else model.classes.index(target)
             with st.spinner(f"{method} for {model.name}…"):
                 result = ui.explanation(model, images[0], digest, method, index)
-            picture = overlay(result, opacity)
+            picture = overlay_on_picture(result, images[0], model.run.card["input_size"], model.run.card["crop_pct"],
+                                         opacity)
             st.image(picture, width="stretch")
             predicted = model.classes[int(result.probs.argmax())]
             if method in CLASS_AGNOSTIC:
@@ -62,6 +72,10 @@ def maps():
             else:
                 st.markdown(f"**{model.name}** · explains **{model.classes[result.target]}** "
                             f"({result.probs[result.target]:.0%}) · predicted {predicted}")
+                if result.probs[result.target] < UNLIKELY:
+                    st.caption(f"⚠️ {model.name} gives {model.classes[result.target]} only "
+                               f"{result.probs[result.target]:.0%}: the map shows what would raise that class, not "
+                               "what the model sees in the picture.")
             if model.calibration_note:
                 st.caption(f"⚠️ {model.calibration_note}")
             buffer = io.BytesIO()

@@ -5,7 +5,7 @@ import streamlit as st
 
 import ui
 from har_core.calibration import DEFAULT_TARGET_ACCURACY
-from har_core.cam import explain, overlay
+from har_core.cam import explain, overlay_on_picture
 from har_core.ensemble import default_members
 from har_core.imaging import safe_name
 from har_core.plots import action_timeline
@@ -59,7 +59,13 @@ left.caption(f"{name} · {clip.seconds:.1f} s · {clip.width}×{clip.height} · 
              + (f" · turned {clip.rotation}° upright" if clip.rotation else ""))
 line = ui.timeline_of(digest, data, fps, loaded)  # clip models read their windows from `data`
 rows = {n: line.segments(n, window, min_duration, threshold) for n in line.probs}
-right.plotly_chart(action_timeline(rows, line.classes, clip.seconds), width="stretch", key="video_timeline")
+clicked = ((st.session_state.get("video_timeline") or {}).get("selection") or {}).get("points") or []
+clicked = [p["customdata"] for p in clicked if isinstance(p.get("customdata"), int)]
+if clicked and clicked[0] != st.session_state.get("_video_clicked"):  # a new click on a frame dot: show it
+    st.session_state["_video_clicked"] = st.session_state["video_frame"] = min(clicked[0], len(clip.frames) - 1)
+shown = min(st.session_state.get("video_frame", 0), len(clip.frames) - 1)
+right.plotly_chart(action_timeline(rows, line.classes, clip.seconds, times=line.times, shown=line.times[shown]),
+                   width="stretch", key="video_timeline", on_select="rerun", selection_mode="points")
 summary_row = "ensemble" if "ensemble" in rows else loaded[0].name
 segments = pd.DataFrame([s.as_dict() for s in rows[summary_row]])
 right.markdown(f"**Segments** ({summary_row})")
@@ -71,8 +77,11 @@ right.caption(f"{unknown} of {len(line.times)} frames are '{NO_ACTION}' (best sm
 
 st.subheader("A frame and where a model looks")
 controls = st.columns([3, 1])
-index = controls[0].slider("Frame", 0, max(1, len(clip.frames) - 1), 0, key="video_frame",
-                           help="The sampled frames, in order.", disabled=len(clip.frames) < 2)
+# set by a click on the timeline, or by the slider; kept within this clip's frames
+st.session_state["video_frame"] = min(st.session_state.get("video_frame", 0), max(1, len(clip.frames) - 1))
+index = controls[0].slider("Frame", 0, max(1, len(clip.frames) - 1), key="video_frame",
+                           help="The sampled frames, in order; or click a dot on the timeline's top row.",
+                           disabled=len(clip.frames) < 2)
 index = min(index, len(clip.frames) - 1)
 explainable = [m for m in loaded if not m.run.takes_clips]  # Grad-CAM of one frame: image models
 if not explainable:
@@ -84,5 +93,6 @@ picture, heat = st.columns(2)
 picture.image(clip.frames[index], caption=f"{line.times[index]:.1f} s", width="stretch")
 with ui.friendly(f"Grad-CAM for {model.name}"), st.spinner(f"Grad-CAM for {model.name}…"):
     result = explain(model, clip.frames[index])
-    heat.image(overlay(result), caption=f"{model.name}: {model.classes[result.target]} "
-               f"({result.probs[result.target]:.0%})", width="stretch")
+    heat.image(overlay_on_picture(result, clip.frames[index], model.run.card["input_size"], model.run.card["crop_pct"]),
+               caption=f"{model.name}: {model.classes[result.target]} ({result.probs[result.target]:.0%}); the "
+                       "outlined square is what it saw", width="stretch")
