@@ -71,6 +71,21 @@ def joined_predictions(predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, axis=1, join="inner").reset_index() if frames else pd.DataFrame()
 
 
+def picture_cards(predictions: dict[str, pd.DataFrame], table: pd.DataFrame, limit: int = 24) -> list[dict]:
+    """One card per picture of a mistakes table (FiftyOne's sample view), in the table's order (the most
+    confident mistake first): its true class and every model's answer — {"filename", "true", "answers":
+    [(run, predicted, confidence, right)], "wrong": how many models err}."""
+    joined = joined_predictions(predictions).set_index("filename")
+    cards = []
+    for filename in table["filename"].drop_duplicates().head(limit):
+        row = joined.loc[filename]
+        answers = [(name, row[f"{name}:predicted"], float(row[f"{name}:confidence"]),
+                    row[f"{name}:predicted"] == row["true"]) for name in predictions]
+        cards.append({"filename": filename, "true": row["true"], "answers": answers,
+                      "wrong": sum(not right for *_, right in answers)})
+    return cards
+
+
 def disagreement_matrix(predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Fraction of shared samples on which two runs predict different classes."""
     joined = joined_predictions(predictions)

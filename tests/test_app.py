@@ -281,6 +281,23 @@ def test_predict_shows_each_models_similar_training_images_and_their_vote(app):
     assert "most similar training images" not in texts(at)
 
 
+def test_mistakes_show_one_card_per_picture_with_every_models_answer_and_open_on_a_click(app, tiny_runs):
+    """#25.10: a picture wrong for several models is one card, not one per model; Open shows its detail with the
+    picture itself."""
+    runs = find_runs(tiny_runs)[0]
+    frames = {r.name: r.predictions("test") for r in runs}
+    wrong = mistakes(frames)
+    at = open_page(app, "mistakes")
+    cards = [c for c in at.markdown if re.search(r"\d/2 wrong$", c.value)]
+    assert len(cards) == wrong["filename"].nunique() <= 24
+    answers = [c.value for c in at.caption if c.value.count("✅") + c.value.count("❌") == 2]
+    assert len(answers) == len(cards)  # every model's answer on every card
+    second = wrong.drop_duplicates("filename")["filename"].iloc[1]
+    at.button(key="open_mistake_1").click().run()
+    assert at.selectbox(key="mistakes_detail").value == second
+    assert second in [c for image in at.image for c in image.captions]  # the picture, without Grad-CAM
+
+
 def test_mistakes_detail_shows_the_nearest_training_images_per_model(app, tiny_runs):
     from har_core.embeddings import run_embeddings
     runs = find_runs(tiny_runs)[0]
@@ -480,6 +497,12 @@ def test_explain_opacity_and_class_blend_cached_maps_without_a_forward(app, monk
     at.selectbox(key="cam_method").set_value("ScoreCAM").run()
     at.selectbox(key="cam_class").set_value("dancing").run()
     assert len(computed) == 6  # a slow method computes the class asked for: two classes, two models
+    # #25.9: a slow method says how far it is, and can be stopped and continued without recomputing
+    assert any(p.proto.text.startswith("ScoreCAM: 2 maps in") for p in at.get("progress"))
+    at.button(key="cam_stop").click().run()
+    assert any("ScoreCAM stopped" in i.value for i in at.info) and not [m for m in at.markdown if "explains" in m.value]
+    at.button(key="cam_continue").click().run()
+    assert len(computed) == 6 and sum("explains **dancing**" in m.value for m in at.markdown) == 2
 
 
 def test_a_deep_link_opens_explain_with_its_models_method_class_and_sample(tiny_runs, kaggle_data, monkeypatch):

@@ -1,4 +1,5 @@
 import io
+import time
 
 import streamlit as st
 
@@ -53,6 +54,18 @@ def maps():
         st.html(heat_scale_html())
         st.caption("Each map covers the whole picture: the outlined square is what the model saw (its centre "
                    "crop); it never saw the dimmed rest.")
+    task = (digest, method, target)
+    slow = method in SLOW_METHODS
+    if slow and st.session_state.get("cam_stopped") == task:
+        st.info(f"{method} stopped. The maps already computed are kept: continuing computes only the others.")
+        st.button("▶ Continue", key="cam_continue", on_click=lambda: st.session_state.pop("cam_stopped", None))
+        return
+    if slow:  # a forward per channel: say how far it is, draw each map as it is done, and let it be stopped
+        bar_slot, stop_slot = st.columns([4, 1])
+        progress = bar_slot.progress(0.0, text=f"{method}: starting…")
+        stop_slot.button("⏹ Stop", key="cam_stop", on_click=lambda: st.session_state.update(cam_stopped=task),
+                         help="Stops after the model being computed (the server finishes its forward passes).")
+    started = time.perf_counter()
     columns = ui.model_columns(len(loaded))
     for i, model in enumerate(loaded):
         with columns[i % len(columns)].container(border=True), ui.friendly(f"{method} for {model.name}"):
@@ -60,6 +73,9 @@ def maps():
                 st.caption(f"**{model.name}** has no class '{target}': it was trained on other classes.")
                 continue
             index = None if target == "predicted class" else model.classes.index(target)
+            if slow:
+                progress.progress(i / len(loaded), text=f"{method}: {model.name} ({i + 1} of {len(loaded)}) · "
+                                                        f"{time.perf_counter() - started:.0f} s so far")
             with st.spinner(f"{method} for {model.name}…"):
                 result = ui.explanation(model, images[0], digest, method, index)
             picture = overlay_on_picture(result, images[0], model.run.card["input_size"], model.run.card["crop_pct"],
@@ -82,6 +98,8 @@ def maps():
             picture.save(buffer, format="PNG")
             st.download_button("⬇️ PNG", buffer.getvalue(), f"{model.name}_{method}.png", "image/png",
                                key=f"cam_download_{model.name}")
+    if slow:
+        progress.progress(1.0, text=f"{method}: {len(loaded)} maps in {time.perf_counter() - started:.0f} s")
 
 
 maps()

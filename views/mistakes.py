@@ -1,8 +1,9 @@
 import streamlit as st
 
 import ui
-from har_core.analysis import mistakes
-from har_core.cam import overlay
+from har_core.analysis import mistakes, picture_cards
+from har_core.cam import overlay_on_picture
+from har_core.ensemble import default_members
 from har_core.data import SPLITS
 from har_core.imaging import image_digest, load_image
 from har_core.video import VIDEO_SUFFIXES
@@ -24,7 +25,10 @@ for note in [note for r in selection.runs if r.name in frames and (note := ui.te
     st.caption(f"⚠️ {note}")
 classes = selection.runs[0].classes
 filters = st.columns([2, 1, 1, 1, 1])
-models = filters[0].multiselect("Models", list(frames), default=list(frames), key="mistakes_models")
+studied = [name for name in default_members(selection.runs) if name in frames] or list(frames)
+models = filters[0].multiselect("Models", list(frames), default=studied, key="mistakes_models",
+                                help="Default: the ensemble's default members (the runs that started from ImageNet "
+                                     "weights, when two or more): near-chance runs err everywhere.")
 true_class = filters[1].selectbox("True class", ["(any)"] + classes, key="mistakes_true")
 predicted_class = filters[2].selectbox("Predicted class", ["(any)"] + classes, key="mistakes_pred")
 low, high = filters[3].slider("Confidence", 0.0, 1.0, (0.0, 1.0), 0.05, key="mistakes_conf")
@@ -35,37 +39,61 @@ table = mistakes(frames, models or None, None if true_class == "(any)" else true
 st.markdown(f"**{len(table)} mistakes** ({table['filename'].nunique() if len(table) else 0} images)")
 st.download_button("⬇️ Export as CSV", table.to_csv(index=False), f"mistakes_{split}.csv", "text/csv")
 
-if selection.data_root is not None and len(table):
-    ui.thumbnail_grid(selection, [(row.filename, f"{row.run}: {row.true} → {row.predicted} ({row.confidence:.0%})")
-                                  for row in table.head(30).itertuples()])
-else:
-    st.caption("Set the image folder in the sidebar to see thumbnails.")
-st.dataframe(table, hide_index=True, width="stretch")
+shown_frames = {name: frames[name] for name in (models or list(frames))}
+if selection.data_root is None:
+    st.caption("Set the image folder in the sidebar to see the pictures.")
+
+
+def open_detail(filename: str) -> None:
+    st.session_state["mistakes_detail"] = filename
+
+
+grid = st.columns(4)
+for i, card in enumerate(picture_cards(shown_frames, table)):  # one card per picture, every model's answer
+    with grid[i % 4].container(border=True, key=f"mistake_card_{i}"):
+        picture = ui.thumb(selection, card["filename"], 240)
+        if picture is not None:
+            st.image(picture, width="stretch")
+        st.markdown(f"**{card['true'].replace('_', ' ')}** · {card['wrong']}/{len(card['answers'])} wrong")
+        st.caption("  \n".join(f"{'✅' if right else '❌'} {name}: {predicted.replace('_', ' ')} {confidence:.0%}"
+                               for name, predicted, confidence, right in card["answers"]))
+        st.button("Open ▸", key=f"open_mistake_{i}", on_click=open_detail, args=(card["filename"],),
+                  width="stretch")
+with st.expander("All mistakes as a table (one row per picture and model)"):
+    st.dataframe(table, hide_index=True, width="stretch")
 
 if len(table):
     st.subheader("Detail")
-    chosen = st.selectbox("Image", table["filename"].unique().tolist(), key="mistakes_detail")
+    files = table["filename"].unique().tolist()
+    if st.session_state.get("mistakes_detail") not in files:
+        st.session_state.pop("mistakes_detail", None)
+    chosen = st.selectbox("Image", files, key="mistakes_detail", help="Or click Open on a card above.")
     rows = [{"run": name, **f.set_index("filename").loc[chosen, ["predicted", "confidence"]].to_dict()}
-            for name, f in frames.items() if chosen in set(f["filename"])]
-    st.markdown(f"True class: **{table.loc[table['filename'] == chosen, 'true'].iloc[0]}**")
-    st.dataframe(rows, hide_index=True, width="stretch")
+            for name, f in shown_frames.items() if chosen in set(f["filename"])]
+    left, right = st.columns([1, 2])
+    path = ui.data_file(selection, chosen)
+    if path is not None and path.suffix.lower() not in VIDEO_SUFFIXES:
+        with ui.friendly(f"Reading {chosen}"):
+            left.image(load_image(path), caption=chosen, width="stretch")  # the picture, always
+    right.markdown(f"True class: **{table.loc[table['filename'] == chosen, 'true'].iloc[0]}**")
+    right.dataframe(rows, hide_index=True, width="stretch")
     if st.toggle("Nearest training images, per model", value=True, key="mistakes_neighbours",
                  help="The training pictures each model finds most like this one: often the ones that pulled "
                  "it to the wrong class."):
-        for name in frames:
+        for name in shown_frames:
             with ui.friendly(f"Nearest training images for {name}"):
                 ui.nearest_training_images(selection, selection.run(name), chosen)
-    path = ui.data_file(selection, chosen)
     if path is not None and path.suffix.lower() in VIDEO_SUFFIXES:  # a clip model's mistake: play the clip
         with ui.friendly(f"Reading {chosen}"):
             st.video(ui.folder_clip(selection, chosen))
     elif path is not None and st.toggle("Show Grad-CAM for every model", key="mistakes_cam"):
-        loaded = ui.models([selection.run(n) for n in frames])
+        loaded = ui.models([selection.run(n) for n in shown_frames])
         with ui.friendly(f"Reading {chosen}"):
             image = load_image(path)
             columns = ui.model_columns(len(loaded))
             for i, model in enumerate(loaded):
                 with ui.friendly(f"Grad-CAM for {model.name}"), st.spinner(f"Grad-CAM for {model.name}…"):
                     result = ui.explanation(model, image, image_digest(image), "Grad-CAM", None)
-                    columns[i % len(columns)].image(overlay(result), caption=f"{model.name}: "
-                                                    f"{model.classes[result.target]}", width="stretch")
+                    columns[i % len(columns)].image(
+                        overlay_on_picture(result, image, model.run.card["input_size"], model.run.card["crop_pct"]),
+                        caption=f"{model.name}: {model.classes[result.target]}", width="stretch")
