@@ -8,6 +8,8 @@ Prints (seconds; warm figures are min / median over `--repeats` different photos
                (the similar training images come after the predictions)
   explain      upload → every model's map drawn; moving the opacity slider one step → every map redrawn;
                switching the class → every map redrawn for the new class
+  navigate     a page switch through the sidebar (median of Overview → Evaluate → Mistakes → Training →
+               Overview); a confusion-matrix cell click → its pictures listed; a Mistakes card's Open → its detail
   teach        100 pictures (5 sports15 classes × 20, unseen by the base run) → a head on each bundled photo
                run's embeddings: seconds to embed, to fit, held-out accuracy (`--teach-only` skips the browser)
 Run it on an idle machine: the figures are wall-clock times of a real server and browser.
@@ -117,6 +119,46 @@ def explain_round(page, path: Path, models: int, new_class: str) -> dict:
     return {"first": first, "opacity": opacity, "class": switched}
 
 
+PAGES = {"Evaluate": "📊 Evaluate", "Mistakes": "🧐 Mistakes", "Training": "📈 Training", "Overview": "📋 Overview"}
+
+
+def navigation_round(page) -> dict:
+    """Warm page switches through the sidebar (Overview → Evaluate → Mistakes → Training → Overview), a click on
+    a confusion-matrix cell until its pictures are listed, and a Mistakes card's Open until its detail shows."""
+    switches = []
+    for name, title in PAGES.items():
+        page.wait_for_function(RUN_ENDED)
+        start = time.perf_counter()
+        page.locator("[data-testid='stSidebarNav'] a", has_text=name).first.click()
+        page.get_by_role("heading", name=title).first.wait_for()
+        page.wait_for_function(RUN_ENDED, polling=20)
+        switches.append(time.perf_counter() - start)
+        if name == "Evaluate":  # a cell click, the matrix's 2nd row and 1st column
+            heading = page.get_by_text("image(s) with true")
+            before = heading.inner_text()
+            plot = page.locator("[class*='st-key-confusion'] .nsewdrag").first
+            plot.scroll_into_view_if_needed()
+            box = plot.bounding_box()
+            rows = len(page.locator("[class*='st-key-confusion'] .ytick").all()) or 15
+            x, y = box["x"] + box["width"] / (2 * rows), box["y"] + box["height"] * 3 / (2 * rows)
+            page.mouse.move(x, y)
+            page.wait_for_timeout(300)
+            start = time.perf_counter()
+            page.mouse.click(x, y)
+            page.wait_for_function("(before) => [...document.querySelectorAll('[data-testid=\"stMarkdownContainer\"]')]"
+                                   ".some(e => e.innerText.includes('image(s) with true') && e.innerText !== before)",
+                                   arg=before, polling=20)
+            page.wait_for_function(RUN_ENDED, polling=20)
+            cell = time.perf_counter() - start
+        if name == "Mistakes":
+            start = time.perf_counter()
+            page.get_by_role("button", name="Open ▸").nth(1).click()
+            page.wait_for_function(RUN_ENDED, polling=20)
+            page.locator("[data-testid='stImageCaption']").last.wait_for()
+            opened = time.perf_counter() - start
+    return {"switch": statistics.median(switches), "cell": cell, "open": opened}
+
+
 def measure(runs_dir: Path, data: Path, repeats: int) -> dict:
     from playwright.sync_api import sync_playwright
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -166,6 +208,12 @@ def measure(runs_dir: Path, data: Path, repeats: int) -> dict:
                 rounds.append(explain_round(page, path, len(runs), classes[(3 + i) % len(classes)]))
             for key in ("first", "opacity", "class"):
                 results[f"explain_{key}_s"] = stats([r[key] for r in rounds])
+            page.goto(url)
+            page.get_by_text("Model cards").wait_for()
+            navigation = [navigation_round(page) for _ in range(repeats)]
+            results["page_switch_median_of_four_s"] = stats([r["switch"] for r in navigation])
+            results["evaluate_cell_click_to_its_pictures_s"] = stats([r["cell"] for r in navigation])
+            results["mistakes_open_to_detail_s"] = stats([r["open"] for r in navigation])
             browser.close()
     finally:
         server.terminate()

@@ -49,13 +49,14 @@ class CalibrationError(RuntimeError):
 
 def temper(probs: np.ndarray, temperature: float) -> np.ndarray:
     """softmax(log p / T): the probabilities at temperature T (T > 1 softens, T < 1 sharpens, 1 keeps)."""
-    probs = np.asarray(probs, dtype=np.float64)
+    probs = np.asarray(probs)
     if temperature == 1.0:
         return probs
-    logits = np.log(np.clip(probs, _EPS, None)) / temperature
+    logits = np.log(np.clip(probs.astype(np.float64), _EPS, None)) / temperature
     logits -= logits.max(axis=-1, keepdims=True)
     scaled = np.exp(logits)
-    return scaled / scaled.sum(axis=-1, keepdims=True)
+    scaled /= scaled.sum(axis=-1, keepdims=True)
+    return scaled.astype(probs.dtype) if np.issubdtype(probs.dtype, np.floating) else scaled  # the caller's dtype
 
 
 def nll(probs: np.ndarray, labels: np.ndarray) -> float:

@@ -78,7 +78,7 @@ def browser():
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
     page = context.new_page()
     page.set_default_timeout(120_000)
     yield page
@@ -86,9 +86,27 @@ def page(browser):
 
 
 def shot(page, name: str) -> None:
+    """The whole page, top to bottom: Streamlit scrolls its main block, not the document, so the screenshot is
+    stitched from one per screen (the sidebar repeats; the main column is whole)."""
+    import io
+    from PIL import Image
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.wait_for_timeout(800)  # let charts finish drawing
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    main = "document.querySelector('[data-testid=\"stMain\"]')"
+    if not page.evaluate(f"!!{main}"):
+        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        return
+    height, viewport = page.evaluate(f"{main}.scrollHeight"), page.viewport_size["height"]
+    parts = []
+    for top in range(0, min(height, 12 * viewport), viewport):
+        page.evaluate(f"{main}.scrollTo(0, {top})")
+        page.wait_for_timeout(300)
+        parts.append((min(top, max(0, height - viewport)), Image.open(io.BytesIO(page.screenshot()))))
+    whole = Image.new("RGB", (parts[0][1].width, min(height, 12 * viewport)), "white")
+    for top, part in parts:
+        whole.paste(part, (0, top))
+    whole.save(SHOTS / f"{name}.png")
+    page.evaluate(f"{main}.scrollTo(0, 0)")
 
 
 def settle(page) -> None:
@@ -293,7 +311,7 @@ def test_the_report_opens_offline_with_every_section_drawn(tiny_runs, kaggle_dat
     from train import report
     out = report.main([str(tiny_runs), "--data", str(kaggle_data), "--mistakes", "2", "--out",
                        str(tmp_path / "report.html"), "--quiet"])
-    context = browser.new_context(viewport={"width": 1300, "height": 900}, offline=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, offline=True)
     requests = []
     context.on("request", lambda request: requests.append(request.url))
     page = context.new_page()
@@ -308,6 +326,10 @@ def test_the_report_opens_offline_with_every_section_drawn(tiny_runs, kaggle_dat
     assert pictures.count() >= 2
     assert page.evaluate("[...document.querySelectorAll('figure img')].every(i => i.complete && i.naturalWidth > 0)")
     assert [url for url in requests if not url.startswith(("file:", "data:"))] == []
+    # #25.4: nothing runs off a 1280-px page, and every confusion matrix names every class on both axes
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    for matrix in page.locator("#confusion-matrices .plotly-graph-div").all():
+        assert len(matrix.locator(".xtick").all()) == len(matrix.locator(".ytick").all()) == 3
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "10_report.png"), full_page=True)
     context.close()
@@ -338,3 +360,16 @@ def test_presentation_link_and_explain_maps_redrawn_without_recomputing(server, 
     assert set(times) == {"first", "opacity", "class"}
     expect(page.get_by_text("explains dancing")).to_have_count(2)
     shot(page, "12_explain_class")
+
+
+def test_every_page_in_presentation_mode_draws_without_an_error(server, page):
+    """Screenshots of every page in presentation mode (test-output/screenshots/present_*.png), looked at by
+    whoever changes a page; each page opens with its sidebar collapsed and no exception."""
+    for name in ("", "predict", "explain", "evaluate", "mistakes", "embeddings", "video", "training", "dataset",
+                 "teach"):
+        page.goto(f"{server.url}/{name}?present=1")
+        page.locator("[data-testid='stSidebar'][data-collapsed='true']").wait_for(state="attached")
+        settle(page)
+        page.wait_for_timeout(1500)
+        assert page.locator("[data-testid='stException']").count() == 0, name
+        shot(page, f"present_{name or 'overview'}")
