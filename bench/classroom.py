@@ -47,7 +47,8 @@ MAPS_DRAWN = """([text, count, before]) => {
   const labels = [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')]
     .filter(el => fresh(el) && el.innerText.includes(text));
   const images = [...document.querySelectorAll('[data-testid="stImage"] img')].filter(fresh).map(i => i.src);
-  return labels.length === count && images.length >= count && images.every(src => !before.includes(src));
+  // every model's map is new (the original picture beside the controls stays the same)
+  return labels.length === count && images.filter(src => !before.includes(src)).length >= count;
 }"""
 RUN_ENDED = "!document.querySelector('[data-testid=\"stStatusWidget\"]')"
 

@@ -132,7 +132,7 @@ def learning_curves(histories: dict[str, list[dict]], smoothing: float = 0.0,
     from `names` (every run that could be shown), so hiding one recolours none."""
     panels = [("train_loss", "val_loss", "loss"), ("train_accuracy", "val_accuracy", "accuracy"),
               ("val_macro_f1", None, "val macro-F1"), ("lr", None, "learning rate")]
-    figure = make_subplots(rows=2, cols=2, subplot_titles=[p[2] for p in panels], vertical_spacing=0.14)
+    figure = make_subplots(rows=2, cols=2, subplot_titles=[p[2] for p in panels], vertical_spacing=0.2)
     colours = colours_of(names or list(histories))
     for name, history in histories.items():
         frame = pd.DataFrame(history)

@@ -227,7 +227,7 @@ def test_training_and_dataset_pages_render(app, tiny_runs):
     assert len(table) == 2
     for name in ("custom_cnn", "mobilenet_v2"):  # the metrics files' numbers, beside the curve's (#25.14)
         stored = json.loads((tiny_runs / name / "metrics_val.json").read_text())["accuracy"]
-        assert table.loc[name, "val accuracy, kept weights"] == pytest.approx(stored)
+        assert table.loc[name, "val acc (kept)"] == pytest.approx(stored)
 
     def curves(at):  # the loss panel's train curve of each run shown
         import plotly.io

@@ -91,7 +91,7 @@ def shot(page, name: str) -> None:
     import io
     from PIL import Image
     SHOTS.mkdir(parents=True, exist_ok=True)
-    page.wait_for_timeout(800)  # let charts finish drawing
+    page.wait_for_timeout(2000)  # let charts and tables finish drawing
     main = "document.querySelector('[data-testid=\"stMain\"]')"
     if not page.evaluate(f"!!{main}"):
         page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)

@@ -19,7 +19,7 @@ if table["test accuracy"].notna().any():
 members = ui.ensemble_members(selection.runs, key="overview_ensemble")
 ensemble = stored_metrics([run for run in selection.runs if run.name in members])
 if ensemble:
-    st.success(f"**Ensemble** of {', '.join(ensemble['runs'])} (mean probability): "
+    st.success(f"**Ensemble** of {', '.join(ensemble['runs'])} (mean calibrated probability): "
                f"test accuracy **{ensemble['accuracy']:.1%}**, macro-F1 **{ensemble['macro_f1']:.3f}**")
 elif len(members) < 2:
     st.caption("Choose two or more members to see the ensemble's test metrics.")

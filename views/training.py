@@ -35,19 +35,20 @@ for name in shown:
     ema = run.card.get("recipe", {}).get("ema_decay", 0) or 0
     val, test = ui.metrics(run, "val"), ui.metrics(run, "test")
     rows.append({"run": name, "epochs": len(frame), "best epoch": int(best["epoch"]),
-                 "val accuracy while training": best["val_accuracy"],
-                 "val accuracy, kept weights": val["accuracy"] if val else None,
-                 "test accuracy, kept weights": test["accuracy"] if test else None,
+                 "val acc (training)": best["val_accuracy"],
+                 "val acc (kept)": val["accuracy"] if val else None,
+                 "test acc (kept)": test["accuracy"] if test else None,
                  "weights": f"EMA {ema:g}" if ema else "as trained",
-                 "TTA in the metrics": "flip" if (test or val or {}).get("tta") else "none",
+                 "TTA": "flip" if (test or val or {}).get("tta") else "none",
                  "minutes": round(frame.get("seconds", pd.Series([0])).sum() / 60, 1)})
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
-    "val accuracy while training": st.column_config.NumberColumn(
+    "val acc (training)": st.column_config.NumberColumn(
         format="%.3f", help="Measured at the end of the best epoch during training: no TTA, on the weights "
                             "validated then (the EMA weights when the recipe keeps an EMA)."),
-    "val accuracy, kept weights": st.column_config.NumberColumn(
+    "val acc (kept)": st.column_config.NumberColumn(
         format="%.3f", help="metrics_val.json: the kept (best-epoch) weights evaluated after training, with flip "
                             "TTA when the recipe uses it — so it can differ from the column before."),
-    "test accuracy, kept weights": st.column_config.NumberColumn(format="%.3f", help="metrics_test.json, as above.")})
+    "test acc (kept)": st.column_config.NumberColumn(format="%.3f", help="metrics_test.json, as above."),
+    "TTA": st.column_config.TextColumn(help="Test-time augmentation in the metrics files' numbers.")})
 st.caption("Two val accuracies per run, on purpose: the curve's is measured while training (no TTA); the metrics "
            "files' is the kept weights evaluated once training ended (flip TTA where the recipe uses it).")
