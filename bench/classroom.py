@@ -120,7 +120,8 @@ def explain_round(page, path: Path, models: int, new_class: str) -> dict:
     return {"first": first, "opacity": opacity, "class": switched}
 
 
-PAGES = {"Evaluate": "📊 Evaluate", "Mistakes": "🧐 Mistakes", "Training": "📈 Training", "Overview": "📋 Overview"}
+PAGES = {"Evaluate": "📊 Evaluate", "Mistakes": "🧐 Mistakes", "Training": "📈 Training",
+         "Overview": "📋 Overview"}  # sidebar link -> the page's title
 
 
 def navigation_round(page) -> dict:
@@ -137,11 +138,11 @@ def navigation_round(page) -> dict:
         if name == "Evaluate":  # a cell click, the matrix's 2nd row and 1st column
             heading = page.get_by_text("image(s) with true")
             before = heading.inner_text()
-            plot = page.locator("[class*='st-key-confusion'] .nsewdrag").first
-            plot.scroll_into_view_if_needed()
-            box = plot.bounding_box()
-            rows = len(page.locator("[class*='st-key-confusion'] .ytick").all()) or 15
-            x, y = box["x"] + box["width"] / (2 * rows), box["y"] + box["height"] * 3 / (2 * rows)
+            rows = len(page.locator("[class*='st-key-confusion'] .ytick").all())
+            cell = page.locator("[class*='st-key-confusion'] .point").nth(rows)  # true: 2nd class, predicted: 1st
+            cell.scroll_into_view_if_needed()
+            box = cell.bounding_box()
+            x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
             page.mouse.move(x, y)
             page.wait_for_timeout(300)
             start = time.perf_counter()

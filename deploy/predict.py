@@ -64,7 +64,8 @@ class Model:
         elif calibrated and temperature is None:
             self.note = "not calibrated (no temperature on card.json): raw probabilities"
         elif calibrated:
-            self.note = f"the temperature on card.json ({temperature!r}) is not a number in [{low}, {high}]: raw probabilities"
+            self.note = (f"the temperature on card.json ({temperature!r}) is not a number in [{low}, {high}]: "
+                         "raw probabilities")
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         """Shorter side to floor(size / crop_pct), centre crop, [0, 1], normalise: timm's eval transform."""

@@ -386,7 +386,8 @@ def ensemble_figures(runs: list[Run], coverage: float = DEFAULT_COVERAGE) -> dic
     sets = set_report(fitted.sets(coverage).predict(after), labels, runs[0].classes)
     return {"run": "ensemble of " + ", ".join(run.name for run in runs), "temperature": fitted.temperature,
             "accuracy": float((after.argmax(1) == labels).mean()),
-            "ece_before": expected_calibration_error(before, labels), "ece_after": expected_calibration_error(after, labels),
+            "ece_before": expected_calibration_error(before, labels),
+            "ece_after": expected_calibration_error(after, labels),
             "nll_before": nll(before, labels), "nll_after": nll(after, labels), "coverage": sets["coverage"],
             "mean_set_size": sets["mean_size"], "worst_class": sets["worst_class"],
             "worst_class_coverage": sets["worst_class_coverage"]}

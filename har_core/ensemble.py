@@ -62,6 +62,7 @@ def stored_metrics(runs: list[Run], split: str = "test") -> dict | None:
     classes = frames[0][0].classes
     base = frames[0][1].set_index("filename")
     aligned = [f.set_index("filename").loc[base.index] for _, f in frames]
-    probs = combine([temper(probabilities(f, classes), run_temperature(run)[0]) for (run, _), f in zip(frames, aligned)])
+    probs = combine([temper(probabilities(f, classes), run_temperature(run)[0])
+                     for (run, _), f in zip(frames, aligned)])
     labels = [classes.index(t) for t in base["true"]]
     return compute_metrics(labels, probs, classes) | {"runs": [run.name for run, _ in frames]}

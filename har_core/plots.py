@@ -33,7 +33,8 @@ def confusion_figure(metrics: dict, normalize: bool = False, title: str = "", wi
     true, predicted = true.ravel(), predicted.ravel()
     values = shown[true, predicted]
     top = 100 if normalize else max(1, counts.max())
-    labels = [(f"{v:.0f}" if normalize else f"{int(v)}") if counts[t, p] else "" for v, t, p in zip(values, true, predicted)]
+    labels = [(f"{v:.0f}" if normalize else f"{int(v)}") if counts[t, p] else ""
+              for v, t, p in zip(values, true, predicted)]
     hover = [f"true: {classes[t]}<br>predicted: {classes[p]}<br>{int(counts[t, p])} images "
              f"({counts[t, p] / max(rows[t, 0], 1):.0%} of {classes[t]})" for t, p in zip(true, predicted)]
     label_px = 9 * max(len(c) for c in classes)  # the y tick labels, at the figure's font size
@@ -41,7 +42,8 @@ def confusion_figure(metrics: dict, normalize: bool = False, title: str = "", wi
     figure = go.Figure(go.Scatter(
         x=[classes[p] for p in predicted], y=[classes[t] for t in true], mode="markers+text", text=labels,
         hovertext=hover, hoverinfo="text",
-        textfont=dict(size=max(9, min(16, cell // 3)), color=["white" if v > 0.55 * top else "#0f172a" for v in values]),
+        textfont=dict(size=max(9, min(16, cell // 3)),
+                      color=["white" if v > 0.55 * top else "#0f172a" for v in values]),
         marker=dict(symbol="square", size=cell, color=values, colorscale="Blues", showscale=True, cmin=0, cmax=top,
                     colorbar=dict(title="% of row" if normalize else "images"), line=dict(width=1, color="#e2e8f0")),
         selected=dict(marker=dict(color="#f59e0b", opacity=1)), unselected=dict(marker=dict(opacity=1))))
@@ -293,13 +295,17 @@ def risk_coverage_figure(curves: dict[str, pd.DataFrame], chosen: dict[str, tupl
         if name in chosen:
             kept, accuracy = chosen[name]
             figure.add_scatter(x=[kept], y=[accuracy], mode="markers", legendgroup=name, showlegend=False,
-                               marker=dict(symbol="star", size=20, color=colours[name], line=dict(color="black", width=1)),
-                               hovertext=f"{name}: its threshold keeps {kept:.0%}, {accuracy:.1%} right", hoverinfo="text")
+                               marker=dict(symbol="star", size=20, color=colours[name],
+                                           line=dict(color="black", width=1)),
+                               hovertext=f"{name}: its threshold keeps {kept:.0%}, {accuracy:.1%} right",
+                               hoverinfo="text")
     figure.add_hline(y=target, line=dict(color="#94a3b8", dash="dash"), annotation_text=f"target {target:.0%}",
                      annotation_position="bottom left")
-    figure.update_layout(font=FONT, height=480, xaxis_title="share of pictures answered", yaxis_title="accuracy of those",
+    figure.update_layout(font=FONT, height=480, xaxis_title="share of pictures answered",
+                         yaxis_title="accuracy of those",
                          xaxis=dict(range=[0, 1.02], tickformat=".0%"), yaxis=dict(tickformat=".0%"),
-                         legend=dict(orientation="h", y=-0.2), margin=dict(l=10, r=10, t=30, b=10), plot_bgcolor="white")
+                         legend=dict(orientation="h", y=-0.2), margin=dict(l=10, r=10, t=30, b=10),
+                         plot_bgcolor="white")
     figure.update_xaxes(gridcolor="#e2e8f0")
     figure.update_yaxes(gridcolor="#e2e8f0")
     return figure

@@ -33,7 +33,8 @@ SECTIONS = ("Comparison", "F1 per class", "Confusion matrices", "Calibration", "
             "Most confident mistakes", "Data set")
 STYLE = """body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1200px;color:#0f172a;padding:0 1rem}
 h1{margin-bottom:.2rem} h2{border-bottom:2px solid #e2e8f0;padding-bottom:.3rem;margin-top:2.5rem}
-.table{overflow-x:auto;max-width:100%} table{border-collapse:collapse;font-size:.9rem} td,th{border:1px solid #e2e8f0;padding:.3rem .6rem;text-align:right}
+.table{overflow-x:auto;max-width:100%} table{border-collapse:collapse;font-size:.9rem}
+td,th{border:1px solid #e2e8f0;padding:.3rem .6rem;text-align:right}
 th{background:#f1f5f9} td:first-child,th:first-child{text-align:left}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:1rem}
 .grid.wide{grid-template-columns:repeat(auto-fill,minmax(560px,1fr))}
@@ -104,7 +105,8 @@ def calibration_html(runs: list[Run], split: str) -> str:
     if not reports:
         return f"<p>No run is calibrated on {split} yet (python -m train.calibrate RUN).</p>"
     missing = [run.name for run in runs if run.name not in reports]
-    bins = {name: {stage: pd.DataFrame(report["splits"][split][f"reliability_{stage}"]) for stage in ("before", "after")}
+    bins = {name: {stage: pd.DataFrame(report["splits"][split][f"reliability_{stage}"])
+                   for stage in ("before", "after")}
             for name, report in reports.items()}
     return ('<p class="muted">One temperature per run, fitted on val: below the diagonal a model is over-confident. '
             "The confidences in this report are calibrated, except for the runs listed as raw below.</p>"

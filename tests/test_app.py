@@ -658,7 +658,7 @@ def test_similar_images_never_show_another_data_sets_picture_under_the_same_name
         sample = at.selectbox(key="predict_sample")
         at = sample.set_value(sample.options[1]).run()
         shown[name] = (len(at.image), texts(at))
-    assert shown["right"][0] == 1 + 2 * 6  # the sample and each model's six neighbours
+    assert shown["right"][0] == 2 + 2 * 6  # the picker's thumbnail, the sample, and each model's six neighbours
     assert "pictures not shown" not in shown["right"][1]
-    assert shown["other"][0] == 1  # no thumbnail of the wrong pictures
+    assert shown["other"][0] == 2  # the chosen folder's own sample (picker and answer), no wrong neighbours
     assert shown["other"][1].count("pictures not shown") == 2 and f"come from {kaggle_data}" in shown["other"][1]

@@ -336,8 +336,9 @@ def test_the_report_opens_offline_with_every_section_drawn(tiny_runs, kaggle_dat
 
 
 def test_presentation_link_and_explain_maps_redrawn_without_recomputing(server, page, tmp_path):
-    """?present=1 collapses the sidebar, enlarges the answer and keeps the model cards side by side; on Explain, the opacity slider and the
-    class redraw every map (bench.classroom times the same steps on the bundled runs)."""
+    """?present=1 collapses the sidebar, enlarges the answer and keeps the model cards side by side; on Explain,
+    the opacity slider and the class redraw every map (bench.classroom times the same steps on the bundled
+    runs)."""
     from bench.classroom import explain_round
     photo = tmp_path / "photo.jpg"
     synthetic_image(2, seed=81, size=120).save(photo)

@@ -243,7 +243,7 @@ def test_ema_validates_and_keeps_the_average_weights_and_resumes_exactly(tmp_pat
     """--ema-decay: the running average of the weights is what is validated and saved; here on a cached
     trunk, where the average's own copy of the model takes the trunk features."""
     flags = ["--ema-decay", "0.8", "--cached-views", "2", "--trainable", "blocks.5,blocks.6,conv_head,bn2,classifier",
-             "--freeze-epochs", "0", "--image-size", "64", "--mixup-alpha", "0"]
+             "--freeze-epochs", "0", "--image-size", "64", "--mixup-alpha", "0", "--embed", "false"]
     first = train_tiny(kaggle_data, tmp_path, "ema", model="efficientnet_lite0", extra=[*flags, "--epochs", "1"])
     checkpoint = safetensors.torch.load_file(first / "checkpoint" / "last.safetensors")
     saved = safetensors.torch.load_file(first / "model.safetensors")
@@ -254,7 +254,8 @@ def test_ema_validates_and_keeps_the_average_weights_and_resumes_exactly(tmp_pat
     assert not torch.equal(saved[name], checkpoint[f"model.{name}"])
     # interrupted after one epoch and resumed: the average is restored too, so the run replays exactly
     resumed = train.main(["--model", "efficientnet_lite0", "--data", str(kaggle_data), "--out", str(tmp_path),
-                          "--name", "ema", "--resume", "--epochs", "2", "--quiet", "--workers", "0"])
+                          "--name", "ema", "--resume", "--epochs", "2", "--quiet", "--workers", "0",
+                          "--embed", "false"])
     straight = train_tiny(kaggle_data, tmp_path, "ema_straight", model="efficientnet_lite0",
                           extra=[*flags, "--epochs", "2"])
     a = safetensors.torch.load_file(resumed / "checkpoint" / "last.safetensors")

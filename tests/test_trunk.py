@@ -30,7 +30,7 @@ def test_model_on_trunk_features_equals_the_full_forward(name):
 
 def test_cached_training_trains_the_tail_only_and_resumes_exactly(tmp_path, kaggle_data):
     flags = ["--cached-views", "2", "--trainable", "blocks.4,blocks.5,blocks.6,conv_head,bn2,classifier",
-             "--freeze-epochs", "1", "--image-size", "64", "--mixup-alpha", "0"]
+             "--freeze-epochs", "1", "--image-size", "64", "--mixup-alpha", "0", "--embed", "false"]
     full = train_tiny(kaggle_data, tmp_path, "full", model="efficientnet_lite0", extra=[*flags, "--epochs", "3"])
     after = safetensors.torch.load_file(full / "checkpoint" / "last.safetensors")
     train.seed_everything(0)  # the run's own initialisation
@@ -42,7 +42,8 @@ def test_cached_training_trains_the_tail_only_and_resumes_exactly(tmp_path, kagg
     # interrupted after two epochs, resumed: the cache is rebuilt the same way, so the run replays exactly
     train_tiny(kaggle_data, tmp_path, "resumed", model="efficientnet_lite0", extra=[*flags, "--epochs", "2"])
     resumed = train.main(["--model", "efficientnet_lite0", "--data", str(kaggle_data), "--out", str(tmp_path),
-                          "--name", "resumed", "--resume", "--epochs", "3", "--quiet", "--workers", "0"])
+                          "--name", "resumed", "--resume", "--epochs", "3", "--quiet", "--workers", "0",
+                          "--embed", "false"])
     again = safetensors.torch.load_file(resumed / "checkpoint" / "last.safetensors")
     assert all(torch.equal(after[k], again[k]) for k in after if k.startswith("model."))
 

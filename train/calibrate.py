@@ -21,7 +21,8 @@ from har_core.ensemble import default_members
 
 def line(row: dict, coverage: float) -> str:
     return (f"{row['run']}: T {row['temperature']:.3f} · test accuracy {row['accuracy']:.3f} · ECE "
-            f"{row['ece_before']:.3f} → {row['ece_after']:.3f} · NLL {row['nll_before']:.3f} → {row['nll_after']:.3f}"
+            f"{row['ece_before']:.3f} → {row['ece_after']:.3f} · NLL {row['nll_before']:.3f} → "
+            f"{row['nll_after']:.3f}"
             f" · {coverage:.0%} sets: coverage {row['coverage']:.3f}, mean size {row['mean_set_size']:.2f}, worst "
             f"class {row['worst_class']} {row['worst_class_coverage']:.3f}")
 

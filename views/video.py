@@ -1,5 +1,3 @@
-import io
-
 import pandas as pd
 import streamlit as st
 
