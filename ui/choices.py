@@ -136,7 +136,9 @@ def follow_link(param: str, key: str, allowed=None, many: bool = False) -> None:
     `key` when the page opens with it, once; values not among `allowed` are left out. `share_view` writes the
     current choices back, so the address bar is always a link that reopens this view."""
     raw = st.query_params.get(param)
-    if raw is None or st.session_state.get(f"_link_{key}") == raw:
+    # the session's own choice mirrored into the address (share_view) is no link: applying it again would undo the
+    # visitor's next change of the widget
+    if raw is None or raw in (st.session_state.get(f"_link_{key}"), st.session_state.get(_shared_key(param))):
         return
     st.session_state[f"_link_{key}"] = raw
     if many:
@@ -149,10 +151,18 @@ def follow_link(param: str, key: str, allowed=None, many: bool = False) -> None:
         st.caption(f"⚠️ The link's {param}={raw} is not available here; the page's default is used.")
 
 
+def _shared_key(param: str) -> str:
+    """Where this page remembers what it wrote into the address (pages share parameter names: model, split)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+    context = get_script_run_ctx()
+    return f"_shared_{context.page_script_hash if context else ''}_{param}"
+
+
 def share_view(**params) -> None:
     """Mirror the page's choices into the URL (lists comma-joined), so a teacher copies the address bar."""
     for param, value in params.items():
         raw = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        st.session_state[_shared_key(param)] = raw
         if st.query_params.get(param) != raw:
             st.query_params[param] = raw
 

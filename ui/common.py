@@ -1,12 +1,14 @@
 """Settings, loaded models and their engines, cached run files, thumbnails, friendly errors."""
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -163,6 +165,20 @@ def predictions(run: Run, split: str) -> pd.DataFrame | None:
     """The run's stored predictions on a split, with calibrated probabilities and confidence."""
     return _predictions(str(run.path), split, _file_stamp(run, artifacts.predictions_file(split)),
                         temperature(run)[0])
+
+
+def figure(build, *args, **kwargs):
+    """`build(*args, **kwargs)`, a plotly figure, made once per content of its inputs and shared: plotly validates
+    every property as a figure is built, which was most of a warm page switch. Draw it; never change it."""
+    # Streamlit hashes a large array from a sample of its values: its full digest keeps two arrays apart
+    digests = tuple(hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+                    for a in args if isinstance(a, np.ndarray))
+    return _figure(f"{build.__module__}.{build.__qualname__}", digests, build, *args, **kwargs)
+
+
+@st.cache_resource(show_spinner=False, max_entries=128)
+def _figure(name: str, digests: tuple, _build, *args, **kwargs):  # the builder's name and the inputs' content
+    return _build(*args, **kwargs)
 
 
 @st.cache_data(show_spinner=False, max_entries=2048)

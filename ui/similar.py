@@ -159,7 +159,8 @@ def similar_images(selection: Selection, run: Run, vector, probs, k: int = SHOW_
     try:
         found = embeddings(run)
     except EmbeddingError:
-        st.caption("No embeddings for this run yet: compute them on the Embeddings page to see similar images.")
+        st.caption("No embeddings for this run yet: compute them on the Embeddings page to see similar images"
+                   + ("." if selection.data_root is not None else " (it needs the run's data folder; README: Data)."))
         return
     # the mixing weight was chosen on the run's raw stored predictions: mix the raw probabilities (undo T)
     raw = temper(probs, 1 / temperature(run)[0])

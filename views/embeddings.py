@@ -37,7 +37,7 @@ st.caption(f"{len(shown)} of {len(table)} images shown · {wrong} the model gets
 if shown.empty:
     st.info("No images match these filters.")
     st.stop()
-event = st.plotly_chart(embedding_scatter(shown, colour, classes=run.classes), width="stretch", key="map_chart",
+event = st.plotly_chart(ui.figure(embedding_scatter, shown, colour, classes=run.classes), width="stretch", key="map_chart",
                         on_select="rerun",
                         selection_mode=("points", "box", "lasso"), config={"displaylogo": False})
 picked = sorted({int(point["customdata"]) for point in event.selection.points if "customdata" in point}) \

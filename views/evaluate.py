@@ -2,10 +2,10 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from har_core.analysis import cell_samples, disagreement_matrix, metrics_table, per_class_f1_table
+from har_core.analysis import cell_samples, metrics_table, per_class_f1_table
 from har_core.calibration import DEFAULT_TARGET_ACCURACY, calibration_table
 from har_core.data import SPLITS
-from har_core.plots import (confusion_figure, coverage_heatmap, f1_heatmap, matrix_heatmap, reliability_figure,
+from har_core.plots import (confusion_figure, coverage_heatmap, disagreement_heatmap, f1_heatmap, reliability_figure,
                             risk_coverage_figure)
 
 selection = ui.sidebar()
@@ -23,7 +23,7 @@ if table.empty:
 st.dataframe(table.style.format("{:.3f}").highlight_max(axis=0, color="#bbf7d0"), width="stretch")
 
 st.subheader("F1 per class")
-st.plotly_chart(f1_heatmap(per_class_f1_table(selection.runs, split)), width="stretch")
+st.plotly_chart(ui.figure(f1_heatmap, per_class_f1_table(selection.runs, split)), width="stretch")
 
 st.subheader("Confusion matrix")
 left, right = st.columns([2, 1])
@@ -34,7 +34,7 @@ ui.share_view(model=run_name)
 normalized = right.toggle("Row-normalised", key="eval_normalized")
 run = selection.run(run_name)
 metrics = ui.metrics(run, split)
-event = st.plotly_chart(confusion_figure(metrics, normalized), width="stretch", on_select="rerun",
+event = st.plotly_chart(ui.figure(confusion_figure, metrics, normalized), width="stretch", on_select="rerun",
                         selection_mode="points", key=f"confusion_{run_name}_{split}")
 points = (event or {}).get("selection", {}).get("points", []) if event else []
 classes = metrics["classes"]
@@ -57,8 +57,7 @@ if len(selection.runs) > 1:
     st.subheader("Model vs model disagreement")
     frames = {r.name: p for r in selection.runs if (p := ui.predictions(r, split)) is not None}
     if len(frames) > 1:
-        st.plotly_chart(matrix_heatmap(disagreement_matrix(frames), "share of images two models label differently"),
-                        width="stretch")
+        st.plotly_chart(ui.figure(disagreement_heatmap, frames), width="stretch")
 
 st.subheader("🎯 How sure: calibration, prediction sets, abstaining")
 if split == "train":
@@ -74,7 +73,7 @@ if reports:
                 "diagonal a model is right as often as it is sure; below it, over-confident.")
     st.dataframe(calibration_table(reports, split).style.format("{:.3f}").highlight_min(
         subset=["ECE after", "NLL after", "Brier after"], color="#bbf7d0"), width="stretch")
-    st.plotly_chart(reliability_figure({name: {stage: pd.DataFrame(report["splits"][split][f"reliability_{stage}"])
+    st.plotly_chart(ui.figure(reliability_figure, {name: {stage: pd.DataFrame(report["splits"][split][f"reliability_{stage}"])
                                                for stage in ("before", "after")} for name, report in reports.items()}),
                     width="stretch", key="reliability_chart")
 
@@ -109,10 +108,10 @@ if rows:
     if per_class:
         st.caption("Coverage per true class: the guarantee holds on average, not for every class — red marks the "
                    "classes it fails.")
-        st.plotly_chart(coverage_heatmap(pd.DataFrame(per_class).T, coverage), width="stretch", key="coverage_chart")
+        st.plotly_chart(ui.figure(coverage_heatmap, pd.DataFrame(per_class).T, coverage), width="stretch", key="coverage_chart")
     st.caption(f"Answering only when sure: the accuracy of the answers kept (up) against the share of pictures "
                f"answered (right), as the confidence threshold rises; a star marks each run's threshold for "
                f"{target:.0%}, found on val, on these {split} pictures.")
-    st.plotly_chart(risk_coverage_figure(curves, chosen, target), width="stretch", key="risk_chart")
+    st.plotly_chart(ui.figure(risk_coverage_figure, curves, chosen, target), width="stretch", key="risk_chart")
 else:
     st.info(f"No run has val predictions to calibrate sets and thresholds on ({split} shown).")

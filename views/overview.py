@@ -15,7 +15,7 @@ st.dataframe(table, hide_index=True, width="stretch",
              column_config={"test accuracy": st.column_config.ProgressColumn(format="%.3f", min_value=0, max_value=1),
                             "test macro-F1": st.column_config.ProgressColumn(format="%.3f", min_value=0, max_value=1)})
 if table["test accuracy"].notna().any():
-    st.plotly_chart(accuracy_bars(table.dropna(subset=["test accuracy"])), width="stretch")
+    st.plotly_chart(ui.figure(accuracy_bars, table.dropna(subset=["test accuracy"])), width="stretch")
 members = ui.ensemble_members(selection.runs, key="overview_ensemble")
 ensemble = stored_metrics([run for run in selection.runs if run.name in members])
 if ensemble:

@@ -52,7 +52,7 @@ if held_out < FEW_HELD_OUT:
                "before trusting it.")
 st.caption(f"The head's regularisation (C = {metrics['C']:.3g}) was chosen by cross-validation on the pictures "
            "given, so it is not 100 % sure of everything.")
-st.plotly_chart(confusion_figure(metrics, title="Held-out pictures"), width="stretch", key="teach_confusion")
+st.plotly_chart(ui.figure(confusion_figure, metrics, title="Held-out pictures"), width="stretch", key="teach_confusion")
 
 st.subheader("Try it")
 shot = st.camera_input("A new picture", key="teach_try_camera") if st.toggle("Use the camera", key="teach_try_cam") \

@@ -26,7 +26,7 @@ smoothing = right.slider("Smoothing", 0.0, 0.95, 0.0, 0.05, key="training_smooth
 if not shown:
     st.info("Choose at least one run above.")
     st.stop()
-st.plotly_chart(learning_curves({n: histories[n] for n in shown}, smoothing, names=list(histories)),
+st.plotly_chart(ui.figure(learning_curves, {n: histories[n] for n in shown}, smoothing, names=list(histories)),
                 width="stretch", key="training_curves")
 rows = []
 for name in shown:

@@ -62,7 +62,7 @@ clicked = [p["customdata"] for p in clicked if isinstance(p.get("customdata"), i
 if clicked and clicked[0] != st.session_state.get("_video_clicked"):  # a new click on a frame dot: show it
     st.session_state["_video_clicked"] = st.session_state["video_frame"] = min(clicked[0], len(clip.frames) - 1)
 shown = min(st.session_state.get("video_frame", 0), len(clip.frames) - 1)
-right.plotly_chart(action_timeline(rows, line.classes, clip.seconds, times=line.times, shown=line.times[shown]),
+right.plotly_chart(ui.figure(action_timeline, rows, line.classes, clip.seconds, times=line.times, shown=line.times[shown]),
                    width="stretch", key="video_timeline", on_select="rerun", selection_mode="points")
 summary_row = "ensemble" if "ensemble" in rows else loaded[0].name
 segments = pd.DataFrame([s.as_dict() for s in rows[summary_row]])
