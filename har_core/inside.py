@@ -9,7 +9,6 @@ path counts), so it is the theoretical field of any weights.
 """
 from __future__ import annotations
 
-import copy
 import threading
 import weakref
 from contextlib import contextmanager
@@ -103,7 +102,7 @@ def receptive_fields(architecture: str, size: int) -> dict[str, int]:
     """Per stage module: how many input pixels (per side) one unit at the centre of its output sees, at this
     input size (at most the input itself). Measured by differentiation on a positive copy of the network."""
     spec = REGISTRY[architecture]
-    model = _positive_copy(spec.build(2)).eval()
+    model = _positive_weights(spec.build(2)).eval()
     # tiny and positive: residual sums double at each block, and no clipped activation (ReLU6) may saturate
     image = torch.full((1, 3, size, size), 1e-6, requires_grad=True)
     outputs = {}
@@ -124,12 +123,11 @@ def receptive_fields(architecture: str, size: int) -> dict[str, int]:
     return fields
 
 
-def _positive_copy(model: nn.Module) -> nn.Module:
-    """The same layers with small positive weights, no bias, batch norms as identities and max pools as average
+def _positive_weights(model: nn.Module) -> nn.Module:
+    """A freshly built model, changed in place to the same layers with small positive weights, no bias, batch norms as identities and max pools as average
     pools of the same window: every input pixel inside a unit's field then moves it. Squeeze-excitation gates
     are left out: they pool the whole picture, so with them every unit would see all of it; the field given is
     the convolutions'."""
-    model = copy.deepcopy(model)
     for name, module in list(model.named_modules()):
         if "SqueezeExcite" in type(module).__name__:
             model.set_submodule(name, nn.Identity())
@@ -142,8 +140,8 @@ def _positive_copy(model: nn.Module) -> nn.Module:
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
     with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "bn" in name or parameter.dim() == 1:
+        for parameter in model.parameters():
+            if parameter.dim() == 1:  # batch-norm scales and shifts, biases
                 continue
             parameter.fill_(1.0 / max(1, parameter[0].numel()))
         for module in model.modules():

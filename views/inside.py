@@ -27,7 +27,7 @@ images, names = ui.image_source(selection, key="inside", multiple=False)
 if images:
     with ui.friendly(f"Running {run_name} on {names[0]}"):
         stages = ui.stages(loaded, images[0], image_digest(images[0]))
-    size = loaded.preprocess(images[:1]).shape[-1]
+    size = run.card["input_size"]
     st.subheader(f"{len(stages)} stages, from the picture to what the head pools")
     st.dataframe(pd.DataFrame({
         "stage": [s.label for s in stages],
