@@ -1,4 +1,4 @@
-"""Class activation maps with pytorch-grad-cam; the target layer comes from the registry.
+"""Class activation maps with pytorch-grad-cam (the target layer comes from the registry), and Captum's Occlusion.
 
 A page asks for one image's maps of every class at once (`class_maps`): one forward pass records the
 target layer's output, and each class's gradient flows back only through the layers after it, so
@@ -31,7 +31,9 @@ from har_core.registry import REGISTRY
 
 METHODS = {"Grad-CAM": GradCAM, "Grad-CAM++": GradCAMPlusPlus, "XGrad-CAM": XGradCAM, "LayerCAM": LayerCAM,
            "EigenCAM": EigenCAM, "ScoreCAM": ScoreCAM}
-SLOW_METHODS = {"ScoreCAM"}  # one forward per channel of the target layer
+OCCLUSION = "Occlusion"  # Captum's: a grey patch slides over the picture; any model, no layer or gradient needed
+EXPLANATIONS = (*METHODS, OCCLUSION)  # what a page offers
+SLOW_METHODS = {"ScoreCAM", OCCLUSION}  # a forward per channel of the target layer / per patch position
 CLASS_AGNOSTIC = {"EigenCAM"}  # the first principal component of the activations: the same map for every class
 
 
@@ -177,8 +179,10 @@ def class_maps(loaded: LoadedModel, image: Image.Image, method: str = "Grad-CAM"
     """Maps of `method` for `classes` (None in the list: the predicted class; default: every class, or one map
     for a class-agnostic method) from one forward pass, each computed by the method's own pytorch-grad-cam
     code on that pass's activations and gradients."""
-    if method not in METHODS:
-        raise ValueError(f"unknown CAM method '{method}'; choose from {', '.join(METHODS)}")
+    if method not in EXPLANATIONS:
+        raise ValueError(f"unknown explanation method '{method}'; choose from {', '.join(EXPLANATIONS)}")
+    if method == OCCLUSION:
+        return occlusion_maps(loaded, image, classes)
     layer = cam_layer(loaded)
     batch = loaded.preprocess([image])
     with detached_output(layer) as recorded, torch.enable_grad():
@@ -201,6 +205,32 @@ def class_maps(loaded: LoadedModel, image: Image.Image, method: str = "Grad-CAM"
             heatmaps[target] = np.nan_to_num(cam.aggregate_multi_layers(per_layer)[0])
     return ClassMaps(heatmaps=heatmaps, view=model_view(loaded, batch), probs=probs,
                      class_agnostic=method in CLASS_AGNOSTIC)
+
+
+def occlusion_window(size: int) -> tuple[int, int]:
+    """(window, stride) in pixels for a square input of `size`: a patch a seventh of the side, moved half a patch,
+    so about 13 × 13 positions whatever the input size (a person's hand or face at 224 px is ~30 px)."""
+    window = max(4, round(size / 7))
+    return window, max(2, window // 2)
+
+
+def occlusion_maps(loaded: LoadedModel, image: Image.Image, classes: list[int | None] | None = None) -> ClassMaps:
+    """Captum's Occlusion: how much each class's probability drops when a patch of the mean colour (0 after the
+    model's normalisation) covers each part of the picture; only drops are shown (red: the part it needs)."""
+    from captum.attr import Occlusion  # imported on first use: most visitors never ask for it
+    batch = loaded.preprocess([image])
+    with torch.inference_mode():
+        probs = temper(logits_of(loaded.model(batch)).float().softmax(1)[0].numpy(), loaded.temperature)
+    targets = [int(probs.argmax()) if c is None else int(c) for c in (classes or [None])]
+    window, stride = occlusion_window(batch.shape[-1])
+    occlusion = Occlusion(lambda x: logits_of(loaded.model(x)).float().softmax(1))
+    heatmaps = {}
+    with SLOW_SLOTS, torch.inference_mode():
+        for target in targets:
+            drop = occlusion.attribute(batch, sliding_window_shapes=(3, window, window), strides=(3, stride, stride),
+                                       baselines=0.0, target=target, perturbations_per_eval=16)[0].sum(0).clamp(min=0)
+            heatmaps[target] = (drop / drop.max() if drop.max() > 0 else drop).numpy()
+    return ClassMaps(heatmaps=heatmaps, view=model_view(loaded, batch), probs=probs)
 
 
 def explain(loaded: LoadedModel, image: Image.Image, method: str = "Grad-CAM",

@@ -61,27 +61,39 @@ def capture_input(model: nn.Module, layer: str, sink: Callable[[torch.Tensor], N
     return model.get_submodule(layer).register_forward_pre_hook(lambda module, args: sink(args[0].flatten(1)))
 
 
-class EmbeddingTap:
-    """Records the input of a model's embedding module (`ModelSpec.embedding`) during `capture()`, for the
-    calling thread only: sessions share loaded models and predict at the same time (see har_core.cam), so a
-    hook that recorded every forward would hand one visitor another's embedding. Costs nothing outside."""
+class ThreadCapture:
+    """What a forward hook records for the calling thread only, inside `capture()`: sessions share loaded models
+    and predict at the same time (see har_core.cam), so a hook that recorded every forward would hand one visitor
+    another's tensors. Outside a capture a hook costs one lookup. Subclasses install the hooks and fill
+    `recording()` (None outside a capture) with what they record."""
 
-    def __init__(self, model: nn.Module, layer: str):
-        self._local = threading.local()
-        self.handle = capture_input(model, layer, self._record)
+    def __init__(self, empty: Callable[[], object]):
+        self._local, self._empty = threading.local(), empty
 
-    def _record(self, vectors: torch.Tensor) -> None:
-        if getattr(self._local, "captured", None) is not None:
-            self._local.captured.append(vectors.detach().float().cpu())
+    def recording(self):
+        return getattr(self._local, "captured", None)
 
     @contextmanager
     def capture(self):
-        """Inside, every forward of this thread appends its (batch, dim) embedding to the yielded list."""
-        self._local.captured = captured = []
+        """Inside, this thread's forwards record into the yielded container."""
+        self._local.captured = captured = self._empty()
         try:
             yield captured
         finally:
             self._local.captured = None
+
+
+class EmbeddingTap(ThreadCapture):
+    """Records the input of a model's embedding module (`ModelSpec.embedding`): inside `capture()`, every
+    forward of this thread appends its (batch, dim) embedding to the yielded list."""
+
+    def __init__(self, model: nn.Module, layer: str):
+        super().__init__(list)
+        self.handle = capture_input(model, layer, self._record)
+
+    def _record(self, vectors: torch.Tensor) -> None:
+        if (captured := self.recording()) is not None:
+            captured.append(vectors.detach().float().cpu())
 
 
 @dataclass

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import weakref
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -20,7 +19,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from har_core.inference import LoadedModel, image_model
+from har_core.inference import LoadedModel, ThreadCapture, image_model
 from har_core.registry import REGISTRY
 
 
@@ -40,28 +39,19 @@ class Stage:
         return np.argsort(-self.activations.mean(axis=(1, 2)), kind="stable")[:count]
 
 
-class StageTap:
-    """Forward hooks on a model's stage modules that record their outputs for the calling thread only, inside
-    `capture()`; installed once per loaded model and idle (a dictionary lookup) outside a capture."""
+class StageTap(ThreadCapture):
+    """Forward hooks on a model's stage modules: inside `capture()`, this thread's forwards record each stage's
+    output into the yielded dictionary (module -> tensor); installed once per loaded model."""
 
     def __init__(self, model: nn.Module, modules: list[str]):
-        self._local = threading.local()
+        super().__init__(dict)
         self.handles = [model.get_submodule(name).register_forward_hook(self._hook(name)) for name in modules]
 
     def _hook(self, name: str):
         def record(_module, _inputs, output):
-            captured = getattr(self._local, "captured", None)
-            if captured is not None:
+            if (captured := self.recording()) is not None:
                 captured[name] = output.detach().float().cpu().clone()  # later layers may write in place
         return record
-
-    @contextmanager
-    def capture(self):
-        self._local.captured = captured = {}
-        try:
-            yield captured
-        finally:
-            self._local.captured = None
 
 
 _TAPS_LOCK = threading.Lock()

@@ -74,6 +74,16 @@ def f1_heatmap(table: pd.DataFrame) -> go.Figure:
     return figure
 
 
+def robustness_heatmap(table: pd.DataFrame, strength: int) -> go.Figure:
+    """Models × (clean, corruptions): accuracy at one corruption strength (har_core.robustness.heatmap_table)."""
+    figure = px.imshow(table, zmin=0, zmax=1, color_continuous_scale="RdYlGn", text_auto=".2f", aspect="auto",
+                       labels=dict(color="accuracy"),
+                       title=f"accuracy on clean pictures and under each corruption at strength {strength} of 3")
+    figure.update_layout(font=FONT, height=170 + 45 * len(table), xaxis_title="", yaxis_title="",
+                         xaxis_side="top", margin=dict(t=110))
+    return figure
+
+
 def disagreement_heatmap(predictions: dict[str, pd.DataFrame]) -> go.Figure:
     """The share of pictures each two models label differently (har_core.analysis.disagreement_matrix)."""
     matrix = disagreement_matrix(predictions)
@@ -329,6 +339,7 @@ def coverage_heatmap(table: pd.DataFrame, target: float) -> go.Figure:
 # ---- inside the network (har_core.inside) ------------------------------------------------------------------
 
 MAP_CELLS = 48  # a feature map is drawn at most this many cells a side (block-averaged): light enough for a browser
+HOVER_CELLS = 8  # and hovered (and clicked) on at most this many a side
 
 
 def _shrunk(feature_map: np.ndarray, cells: int = MAP_CELLS) -> np.ndarray:
@@ -340,22 +351,34 @@ def _shrunk(feature_map: np.ndarray, cells: int = MAP_CELLS) -> np.ndarray:
 
 
 def feature_map_grid(maps: np.ndarray, channels: list[int], columns: int = 8, title: str = "") -> go.Figure:
-    """Feature maps (channels, H, W) side by side, each scaled to its own range (dark: low, bright: high);
-    hovering a cell names the channel and its raw activation there."""
+    """Feature maps (channels, H, W) side by side, each scaled to its own range (dark: low, bright: high).
+    Plotly cannot select a heatmap's cells, so each map carries an invisible grid of points (traces 2i + 1, map i:
+    a click on a map selects one of them, and `curve_number // 2` is the map) whose hover names the channel and its
+    mean activation there."""
     rows = -(-len(channels) // columns)
     figure = make_subplots(rows=rows, cols=columns, subplot_titles=[f"#{c}" for c in channels],
                            horizontal_spacing=0.01, vertical_spacing=0.06 if rows > 1 else 0.1)
     for i, (channel, feature_map) in enumerate(zip(channels, maps)):
         raw = _shrunk(feature_map)
         low, high = float(raw.min()), float(raw.max())
-        figure.add_trace(go.Heatmap(z=(raw - low) / (high - low) if high > low else np.zeros_like(raw),
-                                    customdata=raw, zmin=0, zmax=1, colorscale="Viridis", showscale=False,
-                                    hovertemplate=f"channel {channel}<br>activation %{{customdata:.3f}}<extra></extra>"),
-                         row=i // columns + 1, col=i % columns + 1)
-    figure.update_xaxes(visible=False, constrain="domain")
-    figure.update_yaxes(visible=False, autorange="reversed", constrain="domain")
+        where = dict(row=i // columns + 1, col=i % columns + 1)
+        figure.add_trace(go.Heatmap(z=(raw - low) / (high - low) if high > low else np.zeros_like(raw), zmin=0,
+                                    zmax=1, colorscale="Viridis", showscale=False, hoverinfo="skip"), **where)
+        coarse = _shrunk(raw, HOVER_CELLS)
+        scale_y, scale_x = raw.shape[0] / coarse.shape[0], raw.shape[1] / coarse.shape[1]
+        ys, xs = np.mgrid[:coarse.shape[0], :coarse.shape[1]]
+        figure.add_trace(go.Scatter(
+            x=((xs + 0.5) * scale_x - 0.5).ravel(), y=((ys + 0.5) * scale_y - 0.5).ravel(), mode="markers",
+            customdata=coarse.ravel(), marker=dict(size=12, opacity=0), showlegend=False,
+            selected=dict(marker=dict(opacity=0)), unselected=dict(marker=dict(opacity=0)),
+            hovertemplate=f"channel {channel}<br>activation here %{{customdata:.3f}}<br>click: the training pictures "
+                          "it likes<extra></extra>"), **where)
+    height, width = _shrunk(maps[0]).shape  # the ranges of the maps themselves (points would pad an autorange)
+    figure.update_xaxes(visible=False, constrain="domain", range=[-0.5, width - 0.5])
+    figure.update_yaxes(visible=False, constrain="domain", range=[height - 0.5, -0.5])  # row 0 on top
     for i in range(len(channels)):  # every map keeps its own proportions
         figure.layout[f"yaxis{i + 1 if i else ''}"].scaleanchor = f"x{i + 1 if i else ''}"
-    figure.update_layout(font=FONT, title=title, height=120 + 150 * rows, margin=dict(l=10, r=10, t=90, b=10))
+    figure.update_layout(font=FONT, title=title, height=120 + 150 * rows, margin=dict(l=10, r=10, t=90, b=10),
+                         clickmode="event+select")  # a click picks that channel (the Inside page)
     figure.update_annotations(font_size=14)
     return figure

@@ -10,6 +10,7 @@ import base64
 import datetime
 import html
 import io
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -22,14 +23,15 @@ from har_core.analysis import dataset_summary, metrics_table, mistakes, overview
 from har_core.artifacts import Run
 from har_core.calibration import calibrated_frame, calibration_table, report_of, run_temperature
 from har_core.data import DataError
-from har_core.cam import explain, overlay_on_picture
+from har_core.cam import SLOW_METHODS, explain, overlay_on_picture
 from har_core.fileio import is_inside
 from har_core.imaging import ImageError, load_image
 from har_core.inference import LoadedModel, load_run
+from har_core.robustness import clean_accuracy, heatmap_table, mean_drop, read_robustness
 from har_core.plots import (accuracy_bars, class_distribution, confusion_figure, f1_heatmap, learning_curves,
-                            reliability_figure)
+                            reliability_figure, robustness_heatmap)
 
-SECTIONS = ("Comparison", "F1 per class", "Confusion matrices", "Calibration", "Training curves",
+SECTIONS = ("Comparison", "F1 per class", "Confusion matrices", "Calibration", "Robustness", "Training curves",
             "Most confident mistakes", "Data set")
 STYLE = """body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1200px;color:#0f172a;padding:0 1rem}
 h1{margin-bottom:.2rem} h2{border-bottom:2px solid #e2e8f0;padding-bottom:.3rem;margin-top:2.5rem}
@@ -62,8 +64,10 @@ def table_html(frame: pd.DataFrame) -> str:
 
 
 def mistakes_html(runs: list[Run], data_root: Path | None, split: str, per_model: int,
-                  on_step: Callable[[str], None], load: Callable[[Run], LoadedModel] = load_run) -> str:
-    """Each model's most confident mistakes, each picture with that model's Grad-CAM beside it."""
+                  on_step: Callable[[str], None], load: Callable[[Run], LoadedModel] = load_run,
+                  method: str = "Grad-CAM") -> str:
+    """Each model's most confident mistakes, each picture with that model's explanation (`method`) beside it,
+    and, for a slow method, the seconds it took."""
     if data_root is None:
         return '<p class="muted">No image folder given (--data): pictures and Grad-CAMs are left out.</p>'
     parts = []
@@ -79,7 +83,7 @@ def mistakes_html(runs: list[Run], data_root: Path | None, split: str, per_model
         loaded = load(run)
         cells = []
         for row in worst.itertuples():
-            on_step(f"Grad-CAM of {run.name} on {row.filename}")
+            on_step(f"{method} of {run.name} on {row.filename}")
             path = Path(data_root) / row.filename
             try:
                 if not is_inside(Path(data_root), path):
@@ -92,9 +96,13 @@ def mistakes_html(runs: list[Run], data_root: Path | None, split: str, per_model
             caption = (f"{html.escape(Path(row.filename).name)}<br>true <b>{html.escape(row.true)}</b> · "
                        f"predicted <b>{html.escape(row.predicted)}</b> ({row.confidence:.0%})")
             cells.append(picture_html(image, caption))
-            heatmap = overlay_on_picture(explain(loaded, image, "Grad-CAM"), image, run.card["input_size"],
+            started = time.perf_counter()
+            explanation = explain(loaded, image, method)
+            took = f" ({time.perf_counter() - started:.1f} s)" if method in SLOW_METHODS else ""
+            heatmap = overlay_on_picture(explanation, image, run.card["input_size"],
                                          run.card["crop_pct"])  # the whole picture, the model's crop outlined
-            cells.append(picture_html(heatmap, f"Grad-CAM of {html.escape(run.name)} for {html.escape(row.predicted)}"))
+            cells.append(picture_html(heatmap, f"{method} of {html.escape(run.name)} for "
+                                               f"{html.escape(row.predicted)}{took}"))
         parts.append(f"<h3>{html.escape(run.name)}</h3><div class=\"grid\">{''.join(cells)}</div>")
     return "".join(parts) or f"<p>No predictions on the {split} split.</p>"
 
@@ -114,6 +122,20 @@ def calibration_html(runs: list[Run], split: str) -> str:
             + (f'<p class="muted">Not calibrated (raw): {html.escape(", ".join(missing))}</p>' if missing else ""))
 
 
+def robustness_html(runs: list[Run]) -> str:
+    """Each run's accuracy under the corruptions (train.robustness), at the middle strength, and its mean loss."""
+    found = {run.name: stored for run in runs if (stored := read_robustness(run)) is not None}
+    if not found:
+        return "<p>No robustness measured yet (python -m train.robustness RUN ...).</p>"
+    tables = [table for table, _ in found.values()]
+    summary = pd.DataFrame({"measured on": [f"{info['pictures']} {info['split']} pictures" for _, info in found.values()],
+                            "clean accuracy": [f"{clean_accuracy(t):.3f}" for t in tables],
+                            "mean points lost": [f"{100 * mean_drop(t):.1f}" for t in tables]}, index=list(found))
+    missing = [run.name for run in runs if run.name not in found]
+    return (table_html(summary) + figure_html(robustness_heatmap(heatmap_table(tables, 2), 2))
+            + (f'<p class="muted">Not measured: {html.escape(", ".join(missing))}</p>' if missing else ""))
+
+
 def dataset_html(data_root: Path | None, max_images: int = 0) -> str:
     if data_root is None:
         return '<p class="muted">No image folder given (--data).</p>'
@@ -130,7 +152,7 @@ def dataset_html(data_root: Path | None, max_images: int = 0) -> str:
 
 def build_report(runs: list[Run], data_root: Path | None = None, split: str = "test", per_model: int = 3,
                  on_step: Callable[[str], None] = lambda step: None,
-                 load: Callable[[Run], LoadedModel] = load_run, max_images: int = 0) -> str:
+                 load: Callable[[Run], LoadedModel] = load_run, max_images: int = 0, method: str = "Grad-CAM") -> str:
     """The report of `runs` (metrics of `split`) as one HTML page with everything embedded. A server passes its
     shared models (`load`) and its scan limit (`max_images`), so a report costs no second copy of any model."""
     if not runs:
@@ -150,9 +172,10 @@ def build_report(runs: list[Run], data_root: Path | None = None, split: str = "t
     sections["Confusion matrices"] = f'<div class="grid wide">{"".join(matrices)}</div>' if matrices \
         else f"<p>No {split} metrics.</p>"
     sections["Calibration"] = calibration_html(runs, split)
+    sections["Robustness"] = robustness_html(runs)
     histories = {run.name: run.history() for run in runs if run.history()}
     sections["Training curves"] = figure_html(learning_curves(histories)) if histories else "<p>No histories.</p>"
-    sections["Most confident mistakes"] = mistakes_html(runs, data_root, split, per_model, on_step, load)
+    sections["Most confident mistakes"] = mistakes_html(runs, data_root, split, per_model, on_step, load, method)
     on_step("Data set")
     sections["Data set"] = dataset_html(data_root, max_images)
     made = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")

@@ -72,6 +72,40 @@ def test_predict_page_predicts_a_sample_with_every_model(app):
     assert not at.exception
 
 
+def test_what_if_a_slider_moves_every_models_answer_and_moving_it_back_restores_it(app, tiny_runs, kaggle_data):
+    from har_core import whatif
+    from har_core.imaging import load_image
+    from har_core.inference import load_run
+    at = open_page(app, "predict")
+    sample = at.selectbox(key="predict_sample")
+    at = sample.set_value(sample.options[1]).run()
+    cards = lambda: {m.value.split("**")[1]: m.value for m in at.markdown if " pts on " in m.value}  # noqa: E731
+    before = cards()
+    assert sorted(before) == ["Ensemble", "custom_cnn", "mobilenet_v2"]
+    assert all(":gray[= 0.0 pts on " in card for card in before.values())  # nothing edited yet
+    at.slider(key="whatif_brightness").set_value(0.2).run()
+    at.slider(key="whatif_noise").set_value(0.3).run()
+    assert not at.exception and not at.error
+    after = cards()
+    # the trained models answer otherwise (the 1-epoch mobilenet_v2 says "dancing" to nearly anything; the
+    # browser test sees every bundled model's card move)
+    assert after["custom_cnn"] != before["custom_cnn"] and after["Ensemble"] != before["Ensemble"]
+    # the numbers are the models' own on the edited picture
+    from ui.answers import WHATIF_SIDE
+    picture = whatif.apply(load_image(kaggle_data / at.selectbox(key="predict_sample").value),
+                           whatif.Edit(brightness=0.2, noise=0.3), shorter=WHATIF_SIDE)
+    original = load_image(kaggle_data / at.selectbox(key="predict_sample").value)
+    for name in ("custom_cnn", "mobilenet_v2"):
+        model = load_run(tiny_runs / name)
+        first, probs = model.predict([original])[0], model.predict([picture])[0]
+        was = int(first.argmax())
+        moved = (probs[was] - first[was]) * 100
+        assert f"{abs(moved):.1f} pts on" in after[name] and f"now {probs.max():.0%} sure" in after[name]
+    at.slider(key="whatif_brightness").set_value(1.0).run()
+    at.slider(key="whatif_noise").set_value(0.0).run()
+    assert cards() == before
+
+
 def test_explain_page_renders_heatmaps_and_the_method_changes_them(app):
     at = open_page(app, "explain")
     sample = at.selectbox(key="cam_sample")
@@ -79,9 +113,10 @@ def test_explain_page_renders_heatmaps_and_the_method_changes_them(app):
     assert not at.exception and not at.error
     assert len(at.image) >= 2
     assert sum("explains" in m.value for m in at.markdown) == 2
-    for method in ("Grad-CAM++", "EigenCAM", "ScoreCAM"):
+    for method in ("Grad-CAM++", "EigenCAM", "ScoreCAM", "Occlusion"):
         at.selectbox(key="cam_method").set_value(method).run()
         assert not at.exception and not at.error, method
+    assert sum(c.value.startswith("⏱ ") and "5-px patch moved 2 px" in c.value for c in at.caption) == 2  # timed
     at.selectbox(key="cam_class").set_value("sleeping").run()
     assert all("explains **sleeping**" in m.value for m in at.markdown if "explains" in m.value)
 
@@ -108,6 +143,24 @@ def test_inside_shows_every_stage_of_the_chosen_model_and_its_most_active_channe
     at.radio(key="inside_stage").set_value("block 3").run()
     spec = at.get("plotly_chart")[0].proto.spec
     assert "block 3: the 16 channels" in spec and f'"text":"#{expected[2].top_channels(1)[0]}"' in spec
+    # a channel's favourite training pictures: offered, computed with the button, then shown best first
+    from har_core.channels import CHANNELS, load_channel_tops
+    assert any("no channel tops yet" in i.value for i in at.info)
+    try:
+        at.button(key="inside_tops_custom_cnn").click().run()
+        assert not at.exception and not at.error
+        tops = load_channel_tops(load_run(tiny_runs / "custom_cnn").run)
+        module = expected[2].module
+        first = int(expected[2].top_channels(1)[0])
+        assert at.selectbox(key="inside_channel_block 3_None").value == first  # opens on the most active one
+        shown = lambda: [c for image in at.image for c in image.captions if " · " in c]  # noqa: E731
+        assert shown() == [f"{name.split('/')[-1]} · {score:.2f}" for name, score in tops.top(module, first, 6)]
+        other = 1 if first != 1 else 2
+        at.selectbox(key="inside_channel_block 3_None").set_value(other).run()
+        assert shown() == [f"{name.split('/')[-1]} · {score:.2f}" for name, score in tops.top(module, other, 6)]
+        assert shown() != [f"{name.split('/')[-1]} · {score:.2f}" for name, score in tops.top(module, first, 6)]
+    finally:
+        (tiny_runs / "custom_cnn" / CHANNELS).unlink(missing_ok=True)
 
 
 def test_evaluate_page_split_and_confusion_cell(app):
@@ -670,3 +723,26 @@ def test_similar_images_never_show_another_data_sets_picture_under_the_same_name
     assert "pictures not shown" not in shown["right"][1]
     assert shown["other"][0] == 2  # the chosen folder's own sample (picker and answer), no wrong neighbours
     assert shown["other"][1].count("pictures not shown") == 2 and f"come from {kaggle_data}" in shown["other"][1]
+
+
+def test_evaluate_draws_the_stored_robustness_of_each_run_at_the_chosen_strength(tiny_runs, kaggle_data, monkeypatch,
+                                                                                tmp_path):
+    from har_core.artifacts import open_run
+    from har_core.robustness import write_robustness
+    from har_core.whatif import CORRUPTIONS
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_runs, runs)
+    rows = [("custom_cnn", name, strength, round(0.9 - 0.1 * strength - 0.01 * i, 2))
+            for i, name in enumerate(CORRUPTIONS) for strength in range(4)]
+    table = pd.DataFrame(rows, columns=["run", "corruption", "strength", "accuracy"])
+    write_robustness(open_run(runs / "custom_cnn"), table, {"split": "test", "pictures": 6, "data": str(kaggle_data)})
+    monkeypatch.setenv("HAR_RUNS", str(runs))
+    monkeypatch.setenv("HAR_DATA", str(kaggle_data))
+    at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "evaluate")
+    chart = lambda: json.loads(next(c for c in at.get("plotly_chart") if "robust" in c.proto.id).proto.spec)  # noqa: E731
+    drawn = chart()["data"][0]
+    assert drawn["x"] == ["clean", *CORRUPTIONS] and drawn["y"] == ["custom_cnn"]
+    assert plotted(drawn["z"]) == pytest.approx([0.9] + [0.7 - 0.01 * i for i in range(len(CORRUPTIONS))])  # at 2
+    assert any("Not measured yet: mobilenet_v2" in c.value for c in at.caption)
+    at.segmented_control(key="robust_strength").set_value(3).run()
+    assert plotted(chart()["data"][0]["z"]) == pytest.approx([0.9] + [0.6 - 0.01 * i for i in range(len(CORRUPTIONS))])

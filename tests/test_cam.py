@@ -189,3 +189,28 @@ def test_a_map_is_drawn_over_the_whole_picture_with_the_models_crop_outlined(tin
     assert np.abs(centre.astype(int) - original[height // 2 - 10:height // 2 + 10,
                                                 width // 2 - 10:width // 2 + 10]).max() <= 1  # opacity 0: the photo
     assert (drawn[height // 2, int(round(left))] == 255).all()  # the white outline of the crop
+
+
+class TopLeftOnly(torch.nn.Module):
+    """Class 0's logit is the mean of the top-left quarter of the input, every other logit 0: only that quarter
+    matters, so covering it (and nothing else) lowers class 0's probability."""
+
+    def forward(self, x):
+        side = x.shape[-1] // 2
+        score = 4 * x[:, :, :side, :side].mean(dim=(1, 2, 3))
+        return torch.cat([score[:, None], torch.zeros(len(x), len(CLASSES) - 1)], dim=1)
+
+
+def test_occlusion_marks_the_only_part_of_the_picture_the_model_uses(tiny_runs):
+    from har_core.cam import OCCLUSION, occlusion_window
+    loaded = load_run(tiny_runs / "custom_cnn", backend="pytorch")  # 32 px input: a 5-px patch, 2 px apart
+    loaded.model = TopLeftOnly()
+    assert occlusion_window(32) == (5, 2) and occlusion_window(224) == (32, 16) and occlusion_window(299) == (43, 21)
+    picture = Image.new("RGB", (32, 32), "white")  # bright everywhere: positive after normalisation
+    maps = class_maps(loaded, picture, OCCLUSION, classes=[0])
+    heat = maps.heatmaps[0]
+    assert heat.shape == (32, 32) and heat.max() == pytest.approx(1.0)
+    assert heat[:12, :12].min() > 0.5  # inside the quarter: every patch there lowers class 0
+    assert heat[21:, :].max() == 0 and heat[:, 21:].max() == 0  # patches that miss the quarter change nothing
+    assert maps.probs.argmax() == 0 and OCCLUSION in SLOW_METHODS
+    assert explain(loaded, picture, OCCLUSION).target == 0  # the predicted class by default

@@ -155,7 +155,7 @@ def test_every_page_upload_predict_gradcam_and_confusion_cell(server, page, tmp_
     box = plot.bounding_box()
     x, y = box["x"] + box["width"] / 6, box["y"] + box["height"] * 5 / 6
     page.mouse.move(x, y)
-    page.wait_for_timeout(500)  # plotly computes the hovered cell first; a click selects it
+    page.locator("[class*='st-key-confusion'] .hoverlayer .hovertext").first.wait_for()  # hovered: a click selects
     page.mouse.click(x, y)
     settle(page)
     page.wait_for_timeout(1500)
@@ -267,6 +267,71 @@ def test_a_clone_without_the_data_folder_serves_every_page_on_the_bundle(page, t
         expect(page.get_by_text("The pictures appear once the run's data folder is there").first).to_be_attached()
         assert page.locator("[data-testid='stException']").count() == 0
         assert "Traceback" not in fresh.log.read_text()
+    finally:
+        stop_server(fresh)
+
+
+SPORTS15 = ROOT.parent / "shared" / "data" / "sports15"
+
+
+@pytest.mark.skipif(not SPORTS15.is_dir(), reason="the bundled demo runs' data (../shared/data/sports15) is not here")
+def test_bundled_runs_a_clicked_channel_shows_its_top_pictures_and_what_if_moves_every_card(page, tmp_path):
+    """#28: on a bundled run, clicking one of the feature maps picks that channel, and its stored top training
+    pictures (channels.safetensors, beside the run) are shown best first, each with where the channel fires; on
+    Predict, moving a What-if slider changes every bundled model's card."""
+    from har_core.artifacts import open_run
+    from har_core.channels import load_channel_tops
+    from har_core.imaging import load_image
+    from har_core.inference import load_run
+    from har_core.inside import stage_activations
+    run = open_run(ROOT / "assets" / "runs" / "custom_cnn")
+    tops = load_channel_tops(run)  # bundled: the page reads them, it does not compute them
+    photo = tmp_path / "photo.jpg"
+    synthetic_image(2, seed=79, size=160).save(photo)
+    first = stage_activations(load_run(run, backend="pytorch"), load_image(photo))[0]
+    channels = [int(c) for c in first.top_channels(16)]
+    fresh = start_server(ROOT / "assets" / "runs", SPORTS15, tmp_path / "server.log")
+    try:
+        page.goto(f"{fresh.url}/inside?model=custom_cnn")
+        page.get_by_text("What the first layer looks for").wait_for()
+        page.locator("input[type='file']").first.set_input_files(str(photo))
+        page.get_by_text("block 1: the 16 channels").wait_for()
+        settle(page)
+        plot = page.locator("[class*='st-key-inside_maps'] .nsewdrag").nth(1)  # the second map: channels[1]
+        plot.scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        box = plot.bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x, y)
+        page.locator("[class*='st-key-inside_maps'] .hoverlayer .hovertext").first.wait_for()  # hovered: a click
+        page.mouse.click(x, y)  # now selects that map's point
+        expect(page.get_by_text(f"Channel #{channels[1]} of block 1")).to_be_visible()
+        settle(page)
+        expected = [f"{name.split('/')[-1]} · {score:.2f}" for name, score in tops.top(first.module, channels[1], 6)]
+        captions = page.locator("[data-testid='stImageCaption']")
+        expect(captions.filter(has_text=" · ")).to_have_text(expected)  # (waits out the rerun's redraw)
+        assert page.locator("[data-testid='stException']").count() == 0
+        shot(page, "inside_channel")
+
+        # What if: darkening the picture moves every bundled model's card
+        page.goto(f"{fresh.url}/predict")
+        page.locator("input[type='file']").first.set_input_files(str(photo))
+        cards = page.locator("[data-testid='stMarkdownContainer']").filter(has_text=" pts on ")
+        bundled = [r for r in (ROOT / "assets" / "runs").iterdir() if (r / "card.json").is_file()]
+        expect(cards).to_have_count(len(bundled) + 1)  # the ensemble and every model
+        settle(page)
+        before = [c.inner_text() for c in cards.all()]
+        assert all("= 0.0 pts on" in text for text in before)
+        page.get_by_text("What if…").scroll_into_view_if_needed()
+        page.locator(".st-key-whatif_brightness input[type='range']").focus()
+        page.keyboard.press("Home")  # the darkest the slider goes
+        expect(page.locator(".st-key-whatif_brightness")).to_contain_text("0.10")
+        expect(cards.filter(has_text="= 0.0 pts on")).to_have_count(0)  # every card redrawn, none unmoved
+        settle(page)
+        after = [c.inner_text() for c in cards.all()]
+        assert len(after) == len(before) and all(a != b for a, b in zip(after, before)), (before, after)
+        assert page.locator("[data-testid='stException']").count() == 0
+        shot(page, "predict_what_if")
     finally:
         stop_server(fresh)
 

@@ -92,3 +92,48 @@ def test_first_layer_filters_become_tiles_that_show_their_colour_and_sign():
     np.testing.assert_allclose(tiles[1, :, 0], [[0.5, 0.5, 0.0]] * 3)  # negative: below grey
     for name in IMAGE_MODELS:
         assert first_conv(REGISTRY[name].build(3)).in_channels == 3
+
+
+def test_channel_tops_rank_the_training_pictures_as_each_picture_alone_would(tiny_runs, kaggle_data, copy_of):
+    from har_core.channels import CHANNELS, ChannelError, channel_maps, channel_regions, load_channel_tops
+    from har_core.imaging import load_image
+    from train import embed
+    run_dir = copy_of(tiny_runs / "custom_cnn")
+    loaded = load_run(run_dir, backend="pytorch")
+    with pytest.raises(ChannelError, match="no channel tops yet; compute them with `python -m train.embed"):
+        load_channel_tops(loaded.run)
+    embed.main([str(run_dir), "--data", str(kaggle_data), "--channels", "--quiet", "--batch-size", "5"])
+    tops = load_channel_tops(loaded.run)
+    manifest = loaded.run.manifest()
+    assert tops.files == list(manifest.loc[manifest["split"] == "train", "filename"])  # training pictures only
+    label, module = REGISTRY["custom_cnn"].stages[2]
+    pictures = [load_image(kaggle_data / f) for f in tops.files]
+    # each picture alone, batch of one: its strongest response per channel, then ranked by hand
+    alone = np.stack([s.activations.max(axis=(1, 2)) for p in pictures
+                      for s in stage_activations(loaded, p) if s.module == module])
+    for channel in (0, 7, 31):
+        ranked = tops.top(module, channel)
+        expected = np.sort(alone[:, channel])[::-1][:len(ranked)]
+        np.testing.assert_allclose([score for _, score in ranked], expected, rtol=2e-3, atol=1e-3)
+        best = tops.files.index(ranked[0][0])
+        assert alone[best, channel] == pytest.approx(alone[:, channel].max(), rel=2e-3)
+    assert len(tops.top(module, 0)) == 8 and {m for _, m in REGISTRY["custom_cnn"].stages} == set(tops.rows)
+    # the maps shown are the ones ranked: their raw maxima are the stored scores, best first
+    channel = 7
+    ranked = tops.top(module, channel, 3)
+    maps = channel_maps(loaded, [load_image(kaggle_data / f) for f, _ in ranked], module, channel)
+    np.testing.assert_allclose(maps.max(axis=(1, 2)), [s for _, s in ranked], rtol=2e-3, atol=1e-3)
+    shown = channel_regions(loaded, [load_image(kaggle_data / f) for f, _ in ranked], module, channel)
+    assert len(shown) == 3 and all(p.mode == "RGB" and max(p.size) <= 320 for p in shown)
+    # one scale for all: the best picture looks the same alone; a weaker one alone is scaled up to its own peak
+    best_alone = channel_regions(loaded, [load_image(kaggle_data / ranked[0][0])], module, channel)[0]
+    weak_alone = channel_regions(loaded, [load_image(kaggle_data / ranked[2][0])], module, channel)[0]
+    assert np.array_equal(np.asarray(best_alone), np.asarray(shown[0]))
+    assert ranked[2][1] < ranked[0][1] and not np.array_equal(np.asarray(weak_alone), np.asarray(shown[2]))
+    # other weights: refused, not shown
+    (run_dir / "model.safetensors").write_bytes((run_dir / "model.safetensors").read_bytes() + b" ")
+    with pytest.raises(ChannelError, match="other weights"):
+        load_channel_tops(loaded.run)
+    (run_dir / CHANNELS).write_bytes(b"not a safetensors file")
+    with pytest.raises(ChannelError, match="corrupt"):
+        load_channel_tops(loaded.run)

@@ -94,3 +94,28 @@ def test_the_in_app_report_uses_the_servers_models_and_scan_limit_one_at_a_time(
     wrong = [run.name for run in runs if (run.predictions("test")["true"] != run.predictions("test")["predicted"]).any()]
     assert wrong and sorted(shared) == sorted(wrong)  # the mistakes' Grad-CAMs used the shared models
     assert all("more than this server scans (5)" in page for page in pages)
+
+
+def test_the_reports_robustness_section_tables_each_measured_run_and_names_the_others(tiny_runs, copy_of):
+    import pandas as pd
+    from har_core.artifacts import open_run
+    from har_core.report import robustness_html
+    from har_core.robustness import write_robustness
+    from har_core.whatif import CORRUPTIONS
+    assert "No robustness measured yet" in robustness_html(find_runs(tiny_runs)[0])
+    run = open_run(copy_of(tiny_runs / "custom_cnn"))
+    table = pd.DataFrame([("custom_cnn", name, s, 0.8 - 0.1 * s) for name in CORRUPTIONS for s in range(4)],
+                         columns=["run", "corruption", "strength", "accuracy"])
+    write_robustness(run, table, {"split": "test", "pictures": 6, "data": "x"})
+    section = robustness_html([run, open_run(tiny_runs / "mobilenet_v2")])
+    assert "6 test pictures" in section and ">20.0<" in section  # 0.8 clean, 0.6 on average after: 20 points
+    assert "Not measured: mobilenet_v2" in section and "at strength 2 of 3" in section
+
+
+def test_the_reports_mistakes_can_be_explained_by_occlusion_with_its_time(tiny_runs, kaggle_data):
+    from har_core.report import mistakes_html
+    runs = find_runs(tiny_runs)[0]
+    section = mistakes_html(runs, kaggle_data, "test", 1, lambda step: None, method="Occlusion")
+    captions = re.findall(r"Occlusion of (\w+) for \w+ \((\d+\.\d) s\)", section)
+    wrong = [r.name for r in runs if (r.predictions("test")["true"] != r.predictions("test")["predicted"]).any()]
+    assert wrong and sorted(name for name, _ in captions) == sorted(wrong) and "Grad-CAM of" not in section

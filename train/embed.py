@@ -1,12 +1,15 @@
 """Compute a run's embeddings (its classifier head's input for every image) and its similar-image search.
 
-    python -m train.embed RUN [--data DIR] [--index auto|always|never] [--map]
+    python -m train.embed RUN [--data DIR] [--index auto|always|never] [--map] [--channels]
 
 Writes into the run folder: embeddings.safetensors (float16 vectors and probabilities, with file names,
 digests, labels, splits and the data fingerprint), retrieval.json (kNN and retrieval-augmented accuracy,
 the mixing weight chosen on val), and — beyond 100,000 training images or with --index always — the FAISS
 index (similarity.faiss), which the app then loads instead of building it. --map also stores the 2-D
 embedding map (UMAP) the app's Embeddings page shows. Pictures already embedded are not embedded again.
+
+--channels writes, instead of the embeddings, the training pictures that excite each channel of every stage
+most (channels.safetensors: the Inside page's channel tops).
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import argparse
 import sys
 
 from har_core.artifacts import RunError, open_run
+from har_core.channels import CHANNELS, ChannelError, store_channel_tops
 from har_core.data import DataError, scan
 from har_core.embeddings import EmbeddingError, missing_from
 from har_core.inference import load_run
@@ -28,6 +32,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--index", default="auto", choices=("auto", "always", "never"),
                         help="store the FAISS index (auto: beyond 100,000 training images)")
     parser.add_argument("--map", action="store_true", help="also compute and store the 2-D embedding map (UMAP)")
+    parser.add_argument("--channels", action="store_true",
+                        help="instead of the embeddings: rank the training pictures for every channel of every stage "
+                             "(the Inside page's channel tops, channels.safetensors)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quiet", action="store_true")
@@ -47,13 +54,19 @@ def main(argv=None) -> dict:
         if missing:
             print(f"warning: {len(missing)} image(s) of {run.name}'s split are missing or unreadable in {root} and "
                   f"are left out (e.g. {', '.join(missing[:3])})", file=sys.stderr)
-        loaded = load_run(run)
+        loaded = load_run(run, backend="pytorch")  # the stage hooks and the embedding tap live in PyTorch
         loaded.model.to(args.device)
+        if args.channels:
+            tops = store_channel_tops(loaded, index, batch_size=args.batch_size, device=args.device,
+                                      progress=not args.quiet)
+            print(f"{run.name}: the top {tops.scores[next(iter(tops.scores))].shape[1]} of {len(tops.files)} "
+                  f"training pictures for every channel of {len(tops.rows)} stages, into {run.path / CHANNELS}")
+            return {"channels": len(tops.rows)}
         embeddings, report = embed_run(loaded, index, args.batch_size, args.device, progress=not args.quiet,
                                        build_index=args.index)
         if args.map:
             embedding_map(embeddings, run.path)
-    except (RunError, DataError, EmbeddingError) as error:
+    except (RunError, DataError, EmbeddingError, ChannelError) as error:
         raise SystemExit(f"error: {error}")
     if "recomputed" in report:
         print(f"note: {report['recomputed']}")

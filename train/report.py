@@ -1,10 +1,10 @@
 """Write the report to share: one self-contained HTML file that opens offline (har_core.report).
 
-    python -m train.report RUNS [--data DIR] [--split test] [--mistakes 3] --out report.html
+    python -m train.report RUNS [--data DIR] [--split test] [--mistakes 3] [--method Grad-CAM] --out report.html
 
 RUNS is a folder of run folders (or one run). --data is the image folder the runs were evaluated on (default:
-the first run's card); without one, the mistakes' pictures, their Grad-CAMs and the data-set summary are
-left out.
+the first run's card); without one, the mistakes' pictures, their explanations (--method: Grad-CAM, or any
+method of the Explain page, Occlusion included) and the data-set summary are left out.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from har_core.artifacts import RunError, find_runs
+from har_core.cam import EXPLANATIONS
 from har_core.data import SPLITS, DataError
 from har_core.fileio import atomic_write_text
 from har_core.report import build_report
@@ -26,6 +27,8 @@ def main(argv=None) -> Path:
     parser.add_argument("--data", help="image folder (default: the one on the first run's card, when present)")
     parser.add_argument("--split", default="test", choices=SPLITS)
     parser.add_argument("--mistakes", type=int, default=3, help="most confident mistakes shown per model")
+    parser.add_argument("--method", default="Grad-CAM", choices=EXPLANATIONS,
+                        help="the explanation beside each mistake (ScoreCAM and Occlusion are slow)")
     parser.add_argument("--out", default="report.html")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -43,7 +46,7 @@ def main(argv=None) -> Path:
             bar.set_postfix_str(what[-60:])
             bar.update()
         try:
-            page = build_report(runs, data, args.split, args.mistakes, on_step=step)
+            page = build_report(runs, data, args.split, args.mistakes, on_step=step, method=args.method)
         except (RunError, DataError) as error:
             raise SystemExit(f"error: {error}") from None
     out = Path(args.out)

@@ -11,17 +11,17 @@ Streamlit's caches and turns failures into one-line messages:
 - `ui.teaching` Teach: a linear head on a run's embeddings
 - `ui.sureness` calibrated val predictions, prediction sets and abstain thresholds of runs and ensembles
 - `ui.sharing`  the report to share
-- `ui.inside`   each stage's output for a picture, the first layer's filters
+- `ui.inside`   each stage's output for a picture, the first layer's filters, each channel's top pictures
 """
 from har_core import server  # noqa: F401 - pages read ui.server's settings types
 from ui.common import (  # noqa: F401
-    ROOT, IMAGE_TYPES, config, Selection, model, warm_up, env_backend, backend, models, metrics, predictions,
+    ROOT, IMAGE_TYPES, config, Selection, model, warm_up, env_backend, backend, models, metrics, predictions, robustness,
     temperature, figure, data_file, thumb, thumbnail_grid, folder_stamp, dataset, PRESENTATION_CSS, presenting, model_columns,
     need_runs, image_models, friendly, GLOSSARY, glossary)
 from ui.choices import (  # noqa: F401
     sidebar, RUN_CHOICES, one_class_list, follow_link, share_view, ensemble_members)
 from ui.answers import (  # noqa: F401
-    predict, explanation, read_uploads, sample_files, image_source)
+    predict, explanation, edited, read_uploads, sample_files, image_source)
 from ui.similar import (  # noqa: F401
     embeddings, search_index, retrieval, embeddings_or_offer, compute_embeddings, has_embeddings,
     embedding_map_of, neighbour_grid, same_picture, similar_images, nearest_training_images, top_votes,
@@ -35,4 +35,4 @@ from ui.sureness import (  # noqa: F401
 from ui.sharing import (  # noqa: F401
     report)
 from ui.inside import (  # noqa: F401
-    stages, trained_filters, imagenet_filters)
+    stages, trained_filters, imagenet_filters, channel_tops, channel_tops_or_offer, channel_regions_of)

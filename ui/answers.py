@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from har_core import artifacts, cam
+from har_core import artifacts, cam, whatif
 from har_core.cam import ClassMaps, Explanation, class_maps
 from har_core.data import read_manifest
 from har_core.imaging import ImageError, image_digest, load_image, safe_name
@@ -42,6 +42,20 @@ def explanation(loaded: LoadedModel, image, digest: str, method: str, target: in
     classes = (target,) if method in cam.SLOW_METHODS else None
     return _class_maps(str(loaded.run.path), model_stamp(loaded.run), loaded.temperature, digest, method, classes,
                        loaded, image).explanation(target)
+
+
+WHATIF_SIDE = 512  # the What-if panel edits a copy this large (every bundled model sees ≤ 342 px before its crop)
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _edited(digest: str, edit: str, _image, _edit: whatif.Edit):
+    return whatif.apply(_image, _edit, shorter=WHATIF_SIDE)
+
+
+def edited(image, digest: str, edit: whatif.Edit):
+    """The picture with a What-if edit, once per picture content and edit: moving a slider back costs nothing
+    (and the predictions of the edited picture are cached by its content)."""
+    return _edited(digest, repr(edit), image, edit)
 
 
 def read_uploads(files) -> tuple[list, list[str]]:

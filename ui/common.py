@@ -16,6 +16,7 @@ from har_core import artifacts, cam, server
 from har_core.analysis import dataset_summary, thumbnail
 from har_core.artifacts import Run, RunError
 from har_core.cam import Busy
+from har_core.robustness import ROBUSTNESS, ROBUSTNESS_INFO, read_robustness
 from har_core.calibration import CalibrationError, calibrated_frame, run_temperature
 from har_core.data import DataError, listing_stamp
 from har_core.embeddings import EmbeddingError
@@ -155,6 +156,17 @@ def temperature(run: Run) -> tuple[float, str]:
 def _file_stamp(run: Run, name: str) -> float:
     path = run.path / name
     return path.stat().st_mtime if path.exists() else 0.0
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _robustness(path: str, stamp: tuple[float, ...]):
+    return read_robustness(artifacts.open_run(path))
+
+
+def robustness(run: Run):
+    """The run's stored robustness table and what it was measured on (None: not measured by these weights)."""
+    return _robustness(str(run.path), tuple(_file_stamp(run, name) for name in (ROBUSTNESS, ROBUSTNESS_INFO,
+                                                                                  artifacts.WEIGHTS)))
 
 
 def metrics(run: Run, split: str) -> dict | None:

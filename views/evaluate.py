@@ -6,7 +6,8 @@ from har_core.analysis import cell_samples, metrics_table, per_class_f1_table
 from har_core.calibration import DEFAULT_TARGET_ACCURACY, calibration_table
 from har_core.data import SPLITS
 from har_core.plots import (confusion_figure, coverage_heatmap, disagreement_heatmap, f1_heatmap, reliability_figure,
-                            risk_coverage_figure)
+                            risk_coverage_figure, robustness_heatmap)
+from har_core.robustness import heatmap_table
 
 selection = ui.sidebar()
 st.title("📊 Evaluate")
@@ -115,3 +116,23 @@ if rows:
     st.plotly_chart(ui.figure(risk_coverage_figure, curves, chosen, target), width="stretch", key="risk_chart")
 else:
     st.info(f"No run has val predictions to calibrate sets and thresholds on ({split} shown).")
+
+st.subheader("Robustness")
+measured = {run.name: stored for run in selection.runs if (stored := ui.robustness(run)) is not None}
+if measured:
+    strength = st.segmented_control("Corruption strength", [1, 2, 3], default=2, key="robust_strength",
+                                    format_func=lambda s: ["mild", "clearly visible", "hard"][s - 1]) or 2
+    pictures = {f"{info['pictures']} {info['split']} pictures" for _, info in measured.values()}
+    st.caption(f"Accuracy on the pictures as given (clean) and darkened, with less contrast, blurred, noisy, "
+               f"turned, zoomed or with the centre covered ({', '.join(sorted(pictures))}; python -m "
+               "train.robustness). Try any of these on one picture with Predict's What-if panel.")
+    tables = [table for table, _ in measured.values()]
+    with ui.friendly("Drawing the robustness heatmap"):
+        st.plotly_chart(ui.figure(robustness_heatmap, heatmap_table(tables, strength), strength), width="stretch",
+                        key="robust_chart")
+    missing = [run.name for run in selection.runs if run.name not in measured]
+    if missing:
+        st.caption(f"Not measured yet: {', '.join(missing)}.")
+else:
+    st.info("No robustness measured for these runs yet: `python -m train.robustness RUN [RUN ...]` measures each "
+            "model's accuracy under seven corruptions at three strengths and stores it beside the run.")

@@ -4,7 +4,7 @@ import time
 import streamlit as st
 
 import ui
-from har_core.cam import CLASS_AGNOSTIC, METHODS, SLOW_METHODS, overlay_on_picture
+from har_core.cam import CLASS_AGNOSTIC, EXPLANATIONS, OCCLUSION, SLOW_METHODS, occlusion_window, overlay_on_picture
 from har_core.plots import heat_scale_html
 from har_core.imaging import image_digest
 
@@ -16,12 +16,16 @@ selection = ui.image_models(selection)
 classes = selection.runs[0].classes
 
 ui.follow_link("models", "cam_models", selection.names(), many=True)
-ui.follow_link("method", "cam_method", list(METHODS))
+ui.follow_link("method", "cam_method", list(EXPLANATIONS))
 ui.follow_link("cls", "cam_class", classes)
 controls = st.columns([2, 1])
 chosen = controls[0].multiselect("Models", selection.names(), default=selection.names(), key="cam_models")
-method = controls[1].selectbox("Method", list(METHODS), key="cam_method")
-if method in SLOW_METHODS:
+method = controls[1].selectbox("Method", list(EXPLANATIONS), key="cam_method")
+if method == OCCLUSION:
+    st.warning("Occlusion covers one patch of the picture at a time with a grey square and runs the model again "
+               "for each (about 170 forward passes a model): it needs no layer or gradient, so it works for any "
+               "model, but expect a wait on CPU. The server computes one at a time for all visitors.")
+elif method in SLOW_METHODS:
     st.warning(f"{method} runs one forward pass per channel of the target layer: expect a long wait on CPU. "
                "The server computes one at a time for all visitors.")
 if method in CLASS_AGNOSTIC:
@@ -77,7 +81,9 @@ def maps():
                 progress.progress(i / len(loaded), text=f"{method}: {model.name} ({i + 1} of {len(loaded)}) · "
                                                         f"{time.perf_counter() - started:.0f} s so far")
             with st.spinner(f"{method} for {model.name}…"):
+                began = time.perf_counter()
                 result = ui.explanation(model, images[0], digest, method, index)
+                took = time.perf_counter() - began
             picture = overlay_on_picture(result, images[0], model.run.card["input_size"], model.run.card["crop_pct"],
                                          opacity)
             st.image(picture, width="stretch")
@@ -92,6 +98,11 @@ def maps():
                     st.caption(f"⚠️ {model.name} gives {model.classes[result.target]} only "
                                f"{result.probs[result.target]:.0%}: the map shows what would raise that class, not "
                                "what the model sees in the picture.")
+            if slow:
+                size = model.run.card["input_size"]
+                how = (f"a {occlusion_window(size)[0]}-px patch moved {occlusion_window(size)[1]} px at a time"
+                       if method == OCCLUSION else "a forward per channel")
+                st.caption(f"⏱ {took:.1f} s ({how})" if took > 0.05 else f"⏱ computed before ({how}): kept")
             if model.calibration_note:
                 st.caption(f"⚠️ {model.calibration_note}")
             buffer = io.BytesIO()

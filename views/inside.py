@@ -46,9 +46,34 @@ if images:
     picture.image(images[0], caption=f"{names[0]} (as given)", width="stretch")
     picture.caption(f"{run_name} sees it at {size} × {size} px. Each map is one channel of **{label}**, scaled "
                     "to its own range (bright: strong); hover for the channel and its value.")
-    maps.plotly_chart(ui.figure(feature_map_grid, stage.activations[top], top,
-                                title=f"{label}: the {len(top)} channels most active on this picture"),
-                      width="stretch", key="inside_maps")
+    event = maps.plotly_chart(ui.figure(feature_map_grid, stage.activations[top], top,
+                                        title=f"{label}: the {len(top)} channels most active on this picture"),
+                              width="stretch", key=f"inside_maps_{label}_{count}", on_select="rerun",
+                              selection_mode="points")
+    points = (event or {}).get("selection", {}).get("points", []) if event else []
+    picked = points[0].get("curve_number", -1) // 2 if points else -1  # each map: its heatmap, its click points
+    clicked = top[picked] if 0 <= picked < len(top) else None
+
+    st.subheader("What a channel likes")
+    st.caption("Click a map above, or pick a channel: the training pictures that excite it most, and where.")
+    channels = list(range(stage.shape[0]))
+    channel = st.selectbox(f"Channel of {label}", channels, index=clicked if clicked is not None else top[0],
+                           key=f"inside_channel_{label}_{clicked}",
+                           format_func=lambda c: f"#{c}" + (" (most active on this picture)" if c == top[0] else ""))
+    tops = ui.channel_tops_or_offer(selection, run)
+    if tops is not None:
+        shown = []
+        with ui.friendly(f"Showing channel {channel}'s top pictures"):
+            shown = ui.channel_regions_of(selection, loaded, tops, stage.module, channel)
+        if shown:
+            st.markdown(f"**Channel #{channel} of {label}** fires most on these {len(shown)} training pictures "
+                        "(the number: its strongest response; red: where, on one scale for all of them):")
+            grid = st.columns(len(shown))
+            for column, (picture, caption) in zip(grid, shown):
+                column.image(picture, caption=caption, width="stretch")
+        else:
+            st.info("None of this channel's top training pictures can be read from the chosen image folder: choose "
+                    f"the folder {run_name} was trained on in the sidebar.")
 else:
     st.info("Upload a photo, take one with the camera, or pick a sample to see what each stage makes of it.")
 

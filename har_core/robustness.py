@@ -1,0 +1,114 @@
+"""How robust a model is: its accuracy on held-out pictures under every corruption of har_core.whatif, at three
+strengths (ImageNet-C style). Strength 0 is the pictures as given, evaluated exactly as train.evaluate does, so
+the clean accuracy is the run's own. Stored in the run folder (`robustness.csv`: run, corruption, strength,
+accuracy; `robustness.json`: on which pictures, by which weights) and read by Evaluate and the report.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+from torch import nn
+from torch.utils.data import DataLoader
+
+from har_core import fileio
+from har_core.artifacts import Run
+from har_core.data import dataset_for, eval_transform
+from har_core.inference import data_config_of, predict_loader
+from har_core.whatif import CORRUPTIONS, STRENGTHS, Edit, apply, corruption
+
+ROBUSTNESS = "robustness.csv"
+ROBUSTNESS_INFO = "robustness.json"
+COLUMNS = ["run", "corruption", "strength", "accuracy"]
+
+
+class EditedThen:
+    """The edit, then the model's own eval transform: the model meets the edited picture as it would a photo. The
+    picture is first brought to the size that transform resizes it to (its shorter side floor(input / crop_pct)),
+    so the edit's strength does not depend on the photo's resolution."""
+
+    def __init__(self, edit: Edit, card: dict):
+        self.edit, self.transform = edit, eval_transform(data_config_of(card))
+        self.shorter = math.floor(card["input_size"] / card["crop_pct"])
+
+    def __call__(self, image):
+        return self.transform(apply(image, self.edit, shorter=self.shorter))
+
+
+def accuracy_under(model: nn.Module, card: dict, root: Path, files: list[str], labels: list[int], edit: Edit,
+                   device: str = "cpu", batch_size: int = 64, progress: bool = False, desc: str = "") -> float:
+    """Top-1 accuracy of the model on the pictures with the edit applied (no TTA, as train.evaluate's default)."""
+    loader = DataLoader(dataset_for(root, files, labels, EditedThen(edit, card)), batch_size=batch_size)
+    probs, truth = predict_loader(model, loader, device=device, desc=desc or "robustness", progress=progress)
+    return float((probs.argmax(1) == truth).mean())
+
+
+def robustness_table(name: str, model: nn.Module, card: dict, root: Path, files: list[str], labels: list[int],
+                     corruptions: list[str] | None = None, device: str = "cpu", batch_size: int = 64,
+                     progress: bool = True, on_step: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """Rows run (`name`), corruption, strength, accuracy: every corruption at strengths 0 (clean, computed once)
+    to 3."""
+    corruptions = list(corruptions or CORRUPTIONS)
+    steps = 1 + len(corruptions) * len(STRENGTHS)
+    clean = accuracy_under(model, card, root, files, labels, Edit(), device, batch_size, progress, "clean")
+    rows, done = [], 1
+    for kind in corruptions:
+        rows.append((name, kind, 0, clean))
+        for strength in STRENGTHS:
+            if on_step is not None:
+                on_step(done, steps)
+            rows.append((name, kind, strength,
+                         accuracy_under(model, card, root, files, labels, corruption(kind, strength), device,
+                                        batch_size, progress, f"{kind} {strength}")))
+            done += 1
+    if on_step is not None:
+        on_step(steps, steps)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def write_robustness(run: Run, table: pd.DataFrame, info: dict) -> None:
+    fileio.atomic_write_text(run.path / ROBUSTNESS, table.to_csv(index=False))
+    fileio.write_json(run.path / ROBUSTNESS_INFO, info | {"weights": run.weights_sha256()})
+
+
+def read_robustness(run: Run) -> tuple[pd.DataFrame, dict] | None:
+    """The run's stored robustness table and what it was measured on; None when it has none, or when it was
+    measured by other weights than the run's (retrained since) or cannot be read."""
+    if not (run.path / ROBUSTNESS).is_file():
+        return None
+    try:
+        table = pd.read_csv(run.path / ROBUSTNESS)
+        info = json.loads((run.path / ROBUSTNESS_INFO).read_text())
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
+    if list(table.columns) != COLUMNS or info.get("weights") != run.weights_sha256():
+        return None
+    return table, info
+
+
+def heatmap_table(tables: list[pd.DataFrame], strength: int) -> pd.DataFrame:
+    """Models × (clean, corruptions...): accuracy at one strength, clean first."""
+    frame = pd.concat(tables)
+    wide = frame[frame["strength"] == strength].pivot(index="run", columns="corruption", values="accuracy")
+    clean = frame[frame["strength"] == 0].groupby("run")["accuracy"].first()
+    order = [c for c in CORRUPTIONS if c in wide.columns] + [c for c in wide.columns if c not in CORRUPTIONS]
+    runs = list(dict.fromkeys(frame["run"]))
+    return pd.concat([clean.rename("clean"), wide[order]], axis=1).loc[runs]
+
+
+def clean_accuracy(table: pd.DataFrame) -> float:
+    return float(table.loc[table["strength"] == 0, "accuracy"].iloc[0])
+
+
+def mean_drop(table: pd.DataFrame) -> float:
+    """Mean accuracy lost to the corruptions (all strengths) from the clean accuracy: one number per model."""
+    return clean_accuracy(table) - float(table.loc[table["strength"] > 0, "accuracy"].mean())
+
+
+def labelled(files_labels: list[tuple[str, str]], classes: list[str]) -> tuple[list[str], list[int]]:
+    index = {c: i for i, c in enumerate(classes)}
+    return [f for f, _ in files_labels], [index[label] for _, label in files_labels]
+
