@@ -3,14 +3,15 @@
     python -m bench.whatif [--runs assets/runs] [--repeats 5]
 
 Per repeat a new edit (a brightness the cache has not seen, with a 5 % blur, noise and a covered box: the
-costliest edits) is applied to a 1600×1200 photo-sized picture (first brought to a 512-px shorter side, as the
-page does) and every model predicts the edited picture with its embedding, each model on its own, as the Predict
+costliest edits) is applied to a 1600×1200 photo-sized picture (first brought to the shorter side the largest
+model resizes to, as the page does) and every model predicts the edited picture with its embedding, each model on its own, as the Predict
 page's What-if panel does on a slider move (PyTorch on this CPU).
 Prints the edit's time, the models' time and the total (min / median seconds).
 """
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -20,7 +21,6 @@ from PIL import Image
 from har_core.artifacts import find_runs
 from har_core.inference import load_run, predict_all
 from har_core.whatif import Edit, apply
-from ui.answers import WHATIF_SIDE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,6 +31,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     models = [load_run(run) for run in find_runs(args.runs)[0] if not run.takes_clips]
+    side = max(math.floor(m.run.card["input_size"] / m.run.card["crop_pct"]) for m in models)  # as the page
     picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (1200, 1600, 3), dtype=np.uint8))
     for model in models:  # warm-up: first forwards allocate
         predict_all([model], [picture], embed=True)
@@ -38,7 +39,7 @@ def main(argv=None) -> dict:
     for i in range(args.repeats):
         edit = Edit(brightness=0.5 + 0.05 * i, blur=0.05, noise=0.1, cover=(0.3, 0.3, 0.7, 0.7))
         start = time.perf_counter()
-        edited = apply(picture, edit, shorter=WHATIF_SIDE)
+        edited = apply(picture, edit, shorter=side)
         middle = time.perf_counter()
         for model in models:  # the page asks each model on its own (each answer cached by itself)
             predict_all([model], [edited], embed=True)

@@ -77,10 +77,9 @@ def f1_heatmap(table: pd.DataFrame) -> go.Figure:
 def robustness_heatmap(table: pd.DataFrame, strength: int) -> go.Figure:
     """Models × (clean, corruptions): accuracy at one corruption strength (har_core.robustness.heatmap_table)."""
     figure = px.imshow(table, zmin=0, zmax=1, color_continuous_scale="RdYlGn", text_auto=".2f", aspect="auto",
-                       labels=dict(color="accuracy"),
                        title=f"accuracy on clean pictures and under each corruption at strength {strength} of 3")
-    figure.update_layout(font=FONT, height=170 + 45 * len(table), xaxis_title="", yaxis_title="",
-                         xaxis_side="top", margin=dict(t=110))
+    figure.update_layout(font=FONT, height=max(260, 170 + 45 * len(table)), xaxis_title="", yaxis_title="",
+                         xaxis_side="top", margin=dict(t=110), coloraxis_colorbar=dict(title="", thickness=14))
     return figure
 
 

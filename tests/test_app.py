@@ -91,9 +91,9 @@ def test_what_if_a_slider_moves_every_models_answer_and_moving_it_back_restores_
     # browser test sees every bundled model's card move)
     assert after["custom_cnn"] != before["custom_cnn"] and after["Ensemble"] != before["Ensemble"]
     # the numbers are the models' own on the edited picture
-    from ui.answers import WHATIF_SIDE
+    side = max(int(run.card["input_size"] / run.card["crop_pct"]) for run in find_runs(tiny_runs)[0])
     picture = whatif.apply(load_image(kaggle_data / at.selectbox(key="predict_sample").value),
-                           whatif.Edit(brightness=0.2, noise=0.3), shorter=WHATIF_SIDE)
+                           whatif.Edit(brightness=0.2, noise=0.3), shorter=side)
     original = load_image(kaggle_data / at.selectbox(key="predict_sample").value)
     for name in ("custom_cnn", "mobilenet_v2"):
         model = load_run(tiny_runs / name)
@@ -719,9 +719,10 @@ def test_similar_images_never_show_another_data_sets_picture_under_the_same_name
         sample = at.selectbox(key="predict_sample")
         at = sample.set_value(sample.options[1]).run()
         shown[name] = (len(at.image), texts(at))
-    assert shown["right"][0] == 2 + 2 * 6  # the picker's thumbnail, the sample, and each model's six neighbours
+    # the picker's thumbnail, the sample, its What-if copy, and each model's six neighbours
+    assert shown["right"][0] == 3 + 2 * 6
     assert "pictures not shown" not in shown["right"][1]
-    assert shown["other"][0] == 2  # the chosen folder's own sample (picker and answer), no wrong neighbours
+    assert shown["other"][0] == 3  # the chosen folder's own sample (picker, answer, What-if), no wrong neighbours
     assert shown["other"][1].count("pictures not shown") == 2 and f"come from {kaggle_data}" in shown["other"][1]
 
 

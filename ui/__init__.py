@@ -21,9 +21,9 @@ from ui.common import (  # noqa: F401
 from ui.choices import (  # noqa: F401
     sidebar, RUN_CHOICES, one_class_list, follow_link, share_view, ensemble_members)
 from ui.answers import (  # noqa: F401
-    predict, explanation, edited, read_uploads, sample_files, image_source)
+    predict, explanation, edited, whatif_side, read_uploads, sample_files, image_source)
 from ui.similar import (  # noqa: F401
-    embeddings, search_index, retrieval, embeddings_or_offer, compute_embeddings, has_embeddings,
+    embeddings, search_index, retrieval, embeddings_or_offer, offer_to_compute, compute_embeddings, has_embeddings,
     embedding_map_of, neighbour_grid, same_picture, similar_images, nearest_training_images, top_votes,
     data_audit)
 from ui.clips import (  # noqa: F401

@@ -1,6 +1,7 @@
 """Answers for pictures: predictions and explanations cached by content, uploads and samples."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import streamlit as st
@@ -44,18 +45,21 @@ def explanation(loaded: LoadedModel, image, digest: str, method: str, target: in
                        loaded, image).explanation(target)
 
 
-WHATIF_SIDE = 512  # the What-if panel edits a copy this large (every bundled model sees ≤ 342 px before its crop)
-
-
 @st.cache_resource(show_spinner=False, max_entries=64)
-def _edited(digest: str, edit: str, _image, _edit: whatif.Edit):
-    return whatif.apply(_image, _edit, shorter=WHATIF_SIDE)
+def _edited(digest: str, edit: str, side: int, _image, _edit: whatif.Edit):
+    return whatif.apply(_image, _edit, shorter=side)
 
 
-def edited(image, digest: str, edit: whatif.Edit):
-    """The picture with a What-if edit, once per picture content and edit: moving a slider back costs nothing
-    (and the predictions of the edited picture are cached by its content)."""
-    return _edited(digest, repr(edit), image, edit)
+def whatif_side(loaded: list[LoadedModel]) -> int:
+    """The shorter side the What-if panel edits the picture at: the largest the chosen models resize it to (timm's
+    eval transform: floor(input / crop_pct)), so no model sees a blurrier picture than the photo would give it."""
+    return max(math.floor(m.run.card["input_size"] / m.run.card["crop_pct"]) for m in loaded)
+
+
+def edited(image, digest: str, edit: whatif.Edit, side: int):
+    """The picture with a What-if edit at shorter side `side` (whatif_side), once per picture content, edit and
+    side: moving a slider back costs nothing (and the edited picture's predictions are cached by its content)."""
+    return _edited(digest, repr(edit), side, image, edit)
 
 
 def read_uploads(files) -> tuple[list, list[str]]:

@@ -16,6 +16,7 @@ from har_core import artifacts, cam, server
 from har_core.analysis import dataset_summary, thumbnail
 from har_core.artifacts import Run, RunError
 from har_core.cam import Busy
+from har_core.inside import receptive_fields
 from har_core.robustness import ROBUSTNESS, ROBUSTNESS_INFO, read_robustness
 from har_core.calibration import CalibrationError, calibrated_frame, run_temperature
 from har_core.data import DataError, listing_stamp
@@ -80,11 +81,17 @@ def model_stamp(run: Run) -> tuple[float, ...]:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _warm_up(paths: tuple[str, ...], stamps: tuple[tuple[float, ...], ...]) -> threading.Thread:
     def load_all():
+        loaded = []
         for path, stamp in zip(paths, stamps):
             try:
-                _load_model(path, stamp)
+                loaded.append(_load_model(path, stamp))
             except Exception as error:  # noqa: BLE001 - the page that needs the model names the failure
                 print(f"HAR Studio: could not preload {Path(path).name}: {error}", flush=True)
+        for model in loaded:  # then the Inside page's receptive fields (measured once per architecture and size)
+            try:
+                receptive_fields(model.run.card["model"], model.run.card["input_size"])
+            except Exception as error:  # noqa: BLE001 - the Inside page measures again and names the failure
+                print(f"HAR Studio: no receptive fields for {model.name}: {error}", flush=True)
     thread = threading.Thread(target=load_all, name="har-warm-up", daemon=True)
     thread.start()
     return thread

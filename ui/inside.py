@@ -10,8 +10,8 @@ from har_core.artifacts import Run, open_run
 from har_core.channels import CHANNELS, ChannelError, ChannelTops, channel_regions, compute_channel_tops, load_channel_tops
 from har_core.imaging import ImageError, load_image
 from har_core.inference import LoadedModel
-from ui.common import Selection, _file_stamp, config, data_file, folder_stamp, friendly, model, model_stamp
-from ui.similar import _data_index
+from ui.common import Selection, _file_stamp, data_file, model, model_stamp
+from ui.similar import offer_to_compute
 
 
 @st.cache_resource(show_spinner="One forward through every stage…", max_entries=16)
@@ -62,27 +62,18 @@ def channel_tops_or_offer(selection: Selection, run: Run) -> ChannelTops | None:
     try:
         return channel_tops(run)
     except ChannelError as error:
-        st.info(str(error))
-    if selection.data_root is None:
-        st.caption("Choose the run's image folder in the sidebar to compute them here.")
+        offer_to_compute(selection, run, str(error), f"Rank the training pictures for every channel of {run.name}",
+                         f"inside_tops_{run.name}", lambda index, on_batch: _compute_tops(run, index, on_batch))
         return None
-    if not st.button(f"Rank the training pictures for every channel of {run.name}", key=f"inside_tops_{run.name}"):
-        return None
-    bar = st.progress(0.0, text=f"Running {run.name} over its training pictures…")
-    with friendly(f"Ranking the training pictures with {run.name}"):
-        index = _data_index(str(selection.data_root), tuple(run.classes), config().max_scan_images,
-                            folder_stamp(str(selection.data_root)))
-        tops = compute_channel_tops(model(run), index, progress=False, on_batch=lambda done, total: bar.progress(
-            done / total, text=f"Running {run.name} over its training pictures: batch {done}/{total}"))
-        try:
-            tops.save(run.path / CHANNELS)
-        except OSError as error:
-            st.toast(f"The runs folder is read-only ({error}): the channel tops are kept for this server process.")
-            _computed_tops()[str(run.path)] = tops
-        bar.empty()
-        st.rerun()
-    bar.empty()
-    return None
+
+
+def _compute_tops(run: Run, index, on_batch) -> None:
+    tops = compute_channel_tops(model(run), index, progress=False, on_batch=on_batch)
+    try:
+        tops.save(run.path / CHANNELS)
+    except OSError as error:
+        st.toast(f"The runs folder is read-only ({error}): the channel tops are kept for this server process.")
+        _computed_tops()[str(run.path)] = tops
 
 
 @st.cache_resource(show_spinner="Where the channel fires in its top pictures…", max_entries=32)

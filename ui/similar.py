@@ -66,21 +66,35 @@ def _data_index(root: str, classes: tuple[str, ...], max_images: int, stamp: str
     return scan_cached(root, classes=list(classes), confine=True, max_images=max_images, stamp=stamp)
 
 
+def offer_to_compute(selection: Selection, run: Run, why: str, button: str, key: str, compute) -> None:
+    """Say why a run's stored analysis (embeddings, channel tops) is missing and offer to compute it on the chosen
+    image folder, with a progress bar: `compute(index, on_batch)` computes and keeps it, then the page is drawn
+    again from the top (so everything above knows it)."""
+    st.info(why)
+    if selection.data_root is None:
+        st.caption("Choose the run's image folder in the sidebar to compute them here.")
+        return
+    if not st.button(button, key=key):
+        return
+    bar = st.progress(0.0, text=f"{button}…")
+    with friendly(button):
+        index = _data_index(str(selection.data_root), tuple(run.classes), config().max_scan_images,
+                            folder_stamp(str(selection.data_root)))
+        compute(index, lambda done, total: bar.progress(done / total, text=f"{button}: {done}/{total}"))
+        bar.empty()
+        st.rerun()
+    bar.empty()
+
+
 def embeddings_or_offer(selection: Selection, run: Run, key: str) -> Embeddings | None:
     """The run's embeddings; when it has none (or unusable ones), says why and offers to compute them
     with a progress bar. A warning when they were computed on other data than the chosen image folder."""
     try:
         found = embeddings(run)
     except EmbeddingError as error:
-        st.info(str(error))
-        if selection.data_root is None:
-            st.caption("Choose the run's image folder in the sidebar to compute them here.")
-            return None
-        if not st.button(f"Compute embeddings of {run.name}", key=f"{key}_embed_{run.name}"):
-            return None
-        found = compute_embeddings(selection, run)
-        if found is None:
-            return None
+        offer_to_compute(selection, run, str(error), f"Compute embeddings of {run.name}", f"{key}_embed_{run.name}",
+                         lambda index, on_batch: compute_embeddings(run, index, on_batch))
+        return None
     if selection.data_root is not None:
         with friendly("Checking the image folder"):
             note = staleness(found, dataset(selection.data_root)["fingerprint"])
@@ -89,24 +103,14 @@ def embeddings_or_offer(selection: Selection, run: Run, key: str) -> Embeddings 
     return found
 
 
-def compute_embeddings(selection: Selection, run: Run) -> Embeddings | None:
-    """Embed the image folder with the run's model, with a progress bar; stored in the run folder when
-    it is writable, else kept for this server process."""
-    bar = st.progress(0.0, text=f"Embedding with {run.name}…")
-    with friendly(f"Embedding with {run.name}"):
-        index = _data_index(str(selection.data_root), tuple(run.classes), config().max_scan_images,
-                            folder_stamp(str(selection.data_root)))
-        found, report = embed_run(model(run), index, progress=False,
-                                  on_batch=lambda done, total: bar.progress(done / total,
-                                                                            text=f"Embedding with {run.name}: {done}/{total} images"))
-        bar.empty()
-        if "not_stored" in report:
-            st.caption(f"The runs folder is read-only ({report['not_stored']}): the embeddings are kept for this "
-                       "server process only.")
-            _computed()[str(run.path)] = found
-        st.rerun()  # redraw the page from the top: the run's label and the banner now know the embeddings
-    bar.empty()
-    return None
+def compute_embeddings(run: Run, index, on_batch) -> None:
+    """Embed the image folder with the run's model; stored in the run folder when it is writable, else kept
+    for this server process."""
+    found, report = embed_run(model(run), index, progress=False, on_batch=on_batch)
+    if "not_stored" in report:
+        st.toast(f"The runs folder is read-only ({report['not_stored']}): the embeddings are kept for this server "
+                 "process only.")
+        _computed()[str(run.path)] = found
 
 
 @st.cache_data(show_spinner="Placing every image on the map (UMAP; about a minute for 10,000 images)…",
