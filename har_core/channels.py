@@ -144,4 +144,4 @@ def channel_regions(loaded: LoadedModel, pictures: list[Image.Image], module: st
     maps = maps / (maps.max() if maps.max() > 0 else 1.0)
     size, crop = loaded.run.card["input_size"], loaded.run.card["crop_pct"]
     return [overlay_on_picture(Explanation(heatmap=m, view=p, target=-1, probs=np.zeros(0)), p, size, crop,
-                               longest=320) for m, p in zip(maps, pictures)]
+                               opacity=0.35, longest=320) for m, p in zip(maps, pictures)]  # the photo stays visible

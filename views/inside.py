@@ -83,6 +83,9 @@ start = ui.imagenet_filters(run.card["model"]) if str(run.card.get("pretrained",
 columns = st.columns(2 if start is not None else 1)
 columns[0].image(tile_mosaic(trained), caption=f"{run_name}'s {len(trained)} first-layer filters, as trained "
                  "(grey: 0, colour: the colour a filter responds to; each filter scaled to its own strongest weight)")
+if start is None and str(run.card.get("pretrained", "none")).startswith("none"):
+    st.caption(f"{run_name} started from random weights (no ImageNet weights for it here), so its first filters "
+               "began as noise: the less trained, the noisier they still look.")
 if start is not None:
     unchanged = start.shape == trained.shape and np.allclose(start, trained, atol=1e-3)
     columns[1].image(tile_mosaic(start), caption="the same filters at the start of training: the offline ImageNet "

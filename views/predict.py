@@ -107,8 +107,9 @@ if len(images) == 1:
         flip = a.toggle("Mirror left–right", key="whatif_flip")
         cover = None
         if b.toggle("Cover a box", key="whatif_cover"):
-            (left, right), (top, bottom) = (b.slider("Box left–right (%)", 0, 100, (30, 70), key="whatif_box_x"),
-                                            c.slider("Box top–bottom (%)", 0, 100, (30, 70), key="whatif_box_y"))
+            x, y = st.columns(2)  # one row, left to right: the box's two ranges side by side
+            (left, right), (top, bottom) = (x.slider("Box left–right (%)", 0, 100, (30, 70), key="whatif_box_x"),
+                                            y.slider("Box top–bottom (%)", 0, 100, (30, 70), key="whatif_box_y"))
             cover = (left / 100, top / 100, right / 100, bottom / 100)
     edit = whatif.Edit(brightness=brightness, contrast=contrast, blur=blur / 100, noise=noise,
                        rotation=float(rotation), zoom=zoom, flip=flip, cover=cover)
