@@ -11,7 +11,6 @@ Prints the edit's time, the models' time and the total (min / median seconds).
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from har_core.artifacts import find_runs
+from har_core.data import resize_side
 from har_core.inference import load_run, predict_all
 from har_core.whatif import Edit, apply
 
@@ -31,7 +31,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     models = [load_run(run) for run in find_runs(args.runs)[0] if not run.takes_clips]
-    side = max(math.floor(m.run.card["input_size"] / m.run.card["crop_pct"]) for m in models)  # as the page
+    side = max(resize_side(m.run.card) for m in models)  # as the page
     picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (1200, 1600, 3), dtype=np.uint8))
     for model in models:  # warm-up: first forwards allocate
         predict_all([model], [picture], embed=True)

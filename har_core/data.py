@@ -317,6 +317,11 @@ def read_manifest(path: Path) -> pd.DataFrame:
 
 # ---- transforms, derived from the registry entry's data config -----------------------------
 
+def resize_side(card: dict) -> int:
+    """The shorter side a run's eval transform resizes a picture to before its centre crop (timm's rule)."""
+    return int(card["input_size"] / card["crop_pct"])
+
+
 def eval_transform(data_config: dict):
     if "frames" in data_config:
         return ClipTransform(data_config)

@@ -6,7 +6,6 @@ accuracy; `robustness.json`: on which pictures, by which weights) and read by Ev
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from har_core import fileio
 from har_core.artifacts import Run
-from har_core.data import dataset_for, eval_transform
+from har_core.data import dataset_for, eval_transform, resize_side
 from har_core.inference import data_config_of, predict_loader
 from har_core.whatif import CORRUPTIONS, STRENGTHS, Edit, apply, corruption
 
@@ -32,7 +31,7 @@ class EditedThen:
 
     def __init__(self, edit: Edit, card: dict):
         self.edit, self.transform = edit, eval_transform(data_config_of(card))
-        self.shorter = math.floor(card["input_size"] / card["crop_pct"])
+        self.shorter = resize_side(card)
 
     def __call__(self, image):
         return self.transform(apply(image, self.edit, shorter=self.shorter))

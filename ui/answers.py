@@ -1,14 +1,13 @@
 """Answers for pictures: predictions and explanations cached by content, uploads and samples."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import streamlit as st
 
 from har_core import artifacts, cam, whatif
 from har_core.cam import ClassMaps, Explanation, class_maps
-from har_core.data import read_manifest
+from har_core.data import read_manifest, resize_side
 from har_core.imaging import ImageError, image_digest, load_image, safe_name
 from har_core.inference import LoadedModel, Prediction, predict_all
 from ui.choices import follow_link, share_view
@@ -53,7 +52,7 @@ def _edited(digest: str, edit: str, side: int, _image, _edit: whatif.Edit):
 def whatif_side(loaded: list[LoadedModel]) -> int:
     """The shorter side the What-if panel edits the picture at: the largest the chosen models resize it to (timm's
     eval transform: floor(input / crop_pct)), so no model sees a blurrier picture than the photo would give it."""
-    return max(math.floor(m.run.card["input_size"] / m.run.card["crop_pct"]) for m in loaded)
+    return max(resize_side(m.run.card) for m in loaded)
 
 
 def edited(image, digest: str, edit: whatif.Edit, side: int):
