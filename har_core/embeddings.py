@@ -8,12 +8,16 @@ audit all read this one file.
 
 Vectors are keyed by content: recomputing after the data changed embeds only the pictures whose bytes are
 new, so relabelling, re-splitting or renaming a data set costs no forward at all.
+
+A bundled run may store its embeddings reduced (`reduce`: a truncated SVD of the training pictures', e.g. 128-d):
+the file then also holds the projection, and every fresh vector (an upload's head input, a newly embedded
+picture) goes through the same projection (`Embeddings.query`) before it meets the stored ones.
 """
 from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
@@ -37,6 +41,18 @@ class EmbeddingError(RuntimeError):
     """Embeddings that cannot be used; the message names the run and says what to do."""
 
 
+@dataclass(frozen=True)
+class Reduction:
+    """The top right-singular vectors of the unit-length training embeddings (a truncated SVD, not centred, so
+    that keeping every one of them is a rotation and search finds exactly what it found before)."""
+    components: np.ndarray  # (reduced dim, dim) float32, orthonormal rows
+
+    def apply(self, vectors: np.ndarray) -> np.ndarray:
+        vectors = np.atleast_2d(np.asarray(vectors, np.float32))
+        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return unit @ self.components.T
+
+
 @dataclass
 class Embeddings:
     run: str
@@ -51,6 +67,7 @@ class Embeddings:
     probs: np.ndarray  # (N, classes) float32: the model's probabilities (no flip TTA)
     ident: str = ""  # stamped on every computation: a stored search index names the embeddings it indexes
     weights: str = ""  # sha256 of the weights file that computed them (Run.weights_sha256)
+    reduction: Reduction | None = None  # set when `vectors` are stored reduced (see `reduce`)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -71,6 +88,16 @@ class Embeddings:
         """Every image has the same embedding (an untrained or collapsed model): nothing to search or map."""
         return len(self) > 1 and not np.ptp(self.vectors, axis=0).any()
 
+    @property
+    def dimensions(self) -> str:
+        """'1280-d', or '128-d (reduced from 1280)' for embeddings stored reduced."""
+        size = f"{self.vectors.shape[1]}-d"
+        return size if self.reduction is None else f"{size} (reduced from {self.reduction.components.shape[1]})"
+
+    def query(self, vectors: np.ndarray) -> np.ndarray:
+        """Fresh head-input vectors (an upload's) in the space of `vectors`: reduced like them where they are."""
+        return vectors if self.reduction is None else self.reduction.apply(vectors)
+
     def rows(self, *splits: str) -> np.ndarray:
         """Row numbers of the images in the given splits, in file order."""
         return np.flatnonzero(np.isin(self.splits, splits))
@@ -84,6 +111,8 @@ class Embeddings:
 
     def save(self, path: Path) -> None:
         tensors = {"vectors": self.vectors.astype(np.float16), "probs": self.probs.astype(np.float16)}
+        if self.reduction is not None:
+            tensors["reduction_components"] = self.reduction.components
         meta = {"run": self.run, "model": self.model, "classes": self.classes, "fingerprint": self.fingerprint,
                 "files": self.files, "digests": self.digests, "labels": self.labels, "splits": self.splits,
                 "weights": self.weights}
@@ -96,6 +125,8 @@ def load_embeddings(path: Path, run_name: str) -> Embeddings:
         with safetensors.safe_open(str(path), framework="numpy") as handle:
             meta, ident = json.loads(handle.metadata()["har"]), handle.metadata().get("ident", "")
             vectors, probs = handle.get_tensor("vectors"), handle.get_tensor("probs")
+            reduction = (Reduction(handle.get_tensor("reduction_components"))
+                         if "reduction_components" in handle.keys() else None)
     except FileNotFoundError:
         raise EmbeddingError(f"{run_name}: no embeddings yet; compute them with `python -m train.embed "
                              f"{path.parent}` (or the button in the app)") from None
@@ -104,13 +135,30 @@ def load_embeddings(path: Path, run_name: str) -> Embeddings:
                              "compute them again") from None
     n = len(meta["files"])
     if not (vectors.shape[0] == probs.shape[0] == len(meta["labels"]) == len(meta["splits"]) == n) or \
-            probs.shape[1] != len(meta["classes"]):
+            probs.shape[1] != len(meta["classes"]) or \
+            (reduction is not None and reduction.components.shape[0] != vectors.shape[1]):
         raise EmbeddingError(f"{run_name}: {path.name} is inconsistent (rows or classes do not match); "
                              "compute them again")
     return Embeddings(run=meta["run"], model=meta["model"], classes=meta["classes"], fingerprint=meta["fingerprint"],
                       files=meta["files"], digests=meta["digests"], labels=meta["labels"], splits=meta["splits"],
                       vectors=vectors.astype(np.float32), probs=probs.astype(np.float32), ident=ident,
-                      weights=meta.get("weights", ""))
+                      weights=meta.get("weights", ""), reduction=reduction)
+
+
+def reduce(embeddings: Embeddings, dims: int = 128) -> Embeddings:
+    """The same embeddings stored as `dims` coordinates: their unit vectors projected onto the top singular
+    directions of the training pictures', to ship a run small (`dims` equal to the size: a rotation)."""
+    size, fitted_on = embeddings.vectors.shape[1], embeddings.rows("train")
+    if not 2 <= dims <= size:
+        raise EmbeddingError(f"{embeddings.run}: cannot reduce {size}-d embeddings to {dims}: choose 2 to {size - 1}")
+    if len(fitted_on) < dims:
+        raise EmbeddingError(f"{embeddings.run}: {len(fitted_on)} training pictures cannot fit {dims} directions: "
+                             f"reduce to at most {len(fitted_on)}")
+    unit = embeddings.vectors / np.maximum(np.linalg.norm(embeddings.vectors, axis=1, keepdims=True), 1e-12)
+    _, _, directions = np.linalg.svd(unit[fitted_on].astype(np.float64), full_matrices=False)
+    reduction = Reduction(directions[:dims].astype(np.float32))
+    return replace(embeddings, vectors=reduction.apply(embeddings.vectors), reduction=reduction,
+                   ident=uuid.uuid4().hex[:16])
 
 
 def run_embeddings(run: Run) -> Embeddings:
@@ -170,6 +218,9 @@ def embed_data(loaded: LoadedModel, index: DataIndex, manifest: pd.DataFrame | N
     todo = [i for i, digest in enumerate(digests) if digest not in known]
     new_vectors, new_probs = embed_files(loaded, index.root, [files[i] for i in todo], batch_size, device,
                                          progress, on_batch)
+    reduction = previous.reduction if known else None
+    if reduction is not None and len(todo):
+        new_vectors = reduction.apply(new_vectors)  # into the stored (reduced) space of the pictures reused
     dim = new_vectors.shape[1] if len(todo) else previous.vectors.shape[1]
     vectors = np.zeros((len(files), dim), np.float32)
     probs = np.zeros((len(files), len(loaded.classes)), np.float32)
@@ -182,7 +233,7 @@ def embed_data(loaded: LoadedModel, index: DataIndex, manifest: pd.DataFrame | N
                       fingerprint=index.fingerprint(), files=files, digests=digests,
                       labels=[label for _, label in index.samples],
                       splits=[split_of.get(rel, UNSPLIT) for rel in files], vectors=vectors, probs=probs,
-                      ident=uuid.uuid4().hex[:16], weights=loaded.weights)
+                      ident=uuid.uuid4().hex[:16], weights=loaded.weights, reduction=reduction)
 
 
 def missing_from(manifest: pd.DataFrame, index: DataIndex) -> list[str]:

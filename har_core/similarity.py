@@ -20,7 +20,8 @@ import numpy as np
 
 from har_core.artifacts import Run
 from har_core.data import DataIndex
-from har_core.embeddings import EMBEDDINGS, EmbeddingError, Embeddings, embed_data, load_embeddings, mismatch
+from har_core.embeddings import (EMBEDDINGS, EmbeddingError, Embeddings, embed_data, load_embeddings, mismatch,
+                                 reduce)
 from har_core.inference import LoadedModel
 from har_core.fileio import atomic_write_bytes, write_json
 
@@ -186,22 +187,50 @@ class NeighbourAnswer:
 def neighbour_answer(index: VectorIndex, embeddings: Embeddings, vector: np.ndarray, probs: np.ndarray,
                      weight: float, k: int = SHOW_K) -> NeighbourAnswer:
     """One query's neighbours, their vote and the retrieval-augmented prediction (`retrieval_report`'s rule)."""
-    similarities, rows = index.search(vector, max(k, VOTE_K))
+    similarities, rows = index.search(embeddings.query(vector), max(k, VOTE_K))
     shown_votes, all_votes = vote(rows[:, :k], embeddings)[0], vote(rows[:, :VOTE_K], embeddings)[0]
     return NeighbourAnswer(similarities[0, :k], rows[0, :k], shown_votes, augmented(probs, all_votes, weight), weight)
 
 
-def write_retrieval_report(run: Run, embeddings: Embeddings) -> dict:
-    report = retrieval_report(run, embeddings)
+def reduction_effect(full: Embeddings, reduced: Embeddings, k: int = SHOW_K) -> dict:
+    """What reducing the embeddings costs similar-image search: for each val and test picture, the share of its
+    k nearest training pictures (full vectors) that the reduced vectors also find among their k nearest, the
+    kNN vote's accuracy (VOTE_K neighbours) with each, and the data audit's near-duplicate pairs with each."""
+    from har_core.audit import near_duplicates  # here: the audit module itself builds on this one
+
+    train, queries = full.rows("train"), full.rows("val", "test")
+    if not len(train) or not len(queries):
+        return {}
+    pairs = {name: {frozenset(pair) for pair in zip(found["file_a"], found["file_b"])}
+             for name, found in (("full", near_duplicates(full)), ("reduced", near_duplicates(reduced)))}
+    found = {}
+    for name, embeddings in (("full", full), ("reduced", reduced)):
+        index = VectorIndex.build(embeddings.vectors[train], train)
+        _, rows = index.search(embeddings.vectors[queries], VOTE_K)
+        found[name] = rows
+    shared = [len(set(a[:k]) & set(b[:k])) / k for a, b in zip(found["full"], found["reduced"])]
+    labels = full.label_ids[queries]
+    return {"dims": f"{full.vectors.shape[1]} → {reduced.vectors.shape[1]}", "k": k, "pictures": int(len(queries)),
+            "top_k_overlap": float(np.mean(shared)),
+            "knn_full": float((vote(found["full"], full).argmax(1) == labels).mean()),
+            "knn_reduced": float((vote(found["reduced"], reduced).argmax(1) == labels).mean()),
+            "near_duplicates_full": len(pairs["full"]), "near_duplicates_reduced": len(pairs["reduced"]),
+            "near_duplicates_both": len(pairs["full"] & pairs["reduced"])}
+
+
+def write_retrieval_report(run: Run, embeddings: Embeddings, extra: dict | None = None) -> dict:
+    report = retrieval_report(run, embeddings) | (extra or {})
     write_json(run.path / RETRIEVAL, report)
     return report
 
 
 def embed_run(loaded: LoadedModel, index: DataIndex, batch_size: int = 32, device: str = "cpu",
-              progress: bool = True, on_batch=None, build_index: str = "auto") -> tuple[Embeddings, dict]:
+              progress: bool = True, on_batch=None, build_index: str = "auto",
+              reduce_to: int | None = None) -> tuple[Embeddings, dict]:
     """Embed a run's data (reusing its stored vectors where the pictures did not change), store the
     embeddings, its retrieval report and, beyond `EXACT_LIMIT` training images or with build_index="always",
-    its search index in the run folder. Returns the embeddings and the report."""
+    its search index in the run folder. Returns the embeddings and the report. `reduce_to`: store them as
+    that many dimensions (`har_core.embeddings.reduce`; the report then says what it cost search)."""
     run = loaded.run
     previous, stale = None, None
     if (run.path / EMBEDDINGS).is_file():
@@ -210,14 +239,28 @@ def embed_run(loaded: LoadedModel, index: DataIndex, batch_size: int = 32, devic
             stale = mismatch(previous, run, loaded.weights)
         except EmbeddingError:
             stale = "is unreadable"  # everything is embedded anew
+    notes = {}
+    if reduce_to and previous is not None and previous.reduction is not None and not stale:
+        previous = None  # reduce from full vectors, never reduce twice
+        notes["recomputed"] = f"the stored {EMBEDDINGS} are already reduced: every picture embedded anew to reduce"
     embeddings = embed_data(loaded, index, run.manifest(), previous, batch_size, device, progress, on_batch)
+    effect = {}
+    if reduce_to:
+        full, embeddings = embeddings, reduce(embeddings, reduce_to)
+        effect = {"reduction": reduction_effect(full, embeddings) | {"retrieval_full": retrieval_report(run, full)}}
+    elif embeddings.reduction is not None and previous is not None and embeddings.reduction is previous.reduction:
+        try:  # still the same reduced space: keep what the reduction was measured to cost
+            effect = {"reduction": json.loads((run.path / RETRIEVAL).read_text())["reduction"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            effect = {}
     try:
         embeddings.save(run.path / EMBEDDINGS)
         train_rows = embeddings.rows("train")
         if build_index == "always" or (build_index == "auto" and len(train_rows) > EXACT_LIMIT):
             VectorIndex.build(embeddings.vectors[train_rows], train_rows).save(run.path, embeddings.ident)
-        report = write_retrieval_report(run, embeddings)
+        report = write_retrieval_report(run, embeddings, effect)
     except OSError as error:  # a read-only runs folder: the caller keeps them in memory
-        report = retrieval_report(run, embeddings) | {"not_stored": f"{type(error).__name__}: {error}"}
-    return embeddings, report | ({"recomputed": f"the stored {EMBEDDINGS} {stale}: every picture embedded anew"}
-                                 if stale else {})
+        report = retrieval_report(run, embeddings) | effect | {"not_stored": f"{type(error).__name__}: {error}"}
+    if stale:
+        notes["recomputed"] = f"the stored {EMBEDDINGS} {stale}: every picture embedded anew"
+    return embeddings, report | notes

@@ -456,6 +456,41 @@ def test_a_run_without_embeddings_offers_to_compute_them(tiny_runs, kaggle_data,
     assert "of 36 images shown" in texts(at)
 
 
+def test_a_run_shipping_reduced_embeddings_shows_similar_images_its_map_and_says_so(tiny_runs, kaggle_data,
+                                                                                     monkeypatch, tmp_path):
+    from har_core.artifacts import open_run
+    from har_core.embeddings import run_embeddings
+    from har_core.imaging import load_image
+    from har_core.inference import load_run, predict_all
+    from har_core.similarity import neighbour_answer, training_index
+    from train import embed as embed_cli
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_runs / "custom_cnn", runs / "custom_cnn")
+    embed_cli.main([str(runs / "custom_cnn"), "--data", str(kaggle_data), "--quiet", "--reduce", "8"])
+    monkeypatch.setenv("HAR_RUNS", str(runs))
+    monkeypatch.setenv("HAR_DATA", str(kaggle_data))
+    monkeypatch.chdir(ROOT)
+    at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "embeddings")
+    assert "8-d (reduced from 512) embeddings of custom_cnn" in texts(at)
+    at = open_page(at, "dataset")
+    assert any("ships its embeddings reduced (8-d (reduced from 512))" in c.value for c in at.caption)
+    assert any(t.label.startswith("Near-duplicates (") for t in at.tabs) and not at.error
+    at = open_page(at, "predict")
+    sample = at.selectbox(key="predict_sample")
+    at = sample.set_value(sample.options[1]).run()
+    assert not at.exception and not at.error
+    assert any("shipped reduced" in c.value for c in at.caption)
+    # the neighbours shown are those of the upload's vector projected like the stored ones
+    found, loaded = run_embeddings(open_run(runs / "custom_cnn")), load_run(runs / "custom_cnn")
+    picked = at.selectbox(key="predict_sample").value
+    prediction = predict_all([loaded], [load_image(kaggle_data / picked)], embed=True)[0]
+    answer = neighbour_answer(training_index(found), found, prediction.embeddings, prediction.probs, 0.0)
+    shown = [c for image in at.image for c in image.captions]
+    label = found.labels[answer.rows[0]].replace("_", " ")
+    nearest = [c for c in shown if c.startswith(label) and f"{answer.similarities[0]:.2f}" in c]
+    assert "most similar training images" in texts(at) and nearest, shown
+
+
 def test_dataset_page_audits_the_data_with_a_runs_embeddings(app, tiny_runs):
     from har_core.audit import DUPLICATE_THRESHOLD, audit
     from har_core.embeddings import run_embeddings
@@ -558,12 +593,24 @@ def test_explain_opacity_and_class_blend_cached_maps_without_a_forward(app, monk
     at.selectbox(key="cam_method").set_value("ScoreCAM").run()
     at.selectbox(key="cam_class").set_value("dancing").run()
     assert len(computed) == 6  # a slow method computes the class asked for: two classes, two models
-    # #25.9: a slow method says how far it is, and can be stopped and continued without recomputing
-    assert any(p.proto.text.startswith("ScoreCAM: 2 maps in") for p in at.get("progress"))
+    # #25.9: a slow method says how far it is, and can be stopped and continued without recomputing; once done,
+    # the bar and the Stop button give way to one line
+    assert any(c.value.startswith("✅ ScoreCAM: 2 maps in") for c in at.caption)
+    assert not at.get("progress") and "cam_stop" not in [b.key for b in at.button]
+
+    class Halt(BaseException):
+        """Ends the page's run inside the first map, as the server does when a click arrives meanwhile."""
+
+    computing = ui.explanation
+    monkeypatch.setattr(ui, "explanation", lambda *args, **kwargs: (_ for _ in ()).throw(Halt()))
+    at.selectbox(key="cam_class").set_value("cycling").run()
+    assert at.get("progress") and at.button(key="cam_stop")  # on screen while the maps are computed
+    monkeypatch.setattr(ui, "explanation", computing)
     at.button(key="cam_stop").click().run()
     assert any("ScoreCAM stopped" in i.value for i in at.info) and not [m for m in at.markdown if "explains" in m.value]
+    assert len(computed) == 6
     at.button(key="cam_continue").click().run()
-    assert len(computed) == 6 and sum("explains **dancing**" in m.value for m in at.markdown) == 2
+    assert len(computed) == 8 and sum("explains **cycling**" in m.value for m in at.markdown) == 2
 
 
 def test_a_deep_link_opens_explain_with_its_models_method_class_and_sample(tiny_runs, kaggle_data, monkeypatch):

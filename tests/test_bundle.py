@@ -104,3 +104,18 @@ def test_the_app_opens_on_the_bundle_by_default(monkeypatch):
     assert distilled and all(any(f"**distilled from:** {', '.join(run.card['distillation']['teachers'])}" in m.value
                                  for m in at.markdown) for run in distilled)
     assert shown["cpu"] >= 4 and sum(shown.values()) > shown["cpu"]
+
+
+def test_every_har_run_ships_reduced_embeddings_of_its_data_that_reproduce_its_retrieval_figures():
+    """#26: no page on the HAR bundle says "compute first": each run carries 128-d embeddings of all its pictures."""
+    from har_core.embeddings import run_embeddings
+    from har_core.similarity import retrieval_report
+    runs, failures = find_runs(ROOT / "assets" / "runs_har")
+    assert runs and not failures
+    for run in runs:
+        found = run_embeddings(run)  # the run's own weights and classes, or it raises
+        assert found.vectors.shape[1] == 128 and found.reduction.components.shape[0] == 128
+        assert found.fingerprint == run.card["data"]["fingerprint"] and len(found) == 11100
+        stored = json.loads((run.path / "retrieval.json").read_text())
+        assert retrieval_report(run, found) == {k: v for k, v in stored.items() if k != "reduction"}
+        assert stored["reduction"]["retrieval_full"]["test"]["n"] == stored["test"]["n"]

@@ -11,12 +11,12 @@ import torch
 from conftest import CLASSES, synthetic_image
 from har_core.artifacts import open_run
 from har_core.data import scan
-from har_core.embeddings import (EMBEDDINGS, EmbeddingError, Embeddings, embed_data, load_embeddings, run_embeddings,
-                                 staleness)
+from har_core.embeddings import (EMBEDDINGS, EmbeddingError, Embeddings, embed_data, load_embeddings, reduce,
+                                 run_embeddings, staleness)
 from har_core.inference import load_run, predict_all
 from har_core.projection import MAP_FILE, embedding_map, project
-from har_core.similarity import (INDEX_FILE, RETRIEVAL, VectorIndex, augmented, choose_weight, neighbours_of, retrieval_report,
-                                 training_index, vote)
+from har_core.similarity import (INDEX_FILE, RETRIEVAL, VectorIndex, augmented, choose_weight, neighbour_answer,
+                                 neighbours_of, reduction_effect, retrieval_report, training_index, vote)
 from train import embed as embed_cli
 
 
@@ -188,6 +188,79 @@ def test_retrieval_report_and_the_embed_command(tiny_runs, tmp_path, capsys):
         embed_cli.main([str(run_dir), "--data", str(tmp_path / "missing"), "--quiet"])
 
 
+def test_reduced_embeddings_keep_their_projection_and_uploads_go_through_it(tmp_path):
+    vectors, labels = clustered(n_per=40, clusters=5, dim=64, noise=0.8)
+    jitter = 0.05 * np.random.default_rng(1).standard_normal((2, 64)).astype(np.float32)
+    vectors[1], vectors[3] = 1.02 * vectors[0] + jitter[0], 0.97 * vectors[2] + jitter[1]  # two near-copies
+    splits = np.where(np.arange(len(labels)) % 5 == 0, "val", "train")
+    full = fake_embeddings(vectors, labels, splits)
+    lossless, small = reduce(full, 64), reduce(full, 3)
+    assert lossless.vectors.shape == (200, 64) and small.vectors.shape == (200, 3)
+    # all 64 directions are a rotation of the unit vectors: every neighbour list stays the same
+    lossless_effect = reduction_effect(full, lossless)
+    assert lossless_effect["top_k_overlap"] == pytest.approx(1.0)
+    assert lossless_effect["knn_full"] == lossless_effect["knn_reduced"] > 0.9
+    cut = reduction_effect(full, small)
+    assert cut["top_k_overlap"] < 0.9 and cut["pictures"] == 40 and cut["dims"] == "64 → 3"
+    assert lossless_effect["near_duplicates_full"] == lossless_effect["near_duplicates_both"] \
+        == lossless_effect["near_duplicates_reduced"] == 2
+    assert cut["near_duplicates_both"] == 2 and cut["near_duplicates_reduced"] > 2  # 3-d cosines crowd together
+    with pytest.raises(EmbeddingError, match="choose 2 to 63"):
+        reduce(full, 65)
+    with pytest.raises(EmbeddingError, match="160 training pictures cannot fit 161"):
+        reduce(fake_embeddings(np.tile(vectors, (1, 3)), labels, splits), 161)
+
+    small.save(tmp_path / EMBEDDINGS)
+    loaded = load_embeddings(tmp_path / EMBEDDINGS, "fake")
+    np.testing.assert_allclose(loaded.reduction.components, small.reduction.components)
+    np.testing.assert_allclose(small.reduction.components @ small.reduction.components.T, np.eye(3), atol=1e-5)
+    np.testing.assert_allclose(loaded.vectors, small.vectors, atol=2e-3)  # float16 storage
+    # an upload's raw head input (here: a training picture's own, scaled) lands on its stored reduced vector
+    row = int(loaded.rows("train")[7])
+    np.testing.assert_allclose(loaded.query(3.5 * vectors[row])[0], loaded.vectors[row], atol=2e-3)
+    index = training_index(loaded)
+    answer = neighbour_answer(index, loaded, 3.5 * vectors[row], loaded.probs[row], weight=0.0, k=3)
+    assert answer.rows[0] == row and answer.similarities[0] == pytest.approx(1.0, abs=1e-3)
+    # unreduced embeddings take an upload's vector as it is
+    assert np.array_equal(full.query(vectors[:1]), vectors[:1])
+
+
+def test_pictures_added_to_reduced_embeddings_are_projected_like_the_rest(tiny_runs, kaggle_data, copy_of, tmp_path):
+    run = open_run(tiny_runs / "custom_cnn")
+    index = scan(kaggle_data, classes=run.classes, progress=False)
+    full = embed_data(load_run(run), index, run.manifest())
+    small = reduce(full, 5)
+    data = copy_of(kaggle_data)
+    synthetic_image(2, seed=999).save(data / "train" / "Image_1.jpg", quality=95)  # new bytes: embedded anew
+    changed = scan(data, classes=run.classes, progress=False)
+    calls = []
+    again = embed_data(load_run(run), changed, run.manifest(), small, on_batch=lambda done, total: calls.append(total))
+    assert calls == [1] and again.reduction is small.reduction and again.vectors.shape[1] == 5
+    new_full = embed_data(load_run(run), changed, run.manifest())
+    row = again.row_of["train/Image_1.jpg"]
+    np.testing.assert_allclose(again.vectors[row], small.reduction.apply(new_full.vectors[row])[0], atol=1e-4)
+    kept = again.row_of["train/Image_3.jpg"]
+    np.testing.assert_allclose(again.vectors[kept], small.vectors[small.row_of["train/Image_3.jpg"]], atol=1e-6)
+
+
+def test_the_embed_command_stores_reduced_embeddings_and_says_what_search_lost(tiny_runs, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_runs / "custom_cnn", run_dir)
+    report = embed_cli.main([str(run_dir), "--quiet", "--reduce", "4"])
+    out = capsys.readouterr().out
+    assert "(4-d (reduced from 512))" in out and "512 → 4 dimensions" in out and "overlap the full vectors'" in out
+    assert "with the full vectors: test kNN" in out
+    stored = run_embeddings(open_run(run_dir))
+    assert stored.vectors.shape[1] == 4 and stored.reduction.components.shape == (4, 512)
+    assert json.loads((run_dir / RETRIEVAL).read_text())["reduction"] == report["reduction"]
+    assert report["reduction"]["dims"] == "512 → 4" and report["reduction"]["retrieval_full"]["test"]["n"] > 0
+    embed_cli.main([str(run_dir), "--quiet"])  # embedded again without --reduce: the same space, the cost kept
+    assert run_embeddings(open_run(run_dir)).vectors.shape[1] == 4
+    assert json.loads((run_dir / RETRIEVAL).read_text())["reduction"] == report["reduction"]
+    with pytest.raises(SystemExit):
+        embed_cli.main([str(run_dir), "--quiet", "--reduce", "1"])
+
+
 def test_a_data_folder_missing_images_is_embedded_without_them(tiny_runs, kaggle_data, copy_of, tmp_path, capsys):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_runs / "custom_cnn", run_dir)
@@ -264,6 +337,19 @@ def test_the_audit_folder_does_not_lend_another_networks_vectors(tiny_runs, kagg
     fresh = embed_data(load_run(second), scan(kaggle_data, classes=stored.classes, progress=False),
                        open_run(second).manifest())
     np.testing.assert_allclose(stored.vectors, fresh.vectors, atol=2e-2)
+
+
+def test_the_audit_embeds_anew_at_full_size_where_the_run_ships_reduced_vectors(tiny_runs, kaggle_data, tmp_path,
+                                                                                 capsys):
+    from train import audit as audit_cli
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_runs / "custom_cnn", run_dir)
+    embed_cli.main([str(run_dir), "--quiet", "--reduce", "4"])
+    capsys.readouterr()
+    audit_cli.main([str(kaggle_data), "--run", str(run_dir), "--out", str(tmp_path / "audit"), "--quiet"])
+    assert "stored reduced" in capsys.readouterr().out
+    audited = load_embeddings(tmp_path / "audit" / EMBEDDINGS, "run")
+    assert audited.reduction is None and audited.vectors.shape[1] == 512
 
 
 def test_embedding_a_folder_without_the_runs_training_pictures_says_so_in_one_line(tiny_runs, tmp_path):

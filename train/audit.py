@@ -29,8 +29,9 @@ def previous_embeddings(loaded, out: Path):
             found = load_embeddings(path, loaded.name)
         except EmbeddingError:
             continue
-        problem = mismatch(found, loaded.run, loaded.weights)
-        if problem is None:
+        problem = mismatch(found, loaded.run, loaded.weights) or (
+            found.reduction is not None and "is stored reduced (for search); the audit's thresholds are set on full vectors")
+        if not problem:
             return found
         print(f"note: {path} {problem}: not reused, the pictures are embedded anew")
     return None

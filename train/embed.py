@@ -1,12 +1,14 @@
 """Compute a run's embeddings (its classifier head's input for every image) and its similar-image search.
 
-    python -m train.embed RUN [--data DIR] [--index auto|always|never] [--map] [--channels]
+    python -m train.embed RUN [--data DIR] [--index auto|always|never] [--map] [--channels] [--reduce 128]
 
 Writes into the run folder: embeddings.safetensors (float16 vectors and probabilities, with file names,
 digests, labels, splits and the data fingerprint), retrieval.json (kNN and retrieval-augmented accuracy,
 the mixing weight chosen on val), and — beyond 100,000 training images or with --index always — the FAISS
 index (similarity.faiss), which the app then loads instead of building it. --map also stores the 2-D
 embedding map (UMAP) the app's Embeddings page shows. Pictures already embedded are not embedded again.
+--reduce D stores the embeddings as D dimensions (a truncated SVD of the training pictures'; float16), to ship a
+run's similar images small, and prints what that costs search (top-6 overlap with the full vectors, kNN).
 
 --channels writes, instead of the embeddings, the training pictures that excite each channel of every stage
 most (channels.safetensors: the Inside page's channel tops).
@@ -35,10 +37,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--channels", action="store_true",
                         help="instead of the embeddings: rank the training pictures for every channel of every stage "
                              "(the Inside page's channel tops, channels.safetensors)")
+    parser.add_argument("--reduce", type=int, metavar="D",
+                        help="store the embeddings as D dimensions (e.g. 128; truncated SVD) and report what search loses")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    if args.reduce is not None and args.reduce < 2:
+        parser.error("--reduce needs at least 2 dimensions")
     try:
         run = open_run(args.run)
         if run.manifest() is None:
@@ -63,15 +69,26 @@ def main(argv=None) -> dict:
                   f"training pictures for every channel of {len(tops.rows)} stages, into {run.path / CHANNELS}")
             return {"channels": len(tops.rows)}
         embeddings, report = embed_run(loaded, index, args.batch_size, args.device, progress=not args.quiet,
-                                       build_index=args.index)
+                                       build_index=args.index, reduce_to=args.reduce)
         if args.map:
             embedding_map(embeddings, run.path)
     except (RunError, DataError, EmbeddingError, ChannelError) as error:
         raise SystemExit(f"error: {error}")
     if "recomputed" in report:
         print(f"note: {report['recomputed']}")
-    print(f"{run.name}: {len(embeddings)} images embedded ({embeddings.vectors.shape[1]}-d) into "
+    print(f"{run.name}: {len(embeddings)} images embedded ({embeddings.dimensions}) into "
           f"{run.path / 'embeddings.safetensors'}")
+    if report.get("reduction"):
+        effect = report["reduction"]
+        print(f"  reduced {effect['dims']} dimensions: the top {effect['k']} similar training pictures of "
+              f"{effect['pictures']} val+test pictures overlap the full vectors' by {effect['top_k_overlap']:.1%}; "
+              f"kNN accuracy {effect['knn_full']:.4f} full, {effect['knn_reduced']:.4f} reduced; the audit's "
+              f"near-duplicate pairs {effect['near_duplicates_full']} full, {effect['near_duplicates_reduced']} "
+              f"reduced, {effect['near_duplicates_both']} in both")
+        full = effect["retrieval_full"]
+        if "test" in full:
+            print(f"  with the full vectors: test kNN {full['test']['knn']:.4f}, retrieval-augmented (weight "
+                  f"{full['weight']:.2f}, chosen on val) {full['test']['augmented']:.4f}")
     for split in ("val", "test"):
         if split in report:
             part = report[split]

@@ -176,6 +176,9 @@ def similar_images(selection: Selection, run: Run, vector, probs, k: int = SHOW_
     st.caption(f"Retrieval-augmented: **{found.classes[int(answer.mixed.argmax())]}** ({answer.mixed.max():.0%}) — "
                f"{1 - answer.weight:.2f} × model + {answer.weight:.2f} × vote of {VOTE_K} neighbours "
                "(weight chosen on val)")
+    if found.reduction is not None:
+        st.caption(f"Similarities from {run.name}'s {found.dimensions} embeddings (shipped reduced): they run a "
+                   "little higher than the full vectors' would.")
 
 
 def nearest_training_images(selection: Selection, run: Run, filename: str, k: int = SHOW_K) -> None:

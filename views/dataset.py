@@ -61,6 +61,11 @@ else:
         with ui.friendly("The data audit"):
             report = ui.data_audit(found, threshold)
             st.caption(f"{report.summary()} — with {run.name}'s embeddings of {len(found)} images.")
+            if found.reduction is not None:
+                st.caption(f"ℹ️ {run.name} ships its embeddings reduced ({found.dimensions}): all three lists come "
+                           "from them, and their similarities run higher than the full vectors', so more pairs "
+                           "pass the threshold. `python -m train.audit DATA --run RUN --out DIR` audits on the "
+                           "full vectors.")
             tabs = st.tabs([f"Near-duplicates ({len(report.duplicates)})",
                             f"Likely label errors ({len(report.label_issues)})", f"Outliers ({len(report.outliers)})"])
             with tabs[0]:

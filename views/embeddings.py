@@ -33,7 +33,7 @@ mistakes_only = controls[2].toggle("Mistakes only", key="map_mistakes")
 shown = table[table["split"].isin(splits) & (~table["correct"] if mistakes_only else True)]
 wrong = int((~table["correct"]).sum())
 st.caption(f"{len(shown)} of {len(table)} images shown · {wrong} the model gets wrong (its predictions without "
-           f"flip TTA) · {found.vectors.shape[1]}-d embeddings of {found.model}")
+           f"flip TTA) · {found.dimensions} embeddings of {found.model}")
 if shown.empty:
     st.info("No images match these filters.")
     st.stop()

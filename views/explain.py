@@ -42,6 +42,11 @@ digest = image_digest(images[0])
 UNLIKELY = 0.05  # a class given less than this: its map answers "what would raise it", say so
 
 
+def stop_slow_method():
+    """The Stop button: Streamlit ends the running computation on the click's rerun, which then shows Continue."""
+    st.session_state["cam_stopped"] = st.session_state["cam_task"]
+
+
 @st.fragment
 def maps():
     """Class and opacity rerun only this part: the maps of every class are cached, so it only blends."""
@@ -65,11 +70,13 @@ def maps():
         st.button("▶ Continue", key="cam_continue", on_click=lambda: st.session_state.pop("cam_stopped", None))
         return
     if slow:  # a forward per channel: say how far it is, draw each map as it is done, and let it be stopped
-        bar_slot, stop_slot = st.columns([4, 1])
+        st.session_state["cam_task"] = task  # the computation a Stop click stops
+        bar_column, stop_column = st.columns([4, 1])
+        bar_slot, stop_slot = bar_column.empty(), stop_column.empty()
         progress = bar_slot.progress(0.0, text=f"{method}: starting…")
-        stop_slot.button("⏹ Stop", key="cam_stop", on_click=lambda: st.session_state.update(cam_stopped=task),
+        stop_slot.button("⏹ Stop", key="cam_stop", on_click=stop_slow_method,
                          help="Stops after the model being computed (the server finishes its forward passes).")
-    started = time.perf_counter()
+    started, drawn = time.perf_counter(), 0
     columns = ui.model_columns(len(loaded))
     for i, model in enumerate(loaded):
         with columns[i % len(columns)].container(border=True), ui.friendly(f"{method} for {model.name}"):
@@ -87,6 +94,7 @@ def maps():
             picture = overlay_on_picture(result, images[0], model.run.card["input_size"], model.run.card["crop_pct"],
                                          opacity)
             st.image(picture, width="stretch")
+            drawn += 1
             predicted = model.classes[int(result.probs.argmax())]
             if method in CLASS_AGNOSTIC:
                 st.markdown(f"**{model.name}** · {method} (class-agnostic) · predicted **{predicted}** "
@@ -109,8 +117,9 @@ def maps():
             picture.save(buffer, format="PNG")
             st.download_button("⬇️ PNG", buffer.getvalue(), f"{model.name}_{method}.png", "image/png",
                                key=f"cam_download_{model.name}")
-    if slow:
-        progress.progress(1.0, text=f"{method}: {len(loaded)} maps in {time.perf_counter() - started:.0f} s")
+    if slow:  # done: the bar and the Stop button give way to one line
+        bar_slot.caption(f"✅ {method}: {drawn} map{'s' * (drawn != 1)} in {time.perf_counter() - started:.0f} s")
+        stop_slot.empty()
 
 
 maps()
