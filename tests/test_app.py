@@ -491,7 +491,7 @@ def test_a_run_shipping_reduced_embeddings_shows_similar_images_its_map_and_says
     assert "most similar training images" in texts(at) and nearest, shown
 
 
-def test_dataset_page_audits_the_data_with_a_runs_embeddings(app, tiny_runs):
+def test_dataset_page_audits_the_data_with_a_runs_embeddings(app, tiny_runs, kaggle_data):
     from har_core.audit import DUPLICATE_THRESHOLD, audit
     from har_core.embeddings import run_embeddings
     at = open_page(app, "dataset")
@@ -500,7 +500,7 @@ def test_dataset_page_audits_the_data_with_a_runs_embeddings(app, tiny_runs):
     for threshold in (DUPLICATE_THRESHOLD, 0.8):  # the page shows har_core's audit of that run's embeddings
         at.slider(key="dataset_threshold").set_value(threshold).run()
         assert not at.exception
-        expected = audit(found, threshold)
+        expected = audit(found, threshold, root=kaggle_data)  # the folder they describe: pixels checked too
         assert [t.label for t in at.tabs][-3:] == [f"Near-duplicates ({len(expected.duplicates)})",
                                                    f"Likely label errors ({len(expected.label_issues)})",
                                                    f"Outliers ({len(expected.outliers)})"]

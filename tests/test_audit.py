@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, SPORTS15
-from har_core.audit import label_issues, near_duplicates, outliers
+from har_core.audit import PIXEL_MATCH, audit, label_issues, near_duplicates, outliers, pixel_match
 from test_embeddings import clustered, fake_embeddings
 from train import audit as audit_cli
 
@@ -23,6 +23,40 @@ def test_near_duplicates_put_pairs_across_train_and_test_first():
     assert (first.file_a, first.split_a, first.file_b, first.split_b) == ("img_3.jpg", "train", "img_59.jpg", "test")
     assert first.across_splits and not found.iloc[1].across_splits
     assert {found.iloc[1].file_a, found.iloc[1].file_b} == {"img_40.jpg", "img_41.jpg"}
+
+
+def smooth_picture(seed: int, size=(120, 90)) -> Image.Image:
+    """A photo-like picture: random colours at 8×6, smoothly enlarged."""
+    cells = (np.random.default_rng(seed).random((6, 8, 3)) * 255).astype(np.uint8)
+    return Image.fromarray(cells).resize(size, Image.BICUBIC)
+
+
+def test_near_duplicates_are_kept_only_where_the_pixels_agree(tmp_path):
+    """A fine-tuned network puts look-alikes as close as copies: the pixels tell them apart."""
+    original = smooth_picture(0)
+    original.save(tmp_path / "original.jpg", quality=95)
+    # a copy re-encoded smaller with a thin edge cropped, and another photo altogether
+    original.resize((100, 75)).crop((0, 0, 100, 73)).save(tmp_path / "copy.jpg", quality=60)
+    smooth_picture(1).save(tmp_path / "other.jpg", quality=95)
+    (tmp_path / "broken.jpg").write_bytes(b"not a picture")
+    vectors, labels = clustered(n_per=10, clusters=2, dim=32, noise=1.0)
+    files = ["original.jpg", "copy.jpg", "other.jpg", "broken.jpg"]
+    for i in range(1, 4):
+        vectors[i] = vectors[0] + 0.01 * i  # the network sees all four as the same picture
+    embeddings = fake_embeddings(vectors, labels, ["train"] * 20)
+    embeddings.files[:4] = files
+    candidates = near_duplicates(embeddings, threshold=0.99)
+    assert len(candidates) == 6  # every pair of the four
+    scored = pixel_match(candidates, tmp_path)
+    score = {frozenset((a, b)): p for a, b, p in zip(scored.file_a, scored.file_b, scored.pixels)}
+    assert score[frozenset(("original.jpg", "copy.jpg"))] >= PIXEL_MATCH
+    assert score[frozenset(("original.jpg", "other.jpg"))] < 0.5
+    assert np.isnan(score[frozenset(("original.jpg", "broken.jpg"))])
+    checked = audit(embeddings, threshold=0.99, root=tmp_path)
+    kept = {frozenset((a, b)) for a, b in zip(checked.duplicates.file_a, checked.duplicates.file_b)}
+    assert kept == {frozenset(("original.jpg", "copy.jpg"))} | {frozenset((f, "broken.jpg")) for f in files[:3]}
+    assert checked.candidates == 6 and checked.summary().startswith("4 near-duplicate pair(s) (of 6 close")
+    assert audit(embeddings, threshold=0.99).summary().startswith("6 near-duplicate pair(s), ")
 
 
 def test_flipped_labels_rank_first_among_label_issues():

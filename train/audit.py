@@ -2,7 +2,8 @@
 
     python -m train.audit DATA --run RUN --out DIR [--threshold 0.95]
 
-Writes duplicates.csv (pairs with similarity and splits; pairs across train and test first),
+Writes duplicates.csv (pairs close in the embedding that also look the same on their pixels, with both
+similarities and the splits; pairs across train and test first),
 label_issues.csv (file, given label, suggested label, label quality; most likely first) and outliers.csv
 into DIR, and prints a summary. DATA may differ from the data the run was trained on (relabelled,
 extended, another copy): splits come from the run's manifest, labels from DATA, and only pictures the
@@ -44,6 +45,9 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="folder for the CSV files (and the embeddings)")
     parser.add_argument("--threshold", type=float, default=DUPLICATE_THRESHOLD,
                         help="cosine similarity from which two images count as near-duplicates")
+    parser.add_argument("--embedding-only", action="store_true",
+                        help="near-duplicates by the embedding's similarity alone (default: pairs that also look the "
+                             "same on their pixels, a 32×32 grey thumbnail correlation ≥ 0.85)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quiet", action="store_true")
@@ -60,7 +64,7 @@ def main(argv=None):
                                 args.device, progress=not args.quiet)
         out.mkdir(parents=True, exist_ok=True)
         embeddings.save(out / EMBEDDINGS)
-        result = audit(embeddings, args.threshold)
+        result = audit(embeddings, args.threshold, root=None if args.embedding_only else index.root)
     except (RunError, DataError, EmbeddingError, OSError) as error:
         raise SystemExit(f"error: {error}")
     for name, frame in (("duplicates.csv", result.duplicates), ("label_issues.csv", result.label_issues),

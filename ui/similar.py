@@ -204,11 +204,12 @@ def top_votes(shares, classes: list[str], n: int = 3) -> list[tuple[str, float]]
 
 
 @st.cache_data(show_spinner="Auditing the data (near-duplicates, label errors, outliers)…", max_entries=16)
-def _audit(ident: str, threshold: float, _embeddings: Embeddings):
-    return audit(_embeddings, threshold)
+def _audit(ident: str, threshold: float, root: str | None, _embeddings: Embeddings):
+    return audit(_embeddings, threshold, root=root)
 
 
-def data_audit(found: Embeddings, threshold: float):
-    """The audit of a run's embeddings, computed once per embeddings and threshold."""
-    return _audit(found.ident, threshold, found)
+def data_audit(found: Embeddings, threshold: float, root: Path | None = None):
+    """The audit of a run's embeddings, computed once per embeddings, threshold and folder; with the folder the
+    embeddings describe (`root`), near-duplicates are checked on the pixels too."""
+    return _audit(found.ident, threshold, None if root is None else str(root), found)
 

@@ -1,7 +1,7 @@
 import streamlit as st
 
 import ui
-from har_core.audit import DUPLICATE_THRESHOLD
+from har_core.audit import DUPLICATE_THRESHOLD, PIXEL_MATCH
 from har_core.data import DataError
 from har_core.plots import class_distribution, size_scatter
 
@@ -59,18 +59,22 @@ else:
     found = ui.embeddings_or_offer(selection, run, key="dataset")
     if found is not None:
         with ui.friendly("The data audit"):
-            report = ui.data_audit(found, threshold)
+            described = found.fingerprint == summary["fingerprint"]  # these very pictures: compare their pixels
+            report = ui.data_audit(found, threshold, selection.data_root if described else None)
             st.caption(f"{report.summary()} — with {run.name}'s embeddings of {len(found)} images.")
             if found.reduction is not None:
                 st.caption(f"ℹ️ {run.name} ships its embeddings reduced ({found.dimensions}): all three lists come "
                            "from them, and their similarities run higher than the full vectors', so more pairs "
-                           "pass the threshold. `python -m train.audit DATA --run RUN --out DIR` audits on the "
-                           "full vectors.")
+                           "pass the cosine threshold. `python -m train.audit DATA --run RUN --out DIR` audits on "
+                           "the full vectors.")
             tabs = st.tabs([f"Near-duplicates ({len(report.duplicates)})",
                             f"Likely label errors ({len(report.label_issues)})", f"Outliers ({len(report.outliers)})"])
             with tabs[0]:
-                st.caption("Pairs the model sees as (almost) the same picture; pairs split across train and test "
-                           "first: a test image whose twin was trained on inflates test accuracy.")
+                st.caption("Pairs the model sees as (almost) the same picture"
+                           + (" that also look the same on their pixels (small grey thumbnails correlate ≥ "
+                              f"{PIXEL_MATCH}: copies re-encoded, re-cropped or watermarked)" if described else "")
+                           + "; pairs split across train and test first: a test image whose twin was trained on "
+                           "inflates test accuracy.")
                 for pair in report.duplicates.head(8).itertuples():
                     ui.thumbnail_grid(selection, [(pair.file_a, f"{pair.split_a} · {pair.label_a}"),
                                                   (pair.file_b, f"{pair.split_b} · {pair.label_b} · {pair.similarity:.3f}")],
