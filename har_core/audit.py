@@ -51,9 +51,9 @@ class Audit:
 
     def summary(self) -> str:
         across = int(self.duplicates["across_splits"].sum()) if len(self.duplicates) else 0
-        checked = "" if self.candidates is None else f" (of {self.candidates} close in the embedding: the same pixels)"
-        return (f"{len(self.duplicates)} near-duplicate pair(s){checked}, {across} across splits; "
-                f"{len(self.label_issues)} likely label error(s); {len(self.outliers)} outlier(s)")
+        checked = "" if self.candidates is None else f" (the same pixels, of {self.candidates:,} close in the embedding)"
+        return (f"{len(self.duplicates):,} near-duplicate pair(s){checked}, {across:,} across splits; "
+                f"{len(self.label_issues):,} likely label error(s); {len(self.outliers):,} outlier(s)")
 
 
 def near_duplicates(embeddings: Embeddings, threshold: float = DUPLICATE_THRESHOLD, k: int = 10) -> pd.DataFrame:

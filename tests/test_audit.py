@@ -55,7 +55,7 @@ def test_near_duplicates_are_kept_only_where_the_pixels_agree(tmp_path):
     checked = audit(embeddings, threshold=0.99, root=tmp_path)
     kept = {frozenset((a, b)) for a, b in zip(checked.duplicates.file_a, checked.duplicates.file_b)}
     assert kept == {frozenset(("original.jpg", "copy.jpg"))} | {frozenset((f, "broken.jpg")) for f in files[:3]}
-    assert checked.candidates == 6 and checked.summary().startswith("4 near-duplicate pair(s) (of 6 close")
+    assert checked.candidates == 6 and checked.summary().startswith("4 near-duplicate pair(s) (the same pixels, of 6 close")
     assert audit(embeddings, threshold=0.99).summary().startswith("6 near-duplicate pair(s), ")
 
 
