@@ -31,7 +31,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     models = [load_run(run) for run in find_runs(args.runs)[0] if not run.takes_clips]
-    side = max(resize_side(m.run.card) for m in models)  # as the page
+    side = max(resize_side(m.run.card["input_size"], m.run.card["crop_pct"]) for m in models)  # as the page
     picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (1200, 1600, 3), dtype=np.uint8))
     for model in models:  # warm-up: first forwards allocate
         predict_all([model], [picture], embed=True)

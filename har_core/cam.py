@@ -13,7 +13,6 @@ predictions never wait for a CAM.
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 from dataclasses import dataclass
 
@@ -26,6 +25,7 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from har_core.calibration import temper
+from har_core.data import resize_side
 from har_core.inference import LoadedModel, logits_of
 from har_core.registry import REGISTRY
 
@@ -243,7 +243,7 @@ def crop_box(size: tuple[int, int], input_size: int, crop_pct: float) -> tuple[f
     """Where the model's square view lies in a picture of `size` (width, height): timm's eval transform resizes
     the shorter side to floor(input_size / crop_pct) and cuts the centre input_size square."""
     width, height = size
-    side = input_size * min(width, height) / math.floor(input_size / crop_pct)
+    side = input_size * min(width, height) / resize_side(input_size, crop_pct)
     left, top = (width - side) / 2, (height - side) / 2
     return left, top, left + side, top + side
 

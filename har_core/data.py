@@ -317,9 +317,10 @@ def read_manifest(path: Path) -> pd.DataFrame:
 
 # ---- transforms, derived from the registry entry's data config -----------------------------
 
-def resize_side(card: dict) -> int:
-    """The shorter side a run's eval transform resizes a picture to before its centre crop (timm's rule)."""
-    return int(card["input_size"] / card["crop_pct"])
+def resize_side(input_size: int, crop_pct: float) -> int:
+    """The shorter side a picture is resized to before its centre `input_size` crop (timm's rule): every
+    transform, the CAM overlay's crop outline, the What-if edits and the robustness passes use this one."""
+    return int(input_size / crop_pct)
 
 
 def eval_transform(data_config: dict):
@@ -346,7 +347,7 @@ def train_transform(data_config: dict, augment: str):
     if "rrc" in names:
         steps = [T.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=interpolation)]
     else:
-        steps = [T.Resize(int(size / data_config["crop_pct"]), interpolation=interpolation), T.CenterCrop(size)]
+        steps = [T.Resize(resize_side(size, data_config["crop_pct"]), interpolation=interpolation), T.CenterCrop(size)]
     steps += [AUGMENTATIONS[n]() for n in names if n not in ("rrc", "erasing")]
     steps += [T.ToTensor(), T.Normalize(data_config["mean"], data_config["std"])]
     if "erasing" in names:
@@ -379,7 +380,7 @@ class ClipTransform:
         self.frames, self.stride, self.training = data_config["frames"], data_config["frame_stride"], training
         size = data_config["input_size"][-1]
         interpolation = T.InterpolationMode(data_config["interpolation"])
-        steps = [v2.Resize(int(size / data_config["crop_pct"]), interpolation=interpolation, antialias=True),
+        steps = [v2.Resize(resize_side(size, data_config["crop_pct"]), interpolation=interpolation, antialias=True),
                  v2.RandomCrop(size) if training and "rrc" in augment else v2.CenterCrop(size)]
         if training and "flip" in augment:
             steps.append(v2.RandomHorizontalFlip())

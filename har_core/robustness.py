@@ -31,7 +31,7 @@ class EditedThen:
 
     def __init__(self, edit: Edit, card: dict):
         self.edit, self.transform = edit, eval_transform(data_config_of(card))
-        self.shorter = resize_side(card)
+        self.shorter = resize_side(card["input_size"], card["crop_pct"])
 
     def __call__(self, image):
         return self.transform(apply(image, self.edit, shorter=self.shorter))

@@ -52,7 +52,7 @@ def _edited(digest: str, edit: str, side: int, _image, _edit: whatif.Edit):
 def whatif_side(loaded: list[LoadedModel]) -> int:
     """The shorter side the What-if panel edits the picture at: the largest the chosen models resize it to (timm's
     eval transform: floor(input / crop_pct)), so no model sees a blurrier picture than the photo would give it."""
-    return max(resize_side(m.run.card) for m in loaded)
+    return max(resize_side(m.run.card["input_size"], m.run.card["crop_pct"]) for m in loaded)
 
 
 def edited(image, digest: str, edit: whatif.Edit, side: int):
