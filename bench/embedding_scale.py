@@ -37,6 +37,7 @@ def main(argv=None) -> None:
     parser.add_argument("--n", type=int, default=12_600)
     args = parser.parse_args(argv)
     real = run_embeddings(open_run(args.run))
+    print(f"{args.n:,} synthetic images drawn from the {real.dimensions} embeddings of {real.run}")
     rng = np.random.default_rng(0)
     source = rng.integers(0, len(real), args.n)  # each synthetic image copies a real one's label and probabilities
     vectors = synthetic(real.vectors, args.n)

@@ -63,9 +63,11 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--sizes", default="1154,12600,1000000")
     parser.add_argument("--nprobe", default="8,16,32,64")
     args = parser.parse_args(argv)
-    real = run_embeddings(open_run(args.run)).vectors
+    found = run_embeddings(open_run(args.run))
+    real = found.vectors
     nprobes = [int(n) for n in args.nprobe.split(",")]
-    print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads; queries: 200 single queries")
+    print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads; queries: 200 single queries; "
+          f"{found.dimensions} vectors of {found.run}")
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         vectors = real if size == len(real) else synthetic(real, size)
