@@ -41,6 +41,12 @@ class EmbeddingError(RuntimeError):
     """Embeddings that cannot be used; the message names the run and says what to do."""
 
 
+def normalised(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length (cosine similarity is then a dot product)."""
+    vectors = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
 @dataclass(frozen=True)
 class Reduction:
     """The top right-singular vectors of the unit-length training embeddings (a truncated SVD, not centred, so
@@ -48,9 +54,7 @@ class Reduction:
     components: np.ndarray  # (reduced dim, dim) float32, orthonormal rows
 
     def apply(self, vectors: np.ndarray) -> np.ndarray:
-        vectors = np.atleast_2d(np.asarray(vectors, np.float32))
-        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        return unit @ self.components.T
+        return normalised(vectors) @ self.components.T
 
 
 @dataclass
@@ -154,11 +158,10 @@ def reduce(embeddings: Embeddings, dims: int = 128) -> Embeddings:
     if len(fitted_on) < dims:
         raise EmbeddingError(f"{embeddings.run}: {len(fitted_on)} training pictures cannot fit {dims} directions: "
                              f"reduce to at most {len(fitted_on)}")
-    unit = embeddings.vectors / np.maximum(np.linalg.norm(embeddings.vectors, axis=1, keepdims=True), 1e-12)
+    unit = normalised(embeddings.vectors)
     _, _, directions = np.linalg.svd(unit[fitted_on].astype(np.float64), full_matrices=False)
     reduction = Reduction(directions[:dims].astype(np.float32))
-    return replace(embeddings, vectors=reduction.apply(embeddings.vectors), reduction=reduction,
-                   ident=uuid.uuid4().hex[:16])
+    return replace(embeddings, vectors=unit @ reduction.components.T, reduction=reduction, ident=uuid.uuid4().hex[:16])
 
 
 def run_embeddings(run: Run) -> Embeddings:

@@ -21,7 +21,7 @@ import numpy as np
 from har_core.artifacts import Run
 from har_core.data import DataIndex
 from har_core.embeddings import (EMBEDDINGS, EmbeddingError, Embeddings, embed_data, load_embeddings, mismatch,
-                                 reduce)
+                                 normalised, reduce)
 from har_core.inference import LoadedModel
 from har_core.fileio import atomic_write_bytes, write_json
 
@@ -33,11 +33,6 @@ DEFAULT_NPROBE = 32  # inverted lists an IVF query scans (bench/retrieval.py: re
 VOTE_K = 10  # neighbours in the vote of a retrieval-augmented prediction (and the kNN accuracy)
 SHOW_K = 6  # neighbours shown under a prediction
 WEIGHTS = tuple(round(w, 2) for w in np.arange(0, 1.0001, 0.05))  # mixing weights tried on val
-
-
-def normalised(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 def ivf_lists(n: int) -> int:
@@ -78,7 +73,7 @@ class VectorIndex:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(similarities, row numbers), each (n_queries, k), most similar first; -1 rows where fewer exist."""
         k = min(k, len(self))
-        similarities, positions = self.index.search(normalised(np.atleast_2d(queries)), k)
+        similarities, positions = self.index.search(normalised(queries), k)
         return similarities, np.where(positions >= 0, self.rows[np.clip(positions, 0, None)], -1)
 
     def save(self, folder: Path, embeddings_ident: str) -> None:
