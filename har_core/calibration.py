@@ -29,6 +29,7 @@ from sklearn.metrics import brier_score_loss, log_loss
 
 from har_core import artifacts, fileio
 from har_core.artifacts import Run
+from har_core.labels import spoken
 from har_core.metrics import probabilities
 
 REPORT = "calibration.json"
@@ -170,7 +171,7 @@ def set_names(members: np.ndarray, probs: np.ndarray, classes: list[str]) -> lis
 
 def set_phrase(names: list[str]) -> str:
     """A set in words: "texting", "texting or calling", "texting, calling or eating"."""
-    words = [name.replace("_", " ") for name in names]
+    words = [spoken(name) for name in names]
     return " or ".join(words) if len(words) <= 2 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from har_core.artifacts import Run
 from har_core.calibration import run_temperature, temper
+from har_core.labels import spoken
 from har_core.metrics import compute_metrics, probabilities
 
 
@@ -32,7 +33,7 @@ def class_groups(runs: list[Run]) -> list[list[Run]]:
 
 def describe_classes(classes: list[str], limit: int = 4) -> str:
     """'15 classes: calling, clapping, cycling, dancing, …'"""
-    shown = ", ".join(c.replace("_", " ") for c in classes[:limit])
+    shown = ", ".join(spoken(c) for c in classes[:limit])
     return f"{len(classes)} classes: {shown}{', …' if len(classes) > limit else ''}"
 
 

@@ -8,6 +8,7 @@ accuracy. The card records each kept export (file, size, digest, opset, the weig
 """
 from __future__ import annotations
 
+import io
 import re
 import shutil
 import tempfile
@@ -41,21 +42,27 @@ class ExportError(RuntimeError):
 
 
 class WithEmbedding(nn.Module):
-    """The graph that is exported: the run's network returning (logits, embedding) from one forward."""
+    """The graph that is exported: the run's network returning (logits, embedding) from one forward. The hook
+    that captures the embedding is installed for the wrapper's life (`with`), not inside the forward: a hook
+    added and removed while the tracer runs made it record a wrong graph (c3d_small: logits off by ~1)."""
 
     def __init__(self, model: nn.Module, embedding_layer: str):
         super().__init__()
         self.model = model
-        self.embedding_layer = embedding_layer
+        self.captured: list[torch.Tensor] = []
+        self.hook = capture_input(model, embedding_layer, self.captured.append)
+        self.eval()  # the exporter puts the wrapper back in its own mode afterwards: eval, as the model was
 
     def forward(self, batch: torch.Tensor):
-        captured = []
-        hook = capture_input(self.model, self.embedding_layer, captured.append)
-        try:
-            logits = logits_of(self.model(batch))  # eval mode: InceptionV3's auxiliary head does not run
-        finally:
-            hook.remove()
-        return logits, captured[0]
+        self.captured.clear()
+        logits = logits_of(self.model(batch))  # eval mode: InceptionV3's auxiliary head does not run
+        return logits, self.captured[0]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.hook.remove()
 
 
 class LayerTrail:
@@ -90,6 +97,19 @@ class LayerTrail:
             handle.remove()
 
 
+def traced_to_onnx(module: nn.Module, inputs, out, input_names=None, output_names=None) -> None:
+    """One ONNX file (weights inside, the batch size free) from PyTorch's tracing exporter, several times faster
+    than the torch.export-based one here (README, "Deployment"). Tracing records one path through the forward, so a
+    branch on a tensor's value is refused (its TracerWarning is an error) instead of baked in."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("error", torch.jit.TracerWarning)
+        names = input_names or ["input"]
+        torch.onnx.export(module, inputs if isinstance(inputs, tuple) else (inputs,), out, input_names=names,
+                          output_names=output_names, opset_version=OPSET, dynamo=False, do_constant_folding=True,
+                          dynamic_axes={name: {0: "batch"} for name in names + list(output_names or [])})
+
+
 def failing_layer(model: nn.Module, batch: torch.Tensor) -> str | None:
     """The innermost layer that fails: in an eager forward, or else exported on its own (inner layers first)."""
     trail = LayerTrail(model)
@@ -102,9 +122,7 @@ def failing_layer(model: nn.Module, batch: torch.Tensor) -> str | None:
         trail.remove()
     for name in trail.finished:
         try:
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(model.get_submodule(name), trail.inputs[name], dynamo=True, verbose=False)
+            traced_to_onnx(model.get_submodule(name), trail.inputs[name], io.BytesIO())
         except Exception:  # noqa: BLE001 - this layer alone does not export
             return name
     return None
@@ -128,15 +146,10 @@ def export_graph(model: nn.Module, card: dict, out: Path) -> int:
     """Write the ONNX file (one file, weights inside, dynamic batch size); the opset it got. A failure names
     the layer it comes from."""
     import onnx
-    wrapped = WithEmbedding(model.eval(), REGISTRY[card["model"]].embedding)
     batch = example_input(card)
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(wrapped, (batch,), str(out), input_names=["input"],
-                              output_names=["logits", "embedding"], opset_version=OPSET, dynamo=True,
-                              external_data=False, verbose=False,
-                              dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},))
+        with WithEmbedding(model.eval(), REGISTRY[card["model"]].embedding) as wrapped:
+            traced_to_onnx(wrapped, batch, str(out), input_names=["input"], output_names=["logits", "embedding"])
     except Exception as error:  # noqa: BLE001 - any exporter failure becomes one named line
         layer = failing_layer(model, batch)
         where = f"in layer '{layer}' ({type(model.get_submodule(layer)).__name__})" if layer else "(no single layer fails alone)"

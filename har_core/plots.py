@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from har_core.analysis import disagreement_matrix
+from har_core.labels import spoken
 
 FONT = dict(size=16)  # readable at projector size
 # one palette for every figure: 48 distinct colours, a class (or a run) keeps its colour on every page and filter
@@ -100,8 +101,8 @@ def probability_bars(probs: np.ndarray, classes: list[str], k: int = 5) -> str:
         share = float(probs[i])
         rows.append(
             f'<div style="display:flex;align-items:center;gap:.5em;margin:.15em 0">'
-            f'<span style="flex:0 0 42%;text-align:right;overflow:hidden;text-overflow:ellipsis;white-space:nowrap">'
-            f'{html.escape(classes[i].replace("_", " "))}</span>'
+            f'<span style="flex:0 0 42%;text-align:right;line-height:1.15;overflow-wrap:anywhere">'
+            f'{html.escape(spoken(classes[i]))}</span>'
             f'<span style="flex:1;background:#e2e8f0;border-radius:3px;height:1.1em">'
             f'<span style="display:block;width:{share:.1%};height:100%;background:#636efa;border-radius:3px"></span>'
             f'</span><span style="flex:0 0 3.2em;font-variant-numeric:tabular-nums">{share:.0%}</span></div>')

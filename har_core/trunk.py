@@ -10,7 +10,6 @@ last stages gets several times faster; the price is a finite pool of augmentatio
 from __future__ import annotations
 
 import tempfile
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -43,14 +42,11 @@ class OnnxTrunk:
 
     def __init__(self, model: nn.Module, trunk: tuple[str, ...], example: torch.Tensor):
         from har_core.backend import open_session
+        from har_core.export import traced_to_onnx
         sequence = nn.Sequential(*[model.get_submodule(name) for name in trunk]).eval()
         self.folder = tempfile.TemporaryDirectory(prefix="har-trunk-")
         path = Path(self.folder.name) / "trunk.onnx"
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(sequence, (example[:2].contiguous(),), str(path), input_names=["input"],
-                              output_names=["features"], opset_version=18, dynamo=True, external_data=False,
-                              verbose=False, dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},))
+        traced_to_onnx(sequence, example[:2].contiguous(), str(path), output_names=["features"])
         self.session = open_session(path)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:

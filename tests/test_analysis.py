@@ -178,6 +178,14 @@ def test_jargon_gets_plain_words():
     assert glossary("from scratch, 128 px") is None
 
 
+def test_probability_bars_show_whole_class_names_in_words():
+    """#25: on Predict's cards at 1280 px "listening_to_music" was cut to "listening t…"."""
+    har = ["calling", "listening_to_music", "using_laptop"]
+    bars = plots.probability_bars(np.array([0.1, 0.7, 0.2]), har)
+    assert bars.index("listening to music") < bars.index("using laptop") < bars.index("calling")
+    assert "_" not in bars and "ellipsis" not in bars and "nowrap" not in bars
+
+
 def test_a_class_keeps_its_colour_on_the_map_whatever_the_filter():
     """#25.12: colours come from the run's class list, not from the classes left after a filter."""
     classes = [f"class_{i}" for i in range(15)]

@@ -50,6 +50,9 @@ def test_every_registry_architecture_exports_and_onnx_runtime_agrees_with_pytorc
     card = tiny_card(name)
     out = tmp_path / "model.onnx"
     assert export_graph(model, card, out) == export.OPSET
+    # the model comes back in eval mode: the tracing exporter restores its wrapper's own mode afterwards, and a
+    # wrapper left in training mode once put the model back in training too
+    assert not any(m.training for m in model.modules())
     session = open_session(out)
     batch = export.example_input(card, 3)
     logits, embedding = session.run(["logits", "embedding"], {"input": batch.numpy()})

@@ -27,10 +27,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     try:
-        import onnxruntime  # noqa: F401 - a clear line before any work
-        import onnxscript  # noqa: F401
+        import onnx  # noqa: F401 - a clear line before any work
+        import onnxruntime  # noqa: F401
     except ImportError as error:
-        raise SystemExit(f"error: ONNX export needs onnx, onnxscript and onnxruntime ({error}); "
+        raise SystemExit(f"error: ONNX export needs onnx and onnxruntime ({error}); "
                          "pip install -r requirements.txt")
     done, failed = {}, []
     for run in args.runs:

@@ -10,6 +10,7 @@ from har_core.cam import ClassMaps, Explanation, class_maps
 from har_core.data import read_manifest, resize_side
 from har_core.imaging import ImageError, image_digest, load_image, safe_name
 from har_core.inference import LoadedModel, Prediction, predict_all
+from har_core.labels import spoken
 from ui.choices import follow_link, share_view
 from ui.common import (IMAGE_TYPES, Selection, _file_stamp, _inside_or_none, config, data_file, friendly, model_stamp,
                        thumb)
@@ -113,10 +114,10 @@ def image_source(selection: Selection, key: str, multiple: bool = True) -> tuple
         left, right = st.columns([4, 1])
         picked = left.selectbox(
             "Sample from the test split", ["—"] + list(samples), key=f"{key}_sample", disabled=not samples,
-            format_func=lambda f: f"{samples[f].replace('_', ' ')} · {f.rsplit('/', 1)[-1]}" if f in samples else f,
+            format_func=lambda f: f"{spoken(samples[f])} · {f.rsplit('/', 1)[-1]}" if f in samples else f,
             help="Grouped by true class." if samples else "Set an image folder in the sidebar.")
         if picked != "—" and (picture := thumb(selection, picked, 120)) is not None:
-            right.image(picture, caption=samples[picked].replace("_", " "))
+            right.image(picture, caption=spoken(samples[picked]))
     images, names = read_uploads(files)
     if shot is not None:
         more, more_names = read_uploads([shot])

@@ -14,6 +14,7 @@ from har_core.calibration import temper
 from har_core.data import scan_cached
 from har_core.embeddings import EMBEDDINGS, EmbeddingError, Embeddings, run_embeddings, staleness
 from har_core.fileio import file_sha256
+from har_core.labels import spoken
 from har_core.projection import embedding_map
 from har_core.similarity import (RETRIEVAL, SHOW_K, VOTE_K, VectorIndex, embed_run, neighbour_answer, neighbours_of,
                                  retrieval_report, training_index, vote)
@@ -133,7 +134,7 @@ def neighbour_grid(selection: Selection, run: Run, found: Embeddings, similariti
     chosen image folder holds the very picture that was embedded (same sha256): Kaggle-layout sets share names
     (train/Image_N.jpg), so a name alone would show another data set's picture beside this one's label."""
     rows_shown = [(r, s) for s, r in zip(similarities, rows) if r >= 0]
-    items = [(found.files[r], f"{found.labels[r].replace('_', ' ')} · {s:.2f}") for r, s in rows_shown]
+    items = [(found.files[r], f"{spoken(found.labels[r])} · {s:.2f}") for r, s in rows_shown]
     if selection.data_root is None:
         st.caption(" · ".join(caption for _, caption in items))
         st.caption("The pictures appear once the run's data folder is there (README: Data).")
@@ -170,10 +171,10 @@ def similar_images(selection: Selection, run: Run, vector, probs, k: int = SHOW_
     raw = temper(probs, 1 / temperature(run)[0])
     answer = neighbour_answer(search_index(run, found), found, vector, raw, retrieval(run, found)["weight"], k)
     winner = int(answer.votes.argmax())
-    st.markdown(f"**{k} most similar training images** · vote: {found.classes[winner]} "
+    st.markdown(f"**{k} most similar training images** · vote: {spoken(found.classes[winner])} "
                 f"({answer.votes[winner]:.0%})")
     neighbour_grid(selection, run, found, answer.similarities, answer.rows, columns=columns)
-    st.caption(f"Retrieval-augmented: **{found.classes[int(answer.mixed.argmax())]}** ({answer.mixed.max():.0%}) — "
+    st.caption(f"Retrieval-augmented: **{spoken(found.classes[int(answer.mixed.argmax())])}** ({answer.mixed.max():.0%}) — "
                f"{1 - answer.weight:.2f} × model + {answer.weight:.2f} × vote of {VOTE_K} neighbours "
                "(weight chosen on val)")
     if found.reduction is not None:
@@ -194,8 +195,8 @@ def nearest_training_images(selection: Selection, run: Run, filename: str, k: in
         return
     similarities, rows = neighbours_of(search_index(run, found), found.vectors[row], k, exclude=np.array([row]))
     predicted = found.classes[int(found.probs[row].argmax())]
-    st.markdown(f"**{run.name}** predicts {predicted} · its neighbours vote "
-                f"{', '.join(f'{c} {v:.0%}' for c, v in top_votes(vote(rows, found)[0], found.classes))}")
+    st.markdown(f"**{run.name}** predicts {spoken(predicted)} · its neighbours vote "
+                f"{', '.join(f'{spoken(c)} {v:.0%}' for c, v in top_votes(vote(rows, found)[0], found.classes))}")
     neighbour_grid(selection, run, found, similarities[0], rows[0], columns=k)
 
 

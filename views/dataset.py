@@ -3,6 +3,7 @@ import streamlit as st
 import ui
 from har_core.audit import DUPLICATE_THRESHOLD, PIXEL_MATCH
 from har_core.data import DataError
+from har_core.labels import spoken
 from har_core.plots import class_distribution, size_scatter
 
 selection = ui.sidebar()
@@ -32,7 +33,7 @@ per_class = st.slider("Images per class", 2, 10, 6, key="dataset_per_class")
 sizes = summary["sizes"]
 for label in summary["classes"]:
     files = sizes.loc[sizes["label"] == label, "filename"].head(per_class).tolist()
-    st.markdown(f"**{label}** · {int(counts[label])} images")
+    st.markdown(f"**{spoken(label)}** · {int(counts[label])} images")
     row = st.columns(per_class)
     for column, name in zip(row, files):
         image = ui.thumb(selection, name, 140)
@@ -76,8 +77,8 @@ else:
                            + "; pairs split across train and test first: a test image whose twin was trained on "
                            "inflates test accuracy.")
                 for pair in report.duplicates.head(8).itertuples():
-                    ui.thumbnail_grid(selection, [(pair.file_a, f"{pair.split_a} · {pair.label_a}"),
-                                                  (pair.file_b, f"{pair.split_b} · {pair.label_b} · {pair.similarity:.3f}")],
+                    ui.thumbnail_grid(selection, [(pair.file_a, f"{pair.split_a} · {spoken(pair.label_a)}"),
+                                                  (pair.file_b, f"{pair.split_b} · {spoken(pair.label_b)} · {pair.similarity:.3f}")],
                                       columns=6, size=140)
                 st.dataframe(report.duplicates, hide_index=True, width="stretch")
                 st.download_button("⬇️ duplicates.csv", report.duplicates.to_csv(index=False), "duplicates.csv",
@@ -93,7 +94,7 @@ else:
                                    "label_issues.csv", "text/csv", key="dl_label_issues")
             with tabs[2]:
                 st.caption("Images far from every other image in the embedding (cleanlab's typicality; low = atypical).")
-                ui.thumbnail_grid(selection, [(row.filename, f"{row.label} · {row.typicality:.3f}")
+                ui.thumbnail_grid(selection, [(row.filename, f"{spoken(row.label)} · {row.typicality:.3f}")
                                               for row in report.outliers.head(12).itertuples()], columns=6, size=140)
                 st.dataframe(report.outliers, hide_index=True, width="stretch")
                 st.download_button("⬇️ outliers.csv", report.outliers.to_csv(index=False), "outliers.csv",

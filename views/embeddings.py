@@ -1,6 +1,7 @@
 import streamlit as st
 
 import ui
+from har_core.labels import spoken
 from har_core.plots import MAP_COLOURS, embedding_scatter
 
 selection = ui.sidebar()
@@ -48,7 +49,7 @@ if not picked:
     st.stop()
 chosen = table.loc[picked]
 st.subheader(f"{len(chosen)} selected image(s)")
-ui.thumbnail_grid(selection, [(row.filename, f"{row.label} → {row.predicted} ({row.confidence:.0%}) · {row.split}")
+ui.thumbnail_grid(selection, [(row.filename, f"{spoken(row.label)} → {spoken(row.predicted)} ({row.confidence:.0%}) · {row.split}")
                               for row in chosen.head(48).itertuples()], columns=8, size=120)
 if len(chosen) > 48:
     st.caption(f"The first 48 of {len(chosen)} are shown; the table lists them all.")

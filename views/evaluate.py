@@ -5,6 +5,7 @@ import ui
 from har_core.analysis import cell_samples, metrics_table, per_class_f1_table
 from har_core.calibration import DEFAULT_TARGET_ACCURACY, calibration_table
 from har_core.data import SPLITS
+from har_core.labels import spoken
 from har_core.plots import (confusion_figure, coverage_heatmap, disagreement_heatmap, f1_heatmap, reliability_figure,
                             risk_coverage_figure, robustness_heatmap)
 from har_core.robustness import heatmap_table
@@ -49,7 +50,7 @@ predicted = cell_right.selectbox("Predicted class", classes, index=classes.index
 predictions = ui.predictions(run, split)
 if predictions is not None:
     samples = cell_samples(predictions, true, predicted)
-    st.markdown(f"**{len(samples)} image(s)** with true **{true}** predicted as **{predicted}** by {run_name}")
+    st.markdown(f"**{len(samples)} image(s)** with true **{spoken(true)}** predicted as **{spoken(predicted)}** by {run_name}")
     ui.thumbnail_grid(selection, [(row.filename, f"{row.filename.split('/')[-1]} · {row.confidence:.0%}")
                                   for row in samples.head(24).itertuples()])
     st.dataframe(samples, hide_index=True, width="stretch")

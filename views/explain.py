@@ -5,6 +5,7 @@ import streamlit as st
 
 import ui
 from har_core.cam import CLASS_AGNOSTIC, EXPLANATIONS, OCCLUSION, SLOW_METHODS, occlusion_window, overlay_on_picture
+from har_core.labels import spoken
 from har_core.plots import heat_scale_html
 from har_core.imaging import image_digest
 
@@ -95,15 +96,15 @@ def maps():
                                          opacity)
             st.image(picture, width="stretch")
             drawn += 1
-            predicted = model.classes[int(result.probs.argmax())]
+            predicted = spoken(model.classes[int(result.probs.argmax())])
             if method in CLASS_AGNOSTIC:
                 st.markdown(f"**{model.name}** · {method} (class-agnostic) · predicted **{predicted}** "
                             f"({result.probs.max():.0%})")
             else:
-                st.markdown(f"**{model.name}** · explains **{model.classes[result.target]}** "
+                st.markdown(f"**{model.name}** · explains **{spoken(model.classes[result.target])}** "
                             f"({result.probs[result.target]:.0%}) · predicted {predicted}")
                 if result.probs[result.target] < UNLIKELY:
-                    st.caption(f"⚠️ {model.name} gives {model.classes[result.target]} only "
+                    st.caption(f"⚠️ {model.name} gives {spoken(model.classes[result.target])} only "
                                f"{result.probs[result.target]:.0%}: the map shows what would raise that class, not "
                                "what the model sees in the picture.")
             if slow:

@@ -6,6 +6,7 @@ from har_core.cam import overlay_on_picture
 from har_core.ensemble import default_members
 from har_core.data import SPLITS
 from har_core.imaging import image_digest, load_image
+from har_core.labels import spoken
 from har_core.video import VIDEO_SUFFIXES
 
 selection = ui.sidebar()
@@ -54,8 +55,8 @@ for i, card in enumerate(picture_cards(shown_frames, table)):  # one card per pi
         picture = ui.thumb(selection, card["filename"], 240)
         if picture is not None:
             st.image(picture, width="stretch")
-        st.markdown(f"**{card['true'].replace('_', ' ')}** · {card['wrong']}/{len(card['answers'])} wrong")
-        st.caption("  \n".join(f"{'✅' if right else '❌'} {name}: {predicted.replace('_', ' ')} {confidence:.0%}"
+        st.markdown(f"**{spoken(card['true'])}** · {card['wrong']}/{len(card['answers'])} wrong")
+        st.caption("  \n".join(f"{'✅' if right else '❌'} {name}: {spoken(predicted)} {confidence:.0%}"
                                for name, predicted, confidence, right in card["answers"]))
         st.button("Open ▸", key=f"open_mistake_{i}", on_click=open_detail, args=(card["filename"],),
                   width="stretch")
@@ -75,7 +76,7 @@ if len(table):
     if path is not None and path.suffix.lower() not in VIDEO_SUFFIXES:
         with ui.friendly(f"Reading {chosen}"):
             left.image(load_image(path), caption=chosen, width="stretch")  # the picture, always
-    right.markdown(f"True class: **{table.loc[table['filename'] == chosen, 'true'].iloc[0]}**")
+    right.markdown(f"True class: **{spoken(table.loc[table['filename'] == chosen, 'true'].iloc[0])}**")
     right.dataframe(rows, hide_index=True, width="stretch")
     if st.toggle("Nearest training images, per model", value=True, key="mistakes_neighbours",
                  help="The training pictures each model finds most like this one: often the ones that pulled "
@@ -96,4 +97,4 @@ if len(table):
                     result = ui.explanation(model, image, image_digest(image), "Grad-CAM", None)
                     columns[i % len(columns)].image(
                         overlay_on_picture(result, image, model.run.card["input_size"], model.run.card["crop_pct"]),
-                        caption=f"{model.name}: {model.classes[result.target]}", width="stretch")
+                        caption=f"{model.name}: {spoken(model.classes[result.target])}", width="stretch")

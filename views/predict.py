@@ -8,6 +8,7 @@ from har_core.analysis import agreement
 from har_core.backend import LABELS
 from har_core.calibration import DEFAULT_TARGET_ACCURACY
 from har_core.inference import ensemble
+from har_core.labels import spoken
 from har_core.plots import probability_bars, thumbnail_uri
 
 selection = ui.sidebar()
@@ -58,11 +59,11 @@ if len(images) == 1:
     label, share = agreement(winners, prefer=classes[int(mean[0].argmax())])
     with right:
         a, b, c = st.columns(3)
-        a.metric("Ensemble", classes[int(mean[0].argmax())].replace("_", " "),
+        a.metric("Ensemble", spoken(classes[int(mean[0].argmax())]),
                  f"{mean[0].max():.0%} confidence" + (" · not sure" if sure_ensemble.not_sure[0] else ""),
                  delta_color="off", help=f"mean calibrated probability of {', '.join(members)}")
         b.metric("Agreement", f"{share:.0%}",
-                 f"{sum(w == label for w in winners)}/{len(winners)} members say {label.replace('_', ' ')}",
+                 f"{sum(w == label for w in winners)}/{len(winners)} members say {spoken(label)}",
                  delta_color="off", help="Among the ensemble's members: the models outside it are not counted.")
         c.metric("Model time", f"{sum(p.seconds for p in predictions) * 1000:.0f} ms",
                  help="The forward passes, measured when this image was first predicted (then cached).")
@@ -76,7 +77,7 @@ if len(images) == 1:
         probs = prediction.probs[0]
         with columns[i % len(columns)].container(border=True, key=f"card_{prediction.model}"):
             st.markdown(f"**{prediction.model}**")
-            st.markdown(f"### {classes[int(probs.argmax())].replace('_', ' ')}")
+            st.markdown(f"### {spoken(classes[int(probs.argmax())])}")
             st.caption(f"{probs.max():.1%} confidence · {prediction.seconds * 1000:.0f} ms{engine(prediction)}")
             verdict = sure[prediction.model]
             st.markdown(f"**{verdict.words(0, coverage)}**" if verdict.sets is not None else "")
@@ -126,8 +127,8 @@ if len(images) == 1:
         moved = (now[was] - before_probs[was]) * 100
         colour, arrow = ("red", "▼") if moved < -0.05 else ("green", "▲") if moved > 0.05 else ("gray", "=")
         cards[i % len(cards)].container(border=True).markdown(
-            f"**{name}**\n\n#### {'⚠️ ' if answer != was else ''}{classes[answer].replace('_', ' ')}\n\n"
-            f":{colour}[{arrow} {abs(moved):.1f} pts on {classes[was].replace('_', ' ')}] · now {now.max():.0%} sure")
+            f"**{name}**\n\n#### {'⚠️ ' if answer != was else ''}{spoken(classes[answer])}\n\n"
+            f":{colour}[{arrow} {abs(moved):.1f} pts on {spoken(classes[was])}] · now {now.max():.0%} sure")
 else:
     rows = []
     for j, name in enumerate(names):  # a row per picture: its thumbnail, the ensemble's answer first

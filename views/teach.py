@@ -1,6 +1,7 @@
 import streamlit as st
 
 import ui
+from har_core.labels import spoken
 from har_core.plots import confusion_figure, probability_bars
 from har_core.teach import FEW_HELD_OUT, MAX_CLASSES, MIN_CLASSES
 
@@ -64,7 +65,7 @@ if shot is not None:
         left, right = st.columns([1, 2])
         left.image(images[0], width="stretch")
         with right:
-            st.markdown(f"### {head.classes[int(probs.argmax())].replace('_', ' ')}")
+            st.markdown(f"### {spoken(head.classes[int(probs.argmax())])}")
             st.html(probability_bars(probs, head.classes, k=len(head.classes)))
 
 st.subheader("Keep it")

@@ -6,6 +6,7 @@ from har_core.calibration import DEFAULT_TARGET_ACCURACY
 from har_core.cam import explain, overlay_on_picture
 from har_core.ensemble import default_members
 from har_core.imaging import safe_name
+from har_core.labels import spoken
 from har_core.plots import action_timeline
 from har_core.timeline import NO_ACTION
 from har_core.video import VIDEO_SUFFIXES
@@ -92,5 +93,5 @@ picture.image(clip.frames[index], caption=f"{line.times[index]:.1f} s", width="s
 with ui.friendly(f"Grad-CAM for {model.name}"), st.spinner(f"Grad-CAM for {model.name}…"):
     result = explain(model, clip.frames[index])
     heat.image(overlay_on_picture(result, clip.frames[index], model.run.card["input_size"], model.run.card["crop_pct"]),
-               caption=f"{model.name}: {model.classes[result.target]} ({result.probs[result.target]:.0%}); the "
+               caption=f"{model.name}: {spoken(model.classes[result.target])} ({result.probs[result.target]:.0%}); the "
                        "outlined square is what it saw", width="stretch")
