@@ -9,9 +9,11 @@ Prints (seconds; warm figures are min / median over `--repeats` different photos
   explain      upload → every model's map drawn; moving the opacity slider one step → every map redrawn;
                switching the class → every map redrawn for the new class
   navigate     a page switch through the sidebar (median of Overview → Evaluate → Mistakes → Training →
-               Overview); a confusion-matrix cell click → its pictures listed; a Mistakes card's Open → its detail
+               Overview, and each page's own); a confusion-matrix cell click → its pictures listed; a Mistakes card's Open → its detail
   teach        100 pictures (5 sports15 classes × 20, unseen by the base run) → a head on each bundled photo
-               run's embeddings: seconds to embed, to fit, held-out accuracy (`--teach-only` skips the browser)
+               run's embeddings: seconds to embed, to fit, held-out accuracy (`--teach-only` skips the browser;
+               `--teach-data DIR` takes 5 classes the runs never saw from a labelled folder, e.g. sports15 for
+               the HAR runs)
 Run it on an idle machine: the figures are wall-clock times of a real server and browser.
 """
 from __future__ import annotations
@@ -29,6 +31,7 @@ import urllib.request
 from pathlib import Path
 
 from har_core.artifacts import find_runs
+from har_core.labels import spoken
 
 ROOT = Path(__file__).resolve().parents[1]
 FRESH = "(el) => !el.closest('[data-stale=\"true\"]')"
@@ -114,7 +117,7 @@ def explain_round(page, path: Path, models: int, new_class: str) -> dict:
     start = time.perf_counter()
     option.click()
     # the caption names the new class; the picture may rightly stay the same (it was the predicted class)
-    page.wait_for_function(MAPS_DRAWN, arg=[f"explains {new_class}", models, []], polling=20)
+    page.wait_for_function(MAPS_DRAWN, arg=[f"explains {spoken(new_class)}", models, []], polling=20)
     switched = time.perf_counter() - start
     page.wait_for_function(RUN_ENDED, polling=20)
     return {"first": first, "opacity": opacity, "class": switched}
@@ -127,7 +130,7 @@ PAGES = {"Evaluate": "📊 Evaluate", "Mistakes": "🧐 Mistakes", "Training": "
 def navigation_round(page) -> dict:
     """Warm page switches through the sidebar (Overview → Evaluate → Mistakes → Training → Overview), a click on
     a confusion-matrix cell until its pictures are listed, and a Mistakes card's Open until its detail shows."""
-    switches = []
+    switches, per_page = [], {}
     for name, title in PAGES.items():
         page.wait_for_function(RUN_ENDED)
         start = time.perf_counter()
@@ -135,6 +138,7 @@ def navigation_round(page) -> dict:
         page.get_by_role("heading", name=title).first.wait_for()
         page.wait_for_function(RUN_ENDED, polling=20)
         switches.append(time.perf_counter() - start)
+        per_page[name] = switches[-1]
         if name == "Evaluate":  # a cell click, the matrix's 2nd row and 1st column
             heading = page.get_by_text("image(s) with true")
             before = heading.inner_text()
@@ -158,7 +162,7 @@ def navigation_round(page) -> dict:
             page.wait_for_function(RUN_ENDED, polling=20)
             page.locator("[data-testid='stImageCaption']").last.wait_for()
             opened = time.perf_counter() - start
-    return {"switch": statistics.median(switches), "cell": cell, "open": opened}
+    return {"switch": statistics.median(switches), "pages": per_page, "cell": cell, "open": opened}
 
 
 def measure(runs_dir: Path, data: Path, repeats: int) -> dict:
@@ -214,6 +218,8 @@ def measure(runs_dir: Path, data: Path, repeats: int) -> dict:
             page.get_by_text("Model cards").wait_for()
             navigation = [navigation_round(page) for _ in range(repeats)]
             results["page_switch_median_of_four_s"] = stats([r["switch"] for r in navigation])
+            for name in PAGES:  # which page makes a switch slow
+                results[f"  switch to {name}_s"] = stats([r["pages"][name] for r in navigation])
             results["evaluate_cell_click_to_its_pictures_s"] = stats([r["cell"] for r in navigation])
             results["mistakes_open_to_detail_s"] = stats([r["open"] for r in navigation])
             browser.close()
@@ -233,27 +239,36 @@ def print_figures(results: dict) -> None:
             print(f"{key:58s} {value:7.2f}")
 
 
-def teach_figures(runs_dir: Path, data: Path, per_class: int = 20) -> dict:
-    """Teach page's work without the page: 5 classes × `per_class` pictures from the base's val/test split."""
+def teach_figures(runs_dir: Path, data: Path, per_class: int = 20, new_data: Path | None = None) -> dict:
+    """Teach page's work without the page: 5 classes × `per_class` pictures, from the base's val/test split or,
+    with `new_data`, from a labelled folder of classes the base runs never saw (its first 5 classes)."""
     import pandas as pd
 
+    from har_core.data import scan
     from har_core.imaging import load_image
     from har_core.inference import load_run
     from har_core.teach import teach
+    if new_data is not None:
+        index = scan(new_data, progress=False)
+        given = pd.DataFrame(index.samples, columns=["filename", "label"])
     figures = {}
     for run in find_runs(runs_dir)[0]:
         if run.takes_clips:
             continue
-        manifest = pd.read_csv(run.path / "split.csv")
-        unseen = manifest[manifest["split"] != "train"]
+        if new_data is None:
+            manifest = pd.read_csv(run.path / "split.csv")
+            source, unseen = data, manifest[manifest["split"] != "train"]
+        else:
+            source, unseen = Path(new_data), given[~given["label"].isin(run.classes)]
         names = [n for n, c in unseen["label"].value_counts().sort_index().items() if c >= per_class][:5]
-        pictures = [[load_image(data / f) for f in unseen.loc[unseen["label"] == n, "filename"][:per_class]]
+        pictures = [[load_image(source / f) for f in unseen.loc[unseen["label"] == n, "filename"][:per_class]]
                     for n in names]
         base = load_run(run.path)
         start = time.perf_counter()
         head = teach(base, names, pictures)
         figures[run.name] = {"total": time.perf_counter() - start, **head.seconds,
-                             "accuracy": head.metrics["accuracy"], "pictures": sum(map(len, pictures))}
+                             "accuracy": head.metrics["accuracy"], "interval": head.metrics["accuracy_interval"],
+                             "pictures": sum(map(len, pictures)), "classes": names}
     return figures
 
 
@@ -263,11 +278,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "sports15"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--teach-only", action="store_true", help="only the Teach figures (no browser)")
+    parser.add_argument("--teach-data", help="teach classes the runs never saw, from this labelled folder (default: "
+                                             "the runs' own classes, from their val/test pictures)")
     args = parser.parse_args(argv)
-    taught = teach_figures(Path(args.runs), Path(args.data))
-    print(f"{'teach, 100 pictures on':24s} {'total s':>8s} {'embed s':>8s} {'fit s':>8s} {'held-out acc':>13s}")
+    taught = teach_figures(Path(args.runs), Path(args.data), new_data=args.teach_data and Path(args.teach_data))
+    print(f"teach: {', '.join(next(iter(taught.values()))['classes'])}" if taught else "teach: no photo runs")
+    print(f"{'teach, 100 pictures on':24s} {'total s':>8s} {'embed s':>8s} {'fit s':>8s} {'held-out acc':>13s} "
+          f"{'95% interval':>13s}")
     for name, f in taught.items():
-        print(f"{name:24s} {f['total']:8.2f} {f['embed']:8.2f} {f['fit']:8.3f} {f['accuracy']:13.3f}")
+        print(f"{name:24s} {f['total']:8.2f} {f['embed']:8.2f} {f['fit']:8.3f} {f['accuracy']:13.3f} "
+              f"{f['interval'][0]:6.2f}–{f['interval'][1]:.2f}")
     if args.teach_only:
         return {"teach": taught}
     results = measure(Path(args.runs), Path(args.data), args.repeats)
