@@ -42,27 +42,24 @@ class ExportError(RuntimeError):
 
 
 class WithEmbedding(nn.Module):
-    """The graph that is exported: the run's network returning (logits, embedding) from one forward. The hook
-    that captures the embedding is installed for the wrapper's life (`with`), not inside the forward: a hook
-    added and removed while the tracer runs made it record a wrong graph (c3d_small: logits off by ~1)."""
+    """The graph that is exported: the run's network returning (logits, embedding) from one forward. In eval
+    mode from the start: the tracing exporter puts the wrapper back in its own mode afterwards, and a fresh
+    module is in training mode, which left the exported model training with its batch-norm statistics moved."""
 
     def __init__(self, model: nn.Module, embedding_layer: str):
         super().__init__()
         self.model = model
-        self.captured: list[torch.Tensor] = []
-        self.hook = capture_input(model, embedding_layer, self.captured.append)
-        self.eval()  # the exporter puts the wrapper back in its own mode afterwards: eval, as the model was
+        self.embedding_layer = embedding_layer
+        self.eval()
 
     def forward(self, batch: torch.Tensor):
-        self.captured.clear()
-        logits = logits_of(self.model(batch))  # eval mode: InceptionV3's auxiliary head does not run
-        return logits, self.captured[0]
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.hook.remove()
+        captured = []
+        hook = capture_input(self.model, self.embedding_layer, captured.append)
+        try:
+            logits = logits_of(self.model(batch))  # eval mode: InceptionV3's auxiliary head does not run
+        finally:
+            hook.remove()
+        return logits, captured[0]
 
 
 class LayerTrail:
@@ -148,8 +145,8 @@ def export_graph(model: nn.Module, card: dict, out: Path) -> int:
     import onnx
     batch = example_input(card)
     try:
-        with WithEmbedding(model.eval(), REGISTRY[card["model"]].embedding) as wrapped:
-            traced_to_onnx(wrapped, batch, str(out), input_names=["input"], output_names=["logits", "embedding"])
+        traced_to_onnx(WithEmbedding(model.eval(), REGISTRY[card["model"]].embedding), batch, str(out),
+                       input_names=["input"], output_names=["logits", "embedding"])
     except Exception as error:  # noqa: BLE001 - any exporter failure becomes one named line
         layer = failing_layer(model, batch)
         where = f"in layer '{layer}' ({type(model.get_submodule(layer)).__name__})" if layer else "(no single layer fails alone)"

@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from har_core.artifacts import RunError, open_run
-from har_core.audit import DUPLICATE_THRESHOLD, audit
+from har_core.audit import DUPLICATE_THRESHOLD, PIXEL_MATCH, THUMBNAIL, audit
 from har_core.data import DataError, scan
 from har_core.embeddings import EMBEDDINGS, EmbeddingError, embed_data, load_embeddings, mismatch
 from har_core.fileio import atomic_write_text
@@ -47,7 +47,7 @@ def main(argv=None):
                         help="cosine similarity from which two images count as near-duplicates")
     parser.add_argument("--embedding-only", action="store_true",
                         help="near-duplicates by the embedding's similarity alone (default: pairs that also look the "
-                             "same on their pixels, a 32×32 grey thumbnail correlation ≥ 0.85)")
+                             f"same on their pixels, a {THUMBNAIL}×{THUMBNAIL} grey thumbnail correlation ≥ {PIXEL_MATCH})")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quiet", action="store_true")
