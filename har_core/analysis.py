@@ -15,20 +15,34 @@ from har_core.video import VIDEO_SUFFIXES, VideoError, probe, read_clip
 from har_core.metrics import per_class_f1, summary
 
 
+def starts_from(card: dict) -> str:
+    """Where a run's weights started, in plain words: ImageNet, a random start, distillation or a taught head."""
+    if "taught" in card:
+        return f"taught head on {card['taught']['base']}"
+    if card.get("distillation"):
+        return f"random, distilled from {len(card['distillation']['teachers'])} teachers"
+    return "random (from scratch)" if card["pretrained"].startswith("none") else "ImageNet"
+
+
 def overview_table(runs: list[Run]) -> pd.DataFrame:
+    """One row per run, the answer first: test accuracy and macro-F1 beside the name, the most accurate first;
+    the architecture only when some run's name does not already say it."""
     rows = []
     for run in runs:
         card = run.card
         test = card.get("metrics", {}).get("test", {})
         rows.append({
-            "run": run.name, "architecture": card["model"], "parameters (M)": round(card.get("parameters", 0) / 1e6, 2),
-            "input size": card["input_size"], "pretrained": card["pretrained"].split(" (")[0],
+            "run": run.name, "test accuracy": test.get("accuracy"), "test macro-F1": test.get("macro_f1"),
+            "architecture": card["model"], "starts from": starts_from(card),
+            "parameters (M)": round(card.get("parameters", 0) / 1e6, 1), "input size": card["input_size"],
             "epochs": card.get("epochs_trained"), "data": Path(card.get("data", {}).get("root", "?")).name,
-            "test accuracy": test.get("accuracy"), "test macro-F1": test.get("macro_f1"),
         })
-    table = pd.DataFrame(rows)  # the best first: the answer a class wants
-    return table.sort_values("test accuracy", ascending=False, na_position="last", kind="stable",
-                             ignore_index=True) if rows else table
+    table = pd.DataFrame(rows)
+    if not rows:
+        return table
+    if (table["run"] == table["architecture"]).all():
+        table = table.drop(columns="architecture")
+    return table.sort_values("test accuracy", ascending=False, na_position="last", kind="stable", ignore_index=True)
 
 
 METRIC_NAMES = {"accuracy": "accuracy", "top3_accuracy": "top-3 accuracy", "top5_accuracy": "top-5 accuracy",

@@ -38,10 +38,12 @@ def confusion_figure(metrics: dict, normalize: bool = False, title: str = "", wi
     top = 100 if normalize else max(1, counts.max())
     labels = [(f"{v:.0f}" if normalize else f"{int(v)}") if counts[t, p] else ""
               for v, t, p in zip(values, true, predicted)]
-    hover = [f"true: {classes[t]}<br>predicted: {classes[p]}<br>{int(counts[t, p])} images "
-             f"({counts[t, p] / max(rows[t, 0], 1):.0%} of {classes[t]})" for t, p in zip(true, predicted)]
+    words = [spoken(c) for c in classes]
+    hover = [f"true: {words[t]}<br>predicted: {words[p]}<br>{int(counts[t, p])} images "
+             f"({counts[t, p] / max(rows[t, 0], 1):.0%} of {words[t]})" for t, p in zip(true, predicted)]
     label_px = 9 * max(len(c) for c in classes)  # the y tick labels, at the figure's font size
     cell = max(14, min(70, (width - label_px - 120) // len(classes) if width else 560 // len(classes)))
+    own_width = width or cell * len(classes) + label_px + 150  # square cells: never stretched to a wide page
     figure = go.Figure(go.Scatter(
         x=[classes[p] for p in predicted], y=[classes[t] for t in true], mode="markers+text", text=labels,
         hovertext=hover, hoverinfo="text",
@@ -50,13 +52,13 @@ def confusion_figure(metrics: dict, normalize: bool = False, title: str = "", wi
         marker=dict(symbol="square", size=cell, color=values, colorscale="Blues", showscale=True, cmin=0, cmax=top,
                     colorbar=dict(title="% of row" if normalize else "images"), line=dict(width=1, color="#e2e8f0")),
         selected=dict(marker=dict(color="#f59e0b", opacity=1)), unselected=dict(marker=dict(opacity=1))))
-    ticks = dict(categoryorder="array", categoryarray=classes, tickmode="array", tickvals=classes, ticktext=classes)
+    # the points keep the data set's names (a click returns them); the axes say them in words
+    ticks = dict(categoryorder="array", categoryarray=classes, tickmode="array", tickvals=classes, ticktext=words)
     figure.update_layout(title=title, xaxis_title="predicted", yaxis_title="true", font=FONT, plot_bgcolor="white",
                          height=cell * len(classes) + 220 + (6 * max(len(c) for c in classes) if width else 0),
                          margin=dict(l=10, r=10, t=50, b=10), yaxis=dict(autorange="reversed", **ticks),
-                         xaxis=dict(tickangle=-45, **ticks), clickmode="event+select")
+                         xaxis=dict(tickangle=-45, **ticks), clickmode="event+select", width=own_width)
     if width:
-        figure.update_layout(width=width)
         figure.update_xaxes(tickfont=dict(size=12), tickangle=-60)
         figure.update_yaxes(tickfont=dict(size=12))
     return figure
@@ -70,8 +72,15 @@ def accuracy_bars(table: pd.DataFrame) -> go.Figure:
 
 
 def f1_heatmap(table: pd.DataFrame) -> go.Figure:
-    figure = px.imshow(table, zmin=0, zmax=1, color_continuous_scale="RdYlGn", text_auto=".2f", aspect="auto")
-    figure.update_layout(font=FONT, height=120 + 45 * len(table), xaxis_title="", yaxis_title="")
+    """Runs × classes F1 (class names in words, tilted so every one is whole; three colour-bar ticks that never
+    overlap, even in presentation mode's large type)."""
+    figure = px.imshow(table.rename(columns=spoken), zmin=0, zmax=1, color_continuous_scale="RdYlGn",
+                       text_auto=".2f", aspect="auto")
+    figure.update_layout(font=FONT, height=230 + 45 * len(table), xaxis_title="", yaxis_title="",
+                         margin=dict(l=10, r=10, t=20, b=10),
+                         coloraxis_colorbar=dict(title="F1", tickvals=[0, 0.5, 1], len=1.0, thickness=16,
+                                                 lenmode="fraction"))
+    figure.update_xaxes(tickangle=-45)
     return figure
 
 
@@ -179,14 +188,29 @@ def learning_curves(histories: dict[str, list[dict]], smoothing: float = 0.0,
 
 
 def class_distribution(counts: pd.Series) -> go.Figure:
-    figure = px.bar(x=counts.index, y=counts.values, labels={"x": "", "y": "images"}, text_auto=True)
-    figure.update_layout(font=FONT, height=420)
+    """Images per class, each bar in its class's colour (the one it has on every page), names in words."""
+    colours = colours_of(list(counts.index))
+    figure = go.Figure(go.Bar(x=[spoken(c) for c in counts.index], y=counts.values, text=counts.values,
+                              marker_color=[colours[c] for c in counts.index], texttemplate="%{text:,}"))
+    figure.update_layout(font=FONT, height=420, yaxis_title="images", plot_bgcolor="white",
+                         margin=dict(l=10, r=10, t=20, b=10))
+    figure.update_xaxes(tickangle=-45)
+    figure.update_yaxes(gridcolor="#e2e8f0")
     return figure
 
 
-def size_scatter(sizes: pd.DataFrame) -> go.Figure:
-    figure = px.scatter(sizes, x="width", y="height", color="label", hover_name="filename", opacity=0.6)
-    figure.update_layout(font=FONT, height=480)
+def size_scatter(sizes: pd.DataFrame, classes: list[str] | None = None) -> go.Figure:
+    """Width × height of every picture, one colour per class (the palette of every page), legend in words."""
+    classes = classes or sorted(sizes["label"].unique())
+    colours = colours_of(classes)
+    figure = go.Figure([go.Scattergl(x=part["width"], y=part["height"], mode="markers", name=spoken(label),
+                                     text=part["filename"], hovertemplate="%{text}: %{x}×%{y} px<extra></extra>",
+                                     marker=dict(color=colours[label], opacity=0.6, size=6))
+                        for label in classes if len(part := sizes[sizes["label"] == label])])
+    figure.update_layout(font=FONT, height=480, xaxis_title="width (px)", yaxis_title="height (px)",
+                         plot_bgcolor="white", legend=dict(itemsizing="constant"), margin=dict(l=10, r=10, t=20, b=10))
+    figure.update_xaxes(gridcolor="#e2e8f0")
+    figure.update_yaxes(gridcolor="#e2e8f0")
     return figure
 
 
@@ -205,10 +229,12 @@ def embedding_scatter(table: pd.DataFrame, colour: str = "true class", height: i
     figure = go.Figure()
     for value, part in table.groupby(column, sort=True):
         figure.add_trace(go.Scattergl(
-            x=part["x"], y=part["y"], mode="markers", name=str(value), customdata=part.index.to_numpy(),
+            x=part["x"], y=part["y"], mode="markers", customdata=part.index.to_numpy(),
+            name=spoken(str(value)) if column in ("label", "predicted") else str(value),
             marker=dict(size=6 if len(table) < 3000 else 4, color=fixed[str(value)],
                         opacity=0.8, line=dict(width=0)),
-            text=part["filename"] + "<br>true: " + part["label"] + "<br>predicted: " + part["predicted"]
+            text=part["filename"] + "<br>true: " + part["label"].map(spoken) + "<br>predicted: "
+            + part["predicted"].map(spoken)
             + " (" + (part["confidence"] * 100).round().astype(int).astype(str) + "%)<br>split: " + part["split"],
             hovertemplate="%{text}<extra></extra>"))
     figure.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), font=FONT, plot_bgcolor="white",
@@ -328,8 +354,8 @@ def risk_coverage_figure(curves: dict[str, pd.DataFrame], chosen: dict[str, tupl
 
 def coverage_heatmap(table: pd.DataFrame, target: float) -> go.Figure:
     """Per-class coverage of each run's prediction sets (rows: runs): red where the guarantee fails a class."""
-    figure = px.imshow(table, zmin=max(0.0, target - 0.3), zmax=1, color_continuous_scale="RdYlGn", text_auto=".2f",
-                       aspect="auto")
+    figure = px.imshow(table.rename(columns=spoken), zmin=max(0.0, target - 0.3), zmax=1,
+                       color_continuous_scale="RdYlGn", text_auto=".2f", aspect="auto")
     figure.update_layout(font=FONT, height=300 + 45 * len(table), xaxis_title="", yaxis_title="",
                          coloraxis_colorbar=dict(title="coverage", len=1.0, thickness=18))
     figure.update_xaxes(tickangle=-45)

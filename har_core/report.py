@@ -160,7 +160,8 @@ def build_report(runs: list[Run], data_root: Path | None = None, split: str = "t
     sections = {}
     on_step("Comparison")
     table = metrics_table(runs, split)
-    overview = overview_table(runs).set_index("run")[["architecture", "pretrained", "input size", "parameters (M)"]]
+    overview = overview_table(runs).set_index("run")
+    overview = overview[[c for c in ("architecture", "starts from", "input size", "parameters (M)") if c in overview]]
     headline = [c for c in ("accuracy", "top-3 accuracy", "macro precision", "macro recall", "macro F1") if c in table]
     comparison = (overview.join(table[headline], how="left") if not table.empty else overview).rename_axis(None)
     bars = overview_table(runs).dropna(subset=["test accuracy"])

@@ -198,3 +198,45 @@ def test_a_class_keeps_its_colour_on_the_map_whatever_the_filter():
     some = colour(plots.embedding_scatter(table[table["label"].isin(classes[5:])], classes=classes))
     assert len(set(every.values())) == 15  # 15 distinct colours
     assert all(some[name] == every[name] for name in some) and len(some) == 10
+
+
+def test_the_overview_table_puts_the_answer_beside_the_name_and_says_where_each_run_started(tiny_runs, tmp_path):
+    """#25.6: at 1280 px macro-F1 was cut off behind `architecture` and `pretrained`, which repeated the run's name."""
+    import shutil
+    from har_core.analysis import overview_table, starts_from
+    from har_core.artifacts import find_runs
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_runs, runs)
+    found = find_runs(runs)[0]
+    table = overview_table(found)
+    assert list(table.columns[:3]) == ["run", "test accuracy", "test macro-F1"]
+    assert "architecture" not in table and "pretrained" not in table  # each run is named after its architecture
+    found[0].card["model"] = "resnet50"  # a name that does not say it: the architecture is shown
+    assert list(overview_table(found)["architecture"]) == [r.card["model"] for r in found]
+    assert starts_from({"pretrained": "none (random initialisation)"}) == "random (from scratch)"
+    assert starts_from({"pretrained": "offline vgg16_keras (x.onnx)"}) == "ImageNet"
+    assert starts_from({"pretrained": "none", "distillation": {"teachers": ["a", "b"]}}) == \
+        "random, distilled from 2 teachers"
+    assert starts_from({"pretrained": "timm", "taught": {"base": "vgg16"}}) == "taught head on vgg16"
+
+
+def test_class_names_read_in_words_on_every_class_axis_and_a_class_keeps_its_colour():
+    """#25: "listening_to_music" on Evaluate's F1 heatmap, the confusion matrix and Dataset's bars and legend."""
+    har = ["calling", "listening_to_music", "using_laptop"]
+    f1 = plots.f1_heatmap(pd.DataFrame([[0.5, 0.6, 0.7]], index=["run_a"], columns=har))
+    assert list(f1.data[0].x) == ["calling", "listening to music", "using laptop"]
+    assert list(f1.layout.coloraxis.colorbar.tickvals) == [0, 0.5, 1]  # three ticks: none overlap in large type
+    metrics = {"classes": har, "confusion_matrix": [[3, 1, 0], [0, 2, 1], [1, 0, 4]]}
+    confusion = plots.confusion_figure(metrics)
+    assert list(confusion.layout.xaxis.ticktext) == ["calling", "listening to music", "using laptop"]
+    assert set(confusion.data[0].x) == set(har)  # a click still returns the data set's own names
+    assert confusion.layout.width < 1000  # square cells at its own width, never stretched over a wide page
+    bars = plots.class_distribution(pd.Series([740, 12, 740], index=har))
+    assert list(bars.data[0].x) == ["calling", "listening to music", "using laptop"]
+    assert bars.data[0].texttemplate == "%{text:,}"  # 11,100 reads with its thousands separator
+    sizes = pd.DataFrame({"width": [10, 20, 30], "height": [5, 6, 7], "label": har, "filename": ["a", "b", "c"]})
+    every = {t.name: t.marker.color for t in plots.size_scatter(sizes, har).data}
+    some = {t.name: t.marker.color for t in plots.size_scatter(sizes.iloc[1:], har).data}
+    assert list(every) == ["calling", "listening to music", "using laptop"] and len(set(every.values())) == 3
+    assert all(some[name] == every[name] for name in some) and len(some) == 2
+    assert every["calling"] == bars.data[0].marker.color[0]  # one colour per class on both charts

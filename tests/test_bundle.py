@@ -3,6 +3,7 @@ import json
 import shutil
 import subprocess
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -88,22 +89,36 @@ def test_re_evaluating_a_bundled_model_reproduces_its_stored_accuracy(tmp_path):
     assert again["confusion_matrix"] == stored["confusion_matrix"]
 
 
-def test_the_app_opens_on_the_bundle_by_default(monkeypatch):
+def test_the_app_opens_on_the_har_bundle_and_each_runs_folder_brings_its_own_data_set(monkeypatch):
+    """The HAR runs are what the app opens on (with HAR's pictures when ../shared holds them); switching to the
+    sports15 demo runs switches the image folder to sports15 too (#25: it kept HAR's, so HAR photos showed under
+    sports labels)."""
     from streamlit.testing.v1 import AppTest
-    monkeypatch.delenv("HAR_RUNS", raising=False)
+    for name in ("HAR_RUNS", "HAR_DATA", "HAR_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    har_runs = find_runs(ROOT / "assets" / "runs_har")[0]
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
     assert not at.exception
-    assert len(at.dataframe[0].value) == len(bundled())
+    assert at.selectbox(key="runs_dir").value == str(ROOT / "assets" / "runs_har")
+    assert list(at.dataframe[0].value["run"]) == [r.name for r in sorted(
+        har_runs, key=lambda r: -r.card["metrics"]["test"]["accuracy"])]  # the answer first: the best run on top
     assert any("Ensemble" in s.value for s in at.success)
+    if SPORTS15.parent.joinpath("har").is_dir():
+        assert Path(at.selectbox(key="data_dir").value).name == "har"
+    at.selectbox(key="runs_dir").set_value(str(BUNDLE)).run()
+    assert not at.exception and len(at.dataframe[0].value) == len(bundled())
+    if SPORTS15.is_dir():
+        assert Path(at.selectbox(key="data_dir").value).name == "sports15"
+        assert not [w for w in at.sidebar.warning if "did not learn from" in w.value]
     # every card says where it was trained (the GPU-trained runs must not pass for CPU rebuilds)
     shown = Counter(m.value.split("**trained on:** ")[1].split("  \n")[0] for m in at.markdown
                     if "**trained on:** " in m.value)
-    assert shown == Counter(run.card["device"] for run in bundled())
+    assert shown == Counter(run.card["device"].upper() for run in bundled())
     # and a distilled run names its teachers
     distilled = [run for run in bundled() if run.card.get("distillation")]
     assert distilled and all(any(f"**distilled from:** {', '.join(run.card['distillation']['teachers'])}" in m.value
                                  for m in at.markdown) for run in distilled)
-    assert shown["cpu"] >= 4 and sum(shown.values()) > shown["cpu"]
+    assert shown["CPU"] >= 4 and sum(shown.values()) > shown["CPU"]
 
 
 def test_every_har_run_ships_reduced_embeddings_of_its_data_that_reproduce_its_retrieval_figures():

@@ -253,7 +253,7 @@ def test_a_clone_without_the_data_folder_serves_every_page_on_the_bundle(page, t
     where the pictures come from, and the sidebar says what needs the data folder."""
     clone = copy_of_the_project(tmp_path / "clone" / "har-studio")
     assert not (clone.parent / "shared").exists()
-    bundled = [run for run in (ROOT / "assets" / "runs").iterdir() if (run / "card.json").is_file()]
+    bundled = [run for run in (ROOT / "assets" / "runs_har").iterdir() if (run / "card.json").is_file()]  # opened on
     photo = tmp_path / "photo.jpg"
     synthetic_image(1, seed=78, size=160).save(photo)
     fresh = start_server(None, None, tmp_path / "server.log", root=clone)
@@ -271,7 +271,8 @@ def test_a_clone_without_the_data_folder_serves_every_page_on_the_bundle(page, t
             settle(page)
             assert page.locator("[data-testid='stException']").count() == 0, name
         page.locator("input[type='file']").first.set_input_files(str(photo))
-        expect(page.get_by_text("confidence ·")).to_have_count(len(bundled), timeout=180_000)
+        # each model's card (the ensemble's "97% confidence · not sure" is no card)
+        expect(page.get_by_text(re.compile(r"\d\.\d% confidence ·"))).to_have_count(len(bundled), timeout=180_000)
         settle(page)
         expect(page.get_by_text("The pictures appear once the run's data folder is there").first).to_be_attached()
         assert page.locator("[data-testid='stException']").count() == 0
@@ -492,3 +493,5 @@ def test_every_page_in_presentation_mode_draws_without_an_error(server, page):
         settle(page)
         shot(page, f"present_{name or 'overview'}")  # waits for charts and tables to draw
         assert page.locator("[data-testid='stException']").count() == 0, name
+        header, title = (page.locator(css).first.bounding_box() for css in ("[data-testid='stHeader']", "h1"))
+        assert title["y"] >= header["y"] + header["height"], name  # the title whole, not half under the header

@@ -9,7 +9,8 @@ from har_core.server import OutsideRoots, data_choices, inside, load_config
 
 def test_defaults_allow_the_bundled_runs_and_the_shared_data(tmp_path):
     config = load_config(environ={}, config_file=tmp_path / "absent.toml")
-    assert [p.name for p in config.runs] == ["runs", "runs_har"] and config.runs[0].parent.name == "assets"
+    # the HAR runs first (the app opens on them), then the sports15 demo runs
+    assert [p.name for p in config.runs] == ["runs_har", "runs"] and config.runs[0].parent.name == "assets"
     assert not config.free_paths and config.max_batch_images == 32 and config.slow_cam_slots == 1
 
 
@@ -68,3 +69,22 @@ def test_a_folder_of_data_sets_is_not_offered_and_the_runs_own_data_set_is_the_d
     assert default_data_folder(choices, [str(shared / "har")]).name == "har"
     assert default_data_folder(choices, [""]).name == "har"  # unknown: the first
     assert default_data_folder([], ["x"]) is None
+
+
+def test_a_kaggle_folder_given_directly_is_offered_without_looking_into_its_picture_folders(tmp_path, kaggle_data,
+                                                                                            monkeypatch):
+    """HAR_DATA=.../har: asking whether train/ and test/ were data sets listed HAR's 11,100 pictures on every page
+    (0.2 s); a Kaggle folder is one data set, and only it is looked at."""
+    from har_core import server
+    looked_at = []
+    real = server.detect_layout
+    monkeypatch.setattr(server, "detect_layout", lambda folder: looked_at.append(folder.name) or real(folder))
+    config = load_config(environ={"HAR_DATA": str(kaggle_data)}, config_file=tmp_path / "none.toml")
+    assert data_choices(config) == [kaggle_data.resolve()] and looked_at == [kaggle_data.name]
+
+
+def test_only_a_data_set_the_runs_learned_from_counts_as_theirs(tmp_path):
+    from har_core.server import learned_from
+    har, sports = tmp_path / "har", tmp_path / "sports15"
+    assert learned_from(har, ["/work/shared/data/har"]) and learned_from(sports, [str(sports)])
+    assert not learned_from(har, ["/work/shared/data/sports15", ""]) and not learned_from(har, [])

@@ -39,6 +39,13 @@ def _free_folder(label: str, key: str, default: str, help: str) -> Path | None:
     return Path(typed) if typed and Path(typed).is_dir() else None
 
 
+@st.cache_data(show_spinner=False, ttl=3, max_entries=8)
+def _data_choices(settings: server.ServerConfig) -> list[Path]:
+    """The image folders a visitor may pick (har_core.server.data_choices), looked at most every 3 s: a page
+    switch need not list ../shared/data's folders again."""
+    return server.data_choices(settings)
+
+
 def sidebar() -> Selection:
     """Runs and image folder, chosen in the sidebar among the folders the operator allows; every page
     starts by calling this. Visitors never type a path unless the operator opts in to free paths."""
@@ -46,14 +53,19 @@ def sidebar() -> Selection:
     runs_help = "A folder of run folders written by `python -m train.train` (or one run)."
     data_help = "The data set the runs were trained on; enables thumbnails and samples."
     with st.sidebar:
-        data_sets = server.data_choices(settings)
+        data_sets = _data_choices(settings)
         if settings.free_paths:
             runs_dir = _free_folder("Runs folder", "runs_dir", str(settings.runs[0]) if settings.runs else "", runs_help)
         else:
             runs_dir = _folder_choice("Runs folder", "runs_dir", list(settings.runs), False, runs_help)
         found, failures = artifacts.find_runs(runs_dir, confine=not settings.free_paths) if runs_dir else ([], [])
+        if st.session_state.get("_runs_dir_was", str(runs_dir)) != str(runs_dir):  # other runs bring their own data
+            for key in ("keep_data_dir", "data_dir"):
+                st.session_state.pop(key, None)
+        st.session_state["_runs_dir_was"] = str(runs_dir)
         # default: the data set the runs were trained on (their cards say which); a link's ?data=<name> wins
-        trained_on = server.default_data_folder(data_sets, [r.card.get("data", {}).get("root", "") for r in found])
+        their_data = [root for r in found if (root := r.card.get("data", {}).get("root", ""))]
+        trained_on = server.default_data_folder(data_sets, their_data)
         linked = st.query_params.get("data")
         if linked and st.session_state.get("_link_data") != linked:
             st.session_state["_link_data"] = linked
@@ -67,8 +79,12 @@ def sidebar() -> Selection:
             if not data_sets:
                 st.caption("No image folder here: uploads and the camera work; thumbnails, samples and the data "
                            "pages need the data set (README: Data).")
+        if data_root is not None and their_data and not server.learned_from(data_root, their_data):
+            st.warning(f"These runs did not learn from **{data_root.name}**: its pictures and labels may not match "
+                       "their classes.", icon="⚠️")
         if data_root is not None and st.query_params.get("data") != data_root.name:
             st.query_params["data"] = data_root.name  # part of the link to this view
+            st.session_state["_link_data"] = data_root.name  # our own value, not a link to follow on the next run
         names = [run.name for run in found]
         known = st.session_state.get("keep_known_runs", names)
         kept = [n for n in st.session_state.get("keep_chosen_runs", names) if n in names]

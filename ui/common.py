@@ -259,7 +259,7 @@ def dataset(root: Path) -> dict:
 
 PRESENTATION_CSS = """<style>
 html { font-size: 21px; }
-[data-testid="stMainBlockContainer"] { max-width: 100%; padding: 1.5rem 2.5rem 0 2.5rem; }
+[data-testid="stMainBlockContainer"] { max-width: 100%; padding: 4.5rem 2.5rem 0 2.5rem; }  /* below the header */
 [data-testid="stMarkdownContainer"] p, [data-testid="stCaptionContainer"] { font-size: 1.05rem; }
 [data-testid="stMetricValue"] { font-size: 3rem; line-height: 1.15; }
 .har-bars { font-size: 1.15rem; }

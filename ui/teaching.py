@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+from har_core.labels import spoken
+
 from har_core import artifacts
 from har_core.artifacts import Run, RunError, run_zip
 from har_core.data import scan_cached
@@ -49,7 +51,8 @@ def teach_pictures(selection: Selection, i: int) -> list:
                 index = _folder_index(str(selection.data_root), config().max_scan_images,
                                       folder_stamp(str(selection.data_root)))
                 left, right = st.columns([2, 1])
-                label = left.selectbox("Class of the data set", ["—"] + index.classes, key=f"teach_data_{i}")
+                label = left.selectbox("Class of the data set", ["—"] + index.classes, key=f"teach_data_{i}",
+                                      format_func=lambda name: name if name == "—" else spoken(name))
                 how_many = right.number_input("Pictures", 2, 100, 12, key=f"teach_data_n_{i}")
                 if label != "—":
                     for filename in [f for f, lab in index.samples if lab == label][:how_many]:

@@ -20,14 +20,14 @@ except DataError as error:
     st.stop()
 counts = summary["counts"]
 a, b, c = st.columns(3)
-a.metric("Images", int(counts.sum()))
+a.metric("Images", f"{int(counts.sum()):,}")
 b.metric("Classes", len(summary["classes"]))
-c.metric("Unreadable or skipped", len(summary["problems"]))
-a.caption(f"{summary['copies']['picture'].nunique() if len(summary['copies']) else 0} picture(s) stored twice or more")
+c.metric("Unreadable or skipped", f"{len(summary['problems']):,}")
+a.caption(f"{summary['copies']['picture'].nunique() if len(summary['copies']) else 0:,} picture(s) stored twice or more")
 st.subheader("Class distribution")
 st.plotly_chart(ui.figure(class_distribution, counts), width="stretch")
 st.subheader("Image sizes")
-st.plotly_chart(ui.figure(size_scatter, summary["sizes"]), width="stretch")
+st.plotly_chart(ui.figure(size_scatter, summary["sizes"], summary["classes"]), width="stretch")
 st.subheader("Samples per class")
 per_class = st.slider("Images per class", 2, 10, 6, key="dataset_per_class")
 sizes = summary["sizes"]

@@ -31,10 +31,12 @@ splits = controls[1].multiselect("Splits", available, default=held_out or availa
                                  help="Default: val and test, the pictures the model never trained on; add train "
                                  "to see everything.")
 mistakes_only = controls[2].toggle("Mistakes only", key="map_mistakes")
-shown = table[table["split"].isin(splits) & (~table["correct"] if mistakes_only else True)]
-wrong = int((~table["correct"]).sum())
-st.caption(f"{len(shown)} of {len(table)} images shown · {wrong} the model gets wrong (its predictions without "
-           f"flip TTA) · {found.dimensions} embeddings of {found.model}")
+in_splits = table[table["split"].isin(splits)]
+shown = in_splits[~in_splits["correct"]] if mistakes_only else in_splits
+wrong = int((~in_splits["correct"]).sum())  # of the chosen splits' pictures, not of every split
+st.caption(f"{len(shown):,} of {len(table):,} images shown · {wrong:,} of the {len(in_splits):,} in "
+           f"{' + '.join(splits) or 'no split'} the model gets wrong (its predictions without flip TTA) · "
+           f"{found.dimensions} embeddings of {found.model}")
 if shown.empty:
     st.info("No images match these filters.")
     st.stop()

@@ -22,10 +22,14 @@ with ui.friendly("Reading metrics"):
 if table.empty:
     st.info(f"No run has metrics for the {split} split yet: `python -m train.evaluate RUN --split {split}`.")
     st.stop()
-st.dataframe(table.style.format("{:.3f}").highlight_max(axis=0, color="#bbf7d0"), width="stretch")
+headline = [c for c in ("accuracy", "top-3 accuracy", "macro precision", "macro recall", "macro F1") if c in table]
+st.dataframe(table[headline].style.format("{:.3f}").highlight_max(axis=0, color="#bbf7d0"), width="stretch")
+st.caption("The most accurate run first; green marks each column's best. Top-5 and the weighted means are in the "
+           "report (Overview ▸ Download report).")
 
 st.subheader("F1 per class")
-st.plotly_chart(ui.figure(f1_heatmap, per_class_f1_table(selection.runs, split)), width="stretch")
+st.plotly_chart(ui.figure(f1_heatmap, per_class_f1_table(selection.runs, split).loc[list(table.index)]),
+                width="stretch")
 
 st.subheader("Confusion matrix")
 left, right = st.columns([2, 1])
@@ -36,7 +40,7 @@ ui.share_view(model=run_name)
 normalized = right.toggle("Row-normalised", key="eval_normalized")
 run = selection.run(run_name)
 metrics = ui.metrics(run, split)
-event = st.plotly_chart(ui.figure(confusion_figure, metrics, normalized), width="stretch", on_select="rerun",
+event = st.plotly_chart(ui.figure(confusion_figure, metrics, normalized), width="content", on_select="rerun",
                         selection_mode="points", key=f"confusion_{run_name}_{split}")
 points = (event or {}).get("selection", {}).get("points", []) if event else []
 classes = metrics["classes"]
@@ -44,8 +48,9 @@ st.caption("Click a cell to list its images, or pick the cell here:")
 cell_left, cell_right = st.columns(2)
 default_true = points[0]["y"] if points else classes[0]
 default_pred = points[0]["x"] if points else classes[0]
-true = cell_left.selectbox("True class", classes, index=classes.index(default_true), key=f"cell_true_{bool(points) and default_true}")
-predicted = cell_right.selectbox("Predicted class", classes, index=classes.index(default_pred),
+true = cell_left.selectbox("True class", classes, index=classes.index(default_true), format_func=spoken,
+                           key=f"cell_true_{bool(points) and default_true}")
+predicted = cell_right.selectbox("Predicted class", classes, index=classes.index(default_pred), format_func=spoken,
                                  key=f"cell_pred_{bool(points) and default_pred}")
 predictions = ui.predictions(run, split)
 if predictions is not None:
@@ -99,14 +104,16 @@ for run in selection.runs:
     if measured["sets"] is not None:
         report = measured["sets"]
         rows[run.name] |= {"set coverage": report["coverage"], "mean set size": report["mean_size"],
-                           "worst class": report["worst_class"], "its coverage": report["worst_class_coverage"]}
+                           # one column for the worst class and its coverage: two cut the table at 1280 px
+                           "worst class (coverage)": f"{spoken(report['worst_class'])} "
+                                                     f"({report['worst_class_coverage']:.0%})"}
         per_class[run.name] = {c: v["coverage"] for c, v in report["per_class"].items()}
 if rows:
     st.markdown(f"**Prediction sets and abstaining on {split}.** A set holds the classes the model cannot rule "
                 f"out at {coverage:.0%} coverage; the threshold (found on val) keeps the answers it is sure of.")
     st.dataframe(pd.DataFrame.from_dict(rows, orient="index").style.format(
         {"threshold (val)": "{:.0%}", "answered": "{:.0%}", "accuracy answered": "{:.1%}", "set coverage": "{:.1%}",
-         "mean set size": "{:.2f}", "its coverage": "{:.1%}"}), width="stretch")
+         "mean set size": "{:.2f}"}), width="stretch")
     if per_class:
         st.caption("Coverage per true class: the guarantee holds on average, not for every class — red marks the "
                    "classes it fails.")

@@ -47,28 +47,12 @@ if selection.data_root is None:
 
 def open_detail(filename: str) -> None:
     st.session_state["mistakes_detail"] = filename
+    st.session_state["mistakes_opened"] = True  # shown in a window over the cards, where the click was
 
 
-grid = st.columns(4)
-for i, card in enumerate(picture_cards(shown_frames, table)):  # one card per picture, every model's answer
-    with grid[i % 4].container(border=True, key=f"mistake_card_{i}"):
-        picture = ui.thumb(selection, card["filename"], 240)
-        if picture is not None:
-            st.image(picture, width="stretch")
-        st.markdown(f"**{spoken(card['true'])}** · {card['wrong']}/{len(card['answers'])} wrong")
-        st.caption("  \n".join(f"{'✅' if right else '❌'} {name}: {spoken(predicted)} {confidence:.0%}"
-                               for name, predicted, confidence, right in card["answers"]))
-        st.button("Open ▸", key=f"open_mistake_{i}", on_click=open_detail, args=(card["filename"],),
-                  width="stretch")
-with st.expander("All mistakes as a table (one row per picture and model)"):
-    st.dataframe(table, hide_index=True, width="stretch")
-
-if len(table):
-    st.subheader("Detail")
-    files = table["filename"].unique().tolist()
-    if st.session_state.get("mistakes_detail") not in files:
-        st.session_state.pop("mistakes_detail", None)
-    chosen = st.selectbox("Image", files, key="mistakes_detail", help="Or click Open on a card above.")
+def detail(chosen: str) -> None:
+    """One picture: the picture itself, every model's answer, the training pictures each model finds most like
+    it, and (on request) each model's Grad-CAM."""
     rows = [{"run": name, **f.set_index("filename").loc[chosen, ["predicted", "confidence"]].to_dict()}
             for name, f in shown_frames.items() if chosen in set(f["filename"])]
     left, right = st.columns([1, 2])
@@ -98,3 +82,31 @@ if len(table):
                     columns[i % len(columns)].image(
                         overlay_on_picture(result, image, model.run.card["input_size"], model.run.card["crop_pct"]),
                         caption=f"{model.name}: {spoken(model.classes[result.target])}", width="stretch")
+
+
+grid = st.columns(4)
+for i, card in enumerate(picture_cards(shown_frames, table)):  # one card per picture, every model's answer
+    with grid[i % 4].container(border=True, key=f"mistake_card_{i}"):
+        picture = ui.thumb(selection, card["filename"], 240)
+        if picture is not None:
+            st.image(picture, width="stretch")
+        st.markdown(f"**{spoken(card['true'])}** · {card['wrong']}/{len(card['answers'])} wrong")
+        st.caption("  \n".join(f"{'✅' if right else '❌'} {name}: {spoken(predicted)} {confidence:.0%}"
+                               for name, predicted, confidence, right in card["answers"]))
+        st.button("Open ▸", key=f"open_mistake_{i}", on_click=open_detail, args=(card["filename"],),
+                  width="stretch")
+with st.expander("All mistakes as a table (one row per picture and model)"):
+    st.dataframe(table, hide_index=True, width="stretch")
+
+if len(table):
+    st.subheader("Detail")
+    files = table["filename"].unique().tolist()
+    if st.session_state.get("mistakes_detail") not in files:
+        st.session_state.pop("mistakes_detail", None)
+    chosen = st.selectbox("Image", files, key="mistakes_detail", help="Or click Open on a card above.")
+    if st.session_state.pop("mistakes_opened", False):  # a card's Open: the detail comes to the visitor
+        st.dialog(f"{spoken(table.loc[table['filename'] == chosen, 'true'].iloc[0])} · {chosen}",
+                  width="large")(detail)(chosen)
+        st.caption("Shown in the window over the cards; close it to see it here.")
+    else:
+        detail(chosen)

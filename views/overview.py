@@ -1,7 +1,7 @@
 import streamlit as st
 
 import ui
-from har_core.analysis import overview_table
+from har_core.analysis import overview_table, starts_from
 from har_core.ensemble import stored_metrics
 from har_core.plots import accuracy_bars
 
@@ -11,9 +11,11 @@ st.caption("The trained models side by side. Metrics are on each run's held-out 
 ui.need_runs(selection)
 
 table = overview_table(selection.runs)
+score = {"format": "%.3f", "min_value": 0, "max_value": 1, "width": "small"}
 st.dataframe(table, hide_index=True, width="stretch",
-             column_config={"test accuracy": st.column_config.ProgressColumn(format="%.3f", min_value=0, max_value=1),
-                            "test macro-F1": st.column_config.ProgressColumn(format="%.3f", min_value=0, max_value=1)})
+             column_config={"test accuracy": st.column_config.ProgressColumn("test accuracy", **score),
+                            "test macro-F1": st.column_config.ProgressColumn("test macro-F1", **score),
+                            "parameters (M)": st.column_config.NumberColumn(format="%.1f")})
 if table["test accuracy"].notna().any():
     st.plotly_chart(ui.figure(accuracy_bars, table.dropna(subset=["test accuracy"])), width="stretch")
 members = ui.ensemble_members(selection.runs, key="overview_ensemble")
@@ -38,17 +40,19 @@ for i, run in enumerate(selection.runs):
     with columns[i % len(columns)].container(border=True):
         st.markdown(f"#### {run.name}")
         st.markdown(f"**{card['model']}** · {card.get('parameters', 0) / 1e6:.1f}M parameters · "
-                    f"{card['input_size']} px  \n**pretrained:** {card['pretrained']}"
-                    + (f"  \n**trained on:** {card['device']}" if card.get("device") else "")
+                    f"{card['input_size']} px  \n**starts from:** {starts_from(card)}"
+                    + (f"  \n**trained on:** {card['device'].upper()}" if card.get("device") else "")
                     + (f"  \n**distilled from:** {', '.join(card['distillation']['teachers'])}"
                        if card.get("distillation") else ""),
-                    help=ui.glossary("distilled" if card.get("distillation") else ""))
+                    help=f"Weights: {card['pretrained']}" + (f"\n\n{meaning}" if (meaning := ui.glossary(
+                        "distilled " * bool(card.get("distillation")) + "linear head " * ("taught" in card))) else ""))
         test = card.get("metrics", {}).get("test")
         if test:
             left, right = st.columns(2)
             left.metric("test accuracy", f"{test['accuracy']:.1%}")
             right.metric("macro-F1", f"{test['macro_f1']:.3f}")
-        if card.get("notes"):
-            st.caption(card["notes"], help=ui.glossary(card["notes"]))
+        if card.get("notes"):  # a long recipe folds away: the card's answer is its numbers
+            with st.expander("How it was trained") if len(card["notes"]) > 160 else st.container():
+                st.caption(card["notes"], help=ui.glossary(card["notes"]))
         with st.expander("card.json"):
             st.json(card, expanded=False)

@@ -17,7 +17,7 @@ base_run = ui.teach_base(selection, top[0])
 count = top[1].number_input("Classes", MIN_CLASSES, MAX_CLASSES, 3, key="teach_count")
 
 names, pictures = [], []
-columns = st.columns(min(3, count))
+columns = st.columns(min(2, count))  # two a row: a third of the page hid the fourth way to add pictures
 for i in range(count):
     with columns[i % len(columns)].container(border=True):
         names.append(st.text_input("Class name", key=f"teach_name_{i}", placeholder="e.g. waving"))
