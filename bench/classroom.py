@@ -160,8 +160,11 @@ def navigation_round(page) -> dict:
             start = time.perf_counter()
             page.get_by_role("button", name="Open ▸").nth(1).click()
             page.wait_for_function(RUN_ENDED, polling=20)
-            page.locator("[data-testid='stImageCaption']").last.wait_for()
+            page.locator("[role='dialog'] [data-testid='stImageCaption']").first.wait_for()
             opened = time.perf_counter() - start
+            page.keyboard.press("Escape")  # close the window over the cards: the page behind it is inert
+            page.locator("[role='dialog']").wait_for(state="detached")
+            page.wait_for_function(RUN_ENDED, polling=20)
     return {"switch": statistics.median(switches), "pages": per_page, "cell": cell, "open": opened}
 
 

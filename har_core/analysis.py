@@ -16,12 +16,15 @@ from har_core.metrics import per_class_f1, summary
 
 
 def starts_from(card: dict) -> str:
-    """Where a run's weights started, in plain words: ImageNet, a random start, distillation or a taught head."""
+    """Where a run's weights started, in plain words (random, ImageNet, a weight file, a taught head's base), and
+    whether it learned from teachers too."""
     if "taught" in card:
         return f"taught head on {card['taught']['base']}"
-    if card.get("distillation"):
-        return f"random, distilled from {len(card['distillation']['teachers'])} teachers"
-    return "random (from scratch)" if card["pretrained"].startswith("none") else "ImageNet"
+    pretrained = card["pretrained"]
+    start = "random" if pretrained.startswith("none") else \
+        f"weights of {Path(pretrained.removeprefix('file ')).name}" if pretrained.startswith("file ") else "ImageNet"
+    teachers = len(card.get("distillation", {}).get("teachers", []))
+    return f"{start}, distilled from {teachers} teacher{'s' * (teachers != 1)}" if teachers else start
 
 
 def overview_table(runs: list[Run]) -> pd.DataFrame:
@@ -49,6 +52,7 @@ METRIC_NAMES = {"accuracy": "accuracy", "top3_accuracy": "top-3 accuracy", "top5
                 "macro_precision": "macro precision", "macro_recall": "macro recall", "macro_f1": "macro F1",
                 "weighted_precision": "weighted precision", "weighted_recall": "weighted recall",
                 "weighted_f1": "weighted F1"}  # what a table header says for each metrics-file key
+HEADLINE = ("accuracy", "top-3 accuracy", "macro precision", "macro recall", "macro F1")  # what fits 1280 px
 
 
 def metrics_table(runs: list[Run], split: str) -> pd.DataFrame:

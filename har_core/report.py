@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 from PIL import Image
 
-from har_core.analysis import dataset_summary, metrics_table, mistakes, overview_table, per_class_f1_table
+from har_core.analysis import HEADLINE, dataset_summary, metrics_table, mistakes, overview_table, per_class_f1_table
 from har_core.artifacts import Run
 from har_core.calibration import calibrated_frame, calibration_table, report_of, run_temperature
 from har_core.data import DataError
@@ -162,7 +162,7 @@ def build_report(runs: list[Run], data_root: Path | None = None, split: str = "t
     table = metrics_table(runs, split)
     overview = overview_table(runs).set_index("run")
     overview = overview[[c for c in ("architecture", "starts from", "input size", "parameters (M)") if c in overview]]
-    headline = [c for c in ("accuracy", "top-3 accuracy", "macro precision", "macro recall", "macro F1") if c in table]
+    headline = [c for c in HEADLINE if c in table]
     comparison = (overview.join(table[headline], how="left") if not table.empty else overview).rename_axis(None)
     bars = overview_table(runs).dropna(subset=["test accuracy"])
     sections["Comparison"] = table_html(comparison) + (figure_html(accuracy_bars(bars)) if len(bars) else "")

@@ -110,6 +110,16 @@ def test_the_app_opens_on_the_har_bundle_and_each_runs_folder_brings_its_own_dat
     if SPORTS15.is_dir():
         assert Path(at.selectbox(key="data_dir").value).name == "sports15"
         assert not [w for w in at.sidebar.warning if "did not learn from" in w.value]
+        assert (at.query_params["runs"], at.query_params["data"]) == ("runs", "sports15")  # the link names both
+        # a link made on the demo runs opens the demo runs, not the HAR runs with sports15 pictures
+        linked = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+        linked.query_params.update(runs="runs", data="sports15")
+        linked.run()
+        assert linked.selectbox(key="runs_dir").value == str(BUNDLE) and not linked.sidebar.warning
+        linked.selectbox(key="runs_dir").set_value(str(ROOT / "assets" / "runs_har")).run()  # HAR's runs: har
+        assert Path(linked.selectbox(key="data_dir").value).name == "har" or not SPORTS15.parent.joinpath("har").is_dir()
+        linked.selectbox(key="data_dir").set_value(str(SPORTS15.resolve())).run()  # not what they learned from
+        assert [w for w in linked.sidebar.warning if "did not learn from **sports15**" in w.value]
     # every card says where it was trained (the GPU-trained runs must not pass for CPU rebuilds)
     shown = Counter(m.value.split("**trained on:** ")[1].split("  \n")[0] for m in at.markdown
                     if "**trained on:** " in m.value)

@@ -210,7 +210,7 @@ def test_evaluate_shows_each_runs_calibration_sets_and_abstaining_as_computed_he
         found = run_held_out(run)
         assert sets.loc[run.name, "threshold (val)"] == pytest.approx(found.threshold(0.9))
     # the worst class in words with its coverage, in one column (two cut the table at 1280 px)
-    assert sets["worst class (coverage)"].str.fullmatch(r"[a-z ]+ \(\d+%\)").all()
+    assert sets["worst class (coverage)"].str.fullmatch(r"[a-z ]+ \(\d+\.\d%\)").all()
     charts = " ".join(str(chart.proto.spec) for chart in at.get("plotly_chart"))
     assert "perfectly calibrated" in charts and "share of pictures answered" in charts
     at.slider(key="eval_coverage").set_value(0.6).run()  # smaller sets, lower coverage: computed anew

@@ -46,6 +46,18 @@ def _data_choices(settings: server.ServerConfig) -> list[Path]:
     return server.data_choices(settings)
 
 
+def _follow_folder_link(param: str, key: str, choices: list[Path]) -> None:
+    """A link's ?runs=<name> or ?data=<name> picks the allowed folder of that name, once per link (the page's own
+    value, written back into the address, is no link)."""
+    linked = st.query_params.get(param)
+    if linked and st.session_state.get(f"_link_{param}") != linked:
+        st.session_state[f"_link_{param}"] = linked
+        match = next((str(folder) for folder in choices if folder.name == linked), None)
+        if match:
+            st.session_state[f"keep_{key}"] = match
+            st.session_state.pop(key, None)
+
+
 def sidebar() -> Selection:
     """Runs and image folder, chosen in the sidebar among the folders the operator allows; every page
     starts by calling this. Visitors never type a path unless the operator opts in to free paths."""
@@ -57,7 +69,11 @@ def sidebar() -> Selection:
         if settings.free_paths:
             runs_dir = _free_folder("Runs folder", "runs_dir", str(settings.runs[0]) if settings.runs else "", runs_help)
         else:
+            _follow_folder_link("runs", "runs_dir", list(settings.runs))
             runs_dir = _folder_choice("Runs folder", "runs_dir", list(settings.runs), False, runs_help)
+            if runs_dir is not None and st.query_params.get("runs") != runs_dir.name:
+                st.query_params["runs"] = runs_dir.name  # a link names its runs too: ?data= alone reopened
+                st.session_state["_link_runs"] = runs_dir.name  # another folder's runs with this data set
         found, failures = artifacts.find_runs(runs_dir, confine=not settings.free_paths) if runs_dir else ([], [])
         if st.session_state.get("_runs_dir_was", str(runs_dir)) != str(runs_dir):  # other runs bring their own data
             for key in ("keep_data_dir", "data_dir"):
@@ -66,12 +82,7 @@ def sidebar() -> Selection:
         # default: the data set the runs were trained on (their cards say which); a link's ?data=<name> wins
         their_data = [root for r in found if (root := r.card.get("data", {}).get("root", ""))]
         trained_on = server.default_data_folder(data_sets, their_data)
-        linked = st.query_params.get("data")
-        if linked and st.session_state.get("_link_data") != linked:
-            st.session_state["_link_data"] = linked
-            match = next((str(d) for d in data_sets if d.name == linked), None)
-            if match:
-                st.session_state["keep_data_dir"] = match
+        _follow_folder_link("data", "data_dir", data_sets)
         if settings.free_paths:
             data_root = _free_folder("Image folder (optional)", "data_dir", str(trained_on or ""), data_help)
         else:

@@ -282,7 +282,7 @@ def model_columns(count: int) -> list:
 
 def need_runs(selection: Selection) -> None:
     if not selection.runs:
-        st.info("No runs selected. Choose a runs folder in the sidebar (default: the bundled demo runs).")
+        st.info("No runs selected. Choose a runs folder in the sidebar (default: the bundled HAR runs).")
         st.stop()
 
 

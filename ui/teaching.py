@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from har_core.labels import spoken
-
 from har_core import artifacts
 from har_core.artifacts import Run, RunError, run_zip
 from har_core.data import scan_cached
 from har_core.imaging import load_image
+from har_core.labels import spoken
 from har_core.teach import TaughtHead, TeachError, embed, save_head, teach
 from ui.answers import read_uploads
 from ui.common import IMAGE_TYPES, Selection, config, folder_stamp, friendly, metrics, model

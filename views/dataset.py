@@ -18,7 +18,7 @@ try:
 except DataError as error:
     st.error(str(error))
     st.stop()
-counts = summary["counts"]
+counts = summary["counts"].fillna(0).astype(int)  # a class folder with no readable picture counts 0
 a, b, c = st.columns(3)
 a.metric("Images", f"{int(counts.sum()):,}")
 b.metric("Classes", len(summary["classes"]))

@@ -2,7 +2,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from har_core.analysis import cell_samples, metrics_table, per_class_f1_table
+from har_core.analysis import HEADLINE, cell_samples, metrics_table, per_class_f1_table
 from har_core.calibration import DEFAULT_TARGET_ACCURACY, calibration_table
 from har_core.data import SPLITS
 from har_core.labels import spoken
@@ -22,10 +22,12 @@ with ui.friendly("Reading metrics"):
 if table.empty:
     st.info(f"No run has metrics for the {split} split yet: `python -m train.evaluate RUN --split {split}`.")
     st.stop()
-headline = [c for c in ("accuracy", "top-3 accuracy", "macro precision", "macro recall", "macro F1") if c in table]
+headline = [c for c in HEADLINE if c in table]
 st.dataframe(table[headline].style.format("{:.3f}").highlight_max(axis=0, color="#bbf7d0"), width="stretch")
-st.caption("The most accurate run first; green marks each column's best. Top-5 and the weighted means are in the "
-           "report (Overview ▸ Download report).")
+st.caption("The most accurate run first; green marks each column's best.")
+if len(headline) < len(table.columns):
+    with st.expander("Every metric (top-5, weighted means)"):
+        st.dataframe(table.style.format("{:.3f}").highlight_max(axis=0, color="#bbf7d0"), width="stretch")
 
 st.subheader("F1 per class")
 st.plotly_chart(ui.figure(f1_heatmap, per_class_f1_table(selection.runs, split).loc[list(table.index)]),
@@ -106,7 +108,7 @@ for run in selection.runs:
         rows[run.name] |= {"set coverage": report["coverage"], "mean set size": report["mean_size"],
                            # one column for the worst class and its coverage: two cut the table at 1280 px
                            "worst class (coverage)": f"{spoken(report['worst_class'])} "
-                                                     f"({report['worst_class_coverage']:.0%})"}
+                                                     f"({report['worst_class_coverage']:.1%})"}
         per_class[run.name] = {c: v["coverage"] for c, v in report["per_class"].items()}
 if rows:
     st.markdown(f"**Prediction sets and abstaining on {split}.** A set holds the classes the model cannot rule "

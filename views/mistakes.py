@@ -106,7 +106,7 @@ if len(table):
     chosen = st.selectbox("Image", files, key="mistakes_detail", help="Or click Open on a card above.")
     if st.session_state.pop("mistakes_opened", False):  # a card's Open: the detail comes to the visitor
         st.dialog(f"{spoken(table.loc[table['filename'] == chosen, 'true'].iloc[0])} · {chosen}",
-                  width="large")(detail)(chosen)
+                  width="large", on_dismiss="rerun")(detail)(chosen)  # closed: the detail is drawn below
         st.caption("Shown in the window over the cards; close it to see it here.")
     else:
         detail(chosen)

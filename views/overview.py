@@ -11,7 +11,7 @@ st.caption("The trained models side by side. Metrics are on each run's held-out 
 ui.need_runs(selection)
 
 table = overview_table(selection.runs)
-score = {"format": "%.3f", "min_value": 0, "max_value": 1, "width": "small"}
+score = {"format": "%.3f", "min_value": 0, "max_value": 1, "width": "medium"}
 st.dataframe(table, hide_index=True, width="stretch",
              column_config={"test accuracy": st.column_config.ProgressColumn("test accuracy", **score),
                             "test macro-F1": st.column_config.ProgressColumn("test macro-F1", **score),
