@@ -103,6 +103,8 @@ def test_the_app_opens_on_the_har_bundle_and_each_runs_folder_brings_its_own_dat
     assert list(at.dataframe[0].value["run"]) == [r.name for r in sorted(
         har_runs, key=lambda r: -r.card["metrics"]["test"]["accuracy"])]  # the answer first: the best run on top
     assert any("Ensemble" in s.value for s in at.success)
+    cards = [m.value.removeprefix("#### ") for m in at.markdown if m.value.startswith("#### ")]
+    assert cards == list(at.dataframe[0].value["run"])  # the cards in the table's order, the best first
     if SPORTS15.parent.joinpath("har").is_dir():
         assert Path(at.selectbox(key="data_dir").value).name == "har"
     at.selectbox(key="runs_dir").set_value(str(BUNDLE)).run()

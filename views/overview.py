@@ -35,7 +35,8 @@ st.download_button("⬇️ Download report (HTML, opens offline)", lambda: ui.re
 
 st.subheader("Model cards")
 columns = ui.model_columns(len(selection.runs))
-for i, run in enumerate(selection.runs):
+order = list(table["run"])  # the cards in the table's order, the best first
+for i, run in enumerate(sorted(selection.runs, key=lambda run: order.index(run.name))):
     card = run.card
     with columns[i % len(columns)].container(border=True):
         st.markdown(f"#### {run.name}")
