@@ -146,3 +146,21 @@ def test_every_har_run_ships_reduced_embeddings_of_its_data_that_reproduce_its_r
         stored = json.loads((run.path / "retrieval.json").read_text())
         assert retrieval_report(run, found) == {k: v for k, v in stored.items() if k != "reduction"}
         assert stored["reduction"]["retrieval_full"]["test"]["n"] == stored["test"]["n"]
+
+
+@pytest.mark.skipif(not (SPORTS15.parent / "har").is_dir(), reason="the HAR data set (../shared/data/har) is not here")
+def test_the_best_har_run_ships_channel_tops_whose_pictures_and_responses_reproduce():
+    """Inside on the HAR bundle said "no channel tops yet": the best HAR run ships them, ranked over its 7,771
+    training pictures; a stored top picture is a training picture and its response is the stored score."""
+    import numpy as np
+    from har_core.channels import channel_maps, load_channel_tops
+    from har_core.imaging import load_image
+    run = next(r for r in find_runs(ROOT / "assets" / "runs_har")[0] if r.name == "efficientnet_lite2")
+    tops = load_channel_tops(run)  # the run's own weights, or it raises
+    manifest = run.manifest()
+    assert tops.files == list(manifest.loc[manifest["split"] == "train", "filename"]) and len(tops.files) == 7771
+    loaded = load_run(run.path)
+    for module in list(tops.rows)[::4]:  # every fourth stage, its channel 3: the top picture's strongest response
+        (name, score), *_ = tops.top(module, 3)
+        response = channel_maps(loaded, [load_image(SPORTS15.parent / "har" / name)], module, 3)[0].max()
+        assert float(response) == pytest.approx(score, rel=2e-3, abs=2e-3)  # stored as float16
