@@ -149,13 +149,14 @@ def test_every_har_run_ships_reduced_embeddings_of_its_data_that_reproduce_its_r
 
 
 @pytest.mark.skipif(not (SPORTS15.parent / "har").is_dir(), reason="the HAR data set (../shared/data/har) is not here")
-def test_the_best_har_run_ships_channel_tops_whose_pictures_and_responses_reproduce():
-    """Inside on the HAR bundle said "no channel tops yet": the best HAR run ships them, ranked over its 7,771
-    training pictures; a stored top picture is a training picture and its response is the stored score."""
+@pytest.mark.parametrize("name", ["efficientnet_lite2", "efficientnet_lite1"])
+def test_the_best_har_runs_ship_channel_tops_whose_pictures_and_responses_reproduce(name):
+    """Inside on the HAR bundle said "no channel tops yet": the two best HAR runs ship them, ranked over their
+    7,771 training pictures; a stored top picture is a training picture and its response is the stored score."""
     import numpy as np
     from har_core.channels import channel_maps, load_channel_tops
     from har_core.imaging import load_image
-    run = next(r for r in find_runs(ROOT / "assets" / "runs_har")[0] if r.name == "efficientnet_lite2")
+    run = next(r for r in find_runs(ROOT / "assets" / "runs_har")[0] if r.name == name)
     tops = load_channel_tops(run)  # the run's own weights, or it raises
     manifest = run.manifest()
     assert tops.files == list(manifest.loc[manifest["split"] == "train", "filename"]) and len(tops.files) == 7771
