@@ -98,7 +98,11 @@ def disagreement_heatmap(predictions: dict[str, pd.DataFrame]) -> go.Figure:
     matrix = disagreement_matrix(predictions)
     figure = px.imshow(matrix, zmin=0, zmax=1, color_continuous_scale="Oranges", text_auto=".2f",
                        title="share of images two models label differently")
-    figure.update_layout(font=FONT, height=150 + 45 * len(matrix))
+    label_px = 10 * max(len(name) for name in matrix.index)  # whole run names on both axes
+    cells = 90 * len(matrix)  # cells big enough to read their share, at its own size (never a 65 px thumbnail)
+    figure.update_layout(font=FONT, width=cells + label_px + 160, height=cells + label_px + 90,
+                         margin=dict(l=10, r=10, t=50, b=10), coloraxis_colorbar=dict(title="", tickvals=[0, 0.5, 1]))
+    figure.update_xaxes(tickangle=-45)
     return figure
 
 
@@ -353,9 +357,13 @@ def risk_coverage_figure(curves: dict[str, pd.DataFrame], chosen: dict[str, tupl
 
 
 def coverage_heatmap(table: pd.DataFrame, target: float) -> go.Figure:
-    """Per-class coverage of each run's prediction sets (rows: runs): red where the guarantee fails a class."""
-    figure = px.imshow(table.rename(columns=spoken), zmin=max(0.0, target - 0.3), zmax=1,
-                       color_continuous_scale="RdYlGn", text_auto=".2f", aspect="auto")
+    """Per-class coverage of each run's prediction sets (rows: runs): red where the guarantee fails a class (below
+    the target coverage, the further the redder), green where it holds."""
+    low = max(0.0, target - 0.3)
+    edge = (target - low) / (1 - low)  # where the target sits on the colour scale
+    scale = [[0, "#b91c1c"], [max(0.0, edge - 1e-6), "#fca5a5"], [edge, "#bbf7d0"], [1, "#15803d"]]
+    figure = px.imshow(table.rename(columns=spoken), zmin=low, zmax=1, color_continuous_scale=scale,
+                       text_auto=".2f", aspect="auto")
     figure.update_layout(font=FONT, height=300 + 45 * len(table), xaxis_title="", yaxis_title="",
                          coloraxis_colorbar=dict(title="coverage", len=1.0, thickness=18))
     figure.update_xaxes(tickangle=-45)

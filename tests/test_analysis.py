@@ -244,3 +244,22 @@ def test_class_names_read_in_words_on_every_class_axis_and_a_class_keeps_its_col
     assert list(every) == ["calling", "listening to music", "using laptop"] and len(set(every.values())) == 3
     assert all(some[name] == every[name] for name in some) and len(some) == 2
     assert every["calling"] == bars.data[0].marker.color[0]  # one colour per class on both charts
+
+
+def test_the_coverage_heatmap_is_red_exactly_where_a_class_misses_the_target():
+    """#25 walk: at a 90 % target, classes at 0.85–0.89 were drawn green-yellow under a caption saying red marks them."""
+    from plotly.colors import sample_colorscale
+    figure = plots.coverage_heatmap(pd.DataFrame([[0.89, 0.90, 0.99]], index=["run"], columns=["a", "b", "c"]), 0.9)
+    axis = figure.layout.coloraxis
+    colour = lambda value: sample_colorscale(  # noqa: E731
+        [[s[0], s[1]] for s in axis.colorscale], (value - axis.cmin) / (axis.cmax - axis.cmin), colortype="rgb")[0]
+    red = lambda rgb: (lambda r, g, b: r > g and r > b)(*map(int, rgb[4:-1].split(",")))  # noqa: E731
+    assert red(colour(0.89)) and red(colour(0.65)) and not red(colour(0.90)) and not red(colour(0.99))
+
+
+def test_the_disagreement_matrix_is_drawn_big_enough_to_read_with_whole_names():
+    names = ["efficientnet_lite1", "efficientnet_lite2", "vgg16"]
+    frame = pd.DataFrame({"filename": ["a", "b"], "true": ["x", "y"], "predicted": ["x", "y"], "confidence": 0.9})
+    figure = plots.disagreement_heatmap({name: frame for name in names})
+    assert list(figure.data[0].x) == names and figure.layout.width >= 90 * 3 + 10 * len(names[0])
+    assert figure.layout.height >= 90 * 3  # 65 px for three runs in presentation mode before

@@ -109,6 +109,9 @@ def test_the_app_opens_on_the_har_bundle_and_each_runs_folder_brings_its_own_dat
         assert Path(at.selectbox(key="data_dir").value).name == "har"
     at.selectbox(key="runs_dir").set_value(str(BUNDLE)).run()
     assert not at.exception and len(at.dataframe[0].value) == len(bundled())
+    from har_core.ensemble import default_members  # the new folder's ensemble, not the names the old one shared
+    assert at.multiselect(key="overview_ensemble").value == default_members(bundled()) != ["efficientnet_lite1",
+                                                                                             "efficientnet_lite2", "vgg16"]
     if SPORTS15.is_dir():
         assert Path(at.selectbox(key="data_dir").value).name == "sports15"
         assert not [w for w in at.sidebar.warning if "did not learn from" in w.value]

@@ -473,7 +473,8 @@ def test_presentation_link_and_explain_maps_redrawn_without_recomputing(server, 
     assert first["y"] == second["y"] and second["x"] > first["x"] + first["width"] / 2  # side by side (#25.5)
     assert first["height"] < 900 and first["width"] > 400  # a card fits a screen, the page its whole width
     answer = page.locator("[data-testid='stMetricValue']").first
-    assert float(answer.evaluate("e => getComputedStyle(e).fontSize").rstrip("px")) >= 56  # the answer large
+    # the answer large: the text itself (a paragraph inside the metric), not only its box
+    assert float(answer.evaluate("e => getComputedStyle(e.querySelector('p') || e).fontSize").rstrip("px")) >= 50
     assert "present=1" in page.url
     shot(page, "11_presentation")
     page.goto(f"{server.url}/explain")
@@ -495,3 +496,33 @@ def test_every_page_in_presentation_mode_draws_without_an_error(server, page):
         assert page.locator("[data-testid='stException']").count() == 0, name
         header, title = (page.locator(css).first.bounding_box() for css in ("[data-testid='stHeader']", "h1"))
         assert title["y"] >= header["y"] + header["height"], name  # the title whole, not half under the header
+
+
+@pytest.mark.skipif(not (SPORTS15.is_dir() and (SPORTS15.parent / "har").is_dir()),
+                    reason="the HAR and sports15 data sets (../shared/data) are not here")
+def test_switching_the_runs_folder_in_the_browser_switches_the_image_folder_it_shows(page, tmp_path):
+    """#25: after choosing the sports15 runs the page used sports15, but the sidebar kept showing (and later sent
+    back) data/har, and the runs shown and the ensemble stayed the HAR folder's: the app removed the widgets' values
+    instead of setting them, and the browser kept its own."""
+    fresh = start_server(None, None, tmp_path / "server.log")  # the project's defaults: HAR runs, ../shared/data
+    try:
+        page.goto(fresh.url)
+        page.locator("h1").wait_for()
+        settle(page)
+        folder = lambda label: page.get_by_role("combobox", name=label).input_value()  # noqa: E731 - what it shows
+        assert (folder("Runs folder"), folder("Image folder")) == ("assets/runs_har", "data/har")
+        page.get_by_role("combobox", name="Runs folder").click()
+        page.get_by_role("option", name="assets/runs", exact=True).click()
+        settle(page)
+        page.wait_for_timeout(1000)
+        assert folder("Image folder") == "data/sports15"
+        demo = sorted(p.name for p in (ROOT / "assets" / "runs").iterdir() if (p / "card.json").is_file())
+        shown = page.locator("[data-testid='stSidebar'] [data-testid='stMultiSelectTagsContainer'] span[title]")
+        assert sorted(set(shown.all_inner_texts())) == demo  # every run of the new folder
+        page.locator("[data-testid='stSidebarNav'] a").filter(has_text="Dataset").first.click()  # another run
+        settle(page)
+        page.wait_for_timeout(1000)
+        assert folder("Image folder") == "data/sports15" and "data=sports15" in page.url
+        assert sorted(set(shown.all_inner_texts())) == demo
+    finally:
+        stop_server(fresh)

@@ -21,6 +21,8 @@ def _folder_choice(label: str, key: str, choices: list[Path], optional: bool, he
     index = options.index(kept) if kept in options else fallback
     if not options:
         return None
+    if key in st.session_state and st.session_state[key] not in options:  # a folder no longer offered
+        del st.session_state[key]
     picked = st.selectbox(label, options, index=index, key=key, help=help,
                           format_func=lambda value: value if value == "(none)" else _short(value))
     st.session_state[f"keep_{key}"] = picked
@@ -46,6 +48,13 @@ def _data_choices(settings: server.ServerConfig) -> list[Path]:
     return server.data_choices(settings)
 
 
+def _set_widget(key: str, value) -> None:
+    """Give a sidebar widget a value from the app (a link, another runs folder): through st.session_state, the one
+    way the browser's widget shows it too (removing the key let the browser keep showing, and send back, the old
+    value)."""
+    st.session_state[key] = st.session_state[f"keep_{key}"] = value
+
+
 def _follow_folder_link(param: str, key: str, choices: list[Path]) -> None:
     """A link's ?runs=<name> or ?data=<name> picks the allowed folder of that name, once per link (the page's own
     value, written back into the address, is no link)."""
@@ -54,8 +63,7 @@ def _follow_folder_link(param: str, key: str, choices: list[Path]) -> None:
         st.session_state[f"_link_{param}"] = linked
         match = next((str(folder) for folder in choices if folder.name == linked), None)
         if match:
-            st.session_state[f"keep_{key}"] = match
-            st.session_state.pop(key, None)
+            _set_widget(key, match)
 
 
 def sidebar() -> Selection:
@@ -75,13 +83,13 @@ def sidebar() -> Selection:
                 st.query_params["runs"] = runs_dir.name  # a link names its runs too: ?data= alone reopened
                 st.session_state["_link_runs"] = runs_dir.name  # another folder's runs with this data set
         found, failures = artifacts.find_runs(runs_dir, confine=not settings.free_paths) if runs_dir else ([], [])
-        if st.session_state.get("_runs_dir_was", str(runs_dir)) != str(runs_dir):  # other runs bring their own data
-            for key in ("keep_data_dir", "data_dir"):
-                st.session_state.pop(key, None)
+        switched = st.session_state.get("_runs_dir_was", str(runs_dir)) != str(runs_dir)
         st.session_state["_runs_dir_was"] = str(runs_dir)
         # default: the data set the runs were trained on (their cards say which); a link's ?data=<name> wins
         their_data = [root for r in found if (root := r.card.get("data", {}).get("root", ""))]
         trained_on = server.default_data_folder(data_sets, their_data)
+        if switched:  # other runs bring their own data set (a link's ?data= below still wins)
+            _set_widget("data_dir", str(trained_on) if trained_on else ("" if settings.free_paths else "(none)"))
         _follow_folder_link("data", "data_dir", data_sets)
         if settings.free_paths:
             data_root = _free_folder("Image folder (optional)", "data_dir", str(trained_on or ""), data_help)
@@ -99,9 +107,12 @@ def sidebar() -> Selection:
         names = [run.name for run in found]
         known = st.session_state.get("keep_known_runs", names)
         kept = [n for n in st.session_state.get("keep_chosen_runs", names) if n in names]
-        if new := [n for n in names if n not in known]:  # a run saved since (Teach) is shown too
-            kept += new
-            st.session_state.pop("chosen_runs", None)
+        if switched:  # another folder: all its runs
+            _set_widget("chosen_runs", names)
+        elif new := [n for n in names if n not in known]:  # a run saved since (Teach) is shown too
+            _set_widget("chosen_runs", kept + new)
+        elif [n for n in st.session_state.get("chosen_runs", []) if n not in names]:  # a run gone since
+            _set_widget("chosen_runs", kept)
         chosen = st.multiselect("Runs to show", names, default=kept, key="chosen_runs")
         st.session_state["keep_chosen_runs"], st.session_state["keep_known_runs"] = chosen, names
         if not found:
@@ -122,6 +133,11 @@ def sidebar() -> Selection:
         if present != was:
             st.rerun()  # app.py sets the sidebar's state before the page runs
         runs, left_out = one_class_list([run for run in found if run.name in chosen])
+        if switched:  # each page's choices among the old folder's runs start from their defaults again
+            for key in RUN_CHOICES:
+                st.session_state.pop(key, None)
+            for key in ENSEMBLE_CHOICES:  # set, not removed: the browser shows the new members too
+                st.session_state[key] = default_members(runs)
     selection = Selection(runs=runs, data_root=data_root, runs_dir=Path(runs_dir) if runs_dir else None,
                           left_out=left_out)
     warm_up(selection.runs)
@@ -133,6 +149,7 @@ def sidebar() -> Selection:
     return selection
 
 
+ENSEMBLE_CHOICES = ("predict_ensemble", "overview_ensemble")  # the two ensemble pickers (`ensemble_members`)
 # widgets whose value is a choice among the shown runs (reset when the class list changes)
 RUN_CHOICES = ("predict_models", "predict_ensemble", "overview_ensemble", "cam_models", "video_models", "map_run",
                "eval_model", "mistakes_models", "teach_base", "dataset_audit_run")

@@ -261,7 +261,8 @@ PRESENTATION_CSS = """<style>
 html { font-size: 21px; }
 [data-testid="stMainBlockContainer"] { max-width: 100%; padding: 4.5rem 2.5rem 0 2.5rem; }  /* below the header */
 [data-testid="stMarkdownContainer"] p, [data-testid="stCaptionContainer"] { font-size: 1.05rem; }
-[data-testid="stMetricValue"] { font-size: 3rem; line-height: 1.15; }
+[data-testid="stMetricValue"], [data-testid="stMetricValue"] p { font-size: 2.6rem; line-height: 1.15; }
+[data-testid="stMetricValue"] * { white-space: normal; overflow: visible; text-overflow: clip; }  /* a long answer wraps */
 .har-bars { font-size: 1.15rem; }
 </style>"""
 

@@ -175,7 +175,8 @@ def similar_images(selection: Selection, run: Run, vector, probs, k: int = SHOW_
                 f"({answer.votes[winner]:.0%})")
     neighbour_grid(selection, run, found, answer.similarities, answer.rows, columns=columns)
     st.caption(f"Retrieval-augmented: **{spoken(found.classes[int(answer.mixed.argmax())])}** ({answer.mixed.max():.0%}) — "
-               f"{1 - answer.weight:.2f} × model + {answer.weight:.2f} × vote of {VOTE_K} neighbours "
+               f"{1 - answer.weight:.2f} × the model's raw (uncalibrated) probability + {answer.weight:.2f} × the "
+               f"vote of {VOTE_K} neighbours "
                "(weight chosen on val)")
     if found.reduction is not None:
         st.caption(f"Similarities from {run.name}'s {found.dimensions} embeddings (shipped reduced): they run a "

@@ -87,7 +87,7 @@ else:
                 st.caption("Ranked by cleanlab. Val and test pictures: the model's own probabilities, out-of-sample. "
                            "Training pictures: a cross-validated linear probe on embeddings of a network trained on "
                            "these same labels — a weaker signal, since a wrong label it memorised can hide.")
-                ui.thumbnail_grid(selection, [(row.filename, f"{row.given} → {row.suggested}?")
+                ui.thumbnail_grid(selection, [(row.filename, f"{spoken(row.given)} → {spoken(row.suggested)}?")
                                               for row in report.label_issues.head(12).itertuples()], columns=6, size=140)
                 st.dataframe(report.label_issues, hide_index=True, width="stretch")
                 st.download_button("⬇️ label_issues.csv", report.label_issues.to_csv(index=False),

@@ -66,7 +66,7 @@ if len(selection.runs) > 1:
     st.subheader("Model vs model disagreement")
     frames = {r.name: p for r in selection.runs if (p := ui.predictions(r, split)) is not None}
     if len(frames) > 1:
-        st.plotly_chart(ui.figure(disagreement_heatmap, frames), width="stretch")
+        st.plotly_chart(ui.figure(disagreement_heatmap, frames), width="content")
 
 st.subheader("🎯 How sure: calibration, prediction sets, abstaining")
 if split == "train":
@@ -115,7 +115,10 @@ if rows:
                 f"out at {coverage:.0%} coverage; the threshold (found on val) keeps the answers it is sure of.")
     st.dataframe(pd.DataFrame.from_dict(rows, orient="index").style.format(
         {"threshold (val)": "{:.0%}", "answered": "{:.0%}", "accuracy answered": "{:.1%}", "set coverage": "{:.1%}",
-         "mean set size": "{:.2f}"}), width="stretch")
+         "mean set size": "{:.2f}"}), width="stretch",
+        column_config={name: st.column_config.Column(label) for name, label in (  # short: every column whole at 1280 px
+            ("threshold (val)", "threshold"), ("accuracy answered", "acc. answered"), ("set coverage", "coverage"),
+            ("mean set size", "set size"))})
     if per_class:
         st.caption("Coverage per true class: the guarantee holds on average, not for every class — red marks the "
                    "classes it fails.")

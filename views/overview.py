@@ -11,11 +11,15 @@ st.caption("The trained models side by side. Metrics are on each run's held-out 
 ui.need_runs(selection)
 
 table = overview_table(selection.runs)
-score = {"format": "%.3f", "min_value": 0, "max_value": 1, "width": "medium"}
+score = {"format": "%.3f", "min_value": 0, "max_value": 1, "width": "small"}
+narrow = {"width": "small"}  # every column in sight at 1280 px, the test scores first
 st.dataframe(table, hide_index=True, width="stretch",
-             column_config={"test accuracy": st.column_config.ProgressColumn("test accuracy", **score),
-                            "test macro-F1": st.column_config.ProgressColumn("test macro-F1", **score),
-                            "parameters (M)": st.column_config.NumberColumn(format="%.1f")})
+             column_config={"test accuracy": st.column_config.ProgressColumn("accuracy", **score),
+                            "test macro-F1": st.column_config.ProgressColumn("macro-F1", **score),
+                            "parameters (M)": st.column_config.NumberColumn("params (M)", format="%.1f", **narrow),
+                            "input size": st.column_config.NumberColumn("input px", **narrow),
+                            "epochs": st.column_config.NumberColumn(**narrow),
+                            "data": st.column_config.TextColumn(**narrow)})
 if table["test accuracy"].notna().any():
     st.plotly_chart(ui.figure(accuracy_bars, table.dropna(subset=["test accuracy"])), width="stretch")
 members = ui.ensemble_members(selection.runs, key="overview_ensemble")

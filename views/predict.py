@@ -21,10 +21,10 @@ chosen = st.multiselect("Models", selection.names(), default=selection.names(), 
 chosen_runs = [selection.run(n) for n in chosen]
 members = ui.ensemble_members(chosen_runs, key="predict_ensemble")
 options = st.columns(4)
-tta = options[0].toggle("Flip TTA (average with the mirrored image)", key="predict_tta")
-similar = options[1].toggle("Similar training images", value=True, key="predict_similar",
+tta = options[0].toggle("Flip TTA", key="predict_tta", help=ui.glossary("TTA"))  # short labels: whole at 1280 px
+similar = options[1].toggle("Similar images", value=True, key="predict_similar",
                             help="Under each model, the training images it finds most alike (its embedding).")
-k = options[2].slider("How many", 3, 12, 6, key="predict_k", disabled=not similar)
+k = options[2].slider("Similar images shown", 3, 12, 6, key="predict_k", disabled=not similar)
 coverage = options[3].slider("Set coverage", 0.5, 0.99, 0.9, 0.01, format="%.2f", key="predict_coverage",
                              help="Each model's prediction set holds the true class this often (split conformal "
                                   "prediction, calibrated on the run's val pictures): hard pictures get larger sets.")
@@ -61,7 +61,9 @@ if len(images) == 1:
         a, b, c = st.columns(3)
         a.metric("Ensemble", spoken(classes[int(mean[0].argmax())]),
                  f"{mean[0].max():.0%} confidence" + (" · not sure" if sure_ensemble.not_sure[0] else ""),
-                 delta_color="off", help=f"mean calibrated probability of {', '.join(members)}")
+                 delta_color="off", help=f"The calibrated probabilities of {', '.join(members)} averaged, then sharpened or softened by "
+                      "the ensemble's own temperature (fitted on val): its confidence is honest as an ensemble's, so "
+                      "it can be higher than the mean of the members'.")
         b.metric("Agreement", f"{share:.0%}",
                  f"{sum(w == label for w in winners)}/{len(winners)} members say {spoken(label)}",
                  delta_color="off", help="Among the ensemble's members: the models outside it are not counted.")
