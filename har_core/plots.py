@@ -186,7 +186,7 @@ def learning_curves(histories: dict[str, list[dict]], smoothing: float = 0.0,
                                    hovertext=f"{name}: best epoch {int(best['epoch'])}", row=row, col=col)
     longest = max((len(h) for h in histories.values()), default=1)
     figure.update_xaxes(tick0=1, dtick=max(1, longest // 10), title_text="epoch")
-    figure.update_yaxes(type="log", row=2, col=2)
+    figure.update_yaxes(type="log", dtick=1, exponentformat="power", row=2, col=2)  # 10⁻⁴, not "100µ" and stray 5s
     figure.update_layout(font=FONT, height=760, legend=dict(orientation="h", y=-0.12), margin=dict(b=10))
     return figure
 

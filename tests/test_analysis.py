@@ -112,6 +112,8 @@ def test_confusion_figure_has_one_clickable_point_per_cell(runs):
 def test_learning_curves_mark_the_best_epoch(runs):
     figure = plots.learning_curves({r.name: r.history() for r in runs})
     assert any("best" in (t.name or "") for t in figure.data)
+    rate = figure.layout.yaxis4  # the learning rate in powers of ten (the walk read "100µ" and stray minor ticks)
+    assert (rate.type, rate.dtick, rate.exponentformat) == ("log", 1, "power")
 
 
 def test_dataset_summary(kaggle_data):
