@@ -186,7 +186,9 @@ def learning_curves(histories: dict[str, list[dict]], smoothing: float = 0.0,
                                    hovertext=f"{name}: best epoch {int(best['epoch'])}", row=row, col=col)
     longest = max((len(h) for h in histories.values()), default=1)
     figure.update_xaxes(tick0=1, dtick=max(1, longest // 10), title_text="epoch")
-    figure.update_yaxes(type="log", dtick=1, exponentformat="power", row=2, col=2)  # 10⁻⁴, not "100µ" and stray 5s
+    rates = [step["lr"] for history in histories.values() for step in history if step.get("lr")]
+    decades = dict(dtick=1) if rates and max(rates) >= 10 * min(rates) else {}  # a tick per power of ten, when it spans
+    figure.update_yaxes(type="log", exponentformat="power", row=2, col=2, **decades)  # 10⁻⁴, not "100µ"
     figure.update_layout(font=FONT, height=760, legend=dict(orientation="h", y=-0.12), margin=dict(b=10))
     return figure
 
@@ -363,7 +365,7 @@ def coverage_heatmap(table: pd.DataFrame, target: float) -> go.Figure:
     edge = (target - low) / (1 - low)  # where the target sits on the colour scale
     scale = [[0, "#b91c1c"], [max(0.0, edge - 1e-6), "#fca5a5"], [edge, "#bbf7d0"], [1, "#15803d"]]
     figure = px.imshow(table.rename(columns=spoken), zmin=low, zmax=1, color_continuous_scale=scale,
-                       text_auto=".2f", aspect="auto")
+                       text_auto=".1%", aspect="auto")  # 89.6 % is red and reads so (".2f" wrote 0.90)
     figure.update_layout(font=FONT, height=300 + 45 * len(table), xaxis_title="", yaxis_title="",
                          coloraxis_colorbar=dict(title="coverage", len=1.0, thickness=18))
     figure.update_xaxes(tickangle=-45)

@@ -165,6 +165,6 @@ def test_the_best_har_runs_ship_channel_tops_whose_pictures_and_responses_reprod
     assert tops.files == list(manifest.loc[manifest["split"] == "train", "filename"]) and len(tops.files) == 7771
     loaded = load_run(run.path)
     for module in list(tops.rows)[::4]:  # every fourth stage, its channel 3: the top picture's strongest response
-        (name, score), *_ = tops.top(module, 3)
-        response = channel_maps(loaded, [load_image(SPORTS15.parent / "har" / name)], module, 3)[0].max()
+        (filename, score), *_ = tops.top(module, 3)
+        response = channel_maps(loaded, [load_image(SPORTS15.parent / "har" / filename)], module, 3)[0].max()
         assert float(response) == pytest.approx(score, rel=2e-3, abs=2e-3)  # stored as float16

@@ -504,6 +504,8 @@ def test_switching_the_runs_folder_in_the_browser_switches_the_image_folder_it_s
     """#25: after choosing the sports15 runs the page used sports15, but the sidebar kept showing (and later sent
     back) data/har, and the runs shown and the ensemble stayed the HAR folder's: the app removed the widgets' values
     instead of setting them, and the browser kept its own."""
+    from har_core.artifacts import find_runs
+    from har_core.ensemble import default_members
     fresh = start_server(None, None, tmp_path / "server.log")  # the project's defaults: HAR runs, ../shared/data
     try:
         page.goto(fresh.url)
@@ -519,7 +521,14 @@ def test_switching_the_runs_folder_in_the_browser_switches_the_image_folder_it_s
         demo = sorted(p.name for p in (ROOT / "assets" / "runs").iterdir() if (p / "card.json").is_file())
         shown = page.locator("[data-testid='stSidebar'] [data-testid='stMultiSelectTagsContainer'] span[title]")
         assert sorted(set(shown.all_inner_texts())) == demo  # every run of the new folder
-        page.locator("[data-testid='stSidebarNav'] a").filter(has_text="Dataset").first.click()  # another run
+        page.locator("h1").first.click()
+        page.keyboard.press("r")  # a rerun of this page: the browser sends back what its widgets show
+        page.wait_for_timeout(500)
+        settle(page)
+        assert folder("Image folder") == "data/sports15" and "data=sports15" in page.url
+        ensemble = page.locator("[data-testid='stMain'] [data-testid='stMultiSelectTagsContainer'] span[title]")
+        assert sorted(set(ensemble.all_inner_texts())) == sorted(default_members(find_runs(ROOT / "assets" / "runs")[0]))
+        page.locator("[data-testid='stSidebarNav'] a").filter(has_text="Dataset").first.click()  # another page
         settle(page)
         page.wait_for_timeout(1000)
         assert folder("Image folder") == "data/sports15" and "data=sports15" in page.url

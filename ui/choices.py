@@ -21,8 +21,8 @@ def _folder_choice(label: str, key: str, choices: list[Path], optional: bool, he
     index = options.index(kept) if kept in options else fallback
     if not options:
         return None
-    if key in st.session_state and st.session_state[key] not in options:  # a folder no longer offered
-        del st.session_state[key]
+    if key in st.session_state and st.session_state[key] not in options:  # a folder no longer offered: set, so the
+        st.session_state[key] = options[index]  # browser shows the one used
     picked = st.selectbox(label, options, index=index, key=key, help=help,
                           format_func=lambda value: value if value == "(none)" else _short(value))
     st.session_state[f"keep_{key}"] = picked
@@ -88,8 +88,8 @@ def sidebar() -> Selection:
         # default: the data set the runs were trained on (their cards say which); a link's ?data=<name> wins
         their_data = [root for r in found if (root := r.card.get("data", {}).get("root", ""))]
         trained_on = server.default_data_folder(data_sets, their_data)
-        if switched:  # other runs bring their own data set (a link's ?data= below still wins)
-            _set_widget("data_dir", str(trained_on) if trained_on else ("" if settings.free_paths else "(none)"))
+        if switched and (trained_on or not settings.free_paths):  # other runs bring their own data set (a link's
+            _set_widget("data_dir", str(trained_on) if trained_on else "(none)")  # ?data= below still wins)
         _follow_folder_link("data", "data_dir", data_sets)
         if settings.free_paths:
             data_root = _free_folder("Image folder (optional)", "data_dir", str(trained_on or ""), data_help)
@@ -136,8 +136,13 @@ def sidebar() -> Selection:
         if switched:  # each page's choices among the old folder's runs start from their defaults again
             for key in RUN_CHOICES:
                 st.session_state.pop(key, None)
-            for key in ENSEMBLE_CHOICES:  # set, not removed: the browser shows the new members too
-                st.session_state[key] = default_members(runs)
+            # the pickers of several runs are set, not removed, so the browser shows the new folder's runs too
+            # (the single-run pickers, removed, fall back to their page's default here; a browser showing one of
+            # them keeps its old name when the new folder has a run of that name)
+            members, images = default_members(runs), [run.name for run in runs if not run.takes_clips]
+            for key, value in {"predict_models": images, "cam_models": images, "video_models": members,
+                               "mistakes_models": members, **dict.fromkeys(ENSEMBLE_CHOICES, members)}.items():
+                st.session_state[key] = value
     selection = Selection(runs=runs, data_root=data_root, runs_dir=Path(runs_dir) if runs_dir else None,
                           left_out=left_out)
     warm_up(selection.runs)
@@ -213,6 +218,9 @@ def share_view(**params) -> None:
 
 def ensemble_members(runs: list[Run], key: str) -> list[str]:
     """The ensemble's members, chosen among `runs`; both pages start from har_core.ensemble's default."""
+    names = [run.name for run in runs]
+    if key in st.session_state and not set(st.session_state[key]) <= set(names):  # set while other runs were shown
+        st.session_state[key] = default_members(runs)
     return st.multiselect("Ensemble members", [run.name for run in runs], default=default_members(runs), key=key,
                           help="The ensemble averages its members' calibrated probabilities (then applies its own "
                                "temperature). Default: the runs that started from ImageNet weights (when there are two "
