@@ -107,7 +107,12 @@ def test_the_app_opens_on_the_har_bundle_and_each_runs_folder_brings_its_own_dat
     assert cards == list(at.dataframe[0].value["run"])  # the cards in the table's order, the best first
     if SPORTS15.parent.joinpath("har").is_dir():
         assert Path(at.selectbox(key="data_dir").value).name == "har"
+    at.switch_page("views/evaluate.py").run()
+    at.selectbox(key="eval_model").set_value("vgg16").run()  # a name both folders have
     at.selectbox(key="runs_dir").set_value(str(BUNDLE)).run()
+    best = max(bundled(), key=lambda run: run.metrics("test")["accuracy"]).name
+    assert not at.exception and at.selectbox(key="eval_model").value == best  # the page's default, not the old name
+    at.switch_page("views/overview.py").run()
     assert not at.exception and len(at.dataframe[0].value) == len(bundled())
     from har_core.ensemble import default_members  # the new folder's ensemble, not the names the old one shared
     assert at.multiselect(key="overview_ensemble").value == default_members(bundled()) != ["efficientnet_lite1",

@@ -513,7 +513,9 @@ def test_switching_the_runs_folder_in_the_browser_switches_the_image_folder_it_s
         settle(page)
         folder = lambda label: page.get_by_role("combobox", name=label).input_value()  # noqa: E731 - what it shows
         assert (folder("Runs folder"), folder("Image folder")) == ("assets/runs_har", "data/har")
-        page.get_by_role("combobox", name="Runs folder").click()
+        pick_runs_folder = page.get_by_role("combobox", name="Runs folder")
+        pick_runs_folder.click()
+        pick_runs_folder.fill("assets/runs")  # typing opens the list (a click alone sometimes did not)
         page.get_by_role("option", name="assets/runs", exact=True).click()
         settle(page)
         page.wait_for_timeout(1000)
@@ -533,5 +535,30 @@ def test_switching_the_runs_folder_in_the_browser_switches_the_image_folder_it_s
         page.wait_for_timeout(1000)
         assert folder("Image folder") == "data/sports15" and "data=sports15" in page.url
         assert sorted(set(shown.all_inner_texts())) == demo
+        # a single-run picker: Evaluate's model (a new session, on the HAR runs), vgg16 (a name both folders have),
+        # then the sports15 runs
+        page.goto(f"{fresh.url}/evaluate")
+        page.get_by_text("image(s) with true").wait_for()  # the page's first run has drawn its last part
+        settle(page)
+        model = page.get_by_role("combobox", name="Model")
+        model.click()
+        model.fill("vgg16")  # typing opens the list on the matching run
+        page.get_by_role("option", name="vgg16", exact=True).click()
+        page.wait_for_timeout(800)  # the rerun has started
+        settle(page)
+        assert folder("Model") == "vgg16"
+        pick_runs_folder = page.get_by_role("combobox", name="Runs folder")
+        pick_runs_folder.click()
+        pick_runs_folder.fill("assets/runs")  # typing opens the list (a click alone sometimes did not)
+        page.get_by_role("option", name="assets/runs", exact=True).click()
+        page.wait_for_timeout(800)
+        settle(page)
+        page.locator("h1").first.click()
+        page.keyboard.press("r")
+        page.wait_for_timeout(500)
+        settle(page)
+        best = max(find_runs(ROOT / "assets" / "runs")[0], key=lambda run: run.metrics("test")["accuracy"]).name
+        assert best != "vgg16" and folder("Model") == best  # the page's default, shown (the old name stayed)
+        assert folder("Image folder") == "data/sports15"
     finally:
         stop_server(fresh)

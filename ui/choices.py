@@ -134,15 +134,7 @@ def sidebar() -> Selection:
             st.rerun()  # app.py sets the sidebar's state before the page runs
         runs, left_out = one_class_list([run for run in found if run.name in chosen])
         if switched:  # each page's choices among the old folder's runs start from their defaults again
-            for key in RUN_CHOICES:
-                st.session_state.pop(key, None)
-            # the pickers of several runs are set, not removed, so the browser shows the new folder's runs too
-            # (the single-run pickers, removed, fall back to their page's default here; a browser showing one of
-            # them keeps its old name when the new folder has a run of that name)
-            members, images = default_members(runs), [run.name for run in runs if not run.takes_clips]
-            for key, value in {"predict_models": images, "cam_models": images, "video_models": members,
-                               "mistakes_models": members, **dict.fromkeys(ENSEMBLE_CHOICES, members)}.items():
-                st.session_state[key] = value
+            st.session_state.update(run_choice_defaults(runs))
     selection = Selection(runs=runs, data_root=data_root, runs_dir=Path(runs_dir) if runs_dir else None,
                           left_out=left_out)
     warm_up(selection.runs)
@@ -154,10 +146,21 @@ def sidebar() -> Selection:
     return selection
 
 
-ENSEMBLE_CHOICES = ("predict_ensemble", "overview_ensemble")  # the two ensemble pickers (`ensemble_members`)
-# widgets whose value is a choice among the shown runs (reset when the class list changes)
-RUN_CHOICES = ("predict_models", "predict_ensemble", "overview_ensemble", "cam_models", "video_models", "map_run",
-               "eval_model", "mistakes_models", "teach_base", "dataset_audit_run")
+NO_RUN = ""  # no run is called this: a selectbox holding it falls back to its page's default
+
+
+def run_choice_defaults(runs: list[Run]) -> dict[str, list[str] | str]:
+    """What each page's choice among the shown runs starts from again when other runs are shown (another runs
+    folder, another class list). Set through st.session_state, not removed, so the browser shows them too: the
+    pickers of several runs get their pages' defaults; a single-run picker gets no run's name, which makes
+    Streamlit pick its page's default and send that to the browser."""
+    members, images = default_members(runs), [run.name for run in runs if not run.takes_clips]
+    return {"predict_models": images, "cam_models": images, "video_models": members, "mistakes_models": members,
+            "predict_ensemble": members, "overview_ensemble": members,
+            **dict.fromkeys(("map_run", "eval_model", "teach_base", "dataset_audit_run"), NO_RUN)}
+
+
+RUN_CHOICES = tuple(run_choice_defaults([]))  # widgets whose value is a choice among the shown runs
 
 
 def one_class_list(runs: list[Run]) -> tuple[list[Run], list[tuple[str, str]]]:
@@ -171,8 +174,8 @@ def one_class_list(runs: list[Run]) -> tuple[list[Run], list[tuple[str, str]]]:
                           help="The chosen runs were trained on different classes; the pages compare runs of one "
                           "class list at a time.")
     if st.session_state.get("keep_class_list", picked) != picked:
-        for key in RUN_CHOICES:  # choices among the other group's runs: each page starts from its default again
-            st.session_state.pop(key, None)
+        # choices among the other group's runs: each page starts from its default again
+        st.session_state.update(run_choice_defaults(groups[picked]))
     st.session_state["keep_class_list"] = picked
     left_out = [(run.name, f"trained on {describe_classes(run.classes)}")
                 for i, group in enumerate(groups) if i != picked for run in group]

@@ -13,7 +13,8 @@ ui.need_runs(selection)
 
 ready = [i for i, run in enumerate(selection.runs) if ui.has_embeddings(run)]  # open on one that has them
 run = selection.run(st.selectbox("Run", selection.names(), index=ready[0] if ready else 0, key="map_run",
-                                 format_func=lambda name: name if ui.has_embeddings(selection.run(name))
+                                 format_func=lambda name: name if name in selection.names() and
+                                 ui.has_embeddings(selection.run(name))
                                  else f"{name} (no embeddings yet)"))
 found = ui.embeddings_or_offer(selection, run, key="map")
 if found is None:
