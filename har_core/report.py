@@ -160,11 +160,12 @@ def build_report(runs: list[Run], data_root: Path | None = None, split: str = "t
     sections = {}
     on_step("Comparison")
     table = metrics_table(runs, split)
-    overview = overview_table(runs).set_index("run")
+    runs_table = overview_table(runs)
+    overview = runs_table.set_index("run")
     overview = overview[[c for c in ("architecture", "starts from", "input size", "parameters (M)") if c in overview]]
     headline = [c for c in HEADLINE if c in table]
     comparison = (overview.join(table[headline], how="left") if not table.empty else overview).rename_axis(None)
-    bars = overview_table(runs).dropna(subset=["test accuracy"])
+    bars = runs_table.dropna(subset=["test accuracy"])
     sections["Comparison"] = table_html(comparison) + (figure_html(accuracy_bars(bars)) if len(bars) else "")
     f1 = per_class_f1_table(runs, split)
     sections["F1 per class"] = figure_html(f1_heatmap(f1)) if not f1.empty else f"<p>No {split} metrics.</p>"

@@ -19,7 +19,7 @@ from ui.common import (  # noqa: F401
     temperature, figure, data_file, thumb, thumbnail_grid, folder_stamp, dataset, PRESENTATION_CSS, presenting, model_columns,
     need_runs, image_models, friendly, GLOSSARY, glossary)
 from ui.choices import (  # noqa: F401
-    sidebar, RUN_CHOICES, one_class_list, follow_link, share_view, ensemble_members)
+    sidebar, one_class_list, follow_link, share_view, ensemble_members)
 from ui.answers import (  # noqa: F401
     predict, explanation, edited, whatif_side, read_uploads, sample_files, image_source)
 from ui.similar import (  # noqa: F401

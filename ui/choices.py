@@ -160,8 +160,6 @@ def run_choice_defaults(runs: list[Run]) -> dict[str, list[str] | str]:
             **dict.fromkeys(("map_run", "eval_model", "teach_base", "dataset_audit_run"), NO_RUN)}
 
 
-RUN_CHOICES = tuple(run_choice_defaults([]))  # widgets whose value is a choice among the shown runs
-
 
 def one_class_list(runs: list[Run]) -> tuple[list[Run], list[tuple[str, str]]]:
     """Pages compare runs of one class list: the largest group of the chosen runs, or the one picked in the
@@ -224,7 +222,7 @@ def ensemble_members(runs: list[Run], key: str) -> list[str]:
     names = [run.name for run in runs]
     if key in st.session_state and not set(st.session_state[key]) <= set(names):  # set while other runs were shown
         st.session_state[key] = default_members(runs)
-    return st.multiselect("Ensemble members", [run.name for run in runs], default=default_members(runs), key=key,
+    return st.multiselect("Ensemble members", names, default=default_members(runs), key=key,
                           help="The ensemble averages its members' calibrated probabilities (then applies its own "
                                "temperature). Default: the runs that started from ImageNet weights (when there are two "
                                "or more), else all.")

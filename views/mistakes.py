@@ -53,9 +53,10 @@ def open_detail(filename: str) -> None:
 def detail(chosen: str) -> None:
     """One picture: the picture itself, every model's answer, the training pictures each model finds most like
     it, and (on request) each model's Grad-CAM."""
-    rows = [{"run": name, "predicted": spoken(f.set_index("filename").loc[chosen, "predicted"]),
-             "confidence": f"{f.set_index('filename').loc[chosen, 'confidence']:.0%}"}
-            for name, f in shown_frames.items() if chosen in set(f["filename"])]
+    answers = {name: f.set_index("filename").loc[chosen] for name, f in shown_frames.items()
+               if chosen in set(f["filename"])}
+    rows = [{"run": name, "predicted": spoken(row["predicted"]), "confidence": f"{row['confidence']:.0%}"}
+            for name, row in answers.items()]
     left, right = st.columns([1, 2])
     path = ui.data_file(selection, chosen)
     if path is not None and path.suffix.lower() not in VIDEO_SUFFIXES:
