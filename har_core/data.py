@@ -22,6 +22,9 @@ from har_core.imaging import IMAGE_SUFFIXES, ImageError, load_image, read_file
 from har_core.video import VIDEO_SUFFIXES, Clip, VideoError, clip_facts, probe, read_clip, read_video_file
 
 SPLITS = ("train", "val", "test")
+# A manifest's optional fourth column marks the half of val that calibrates ("1"); the other half chooses the
+# checkpoint. Calibration on pictures the checkpoint choice never saw keeps the sets' guarantee honest.
+CALIBRATE = "calibrate"
 
 
 class DataError(RuntimeError):
@@ -282,7 +285,37 @@ def make_split(index: DataIndex, seed: int = 0, val: float = 0.15, test: float =
     split_of = {g: name for part, name in ((train_part, "train"), (val_part, "val"), (test_part, "test"))
                 for g in part["group"]}
     samples["split"] = samples["group"].map(split_of)
-    return samples.drop(columns="group").sort_values(["split", "filename"]).reset_index(drop=True)
+    samples = samples.drop(columns="group").sort_values(["split", "filename"]).reset_index(drop=True)
+    return with_calibration_half(samples, seed, index.group_of())
+
+
+def with_calibration_half(manifest: pd.DataFrame, seed: int = 0, group_of: dict | None = None) -> pd.DataFrame:
+    """The manifest with its CALIBRATE column: half of each class's val pictures (copies of one picture kept
+    together through `group_of`, file -> picture), drawn with `seed`. Other splits get ""."""
+    frame = manifest.copy()
+    val = frame[frame["split"] == "val"]
+    groups = val["filename"].map(group_of or {}).fillna(val["filename"])
+    chosen = set()
+    for _, rows in val.assign(group=groups).drop_duplicates("group").groupby("label"):
+        picked = rows.sample(frac=0.5, random_state=seed)["group"] if len(rows) > 1 else rows["group"][:0]
+        chosen.update(picked)
+    frame[CALIBRATE] = ["1" if s == "val" and g in chosen else "" for s, g in
+                        zip(frame["split"], frame["filename"].map(group_of or {}).fillna(frame["filename"]))]
+    return frame
+
+
+def choice_part(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The manifest without its calibration pictures: what training may look at to choose its checkpoint."""
+    if CALIBRATE not in manifest:
+        return manifest
+    return manifest[manifest[CALIBRATE] != "1"].reset_index(drop=True)
+
+
+def calibration_files(manifest: pd.DataFrame) -> set[str] | None:
+    """The val pictures kept for calibration, or None for a manifest that keeps none apart (all of val)."""
+    if CALIBRATE not in manifest or not (manifest[CALIBRATE] == "1").any():
+        return None
+    return set(manifest.loc[manifest[CALIBRATE] == "1", "filename"])
 
 
 def leaks(manifest: pd.DataFrame, index: DataIndex) -> list[list[tuple[str, str]]]:
@@ -303,7 +336,8 @@ def describe_leaks(found: list[list[tuple[str, str]]], limit: int = 3) -> str:
 
 
 def write_manifest(frame: pd.DataFrame, path: Path) -> None:
-    atomic_write_text(path, frame[["filename", "label", "split"]].to_csv(index=False, quoting=csv.QUOTE_MINIMAL))
+    columns = ["filename", "label", "split"] + ([CALIBRATE] if CALIBRATE in frame else [])
+    atomic_write_text(path, frame[columns].to_csv(index=False, quoting=csv.QUOTE_MINIMAL))
 
 
 def read_manifest(path: Path) -> pd.DataFrame:

@@ -66,25 +66,28 @@ def onnx_trunk(model: nn.Module, trunk: tuple[str, ...], example: torch.Tensor) 
 
 @torch.no_grad()  # not inference_mode: the tail trains on these tensors
 def trunk_features(model: nn.Module, trunk: tuple[str, ...], loader: DataLoader, desc: str,
-                   progress: bool = True, engine: str = "auto") -> torch.Tensor:
+                   progress: bool = True, engine: str = "auto", out: torch.Tensor | None = None) -> torch.Tensor:
     """The trunk's output for every sample of a loader of (image, label, index), in index order, as float16.
 
     On the CPU (engine "auto") the trunk runs in ONNX Runtime; on a GPU (`--device cuda`) batches run on the
     model's device. The features are kept in CPU memory, from where the training loader hands them back to
-    the device batch by batch."""
+    the device batch by batch. `out`, a float16 tensor of the right shape, receives them in place (a large
+    cache is then held once, never twice while being assembled)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    chunks, order, runner = [], [], None
+    runner = None
     for images, _, indices in tqdm(loader, desc=desc, disable=not progress, leave=False):
         if runner is None:
             runner = (onnx_trunk(model, trunk, images) if engine == "auto" else None) or (
                 lambda batch: _eager(model, trunk, batch.to(device, non_blocking=True,
                                                             memory_format=torch.channels_last)))
-        chunks.append(runner(images).half().cpu())
-        order.append(indices)
+        features = runner(images).half().cpu()
+        if out is None:
+            out = torch.empty((len(loader.dataset), *features.shape[1:]), dtype=torch.float16)
+        out[indices] = features
     model.train(was_training)
-    return torch.cat(chunks)[torch.cat(order).argsort()]
+    return out
 
 
 def _eager(model: nn.Module, trunk: tuple[str, ...], images: torch.Tensor) -> torch.Tensor:

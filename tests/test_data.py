@@ -177,3 +177,38 @@ def test_stored_scans_are_reused_until_the_folder_listing_changes(kaggle_data, c
     assert len(calls) == 2 and dict(relabelled.samples)["train/Image_2.jpg"] == "dancing"
     synthetic_image(1, seed=4242).save(folder / "train" / "Image_1.jpg", quality=90)  # a picture replaced
     assert data_module.scan_cached(folder).fingerprint() != relabelled.fingerprint() and len(calls) == 3
+
+
+def test_half_of_each_classs_val_pictures_calibrate_and_the_checkpoint_choice_never_sees_them(kaggle_data, tmp_path):
+    from har_core.data import CALIBRATE, calibration_files, choice_part, write_manifest
+    index = scan(kaggle_data, progress=False)
+    manifest = make_split(index, seed=0)
+    val = manifest[manifest["split"] == "val"]
+    calibrating = val[val[CALIBRATE] == "1"]
+    # half of each class's val pictures, counted by hand
+    for label, rows in val.groupby("label"):
+        assert abs(int((rows[CALIBRATE] == "1").sum()) - len(rows) / 2) <= 0.5 + 1, label
+    assert set(manifest.loc[manifest["split"] != "val", CALIBRATE]) == {""}
+    chooser = choice_part(manifest)
+    assert not set(chooser["filename"]) & set(calibrating["filename"])
+    assert len(chooser) + len(calibrating) == len(manifest)
+    write_manifest(manifest, tmp_path / "split.csv")
+    back = read_manifest(tmp_path / "split.csv")
+    assert calibration_files(back) == set(calibrating["filename"])
+    # a three-column manifest keeps no half apart: all of val chooses and calibrates
+    (tmp_path / "old.csv").write_text(manifest[["filename", "label", "split"]].to_csv(index=False))
+    old = read_manifest(tmp_path / "old.csv")
+    assert calibration_files(old) is None and len(choice_part(old)) == len(old)
+
+
+def test_training_validates_on_the_choice_half_of_val_only(tmp_path, kaggle_data, capsys):
+    from conftest import TINY_FLAGS
+    from har_core.data import CALIBRATE
+    from train.train import main
+    run = main(["--model", "custom_cnn", "--data", str(kaggle_data), "--out", str(tmp_path), *TINY_FLAGS,
+                "--embed", "false"])
+    manifest = read_manifest(run / "split.csv")
+    val = manifest["split"] == "val"
+    choosing = int((val & (manifest[CALIBRATE] != "1")).sum())
+    assert 0 < choosing < int(val.sum())
+    assert f"/ {choosing} val images" in capsys.readouterr().out

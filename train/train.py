@@ -39,7 +39,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from har_core import artifacts, fileio
-from har_core.data import (DataError, class_weights_sampler, dataset_for, describe_leaks, eval_transform,
+from har_core.data import (DataError, choice_part, class_weights_sampler, dataset_for, describe_leaks, eval_transform,
                            fingerprint_change, leaks, make_split, read_manifest, scan, train_transform,
                            readable_images, unlabelled_images, write_manifest)
 from har_core.distill import (UNLABELLED, DistillError, Teachers, distillation_loss, extra_leaks,
@@ -241,18 +241,22 @@ def cache_trunk_views(model, spec, recipe: Recipe, index, manifest, classes, dat
                       workers: int, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The frozen trunk's output for `recipe.cached_views` augmented views of every training image
     (each view seeded, so a resumed run rebuilds the same cache), and for the plain val images."""
-    views = []
+    views = None
     for view in range(recipe.cached_views):
         view_seed = seed * 1000 + 500 + view
         seed_everything(view_seed)
         loader = split_loader(index.root, manifest, "train", classes, train_transform(data_config, recipe.augment),
                               batch_size=recipe.batch_size, workers=workers,
                               generator=torch.Generator().manual_seed(view_seed))
-        views.append(trunk_features(model, spec.trunk, loader, f"trunk view {view + 1}/{recipe.cached_views}",
-                                    progress))
+        first = trunk_features(model, spec.trunk, loader, f"trunk view {view + 1}/{recipe.cached_views}",
+                               progress, out=None if views is None else views[view])
+        if views is None:  # every view written in place into one (K, N, ...) tensor
+            views = torch.empty((recipe.cached_views, *first.shape), dtype=first.dtype)
+            views[0] = first
+            del first
     val_loader = split_loader(index.root, manifest, "val", classes, eval_transform(data_config),
                               batch_size=recipe.batch_size, workers=workers)
-    return torch.stack(views), trunk_features(model, spec.trunk, val_loader, "trunk val", progress)
+    return views, trunk_features(model, spec.trunk, val_loader, "trunk val", progress)
 
 
 def freeze_batchnorm(model, recipe: Recipe) -> None:
@@ -570,7 +574,8 @@ def main(argv=None) -> Path:
     classes = index.classes
     label_of = {c: i for i, c in enumerate(classes)}
     train_labels = [label_of[l] for l in manifest.loc[manifest["split"] == "train", "label"]]
-    val_labels = [label_of[l] for l in manifest.loc[manifest["split"] == "val", "label"]]
+    chooser = choice_part(manifest)  # validation chooses the checkpoint without the calibration half of val
+    val_labels = [label_of[l] for l in chooser.loc[chooser["split"] == "val", "label"]]
 
     # model, optimiser, schedule; with --ema-decay, validation, the saved weights and the final evaluation
     # use the running average, which smooths out the last minibatches' noise
@@ -637,14 +642,14 @@ def main(argv=None) -> Path:
     train_views = None
     if recipe.cached_views > 0:
         check_cached_trunk(model, spec, recipe, procs.world)
-        train_views, val_features = cache_trunk_views(model, spec, recipe, index, manifest, classes, data_config,
+        train_views, val_features = cache_trunk_views(model, spec, recipe, index, chooser, classes, data_config,
                                                       seed, args.workers, progress)
         val_loader = torch.utils.data.DataLoader(
             CachedViews(val_features[None], val_labels, torch.zeros(len(val_labels), dtype=torch.long)),
             batch_size=recipe.batch_size)
         features_in = lambda m: trunk_skipped(m, spec.trunk)  # noqa: E731
     else:
-        val_loader = split_loader(index.root, manifest, "val", classes, eval_transform(data_config),
+        val_loader = split_loader(index.root, chooser, "val", classes, eval_transform(data_config),
                                   batch_size=recipe.batch_size, workers=args.workers)
         features_in = lambda m: contextlib.nullcontext()  # noqa: E731
     partly_frozen = recipe.freeze_epochs > 0 or recipe.trainable != "all"
