@@ -18,7 +18,8 @@ import numpy as np
 
 from har_core.artifacts import open_run
 from har_core.embeddings import run_embeddings
-from har_core.similarity import VectorIndex, normalised
+from har_core.embeddings import normalised
+from har_core.search import VectorIndex
 
 ROOT = Path(__file__).resolve().parents[1]
 

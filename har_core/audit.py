@@ -26,9 +26,9 @@ from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from har_core.embeddings import Embeddings
+from har_core.embeddings import Embeddings, normalised
 from har_core.imaging import ImageError, load_image
-from har_core.similarity import VectorIndex, neighbours_of, normalised
+from har_core.search import VectorIndex, neighbours_of
 
 # cosine similarity from which two images count as near-duplicates: chosen on a development run of
 # bench/label_audit.py (seed 1: re-encoded, shrunk copies scored 0.925–0.983 with EfficientNet-Lite2,

@@ -1,22 +1,18 @@
-"""How sure is it: calibrated confidence, prediction sets with a coverage guarantee, and when to abstain.
+"""How sure is it, for runs: which pictures calibrate a run, its stored temperature and report, and the calibrated
+predictions its prediction sets and abstain threshold are fitted on. The maths is har_core.calibration_maths's.
 
-- Temperature scaling (Guo et al., 2017): one number T per run, fitted on the run's **val** predictions by
-  minimising their negative log-likelihood, never on test. A run's probabilities p become softmax(log p / T):
-  the ranking of the classes (so the answer and the accuracy) never changes, only how sure it sounds. T is
-  applied to the probabilities as the run computes them (flip TTA averaged where it was used), because those
-  are what the stored predictions hold.
-- Split conformal prediction (Vovk et al.; Angelopoulos & Bates, 2021): on val, each picture's score is the
-  probability mass the (calibrated) model puts on the classes it ranks above the true one (APS without
-  randomisation: adaptive, so a hard picture gets a larger set; the top class always scores 0, so no set is
-  empty). For a coverage 1 - α, a class joins a picture's set when its score is within the calibration
-  quantile; on exchangeable pictures the true class is in the set with probability at least 1 - α. The
-  p-values and sets come from crepes' ConformalClassifier, fed these scores.
-- Risk–coverage: keep only the answers above a confidence threshold; the threshold that keeps a chosen
-  accuracy is found on val and used by Predict's "not sure" and the Video page's "no known action".
-
-A run's temperature lives on its card (`card["calibration"]`, with the sha256 of the split manifest it was
-fitted on, so the torch-free predictor reads it too); the full report (reliability diagrams, ECE, NLL, Brier
-before and after, conformal coverage) is `calibration.json` beside it.
+- Which pictures calibrate: the calibration half of val, when the run's split manifest marks one (its
+  `calibrate` column, har_core.data.with_calibration_half). Training chose its checkpoint on the other half
+  (har_core.data.choice_part), so the choice's luck on the pictures it looked at does not leak into the
+  temperature, the sets, the abstain threshold or the retrieval weight. A manifest without that column: all of
+  val, with a note that the pictures which chose the checkpoint calibrate it too.
+- What the temperature scales: the run's probabilities as its stored val predictions hold them, computed with
+  the flip TTA its evaluation used or not; that mode is stored with the temperature (`tta`), and every place
+  that predicts defaults to it.
+- Where it lives: a run's temperature on its card (`card["calibration"]`, with the sha256 of the split
+  manifest and of the val predictions it was fitted on, so the torch-free predictor reads it too); the full
+  report (which pictures calibrated, reliability tables, ECE, NLL, Brier before and after, conformal
+  coverage) in `calibration.json` beside it.
 """
 from __future__ import annotations
 
@@ -24,243 +20,150 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize_scalar
-from sklearn.metrics import brier_score_loss, log_loss
 
 from har_core import artifacts, fileio
-from har_core.artifacts import Run
-from har_core.labels import spoken
+from har_core.artifacts import Run, RunError
+from har_core.calibration_maths import (BINS, DEFAULT_COVERAGE, DEFAULT_TARGET_ACCURACY, TEMPERATURE_RANGE,
+                                        CalibrationError, PredictionSets, abstain_threshold, fit_temperature,
+                                        reliability, risk_coverage, scores, set_report, temper)
+from har_core.data import calibration_files
 from har_core.metrics import probabilities
 
 REPORT = "calibration.json"
-BINS = 15  # equal-width confidence bins of the ECE and the reliability diagram
-COVERAGE_RANGE = (0.5, 0.999)  # outside it a set is either a coin toss or every class
-DEFAULT_COVERAGE = 0.9
-DEFAULT_TARGET_ACCURACY = 0.9
-MIN_PICTURES = 30  # fewer val pictures than this fit a temperature to noise
-TEMPERATURE_RANGE = (0.05, 20.0)
-_EPS = 1e-12
+CALIBRATION_HALF = "calibration half of val"
+ALL_OF_VAL = "all of val"
+ALL_OF_VAL_NOTE = ("its split manifest keeps no calibration half of val, so the val pictures that chose the "
+                   "checkpoint calibrate it too: on new pictures its sets may cover less than promised")
 
 
-class CalibrationError(RuntimeError):
-    """Calibration that cannot be used; the message says what is missing (the raw probabilities are shown)."""
+# ----------------------------------------------------------------------------------------- which pictures
 
-
-# ----------------------------------------------------------------------------------------- temperature
-
-def temper(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(log p / T): the probabilities at temperature T (T > 1 softens, T < 1 sharpens, 1 keeps)."""
-    probs = np.asarray(probs)
-    if temperature == 1.0:
-        return probs
-    logits = np.log(np.clip(probs.astype(np.float64), _EPS, None)) / temperature
-    logits -= logits.max(axis=-1, keepdims=True)
-    scaled = np.exp(logits)
-    scaled /= scaled.sum(axis=-1, keepdims=True)
-    return scaled.astype(probs.dtype) if np.issubdtype(probs.dtype, np.floating) else scaled  # the caller's dtype
-
-
-def nll(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(log_loss(labels, np.clip(probs, _EPS, 1.0), labels=range(probs.shape[1])))
-
-
-def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature that minimises the NLL of `probs` (held-out predictions) on `labels`. Refused on fewer
-    than MIN_PICTURES pictures, when every answer is right (the NLL then falls without end as T shrinks) or
-    when the best temperature is a bound of the search."""
-    labels = np.asarray(labels)
-    if len(labels) < MIN_PICTURES:
-        raise CalibrationError(f"{len(labels)} val pictures are too few to fit a temperature (need {MIN_PICTURES})")
-    if (probs.argmax(1) == labels).all():
-        raise CalibrationError(f"all {len(labels)} val pictures are answered right: the NLL falls without end as "
-                               "the temperature shrinks, so no temperature fits")
-    low, high = TEMPERATURE_RANGE
-    result = minimize_scalar(lambda log_t: nll(temper(probs, float(np.exp(log_t))), labels),
-                             bounds=(np.log(low), np.log(high)), method="bounded", options={"xatol": 1e-4})
-    temperature = float(np.exp(result.x))
-    if not low * 1.05 < temperature < high / 1.05:
-        raise CalibrationError(f"no temperature fits these {len(labels)} val pictures (the best is the bound "
-                               f"{temperature:.2f} of the search)")
-    return temperature
-
-
-# ----------------------------------------------------------------------------------------- measuring
-
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = BINS) -> float:
-    """ECE: the bin-size-weighted gap between confidence and accuracy over `bins` equal-width bins."""
-    import torch  # imported here: pages that only scale probabilities never pay for torch/torchmetrics
-    from torchmetrics.functional.classification import multiclass_calibration_error
-    return float(multiclass_calibration_error(torch.as_tensor(probs, dtype=torch.float64),
-                                              torch.as_tensor(np.asarray(labels)), num_classes=probs.shape[1],
-                                              n_bins=bins, norm="l1"))
-
-
-def brier(probs: np.ndarray, labels: np.ndarray) -> float:
-    """Multiclass Brier score: mean squared distance to the one-hot label, summed over classes."""
-    return float(brier_score_loss(labels, probs, labels=list(range(probs.shape[1])), scale_by_half=False))
-
-
-def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = BINS) -> pd.DataFrame:
-    """The reliability diagram's bins: confidence range, pictures in it, their mean confidence and accuracy."""
-    confidence, correct = probs.max(1), probs.argmax(1) == np.asarray(labels)
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.digitize(confidence, edges[1:-1])  # [lo, hi), as torchmetrics' ECE bins them (1.0: the last bin)
-    rows = [{"low": edges[b], "high": edges[b + 1], "count": int((which == b).sum()),
-             "confidence": float(confidence[which == b].mean()) if (which == b).any() else np.nan,
-             "accuracy": float(correct[which == b].mean()) if (which == b).any() else np.nan} for b in range(bins)]
-    return pd.DataFrame(rows)
-
-
-def scores(probs: np.ndarray, labels: np.ndarray) -> dict:
-    """Accuracy, ECE, NLL and Brier score of a set of predictions."""
-    return {"n": int(len(labels)), "accuracy": float((probs.argmax(1) == labels).mean()),
-            "ece": expected_calibration_error(probs, labels), "nll": nll(probs, labels), "brier": brier(probs, labels)}
-
-
-# ----------------------------------------------------------------------------------------- conformal sets
-
-def check_coverage(coverage: float) -> float:
-    low, high = COVERAGE_RANGE
-    if not low <= coverage <= high:
-        raise CalibrationError(f"coverage {coverage:.1%} refused: below {low:.0%} a set is right less often than "
-                               f"not, above {high:.1%} it holds nearly every class; choose between them")
-    return float(coverage)
-
-
-def set_scores(probs: np.ndarray) -> np.ndarray:
-    """For every picture and class: the probability mass of the classes ranked above it (0 for the top class)."""
-    order = np.argsort(-probs, axis=1, kind="stable")
-    ranked = np.take_along_axis(probs, order, axis=1)
-    above = np.cumsum(ranked, axis=1) - ranked
-    result = np.empty_like(probs, dtype=np.float64)
-    np.put_along_axis(result, order, above, axis=1)
-    return result
-
-
-@dataclass
-class PredictionSets:
-    """Split conformal sets, calibrated on held-out (val) predictions for one coverage."""
-
-    coverage: float
-    calibration_size: int
-    _classifier: object  # crepes.ConformalClassifier, fitted on the scores of the true classes
-
-    @classmethod
-    def fit(cls, probs: np.ndarray, labels: np.ndarray, coverage: float = DEFAULT_COVERAGE) -> "PredictionSets":
-        coverage = check_coverage(coverage)
-        labels = np.asarray(labels)
-        need = int(np.floor(1 / (1 - coverage) - 1 + 1e-9)) + 1  # fewer: the smallest p-value 1/(n+1) ≥ α,
-        if len(labels) < need:                                       # so every set would hold every class
-            raise CalibrationError(f"{len(labels)} held-out pictures cannot calibrate {coverage:.1%} sets "
-                                   f"(need at least {need})")
-        from crepes import ConformalClassifier
-        scores_of_truth = set_scores(probs)[np.arange(len(labels)), labels]
-        return cls(coverage, len(labels), ConformalClassifier().fit(scores_of_truth))
-
-    def predict(self, probs: np.ndarray) -> np.ndarray:
-        """(n, C) booleans: class c is in picture i's set."""
-        return self._classifier.predict_set(set_scores(np.atleast_2d(probs)), confidence=self.coverage,
-                                            smoothing=False).astype(bool)
-
-
-def set_names(members: np.ndarray, probs: np.ndarray, classes: list[str]) -> list[list[str]]:
-    """Each picture's set as class names, most likely first."""
-    return [[classes[c] for c in np.argsort(-p, kind="stable") if row[c]] for row, p in zip(np.atleast_2d(members),
-                                                                                            np.atleast_2d(probs))]
-
-
-def set_phrase(names: list[str]) -> str:
-    """A set in words: "texting", "texting or calling", "texting, calling or eating"."""
-    words = [spoken(name) for name in names]
-    return " or ".join(words) if len(words) <= 2 else f"{', '.join(words[:-1])} or {words[-1]}"
-
-
-def set_report(members: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
-    """Empirical coverage and mean set size, overall and per true class."""
-    labels = np.asarray(labels)
-    covered, size = members[np.arange(len(labels)), labels], members.sum(1)
-    per_class = {c: {"n": int((labels == i).sum()),
-                     "coverage": float(covered[labels == i].mean()) if (labels == i).any() else None,
-                     "mean_size": float(size[labels == i].mean()) if (labels == i).any() else None}
-                 for i, c in enumerate(classes)}
-    measured = [v["coverage"] for v in per_class.values() if v["coverage"] is not None]
-    worst = min(per_class, key=lambda c: per_class[c]["coverage"] if per_class[c]["coverage"] is not None else 2)
-    return {"n": int(len(labels)), "coverage": float(covered.mean()), "mean_size": float(size.mean()),
-            "worst_class": worst, "worst_class_coverage": float(min(measured)), "per_class": per_class}
-
-
-# ----------------------------------------------------------------------------------------- abstaining
-
-def risk_coverage(probs: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
-    """Answers kept most-confident first: for each threshold (a confidence reached), the share kept and their
-    accuracy."""
-    confidence, correct = probs.max(1), probs.argmax(1) == np.asarray(labels)
-    order = np.argsort(-confidence, kind="stable")
-    kept = np.arange(1, len(order) + 1)
-    return pd.DataFrame({"threshold": confidence[order], "coverage": kept / len(order),
-                         "accuracy": np.cumsum(correct[order]) / kept})
-
-
-def abstain_threshold(probs: np.ndarray, labels: np.ndarray, accuracy: float = DEFAULT_TARGET_ACCURACY) -> float:
-    """The lowest confidence threshold whose kept answers (every picture at least that sure, ties included)
-    reach `accuracy` on the held-out predictions given, keeping at least MIN_PICTURES of them; 1.0 (answer
-    nothing) when none does."""
-    curve = risk_coverage(probs, labels).drop_duplicates("threshold", keep="last")  # a threshold keeps all its ties
-    kept = curve["coverage"] * len(labels)
-    reaching = curve[(curve["accuracy"] >= accuracy) & (kept >= min(MIN_PICTURES, len(labels)))]
-    return float(reaching["threshold"].iloc[-1]) if len(reaching) else 1.0
-
-
-# ----------------------------------------------------------------------------------------- runs
-
-def _labelled(frame: pd.DataFrame, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def probabilities_of(frame: pd.DataFrame, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Stored predictions as (probabilities, integer labels), rows whose true class is one of `classes`."""
     frame = frame[frame["true"].isin(classes)]
     probs = probabilities(frame, classes)  # stored to 6 decimals: renormalised so each row sums to 1
     return probs / probs.sum(1, keepdims=True), np.array([classes.index(t) for t in frame["true"]])
 
 
-def manifest_digest(run: Run) -> str:
-    return fileio.file_sha256(run.path / artifacts.MANIFEST) if run.has(artifacts.MANIFEST) else ""
-
-
-def held_out(run: Run, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """A run's stored (raw) probabilities and integer labels on a split; CalibrationError when missing."""
+def split_probabilities(run: Run, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """A run's stored (raw) probabilities and integer labels on every picture of a split; CalibrationError when
+    it has none."""
     frame = run.predictions(split)
     if frame is None or frame.empty:
         raise CalibrationError(f"{run.name} has no {split} predictions (python -m train.evaluate {run.path} "
                                f"--split {split})")
-    return _labelled(frame, run.classes)
+    return probabilities_of(frame, run.classes)
+
+
+def calibration_files_of(run: Run) -> set[str] | None:
+    """The val pictures that calibrate the run: its split manifest's calibration half (None: all of val)."""
+    manifest = run.manifest()
+    return None if manifest is None else calibration_files(manifest)
+
+
+def part_of_val(files: set[str] | None) -> str:
+    return ALL_OF_VAL if files is None else CALIBRATION_HALF
+
+
+def calibration_rows(frame: pd.DataFrame | None, files: set[str] | None, name: str) -> pd.DataFrame:
+    """The rows of val predictions that calibrate: those of `files` (predictions keep all of val; the rows are
+    picked by file name), every row when `files` is None. CalibrationError when none is left."""
+    if frame is None or frame.empty:
+        raise CalibrationError(f"{name} has no val predictions (python -m train.evaluate RUN --split val)")
+    if files is None:
+        return frame
+    kept = frame[frame["filename"].isin(files)]
+    if kept.empty:
+        raise CalibrationError(f"{name}: its val predictions hold none of the {CALIBRATION_HALF} its split.csv "
+                               "marks (python -m train.evaluate RUN --split val)")
+    return kept
+
+
+def calibration_probabilities(run: Run) -> tuple[np.ndarray, np.ndarray, str]:
+    """A run's stored (raw) probabilities and labels on the pictures that calibrate it, and which part of val
+    they are (CALIBRATION_HALF or ALL_OF_VAL)."""
+    files = calibration_files_of(run)
+    probs, labels = probabilities_of(calibration_rows(run.predictions("val"), files, run.name), run.classes)
+    return probs, labels, part_of_val(files)
+
+
+def evaluated_with_tta(run: Run) -> bool:
+    """Whether the run's stored val predictions average each picture with its mirror image (flip TTA)."""
+    try:
+        measured = run.metrics("val") or {}
+    except RunError:
+        measured = {}
+    return bool(measured.get("tta", run.card.get("metrics", {}).get("val", {}).get("tta", False)))
+
+
+def calibrated_tta(run: Run) -> bool:
+    """The flip TTA mode the run's temperature, sets and threshold were fitted with: what every place that
+    predicts with the run defaults to (read from its val evaluation for a card calibrated before it was stored)."""
+    stored = run.card.get("calibration")
+    if isinstance(stored, dict) and isinstance(stored.get("tta"), bool):
+        return stored["tta"]
+    return evaluated_with_tta(run)
+
+
+def tta_words(tta: bool) -> str:
+    return "with flip TTA" if tta else "without TTA"
+
+
+def tta_mismatch(names_and_modes: list[tuple[str, bool]], tta: bool) -> str:
+    """One line naming the models calibrated in another TTA mode than the one predicting now ("" when none)."""
+    other = [name for name, mode in names_and_modes if mode != tta]
+    if not other:
+        return ""
+    return (f"{', '.join(other)} {'was' if len(other) == 1 else 'were'} calibrated {tta_words(not tta)}, and these "
+            f"answers are {tta_words(tta)}: {'its' if len(other) == 1 else 'their'} confidence, sets and \"not "
+            "sure\" fit the other mode")
+
+
+# ----------------------------------------------------------------------------------------- runs
+
+def manifest_digest(run: Run) -> str:
+    return fileio.file_sha256(run.path / artifacts.MANIFEST) if run.has(artifacts.MANIFEST) else ""
+
+
+def calibrated_on(part: str, pictures: int, tta: bool) -> dict:
+    """What calibration.json says about the pictures that calibrated the run."""
+    return {"part": part, "pictures": int(pictures), "tta": tta} | ({"note": ALL_OF_VAL_NOTE} if part == ALL_OF_VAL
+                                                                    else {})
 
 
 def calibrate_run(run: Run, coverage: float = DEFAULT_COVERAGE) -> dict:
-    """Fit the run's temperature on its val predictions, measure before/after on val and test, write
-    calibration.json and the temperature on the card. Returns the report."""
+    """Fit the run's temperature and conformal sets on the pictures that calibrate it (the calibration half of
+    val, else all of val), measure before/after on all of val and on test, write calibration.json and the
+    temperature on the card. Returns the report."""
     try:
-        val_probs, val_labels = held_out(run, "val")
-        temperature = fit_temperature(val_probs, val_labels)
+        probs, labels, part = calibration_probabilities(run)
+        temperature = fit_temperature(probs, labels)
     except CalibrationError:
         forget_calibration(run)  # an older temperature would no longer describe these predictions
         raise
-    report = {"run": run.name, "temperature": temperature, "fitted_on": "val", "manifest_sha256": manifest_digest(run),
+    tta = evaluated_with_tta(run)
+    report = {"run": run.name, "temperature": temperature, "fitted_on": "val",
+              "calibrated_on": calibrated_on(part, len(labels), tta), "manifest_sha256": manifest_digest(run),
               "val_predictions_sha256": val_digest(run), "classes": run.classes, "bins": BINS, "coverage": coverage,
               "splits": {}}
     try:
-        sets = PredictionSets.fit(temper(val_probs, temperature), val_labels, coverage)
-    except CalibrationError as error:  # too few val pictures for sets: the temperature still holds
+        sets = PredictionSets.fit(temper(probs, temperature), labels, coverage)
+    except CalibrationError as error:  # too few calibration pictures for sets: the temperature still holds
         sets, report["sets_note"] = None, str(error)
     for split in ("val", "test"):
         try:
-            probs, labels = held_out(run, split)
+            split_probs, split_labels = split_probabilities(run, split)
         except CalibrationError:
             continue
-        calibrated = temper(probs, temperature)
+        calibrated = temper(split_probs, temperature)
         report["splits"][split] = {
-            "before": scores(probs, labels), "after": scores(calibrated, labels),
-            "reliability_before": reliability(probs, labels).to_dict("list"),
-            "reliability_after": reliability(calibrated, labels).to_dict("list"),
-            "sets": set_report(sets.predict(calibrated), labels, run.classes) if sets else None}
+            "before": scores(split_probs, split_labels), "after": scores(calibrated, split_labels),
+            "reliability_before": reliability(split_probs, split_labels).to_dict("list"),
+            "reliability_after": reliability(calibrated, split_labels).to_dict("list"),
+            "sets": set_report(sets.predict(calibrated), split_labels, run.classes) if sets else None}
     fileio.write_json(run.path / REPORT, report)
-    card = dict(run.card, calibration={"temperature": temperature, "fitted_on": "val", "n": int(len(val_labels)),
+    card = dict(run.card, calibration={"temperature": temperature, "fitted_on": "val", "part": part,
+                                       "n": int(len(labels)), "tta": tta,
                                        "manifest_sha256": report["manifest_sha256"],
                                        "val_predictions_sha256": report["val_predictions_sha256"]})
     fileio.write_json(run.path / artifacts.CARD, card)
@@ -286,7 +189,8 @@ def run_temperature(run: Run) -> tuple[float, str]:
     the raw probabilities are shown (never calibrated, or calibrated on another split manifest or on other val
     predictions than the run holds now)."""
     found = run.card.get("calibration")
-    if not isinstance(found, dict) or not isinstance(found.get("temperature"), (int, float)):
+    if not isinstance(found, dict) or not isinstance(found.get("temperature"), (int, float)) or \
+            isinstance(found.get("temperature"), bool):
         return 1.0, f"{run.name}: not calibrated yet (python -m train.calibrate {run.path.name}); raw probabilities"
     if found.get("manifest_sha256") and found["manifest_sha256"] != manifest_digest(run):
         return 1.0, f"{run.name}: calibrated on another split manifest than its split.csv; raw probabilities"
@@ -299,13 +203,60 @@ def run_temperature(run: Run) -> tuple[float, str]:
 
 
 def report_of(run: Run) -> dict | None:
-    """The run's calibration.json, when it matches the card's classes and temperature (else None)."""
+    """The run's calibration.json, when it matches the card's classes and temperature (else None: missing, or
+    fitted before the run changed). CalibrationError, one line, when the file is unreadable or malformed."""
     if not run.has(REPORT):
         return None
-    report = artifacts.read_json(run.path / REPORT)
+    try:
+        report = check_report(artifacts.read_json(run.path / REPORT))
+    except (RunError, CalibrationError, KeyError, TypeError, ValueError, AttributeError) as error:
+        raise CalibrationError(f"{run.name}: {REPORT} is unreadable ({error}); python -m train.calibrate "
+                               f"{run.path.name} writes it again") from None
     temperature, note = run_temperature(run)
-    if note or report.get("classes") != run.classes or abs(report.get("temperature", 0) - temperature) > 1e-9:
+    if note or report["classes"] != run.classes or abs(report["temperature"] - temperature) > 1e-9:
         return None
+    return report
+
+
+REPORT_SCORES = ("n", "accuracy", "ece", "nll", "brier")
+RELIABILITY_COLUMNS = ("low", "high", "count", "confidence", "accuracy")
+SET_FIGURES = ("coverage", "mean_size", "worst_class_coverage")
+
+
+def _number(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CalibrationError(f"{what} is {type(value).__name__}, not a number")
+    return value
+
+
+def check_report(report) -> dict:
+    """A calibration.json read whole: every figure a page or the report shows is where it should be and a number
+    (None for a reliability bin without pictures); CalibrationError naming the first that is not."""
+    if not isinstance(report, dict):
+        raise CalibrationError("it holds no object")
+    for key in ("temperature", "classes", "splits"):
+        if key not in report:
+            raise CalibrationError(f"it lacks \"{key}\"")
+    _number(report["temperature"], "the temperature")
+    if not isinstance(report["classes"], list) or not isinstance(report["splits"], dict):
+        raise CalibrationError("its classes or splits are of the wrong kind")
+    for split, measured in report["splits"].items():
+        for stage in ("before", "after"):
+            for key in REPORT_SCORES:
+                _number(measured[stage][key], f"{split} {stage} {key}")
+            table = measured[f"reliability_{stage}"]
+            lengths = {len(table[column]) for column in RELIABILITY_COLUMNS}
+            if len(lengths) != 1:
+                raise CalibrationError(f"its {split} reliability table has columns of different lengths")
+            for column in RELIABILITY_COLUMNS:
+                for value in table[column]:
+                    if value is not None and not (isinstance(value, float) and np.isnan(value)):
+                        _number(value, f"{split} reliability {column}")
+        if measured.get("sets") is not None:
+            for key in SET_FIGURES:
+                _number(measured["sets"][key], f"{split} sets {key}")
+            if not isinstance(measured["sets"]["per_class"], dict) or not isinstance(measured["sets"]["worst_class"], str):
+                raise CalibrationError(f"its {split} sets lack their classes")
     return report
 
 
@@ -321,13 +272,15 @@ def calibrated_frame(frame: pd.DataFrame, classes: list[str], temperature: float
 
 
 @dataclass
-class HeldOut:
-    """The calibrated val predictions of a run or of an ensemble: what its sets and abstain threshold come from."""
+class CalibrationPictures:
+    """The calibrated predictions of the pictures that calibrate a run or an ensemble (the calibration half of
+    val, or all of val): what its sets and abstain threshold are fitted on."""
 
     probs: np.ndarray
     labels: np.ndarray
     temperature: float
-    note: str = ""
+    part: str = CALIBRATION_HALF  # CALIBRATION_HALF or ALL_OF_VAL
+    note: str = ""  # members shown raw, or why the pictures are all of val
 
     def sets(self, coverage: float = DEFAULT_COVERAGE) -> PredictionSets:
         return PredictionSets.fit(self.probs, self.labels, coverage)
@@ -335,63 +288,19 @@ class HeldOut:
     def threshold(self, accuracy: float = DEFAULT_TARGET_ACCURACY) -> float:
         return abstain_threshold(self.probs, self.labels, accuracy)
 
+    def described(self) -> str:
+        """"832 pictures, the calibration half of val"."""
+        return f"{len(self.labels):,} pictures, the {self.part}" if self.part == CALIBRATION_HALF else \
+            f"{len(self.labels):,} pictures, {self.part}"
 
-def run_held_out(run: Run, calibrated: bool = True) -> HeldOut:
-    """A run's calibrated val predictions (raw, with a note, when it is not calibrated or `calibrated` is
-    False): what its sets and threshold are calibrated on, so they must match the probabilities they judge."""
+
+def run_calibration_pictures(run: Run, calibrated: bool = True) -> CalibrationPictures:
+    """A run's calibrated predictions of the pictures that calibrate it (raw, with a note, when it is not
+    calibrated or `calibrated` is False): what its sets and threshold are fitted on, so they must match the
+    probabilities they judge."""
     temperature, note = run_temperature(run) if calibrated else (1.0, f"{run.name}: raw probabilities (asked for)")
-    probs, labels = held_out(run, "val")
-    return HeldOut(temper(probs, temperature), labels, temperature, note)
-
-
-def ensemble_held_out(runs: list[Run]) -> HeldOut:
-    """The ensemble's val predictions: the mean of its calibrated members, scaled by the ensemble's own
-    temperature, fitted on the same val pictures. Members must share the val pictures and class list."""
-    from har_core.ensemble import combine  # ensemble imports this module
-    if not runs:
-        raise CalibrationError("no ensemble members")
-    if any(run.classes != runs[0].classes for run in runs):
-        raise CalibrationError("the ensemble's members have different class lists; the ensemble is not calibrated")
-    probs, labels = _aligned(runs, "val", calibrated=True)
-    mean = combine(probs)
-    temperature = fit_temperature(mean, labels)
-    notes = [note for run in runs if (note := run_temperature(run)[1])]
-    return HeldOut(temper(mean, temperature), labels, temperature, "; ".join(notes))
-
-
-def _aligned(runs: list[Run], split: str, calibrated: bool) -> tuple[list[np.ndarray], np.ndarray]:
-    """The members' probabilities on a split, row-aligned by file name, and the labels."""
-    frames = [run.predictions(split) for run in runs]
-    missing = [run.name for run, frame in zip(runs, frames) if frame is None]
-    if missing:
-        raise CalibrationError(f"{', '.join(missing)}: no {split} predictions; the ensemble is not calibrated")
-    base = frames[0]["filename"]
-    if any(set(frame["filename"]) != set(base) for frame in frames):
-        raise CalibrationError(f"the ensemble's members predicted different {split} pictures; the ensemble is not "
-                               "calibrated")
-    probs = []
-    for run, frame in zip(runs, frames):
-        raw, labels = _labelled(frame.set_index("filename").loc[base].reset_index(), run.classes)
-        probs.append(temper(raw, run_temperature(run)[0]) if calibrated else raw)
-    return probs, labels
-
-
-def ensemble_figures(runs: list[Run], coverage: float = DEFAULT_COVERAGE) -> dict:
-    """The ensemble's headline figures on test, as coverage_figures gives a run's: before = the mean of the raw
-    members, after = the mean of the calibrated members at the ensemble's own temperature (fitted on val)."""
-    from har_core.ensemble import combine
-    fitted = ensemble_held_out(runs)
-    raw, labels = _aligned(runs, "test", calibrated=False)
-    members, _ = _aligned(runs, "test", calibrated=True)
-    before, after = combine(raw), combine(members, fitted.temperature)
-    sets = set_report(fitted.sets(coverage).predict(after), labels, runs[0].classes)
-    return {"run": "ensemble of " + ", ".join(run.name for run in runs), "temperature": fitted.temperature,
-            "accuracy": float((after.argmax(1) == labels).mean()),
-            "ece_before": expected_calibration_error(before, labels),
-            "ece_after": expected_calibration_error(after, labels),
-            "nll_before": nll(before, labels), "nll_after": nll(after, labels), "coverage": sets["coverage"],
-            "mean_set_size": sets["mean_size"], "worst_class": sets["worst_class"],
-            "worst_class_coverage": sets["worst_class_coverage"]}
+    probs, labels, part = calibration_probabilities(run)
+    return CalibrationPictures(temper(probs, temperature), labels, temperature, part, note)
 
 
 def coverage_figures(run: Run) -> dict:
@@ -405,7 +314,8 @@ def coverage_figures(run: Run) -> dict:
             "ece_before": test["before"]["ece"],
             "ece_after": test["after"]["ece"], "nll_before": test["before"]["nll"], "nll_after": test["after"]["nll"],
             "coverage": test["sets"]["coverage"], "mean_set_size": test["sets"]["mean_size"],
-            "worst_class": test["sets"]["worst_class"], "worst_class_coverage": test["sets"]["worst_class_coverage"]}
+            "worst_class": test["sets"]["worst_class"], "worst_class_coverage": test["sets"]["worst_class_coverage"],
+            "calibrated_on": report.get("calibrated_on", {}).get("part", ALL_OF_VAL)}
 
 
 # ----------------------------------------------------------------------------------------- pages
@@ -426,7 +336,7 @@ def split_sureness(frame: pd.DataFrame, classes: list[str], sets: PredictionSets
                    threshold: float | None) -> dict:
     """On a split's (calibrated) predictions: the risk–coverage curve, the sets' coverage (overall and per
     class) and what the abstain threshold keeps."""
-    probs, labels = _labelled(frame, classes)
+    probs, labels = probabilities_of(frame, classes)
     result = {"curve": risk_coverage(probs, labels), "sets": None, "kept": None, "kept_accuracy": None}
     if sets is not None:
         result["sets"] = set_report(sets.predict(probs), labels, classes)

@@ -24,7 +24,7 @@ from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from har_core.calibration import temper
+from har_core.calibration_maths import temper
 from har_core.data import resize_side
 from har_core.inference import LoadedModel, logits_of
 from har_core.registry import REGISTRY

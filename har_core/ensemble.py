@@ -2,18 +2,23 @@
 
 Members are chosen runs; the ensemble's probability is the mean of its members' calibrated probabilities (as
 they are computed: live for a photo, as stored for a split, so flip TTA where a run used it; each scaled by its
-run's temperature), then scaled by the ensemble's own temperature. By default the
-members are the runs that started from ImageNet weights, when there are at least two of them (from-scratch
-runs are much weaker and would drag the mean down); else every run.
+run's temperature), then scaled by the ensemble's own temperature, fitted on the pictures that calibrate every
+member (the calibration halves of their val, else all of val). By default the members are the runs that started
+from ImageNet weights, when there are at least two of them (from-scratch runs are much weaker and would drag the
+mean down); else every run.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from har_core import artifacts
 from har_core.artifacts import Run
-from har_core.calibration import run_temperature, temper
+from har_core.calibration import (CalibrationPictures, calibration_files_of, calibration_rows, part_of_val,
+                                  probabilities_of, run_temperature)
+from har_core.calibration_maths import (DEFAULT_COVERAGE, CalibrationError, expected_calibration_error,
+                                        fit_temperature, nll, set_report, temper)
 from har_core.labels import spoken
-from har_core.metrics import compute_metrics, probabilities
+from har_core.metrics import compute_metrics
 
 
 def pretrained_runs(runs: list[Run]) -> list[Run]:
@@ -47,23 +52,83 @@ def default_members(runs: list[Run]) -> list[str]:
 
 def combine(probabilities_of_members: list[np.ndarray], temperature: float = 1.0) -> np.ndarray:
     """The ensemble's probabilities: the mean of its (calibrated) members, scaled by the ensemble's own
-    temperature (fitted on val: har_core.calibration.ensemble_held_out)."""
+    temperature (fitted on its calibration pictures: `ensemble_calibration_pictures`)."""
     return temper(np.mean(probabilities_of_members, axis=0), temperature)
+
+
+def aligned_members(runs: list[Run], split: str, calibrated: bool = True,
+                    files: set[str] | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """The members' stored probabilities on a split (each scaled by its run's temperature when `calibrated`),
+    row by row the same pictures, matched by file name, and their labels; only the pictures of `files` when
+    given. CalibrationError when a member has no predictions there, the members have different class lists or
+    predicted different pictures."""
+    if not runs:
+        raise CalibrationError("no ensemble members")
+    if any(run.classes != runs[0].classes for run in runs):
+        raise CalibrationError("the ensemble's members have different class lists")
+    frames = [run.predictions(split) for run in runs]
+    missing = [run.name for run, frame in zip(runs, frames) if frame is None]
+    if missing:
+        raise CalibrationError(f"{', '.join(missing)}: no {split} predictions")
+    if any(set(frame["filename"]) != set(frames[0]["filename"]) for frame in frames):
+        raise CalibrationError(f"the ensemble's members predicted different {split} pictures")
+    base = calibration_rows(frames[0], files, "the ensemble")["filename"]
+    probs = []
+    for run, frame in zip(runs, frames):
+        raw, labels = probabilities_of(frame.set_index("filename").loc[base].reset_index(), run.classes)
+        probs.append(temper(raw, run_temperature(run)[0]) if calibrated else raw)
+    return probs, labels
+
+
+def shared_calibration_files(runs: list[Run]) -> set[str] | None:
+    """The val pictures that calibrate every member: the pictures all their calibration halves share (None: a
+    member keeps no half, so all of val)."""
+    halves = [calibration_files_of(run) for run in runs]
+    return None if any(half is None for half in halves) else set.intersection(*halves)
+
+
+def ensemble_calibration_pictures(runs: list[Run]) -> CalibrationPictures:
+    """The ensemble's calibration pictures: the mean of its calibrated members, scaled by the ensemble's own
+    temperature, fitted on the pictures that calibrate every member. Members must share the val pictures and
+    class list."""
+    files = shared_calibration_files(runs)
+    try:
+        probs, labels = aligned_members(runs, "val", calibrated=True, files=files)
+    except CalibrationError as error:
+        raise CalibrationError(f"{error}; the ensemble is not calibrated") from None
+    mean = combine(probs)
+    temperature = fit_temperature(mean, labels)
+    notes = [note for run in runs if (note := run_temperature(run)[1])]
+    return CalibrationPictures(temper(mean, temperature), labels, temperature, part_of_val(files), "; ".join(notes))
+
+
+def ensemble_figures(runs: list[Run], coverage: float = DEFAULT_COVERAGE) -> dict:
+    """The ensemble's headline figures on test, as calibration.coverage_figures gives a run's: before = the mean of
+    the raw members, after = the mean of the calibrated members at the ensemble's own temperature."""
+    fitted = ensemble_calibration_pictures(runs)
+    raw, labels = aligned_members(runs, "test", calibrated=False)
+    members, _ = aligned_members(runs, "test", calibrated=True)
+    before, after = combine(raw), combine(members, fitted.temperature)
+    sets = set_report(fitted.sets(coverage).predict(after), labels, runs[0].classes)
+    return {"run": "ensemble of " + ", ".join(run.name for run in runs), "temperature": fitted.temperature,
+            "accuracy": float((after.argmax(1) == labels).mean()),
+            "ece_before": expected_calibration_error(before, labels),
+            "ece_after": expected_calibration_error(after, labels),
+            "nll_before": nll(before, labels), "nll_after": nll(after, labels), "coverage": sets["coverage"],
+            "mean_set_size": sets["mean_size"], "worst_class": sets["worst_class"],
+            "worst_class_coverage": sets["worst_class_coverage"], "calibrated_on": fitted.part}
 
 
 def stored_metrics(runs: list[Run], split: str = "test") -> dict | None:
     """Metrics of the ensemble of `runs` on a split, from their stored predictions (None: fewer than two
     runs with predictions, or runs with different classes or that predicted different files: other splits,
     other data, a clip model beside image models)."""
-    frames = [(run, f) for run in runs if (f := run.predictions(split)) is not None]
-    first_run, first = frames[0] if frames else (None, None)
-    if len(frames) < 2 or any(run.classes != first_run.classes or set(f["filename"]) != set(first["filename"])
-                              for run, f in frames):
+    with_predictions = [run for run in runs if run.has(artifacts.predictions_file(split))]
+    if len(with_predictions) < 2:
         return None
-    classes = frames[0][0].classes
-    base = frames[0][1].set_index("filename")
-    aligned = [f.set_index("filename").loc[base.index] for _, f in frames]
-    probs = combine([temper(probabilities(f, classes), run_temperature(run)[0])
-                     for (run, _), f in zip(frames, aligned)])
-    labels = [classes.index(t) for t in base["true"]]
-    return compute_metrics(labels, probs, classes) | {"runs": [run.name for run, _ in frames]}
+    try:
+        probs, labels = aligned_members(with_predictions, split)
+    except CalibrationError:
+        return None
+    classes = with_predictions[0].classes
+    return compute_metrics(list(labels), combine(probs), classes) | {"runs": [run.name for run in with_predictions]}

@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from har_core.artifacts import WEIGHTS, Run, RunError, load_weights, open_run
 from har_core.backend import LABELS, BackendError, OnnxModel, backend_from_env, open_export
-from har_core.calibration import run_temperature, temper
+from har_core.calibration import run_temperature
+from har_core.calibration_maths import temper
 from har_core.data import eval_transform
 from har_core.ensemble import combine
 from har_core.registry import REGISTRY
@@ -218,7 +219,7 @@ def predict_all(models: list[LoadedModel], images: list[Image.Image], tta: bool 
 
 def ensemble(predictions: list[Prediction], members: list[str] | None = None, temperature: float = 1.0) -> np.ndarray:
     """The ensemble (har_core.ensemble) of the predictions of `members` (default: all of them), at the
-    ensemble's own temperature (har_core.calibration.ensemble_held_out)."""
+    ensemble's own temperature (har_core.ensemble.ensemble_calibration_pictures)."""
     chosen = [p.probs for p in predictions if members is None or p.model in members]
     return combine(chosen or [p.probs for p in predictions], temperature)
 

@@ -474,7 +474,8 @@ def test_a_run_shipping_reduced_embeddings_shows_similar_images_its_map_and_says
     from har_core.embeddings import run_embeddings
     from har_core.imaging import load_image
     from har_core.inference import load_run, predict_all
-    from har_core.similarity import neighbour_answer, training_index
+    from har_core.search import training_index
+    from har_core.similarity import neighbour_answer
     from train import embed as embed_cli
     runs = tmp_path / "runs"
     shutil.copytree(tiny_runs / "custom_cnn", runs / "custom_cnn")

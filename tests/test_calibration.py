@@ -11,11 +11,12 @@ from scipy.stats import beta, binom
 
 from conftest import ROOT, SPORTS15
 from har_core.artifacts import find_runs, open_run
-from har_core.calibration import held_out as calibration_held_out
-from har_core.calibration import (CalibrationError, PredictionSets, abstain_threshold, calibrate_run,
-                                  check_coverage, coverage_figures, ensemble_held_out, expected_calibration_error,
-                                  fit_temperature, nll, risk_coverage, run_held_out, run_temperature, set_names,
-                                  set_phrase, temper)
+from har_core.calibration import (calibrate_run, coverage_figures, run_calibration_pictures, run_temperature,
+                                  split_probabilities)
+from har_core.calibration_maths import (CalibrationError, PredictionSets, abstain_threshold, check_coverage,
+                                        expected_calibration_error, fit_temperature, nll, reliability, risk_coverage,
+                                        set_names, set_phrase, temper)
+from har_core.ensemble import ensemble_calibration_pictures
 
 BUNDLE = ROOT / "assets" / "runs"
 
@@ -149,7 +150,7 @@ def test_a_run_without_val_predictions_says_so_and_keeps_raw_probabilities(bundl
     temperature, note = run_temperature(open_run(run.path))  # the failed refit took the old temperature away
     assert temperature == 1.0 and "not calibrated" in note and not (run.path / "calibration.json").exists()
     with pytest.raises(CalibrationError, match="no val predictions"):
-        ensemble_held_out([open_run(bundled_copy / "efficientnet_lite2"), open_run(run.path)])
+        ensemble_calibration_pictures([open_run(bundled_copy / "efficientnet_lite2"), open_run(run.path)])
 
 
 @pytest.mark.skipif(not SPORTS15.is_dir(), reason="../shared/data/sports15 not present")
@@ -207,7 +208,7 @@ def test_evaluate_shows_each_runs_calibration_sets_and_abstaining_as_computed_he
         assert calibration.loc[run.name, "ECE after"] == pytest.approx(figures["ece_after"])
         assert sets.loc[run.name, "set coverage"] == pytest.approx(figures["coverage"])
         assert sets.loc[run.name, "mean set size"] == pytest.approx(figures["mean_set_size"])
-        found = run_held_out(run)
+        found = run_calibration_pictures(run)
         assert sets.loc[run.name, "threshold (val)"] == pytest.approx(found.threshold(0.9))
     # the worst class in words with its coverage, in one column (two cut the table at 1280 px)
     assert sets["worst class (coverage)"].str.fullmatch(r"[a-z ]+ \(\d+\.\d%\)").all()
@@ -234,9 +235,20 @@ def test_a_temperature_is_refused_on_too_few_val_pictures_or_on_answers_all_cert
 
 def test_the_ensemble_gets_its_own_temperature_on_the_mean_of_its_calibrated_members(bundled_copy):
     members = [open_run(bundled_copy / name) for name in ("efficientnet_lite2", "mobilenet_v2")]
-    found = ensemble_held_out(members)
+    found = ensemble_calibration_pictures(members)
     mean = np.mean([temper(held_out_probs, run_temperature(run)[0])
-                    for run, held_out_probs in ((run, calibration_held_out(run, "val")[0]) for run in members)], 0)
+                    for run, held_out_probs in ((run, split_probabilities(run, "val")[0]) for run in members)], 0)
     assert found.temperature == pytest.approx(fit_temperature(mean, found.labels))
     assert np.allclose(found.probs, temper(mean, found.temperature))
     assert nll(found.probs, found.labels) < nll(mean, found.labels)
+
+
+def test_ece_is_the_reliability_tables_own_weighted_gap_even_for_a_confidence_of_exactly_one():
+    """#39: ECE came from torchmetrics, which puts a confidence of exactly 1.0 into a 16th bin of its own while the
+    reliability table keeps it in its 15th, [14/15, 1]. Both must be one table."""
+    probs = np.array([[1.0, 0.0]] * 10 + [[0.97, 0.03]] * 10)  # all 20 in the last bin
+    labels = np.array([0] * 5 + [1] * 5 + [0] * 10)  # half of the 1.0 answers right, every 0.97 answer right
+    # by hand: one bin of 20 pictures, mean confidence (10 · 1.0 + 10 · 0.97) / 20 = 0.985, accuracy 15 / 20
+    assert expected_calibration_error(probs, labels) == pytest.approx(abs(0.985 - 0.75))
+    table = reliability(probs, labels)
+    assert table["count"].iloc[-1] == 20 and table["count"].sum() == 20

@@ -15,8 +15,9 @@ from har_core.embeddings import (EMBEDDINGS, EmbeddingError, Embeddings, embed_d
                                  run_embeddings, staleness)
 from har_core.inference import load_run, predict_all
 from har_core.projection import MAP_FILE, embedding_map, project
-from har_core.similarity import (INDEX_FILE, RETRIEVAL, VectorIndex, augmented, choose_weight, neighbour_answer,
-                                 neighbours_of, reduction_effect, retrieval_report, training_index, vote)
+from har_core.search import INDEX_FILE, VectorIndex, neighbours_of, training_index
+from har_core.similarity import (RETRIEVAL, augmented, choose_weight, neighbour_answer, reduction_effect,
+                                 retrieval_report, vote)
 from train import embed as embed_cli
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import argparse
 
 from har_core.artifacts import RunError, find_runs
-from har_core.calibration import CalibrationError, calibrate_run, check_coverage, coverage_figures, ensemble_figures
-from har_core.ensemble import default_members
+from har_core.calibration import calibrate_run, coverage_figures
+from har_core.calibration_maths import CalibrationError, check_coverage
+from har_core.ensemble import default_members, ensemble_figures
 
 
 def line(row: dict, coverage: float) -> str:

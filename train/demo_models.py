@@ -24,7 +24,7 @@ from har_core.embeddings import EMBEDDINGS
 from har_core.export import copy_for_export, export_run
 from har_core.projection import MAP_FILE
 from har_core.registry import REGISTRY
-from har_core.similarity import INDEX_FILE, INDEX_INFO
+from har_core.search import INDEX_FILE, INDEX_INFO
 from train import train
 
 # name -> (model, training flags, note for the card)

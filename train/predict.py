@@ -17,7 +17,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from har_core.artifacts import RunError
-from har_core.calibration import CalibrationError, run_held_out, set_names
+from har_core.calibration import run_calibration_pictures
+from har_core.calibration_maths import CalibrationError, set_names
 from har_core.backend import BACKENDS, LABELS
 from har_core.fileio import atomic_write_text
 from har_core.data import DataError, unlabelled_images
@@ -40,7 +41,7 @@ def main(argv=None) -> pd.DataFrame:
     args = parser.parse_args(argv)
     try:
         loaded = image_model(load_run(args.run, args.backend, calibrated=not args.raw))
-        sets = run_held_out(loaded.run, calibrated=not args.raw).sets(args.sets) if args.sets is not None else None
+        sets = run_calibration_pictures(loaded.run, calibrated=not args.raw).sets(args.sets) if args.sets is not None else None
         root, files, problems = unlabelled_images(args.images)
     except (RunError, DataError, CalibrationError) as error:
         raise SystemExit(f"error: {error}")

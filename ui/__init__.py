@@ -31,7 +31,7 @@ from ui.clips import (  # noqa: F401
 from ui.teaching import (  # noqa: F401
     teach_base, teach_pictures, teach_head, taught_probabilities, runs_folder_writable, save_taught, taught_zip)
 from ui.sureness import (  # noqa: F401
-    held_out, prediction_sets, ensemble_temperature, calibration_report, sureness, Sureness, sureness_on)
+    calibration_pictures, prediction_sets, ensemble_temperature, calibration_report, sureness, Sureness, sureness_on)
 from ui.sharing import (  # noqa: F401
     report)
 from ui.inside import (  # noqa: F401

@@ -11,7 +11,7 @@ from har_core.inference import LoadedModel
 from har_core.timeline import Timeline, timeline
 from har_core.video import VIDEO_SUFFIXES, Clip, read_clip, read_video_file
 from ui.common import Selection, data_file, friendly
-from ui.sureness import ensemble_temperature, held_out
+from ui.sureness import calibration_pictures, ensemble_temperature
 
 
 @st.cache_data(show_spinner=False, ttl=60, max_entries=8)
@@ -79,7 +79,7 @@ def no_action_threshold(runs: list) -> tuple[float, str]:
     """The default "no known action" threshold for a timeline of `runs`: the confidence above which their
     ensemble's (or the one run's) val answers were DEFAULT_TARGET_ACCURACY right; 0.5 and the reason when the
     runs cannot be calibrated together."""
-    found = held_out(runs)
+    found = calibration_pictures(runs)
     if isinstance(found, str):
         return 0.5, found
     return round(found.threshold(DEFAULT_TARGET_ACCURACY), 2), ""

@@ -10,14 +10,14 @@ import streamlit as st
 from har_core import artifacts
 from har_core.artifacts import Run
 from har_core.audit import audit
-from har_core.calibration import temper
+from har_core.calibration_maths import temper
 from har_core.data import scan_cached
 from har_core.embeddings import EMBEDDINGS, EmbeddingError, Embeddings, run_embeddings, staleness
 from har_core.fileio import file_sha256
 from har_core.labels import spoken
 from har_core.projection import embedding_map
-from har_core.similarity import (RETRIEVAL, SHOW_K, VOTE_K, VectorIndex, embed_run, neighbour_answer, neighbours_of,
-                                 retrieval_report, training_index, vote)
+from har_core.search import VectorIndex, neighbours_of, training_index
+from har_core.similarity import RETRIEVAL, SHOW_K, VOTE_K, embed_run, neighbour_answer, retrieval_report, vote
 from ui.common import (Selection, _file_stamp, config, data_file, dataset, folder_stamp, friendly, model, temperature,
                        thumbnail_grid)
 

@@ -1,5 +1,6 @@
-"""How sure: the calibrated val predictions of a run or an ensemble, their prediction sets and abstain
-threshold (har_core.calibration), cached by the files they come from."""
+"""How sure: the calibrated predictions of the pictures that calibrate a run or an ensemble (the calibration half
+of val, or all of val), their prediction sets and abstain threshold (har_core.calibration), cached by the files
+they come from."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,9 +10,10 @@ import streamlit as st
 
 from har_core import artifacts
 from har_core.artifacts import Run
-from har_core.calibration import (DEFAULT_TARGET_ACCURACY, REPORT, CalibrationError, HeldOut, PredictionSets,
-                                  ensemble_held_out, report_of, run_held_out, set_names, set_phrase,
-                                  split_sureness)
+from har_core.calibration import REPORT, CalibrationPictures, report_of, run_calibration_pictures, split_sureness
+from har_core.calibration_maths import (DEFAULT_TARGET_ACCURACY, CalibrationError, PredictionSets, set_names,
+                                        set_phrase)
+from har_core.ensemble import ensemble_calibration_pictures
 from ui.common import _file_stamp, model_stamp, predictions
 
 
@@ -20,23 +22,23 @@ def _stamps(runs: list[Run]) -> tuple:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _held_out(paths: tuple[str, ...], stamps: tuple) -> HeldOut | str:
+def _calibration_pictures(paths: tuple[str, ...], stamps: tuple) -> CalibrationPictures | str:
     runs = [artifacts.open_run(path) for path in paths]
     try:
-        return run_held_out(runs[0]) if len(runs) == 1 else ensemble_held_out(runs)
+        return run_calibration_pictures(runs[0]) if len(runs) == 1 else ensemble_calibration_pictures(runs)
     except CalibrationError as error:
         return str(error)
 
 
-def held_out(runs: list[Run]) -> HeldOut | str:
-    """The calibrated val predictions of one run, or of the ensemble of several (its own temperature); a
-    one-line reason instead when they cannot be had."""
-    return _held_out(tuple(str(run.path) for run in runs), _stamps(runs))
+def calibration_pictures(runs: list[Run]) -> CalibrationPictures | str:
+    """The calibrated predictions of the pictures that calibrate one run, or the ensemble of several (at its own
+    temperature); a one-line reason instead when they cannot be had."""
+    return _calibration_pictures(tuple(str(run.path) for run in runs), _stamps(runs))
 
 
 @st.cache_resource(show_spinner=False, max_entries=128)
 def _sets(paths: tuple[str, ...], stamps: tuple, coverage: float) -> PredictionSets | str:
-    found = _held_out(paths, stamps)
+    found = _calibration_pictures(paths, stamps)
     if isinstance(found, str):
         return found
     try:
@@ -46,14 +48,14 @@ def _sets(paths: tuple[str, ...], stamps: tuple, coverage: float) -> PredictionS
 
 
 def prediction_sets(runs: list[Run], coverage: float) -> PredictionSets | str:
-    """Split conformal sets at `coverage`, calibrated on the val predictions of the run (or the ensemble)."""
+    """Split conformal sets at `coverage`, calibrated on the calibration pictures of the run (or the ensemble)."""
     return _sets(tuple(str(run.path) for run in runs), _stamps(runs), round(float(coverage), 4))
 
 
 def ensemble_temperature(runs: list[Run]) -> float:
     """The ensemble's own temperature (1.0 for a single member or when it cannot be fitted)."""
-    found = held_out(runs) if len(runs) > 1 else None
-    return found.temperature if isinstance(found, HeldOut) else 1.0
+    found = calibration_pictures(runs) if len(runs) > 1 else None
+    return found.temperature if isinstance(found, CalibrationPictures) else 1.0
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
@@ -82,8 +84,8 @@ class Sureness:
 
 def sureness(runs: list[Run], probs: np.ndarray, classes: list[str], coverage: float) -> Sureness:
     """The prediction sets (at `coverage`) and "not sure" flags of calibrated `probs` from `runs` (one run, or
-    the ensemble of several), from their val predictions."""
-    found, sets = held_out(runs), prediction_sets(runs, coverage)
+    the ensemble of several), from their calibration pictures."""
+    found, sets = calibration_pictures(runs), prediction_sets(runs, coverage)
     if isinstance(found, str):
         return Sureness(None, [False] * len(probs), None, found)
     threshold = _threshold(tuple(str(run.path) for run in runs), _stamps(runs))
@@ -94,13 +96,13 @@ def sureness(runs: list[Run], probs: np.ndarray, classes: list[str], coverage: f
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _threshold(paths: tuple[str, ...], stamps: tuple) -> float:
-    return _held_out(paths, stamps).threshold(DEFAULT_TARGET_ACCURACY)
+    return _calibration_pictures(paths, stamps).threshold(DEFAULT_TARGET_ACCURACY)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def _split_sureness(path: str, stamps: tuple, split: str, coverage: float, target: float) -> dict | str:
     run = artifacts.open_run(path)
-    found = _held_out((path,), stamps)
+    found = _calibration_pictures((path,), stamps)
     if isinstance(found, str):
         return found
     frame = predictions(run, split)
