@@ -3,9 +3,9 @@
     python -m bench.whatif [--runs assets/runs] [--repeats 5]
 
 Per repeat a new edit (a brightness the cache has not seen, with a 5 % blur, noise and a covered box: the
-costliest edits) is applied to a 1600×1200 photo-sized picture (first brought to the shorter side the largest
-model resizes to, as the page does) and every model predicts the edited picture with its embedding, each model on its own, as the Predict
-page's What-if panel does on a slider move (PyTorch on this CPU).
+costliest edits) is applied to a 1600×1200 photo-sized picture at each model's own size (har_core.whatif.as_model_sees:
+its own resize, then the edit) and every model predicts its edited picture with its embedding, each model on its own,
+as the Predict page's What-if panel does on a slider move (PyTorch on this CPU).
 Prints the edit's time, the models' time and the total (min / median seconds).
 """
 from __future__ import annotations
@@ -18,9 +18,8 @@ import numpy as np
 from PIL import Image
 
 from har_core.artifacts import find_runs
-from har_core.data import resize_side
 from har_core.inference import load_run, predict_all
-from har_core.whatif import Edit, apply
+from har_core.whatif import Edit, as_model_sees
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +30,6 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     models = [load_run(run) for run in find_runs(args.runs)[0] if not run.takes_clips]
-    side = max(resize_side(m.run.card["input_size"], m.run.card["crop_pct"]) for m in models)  # as the page
     picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (1200, 1600, 3), dtype=np.uint8))
     for model in models:  # warm-up: first forwards allocate
         predict_all([model], [picture], embed=True)
@@ -39,10 +37,10 @@ def main(argv=None) -> dict:
     for i in range(args.repeats):
         edit = Edit(brightness=0.5 + 0.05 * i, blur=0.05, noise=0.1, cover=(0.3, 0.3, 0.7, 0.7))
         start = time.perf_counter()
-        edited = apply(picture, edit, shorter=side)
+        edited = [as_model_sees(picture, edit, model.transform) for model in models]
         middle = time.perf_counter()
-        for model in models:  # the page asks each model on its own (each answer cached by itself)
-            predict_all([model], [edited], embed=True)
+        for model, seen in zip(models, edited):  # the page asks each model on its own (each answer cached by itself)
+            predict_all([model], [seen], embed=True)
         edits.append(middle - start)
         predictions.append(time.perf_counter() - middle)
     total = [a + b for a, b in zip(edits, predictions)]

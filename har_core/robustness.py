@@ -15,9 +15,9 @@ from torch.utils.data import DataLoader
 
 from har_core import fileio
 from har_core.artifacts import Run
-from har_core.data import dataset_for, eval_transform, resize_side
+from har_core.data import dataset_for, eval_transform
 from har_core.inference import data_config_of, predict_loader
-from har_core.whatif import CORRUPTIONS, STRENGTHS, Edit, apply, corruption
+from har_core.whatif import CORRUPTIONS, STRENGTHS, Edit, as_model_sees, corruption
 
 ROBUSTNESS = "robustness.csv"
 ROBUSTNESS_INFO = "robustness.json"
@@ -25,16 +25,14 @@ COLUMNS = ["run", "corruption", "strength", "accuracy"]
 
 
 class EditedThen:
-    """The edit, then the model's own eval transform: the model meets the edited picture as it would a photo. The
-    picture is first brought to the size that transform resizes it to (its shorter side floor(input / crop_pct)),
-    so the edit's strength does not depend on the photo's resolution."""
+    """The edit at the model's own size (whatif.as_model_sees, as Predict's What-if panel), then the rest of its
+    eval transform: the edit's strength does not depend on the photo's resolution."""
 
     def __init__(self, edit: Edit, card: dict):
         self.edit, self.transform = edit, eval_transform(data_config_of(card))
-        self.shorter = resize_side(card["input_size"], card["crop_pct"])
 
     def __call__(self, image):
-        return self.transform(apply(image, self.edit, shorter=self.shorter))
+        return self.transform(as_model_sees(image, self.edit, self.transform))
 
 
 def accuracy_under(model: nn.Module, card: dict, root: Path, files: list[str], labels: list[int], edit: Edit,

@@ -2,19 +2,24 @@
 
 One definition of the edits serves both the Predict page's What-if panel (a visitor's sliders) and the
 robustness benchmark (`train.robustness`: every corruption at three strengths, ImageNet-C style). Edits are
-torchvision's functional transforms on the picture as given (before the model's own resize and crop), so a
-model meets an edited picture exactly as it would meet such a photo. Sizes (blur, the covered box) are fractions
-of the picture, so a strength means the same on a phone photo and on a thumbnail; noise is seeded, so the same
-edit of the same picture is the same picture (and a cached answer stays right).
+torchvision's functional transforms; `as_model_sees` applies one the single way both use: after the model's own
+resize (the first step of its eval transform), before its centre crop. So each model is edited at its own size
+whichever other models are compared with it (per-pixel noise keeps its strength: a later downscale would
+average it away), and an edit that changes no pixel gives the very picture the model meets unedited. Sizes
+(blur, the covered box) are fractions of the picture, so a strength means the same on a phone photo and on a
+thumbnail; noise is seeded, so the same edit of the same picture is the same picture (and a cached answer stays
+right).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torchvision.transforms.v2.functional as F
 from PIL import Image
+from torchvision.transforms import Resize
 
 GREY = 0.5  # what covers a box: mid-grey, as occlusion studies use
 
@@ -35,18 +40,30 @@ class Edit:
         return self == Edit()
 
 
-def apply(image: Image.Image, edit: Edit, seed: int = 0, shorter: int | None = None) -> Image.Image:
-    """The picture with the edit applied (the picture itself when the edit changes nothing). `shorter`: first
-    shrink a larger picture to that shorter side — the size the model's own resize would give it — so an edit
-    costs the same on a 4000-px photo as on a thumbnail and noise keeps its strength (downscaling after the
-    noise would average it away)."""
+def own_resize(transform) -> Callable[[Image.Image], Image.Image]:
+    """The first step of a model's eval transform (har_core.data.eval_transform, timm's): the resize of the
+    shorter side to floor(input / crop_pct) with the model's own interpolation."""
+    first = getattr(transform, "transforms", [None])[0]
+    if not isinstance(first, Resize):
+        raise ValueError(f"a What-if edit needs an image model's eval transform (a resize first), not {transform!r}")
+    return first
+
+
+def as_model_sees(image: Image.Image, edit: Edit, transform, seed: int = 0) -> Image.Image:
+    """The picture a model with eval transform `transform` meets after the edit: its own resize, then the edit
+    at that size. The transform then finds the picture at its size already (a resize to the size a picture has
+    leaves it untouched) and crops its centre, so `transform(as_model_sees(image, Edit(), transform))` is
+    `transform(image)`: the What-if panel's "before" and "after" and the robustness benchmark's clean and
+    corrupted passes take one path."""
+    return apply(own_resize(transform)(image), edit, seed)
+
+
+def apply(image: Image.Image, edit: Edit, seed: int = 0) -> Image.Image:
+    """The picture with the edit applied at its size (the picture itself when the edit changes nothing; pixel
+    values rounded, so an edit too small to change a pixel changes none)."""
     if edit.unchanged:
         return image
     image = image.convert("RGB")
-    if shorter and min(image.size) > shorter:
-        scale = shorter / min(image.size)
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.BILINEAR, reducing_gap=2.0)
     picture = F.to_dtype(F.pil_to_tensor(image), torch.float32, scale=True)  # (3, H, W) in [0, 1]
     height, width = picture.shape[-2:]
     if edit.zoom > 1:
@@ -69,7 +86,7 @@ def apply(image: Image.Image, edit: Edit, seed: int = 0, shorter: int | None = N
     if edit.cover is not None:
         left, top, right, bottom = edit.cover
         picture[:, round(top * height):round(bottom * height), round(left * width):round(right * width)] = GREY
-    return F.to_pil_image(F.to_dtype(picture, torch.uint8, scale=True))
+    return F.to_pil_image((picture * 255).round().to(torch.uint8))  # to_dtype truncates: 1.0001 × 250 gave 251
 
 
 def gaussian_blur(picture: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -63,14 +63,26 @@ def test_the_separable_blur_is_torchvisions_gaussian_blur():
         assert torch.allclose(gaussian_blur(picture, sigma), expected, atol=1e-5), sigma
 
 
-def test_a_large_photo_is_first_brought_to_the_size_the_model_resizes_it_to():
+def test_a_model_meets_an_edit_at_its_own_size_and_a_do_nothing_edit_is_the_picture_as_given():
+    """#39.1–2: the edit is applied after the model's own resize (the first step of its eval transform), whatever
+    other models are compared; a picture needing no edit or an edit too small to change a pixel (brightness
+    1.0001) reaches the model exactly as the photo does."""
+    import torch
+    from torchvision.transforms import InterpolationMode, Resize
+    from har_core.data import eval_transform
+    from har_core.whatif import as_model_sees
     big = quadrants((800, 600))
-    small = apply(big, Edit(brightness=0.5), shorter=150)
-    assert small.size == (200, 150)
-    np.testing.assert_allclose(pixels(small)[10:60, 10:80], np.round(pixels(big)[0, 0] * 0.5) * np.ones((50, 70, 3)),
-                               atol=1)
-    assert apply(big, Edit(brightness=0.5), shorter=1000).size == (800, 600)  # never enlarged
-    assert apply(big, Edit(), shorter=150) is big  # nothing to do: the photo as given, whatever its size
+    card = {"input_size": (3, 64, 64), "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), "crop_pct": 0.875,
+            "interpolation": "bicubic"}
+    transform = eval_transform(card)
+    own = Resize(73, InterpolationMode.BICUBIC)(big)  # floor(64 / 0.875) = 73, the card's bicubic
+    darker = as_model_sees(big, Edit(brightness=0.5), transform)
+    assert darker.size == (97, 73)
+    np.testing.assert_allclose(pixels(darker), np.round(pixels(own) * 0.5), atol=1)
+    for nothing in (Edit(), Edit(brightness=1.0001), Edit(contrast=1.0001)):
+        assert torch.equal(transform(as_model_sees(big, nothing, transform)), transform(big)), nothing
+    with pytest.raises(ValueError, match="eval transform"):
+        as_model_sees(big, Edit(brightness=0.5), lambda image: image)
 
 
 def test_corruptions_grow_stronger_with_their_strength():
@@ -108,8 +120,10 @@ def test_robustness_clean_accuracy_is_train_evaluates_and_every_corruption_is_me
     manifest = run.manifest()
     rows = manifest[manifest["split"] == "test"]
     loaded = load_run(run, backend="pytorch")
-    shorter = int(run.card["input_size"] / run.card["crop_pct"])  # the size its eval transform resizes to
-    right = [int(loaded.predict([apply(load_image(kaggle_data / f), corruption("darker", 3), shorter=shorter)])[0].argmax())
+    from torchvision.transforms import InterpolationMode, Resize
+    own_side = Resize(int(run.card["input_size"] / run.card["crop_pct"]),  # the card's resize, written from it
+                      InterpolationMode(run.card["interpolation"]))
+    right = [int(loaded.predict([apply(own_side(load_image(kaggle_data / f)), corruption("darker", 3))])[0].argmax())
              == run.classes.index(label) for f, label in zip(rows["filename"], rows["label"])]
     assert mine.set_index(["corruption", "strength"]).loc[("darker", 3), "accuracy"] == pytest.approx(np.mean(right))
     assert pd.read_csv(out).equals(table)

@@ -6,6 +6,7 @@ Streamlit's caches and turns failures into one-line messages:
 - `ui.common`   settings, loaded models and their engines, cached run files, thumbnails, friendly errors
 - `ui.choices`  the sidebar (runs, image folder, class list), deep links, presentation mode
 - `ui.answers`  predictions and explanations of pictures, cached by content; uploads and samples
+- `ui.what_if`  Predict's What-if panel: edits of the picture and every model's answer to them
 - `ui.similar`  embeddings, similar images, the map, the data audit
 - `ui.clips`    video clips and their timelines
 - `ui.teaching` Teach: a linear head on a run's embeddings
@@ -21,7 +22,8 @@ from ui.common import (  # noqa: F401
 from ui.choices import (  # noqa: F401
     sidebar, one_class_list, follow_link, share_view, ensemble_members)
 from ui.answers import (  # noqa: F401
-    predict, explanation, edited, whatif_side, read_uploads, sample_files, image_source)
+    predict, explanation, as_model_sees, predict_edited, read_uploads, sample_files, image_source)
+from ui.what_if import what_if  # noqa: F401
 from ui.similar import (  # noqa: F401
     embeddings, search_index, retrieval, embeddings_or_offer, offer_to_compute, compute_embeddings, has_embeddings,
     embedding_map_of, neighbour_grid, same_picture, similar_images, nearest_training_images, top_votes,

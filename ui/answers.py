@@ -7,7 +7,7 @@ import streamlit as st
 
 from har_core import artifacts, cam, whatif
 from har_core.cam import ClassMaps, Explanation, class_maps
-from har_core.data import read_manifest, resize_side
+from har_core.data import read_manifest
 from har_core.imaging import ImageError, image_digest, load_image, safe_name
 from har_core.inference import LoadedModel, Prediction, predict_all
 from har_core.labels import spoken
@@ -46,20 +46,22 @@ def explanation(loaded: LoadedModel, image, digest: str, method: str, target: in
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
-def _edited(digest: str, edit: str, side: int, _image, _edit: whatif.Edit):
-    return whatif.apply(_image, _edit, shorter=side)
+def _seen(digest: str, edit: str, resize: str, _image, _edit: whatif.Edit, _transform):
+    return whatif.as_model_sees(_image, _edit, _transform)
 
 
-def whatif_side(loaded: list[LoadedModel]) -> int:
-    """The shorter side the What-if panel edits the picture at: the largest the chosen models resize it to (timm's
-    eval transform: floor(input / crop_pct)), so no model sees a blurrier picture than the photo would give it."""
-    return max(resize_side(m.run.card["input_size"], m.run.card["crop_pct"]) for m in loaded)
+def as_model_sees(loaded: LoadedModel, image, digest: str, edit: whatif.Edit):
+    """The picture `loaded` meets after a What-if edit (whatif.as_model_sees: its own resize, then the edit), once
+    per picture content, edit and resize: models that resize alike share it, and moving a slider back costs
+    nothing (the edited picture's predictions are cached by its content)."""
+    return _seen(digest, repr(edit), repr(whatif.own_resize(loaded.transform)), image, edit, loaded.transform)
 
 
-def edited(image, digest: str, edit: whatif.Edit, side: int):
-    """The picture with a What-if edit at shorter side `side` (whatif_side), once per picture content, edit and
-    side: moving a slider back costs nothing (and the edited picture's predictions are cached by its content)."""
-    return _edited(digest, repr(edit), side, image, edit)
+def predict_edited(loaded: list[LoadedModel], image, digest: str, edit: whatif.Edit, tta: bool) -> list[Prediction]:
+    """Every model's prediction of the picture after the edit, each edited at its own size: a slider gives a model
+    the same answer whichever other models are chosen, and an edit that changes no pixel gives its prediction
+    of the picture as given."""
+    return [predict([m], [as_model_sees(m, image, digest, edit)], tta)[0] for m in loaded]
 
 
 def read_uploads(files) -> tuple[list, list[str]]:

@@ -2,8 +2,6 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from har_core import whatif
-from har_core.imaging import image_digest
 from har_core.analysis import agreement
 from har_core.backend import LABELS
 from har_core.calibration import DEFAULT_TARGET_ACCURACY
@@ -95,42 +93,7 @@ if len(images) == 1:
                 ui.similar_images(selection, selection.run(prediction.model), prediction.embeddings,
                                   prediction.probs[0], k)
 
-    st.subheader("What if…")
-    st.caption("Darken, blur, turn or cover the picture and watch every model's answer change. Each card: its "
-               "answer now (⚠️ when it changed), and how far its confidence in its first answer moved.")
-    shown, controls = st.columns([1, 3])
-    with controls:
-        a, b, c = st.columns(3)
-        brightness = a.slider("Brightness", 0.1, 2.0, 1.0, 0.05, key="whatif_brightness")
-        contrast = b.slider("Contrast", 0.1, 2.0, 1.0, 0.05, key="whatif_contrast")
-        blur = c.slider("Blur (% of the picture)", 0.0, 5.0, 0.0, 0.25, key="whatif_blur")
-        noise = a.slider("Noise", 0.0, 0.4, 0.0, 0.02, key="whatif_noise")
-        rotation = b.slider("Rotation (°)", -90, 90, 0, 5, key="whatif_rotation")
-        zoom = c.slider("Zoom into the centre", 1.0, 3.0, 1.0, 0.1, key="whatif_zoom")
-        flip = a.toggle("Mirror left–right", key="whatif_flip")
-        cover = None
-        if b.toggle("Cover a box", key="whatif_cover"):
-            x, y = st.columns(2)  # one row, left to right: the box's two ranges side by side
-            (left, right), (top, bottom) = (x.slider("Box left–right (%)", 0, 100, (30, 70), key="whatif_box_x"),
-                                            y.slider("Box top–bottom (%)", 0, 100, (30, 70), key="whatif_box_y"))
-            cover = (left / 100, top / 100, right / 100, bottom / 100)
-    edit = whatif.Edit(brightness=brightness, contrast=contrast, blur=blur / 100, noise=noise,
-                       rotation=float(rotation), zoom=zoom, flip=flip, cover=cover)
-    picture = ui.edited(images[0], image_digest(images[0]), edit, ui.whatif_side(loaded))
-    shown.image(picture, caption="the picture the models now see" if not edit.unchanged else
-                "move a slider: the picture as given", width="stretch")
-    with st.spinner("Every model on the edited picture…"):
-        after = ui.predict(loaded, [picture], tta)
-    mean_after = ensemble(after, members, ui.ensemble_temperature(member_runs))
-    cards = st.columns(4)
-    for i, (name, before_probs, now) in enumerate([("Ensemble", mean[0], mean_after[0])] + [
-            (p.model, p.probs[0], q.probs[0]) for p, q in zip(predictions, after)]):
-        was, answer = int(before_probs.argmax()), int(now.argmax())
-        moved = (now[was] - before_probs[was]) * 100
-        colour, arrow = ("red", "▼") if moved < -0.05 else ("green", "▲") if moved > 0.05 else ("gray", "=")
-        cards[i % len(cards)].container(border=True).markdown(
-            f"**{name}**\n\n#### {'⚠️ ' if answer != was else ''}{spoken(classes[answer])}\n\n"
-            f":{colour}[{arrow} {abs(moved):.1f} pts on {spoken(classes[was])}] · now {now.max():.0%} sure")
+    ui.what_if(images[0], loaded, predictions, members, member_runs, classes, tta)
 else:
     rows = []
     for j, name in enumerate(names):  # a row per picture: its thumbnail, the ensemble's answer first

@@ -1,0 +1,69 @@
+"""Predict's What-if panel: sliders that edit the picture, and every model's answer on the edited picture."""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from har_core import whatif
+from har_core.data import resize_side
+from har_core.imaging import image_digest
+from har_core.inference import LoadedModel, Prediction, ensemble
+from har_core.labels import spoken
+from ui.answers import as_model_sees, predict_edited
+from ui.sureness import ensemble_temperature
+
+
+def edit_controls() -> whatif.Edit:
+    """The panel's sliders, as one edit."""
+    a, b, c = st.columns(3)
+    brightness = a.slider("Brightness", 0.1, 2.0, 1.0, 0.05, key="whatif_brightness")
+    contrast = b.slider("Contrast", 0.1, 2.0, 1.0, 0.05, key="whatif_contrast")
+    blur = c.slider("Blur (% of the picture)", 0.0, 5.0, 0.0, 0.25, key="whatif_blur")
+    noise = a.slider("Noise", 0.0, 0.4, 0.0, 0.02, key="whatif_noise")
+    rotation = b.slider("Rotation (°)", -90, 90, 0, 5, key="whatif_rotation")
+    zoom = c.slider("Zoom into the centre", 1.0, 3.0, 1.0, 0.1, key="whatif_zoom")
+    flip = a.toggle("Mirror left–right", key="whatif_flip")
+    cover = None
+    if b.toggle("Cover a box", key="whatif_cover"):
+        x, y = st.columns(2)  # one row, left to right: the box's two ranges side by side
+        (left, right), (top, bottom) = (x.slider("Box left–right (%)", 0, 100, (30, 70), key="whatif_box_x"),
+                                        y.slider("Box top–bottom (%)", 0, 100, (30, 70), key="whatif_box_y"))
+        cover = (left / 100, top / 100, right / 100, bottom / 100)
+    return whatif.Edit(brightness=brightness, contrast=contrast, blur=blur / 100, noise=noise,
+                       rotation=float(rotation), zoom=zoom, flip=flip, cover=cover)
+
+
+def what_if(image, loaded: list[LoadedModel], predictions: list[Prediction], members: list[str], member_runs: list,
+            classes: list[str], tta: bool) -> None:
+    """The What-if panel under Predict's cards: each model meets the edited picture at its own size
+    (ui.predict_edited), and its card says its answer now and how far its confidence in its first answer moved;
+    the ensemble's card is the ensemble (its own temperature) of the members' edited answers."""
+    st.subheader("What if…")
+    st.caption("Darken, blur, turn or cover the picture and watch every model's answer change. Each card: its "
+               "answer now (⚠️ when it changed), and how far its confidence in its first answer moved.")
+    shown, controls = st.columns([1, 3])
+    with controls:
+        edit = edit_controls()
+    digest = image_digest(image)
+    largest = max(loaded, key=lambda m: resize_side(m.run.card["input_size"], m.run.card["crop_pct"]))
+    side = resize_side(largest.run.card["input_size"], largest.run.card["crop_pct"])
+    shown.image(as_model_sees(largest, image, digest, edit), width="stretch",
+                caption="move a slider: the picture as given" if edit.unchanged else
+                f"the edited picture as {largest.name} sees it ({side} px); each model is edited at its own size")
+    with st.spinner("Every model on the edited picture…"):
+        after = predict_edited(loaded, image, digest, edit, tta)
+    temperature = ensemble_temperature(member_runs)
+    cards = [("Ensemble", ensemble(predictions, members, temperature)[0], ensemble(after, members, temperature)[0])]
+    cards += [(p.model, p.probs[0], q.probs[0]) for p, q in zip(predictions, after)]
+    columns = st.columns(4)
+    for i, (name, before, now) in enumerate(cards):
+        columns[i % len(columns)].container(border=True).markdown(card_words(name, before, now, classes))
+
+
+def card_words(name: str, before: np.ndarray, now: np.ndarray, classes: list[str]) -> str:
+    """A What-if card: the answer now (⚠️ when it changed) and the move of the confidence in the first answer."""
+    was, answer = int(before.argmax()), int(now.argmax())
+    moved = (now[was] - before[was]) * 100
+    colour, arrow = ("red", "▼") if moved < -0.05 else ("green", "▲") if moved > 0.05 else ("gray", "=")
+    return (f"**{name}**\n\n#### {'⚠️ ' if answer != was else ''}{spoken(classes[answer])}\n\n"
+            f":{colour}[{arrow} {abs(moved):.1f} pts on {spoken(classes[was])}] · now {now.max():.0%} sure")
