@@ -129,7 +129,7 @@ def out_of_sample_probs(embeddings: Embeddings, seed: int = 0) -> tuple[np.ndarr
             probe = LogisticRegression(C=1.0, max_iter=2000)
             predicted = cross_val_predict(probe, normalised(embeddings.vectors[fitted]), labels[fitted],
                                           cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
-                                          method="predict_proba")
+                                          method="predict_proba", n_jobs=1)
             probs[fitted] = 0.0
             probs[np.ix_(fitted, present)] = predicted
         else:  # too few training images per class to cross-validate: the model's own (in-sample) view
@@ -147,8 +147,10 @@ def label_issues(embeddings: Embeddings, seed: int = 0) -> pd.DataFrame:
     if len(embeddings) < 2 * len(embeddings.classes) or len(set(labels)) < 2:
         return pd.DataFrame(columns=columns)
     probs, source = out_of_sample_probs(embeddings, seed)
-    ranked = find_label_issues(labels, probs, filter_by="predicted_neq_given", return_indices_ranked_by="self_confidence")
-    confident = find_label_issues(labels, probs)
+    # n_jobs=1: by default cleanlab forks a pool of workers, and a fork inside the app's threaded server hangs
+    ranked = find_label_issues(labels, probs, filter_by="predicted_neq_given", return_indices_ranked_by="self_confidence",
+                               n_jobs=1)
+    confident = find_label_issues(labels, probs, n_jobs=1)
     quality = get_label_quality_scores(labels, probs, method="self_confidence")
     return pd.DataFrame({"filename": [embeddings.files[i] for i in ranked],
                          "split": [embeddings.splits[i] for i in ranked],

@@ -1,4 +1,5 @@
 """The data audit: near-duplicates, likely label errors, outliers; on generated data and, where present, sports15."""
+import os
 import shutil
 
 import numpy as np
@@ -108,3 +109,19 @@ def test_planted_label_flips_and_split_duplicates_are_found_in_sports15(tmp_path
     print(figures)
     assert figures["flips_in_top"] >= 0.8
     assert figures["duplicates_found"] >= 9  # of 10: one re-encoded copy scores below the threshold (README)
+
+
+FORKS = []  # at-fork hooks cannot be unregistered: one hook, one list, read before and after
+os.register_at_fork(before=lambda: FORKS.append(os.getpid()))
+
+
+def test_the_audit_never_forks_a_process(monkeypatch):
+    """#40.1: cleanlab forks workers (a multiprocessing pool) unless told otherwise; forked inside the app's
+    threaded server the copies wait forever and the audit never finishes. Nothing in the audit may fork."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)  # the default pool cleanlab picks on a multi-core machine
+    vectors, labels = clustered(n_per=30, clusters=3, dim=16, noise=0.4)
+    splits = ["train"] * 60 + ["val"] * 15 + ["test"] * 15
+    before = len(FORKS)
+    found = audit(fake_embeddings(vectors, labels, splits))
+    assert len(FORKS) == before, "the audit forked a process"
+    assert found.summary()  # it ran to the end
