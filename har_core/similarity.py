@@ -2,8 +2,9 @@
 run's embeddings, their retrieval report and, for embeddings stored reduced, what the reduction cost search.
 
 A model's neighbours vote: the share of each class among the k most similar training images. The
-retrieval-augmented prediction mixes the model's probabilities with that vote; the mixing weight is chosen
-on the validation split (highest accuracy, ties to the smaller weight) and only then applied to test.
+retrieval-augmented prediction mixes the model's probabilities with that vote; the mixing weight is chosen on
+the pictures that calibrate the run (the calibration half of val, which never chose its checkpoint; all of val
+when its manifest keeps no half apart: highest accuracy, ties to the smaller weight) and only then applied.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from har_core.artifacts import Run
 from har_core.audit import near_duplicates
+from har_core.calibration import calibration_files_of, part_of_val
 from har_core.data import DataIndex
 from har_core.embeddings import EMBEDDINGS, EmbeddingError, Embeddings, embed_data, load_embeddings, mismatch, reduce
 from har_core.inference import LoadedModel
@@ -48,15 +50,16 @@ def choose_weight(probs: np.ndarray, votes: np.ndarray, labels: np.ndarray) -> f
 
 
 def retrieval_report(run: Run, embeddings: Embeddings, k: int = VOTE_K) -> dict:
-    """kNN-only, model-only and retrieval-augmented accuracy on val and test; the weight is chosen on val.
-    The model's probabilities are the run's own stored predictions (flip TTA where the run uses it)."""
+    """kNN-only, model-only and retrieval-augmented accuracy on all of val and on test; the weight is chosen on
+    the val pictures that calibrate the run. The model's probabilities are the run's own stored predictions
+    (flip TTA where the run uses it)."""
     if not len(embeddings.rows("train")):
         return {"k": k, "weight": 0.0, "embeddings": embeddings.ident,
                 "note": "no training pictures among the embeddings: nothing to search"}
     index = training_index(embeddings, run.path)
     row_of = embeddings.row_of
     class_of = {c: i for i, c in enumerate(embeddings.classes)}
-    parts = {}
+    parts, names = {}, {}
     for split in ("val", "test"):
         frame = run.predictions(split)
         if frame is None:
@@ -68,11 +71,16 @@ def retrieval_report(run: Run, embeddings: Embeddings, k: int = VOTE_K) -> dict:
         labels = frame["true"].map(class_of).to_numpy()
         probs = frame[[f"prob_{c}" for c in embeddings.classes]].to_numpy(float)
         _, neighbours = neighbours_of(index, embeddings.vectors[rows], k)
-        parts[split] = (probs, vote(neighbours, embeddings), labels)
+        parts[split], names[split] = (probs, vote(neighbours, embeddings), labels), frame["filename"]
     if "val" not in parts:
         return {"k": k, "weight": 0.0, "note": "no validation predictions: the mixing weight stays 0"}
-    weight = choose_weight(*parts["val"])
-    report = {"k": k, "weight": weight, "embeddings": embeddings.ident}
+    files = calibration_files_of(run)
+    chosen = names["val"].isin(files).to_numpy() if files is not None else np.ones(len(names["val"]), bool)
+    if not chosen.any():  # the predictions hold none of the half: all of val, and the report says so
+        files, chosen = None, np.ones(len(chosen), bool)
+    weight = choose_weight(*(part[chosen] for part in parts["val"]))
+    report = {"k": k, "weight": weight, "embeddings": embeddings.ident,
+              "weight_chosen_on": {"part": part_of_val(files), "pictures": int(chosen.sum())}}
     for split, (probs, votes, labels) in parts.items():
         report[split] = {"n": int(len(labels)), "model": float((probs.argmax(1) == labels).mean()),
                          "knn": float((votes.argmax(1) == labels).mean()),

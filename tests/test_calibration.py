@@ -252,3 +252,74 @@ def test_ece_is_the_reliability_tables_own_weighted_gap_even_for_a_confidence_of
     assert expected_calibration_error(probs, labels) == pytest.approx(abs(0.985 - 0.75))
     table = reliability(probs, labels)
     assert table["count"].iloc[-1] == 20 and table["count"].sum() == 20
+
+
+def give_calibration_half(run_dir):
+    """The run's split.csv with half of each class's val pictures marked for calibration; returns those files
+    and the other val pictures, read back from the file."""
+    from har_core.data import read_manifest, with_calibration_half, write_manifest
+    write_manifest(with_calibration_half(read_manifest(run_dir / "split.csv"), seed=0), run_dir / "split.csv")
+    rows = pd.read_csv(run_dir / "split.csv", dtype=str, keep_default_na=False)
+    val = rows[rows["split"] == "val"]
+    return set(val.loc[val["calibrate"] == "1", "filename"]), set(val.loc[val["calibrate"] != "1", "filename"])
+
+
+def scramble_val_predictions(run_dir, files):
+    """Every picture of `files` answered wrongly with full confidence in its val predictions."""
+    frame = pd.read_csv(run_dir / "predictions_val.csv", keep_default_na=False)
+    classes = [c.removeprefix("prob_") for c in frame.columns if c.startswith("prob_")]
+    chosen = frame["filename"].isin(files)
+    wrong = [classes[(classes.index(t) + 1) % len(classes)] for t in frame.loc[chosen, "true"]]
+    for c in classes:
+        frame.loc[chosen, f"prob_{c}"] = [1.0 if w == c else 0.0 for w in wrong]
+    frame.loc[chosen, "predicted"], frame.loc[chosen, "confidence"] = wrong, 1.0
+    frame.to_csv(run_dir / "predictions_val.csv", index=False)
+
+
+def test_only_the_calibration_half_of_val_calibrates_and_the_report_says_which_pictures(bundled_copy):
+    """#39.4: the val pictures that chose the checkpoint also fitted the temperature, the sets and the threshold.
+    With a calibration half in the manifest, what the model says about the other half moves none of them."""
+    run_dir = bundled_copy / "mobilenet_v2"
+    calibrating, choosing = give_calibration_half(run_dir)
+    assert calibrating and choosing and not calibrating & choosing
+    first = calibrate_run(open_run(run_dir))
+    fitted = run_calibration_pictures(open_run(run_dir))
+    test_probs = temper(split_probabilities(open_run(run_dir), "test")[0], first["temperature"])
+    scramble_val_predictions(run_dir, choosing)  # the choice half now says nonsense, fully sure
+    again = calibrate_run(open_run(run_dir))
+    refitted = run_calibration_pictures(open_run(run_dir))
+    assert again["temperature"] == first["temperature"]
+    assert refitted.threshold(0.9) == fitted.threshold(0.9) and len(refitted.labels) == len(calibrating)
+    assert (refitted.sets(0.9).predict(test_probs) == fitted.sets(0.9).predict(test_probs)).all()
+    evaluated_with = json.loads((run_dir / "metrics_val.json").read_text())["tta"]  # the val predictions' own mode
+    assert again["calibrated_on"] == {"part": "calibration half of val", "pictures": len(calibrating),
+                                      "tta": evaluated_with}
+    card = json.loads((run_dir / "card.json").read_text())["calibration"]
+    assert (card["part"], card["n"]) == ("calibration half of val", len(calibrating))
+    # the calibration half does move them: it is what they are fitted on
+    scramble_val_predictions(run_dir, set(list(calibrating)[:10]))
+    assert calibrate_run(open_run(run_dir))["temperature"] != first["temperature"]
+
+
+def test_a_manifest_without_a_calibration_half_calibrates_on_all_of_val_and_says_so(bundled_copy):
+    run_dir = bundled_copy / "mobilenet_v2"
+    val = pd.read_csv(run_dir / "predictions_val.csv")
+    report = calibrate_run(open_run(run_dir))
+    assert report["calibrated_on"]["part"] == "all of val" and report["calibrated_on"]["pictures"] == len(val)
+    assert "chose the checkpoint" in report["calibrated_on"]["note"]
+    assert run_calibration_pictures(open_run(run_dir)).part == "all of val"
+
+
+def test_the_ensemble_is_calibrated_on_the_half_its_members_share(bundled_copy):
+    members = [bundled_copy / name for name in ("efficientnet_lite2", "mobilenet_v2")]
+    halves = [give_calibration_half(run_dir) for run_dir in members]
+    assert halves[0] == halves[1]  # one manifest, one half
+    for run_dir in members:
+        calibrate_run(open_run(run_dir))
+    first = ensemble_calibration_pictures([open_run(run_dir) for run_dir in members])
+    for run_dir in members:
+        scramble_val_predictions(run_dir, halves[0][1])
+        calibrate_run(open_run(run_dir))
+    again = ensemble_calibration_pictures([open_run(run_dir) for run_dir in members])
+    assert again.temperature == pytest.approx(first.temperature) and len(again.labels) == len(halves[0][0])
+    assert again.part == "calibration half of val"

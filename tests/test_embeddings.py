@@ -367,13 +367,16 @@ def test_embedding_a_folder_without_the_runs_training_pictures_says_so_in_one_li
 
 
 class StubRun:
-    """What retrieval_report reads of a run: its folder (no stored index there) and stored predictions."""
+    """What retrieval_report reads of a run: its folder (no stored index there), stored predictions and manifest."""
 
-    def __init__(self, path, frames):
-        self.path, self.frames = path, frames
+    def __init__(self, path, frames, manifest=None):
+        self.path, self.frames, self._manifest = path, frames, manifest
 
     def predictions(self, split):
         return self.frames.get(split)
+
+    def manifest(self):
+        return self._manifest
 
 
 def test_retrieval_report_matches_a_brute_force_knn_searches_only_training_rows_and_takes_its_weight_from_val(
@@ -411,3 +414,32 @@ def test_retrieval_report_matches_a_brute_force_knn_searches_only_training_rows_
     val_probs = frames["val"][[f"prob_{c}" for c in classes]].to_numpy()
     _, val_rows = neighbours_of(index, vectors[found.rows("val")], 10)
     assert report["weight"] == choose_weight(val_probs, vote(val_rows, found), labels[found.rows("val")]) > 0
+
+
+def test_the_retrieval_weight_is_chosen_on_the_calibration_half_of_val_only(tmp_path):
+    """#39.4: the mixing weight was chosen on all of val, half of which chose the checkpoint. The calibration half
+    here gains from the vote (the model is wrong, its neighbours right); the other half loses (the model right,
+    its neighbours from another class): all of val would choose 0, the calibration half chooses more."""
+    import pandas as pd
+    rng = np.random.default_rng(1)
+    centres = np.eye(3, 8, dtype=np.float32) * 5
+    train_labels = np.repeat(np.arange(3), 20)
+    cal_labels, choice_labels = np.arange(12) % 3, np.arange(30) % 3
+    vectors = np.concatenate([centres[train_labels], centres[cal_labels], centres[(choice_labels + 1) % 3]])
+    vectors = vectors + 0.1 * rng.standard_normal(vectors.shape).astype(np.float32)
+    labels = np.concatenate([train_labels, cal_labels, choice_labels])
+    found = fake_embeddings(vectors, labels, ["train"] * 60 + ["val"] * 42)
+    classes, val_rows = found.classes, found.rows("val")
+    answers = np.concatenate([(cal_labels + 1) % 3, choice_labels])  # wrong on the calibration half, right after
+    probs = np.full((42, 3), 0.2)
+    probs[np.arange(42), answers] = 0.6
+    frame = pd.DataFrame({"filename": [found.files[r] for r in val_rows], "true": [classes[l] for l in labels[val_rows]],
+                          "predicted": "", "confidence": 0.6, **{f"prob_{c}": probs[:, i] for i, c in enumerate(classes)}})
+    manifest = pd.DataFrame({"filename": found.files, "label": found.labels, "split": found.splits,
+                             "calibrate": [""] * 60 + ["1"] * 12 + [""] * 30})
+    run = StubRun(tmp_path, {"val": frame}, manifest)
+    report = retrieval_report(run, found, k=10)
+    assert report["weight"] > 0 and report["weight_chosen_on"] == {"part": "calibration half of val", "pictures": 12}
+    assert report["val"]["n"] == 42  # the figures still cover all of val
+    everything = retrieval_report(StubRun(tmp_path, {"val": frame}, manifest.drop(columns="calibrate")), found, k=10)
+    assert everything["weight"] == 0 and everything["weight_chosen_on"] == {"part": "all of val", "pictures": 42}
