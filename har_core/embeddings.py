@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from har_core.artifacts import Run
+from har_core.calibration_maths import temper
 from har_core.data import DataIndex, dataset_for
 from har_core.fileio import atomic_write_bytes
 from har_core.inference import LoadedModel, predict_loader
@@ -107,11 +108,8 @@ class Embeddings:
         return np.flatnonzero(np.isin(self.splits, splits))
 
     def table(self) -> pd.DataFrame:
-        """One row per image: file, given label, split, the model's predicted class, confidence, correct."""
-        predicted = np.asarray(self.classes)[self.probs.argmax(1)]
-        return pd.DataFrame({"filename": self.files, "label": self.labels, "split": self.splits,
-                             "predicted": predicted, "confidence": self.probs.max(1).round(4),
-                             "correct": predicted == np.asarray(self.labels)})
+        """One row per image: file, given label, split (the run's answers on them: `answered`)."""
+        return pd.DataFrame({"filename": self.files, "label": self.labels, "split": self.splits})
 
     def save(self, path: Path) -> None:
         tensors = {"vectors": self.vectors.astype(np.float16), "probs": self.probs.astype(np.float16)}
@@ -121,6 +119,30 @@ class Embeddings:
                 "files": self.files, "digests": self.digests, "labels": self.labels, "splits": self.splits,
                 "weights": self.weights}
         atomic_write_bytes(path, safetensors.numpy.save(tensors, {"har": json.dumps(meta), "ident": self.ident}))
+
+
+STORED_ANSWER, EMBEDDING_PASS = "stored predictions", "embedding pass"
+
+
+def answered(embeddings: Embeddings, table: pd.DataFrame, stored: list[pd.DataFrame],
+             temperature: float) -> pd.DataFrame:
+    """`table` (one row per embedded image, in their order: `Embeddings.table`, the map) with the run's answer on
+    each picture, from one source per picture: its stored predictions (`stored`: the run's val and test
+    predictions, calibrated, in the TTA mode it was evaluated with) where they hold the picture, so the map says
+    what Predict's samples, Mistakes and Evaluate say; else (the training pictures) the embedding pass's own
+    probabilities at the run's temperature, without TTA. Columns predicted, confidence, correct, answer (which
+    source)."""
+    probs = temper(embeddings.probs.astype(np.float64), temperature)
+    predicted = np.asarray(embeddings.classes, dtype=object)[probs.argmax(1)]
+    confidence, source = probs.max(1), np.full(len(embeddings), EMBEDDING_PASS, dtype=object)
+    for frame in stored:
+        rows = pd.Index(embeddings.files).get_indexer(frame["filename"])
+        found = rows >= 0
+        predicted[rows[found]] = frame["predicted"].to_numpy()[found]
+        confidence[rows[found]] = frame["confidence"].to_numpy(dtype=np.float64)[found]
+        source[rows[found]] = STORED_ANSWER
+    return table.assign(predicted=predicted, confidence=confidence.round(4),
+                        correct=predicted == np.asarray(embeddings.labels, dtype=object), answer=source)
 
 
 def load_embeddings(path: Path, run_name: str) -> Embeddings:

@@ -500,8 +500,13 @@ def test_embeddings_page_maps_every_image_and_filters_mistakes(app, tiny_runs):
     from har_core.artifacts import open_run
     from har_core.embeddings import run_embeddings
     at = open_page(app, "embeddings")
-    found = run_embeddings(open_run(tiny_runs / "custom_cnn"))
+    run = open_run(tiny_runs / "custom_cnn")
+    found = run_embeddings(run)
     table = found.table()
+    # the answers Mistakes shows on val and test; the training pictures' from the embedding pass (no calibration)
+    stored = pd.concat([run.predictions(split) for split in ("val", "test")]).set_index("filename")["predicted"]
+    own = pd.Series(np.asarray(found.classes)[found.probs.argmax(1)], index=found.files)
+    table["correct"] = [stored.get(f, own[f]) == label for f, label in zip(table["filename"], table["label"])]
     held_out = int(table["split"].isin(["val", "test"]).sum())
     assert at.multiselect(key="map_splits").value == ["test", "val"]  # #25 item 12: not the training points
     assert f"{held_out} of {len(found)} images shown" in texts(at)
@@ -518,6 +523,42 @@ def test_embeddings_page_maps_every_image_and_filters_mistakes(app, tiny_runs):
     assert not at.exception
     assert (f"{wrong} of {len(found)} images shown" in texts(at)) if wrong else any(
         "No images match" in i.value for i in at.info)
+
+
+def test_the_embedding_map_gives_each_picture_the_answer_mistakes_and_evaluate_give(tiny_runs, kaggle_data,
+                                                                                    monkeypatch, tmp_path):
+    """#39.3: the map showed the embedding pass's raw answers without TTA while Mistakes and Evaluate show the
+    run's stored, calibrated ones (HAR VGG16: another predicted class on 111 of 1,664 test pictures). Here one
+    stored test answer is changed and the run calibrated at T = 2: the map must show exactly the stored answer."""
+    from conftest import set_temperature
+    from har_core.embeddings import run_embeddings
+    from har_core.artifacts import open_run
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_runs, runs)
+    run_dir = set_temperature(runs / "custom_cnn", 2.0)
+    stored = pd.read_csv(run_dir / "predictions_test.csv")
+    picture = stored["filename"][0]
+    other = next(c for c in CLASSES if c != stored["predicted"][0])
+    probs = {c: 0.1 for c in CLASSES} | {other: 0.8}
+    stored.loc[0, [f"prob_{c}" for c in CLASSES]] = [probs[c] for c in CLASSES]
+    stored.loc[0, ["predicted", "confidence"]] = [other, 0.8]
+    stored.to_csv(run_dir / "predictions_test.csv", index=False)
+    monkeypatch.setenv("HAR_RUNS", str(runs))
+    monkeypatch.setenv("HAR_DATA", str(kaggle_data))
+    monkeypatch.chdir(ROOT)
+    at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "embeddings")
+    at.selectbox(key="map_run").set_value("custom_cnn").run()
+    held_out = pd.concat([pd.read_csv(run_dir / f"predictions_{split}.csv") for split in ("val", "test")])
+    wrong = int((held_out["true"] != held_out["predicted"]).sum())  # what Mistakes counts
+    assert f"{wrong} of the {len(held_out)} in test + val the model gets wrong" in texts(at)
+    row = run_embeddings(open_run(run_dir)).row_of[picture]
+    at.session_state["map_chart"] = {"selection": {"points": [{"customdata": row}]}}  # a click on its point
+    at.run()
+    assert not at.exception and not at.error
+    chosen = at.dataframe[0].value.iloc[0]
+    calibrated = 0.8 ** 0.5 / (0.8 ** 0.5 + 2 * 0.1 ** 0.5)  # softmax(log p / T) at T = 2, by hand
+    assert (chosen["filename"], chosen["predicted"]) == (picture, other)
+    assert chosen["confidence"] == pytest.approx(calibrated, abs=1e-4)
 
 
 def test_a_run_without_embeddings_offers_to_compute_them(tiny_runs, kaggle_data, monkeypatch, tmp_path):

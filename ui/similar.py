@@ -12,14 +12,14 @@ from har_core.artifacts import Run
 from har_core.audit import audit
 from har_core.calibration_maths import temper
 from har_core.data import scan_cached
-from har_core.embeddings import EMBEDDINGS, EmbeddingError, Embeddings, run_embeddings, staleness
+from har_core.embeddings import EMBEDDINGS, EmbeddingError, Embeddings, answered, run_embeddings, staleness
 from har_core.fileio import file_sha256
 from har_core.labels import spoken
 from har_core.projection import embedding_map
 from har_core.search import VectorIndex, neighbours_of, training_index
 from har_core.similarity import RETRIEVAL, SHOW_K, VOTE_K, embed_run, neighbour_answer, retrieval_report, vote
-from ui.common import (Selection, _file_stamp, config, data_file, dataset, folder_stamp, friendly, model, temperature,
-                       thumbnail_grid)
+from ui.common import (Selection, _file_stamp, config, data_file, dataset, folder_stamp, friendly, model, predictions,
+                       temperature, thumbnail_grid)
 
 
 @st.cache_resource(show_spinner="Reading embeddings…", max_entries=16)
@@ -125,7 +125,15 @@ def has_embeddings(run: Run) -> bool:
 
 
 def embedding_map_of(run: Run, found: Embeddings) -> pd.DataFrame:
-    return _map(str(run.path), found.ident, found)
+    """Every embedded image placed on the map, with the run's answer on it (har_core.embeddings.answered: the
+    answer Predict, Mistakes and Evaluate give where the run stored one)."""
+    return answers_of(run, found, _map(str(run.path), found.ident, found))
+
+
+def answers_of(run: Run, found: Embeddings, table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The run's answer on each embedded image (`table`: the images' own table, or the map's)."""
+    stored = [frame for split in ("val", "test") if (frame := predictions(run, split)) is not None]
+    return answered(found, found.table() if table is None else table, stored, temperature(run)[0])
 
 
 def neighbour_grid(selection: Selection, run: Run, found: Embeddings, similarities, rows, columns: int = 6,
@@ -195,7 +203,7 @@ def nearest_training_images(selection: Selection, run: Run, filename: str, k: in
         st.caption(f"{run.name}: {filename} is not among its embedded images.")
         return
     similarities, rows = neighbours_of(search_index(run, found), found.vectors[row], k, exclude=np.array([row]))
-    predicted = found.classes[int(found.probs[row].argmax())]
+    predicted = answers_of(run, found)["predicted"].iloc[row]  # the answer the map and Mistakes give
     st.markdown(f"**{run.name}** predicts {spoken(predicted)} · its neighbours vote "
                 f"{', '.join(f'{spoken(c)} {v:.0%}' for c, v in top_votes(vote(rows, found)[0], found.classes))}")
     neighbour_grid(selection, run, found, similarities[0], rows[0], columns=k)

@@ -1,6 +1,7 @@
 import streamlit as st
 
 import ui
+from har_core.calibration import evaluated_with_tta, tta_words
 from har_core.labels import spoken
 from har_core.plots import MAP_COLOURS, embedding_scatter
 
@@ -36,16 +37,18 @@ in_splits = table[table["split"].isin(splits)]
 shown = in_splits[~in_splits["correct"]] if mistakes_only else in_splits
 wrong = int((~in_splits["correct"]).sum())  # of the chosen splits' pictures, not of every split
 st.caption(f"{len(shown):,} of {len(table):,} images shown · {wrong:,} of the {len(in_splits):,} in "
-           f"{' + '.join(splits) or 'no split'} the model gets wrong (its predictions without flip TTA) · "
-           f"{found.dimensions} embeddings of {found.model}")
+           f"{' + '.join(splits) or 'no split'} the model gets wrong · {found.dimensions} embeddings of {found.model}")
+st.caption(f"Answers on val and test pictures are the ones Predict, Mistakes and Evaluate give (calibrated, "
+           f"{tta_words(evaluated_with_tta(run))}); on training pictures, the embedding pass's (calibrated, without "
+           "TTA).")
 if shown.empty:
     st.info("No images match these filters.")
     st.stop()
 event = st.plotly_chart(ui.figure(embedding_scatter, shown, colour, classes=run.classes), width="stretch", key="map_chart",
                         on_select="rerun",
                         selection_mode=("points", "box", "lasso"), config={"displaylogo": False})
-picked = sorted({int(point["customdata"]) for point in event.selection.points if "customdata" in point}) \
-    if event and event.selection else []
+points = ((event or {}).get("selection") or {}).get("points") or []  # the chart's state: a dict, read as one
+picked = sorted({int(point["customdata"]) for point in points if "customdata" in point})
 if not picked:
     st.caption("Hover a point for its file and labels; draw a box or lasso around points to see the images "
                "(around one point: also the training images the model finds most like it).")
