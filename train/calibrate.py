@@ -1,14 +1,16 @@
-"""Calibrate runs: fit each run's temperature on its val predictions and measure what it changes.
+"""Calibrate runs: fit each run's temperature on the val pictures kept for calibration and measure what it changes.
 
     python -m train.calibrate RUN [RUN ...] [--coverage 0.9]
     python -m train.calibrate assets/runs_har          # every run in the folder, then their default ensemble
 
 For every run (a run folder, or a folder of runs): the temperature that minimises the NLL of its stored val
-predictions (never test), then ECE (15 bins), NLL and Brier score on val and test before and after, the
-reliability diagrams, and the coverage and mean size of its conformal prediction sets on test. Writes
-calibration.json into the run and the temperature (with the split manifest's digest) on its card, which every
-page, train.predict and deploy/predict.py then apply. train.train does this at the end of every run. For a
-folder of runs, the figures of its default ensemble (har_core.ensemble) follow: its own temperature, fitted on val.
+predictions of the calibration half of val its split.csv marks (all of val, said, when it marks none; never
+test), then its conformal prediction sets fitted on the same pictures; ECE (15 bins), NLL and Brier score on all
+of val and on test before and after, the reliability diagrams, and the sets' coverage and mean size on test.
+Writes calibration.json into the run and the temperature (with the split manifest's digest and the flip TTA mode
+of the predictions it scales) on its card, which every page, train.predict and deploy/predict.py then apply.
+train.train does this at the end of every run. For a folder of runs, the figures of its default ensemble
+(har_core.ensemble) follow: its own temperature, fitted on the pictures that calibrate all its members.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ def line(row: dict, coverage: float) -> str:
             f"{row['ece_before']:.3f} → {row['ece_after']:.3f} · NLL {row['nll_before']:.3f} → "
             f"{row['nll_after']:.3f}"
             f" · {coverage:.0%} sets: coverage {row['coverage']:.3f}, mean size {row['mean_set_size']:.2f}, worst "
-            f"class {row['worst_class']} {row['worst_class_coverage']:.3f}")
+            f"class {row['worst_class']} {row['worst_class_coverage']:.3f} · fitted on {row['calibrated_on']}")
 
 
 def main(argv=None) -> list[dict]:
@@ -53,11 +55,15 @@ def main(argv=None) -> list[dict]:
                 print(f"not calibrated {run.name}: {error}")
                 failed += 1
                 continue
+            fitted_on = report["calibrated_on"]
+            if "note" in fitted_on:
+                print(f"note: {run.name}: {fitted_on['note']}")
             try:
                 figures.append(coverage_figures(run))
                 print(line(figures[-1], args.coverage))
             except CalibrationError as error:  # the temperature holds; the test figures are what is missing
-                print(f"{run.name}: temperature {report['temperature']:.3f} (fitted on val); {error}")
+                print(f"{run.name}: temperature {report['temperature']:.3f} (fitted on {fitted_on['pictures']} "
+                      f"pictures, {fitted_on['part']}); {error}")
         members = [run for run in runs if run.name in default_members(runs) and not run.takes_clips]
         if len(members) >= 2:
             try:
