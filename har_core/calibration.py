@@ -240,6 +240,11 @@ def check_report(report) -> dict:
     _number(report["temperature"], "the temperature")
     if not isinstance(report["classes"], list) or not isinstance(report["splits"], dict):
         raise CalibrationError("its classes or splits are of the wrong kind")
+    if "calibrated_on" in report and (not isinstance(report["calibrated_on"], dict) or
+                                      report["calibrated_on"].get("part") not in (CALIBRATION_HALF, ALL_OF_VAL)):
+        raise CalibrationError("it does not say which pictures calibrated")
+    if "calibrated_on" in report:
+        _number(report["calibrated_on"].get("pictures"), "the count of calibration pictures")
     for split, measured in report["splits"].items():
         for stage in ("before", "after"):
             for key in REPORT_SCORES:
@@ -255,9 +260,26 @@ def check_report(report) -> dict:
         if measured.get("sets") is not None:
             for key in SET_FIGURES:
                 _number(measured["sets"][key], f"{split} sets {key}")
-            if not isinstance(measured["sets"]["per_class"], dict) or not isinstance(measured["sets"]["worst_class"], str):
+            sets = measured["sets"]
+            if not isinstance(sets["per_class"], dict) or not isinstance(sets["worst_class"], str):
                 raise CalibrationError(f"its {split} sets lack their classes")
     return report
+
+
+def fitted_on_line(reports: dict[str, dict]) -> str:
+    """Which pictures calibrated each run, in one line for a page: "Fitted on the calibration half of val: 838
+    pictures (efficientnet_lite1, vgg16)."; runs calibrated on all of val are said apart, with what that costs."""
+    groups: dict[tuple[str, int | None], list[str]] = {}
+    for name, report in reports.items():
+        fitted = report.get("calibrated_on") or {  # a report from before the half existed: all of val
+            "part": ALL_OF_VAL, "pictures": report["splits"].get("val", {}).get("before", {}).get("n")}
+        groups.setdefault((fitted["part"], fitted.get("pictures")), []).append(name)
+    parts = [f"the {part}" if part == CALIBRATION_HALF else part for part, _ in groups]
+    said = "; ".join(f"{words}{f': {count:,} pictures' if count else ''} ({', '.join(names)})"
+                     for words, ((_, count), names) in zip(parts, groups.items()))
+    warning = (" All of val includes the pictures that chose the checkpoint: on new pictures those sets may cover "
+               "less than promised." if ALL_OF_VAL in {part for part, _ in groups} else "")
+    return f"Temperature, sets and threshold fitted on {said}.{warning}"
 
 
 def calibrated_frame(frame: pd.DataFrame, classes: list[str], temperature: float) -> pd.DataFrame:

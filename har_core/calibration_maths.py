@@ -65,10 +65,11 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
     when the best temperature is a bound of the search."""
     labels = np.asarray(labels)
     if len(labels) < MIN_PICTURES:
-        raise CalibrationError(f"{len(labels)} calibration pictures are too few to fit a temperature (need {MIN_PICTURES})")
+        raise CalibrationError(f"{len(labels)} calibration pictures are too few to fit a temperature "
+                               f"(need {MIN_PICTURES})")
     if (probs.argmax(1) == labels).all():
-        raise CalibrationError(f"all {len(labels)} calibration pictures are answered right: the NLL falls without end as "
-                               "the temperature shrinks, so no temperature fits")
+        raise CalibrationError(f"all {len(labels)} calibration pictures are answered right: the NLL falls without "
+                               "end as the temperature shrinks, so no temperature fits")
     low, high = TEMPERATURE_RANGE
     result = minimize_scalar(lambda log_t: nll(temper(probs, float(np.exp(log_t))), labels),
                              bounds=(np.log(low), np.log(high)), method="bounded", options={"xatol": 1e-4})

@@ -212,6 +212,11 @@ def test_evaluate_shows_each_runs_calibration_sets_and_abstaining_as_computed_he
         assert sets.loc[run.name, "threshold (val)"] == pytest.approx(found.threshold(0.9))
     # the worst class in words with its coverage, in one column (two cut the table at 1280 px)
     assert sets["worst class (coverage)"].str.fullmatch(r"[a-z ]+ \(\d+\.\d%\)").all()
+    # which pictures calibrated, counted here from the manifest (#39.4)
+    manifest = pd.read_csv(BUNDLE / "split.csv", dtype=str, keep_default_na=False)
+    half = int((manifest["calibrate"] == "1").sum())
+    assert any(f"fitted on the calibration half of val: {half} pictures ({', '.join(sorted(calibration.index))})"
+               in caption.value for caption in at.caption), [c.value for c in at.caption]
     charts = " ".join(str(chart.proto.spec) for chart in at.get("plotly_chart"))
     assert "perfectly calibrated" in charts and "share of pictures answered" in charts
     at.slider(key="eval_coverage").set_value(0.6).run()  # smaller sets, lower coverage: computed anew

@@ -3,7 +3,7 @@ import streamlit as st
 
 import ui
 from har_core.analysis import HEADLINE, cell_samples, metrics_table, per_class_f1_table
-from har_core.calibration import DEFAULT_TARGET_ACCURACY, calibration_table
+from har_core.calibration import DEFAULT_TARGET_ACCURACY, calibration_table, fitted_on_line
 from har_core.data import SPLITS
 from har_core.labels import spoken
 from har_core.plots import (confusion_figure, coverage_heatmap, disagreement_heatmap, f1_heatmap, reliability_figure,
@@ -70,7 +70,7 @@ if len(selection.runs) > 1:
 
 st.subheader("🎯 How sure: calibration, prediction sets, abstaining")
 if split == "train":
-    st.info("Calibration is fitted on val and measured on val and test: choose one of them above.")
+    st.info("Calibration is fitted on val pictures and measured on val and test: choose one of them above.")
     st.stop()
 reports = {r.name: report for r in selection.runs if (report := ui.calibration_report(r)) and split in report["splits"]}
 missing = [r.name for r in selection.runs if r.name not in reports]
@@ -78,8 +78,9 @@ if missing:
     st.caption(f"⚠️ No calibration report for {', '.join(missing)}: `python -m train.calibrate RUN` "
                "(their probabilities are shown raw).")
 if reports:
-    st.markdown("**Calibration.** One temperature per run, fitted on val, makes its confidence honest: on the "
-                "diagonal a model is right as often as it is sure; below it, over-confident.")
+    st.markdown("**Calibration.** One temperature per run, fitted on val pictures, makes its confidence honest: "
+                "on the diagonal a model is right as often as it is sure; below it, over-confident.")
+    st.caption(fitted_on_line(reports))
     st.dataframe(calibration_table(reports, split).style.format("{:.3f}").highlight_min(
         subset=["ECE after", "NLL after", "Brier after"], color="#bbf7d0"), width="stretch")
     st.plotly_chart(ui.figure(reliability_figure, {name: {stage: pd.DataFrame(report["splits"][split][f"reliability_{stage}"])
