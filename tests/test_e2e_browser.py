@@ -2,6 +2,7 @@
 
 Screenshots of every page land in test-output/screenshots/.
 """
+import contextlib
 import os
 import re
 import shutil
@@ -37,29 +38,56 @@ def start_server(runs, data, log, root=ROOT):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HAR_")}
     if runs is not None:
         env |= {"HAR_RUNS": str(runs), "HAR_DATA": str(data)}
+    # a process group of its own: stopping the server stops whatever it started too (#40.1: a copy it forked
+    # outlived the suite, asleep, ignoring SIGTERM)
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
-         "127.0.0.1", "--server.headless", "true"], cwd=root, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+         "127.0.0.1", "--server.headless", "true"], cwd=root, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+        start_new_session=True)
+    server = SimpleNamespace(url=f"http://127.0.0.1:{port}", process=process, log=log)
     for _ in range(120):
         try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+            if urllib.request.urlopen(f"{server.url}/_stcore/health", timeout=2).read() == b"ok":
                 break
         except OSError:
             time.sleep(0.5)
     else:
-        process.kill()
+        stop_server(server)
         pytest.fail("the Streamlit server did not start")
-    return SimpleNamespace(url=url, process=process, log=log)
+    return server
+
+
+def group_members(group: int) -> list[int]:
+    """The live processes of a process group (zombies, already dead, left out)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if fields[0] != "Z" and int(fields[2]) == group:
+            members.append(int(stat.parent.name))
+    return members
 
 
 def stop_server(server) -> None:
-    server.process.terminate()
+    """Stop the server and every process of its group (its own group: `start_server`), and check none is left."""
+    import signal
+    group = server.process.pid
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGTERM)
     try:
         server.process.wait(timeout=5)
     except subprocess.TimeoutExpired:  # a script thread still inside a long forward: stop it hard
-        server.process.kill()
-        server.process.wait(timeout=20)
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)  # the server and anything it started that ignored SIGTERM
+    server.process.wait(timeout=20)
+    for _ in range(40):
+        if not group_members(group):
+            return
+        time.sleep(0.25)
+    pytest.fail(f"processes of the server's group outlived it: {group_members(group)}")
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +211,25 @@ def test_every_page_upload_predict_gradcam_and_confusion_cell(server, page, tmp_
         page.goto(f"{server}/{name}")
         settle(page)
         only_folder_choices(page, name)
+
+
+def test_the_data_audit_finishes_on_the_dataset_page_and_leaves_no_process_behind(server, page):
+    """#40.1: Dataset → Data quality never finished (cleanlab forked workers inside the threaded server; each
+    try left a forked copy waiting forever). Run from the page, the audit ends with its three lists, and the
+    server has started no process that is still there."""
+    page.goto(f"{server.url}/dataset")
+    page.get_by_text("Data quality").wait_for()
+    settle(page)
+    offer = page.get_by_role("button", name=re.compile("Compute embeddings"))
+    if offer.count():  # no stored embeddings: the page offers to compute them first
+        offer.first.click()
+    expect(page.get_by_text(re.compile(r"near-duplicate pair\(s\).*likely label error\(s\)"))).to_be_visible(
+        timeout=180_000)
+    expect(page.get_by_role("tab", name=re.compile(r"Likely label errors \(\d+\)"))).to_be_visible()
+    settle(page)
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert group_members(server.process.pid) == [server.process.pid], "the server started processes still alive"
+    shot(page, "7_dataset_audit")
 
 
 def only_folder_choices(page, name: str) -> None:
