@@ -19,8 +19,10 @@ Run it on an idle machine: the figures are wall-clock times of a real server and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -182,7 +184,7 @@ def measure(runs_dir: Path, data: Path, repeats: int) -> dict:
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
          "127.0.0.1"], cwd=ROOT, env={**os.environ, "HAR_RUNS": str(runs_dir), "HAR_DATA": str(data)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # stopped as a group
     results = {}
     try:
         with sync_playwright() as playwright:
@@ -227,8 +229,12 @@ def measure(runs_dir: Path, data: Path, repeats: int) -> dict:
             results["mistakes_open_to_detail_s"] = stats([r["open"] for r in navigation])
             browser.close()
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)  # whatever it started, and itself if SIGTERM was ignored
         shutil.rmtree(folder, ignore_errors=True)
     return results
 
