@@ -1,12 +1,14 @@
 """Predict photos with an exported HAR Studio run, anywhere: needs only onnxruntime, numpy and pillow.
 
-    python predict.py RUN_FOLDER photo.jpg [more.jpg | a_folder ...] [--csv out.csv] [--tta] [--int8] [--top 3]
+    python predict.py RUN_FOLDER photo.jpg [more.jpg | a_folder ...] [--csv out.csv] [--no-tta] [--int8] [--top 3]
 
 Copy har_imaging.py beside it (HAR Studio's decoding). RUN_FOLDER is a run folder holding card.json and model.onnx (python -m train.export RUN on the machine that
 trained it). The card gives the classes and the preprocessing (input size, resize/crop, interpolation,
 mean/std), applied here exactly as HAR Studio applies them (timm's eval transform), so the probabilities are
 HAR Studio's. The probabilities are calibrated with the temperature on the card (fitted on the run's val
-predictions by HAR Studio: python -m train.calibrate RUN); --raw gives the network's own. Prints one line per
+predictions by HAR Studio: python -m train.calibrate RUN); --raw gives the network's own. Each picture is also
+seen mirrored (flip TTA) when the card says the temperature was fitted that way; --tta / --no-tta choose, with a
+note when the choice differs from the card's. Prints one line per
 image, or writes a CSV (filename, label, confidence, one prob_ column per class). Unreadable images are named
 on stderr and left out.
 """
@@ -57,6 +59,7 @@ class Model:
         self.mean = np.array(self.card["mean"], dtype=np.float32).reshape(3, 1, 1)
         self.std = np.array(self.card["std"], dtype=np.float32).reshape(3, 1, 1)
         self.temperature, self.note = 1.0, "" if calibrated else "raw probabilities (asked for)"
+        self.tta = calibrated_tta(self.card)
         temperature = (self.card.get("calibration") or {}).get("temperature")
         low, high = TEMPERATURE_RANGE
         if calibrated and isinstance(temperature, (int, float)) and low <= temperature <= high:
@@ -91,6 +94,14 @@ class Model:
         return temper(probs, self.temperature)
 
 
+def calibrated_tta(card: dict) -> bool:
+    """The flip TTA mode the card's temperature was fitted in (har_core.calibration.calibrated_tta)."""
+    stored = card.get("calibration")
+    if isinstance(stored, dict) and isinstance(stored.get("tta"), bool):
+        return stored["tta"]
+    return bool(((card.get("metrics") or {}).get("val") or {}).get("tta", False))
+
+
 def temper(probs: np.ndarray, temperature: float) -> np.ndarray:
     """softmax(log p / T): har_core.calibration.temper, the calibrated probabilities."""
     if temperature == 1.0:
@@ -115,7 +126,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("run", help="run folder with card.json and model.onnx")
     parser.add_argument("images", nargs="+", help="image files or folders of images")
     parser.add_argument("--csv", help="write the predictions here instead of printing them")
-    parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction,
+                        help="average with the horizontally flipped image (default: as the card was calibrated)")
     parser.add_argument("--int8", action="store_true", help="use model.int8.onnx")
     parser.add_argument("--raw", action="store_true", help="uncalibrated probabilities (ignore the card's temperature)")
     parser.add_argument("--top", type=int, default=3, help="classes printed per image")
@@ -127,6 +139,11 @@ def main(argv=None) -> list[dict]:
     model = Model(run, args.int8, calibrated=not args.raw)
     if model.note:
         print(f"note: {model.note}", file=sys.stderr)
+    tta = model.tta if args.tta is None else args.tta
+    if tta != model.tta:
+        print(f"note: {run.name} was calibrated {'with flip TTA' if model.tta else 'without TTA'}; these answers are "
+              f"{'with flip TTA' if tta else 'without TTA'}, so its temperature was fitted on other probabilities "
+              "than these", file=sys.stderr)
     rows, files = [], image_files(args.images)
     for start in range(0, len(files), args.batch_size):
         images, names = [], []
@@ -138,7 +155,7 @@ def main(argv=None) -> list[dict]:
                 print(f"skipped {path.name}: {error}", file=sys.stderr)
         if not images:
             continue
-        for name, probs in zip(names, model.predict(images, args.tta)):
+        for name, probs in zip(names, model.predict(images, tta)):
             best = int(probs.argmax())
             rows.append({"filename": name, "label": model.classes[best], "confidence": float(probs[best]),
                          **{f"prob_{c}": float(p) for c, p in zip(model.classes, probs)}})

@@ -105,6 +105,12 @@ def calibrated_tta(run: Run) -> bool:
     return evaluated_with_tta(run)
 
 
+def default_tta(runs: list[Run]) -> bool:
+    """The TTA mode a toggle over `runs` starts in: the one most of them were calibrated in (ties: without)."""
+    modes = [calibrated_tta(run) for run in runs]
+    return sum(modes) > len(modes) / 2
+
+
 def tta_words(tta: bool) -> str:
     return "with flip TTA" if tta else "without TTA"
 
@@ -114,9 +120,9 @@ def tta_mismatch(names_and_modes: list[tuple[str, bool]], tta: bool) -> str:
     other = [name for name, mode in names_and_modes if mode != tta]
     if not other:
         return ""
-    return (f"{', '.join(other)} {'was' if len(other) == 1 else 'were'} calibrated {tta_words(not tta)}, and these "
-            f"answers are {tta_words(tta)}: {'its' if len(other) == 1 else 'their'} confidence, sets and \"not "
-            "sure\" fit the other mode")
+    return (f"{', '.join(other)} {'was' if len(other) == 1 else 'were'} calibrated {tta_words(not tta)}; these "
+            f"answers are {tta_words(tta)}, so {'its' if len(other) == 1 else 'their'} temperature and sets were "
+            "fitted on other probabilities than these")
 
 
 # ----------------------------------------------------------------------------------------- runs
@@ -307,7 +313,8 @@ class CalibrationPictures:
     def sets(self, coverage: float = DEFAULT_COVERAGE) -> PredictionSets:
         return PredictionSets.fit(self.probs, self.labels, coverage)
 
-    def threshold(self, accuracy: float = DEFAULT_TARGET_ACCURACY) -> float:
+    def threshold(self, accuracy: float = DEFAULT_TARGET_ACCURACY) -> float | None:
+        """The abstain threshold (None: no confidence kept `accuracy` on these pictures)."""
         return abstain_threshold(self.probs, self.labels, accuracy)
 
     def described(self) -> str:
@@ -357,13 +364,13 @@ def calibration_table(reports: dict[str, dict], split: str) -> pd.DataFrame:
 def split_sureness(frame: pd.DataFrame, classes: list[str], sets: PredictionSets | None,
                    threshold: float | None) -> dict:
     """On a split's (calibrated) predictions: the risk–coverage curve, the sets' coverage (overall and per
-    class) and what the abstain threshold keeps."""
+    class) and what the abstain threshold keeps (None: the target was never reached, so nothing is kept)."""
     probs, labels = probabilities_of(frame, classes)
     result = {"curve": risk_coverage(probs, labels), "sets": None, "kept": None, "kept_accuracy": None}
     if sets is not None:
         result["sets"] = set_report(sets.predict(probs), labels, classes)
-    if threshold is not None:
-        kept = probs.max(1) >= threshold
+    kept = probs.max(1) >= threshold if threshold is not None else np.zeros(len(labels), bool)
+    if len(labels):
         result["kept"] = float(kept.mean())
         result["kept_accuracy"] = float((probs[kept].argmax(1) == labels[kept]).mean()) if kept.any() else float("nan")
     return result

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from har_core.artifacts import WEIGHTS, Run, RunError, load_weights, open_run
 from har_core.backend import LABELS, BackendError, OnnxModel, backend_from_env, open_export
-from har_core.calibration import run_temperature
+from har_core.calibration import calibrated_tta, run_temperature
 from har_core.calibration_maths import temper
 from har_core.data import eval_transform
 from har_core.ensemble import combine
@@ -108,6 +108,7 @@ class LoadedModel:
     weights: str = ""  # sha256 of the weights file it was loaded from: the key of whatever they compute
     temperature: float = 1.0  # calibration (har_core.calibration): every probability it gives is scaled by it
     calibration_note: str = ""  # why its probabilities are raw (not calibrated, or calibrated on another split)
+    tta: bool = False  # the flip TTA mode its temperature, sets and threshold were fitted in: every toggle's default
 
     @property
     def name(self) -> str:
@@ -180,7 +181,7 @@ def load_run(path_or_run: str | Path | Run, backend: str | None = None, calibrat
     temperature, note = run_temperature(run) if calibrated else (1.0, f"{run.name}: raw probabilities (asked for)")
     loaded = LoadedModel(run=run, model=model, transform=eval_transform(data_config_of(run.card)),
                          tap=EmbeddingTap(model, REGISTRY[run.card["model"]].embedding), weights=weights,
-                         temperature=temperature, calibration_note=note)
+                         temperature=temperature, calibration_note=note, tta=calibrated_tta(run))
     return with_backend(loaded, backend or backend_from_env())
 
 

@@ -331,3 +331,32 @@ def test_onnx_runtime_uses_torchs_threads_and_does_not_spin_beside_it():
     options = session_options()
     assert options.intra_op_num_threads == torch.get_num_threads() and options.inter_op_num_threads == 1
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_the_torch_free_predictor_defaults_to_the_tta_mode_the_card_was_calibrated_in(exported, tmp_path):
+    """#39.5: the card's temperature was fitted on flip-TTA probabilities while the predictor answered without
+    TTA unless told. Now it follows the card, and says so when told otherwise."""
+    import json
+    import pandas as pd
+    from har_core.imaging import load_image
+    run, _, _ = exported
+    set_temperature(run, 1.7)
+    card = json.loads((run / "card.json").read_text())
+    card["calibration"]["tta"] = True
+    (run / "card.json").write_text(json.dumps(card))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        synthetic_image(i % 3, seed=700 + i, size=64 + 10 * i).save(folder / f"p{i}.png")
+    loaded = load_run(run, backend="pytorch")
+    pictures = [load_image(folder / f"p{i}.png") for i in range(3)]
+    script = str(ROOT / "deploy" / "predict.py")
+    for flags, tta in (([], True), (["--no-tta"], False)):
+        out = tmp_path / f"out{len(flags)}.csv"
+        result = subprocess.run([sys.executable, "-c", TORCH_FREE.format(script=script), str(run), str(folder),
+                                 "--csv", str(out), *flags], capture_output=True, text=True, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        table = pd.read_csv(out).set_index("filename").loc[[f"p{i}.png" for i in range(3)]]
+        expected = loaded.predict(pictures, tta=tta)  # the model's own answer in that mode
+        assert np.abs(table[[f"prob_{c}" for c in loaded.classes]].to_numpy() - expected).max() < 1e-5
+        assert ("calibrated with flip TTA" in result.stderr) == (not tta)  # said only when the two differ

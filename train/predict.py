@@ -1,9 +1,11 @@
 """Predict unlabelled images with a trained run and write a Kaggle-style submission.
 
     python -m train.predict RUN DATA/Testing_set.csv --out submission.csv
-    python -m train.predict RUN photos/ --out predictions.csv [--tta] [--backend onnxruntime] [--probs] [--sets 0.9]
+    python -m train.predict RUN photos/ --out predictions.csv [--no-tta] [--backend onnxruntime] [--probs] [--sets 0.9]
 
-Probabilities are calibrated (the run's temperature, fitted on val; --raw for the network's own). --probs adds
+Probabilities are calibrated (the run's temperature, fitted on val; --raw for the network's own), with flip TTA
+when the run was calibrated with it (the temperature scales those probabilities; --tta / --no-tta to choose, a
+note saying when the choice differs). --probs adds
 `confidence` and a `prob_<class>` column per class; --sets 0.9 adds `set`: the classes of the picture's 90 %
 prediction set (split conformal, calibrated on the run's val predictions), most likely first, joined by `|`.
 Images that cannot be read are listed on stderr and left out; the rest are predicted.
@@ -17,7 +19,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from har_core.artifacts import RunError
-from har_core.calibration import run_calibration_pictures
+from har_core.calibration import run_calibration_pictures, tta_mismatch
 from har_core.calibration_maths import CalibrationError, set_names
 from har_core.backend import BACKENDS, LABELS
 from har_core.fileio import atomic_write_text
@@ -31,7 +33,8 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("run", help="run folder")
     parser.add_argument("images", help="Testing_set.csv, a folder of images, or one image")
     parser.add_argument("--out", default="submission.csv")
-    parser.add_argument("--tta", action="store_true")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction,
+                        help="average with the mirrored image (default: as the run was calibrated)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--backend", choices=list(BACKENDS), help="default: HAR_BACKEND, else pytorch")
     parser.add_argument("--probs", action="store_true", help="add confidence and one prob_<class> column per class")
@@ -47,6 +50,9 @@ def main(argv=None) -> pd.DataFrame:
         raise SystemExit(f"error: {error}")
     if loaded.calibration_note:
         print(f"note: {loaded.calibration_note}", file=sys.stderr)
+    tta = loaded.tta if args.tta is None else args.tta
+    if differs := tta_mismatch([(loaded.name, loaded.tta)], tta):
+        print(f"note: {differs}", file=sys.stderr)
     rows = []
     for start in tqdm(range(0, len(files), args.batch_size), desc="predicting", disable=args.quiet):
         images, names = [], []
@@ -57,7 +63,7 @@ def main(argv=None) -> pd.DataFrame:
             except ImageError as error:
                 problems.append((name, str(error)))
         if images:
-            probs = loaded.predict(images, tta=args.tta)
+            probs = loaded.predict(images, tta=tta)
             members = set_names(sets.predict(probs), probs, loaded.classes) if sets else [None] * len(probs)
             for name, p, members_of in zip(names, probs, members):
                 row = {"filename": name.rsplit("/", 1)[-1], "label": loaded.classes[int(p.argmax())]}

@@ -4,7 +4,7 @@ import streamlit as st
 import ui
 from har_core.analysis import agreement
 from har_core.backend import LABELS
-from har_core.calibration import DEFAULT_TARGET_ACCURACY
+from har_core.calibration import DEFAULT_TARGET_ACCURACY, default_tta, tta_mismatch
 from har_core.inference import ensemble
 from har_core.labels import spoken
 from har_core.plots import probability_bars, thumbnail_uri
@@ -19,7 +19,8 @@ chosen = st.multiselect("Models", selection.names(), default=selection.names(), 
 chosen_runs = [selection.run(n) for n in chosen]
 members = ui.ensemble_members(chosen_runs, key="predict_ensemble")
 options = st.columns(4)
-tta = options[0].toggle("Flip TTA", key="predict_tta", help=ui.glossary("TTA"))  # short labels: whole at 1280 px
+tta = options[0].toggle("Flip TTA", value=default_tta(chosen_runs), key="predict_tta",  # short labels: whole at 1280 px
+                        help=ui.glossary("TTA") + " Starts as the chosen models were calibrated.")
 similar = options[1].toggle("Similar images", value=True, key="predict_similar",
                             help="Under each model, the training images it finds most alike (its embedding).")
 k = options[2].slider("Similar images shown", 3, 12, 6, key="predict_k", disabled=not similar)
@@ -39,6 +40,8 @@ for note in {m.backend_note for m in loaded if m.backend_note}:
     st.warning(note, icon="⚠️")
 for note in [m.calibration_note for m in loaded if m.calibration_note]:
     st.caption(f"⚠️ {note}")
+if differs := tta_mismatch([(m.name, m.tta) for m in loaded], tta):
+    st.caption(f"⚠️ {differs}")
 engine = (lambda p: f" · {LABELS[p.backend]}") if ui.backend() != "pytorch" else (lambda p: "")
 with st.spinner(f"{len(loaded)} models predicting {len(images)} image(s)…"):
     predictions = ui.predict(loaded, images, tta)  # cached: other widgets never run the models again
