@@ -1,6 +1,8 @@
 """How robust a model is: its accuracy on held-out pictures under every corruption of har_core.whatif, at three
-strengths (ImageNet-C style). Strength 0 is the pictures as given, evaluated exactly as train.evaluate does, so
-the clean accuracy is the run's own. Stored in the run folder (`robustness.csv`: run, corruption, strength,
+strengths (ImageNet-C style). Every row, strength 0 (the pictures as given: "clean") included, is measured the
+same way: through the edit path and without flip TTA, so the corruptions are compared like with like. The clean
+row is therefore train.evaluate's accuracy without --tta: for a run evaluated (and calibrated) with flip TTA it
+can differ from the accuracy Evaluate's tables show. Stored in the run folder (`robustness.csv`: run, corruption, strength,
 accuracy; `robustness.json`: on which pictures, by which weights) and read by Evaluate and the report.
 """
 from __future__ import annotations
@@ -37,7 +39,8 @@ class EditedThen:
 
 def accuracy_under(model: nn.Module, card: dict, root: Path, files: list[str], labels: list[int], edit: Edit,
                    device: str = "cpu", batch_size: int = 64, progress: bool = False, desc: str = "") -> float:
-    """Top-1 accuracy of the model on the pictures with the edit applied (no TTA, as train.evaluate's default)."""
+    """Top-1 accuracy of the model on the pictures with the edit applied, without flip TTA whatever the run's own
+    mode (every row of the table alike)."""
     loader = DataLoader(dataset_for(root, files, labels, EditedThen(edit, card)), batch_size=batch_size)
     probs, truth = predict_loader(model, loader, device=device, desc=desc or "robustness", progress=progress)
     return float((probs.argmax(1) == truth).mean())

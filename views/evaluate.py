@@ -139,7 +139,8 @@ if measured:
     pictures = {f"{info['pictures']} {info['split']} pictures" for _, info in measured.values()}
     st.caption(f"Accuracy on the pictures as given (clean) and darkened, with less contrast, blurred, noisy, "
                f"turned, zoomed or with the centre covered ({', '.join(sorted(pictures))}; python -m "
-               "train.robustness). Try any of these on one picture with Predict's What-if panel.")
+               "train.robustness; every row without flip TTA, so a TTA run's clean figure can differ from its "
+               "accuracy above). Try any of these on one picture with Predict's What-if panel.")
     tables = [table for table, _ in measured.values()]
     with ui.friendly("Drawing the robustness heatmap"):
         st.plotly_chart(ui.figure(robustness_heatmap, heatmap_table(tables, strength), strength), width="stretch",
