@@ -22,5 +22,6 @@ pages = [
     st.Page("views/training.py", title="Training", icon="📈"),
     st.Page("views/dataset.py", title="Dataset", icon="🗂️"),
     st.Page("views/teach.py", title="Teach", icon="🎓"),
+    st.Page("views/quiz.py", title="Quiz", icon="🎯"),
 ]
 st.navigation(pages).run()

@@ -150,11 +150,24 @@ def dataset_html(data_root: Path | None, max_images: int = 0) -> str:
     return facts + figure_html(class_distribution(counts))
 
 
+def quiz_html(round_played) -> str:
+    """A quiz round's end (har_core.quiz.Summary): the score, who did better on each action, every answer."""
+    score = " · ".join(f"{html.escape(who)} <b>{right}</b> of {of}"
+                       for who, right, of in round_played.score.itertuples(index=False))
+    shares = [c for c in round_played.actions if c.endswith(" right")]
+    actions = round_played.actions.assign(**{c: round_played.actions[c].map("{:.0%}".format) for c in shares})
+    return (f"<p>The class against the models: {score}</p><p>{html.escape(round_played.sentence())}</p>"
+            + table_html(actions.set_index("action"))
+            + table_html(round_played.answers.set_index("picture")))
+
+
 def build_report(runs: list[Run], data_root: Path | None = None, split: str = "test", per_model: int = 3,
                  on_step: Callable[[str], None] = lambda step: None,
-                 load: Callable[[Run], LoadedModel] = load_run, max_images: int = 0, method: str = "Grad-CAM") -> str:
+                 load: Callable[[Run], LoadedModel] = load_run, max_images: int = 0, method: str = "Grad-CAM",
+                 quiz=None) -> str:
     """The report of `runs` (metrics of `split`) as one HTML page with everything embedded. A server passes its
-    shared models (`load`) and its scan limit (`max_images`), so a report costs no second copy of any model."""
+    shared models (`load`) and its scan limit (`max_images`), so a report costs no second copy of any model.
+    `quiz`: the summary of a quiz round played (har_core.quiz.Summary), the report's last section."""
     if not runs:
         raise ValueError("no runs to report on")
     sections = {}
@@ -180,6 +193,8 @@ def build_report(runs: list[Run], data_root: Path | None = None, split: str = "t
     sections["Most confident mistakes"] = mistakes_html(runs, data_root, split, per_model, on_step, load, method)
     on_step("Data set")
     sections["Data set"] = dataset_html(data_root, max_images)
+    if quiz is not None:
+        sections["Quiz"] = quiz_html(quiz)
     made = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     body = "".join(f'<section id="{name.lower().replace(" ", "-")}"><h2>{name}</h2>{content}</section>'
                    for name, content in sections.items())

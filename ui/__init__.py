@@ -13,6 +13,7 @@ Streamlit's caches and turns failures into one-line messages:
 - `ui.sureness` calibrated val predictions, prediction sets and abstain thresholds of runs and ensembles
 - `ui.sharing`  the report to share
 - `ui.inside`   each stage's output for a picture, the first layer's filters, each channel's top pictures
+- `ui.quiz`     the quiz's rooms, each session's vote token, the answers and pictures of a reveal
 """
 from har_core import server  # noqa: F401 - pages read ui.server's settings types
 from ui.common import (  # noqa: F401
@@ -38,3 +39,6 @@ from ui.sharing import (  # noqa: F401
     report)
 from ui.inside import (  # noqa: F401
     stages, trained_filters, imagenet_filters, channel_tops, channel_tops_or_offer, channel_regions_of)
+from ui.quiz import (  # noqa: F401
+    QUIZ_CSS, POLL_SECONDS, quiz_rooms, voter, host_key, keep_host_key, contest, room_runs, picture, reveal_table,
+    best_cam, similar_training_pictures)

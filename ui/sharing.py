@@ -18,14 +18,15 @@ def _report_lock() -> threading.Lock:
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
-def _report(paths: tuple[str, ...], stamps: tuple, data_root: str | None) -> str:
+def _report(paths: tuple[str, ...], stamps: tuple, data_root: str | None, quiz_answers: str = "", _quiz=None) -> str:
     runs = [artifacts.open_run(path) for path in paths]
-    return build_report(runs, Path(data_root) if data_root else None, load=model, max_images=config().max_scan_images)
+    return build_report(runs, Path(data_root) if data_root else None, load=model, max_images=config().max_scan_images,
+                        quiz=_quiz)
 
 
 def report(selection: Selection) -> str:
-    """The selected runs' report, built once per runs (and their metrics) and image folder, with the server's
-    shared models and scan limit."""
+    """The selected runs' report, built once per runs (and their metrics), image folder and quiz round (the last
+    one this session played, ui.quiz), with the server's shared models and scan limit."""
     stamps = tuple((_file_stamp(run, artifacts.metrics_file("test")), _file_stamp(run, artifacts.CARD),
                     _file_stamp(run, REPORT)) for run in selection.runs)
     lock = _report_lock()  # one report at a time, server-wide: the others wait for it
@@ -33,8 +34,10 @@ def report(selection: Selection) -> str:
         st.toast("Another visitor's report is being made; yours follows it.")
         lock.acquire()
     try:
+        quiz = st.session_state.get("quiz_summary")
         return _report(tuple(str(run.path) for run in selection.runs), stamps,
-                       str(selection.data_root) if selection.data_root else None)
+                       str(selection.data_root) if selection.data_root else None,
+                       quiz.answers.to_csv() if quiz is not None else "", quiz)
     finally:
         lock.release()
 

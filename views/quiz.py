@@ -1,0 +1,229 @@
+from pathlib import Path
+
+import streamlit as st
+
+import ui
+from har_core.calibration import DEFAULT_COVERAGE
+from har_core.labels import spoken
+from har_core.quiz import DEFAULT_PICTURES, KINDS, choose_round, kind_counts, summary
+
+selection = ui.sidebar()
+st.html(ui.QUIZ_CSS)
+rooms = ui.quiz_rooms()
+code = st.query_params.get("room")
+room = rooms.get(code)
+
+
+def go_to(code: str | None) -> None:
+    """Into a room (the address names it, so a visitor's link and a reload land there) or back to the start."""
+    if code:
+        st.query_params["room"] = code
+    elif "room" in st.query_params:
+        del st.query_params["room"]
+
+
+def action_buttons(classes: list[str], chosen: str | None, on_click, key: str) -> None:
+    """The actions in words, big, in a grid (QUIZ_CSS); the one chosen stands out."""
+    with st.container(key="quiz_actions"):
+        for action in classes:
+            st.button(spoken(action), key=f"{key}_{action}", width="stretch", on_click=on_click, args=(action,),
+                      type="primary" if action == chosen else "secondary")
+
+
+def round_header(room, position: int) -> None:
+    page = (st.context.url or "").split("?")[0]  # the address this browser sees (none in a headless test)
+    link = f"{page}?room={room.code}" if page else f"the Quiz page, ?room={room.code}"
+    left, right = st.columns([1, 2], vertical_alignment="center")
+    left.markdown(f"### 🎯 Picture {position + 1} of {len(room)}")
+    right.markdown(f"Vote from your own device: **{link}** · round **{room.code}**")
+
+
+@st.fragment(run_every=ui.POLL_SECONDS)
+def follow(room, seen) -> None:
+    """A visitor's page is drawn again when the teacher shows the answer or the next picture."""
+    position, question, _ = room.state()
+    if (position, question is not None and question.revealed) != seen:
+        st.rerun()
+
+
+@st.fragment(run_every=ui.POLL_SECONDS)
+def votes_so_far(room) -> None:
+    """How many have voted, every few seconds; what they voted stays hidden until the answer is shown."""
+    _, question, _ = room.state()
+    if question is not None:
+        count = len(question.votes)
+        st.markdown(f"🗳️ **{count} vote{'s' * (count != 1)}** from the room"
+                    + (f" · the class's answer: **{spoken(question.pick)}** (clicked)" if question.pick else ""))
+
+
+def start() -> None:
+    st.title("🎯 Quiz: the class against the models")
+    if code:
+        st.caption(f"⚠️ No round {code} on this server (it ended, or the server restarted): start one below.")
+    st.caption("Guess first, then see what the networks said: pictures of the test split that every model gets "
+               "right, that the models disagree on, and that every model gets wrong.")
+    ui.need_runs(selection)
+    runs = ui.image_models(selection)
+    game = ui.contest(runs.runs, runs.runs_dir)
+    if isinstance(game, str):
+        st.info(game)
+        st.stop()
+    if game.missing:
+        st.caption(f"Not in the quiz (no test predictions): {', '.join(game.missing)}.")
+    if selection.data_root is None:
+        st.info("Choose the runs' image folder in the sidebar: the quiz shows their test pictures.")
+        st.stop()
+    for other in rooms.running(str(selection.runs_dir)):
+        st.button(f"Join round {other.code} ({len(other)} pictures), running on this server",
+                  key=f"quiz_join_{other.code}", on_click=go_to, args=(other.code,))
+    a, b, c = st.columns(3)
+    pictures = a.slider("Pictures in the round", 3, 15, DEFAULT_PICTURES, key="quiz_pictures")
+    seed = b.number_input("Seed (the same seed, the same pictures)", 0, 9999, 1, key="quiz_seed")
+    hard = c.toggle("Hard ones only", key="quiz_hard",
+                    help=f"Only pictures {KINDS['split']} or {KINDS['all wrong']}.")
+    counts = kind_counts(game.table)
+    st.caption(f"{len(game.table):,} test pictures every model answered: "
+               + ", ".join(f"{counts[kind]:,} {words}" for kind, words in KINDS.items())
+               + f". Models: {', '.join(game.names)}; the ensemble of {', '.join(r.name for r in game.members)}.")
+    with ui.friendly("Choosing the pictures"):
+        files = choose_round(game.table, pictures, int(seed), hard)
+        mix = kind_counts(game.table[game.table["filename"].isin(files)])
+        st.markdown(f"**This round: {len(files)} pictures** — " + ", ".join(
+            f"{mix[kind]} {words}" for kind, words in KINDS.items() if mix[kind]) + ". Once it starts, everyone "
+            "in the room can vote from their own device; no name is kept.")
+        st.button("▶ Start the round", type="primary", key="quiz_start", on_click=open_room, args=(game, files))
+
+
+def open_room(game, files: list[str]) -> None:
+    room, key = rooms.open(game.table, files, game.classes, str(selection.runs_dir), str(selection.data_root),
+                           game.names)
+    ui.keep_host_key(room.code, key)
+    go_to(room.code)
+
+
+def visitor(room) -> None:
+    position, question, played = room.state()
+    follow(room, (position, question is not None and question.revealed))
+    if question is None:
+        right = sum(q.answer == q.true for q in played)
+        st.success(f"The round is over: the class got **{right} of {len(played)}** right. The score against each "
+                   "model is on the teacher's screen.")
+        return
+    st.markdown(f"### 🎯 Picture {position + 1} of {len(room)}")
+    mine = question.votes.get(ui.voter())
+    image = ui.picture(Path(room.data) if room.data else None, question.filename)
+    if image is not None:
+        with st.container(key="quiz_picture"):
+            st.image(image, width="stretch")
+    if question.revealed:
+        verdict = "✅" if mine == question.true else "❌"
+        st.markdown(f"## The answer: {spoken(question.true)}")
+        st.markdown(f"The class said **{spoken(question.answer) if question.answer else 'nothing'}**"
+                    + (f" · you said **{spoken(mine)}** {verdict}" if mine else ""))
+        return
+    st.markdown("**What is this person doing?**")
+    action_buttons(room.classes, mine, lambda action: room.vote(ui.voter(), action), "quiz_vote")
+    st.caption(f"Your vote: **{spoken(mine)}** (you can change it until the answer is shown)" if mine else
+               "Tap your answer: one vote per device; no name is kept.")
+
+
+def host(room, key: str) -> None:
+    game = ui.contest(ui.room_runs(room), Path(room.runs))
+    if isinstance(game, str):
+        st.info(game)
+        st.stop()
+    shown = ui.Selection(runs=game.runs, data_root=Path(room.data) if room.data else None, runs_dir=Path(room.runs))
+    position, question, played = room.state()
+    if question is None:
+        the_end(game, played)
+        return
+    round_header(room, position)
+    image = ui.picture(shown.data_root, question.filename)
+    if image is None:
+        st.warning(f"{question.filename} is not in the image folder {room.data}.")
+    if question.revealed:
+        reveal(room, key, game, shown, position, question, played, image)
+        return
+    left, right = st.columns([1, 1])
+    if image is not None:
+        left.container(key="quiz_picture").image(image, width="stretch")
+    with right:
+        st.markdown("**What is this person doing?** Click the class's answer, or let the room vote.")
+        action_buttons(room.classes, question.pick,
+                       lambda action: room.pick(key, None if action == question.pick else action), "quiz_pick")
+        votes_so_far(room)
+        st.button("Show the answer", type="primary", key="quiz_reveal_button", width="stretch",
+                  on_click=room.reveal, args=(key,),
+                  help="The class's answer is the one clicked; without a click, the room's most voted action.")
+
+
+def reveal(room, key, game, shown, position, question, played, image) -> None:
+    answers = ui.reveal_table(game, question.filename)
+    score = summary(played, game.table, game.names).score
+    row = game.table.set_index("filename").loc[question.filename]
+    truth, said, models, next_one = st.columns([1, 1, 1, 0.8], vertical_alignment="center")
+    truth.metric("The answer", spoken(question.true))
+    said.metric("The class", f"{'✅' if question.answer == question.true else '❌'} "
+                f"{spoken(question.answer) if question.answer else 'no answer'}", by_whom(question),
+                delta_color="off", delta_arrow="off")
+    hits = sum(row[f"{name}:predicted"] == question.true for name in game.names)
+    models.metric("The models", f"{hits} of {len(game.names)} right", f"ensemble: {answers['answer'].iloc[0]}",
+                  delta_color="off", delta_arrow="off")
+    next_one.button("The round's score ▸" if position + 1 == len(room) else "Next picture ▸", type="primary",
+                    key="quiz_next", width="stretch", on_click=room.next, args=(key,))
+    picture, cam, panel = st.columns([1, 1, 1.6])
+    if image is not None:
+        picture.image(image, caption=question.filename.rsplit("/", 1)[-1], width="stretch")
+        with cam, ui.friendly("Grad-CAM"), st.spinner("Grad-CAM…"):
+            overlay, name = ui.best_cam(game, image, question.filename)
+            if overlay is not None:
+                st.image(overlay, caption=f"where {name}, the most accurate model, looked (Grad-CAM)",
+                         width="stretch")
+    panel.dataframe(answers, hide_index=True, width="stretch", key="quiz_answers")
+    panel.caption(f"Calibrated confidence; the set holds the classes the model cannot rule out ({DEFAULT_COVERAGE:.0%} "
+                  "coverage)."
+                  + (" The room's votes: " + " · ".join(f"{spoken(a)} {n}" for a, n in question.tally())
+                     if question.votes else ""))
+    neighbours, scores = st.columns([2, 1])
+    with neighbours, ui.friendly("Similar training pictures"):
+        ui.similar_training_pictures(shown, game, question.filename)
+    scores.markdown(f"**Score after {len(played)} of {len(room)}**  \n" + "  \n".join(
+        f"{who}: **{n}**" for who, n in zip(score["who"], score["right"])))
+
+
+def by_whom(question) -> str:
+    if question.answered_by == "teacher":
+        return "clicked by the teacher"
+    if question.answered_by == "room":
+        return f"{question.tally()[0][1]} of {len(question.votes)} votes"
+    return "nobody answered"
+
+
+def the_end(game, played) -> None:
+    result = summary(played, game.table, game.names)
+    st.session_state["quiz_summary"] = result  # Overview's report ends with it
+    st.markdown(f"### 🎯 The round is over: {len(played)} pictures")
+    board = result.score
+    columns = st.columns(min(5, len(board)))
+    for i, row in board.iterrows():
+        columns[i % len(columns)].metric(row["who"], f"{row['right']} of {row['of']}", border=i == 0)
+    st.markdown(f"**{result.sentence()}**")
+    shares = {"class right": "{:.0%}", "models right": "{:.0%}", "ensemble right": "{:.0%}", "action": spoken}
+    st.dataframe(result.actions.style.format(shares), hide_index=True, width="stretch")
+    with st.expander("Every answer"):
+        st.dataframe(result.answers, hide_index=True, width="stretch")
+    a, b, c = st.columns(3)
+    a.download_button("⬇️ Summary per action (CSV)", result.actions.to_csv(index=False), "quiz_summary.csv",
+                      "text/csv", key="quiz_csv")
+    b.download_button("⬇️ Every answer (CSV)", result.answers.to_csv(index=False), "quiz_answers.csv", "text/csv",
+                      key="quiz_answers_csv")
+    c.button("Play another round", key="quiz_again", on_click=go_to, args=(None,))
+    st.caption("Overview's report (Download report) now ends with this round's summary.")
+
+
+if room is not None and room.is_host(ui.host_key(room.code)):
+    host(room, ui.host_key(room.code))
+elif room is not None:
+    visitor(room)
+else:
+    start()
