@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.subplots import make_subplots
 
 from har_core.analysis import disagreement_matrix
@@ -15,6 +16,17 @@ from har_core.labels import spoken
 FONT = dict(size=16)  # readable at projector size
 # one palette for every figure: 48 distinct colours, a class (or a run) keeps its colour on every page and filter
 PALETTE = px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
+
+
+# the look of a figure drawn outside the app (the report): plotly's own template, named here because the process
+# default is not: importing streamlit makes "streamlit" the default, whose colours are placeholders (#000001…) and
+# whose axes keep no room for their labels; only Streamlit's front end knows how to draw it
+STANDALONE_TEMPLATE = pio.templates["plotly"]
+
+
+def standalone(figure: go.Figure) -> go.Figure:
+    """The figure with its own template: drawn the same in any page, whichever process built it."""
+    return figure.update_layout(template=STANDALONE_TEMPLATE)
 
 
 def colours_of(names: list[str]) -> dict[str, str]:
@@ -66,7 +78,8 @@ def confusion_figure(metrics: dict, normalize: bool = False, title: str = "", wi
 
 def accuracy_bars(table: pd.DataFrame) -> go.Figure:
     long = table.melt(id_vars="run", value_vars=["test accuracy", "test macro-F1"], var_name="metric")
-    figure = px.bar(long, x="run", y="value", color="metric", barmode="group", range_y=[0, 1], text_auto=".2f")
+    figure = px.bar(long, x="run", y="value", color="metric", barmode="group", range_y=[0, 1], text_auto=".2f",
+                    color_discrete_sequence=PALETTE)  # the template's colours would be baked into the bars
     figure.update_layout(font=FONT, height=420, yaxis_title="", xaxis_title="", legend_title="")
     return figure
 

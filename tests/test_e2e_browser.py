@@ -20,6 +20,7 @@ from playwright.sync_api import expect
 expect.set_options(timeout=300_000)
 
 from conftest import ROOT, encode_clip, synthetic_image
+from har_core.labels import spoken
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = ROOT / "test-output" / "screenshots"
@@ -163,7 +164,7 @@ def test_every_page_upload_predict_gradcam_and_confusion_cell(server, page, tmp_
     page.locator("input[type='file']").first.set_input_files(str(photo))
     page.get_by_text("Agreement").wait_for()
     settle(page)
-    expect(page.get_by_text("confidence ·")).to_have_count(2)  # one prediction card per model
+    expect(card_confidences(page)).to_have_count(2)  # one prediction card per model
     shot(page, "2_predict")
     only_folder_choices(page, "predict")
 
@@ -265,6 +266,11 @@ def test_a_box_drag_on_the_embedding_map_lists_the_selected_images(server, page)
     shot(page, "8_embeddings")
 
 
+def card_confidences(page):
+    """Each Predict card's one confidence ("67% sure"), drawn once its model has answered."""
+    return page.locator("[class*='st-key-card_']").get_by_text(re.compile(r"^\d+% sure"))
+
+
 def test_an_uploaded_clip_gets_an_action_timeline(server, page, tmp_path):
     from test_video import colour_frames
     clip = tmp_path / "clip.mp4"
@@ -318,8 +324,7 @@ def test_a_clone_without_the_data_folder_serves_every_page_on_the_bundle(page, t
             settle(page)
             assert page.locator("[data-testid='stException']").count() == 0, name
         page.locator("input[type='file']").first.set_input_files(str(photo))
-        # each model's card (the ensemble's "97% confidence · not sure" is no card)
-        expect(page.get_by_text(re.compile(r"\d\.\d% confidence ·"))).to_have_count(len(bundled), timeout=180_000)
+        expect(card_confidences(page)).to_have_count(len(bundled), timeout=180_000)  # each model's card
         settle(page)
         expect(page.get_by_text("The pictures appear once the run's data folder is there").first).to_be_attached()
         assert page.locator("[data-testid='stException']").count() == 0
@@ -447,7 +452,7 @@ def test_concurrent_sessions_get_correct_predictions_while_every_sixth_runs_scor
                     continue
                 # an Explain session ends with a map or the one-line "try again" message for each of its 2 models
                 done = page.get_by_text("explains").count() + page.get_by_text("try again").count() == 2 \
-                    if i in explainers else page.get_by_text("confidence ·").count() == 2
+                    if i in explainers else card_confidences(page).count() == 2
                 if done:
                     latency[i] = time.perf_counter() - sent[i]
             time.sleep(0.05)
@@ -499,6 +504,64 @@ def test_the_report_opens_offline_with_every_section_drawn(tiny_runs, kaggle_dat
         assert len(matrix.locator(".xtick").all()) == len(matrix.locator(".ytick").all()) == 3
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "10_report.png"), full_page=True)
+    context.close()
+
+
+READS = """figure => {
+    const box = figure.querySelector('.main-svg').getBoundingClientRect();
+    const rect = e => e.getBoundingClientRect();
+    const inside = r => r.left >= box.left - 1 && r.right <= box.right + 1 && r.top >= box.top - 1
+                        && r.bottom <= box.bottom + 1;
+    const overlap = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+    const ticks = [...figure.querySelectorAll('.xtick text, .ytick text')];
+    const titles = [...figure.querySelectorAll('.g-xtitle text, .g-ytitle text')];
+    const fills = [...figure.querySelectorAll('.trace.bars path')].map(p => getComputedStyle(p).fill);
+    return {names: ticks.map(t => t.textContent), cut: ticks.filter(t => !inside(rect(t))).map(t => t.textContent),
+            crowded: titles.filter(a => ticks.some(t => overlap(rect(a), rect(t)))).map(a => a.textContent),
+            fills: fills};
+}"""
+
+
+def test_the_report_downloaded_from_the_overview_reads(server, browser, tiny_runs, tmp_path):
+    """#40.3: the report downloaded from the app was unreadable (near-black bars, no model or class names on the
+    F1 heatmap, row labels cut to 'ng', axis titles over the ticks): importing streamlit makes 'streamlit' plotly's
+    default template, which only Streamlit's front end can draw. Downloaded from Overview's button and opened
+    in Chromium, no bar is near-black, every class and model name is drawn whole inside its chart, and no axis
+    title covers a tick label."""
+    from har_core.artifacts import find_runs
+    runs = find_runs(tiny_runs)[0]
+    models, classes = {run.name for run in runs}, {spoken(c) for c in runs[0].classes}
+    context = browser.new_context(viewport={"width": 1280, "height": 720}, accept_downloads=True)
+    page = context.new_page()
+    page.goto(server.url)
+    page.get_by_text("Model cards").wait_for()
+    settle(page)
+    with page.expect_download(timeout=300_000) as download:
+        page.get_by_role("button", name=re.compile("Download report")).click()
+    report = tmp_path / "report.html"
+    download.value.save_as(report)
+    page.goto(report.as_uri())
+    page.wait_for_function("[...document.querySelectorAll('.plotly-graph-div')].every(d => d.querySelector('.main-svg'))")
+    drawn = {section: [page.locator(f"#{section} .plotly-graph-div").nth(i).evaluate(READS)
+                       for i in range(page.locator(f"#{section} .plotly-graph-div").count())]
+             for section in ("comparison", "f1-per-class", "confusion-matrices", "calibration", "training-curves",
+                             "data-set")}
+    problems = []
+    for section, figures in drawn.items():
+        for figure in figures:
+            dark = [fill for fill in figure["fills"] if max(map(int, re.findall(r"\d+", fill)[:3])) <= 16]
+            problems += [f"{section}: {what} {found}" for what, found in (
+                ("names cut at the chart's edge", figure["cut"]), ("axis titles over tick labels", figure["crowded"]),
+                ("near-black bars", dark)) if found]
+    missing = {"comparison": models - set(drawn["comparison"][0]["names"]),
+               "f1-per-class": (models | classes) - set(drawn["f1-per-class"][0]["names"])}
+    missing |= {f"confusion matrix {i}": classes - set(matrix["names"])
+                for i, matrix in enumerate(drawn["confusion-matrices"])}
+    problems += [f"{where}: names not drawn {sorted(names)}" for where, names in missing.items() if names]
+    assert problems == [], "\n".join(problems)
+    assert drawn["comparison"][0]["fills"] and len(drawn["confusion-matrices"]) == len(runs)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "10_report_downloaded_1280.png"), full_page=True)
     context.close()
 
 
