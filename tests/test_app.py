@@ -794,6 +794,8 @@ def test_teach_learns_two_classes_from_the_image_folder_and_saves_an_ordinary_ru
     assert not at.error and not at.exception
     accuracy = next(m for m in at.metric if m.label == "Held-out accuracy")
     assert accuracy.value.endswith("%") and len(at.get("plotly_chart")) == 1
+    # #40.4: how sure the head is, beside how often it is right, on pictures it did not learn from
+    assert any(re.search(r"as sure as it is right.*right on \d+%.*\d+% sure on average", c.value) for c in at.caption)
     at.text_input(key="teach_run_name").set_value("bikes or beds").run()
     at.button(key="teach_save").click().run()
     assert any("Saved as bikes_or_beds" in s.value for s in at.success)
