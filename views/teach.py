@@ -41,18 +41,18 @@ held_out = int((head.split["split"] == "test").sum())
 a, b, c = st.columns(3)
 low, high = metrics["accuracy_interval"]
 a.metric("Held-out accuracy", f"{metrics['accuracy']:.0%}", f"{held_out} pictures kept aside · 95% interval "
-         f"{low:.0%}–{high:.0%}", delta_color="off",
+         f"{low:.0%}–{high:.0%}", delta_color="off", delta_arrow="off",
          help="The interval (Wilson) is where the true accuracy on pictures like these likely lies: with few "
          "held-out pictures it is wide.")
-b.metric("Learned from", f"{len(head.split) - held_out} pictures", f"{len(head.classes)} classes", delta_color="off")
+b.metric("Learned from", f"{len(head.split) - held_out} pictures", f"{len(head.classes)} classes", delta_color="off",
+         delta_arrow="off")
 c.metric("Time", f"{sum(head.seconds.values()):.1f} s",
-         f"embed {head.seconds['embed']:.1f} s · fit {head.seconds['fit']:.2f} s", delta_color="off")
+         f"embed {head.seconds['embed']:.1f} s · fit {head.seconds['fit']:.2f} s", delta_color="off", delta_arrow="off")
 if held_out < FEW_HELD_OUT:
     st.warning(f"Only {held_out} pictures were kept aside to test: the accuracy above is a rough guess "
                f"(anywhere from {low:.0%} to {high:.0%}). Add pictures — at least {FEW_HELD_OUT} held out — "
                "before trusting it.")
-st.caption(f"The head's regularisation (C = {metrics['C']:.3g}) was chosen by cross-validation on the pictures "
-           "given, so it is not 100 % sure of everything.")
+st.caption(ui.teaching.teach_sureness(metrics))
 st.plotly_chart(ui.figure(confusion_figure, metrics, title="Held-out pictures"), width="stretch", key="teach_confusion")
 
 st.subheader("Try it")
