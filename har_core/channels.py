@@ -62,24 +62,51 @@ class ChannelTops:
 
 
 def load_channel_tops(run: Run) -> ChannelTops:
-    """The run's stored channel tops, checked against its weights; ChannelError with what to do otherwise."""
+    """The run's stored channel tops, read whole and checked against its weights; ChannelError, one line with
+    what to do, otherwise."""
     path = run.path / CHANNELS
     try:
         with safetensors.safe_open(str(path), framework="numpy") as handle:
             meta = json.loads(handle.metadata()["har"])
             arrays = {key: handle.get_tensor(key) for key in handle.keys()}
+        tops = checked_tops(meta, arrays)
     except FileNotFoundError:
         raise ChannelError(f"{run.name}: no channel tops yet; compute them with `python -m train.embed "
                            f"{run.path} --channels` (or the button here)") from None
-    except Exception as error:  # noqa: BLE001 - safetensors, JSON and key errors all mean: unreadable
+    except Exception as error:  # noqa: BLE001 - safetensors, JSON, key and shape errors all mean: unreadable
         raise ChannelError(f"{run.name}: {CHANNELS} is corrupt ({error}); compute the channel tops again") from None
-    if meta["model"] != run.card["model"] or meta["weights"] != run.weights_sha256():
+    if tops.model != run.card["model"] or tops.weights != run.weights_sha256():
         raise ChannelError(f"{run.name}: {CHANNELS} was computed by other weights than the run's (trained or "
                            "changed since); compute the channel tops again")
-    modules = {key.split("/", 1)[1] for key in arrays}
+    return tops
+
+
+def checked_tops(meta, arrays: dict[str, np.ndarray]) -> ChannelTops:
+    """ChannelTops from a file's metadata and arrays, every part checked: the metadata's fields, a scores array
+    beside each rows array of the same shape, and every row a picture of the file list (ValueError otherwise)."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"its metadata is a {type(meta).__name__}, not an object")
+    for key in ("run", "model", "weights", "fingerprint"):
+        if not isinstance(meta.get(key), str):
+            raise ValueError(f"its metadata lacks \"{key}\"")
+    files = meta.get("files")
+    if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
+        raise ValueError("its metadata lacks the list of training pictures")
+    modules = {key.split("/", 1)[1] for key in arrays if key.startswith(("rows/", "scores/"))}
+    if not modules or len(arrays) != 2 * len(modules):
+        raise ValueError("its arrays are not pairs of rows and scores")
+    rows, scores = {}, {}
+    for module in modules:
+        if f"rows/{module}" not in arrays or f"scores/{module}" not in arrays:
+            raise ValueError(f"stage {module} lacks its rows or its scores")
+        rows[module], scores[module] = arrays[f"rows/{module}"].astype(np.int64), arrays[f"scores/{module}"]
+        if rows[module].ndim != 2 or rows[module].shape != scores[module].shape:
+            raise ValueError(f"stage {module}'s rows and scores differ in shape")
+        if rows[module].size and not (0 <= rows[module].min() and rows[module].max() < len(files)):
+            raise ValueError(f"stage {module} names a picture outside its list of {len(files)}")
+        scores[module] = scores[module].astype(np.float32)
     return ChannelTops(run=meta["run"], model=meta["model"], weights=meta["weights"], fingerprint=meta["fingerprint"],
-                       files=meta["files"], rows={m: arrays[f"rows/{m}"].astype(np.int64) for m in modules},
-                       scores={m: arrays[f"scores/{m}"].astype(np.float32) for m in modules})
+                       files=files, rows=rows, scores=scores)
 
 
 def training_files(run: Run, index: DataIndex) -> list[str]:

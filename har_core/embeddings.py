@@ -146,6 +146,7 @@ def answered(embeddings: Embeddings, table: pd.DataFrame, stored: list[pd.DataFr
 
 
 def load_embeddings(path: Path, run_name: str) -> Embeddings:
+    """A run's embeddings file, read whole and checked; EmbeddingError, one line with what to do, otherwise."""
     path = Path(path)
     try:
         with safetensors.safe_open(str(path), framework="numpy") as handle:
@@ -153,19 +154,38 @@ def load_embeddings(path: Path, run_name: str) -> Embeddings:
             vectors, probs = handle.get_tensor("vectors"), handle.get_tensor("probs")
             reduction = (Reduction(handle.get_tensor("reduction_components"))
                          if "reduction_components" in handle.keys() else None)
+        return checked_embeddings(meta, ident, vectors, probs, reduction)
     except FileNotFoundError:
         raise EmbeddingError(f"{run_name}: no embeddings yet; compute them with `python -m train.embed "
                              f"{path.parent}` (or the button in the app)") from None
-    except Exception as error:  # noqa: BLE001 - safetensors, JSON and key errors all mean: unreadable
+    except Exception as error:  # noqa: BLE001 - safetensors, JSON, key and shape errors all mean: unreadable
         raise EmbeddingError(f"{run_name}: {path.name} is corrupt or not HAR Studio embeddings ({error}); "
                              "compute them again") from None
-    n = len(meta["files"])
-    if not (vectors.shape[0] == probs.shape[0] == len(meta["labels"]) == len(meta["splits"]) == n) or \
-            probs.shape[1] != len(meta["classes"]) or \
-            (reduction is not None and reduction.components.shape[0] != vectors.shape[1]):
-        raise EmbeddingError(f"{run_name}: {path.name} is inconsistent (rows or classes do not match); "
-                             "compute them again")
-    return Embeddings(run=meta["run"], model=meta["model"], classes=meta["classes"], fingerprint=meta["fingerprint"],
+
+
+def checked_embeddings(meta, ident: str, vectors: np.ndarray, probs: np.ndarray,
+                       reduction: Reduction | None) -> Embeddings:
+    """Embeddings from a file's metadata and arrays, every part checked: one file, digest, label and split per
+    row, labels among the classes, a probability per class (ValueError naming the first that is not)."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"its metadata is a {type(meta).__name__}, not an object")
+    for key in ("run", "model", "fingerprint"):
+        if not isinstance(meta.get(key), str):
+            raise ValueError(f"its metadata lacks \"{key}\"")
+    for key in ("classes", "files", "digests", "labels", "splits"):
+        if not isinstance(meta.get(key), list) or not all(isinstance(v, str) for v in meta[key]):
+            raise ValueError(f"its metadata lacks the list \"{key}\"")
+    n, classes = len(meta["files"]), meta["classes"]
+    if not (vectors.ndim == probs.ndim == 2 and vectors.shape[0] == probs.shape[0] == n):
+        raise ValueError(f"{vectors.shape[0]} vectors and {probs.shape[0]} probabilities for {n} files")
+    for key in ("digests", "labels", "splits"):
+        if len(meta[key]) != n:
+            raise ValueError(f"{len(meta[key])} {key} for {n} files")
+    if probs.shape[1] != len(classes) or not set(meta["labels"]) <= set(classes):
+        raise ValueError("its probabilities or labels do not match its classes")
+    if reduction is not None and reduction.components.shape[0] != vectors.shape[1]:
+        raise ValueError("its reduction does not match its vectors")
+    return Embeddings(run=meta["run"], model=meta["model"], classes=classes, fingerprint=meta["fingerprint"],
                       files=meta["files"], digests=meta["digests"], labels=meta["labels"], splits=meta["splits"],
                       vectors=vectors.astype(np.float32), probs=probs.astype(np.float32), ident=ident,
                       weights=meta.get("weights", ""), reduction=reduction)

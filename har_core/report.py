@@ -21,13 +21,13 @@ from PIL import Image
 
 from har_core.analysis import HEADLINE, dataset_summary, metrics_table, mistakes, overview_table, per_class_f1_table
 from har_core.artifacts import Run
-from har_core.calibration import calibrated_frame, calibration_table, report_of, run_temperature
+from har_core.calibration import CalibrationError, calibrated_frame, calibration_table, report_of, run_temperature
 from har_core.data import DataError
 from har_core.cam import SLOW_METHODS, explain, overlay_on_picture
 from har_core.fileio import is_inside
 from har_core.imaging import ImageError, load_image
 from har_core.inference import LoadedModel, load_run
-from har_core.robustness import clean_accuracy, heatmap_table, mean_drop, read_robustness
+from har_core.robustness import RobustnessError, clean_accuracy, heatmap_table, mean_drop, read_robustness
 from har_core.plots import (accuracy_bars, class_distribution, confusion_figure, f1_heatmap, learning_curves,
                             reliability_figure, robustness_heatmap, standalone)
 
@@ -109,9 +109,10 @@ def mistakes_html(runs: list[Run], data_root: Path | None, split: str, per_model
 
 def calibration_html(runs: list[Run], split: str) -> str:
     """How sure: each run's temperature, ECE/NLL/Brier before and after, and the reliability diagrams."""
-    reports = {run.name: report for run in runs if (report := report_of(run)) and split in report["splits"]}
+    found, unreadable = read_each(runs, report_of, CalibrationError)
+    reports = {name: report for name, report in found.items() if split in report["splits"]}
     if not reports:
-        return f"<p>No run is calibrated on {split} yet (python -m train.calibrate RUN).</p>"
+        return f"<p>No run is calibrated on {split} yet (python -m train.calibrate RUN).</p>" + unreadable
     missing = [run.name for run in runs if run.name not in reports]
     bins = {name: {stage: pd.DataFrame(report["splits"][split][f"reliability_{stage}"])
                    for stage in ("before", "after")}
@@ -119,21 +120,36 @@ def calibration_html(runs: list[Run], split: str) -> str:
     return ('<p class="muted">One temperature per run, fitted on val: below the diagonal a model is over-confident. '
             "The confidences in this report are calibrated, except for the runs listed as raw below.</p>"
             + table_html(calibration_table(reports, split).round(3)) + figure_html(reliability_figure(bins))
-            + (f'<p class="muted">Not calibrated (raw): {html.escape(", ".join(missing))}</p>' if missing else ""))
+            + (f'<p class="muted">Not calibrated (raw): {html.escape(", ".join(missing))}</p>' if missing else "")
+            + unreadable)
+
+
+def read_each(runs: list[Run], read: Callable, error_type: type) -> tuple[dict, str]:
+    """`read(run)` of every run that has the file (None: it has none), and one muted line per run whose file
+    could not be read."""
+    found, problems = {}, []
+    for run in runs:
+        try:
+            if (stored := read(run)) is not None:
+                found[run.name] = stored
+        except error_type as error:
+            problems.append(f'<p class="muted">{html.escape(str(error))}</p>')
+    return found, "".join(problems)
 
 
 def robustness_html(runs: list[Run]) -> str:
     """Each run's accuracy under the corruptions (train.robustness), at the middle strength, and its mean loss."""
-    found = {run.name: stored for run in runs if (stored := read_robustness(run)) is not None}
+    found, unreadable = read_each(runs, read_robustness, RobustnessError)
     if not found:
-        return "<p>No robustness measured yet (python -m train.robustness RUN ...).</p>"
+        return "<p>No robustness measured yet (python -m train.robustness RUN ...).</p>" + unreadable
     tables = [table for table, _ in found.values()]
     summary = pd.DataFrame({"measured on": [f"{info['pictures']} {info['split']} pictures" for _, info in found.values()],
                             "clean accuracy": [f"{clean_accuracy(t):.3f}" for t in tables],
                             "mean points lost": [f"{100 * mean_drop(t):.1f}" for t in tables]}, index=list(found))
     missing = [run.name for run in runs if run.name not in found]
     return (table_html(summary) + figure_html(robustness_heatmap(heatmap_table(tables, 2), 2))
-            + (f'<p class="muted">Not measured: {html.escape(", ".join(missing))}</p>' if missing else ""))
+            + (f'<p class="muted">Not measured: {html.escape(", ".join(missing))}</p>' if missing else "")
+            + unreadable)
 
 
 def dataset_html(data_root: Path | None, max_images: int = 0) -> str:

@@ -26,6 +26,10 @@ ROBUSTNESS_INFO = "robustness.json"
 COLUMNS = ["run", "corruption", "strength", "accuracy"]
 
 
+class RobustnessError(RuntimeError):
+    """A stored robustness table that cannot be used; the message names the run and the file."""
+
+
 class EditedThen:
     """The edit at the model's own size (whatif.as_model_sees, as Predict's What-if panel), then the rest of its
     eval transform: the edit's strength does not depend on the photo's resolution."""
@@ -75,18 +79,38 @@ def write_robustness(run: Run, table: pd.DataFrame, info: dict) -> None:
 
 
 def read_robustness(run: Run) -> tuple[pd.DataFrame, dict] | None:
-    """The run's stored robustness table and what it was measured on; None when it has none, or when it was
-    measured by other weights than the run's (retrained since) or cannot be read."""
+    """The run's stored robustness table and what it was measured on, read whole; None when it has none or it
+    was measured by other weights than the run's (retrained since); RobustnessError, one line, when it cannot be
+    read or is malformed."""
     if not (run.path / ROBUSTNESS).is_file():
         return None
     try:
-        table = pd.read_csv(run.path / ROBUSTNESS)
+        table = checked_table(pd.read_csv(run.path / ROBUSTNESS))
         info = json.loads((run.path / ROBUSTNESS_INFO).read_text())
-    except (OSError, ValueError, pd.errors.ParserError):
-        return None
-    if list(table.columns) != COLUMNS or info.get("weights") != run.weights_sha256():
+        if not isinstance(info, dict) or not isinstance(info.get("pictures"), int) or \
+                not isinstance(info.get("split"), str):
+            raise ValueError(f"{ROBUSTNESS_INFO} does not say which pictures were measured")
+    except (OSError, ValueError, TypeError, pd.errors.ParserError) as error:
+        raise RobustnessError(f"{run.name}: {ROBUSTNESS} is unreadable ({error}); python -m train.robustness "
+                              f"{run.path.name} measures it again") from None
+    if info.get("weights") != run.weights_sha256():
         return None
     return table, info
+
+
+def checked_table(table: pd.DataFrame) -> pd.DataFrame:
+    """A robustness table with its columns, accuracies in [0, 1], strengths 0 to the strongest, and the clean
+    row (strength 0) of every corruption; ValueError naming the first thing wrong."""
+    if list(table.columns) != COLUMNS or table.empty:
+        raise ValueError(f"its columns are not {', '.join(COLUMNS)}, or it is empty")
+    if not pd.api.types.is_numeric_dtype(table["accuracy"]) or not table["accuracy"].between(0, 1).all():
+        raise ValueError("an accuracy is not a number from 0 to 1")
+    if not pd.api.types.is_integer_dtype(table["strength"]) or not table["strength"].isin([0, *STRENGTHS]).all():
+        raise ValueError(f"a strength is not one of 0, {', '.join(map(str, STRENGTHS))}")
+    without_clean = set(table["corruption"]) - set(table.loc[table["strength"] == 0, "corruption"])
+    if without_clean:
+        raise ValueError(f"no clean row (strength 0) for {', '.join(sorted(map(str, without_clean)))}")
+    return table
 
 
 def heatmap_table(tables: list[pd.DataFrame], strength: int) -> pd.DataFrame:

@@ -110,7 +110,9 @@ def test_embeddings_of_another_class_list_or_data_with_other_classes_are_refused
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_runs / "custom_cnn", run_dir)
     found = run_embeddings(open_run(run_dir))
+    ids = found.label_ids
     found.classes = ["a", "b", "c"]
+    found.labels = [found.classes[i] for i in ids]  # a file of another class list names its labels in its classes
     found.save(run_dir / EMBEDDINGS)
     with pytest.raises(EmbeddingError, match="another model or class list"):
         run_embeddings(open_run(run_dir))

@@ -17,7 +17,7 @@ from har_core.analysis import dataset_summary, thumbnail
 from har_core.artifacts import Run, RunError
 from har_core.cam import Busy
 from har_core.inside import receptive_fields
-from har_core.robustness import ROBUSTNESS, ROBUSTNESS_INFO, read_robustness
+from har_core.robustness import ROBUSTNESS, ROBUSTNESS_INFO, RobustnessError, read_robustness
 from har_core.calibration import CalibrationError, calibrated_frame, run_temperature
 from har_core.data import DataError, listing_stamp
 from har_core.embeddings import EmbeddingError
@@ -167,11 +167,15 @@ def _file_stamp(run: Run, name: str) -> float:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _robustness(path: str, stamp: tuple[float, ...]):
-    return read_robustness(artifacts.open_run(path))
+    try:
+        return read_robustness(artifacts.open_run(path))
+    except RobustnessError as error:
+        return str(error)
 
 
-def robustness(run: Run):
-    """The run's stored robustness table and what it was measured on (None: not measured by these weights)."""
+def robustness(run: Run) -> tuple[pd.DataFrame, dict] | str | None:
+    """The run's stored robustness table and what it was measured on (None: not measured by these weights; one
+    line saying why when it cannot be read)."""
     return _robustness(str(run.path), tuple(_file_stamp(run, name) for name in (ROBUSTNESS, ROBUSTNESS_INFO,
                                                                                   artifacts.WEIGHTS)))
 

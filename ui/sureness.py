@@ -59,13 +59,16 @@ def ensemble_temperature(runs: list[Run]) -> float:
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
-def _report(path: str, stamp: tuple) -> dict | None:
-    return report_of(artifacts.open_run(path))
+def _report(path: str, stamp: tuple) -> dict | str | None:
+    try:
+        return report_of(artifacts.open_run(path))
+    except CalibrationError as error:
+        return str(error)
 
 
 def calibration_report(run: Run) -> dict | None:
     """The run's calibration.json (reliability, ECE/NLL/Brier before and after, coverage), None when missing or
-    stale."""
+    stale, one line saying why when it cannot be read."""
     return _report(str(run.path), (model_stamp(run), _file_stamp(run, REPORT)))
 
 

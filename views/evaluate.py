@@ -72,8 +72,11 @@ st.subheader("🎯 How sure: calibration, prediction sets, abstaining")
 if split == "train":
     st.info("Calibration is fitted on val pictures and measured on val and test: choose one of them above.")
     st.stop()
-reports = {r.name: report for r in selection.runs if (report := ui.calibration_report(r)) and split in report["splits"]}
-missing = [r.name for r in selection.runs if r.name not in reports]
+found = {r.name: ui.calibration_report(r) for r in selection.runs}
+for problem in [report for report in found.values() if isinstance(report, str)]:
+    st.caption(f"⚠️ {problem}")
+reports = {name: report for name, report in found.items() if isinstance(report, dict) and split in report["splits"]}
+missing = [name for name, report in found.items() if name not in reports and not isinstance(report, str)]
 if missing:
     st.caption(f"⚠️ No calibration report for {', '.join(missing)}: `python -m train.calibrate RUN` "
                "(their probabilities are shown raw).")
@@ -132,7 +135,10 @@ else:
     st.info(f"No run has val predictions to calibrate sets and thresholds on ({split} shown).")
 
 st.subheader("Robustness")
-measured = {run.name: stored for run in selection.runs if (stored := ui.robustness(run)) is not None}
+stored = {run.name: ui.robustness(run) for run in selection.runs}
+for problem in [found for found in stored.values() if isinstance(found, str)]:
+    st.caption(f"⚠️ {problem}")
+measured = {name: found for name, found in stored.items() if isinstance(found, tuple)}
 if measured:
     strength = st.segmented_control("Corruption strength", [1, 2, 3], default=2, key="robust_strength",
                                     format_func=lambda s: ["mild", "clearly visible", "hard"][s - 1]) or 2
@@ -145,7 +151,7 @@ if measured:
     with ui.friendly("Drawing the robustness heatmap"):
         st.plotly_chart(ui.figure(robustness_heatmap, heatmap_table(tables, strength), strength), width="stretch",
                         key="robust_chart")
-    missing = [run.name for run in selection.runs if run.name not in measured]
+    missing = [name for name, found in stored.items() if found is None]
     if missing:
         st.caption(f"Not measured yet: {', '.join(missing)}.")
 else:
