@@ -18,7 +18,7 @@ Streamlit's caches and turns failures into one-line messages:
 from har_core import server  # noqa: F401 - pages read ui.server's settings types
 from ui.common import (  # noqa: F401
     ROOT, IMAGE_TYPES, config, Selection, model, warm_up, env_backend, backend, models, metrics, predictions, robustness,
-    temperature, figure, data_file, thumb, thumbnail_grid, folder_stamp, dataset, PRESENTATION_CSS, presenting, model_columns,
+    temperature, calibration_note, figure, data_file, thumb, thumbnail_grid, folder_stamp, dataset, PRESENTATION_CSS, presenting, model_columns,
     need_runs, image_models, friendly, GLOSSARY, glossary)
 from ui.choices import (  # noqa: F401
     sidebar, one_class_list, follow_link, share_view, ensemble_members)

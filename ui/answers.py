@@ -12,7 +12,7 @@ from har_core.imaging import ImageError, image_digest, load_image, safe_name
 from har_core.inference import LoadedModel, Prediction, predict_all
 from har_core.labels import spoken
 from ui.choices import follow_link, share_view
-from ui.common import (IMAGE_TYPES, Selection, _file_stamp, _inside_or_none, config, data_file, friendly, model_stamp,
+from ui.common import (IMAGE_TYPES, Selection, file_stamp, inside_or_none, config, data_file, friendly, model_stamp,
                        thumb)
 
 
@@ -89,7 +89,7 @@ def _sample_files(manifest_path: str, stamp: float, data_root: str, limit: int) 
     test = manifest[manifest["split"] == "test"].head(limit).sort_values(["label", "filename"], kind="stable")
     root = Path(data_root)
     return {f: label for f, label in zip(test["filename"], test["label"])
-            if (path := _inside_or_none(root, f)) is not None and path.is_file()}
+            if (path := inside_or_none(root, f)) is not None and path.is_file()}
 
 
 def sample_files(selection: Selection, limit: int = 200) -> dict[str, str]:
@@ -98,7 +98,7 @@ def sample_files(selection: Selection, limit: int = 200) -> dict[str, str]:
     if selection.data_root is None or not selection.runs or not selection.runs[0].has(artifacts.MANIFEST):
         return {}
     run = selection.runs[0]
-    return _sample_files(str(run.path / artifacts.MANIFEST), _file_stamp(run, artifacts.MANIFEST),
+    return _sample_files(str(run.path / artifacts.MANIFEST), file_stamp(run, artifacts.MANIFEST),
                          str(selection.data_root), limit)
 
 

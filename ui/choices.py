@@ -9,7 +9,7 @@ from har_core import artifacts, server
 from har_core.artifacts import Run
 from har_core.ensemble import class_groups, default_members, describe_classes
 from har_core.backend import BACKENDS, LABELS
-from ui.common import PRESENTATION_CSS, Selection, _remembered, config, env_backend, presenting, warm_up
+from ui.common import PRESENTATION_CSS, Selection, remembered, config, env_backend, presenting, warm_up
 
 
 def _folder_choice(label: str, key: str, choices: list[Path], optional: bool, help: str,
@@ -35,7 +35,7 @@ def _short(path: str) -> str:
 
 
 def _free_folder(label: str, key: str, default: str, help: str) -> Path | None:
-    typed = _remembered(st.text_input, label, key, default, help=help)
+    typed = remembered(st.text_input, label, key, default, help=help)
     if typed and not Path(typed).is_dir():
         st.caption(f"⚠️ folder not found: {typed}")
     return Path(typed) if typed and Path(typed).is_dir() else None
@@ -128,7 +128,7 @@ def sidebar() -> Selection:
                                 "(python -m train.export RUN); runs without one, and Grad-CAM, use PyTorch.")
         st.session_state["keep_backend"] = kept
         was = presenting()
-        present = _remembered(st.toggle, "Presentation mode", "present", False,
+        present = remembered(st.toggle, "Presentation mode", "present", False,
                               help="Sidebar collapsed, larger type, the whole screen width. Link: add ?present=1.")
         if present != was:
             st.rerun()  # app.py sets the sidebar's state before the page runs

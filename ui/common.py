@@ -74,7 +74,7 @@ def model(run: Run) -> LoadedModel:
 def model_stamp(run: Run) -> tuple[float, ...]:
     """What a loaded model depends on: its weights, and its card, split manifest and val predictions (the
     temperature it applies and whether that calibration still holds)."""
-    return tuple(_file_stamp(run, name) for name in (artifacts.WEIGHTS, artifacts.CARD, artifacts.MANIFEST,
+    return tuple(file_stamp(run, name) for name in (artifacts.WEIGHTS, artifacts.CARD, artifacts.MANIFEST,
                                                       artifacts.predictions_file("val")))
 
 
@@ -133,7 +133,7 @@ def models(runs: list[Run]) -> list[LoadedModel]:
             st.error(str(error))
             continue
         if chosen != "pytorch":
-            stamps = (*model_stamp(run), *(_file_stamp(run, name) for name in EXPORT_FILES.values()))
+            stamps = (*model_stamp(run), *(file_stamp(run, name) for name in EXPORT_FILES.values()))
             one = _backend_model(str(run.path), stamps, chosen, one)
         loaded.append(one)
     return loaded
@@ -155,12 +155,18 @@ def _temperature(path: str, stamp: tuple[float, ...]) -> tuple[float, str]:
     return run_temperature(artifacts.open_run(path))
 
 
-def temperature(run: Run) -> tuple[float, str]:
-    """The run's calibration temperature and, when its probabilities are raw, the one line saying why."""
-    return _temperature(str(run.path), model_stamp(run))
+def temperature(run: Run) -> float:
+    """The calibration temperature every page applies to the run's probabilities (1.0: raw, `calibration_note`
+    says why)."""
+    return _temperature(str(run.path), model_stamp(run))[0]
 
 
-def _file_stamp(run: Run, name: str) -> float:
+def calibration_note(run: Run) -> str:
+    """Why the run's probabilities are shown raw: one line ("" when they are calibrated)."""
+    return _temperature(str(run.path), model_stamp(run))[1]
+
+
+def file_stamp(run: Run, name: str) -> float:
     path = run.path / name
     return path.stat().st_mtime if path.exists() else 0.0
 
@@ -176,18 +182,18 @@ def _robustness(path: str, stamp: tuple[float, ...]):
 def robustness(run: Run) -> tuple[pd.DataFrame, dict] | str | None:
     """The run's stored robustness table and what it was measured on (None: not measured by these weights; one
     line saying why when it cannot be read)."""
-    return _robustness(str(run.path), tuple(_file_stamp(run, name) for name in (ROBUSTNESS, ROBUSTNESS_INFO,
+    return _robustness(str(run.path), tuple(file_stamp(run, name) for name in (ROBUSTNESS, ROBUSTNESS_INFO,
                                                                                   artifacts.WEIGHTS)))
 
 
 def metrics(run: Run, split: str) -> dict | None:
-    return _metrics(str(run.path), split, _file_stamp(run, artifacts.metrics_file(split)))
+    return _metrics(str(run.path), split, file_stamp(run, artifacts.metrics_file(split)))
 
 
 def predictions(run: Run, split: str) -> pd.DataFrame | None:
     """The run's stored predictions on a split, with calibrated probabilities and confidence."""
-    return _predictions(str(run.path), split, _file_stamp(run, artifacts.predictions_file(split)),
-                        temperature(run)[0])
+    return _predictions(str(run.path), split, file_stamp(run, artifacts.predictions_file(split)),
+                        temperature(run))
 
 
 def figure(build, *args, **kwargs):
@@ -211,10 +217,10 @@ def _thumb(path: str, size: int):
 
 def data_file(selection: Selection, filename: str) -> Path | None:
     """A file of the chosen image folder; None when there is none or the name leads outside it."""
-    return None if selection.data_root is None else _inside_or_none(selection.data_root, filename)
+    return None if selection.data_root is None else inside_or_none(selection.data_root, filename)
 
 
-def _inside_or_none(root: Path, filename: str) -> Path | None:
+def inside_or_none(root: Path, filename: str) -> Path | None:
     try:
         return server.inside(root, filename)
     except server.OutsideRoots:
@@ -237,7 +243,7 @@ def thumbnail_grid(selection: Selection, items: list[tuple[str, str]], columns: 
     return len(shown)
 
 
-def _remembered(widget, label: str, key: str, default, **kwargs):
+def remembered(widget, label: str, key: str, default, **kwargs):
     """A sidebar widget whose value survives page switches (each page renders the sidebar anew)."""
     value = widget(label, st.session_state.get(f"keep_{key}", default), key=key, **kwargs)
     st.session_state[f"keep_{key}"] = value

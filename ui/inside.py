@@ -10,7 +10,7 @@ from har_core.artifacts import Run, open_run
 from har_core.channels import CHANNELS, ChannelError, ChannelTops, channel_regions, compute_channel_tops, load_channel_tops
 from har_core.imaging import ImageError, load_image
 from har_core.inference import LoadedModel
-from ui.common import Selection, _file_stamp, data_file, model, model_stamp
+from ui.common import Selection, file_stamp, data_file, model, model_stamp
 from ui.similar import offer_to_compute
 
 
@@ -54,7 +54,7 @@ def channel_tops(run: Run) -> ChannelTops:
     computed = _computed_tops().get(str(run.path))
     if computed is not None and computed.weights == weights:
         return computed
-    return _channel_tops(str(run.path), _file_stamp(run, CHANNELS), weights)
+    return _channel_tops(str(run.path), file_stamp(run, CHANNELS), weights)
 
 
 def channel_tops_or_offer(selection: Selection, run: Run) -> ChannelTops | None:

@@ -9,7 +9,7 @@ import streamlit as st
 from har_core import artifacts
 from har_core.calibration import REPORT
 from har_core.report import build_report
-from ui.common import Selection, _file_stamp, config, model
+from ui.common import Selection, file_stamp, config, model
 
 
 @st.cache_resource
@@ -27,8 +27,8 @@ def _report(paths: tuple[str, ...], stamps: tuple, data_root: str | None, quiz_a
 def report(selection: Selection) -> str:
     """The selected runs' report, built once per runs (and their metrics), image folder and quiz round (the last
     one this session played, ui.quiz), with the server's shared models and scan limit."""
-    stamps = tuple((_file_stamp(run, artifacts.metrics_file("test")), _file_stamp(run, artifacts.CARD),
-                    _file_stamp(run, REPORT)) for run in selection.runs)
+    stamps = tuple((file_stamp(run, artifacts.metrics_file("test")), file_stamp(run, artifacts.CARD),
+                    file_stamp(run, REPORT)) for run in selection.runs)
     lock = _report_lock()  # one report at a time, server-wide: the others wait for it
     if not lock.acquire(blocking=False):
         st.toast("Another visitor's report is being made; yours follows it.")

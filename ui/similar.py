@@ -18,7 +18,7 @@ from har_core.labels import spoken
 from har_core.projection import embedding_map
 from har_core.search import VectorIndex, neighbours_of, training_index
 from har_core.similarity import RETRIEVAL, SHOW_K, VOTE_K, embed_run, neighbour_answer, retrieval_report, vote
-from ui.common import (Selection, _file_stamp, config, data_file, dataset, folder_stamp, friendly, model, predictions,
+from ui.common import (Selection, file_stamp, config, data_file, dataset, folder_stamp, friendly, model, predictions,
                        temperature, thumbnail_grid)
 
 
@@ -34,7 +34,7 @@ def embeddings(run: Run) -> Embeddings:
     computed = _computed().get(str(run.path))
     if computed is not None and computed.weights == weights:
         return computed
-    return _embeddings(str(run.path), _file_stamp(run, EMBEDDINGS), weights)
+    return _embeddings(str(run.path), file_stamp(run, EMBEDDINGS), weights)
 
 
 @st.cache_resource
@@ -133,7 +133,7 @@ def embedding_map_of(run: Run, found: Embeddings) -> pd.DataFrame:
 def answers_of(run: Run, found: Embeddings, table: pd.DataFrame | None = None) -> pd.DataFrame:
     """The run's answer on each embedded image (`table`: the images' own table, or the map's)."""
     stored = [frame for split in ("val", "test") if (frame := predictions(run, split)) is not None]
-    return answered(found, found.table() if table is None else table, stored, temperature(run)[0])
+    return answered(found, found.table() if table is None else table, stored, temperature(run))
 
 
 def neighbour_grid(selection: Selection, run: Run, found: Embeddings, similarities, rows, columns: int = 6,
@@ -176,7 +176,7 @@ def similar_images(selection: Selection, run: Run, vector, probs, k: int = SHOW_
                    + ("." if selection.data_root is not None else " (it needs the run's data folder; README: Data)."))
         return
     # the mixing weight was chosen on the run's raw stored predictions: mix the raw probabilities (undo T)
-    raw = temper(probs, 1 / temperature(run)[0])
+    raw = temper(probs, 1 / temperature(run))
     answer = neighbour_answer(search_index(run, found), found, vector, raw, retrieval(run, found)["weight"], k)
     winner = int(answer.votes.argmax())
     st.markdown(f"**{k} most similar training images** · vote: {spoken(found.classes[winner])} "

@@ -14,11 +14,11 @@ from har_core.calibration import REPORT, CalibrationPictures, report_of, run_cal
 from har_core.calibration_maths import (DEFAULT_TARGET_ACCURACY, CalibrationError, PredictionSets, set_names,
                                         set_phrase)
 from har_core.ensemble import ensemble_calibration_pictures
-from ui.common import _file_stamp, model_stamp, predictions
+from ui.common import file_stamp, model_stamp, predictions
 
 
 def _stamps(runs: list[Run]) -> tuple:
-    return tuple((model_stamp(run), _file_stamp(run, artifacts.predictions_file("val"))) for run in runs)
+    return tuple((model_stamp(run), file_stamp(run, artifacts.predictions_file("val"))) for run in runs)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -69,7 +69,7 @@ def _report(path: str, stamp: tuple) -> dict | str | None:
 def calibration_report(run: Run) -> dict | None:
     """The run's calibration.json (reliability, ECE/NLL/Brier before and after, coverage), None when missing or
     stale, one line saying why when it cannot be read."""
-    return _report(str(run.path), (model_stamp(run), _file_stamp(run, REPORT)))
+    return _report(str(run.path), (model_stamp(run), file_stamp(run, REPORT)))
 
 
 @dataclass
@@ -121,5 +121,5 @@ def sureness_on(run: Run, split: str, coverage: float, target: float) -> dict | 
     """On a split's calibrated predictions: the sets' coverage at `coverage`, the threshold (found on val) that
     keeps `target` accuracy and what it keeps there, and the risk–coverage curve; cached, so moving another
     widget recomputes none of it. A one-line reason instead when the run has no val predictions."""
-    return _split_sureness(str(run.path), _stamps([run]) + ((_file_stamp(run, artifacts.predictions_file(split)),),),
+    return _split_sureness(str(run.path), _stamps([run]) + ((file_stamp(run, artifacts.predictions_file(split)),),),
                            split, round(float(coverage), 4), round(float(target), 4))

@@ -22,7 +22,7 @@ frames = {r.name: p for r in selection.runs if (p := ui.predictions(r, split)) i
 if not frames:
     st.info(f"No predictions for the {split} split.")
     st.stop()
-for note in [note for r in selection.runs if r.name in frames and (note := ui.temperature(r)[1])]:
+for note in [note for r in selection.runs if r.name in frames and (note := ui.calibration_note(r))]:
     st.caption(f"⚠️ {note}")
 classes = selection.runs[0].classes
 filters = st.columns([2, 1, 1, 1, 1])
