@@ -93,10 +93,11 @@ if reports:
 left, right = st.columns(2)
 coverage = left.slider("Set coverage", 0.5, 0.99, 0.9, 0.01, format="%.2f", key="eval_coverage",
                        help="Each picture's prediction set should hold its true class this often (split conformal "
-                            "prediction, calibrated on val).")
+                            "prediction, calibrated on the calibration pictures of val).")
 target = right.slider("Target accuracy", 0.5, 0.99, DEFAULT_TARGET_ACCURACY, 0.01, format="%.2f", key="eval_target",
-                      help="Answer only above the confidence threshold whose answers on val reach this accuracy; "
-                           "Predict says \"not sure\" and Video \"no known action\" below it (at 90 %).")
+                      help="Answer only above the confidence threshold whose answers on calibration pictures "
+                           "reach this accuracy; Predict says \"not sure\" and Video \"no known action\" below it "
+                           "(at 90 %).")
 rows, curves, chosen, per_class = {}, {}, {}, {}
 for run in selection.runs:
     measured = ui.sureness_on(run, split, coverage, target)  # cached: other widgets recompute none of it
@@ -116,7 +117,8 @@ for run in selection.runs:
         per_class[run.name] = {c: v["coverage"] for c, v in report["per_class"].items()}
 if rows:
     st.markdown(f"**Prediction sets and abstaining on {split}.** A set holds the classes the model cannot rule "
-                f"out at {coverage:.0%} coverage; the threshold (found on val) keeps the answers it is sure of.")
+                f"out at {coverage:.0%} coverage; the threshold (found on the calibration pictures) keeps the "
+                "answers it is sure of.")
     st.dataframe(pd.DataFrame.from_dict(rows, orient="index").style.format(
         {"threshold (val)": "{:.0%}", "answered": "{:.0%}", "accuracy answered": "{:.1%}", "set coverage": "{:.1%}",
          "mean set size": "{:.2f}"}), width="stretch",
@@ -129,7 +131,7 @@ if rows:
         st.plotly_chart(ui.figure(coverage_heatmap, pd.DataFrame(per_class).T, coverage), width="stretch", key="coverage_chart")
     st.caption(f"Answering only when sure: the accuracy of the answers kept (up) against the share of pictures "
                f"answered (right), as the confidence threshold rises; a star marks each run's threshold for "
-               f"{target:.0%}, found on val, on these {split} pictures.")
+               f"{target:.0%}, found on its calibration pictures, on these {split} pictures.")
     st.plotly_chart(ui.figure(risk_coverage_figure, curves, chosen, target), width="stretch", key="risk_chart")
 else:
     st.info(f"No run has val predictions to calibrate sets and thresholds on ({split} shown).")
