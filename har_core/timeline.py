@@ -109,19 +109,23 @@ def window_clips(loaded: LoadedModel, source: bytes | str | Path, times: list[fl
 
 def timeline(models: list[LoadedModel], clip: Clip, members: list[str] | None = None, batch_size: int = 16,
              on_batch: Callable[[int, int], None] | None = None, source: bytes | str | Path | None = None,
-             ensemble_temperature: float = 1.0) -> Timeline:
+             ensemble_temperature: float = 1.0, tta: bool | None = None) -> Timeline:
     """Every model's per-frame (calibrated) probabilities for a clip's sampled frames, plus their ensemble at its
     own temperature. Clip models need the clip itself (`source`: its bytes or path) to read their windows;
-    without it they are left out."""
+    without it they are left out. `tta`: flip TTA for every model, or None for each in the mode its temperature
+    was fitted in (LoadedModel.tta)."""
     classes = models[0].classes
     image_models = [m for m in models if not m.run.takes_clips]
     clip_models = [m for m in models if m.run.takes_clips and source is not None]
     parts: dict[str, list[np.ndarray]] = {m.name: [] for m in image_models + clip_models}
     steps, total = 0, len(clip.frames) * (bool(image_models) + len(clip_models))
+    mode_of = {m.name: m.tta if tta is None else tta for m in models}
     for start in range(0, len(clip.frames), batch_size):
-        if image_models:
-            for prediction in predict_all(image_models, clip.frames[start:start + batch_size]):
+        for mode in sorted({mode_of[m.name] for m in image_models}):  # the models of one TTA mode share a pass
+            in_mode = [m for m in image_models if mode_of[m.name] == mode]
+            for prediction in predict_all(in_mode, clip.frames[start:start + batch_size], tta=mode):
                 parts[prediction.model].append(prediction.probs)
+        if image_models:
             steps += len(clip.frames[start:start + batch_size])
             if on_batch is not None:
                 on_batch(steps, total)
@@ -129,7 +133,7 @@ def timeline(models: list[LoadedModel], clip: Clip, members: list[str] | None = 
         for start in range(0, len(clip.times), batch_size // 2 or 1):
             windows = window_clips(loaded, source, clip.times[start:start + (batch_size // 2 or 1)])
             with torch.inference_mode():
-                parts[loaded.name].append(loaded.forward(loaded.preprocess(windows))[0])
+                parts[loaded.name].append(loaded.forward(loaded.preprocess(windows), mode_of[loaded.name])[0])
             steps += len(windows)
             if on_batch is not None:
                 on_batch(steps, total)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import ROOT, encode_clip
+from conftest import ROOT, encode_clip, synthetic_image
 from har_core.inference import load_run
 from har_core.timeline import NO_ACTION, Timeline, timeline
 from har_core.video import VideoError, VideoLimits, read_clip, sample_times
@@ -225,3 +225,36 @@ def test_a_clip_models_sample_decodes_only_its_window_even_from_a_long_clip(tmp_
     assert clip.times[-1] == pytest.approx(centre_start + 15 * stride / fps, abs=1e-3)
     assert abs(int(np.asarray(clip.frames[0])[..., 0].mean()) - int(centre_start)) <= 2  # the right moment
     assert transform(clip).shape == (3, 16, 112, 112)
+
+
+def test_the_timeline_predicts_in_each_models_calibrated_tta_mode_unless_told_otherwise(tiny_runs):
+    """#39.5: a run calibrated on flip-TTA probabilities had its frames predicted without TTA, so its temperature
+    and "no known action" threshold judged other probabilities than they were fitted on."""
+    from dataclasses import replace
+    models = [replace(load_run(tiny_runs / "custom_cnn"), tta=True), replace(load_run(tiny_runs / "mobilenet_v2"),
+                                                                              tta=False)]
+    frames = [np.asarray(synthetic_image(i % 3, seed=40 + i, size=48)) for i in range(6)]  # not mirror-symmetric
+    clip = read_clip(encode_clip(frames, fps=2), fps=2)
+    own = timeline(models, clip, batch_size=4)
+    for model, tta in zip(models, (True, False)):  # each in its own mode, from the model's own predict
+        np.testing.assert_allclose(own.probs[model.name], model.predict(clip.frames, tta=tta), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(own.probs["custom_cnn"], models[0].predict(clip.frames, tta=False), atol=1e-4)
+    told = timeline(models, clip, batch_size=4, tta=False)
+    np.testing.assert_allclose(told.probs["custom_cnn"], models[0].predict(clip.frames, tta=False), rtol=1e-4, atol=1e-5)
+
+
+def test_predict_video_defaults_to_the_runs_calibrated_tta_mode(tiny_runs, tmp_path, capsys):
+    from har_core.calibration import calibrated_tta
+    run = load_run(tiny_runs / "mobilenet_v2")
+    assert calibrated_tta(run.run) is True  # its val predictions were made with flip TTA
+    frames = [np.asarray(synthetic_image(i % 3, seed=60 + i, size=48)) for i in range(4)]
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(encode_clip(frames, fps=2))
+    clip = read_clip(path, fps=2)
+    columns = [f"prob_{c}" for c in run.classes]
+    for flags, tta in (([], True), (["--no-tta"], False)):
+        predict_video.main([str(tiny_runs / "mobilenet_v2"), str(path), "--out", str(tmp_path / "t.csv"), "--fps", "2",
+                            "--quiet", *flags])
+        written = pd.read_csv(tmp_path / "t.csv")[columns].to_numpy()
+        np.testing.assert_allclose(written, run.predict(clip.frames, tta=tta), atol=2e-5)  # stored to 5 decimals
+        assert ("calibrated with flip TTA" in capsys.readouterr().err) == (not tta)

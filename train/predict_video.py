@@ -7,7 +7,8 @@ same preprocessing as photos; a clip model sees a window of its own 16 frames ce
 writes one row per frame (clip, time_s, label, confidence and every
 class's probability), and prints the segments: runs of the smoothed winning class (--window seconds)
 lasting at least --min-duration seconds; frames whose best smoothed probability is under --threshold are
-"no known action". A clip that cannot be read is named with the reason; the others go on.
+"no known action". Frames are seen mirrored too (flip TTA) when the run was calibrated that way; --tta / --no-tta
+choose, with a note when the choice differs. A clip that cannot be read is named with the reason; the others go on.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from har_core.artifacts import RunError
+from har_core.calibration import tta_mismatch
 from har_core.fileio import atomic_write_text, write_json
 from har_core.inference import load_run
 from har_core.timeline import NO_ACTION, timeline
@@ -36,12 +38,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--threshold", type=float, default=0.5, help="below: no known action")
     parser.add_argument("--out", default="timeline.csv")
     parser.add_argument("--segments", help="write the segments as JSON here")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction,
+                        help="average each frame with its mirror image (default: as the run was calibrated)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     try:
         loaded = load_run(args.run)
     except RunError as error:
         raise SystemExit(f"error: {error}")
+    tta = loaded.tta if args.tta is None else args.tta
+    if differs := tta_mismatch([(loaded.name, loaded.tta)], tta):
+        print(f"note: {differs}", file=sys.stderr)
     rows, all_segments, failed = [], {}, 0
     for path in args.clips:
         name = Path(path).name
@@ -49,7 +56,8 @@ def main(argv=None) -> dict:
         try:
             clip = read_clip(path, fps=args.fps, count=args.frames)
             bar = tqdm(total=len(clip.frames), desc=f"predicting {name}", disable=args.quiet, leave=False)
-            result = timeline([loaded], clip, on_batch=lambda done, total: bar.update(done - bar.n), source=path)
+            result = timeline([loaded], clip, on_batch=lambda done, total: bar.update(done - bar.n), source=path,
+                              tta=tta)
         except VideoError as error:
             print(f"skipped {name}: {error}", file=sys.stderr)
             failed += 1
