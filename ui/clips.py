@@ -63,7 +63,8 @@ def timeline_of(digest: str, data: bytes, fps: float, loaded: list[LoadedModel])
     per clip, rate and set of
     models with a progress bar (kept in a plain dict: a cached function could not draw the bar)."""
     temperature = ensemble_temperature([m.run for m in loaded])
-    key = (digest, fps, temperature, tuple((str(m.run.path), m.weights, m.backend, m.temperature) for m in loaded))
+    key = (digest, fps, temperature, tuple((str(m.run.path), m.weights, m.backend, m.temperature, m.tta)
+                                           for m in loaded))  # each model in its calibrated TTA mode
     store = _timelines()
     if key not in store:
         bar = st.progress(0.0, text="Predicting the frames…")
