@@ -21,7 +21,8 @@ from PIL import Image
 
 from har_core.analysis import HEADLINE, dataset_summary, metrics_table, mistakes, overview_table, per_class_f1_table
 from har_core.artifacts import Run
-from har_core.calibration import CalibrationError, calibrated_frame, calibration_table, report_of, run_temperature
+from har_core.calibration import (CalibrationError, calibrated_frame, calibration_table, fitted_on_line, report_of,
+                                  run_temperature)
 from har_core.data import DataError
 from har_core.cam import SLOW_METHODS, explain, overlay_on_picture
 from har_core.fileio import is_inside
@@ -117,8 +118,9 @@ def calibration_html(runs: list[Run], split: str) -> str:
     bins = {name: {stage: pd.DataFrame(report["splits"][split][f"reliability_{stage}"])
                    for stage in ("before", "after")}
             for name, report in reports.items()}
-    return ('<p class="muted">One temperature per run, fitted on val: below the diagonal a model is over-confident. '
-            "The confidences in this report are calibrated, except for the runs listed as raw below.</p>"
+    return ('<p class="muted">One temperature per run, fitted on val pictures: below the diagonal a model is '
+            "over-confident. The confidences in this report are calibrated, except for the runs listed as raw "
+            f"below. {html.escape(fitted_on_line(reports))}</p>"
             + table_html(calibration_table(reports, split).round(3)) + figure_html(reliability_figure(bins))
             + (f'<p class="muted">Not calibrated (raw): {html.escape(", ".join(missing))}</p>' if missing else "")
             + unreadable)

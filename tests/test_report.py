@@ -1,6 +1,7 @@
 """The report to share: one HTML file with everything embedded (python -m train.report)."""
 import re
 
+import pandas as pd
 import pytest
 from plotly.offline import get_plotlyjs
 
@@ -45,6 +46,9 @@ def test_the_reports_calibration_section_tables_and_draws_every_calibrated_run()
     for run in runs:
         assert f">{run.name}<" in section  # a row each
         assert f"{report_of(run)['splits']['test']['after']['ece']:.3f}" in section
+    manifest = pd.read_csv(ROOT / "assets" / "runs" / "split.csv", dtype=str, keep_default_na=False)
+    half = (manifest["calibrate"] == "1").sum()
+    assert f"fitted on the calibration half of val: {half} pictures" in section  # which pictures calibrated (#39.4)
 
 
 def test_without_runs_or_with_a_missing_image_folder_it_says_why(tiny_runs, tmp_path):
