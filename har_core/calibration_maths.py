@@ -196,11 +196,12 @@ def risk_coverage(probs: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
                          "accuracy": np.cumsum(correct[order]) / kept})
 
 
-def abstain_threshold(probs: np.ndarray, labels: np.ndarray, accuracy: float = DEFAULT_TARGET_ACCURACY) -> float:
+def abstain_threshold(probs: np.ndarray, labels: np.ndarray,
+                      accuracy: float = DEFAULT_TARGET_ACCURACY) -> float | None:
     """The lowest confidence threshold whose kept answers (every picture at least that sure, ties included)
-    reach `accuracy` on the held-out predictions given, keeping at least MIN_PICTURES of them; 1.0 (answer
-    nothing) when none does."""
+    reach `accuracy` on the held-out predictions given, keeping at least MIN_PICTURES of them; None when none
+    does (answer nothing: no confidence is sure enough)."""
     curve = risk_coverage(probs, labels).drop_duplicates("threshold", keep="last")  # a threshold keeps all its ties
     kept = curve["coverage"] * len(labels)
     reaching = curve[(curve["accuracy"] >= accuracy) & (kept >= min(MIN_PICTURES, len(labels)))]
-    return float(reaching["threshold"].iloc[-1]) if len(reaching) else 1.0
+    return float(reaching["threshold"].iloc[-1]) if len(reaching) else None

@@ -90,11 +90,12 @@ def retrieval_report(run: Run, embeddings: Embeddings, k: int = VOTE_K) -> dict:
 
 @dataclass
 class NeighbourAnswer:
-    """What one picture's neighbours say: their rows and similarities, the vote of the first `k` shown, and the
-    retrieval-augmented probabilities (the model mixed with the vote of `VOTE_K` neighbours, weight from val)."""
+    """What one picture's neighbours say: the rows and similarities of the first `k` (those shown), the vote of
+    the `VOTE_K` nearest, and the retrieval-augmented probabilities (the model mixed with that vote, weight from
+    val): one vote, the one the mix uses, whatever number of neighbours is shown."""
     similarities: np.ndarray  # (k,)
     rows: np.ndarray  # (k,) rows of the embeddings, -1 where there are fewer
-    votes: np.ndarray  # (classes,) shares among the k shown
+    votes: np.ndarray  # (classes,) shares among the VOTE_K nearest
     mixed: np.ndarray  # (classes,)
     weight: float
 
@@ -103,8 +104,8 @@ def neighbour_answer(index: VectorIndex, embeddings: Embeddings, vector: np.ndar
                      weight: float, k: int = SHOW_K) -> NeighbourAnswer:
     """One query's neighbours, their vote and the retrieval-augmented prediction (`retrieval_report`'s rule)."""
     similarities, rows = index.search(embeddings.query(vector), max(k, VOTE_K))
-    shown_votes, all_votes = vote(rows[:, :k], embeddings)[0], vote(rows[:, :VOTE_K], embeddings)[0]
-    return NeighbourAnswer(similarities[0, :k], rows[0, :k], shown_votes, augmented(probs, all_votes, weight), weight)
+    votes = vote(rows[:, :VOTE_K], embeddings)[0]
+    return NeighbourAnswer(similarities[0, :k], rows[0, :k], votes, augmented(probs, votes, weight), weight)
 
 
 def reduction_effect(full: Embeddings, reduced: Embeddings, k: int = SHOW_K) -> dict:

@@ -56,7 +56,7 @@ def test_a_broken_run_is_named_and_the_others_still_load(tiny_runs, kaggle_data,
     assert list(at.dataframe[0].value["run"]) == ["custom_cnn"]
 
 
-def test_predict_page_predicts_a_sample_with_every_model(app):
+def test_predict_page_predicts_a_sample_with_every_model(app, tiny_runs, kaggle_data):
     at = open_page(app, "predict")
     assert any("Upload one or more photos" in i.value for i in at.info)
     sample = at.selectbox(key="predict_sample")
@@ -68,8 +68,34 @@ def test_predict_page_predicts_a_sample_with_every_model(app):
     at.multiselect(key="predict_models").set_value(["mobilenet_v2"]).run()
     shown = texts(at)
     assert "**mobilenet_v2**" in shown and "**custom_cnn**" not in shown
+    at.multiselect(key="predict_models").set_value(["custom_cnn"]).run()
+    at.toggle(key="predict_tta").set_value(False).run()
     at.toggle(key="predict_tta").set_value(True).run()
     assert not at.exception
+    # #39: the numbers with TTA are the model's own answers on the picture and its mirror image, averaged
+    from PIL import Image
+    from har_core.calibration import run_temperature
+    from har_core.calibration_maths import temper
+    from har_core.imaging import load_image
+    from har_core.inference import load_run
+    from har_core.plots import probability_bars
+    raw = load_run(tiny_runs / "custom_cnn", backend="pytorch", calibrated=False)
+    answers = {}  # each sample's answer alone and averaged with its mirror image's: the sample TTA moves most
+    for option in raw.run.manifest().query("split == 'test'")["filename"]:
+        picture = load_image(kaggle_data / option)
+        alone = raw.predict([picture])[0]
+        answers[option] = alone, (alone + raw.predict([picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])[0]) / 2
+    option = max(answers, key=lambda o: np.abs(answers[o][0] - answers[o][1]).max())
+    at.selectbox(key="predict_sample").set_value(option).run()
+    alone, flipped = answers[option]
+    temperature = run_temperature(raw.run)[0]
+    bars = lambda html: (re.findall(r">([a-z ]+)</span>", html),  # noqa: E731 - each class and its bar's width
+                         np.array([float(w) for w in re.findall(r"width:([\d.]+)%", html)]))
+    (names, widths), (expected_names, expected) = bars(at.get("html")[0].proto.body), bars(
+        probability_bars(temper(flipped[None], temperature)[0], raw.classes))
+    without = bars(probability_bars(temper(alone[None], temperature)[0], raw.classes))[1]
+    assert np.abs(without - expected).max() > 0.3  # TTA moves them more than the 0.1 rounding: the test can tell
+    assert names == expected_names and np.allclose(widths, expected, atol=0.11)
 
 
 def what_if_cards(at) -> dict[str, str]:
@@ -91,6 +117,22 @@ def expected_what_if_card(model, original, edit) -> tuple[str, str]:
     probs = model.predict([whatif.apply(at_own_side(original, model.run.card), edit)])[0]
     was = int(first.argmax())
     return f"{abs(probs[was] - first[was]) * 100:.1f} pts on", f"now {probs.max():.0%} sure"
+
+
+def test_a_model_whose_answers_never_reach_the_target_is_said_so_not_below_100(app, tiny_runs):
+    """#39.6: when no confidence kept 90 % of a model's calibration answers right, the fallback 1.0 made Predict
+    say "below 100 %, the confidence above which its answers on val pictures were 90 % right", which is false.
+    The 1-epoch tiny mobilenet_v2 answers one class to everything: a third right at any confidence."""
+    from har_core.calibration import run_calibration_pictures
+    mobilenet = next(r for r in find_runs(tiny_runs)[0] if r.name == "mobilenet_v2")
+    pictures = run_calibration_pictures(mobilenet)
+    assert (pictures.probs.argmax(1) == pictures.labels).mean() < 0.9  # the premise, from its stored answers
+    at = open_page(app, "predict")
+    sample = at.selectbox(key="predict_sample")
+    at = sample.set_value(sample.options[1]).run()
+    shown = texts(at)
+    assert "below 100%" not in shown
+    assert "not sure: its answers on calibration pictures never reached 90% right, however sure" in shown
 
 
 def test_what_if_a_slider_moves_every_models_answer_and_moving_it_back_restores_it(app, tiny_runs, kaggle_data):
@@ -328,6 +370,42 @@ def test_one_ensemble_with_the_same_members_on_overview_and_predict(app, tiny_ru
     assert only.value == card[1].removeprefix("### ")  # the ensemble of one member is that member's answer
 
 
+def test_predicts_ensemble_is_its_members_calibrated_mean_at_the_ensembles_own_temperature(monkeypatch):
+    """#39: no page's number was checked against the ensemble's temperature (`ui.ensemble_temperature = lambda r:
+    1.0` passed the suite). On bundled sports15 runs, Predict's Ensemble confidence is the mean of the members' own
+    calibrated answers, scaled by the temperature fitted on the pictures that calibrate both."""
+    from conftest import SPORTS15
+    from har_core.artifacts import open_run
+    from har_core.calibration_maths import temper
+    from har_core.ensemble import ensemble_calibration_pictures
+    from har_core.imaging import load_image
+    from har_core.inference import load_run
+    bundle, names = ROOT / "assets" / "runs", ["efficientnet_lite2", "mobilenet_v2"]
+    runs = [open_run(bundle / name) for name in names]
+    temperature = ensemble_calibration_pictures(runs).temperature
+    members = [load_run(run, backend="pytorch") for run in runs]
+    test = runs[0].manifest().query("split == 'test'")["filename"].head(40)
+    for filename in test:  # a picture on which the ensemble's temperature moves the shown percentage clearly
+        mean = np.mean([m.predict([load_image(SPORTS15 / filename)])[0] for m in members], 0)
+        shown, untempered = temper(mean[None], temperature)[0].max() * 100, mean.max() * 100
+        if abs(shown - untempered) > 2 and abs(shown % 1 - 0.5) > 0.1:
+            break
+    else:
+        pytest.fail("no test picture on which the ensemble's temperature shows")
+    monkeypatch.setenv("HAR_RUNS", str(bundle))
+    monkeypatch.setenv("HAR_DATA", str(SPORTS15))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
+    at.sidebar.multiselect(key="chosen_runs").set_value(names).run()
+    at = open_page(at, "predict")
+    at.toggle(key="predict_tta").set_value(False).run()
+    at.multiselect(key="predict_ensemble").set_value(names).run()
+    at.selectbox(key="predict_sample").set_value(filename).run()
+    assert not at.exception and not at.error
+    ensemble = next(m for m in at.metric if m.label == "Ensemble")
+    assert ensemble.delta.startswith(f"{shown:.0f}% sure"), (ensemble.delta, shown, untempered)
+
+
 def test_eigencam_says_it_does_not_depend_on_the_class(app):
     at = open_page(app, "explain")
     sample = at.selectbox(key="cam_sample")
@@ -435,7 +513,7 @@ def test_predict_counts_agreement_among_the_members_and_gives_several_pictures_a
     at = sample.set_value(sample.options[1]).run()
     at.multiselect(key="predict_ensemble").set_value(["mobilenet_v2"]).run()
     agreement = next(m for m in at.metric if m.label == "Agreement")
-    assert agreement.value == "100%" and agreement.delta.startswith("1/1 members say")
+    assert agreement.value == "100%" and agreement.delta.startswith("1 of 1 say")
     at.selectbox(key="predict_sample").set_value("—").run()
     uploader = at.file_uploader(key="predict_upload")
     for picture in sorted((kaggle_data / "test").glob("*.jpg"))[:2]:
@@ -452,12 +530,13 @@ def test_predict_shows_each_models_similar_training_images_and_their_vote(app):
     sample = at.selectbox(key="predict_sample")
     at = sample.set_value(sample.options[1]).run()
     shown = texts(at)
-    assert shown.count("6 most similar training images") == 2 and "vote:" in shown
-    assert "Retrieval-augmented:" in shown
+    # one vote, the one the mix uses, whatever number is shown (#40: "6 most similar" beside "a vote of 10")
+    assert shown.count("**The 10 most similar training pictures** vote ") == 2 and shown.count("; the first 6:") == 2
+    assert "The model and that vote together:" in shown
     at.slider(key="predict_k").set_value(3).run()
-    assert texts(at).count("3 most similar training images") == 2
+    assert texts(at).count("; the first 3:") == 2
     at.toggle(key="predict_similar").set_value(False).run()
-    assert "most similar training images" not in texts(at)
+    assert "most similar training pictures" not in texts(at)
 
 
 def test_mistakes_show_one_card_per_picture_with_every_models_answer_and_open_on_a_click(app, tiny_runs):
@@ -614,7 +693,7 @@ def test_a_run_shipping_reduced_embeddings_shows_similar_images_its_map_and_says
     shown = [c for image in at.image for c in image.captions]
     label = found.labels[answer.rows[0]].replace("_", " ")
     nearest = [c for c in shown if c.startswith(label) and f"{answer.similarities[0]:.2f}" in c]
-    assert "most similar training images" in texts(at) and nearest, shown
+    assert "most similar training pictures" in texts(at) and nearest, shown
 
 
 def test_dataset_page_audits_the_data_with_a_runs_embeddings(app, tiny_runs, kaggle_data):
@@ -661,7 +740,42 @@ def test_video_page_draws_a_timeline_for_an_uploaded_clip_and_names_a_broken_one
     assert any(re.fullmatch(r"mobilenet_v2: \w+ \(\d+%\); the outlined square is what it saw", c)
                for image in at.image for c in image.captions)
     at.file_uploader(key="video_upload").upload("broken.mp4", b"not a video", "video/mp4").run()
-    assert any("not a video" in e.value for e in at.error)
+    assert not at.error  # a visitor's bad file: one plain line, no red box, no decoder's error name (#40)
+    assert [w.value for w in at.warning] == ["broken.mp4 cannot be used: not a video this server can read."]
+
+
+def test_each_video_row_says_no_known_action_below_its_own_models_threshold(app, tiny_runs):
+    """#39.6: the ensemble's threshold was applied to every model's row. Each row now uses the confidence above
+    which its own model's (the ensemble's: its members') calibration answers were 90 % right, and says it."""
+    import plotly.io
+    from test_video import colour_frames
+    from har_core.calibration import run_calibration_pictures
+    from har_core.ensemble import ensemble_calibration_pictures
+    from har_core.inference import load_run
+    from har_core.timeline import NO_ACTION, timeline
+    from har_core.video import read_clip
+    from har_core.calibration_maths import CalibrationError
+    runs = {r.name: r for r in find_runs(tiny_runs)[0]}
+    own = {name: run_calibration_pictures(run).threshold(0.9) for name, run in runs.items()}
+    with pytest.raises(CalibrationError):  # 3 calibration pictures fit no ensemble temperature: the page's 50 %
+        ensemble_calibration_pictures(list(runs.values()))
+    own["ensemble"] = 0.5
+    assert own["mobilenet_v2"] is None and 0.5 < own["custom_cnn"] < 1  # the premise
+    at = open_page(app, "video")
+    at.multiselect(key="video_models").set_value(["custom_cnn", "mobilenet_v2"]).run()
+    clip = encode_clip(colour_frames(30, size=(48, 48)), fps=10)
+    at.file_uploader(key="video_upload").upload("clip.mp4", clip, "video/mp4").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    shown = texts(at)
+    assert (f"90% right: custom_cnn {own['custom_cnn']:.0%} · mobilenet_v2 never reached 90% · ensemble 50% (cannot "
+            "be calibrated: 3 calibration pictures are too few") in shown, shown
+    line = timeline([load_run(runs[name].path) for name in ("custom_cnn", "mobilenet_v2")], read_clip(clip, fps=2.0))
+    drawn = plotly.io.from_json(at.get("plotly_chart")[0].proto.spec)
+    for row in ("ensemble", "custom_cnn", "mobilenet_v2"):
+        expected = line.segments(row, 1.0, 1.0, 1.0 if own[row] is None else own[row])
+        bars = [(t.name, round(t.base[0], 2)) for t in drawn.data if t.type == "bar" and t.y[0] == row]
+        assert bars == [(s.label, round(s.start, 2)) for s in expected], row
+    assert {label for label, _ in bars} == {NO_ACTION}  # mobilenet_v2: never 90 % right, so never a known action
 
 
 # ---- classroom: answers cached by content, deep links, presentation mode, teach ----------------------

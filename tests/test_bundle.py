@@ -173,3 +173,18 @@ def test_the_best_har_runs_ship_channel_tops_whose_pictures_and_responses_reprod
         (filename, score), *_ = tops.top(module, 3)
         response = channel_maps(loaded, [load_image(SPORTS15.parent / "har" / filename)], module, 3)[0].max()
         assert float(response) == pytest.approx(score, rel=2e-3, abs=2e-3)  # stored as float16
+    # #39: the stored pictures are the top ones: 40 other training pictures, drawn at random, respond on no channel
+    # of any stage more strongly than the weakest picture stored for that channel
+    from har_core.inside import stage_activations
+    drawn = np.random.default_rng(0).choice(len(tops.files), 40, replace=False)
+    responses = {module: [] for module in tops.rows}
+    for row in drawn:
+        for stage in stage_activations(loaded, load_image(SPORTS15.parent / "har" / tops.files[row])):
+            responses[stage.module].append(stage.activations.max(axis=(1, 2)))
+    for module, stored in tops.rows.items():
+        strongest = np.stack(responses[module])  # (40 pictures, channels)
+        weakest_kept = tops.scores[module][:, -1]  # per channel, the last of its stored top pictures
+        assert (np.diff(tops.scores[module], axis=1) <= 0).all(), module  # stored best first
+        outside = ~(drawn[:, None, None] == stored[None]).any(-1)  # (40, channels): not among that channel's tops
+        beaten = outside & (strongest > weakest_kept * (1 + 2e-3) + 2e-3)
+        assert not beaten.any(), (module, np.argwhere(beaten)[:5])

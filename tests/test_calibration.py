@@ -212,8 +212,8 @@ def test_evaluate_shows_each_runs_calibration_sets_and_abstaining_as_computed_he
         assert calibration.loc[run.name, "ECE after"] == pytest.approx(figures["ece_after"])
         assert sets.loc[run.name, "set coverage"] == pytest.approx(figures["coverage"])
         assert sets.loc[run.name, "mean set size"] == pytest.approx(figures["mean_set_size"])
-        found = run_calibration_pictures(run)
-        assert sets.loc[run.name, "threshold (val)"] == pytest.approx(found.threshold(0.9))
+        found, shown = run_calibration_pictures(run).threshold(0.9), sets.loc[run.name, "threshold (val)"]
+        assert pd.isna(shown) if found is None else shown == pytest.approx(found)  # None: "never reached 90%"
     # the worst class in words with its coverage, in one column (two cut the table at 1280 px)
     assert sets["worst class (coverage)"].str.fullmatch(r"[a-z ]+ \(\d+\.\d%\)").all()
     # which pictures calibrated, counted here from the manifest (#39.4)
@@ -243,13 +243,40 @@ def test_a_temperature_is_refused_on_too_few_val_pictures_or_on_answers_all_cert
 
 
 def test_the_ensemble_gets_its_own_temperature_on_the_mean_of_its_calibrated_members(bundled_copy):
+    """The ensemble's temperature is the one that minimises the NLL of its mean of calibrated members on the
+    pictures that calibrate both, each picture found by its file name (#39: this test re-implemented the fit and
+    paired two CSVs row by row)."""
+    import json
+    from har_core.fileio import file_sha256
     members = [open_run(bundled_copy / name) for name in ("efficientnet_lite2", "mobilenet_v2")]
     found = ensemble_calibration_pictures(members)
-    mean = np.mean([temper(held_out_probs, run_temperature(run)[0])
-                    for run, held_out_probs in ((run, split_probabilities(run, "val")[0]) for run in members)], 0)
-    assert found.temperature == pytest.approx(fit_temperature(mean, found.labels))
-    assert np.allclose(found.probs, temper(mean, found.temperature))
-    assert nll(found.probs, found.labels) < nll(mean, found.labels)
+    # the pictures that calibrate both, from the manifests; each member's calibrated answers looked up by file name
+    halves = [set(run.manifest().query("calibrate == '1'")["filename"]) for run in members]
+    files = sorted(set.intersection(*halves))
+    assert len(found.labels) == len(files) >= 30
+    answers = []
+    for run in members:
+        stored = run.predictions("val").set_index("filename").loc[files]
+        raw = stored[[f"prob_{c}" for c in run.classes]].to_numpy()
+        answers.append(temper(raw / raw.sum(1, keepdims=True), run_temperature(run)[0]))
+    mean = (answers[0] + answers[1]) / 2
+    labels = np.array([members[0].classes.index(t) for t in stored["true"]])
+    by_row = lambda probs: probs[np.lexsort(probs.T[::-1])]  # noqa: E731 - the same pictures in any order
+    assert np.allclose(by_row(found.probs), by_row(temper(mean, found.temperature)), atol=1e-5)
+    best = nll(temper(mean, found.temperature), labels)
+    assert abs(np.log(found.temperature)) > 0.05  # a temperature that does something: the test can tell
+    for other in (found.temperature * 1.05, found.temperature / 1.05):
+        assert best < nll(temper(mean, other), labels), other  # the minimum of the NLL, seen from both sides
+    assert nll(found.probs, found.labels) < nll(mean, labels)
+    # the same answers in another row order (the card names the new file, as a re-calibration would)
+    path = bundled_copy / "mobilenet_v2" / "predictions_val.csv"
+    pd.read_csv(path).sample(frac=1, random_state=0).to_csv(path, index=False)
+    card = json.loads((path.parent / "card.json").read_text())
+    card["calibration"]["val_predictions_sha256"] = file_sha256(path)
+    (path.parent / "card.json").write_text(json.dumps(card))
+    shuffled = ensemble_calibration_pictures([members[0], open_run(path.parent)])
+    assert shuffled.temperature == pytest.approx(found.temperature, rel=1e-6)
+    assert np.allclose(by_row(shuffled.probs), by_row(found.probs), atol=1e-6)
 
 
 def test_ece_is_the_reliability_tables_own_weighted_gap_even_for_a_confidence_of_exactly_one():

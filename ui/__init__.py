@@ -11,6 +11,7 @@ Streamlit's caches and turns failures into one-line messages:
 - `ui.clips`    video clips and their timelines
 - `ui.teaching` Teach: a linear head on a run's embeddings
 - `ui.sureness` calibrated val predictions, prediction sets and abstain thresholds of runs and ensembles
+- `ui.how_sure` Evaluate's How sure section: calibration, prediction sets and abstaining per run
 - `ui.sharing`  the report to share
 - `ui.inside`   each stage's output for a picture, the first layer's filters, each channel's top pictures
 - `ui.quiz`     the quiz's rooms, each session's vote token, the answers and pictures of a reveal
@@ -25,16 +26,18 @@ from ui.choices import (  # noqa: F401
 from ui.answers import (  # noqa: F401
     predict, explanation, as_model_sees, predict_edited, read_uploads, sample_files, image_source)
 from ui.what_if import what_if  # noqa: F401
+from ui.how_sure import how_sure  # noqa: F401
 from ui.similar import (  # noqa: F401
     embeddings, search_index, retrieval, embeddings_or_offer, offer_to_compute, compute_embeddings, has_embeddings,
     embedding_map_of, neighbour_grid, same_picture, similar_images, nearest_training_images, top_votes,
     data_audit)
 from ui.clips import (  # noqa: F401
-    video_files, folder_clip, content_digest, clip_of, timeline_of, no_action_threshold)
+    video_files, folder_clip, content_digest, clip_of, clip_or_say, timeline_of, no_action_thresholds)
 from ui.teaching import (  # noqa: F401
     teach_base, teach_pictures, teach_head, taught_probabilities, runs_folder_writable, save_taught, taught_zip)
 from ui.sureness import (  # noqa: F401
-    calibration_pictures, prediction_sets, ensemble_temperature, calibration_report, sureness, Sureness, sureness_on)
+    calibration_pictures, prediction_sets, ensemble_temperature, calibration_report, sureness, Sureness, sureness_on,
+    abstain_threshold_of, never_reached)
 from ui.sharing import (  # noqa: F401
     report)
 from ui.inside import (  # noqa: F401

@@ -39,8 +39,8 @@ def _class_maps(path: str, stamp: tuple, temperature: float, digest: str, method
 def explanation(loaded: LoadedModel, image, digest: str, method: str, target: int | None) -> Explanation:
     """A model's map of `target` (None: the predicted class) for the image. A fast method computes every class
     from one forward pass the first time, so moving the opacity or switching the class only picks and blends;
-    a slow one (a forward per channel) computes the class asked for."""
-    classes = (target,) if method in cam.SLOW_METHODS else None
+    a method that costs a pass per class (ScoreCAM: a forward per channel) computes the class asked for."""
+    classes = (target,) if method in cam.PASS_PER_CLASS else None
     return _class_maps(str(loaded.run.path), model_stamp(loaded.run), loaded.temperature, digest, method, classes,
                        loaded, image).explanation(target)
 
@@ -61,6 +61,8 @@ def predict_edited(loaded: list[LoadedModel], image, digest: str, edit: whatif.E
     """Every model's prediction of the picture after the edit, each edited at its own size: a slider gives a model
     the same answer whichever other models are chosen, and an edit that changes no pixel gives its prediction
     of the picture as given."""
+    if edit.unchanged:  # the very answers above the panel (whatif.as_model_sees: the same tensor), no forward
+        return predict(loaded, [image], tta)
     return [predict([m], [as_model_sees(m, image, digest, edit)], tta)[0] for m in loaded]
 
 

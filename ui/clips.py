@@ -6,12 +6,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from har_core.calibration import DEFAULT_TARGET_ACCURACY
+from har_core.artifacts import Run
+from har_core.calibration_maths import DEFAULT_TARGET_ACCURACY
 from har_core.inference import LoadedModel
 from har_core.timeline import Timeline, timeline
-from har_core.video import VIDEO_SUFFIXES, Clip, read_clip, read_video_file
+from har_core.video import VIDEO_SUFFIXES, Clip, VideoError, read_clip, read_video_file
 from ui.common import Selection, data_file, friendly
-from ui.sureness import calibration_pictures, ensemble_temperature
+from ui.sureness import abstain_threshold_of, ensemble_temperature, never_reached
 
 
 @st.cache_data(show_spinner=False, ttl=60, max_entries=8)
@@ -53,6 +54,16 @@ def clip_of(digest: str, data: bytes, fps: float) -> Clip:
     return _clip(digest, fps, data)
 
 
+def clip_or_say(name: str, digest: str, data: bytes, fps: float) -> Clip | None:
+    """The clip's sampled frames, or None after one plain line saying why the file cannot be used (a bad file is
+    the visitor's, not the app's failure: no red box)."""
+    try:
+        return clip_of(digest, data, fps)
+    except VideoError as error:
+        st.warning(f"{name} cannot be used: {error}.", icon="🎞️")
+        return None
+
+
 @st.cache_resource
 def _timelines() -> dict:
     return {}
@@ -76,11 +87,21 @@ def timeline_of(digest: str, data: bytes, fps: float, loaded: list[LoadedModel])
     return store[key]
 
 
-def no_action_threshold(runs: list) -> tuple[float, str]:
-    """The default "no known action" threshold for a timeline of `runs`: the confidence above which their
-    ensemble's (or the one run's) val answers were DEFAULT_TARGET_ACCURACY right; 0.5 and the reason when the
-    runs cannot be calibrated together."""
-    found = calibration_pictures(runs)
-    if isinstance(found, str):
-        return 0.5, found
-    return round(found.threshold(DEFAULT_TARGET_ACCURACY), 2), ""
+UNCALIBRATED_THRESHOLD = 0.5  # a row that cannot be calibrated: "no known action" below an even chance
+
+
+def no_action_thresholds(rows: dict[str, list[Run]]) -> dict[str, tuple[float, str]]:
+    """Each timeline row's own "no known action" threshold, and how the page says it: the confidence above which
+    the answers of its run (the ensemble's row: of its members together) on their calibration pictures were
+    DEFAULT_TARGET_ACCURACY right. When no confidence reaches that, every frame is below (1.0, "never reached
+    90 %"); when the row cannot be calibrated, UNCALIBRATED_THRESHOLD and the reason."""
+    thresholds = {}
+    for name, runs in rows.items():
+        found = abstain_threshold_of(runs)
+        if isinstance(found, str):
+            thresholds[name] = (UNCALIBRATED_THRESHOLD, f"{UNCALIBRATED_THRESHOLD:.0%} (cannot be calibrated: {found})")
+        elif found is None:
+            thresholds[name] = (1.0, never_reached(DEFAULT_TARGET_ACCURACY))
+        else:
+            thresholds[name] = (found, f"{found:.0%}")
+    return thresholds

@@ -179,13 +179,12 @@ def similar_images(selection: Selection, run: Run, vector, probs, k: int = SHOW_
     raw = temper(probs, 1 / temperature(run))
     answer = neighbour_answer(search_index(run, found), found, vector, raw, retrieval(run, found)["weight"], k)
     winner = int(answer.votes.argmax())
-    st.markdown(f"**{k} most similar training images** · vote: {spoken(found.classes[winner])} "
-                f"({answer.votes[winner]:.0%})")
+    st.markdown(f"**The {VOTE_K} most similar training pictures** vote {spoken(found.classes[winner])} "
+                f"({answer.votes[winner]:.0%}); the first {k}:")
     neighbour_grid(selection, run, found, answer.similarities, answer.rows, columns=columns)
-    st.caption(f"Retrieval-augmented: **{spoken(found.classes[int(answer.mixed.argmax())])}** ({answer.mixed.max():.0%}) — "
-               f"{1 - answer.weight:.2f} × the model's raw (uncalibrated) probability + {answer.weight:.2f} × the "
-               f"vote of {VOTE_K} neighbours "
-               "(weight chosen on val)")
+    st.caption(f"The model and that vote together: **{spoken(found.classes[int(answer.mixed.argmax())])}** "
+               f"({answer.mixed.max():.0%}), {1 - answer.weight:.2f} × the model's raw (uncalibrated) probability + "
+               f"{answer.weight:.2f} × the vote (the weight that did best on val)")
     if found.reduction is not None:
         st.caption(f"Similarities from {run.name}'s {found.dimensions} embeddings (shipped reduced): they run a "
                    "little higher than the full vectors' would.")

@@ -72,17 +72,31 @@ def calibration_report(run: Run) -> dict | None:
     return _report(str(run.path), (model_stamp(run), file_stamp(run, REPORT)))
 
 
+def never_reached(target: float = DEFAULT_TARGET_ACCURACY) -> str:
+    return f"never reached {target:.0%}"
+
+
 @dataclass
 class Sureness:
     """What the page says beside an answer: each picture's prediction set and whether it is "not sure"."""
 
     sets: list[list[str]] | None  # each picture's set, most likely first (None: no calibration to build it)
     not_sure: list[bool]  # confidence below the threshold that kept DEFAULT_TARGET_ACCURACY on val
-    threshold: float | None
+    threshold: float | None  # None: not calibrated (`note` says why), or no confidence reached the target
     note: str = ""  # why sets or the threshold are missing
+    reached: bool = True  # False: no confidence kept DEFAULT_TARGET_ACCURACY, so every answer is "not sure"
 
     def words(self, i: int, coverage: float) -> str:
-        return f"{coverage:.0%} set: {set_phrase(self.sets[i])}" if self.sets is not None else ""
+        """Picture i's prediction set in words."""
+        return f"{coverage:.0%} set (what it cannot rule out): {set_phrase(self.sets[i])}" \
+            if self.sets is not None else ""
+
+    def doubt(self) -> str:
+        """Why an answer is "not sure", in words."""
+        if not self.reached:
+            return (f"not sure: its answers on calibration pictures {never_reached()} right, however sure")
+        return (f"not sure: below {self.threshold:.0%}, the confidence above which its answers on calibration "
+                f"pictures were {DEFAULT_TARGET_ACCURACY:.0%} right")
 
 
 def sureness(runs: list[Run], probs: np.ndarray, classes: list[str], coverage: float) -> Sureness:
@@ -94,12 +108,21 @@ def sureness(runs: list[Run], probs: np.ndarray, classes: list[str], coverage: f
     threshold = _threshold(tuple(str(run.path) for run in runs), _stamps(runs))
     names = set_names(sets.predict(probs), probs, classes) if not isinstance(sets, str) else None
     notes = [found.note] + ([sets] if isinstance(sets, str) else [])  # members shown raw; sets that cannot be had
-    return Sureness(names, [bool(p.max() < threshold) for p in probs], threshold, "; ".join(filter(None, notes)))
+    return Sureness(names, [threshold is None or bool(p.max() < threshold) for p in probs], threshold,
+                    "; ".join(filter(None, notes)), reached=threshold is not None)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _threshold(paths: tuple[str, ...], stamps: tuple) -> float:
-    return _calibration_pictures(paths, stamps).threshold(DEFAULT_TARGET_ACCURACY)
+def _threshold(paths: tuple[str, ...], stamps: tuple) -> float | None | str:
+    found = _calibration_pictures(paths, stamps)
+    return found if isinstance(found, str) else found.threshold(DEFAULT_TARGET_ACCURACY)
+
+
+def abstain_threshold_of(runs: list[Run]) -> float | None | str:
+    """The confidence above which the answers of one run, or of the ensemble of several, on their calibration
+    pictures were DEFAULT_TARGET_ACCURACY right; None when no confidence reaches that; a one-line reason when
+    they cannot be calibrated."""
+    return _threshold(tuple(str(run.path) for run in runs), _stamps(runs))
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

@@ -1,13 +1,10 @@
-import pandas as pd
 import streamlit as st
 
 import ui
 from har_core.analysis import HEADLINE, cell_samples, metrics_table, per_class_f1_table
-from har_core.calibration import DEFAULT_TARGET_ACCURACY, calibration_table, fitted_on_line
 from har_core.data import SPLITS
 from har_core.labels import spoken
-from har_core.plots import (confusion_figure, coverage_heatmap, disagreement_heatmap, f1_heatmap, reliability_figure,
-                            risk_coverage_figure, robustness_heatmap)
+from har_core.plots import confusion_figure, disagreement_heatmap, f1_heatmap, robustness_heatmap
 from har_core.robustness import heatmap_table
 
 selection = ui.sidebar()
@@ -68,73 +65,7 @@ if len(selection.runs) > 1:
     if len(frames) > 1:
         st.plotly_chart(ui.figure(disagreement_heatmap, frames), width="content")
 
-st.subheader("🎯 How sure: calibration, prediction sets, abstaining")
-if split == "train":
-    st.info("Calibration is fitted on val pictures and measured on val and test: choose one of them above.")
-    st.stop()
-found = {r.name: ui.calibration_report(r) for r in selection.runs}
-for problem in [report for report in found.values() if isinstance(report, str)]:
-    st.caption(f"⚠️ {problem}")
-reports = {name: report for name, report in found.items() if isinstance(report, dict) and split in report["splits"]}
-missing = [name for name, report in found.items() if name not in reports and not isinstance(report, str)]
-if missing:
-    st.caption(f"⚠️ No calibration report for {', '.join(missing)}: `python -m train.calibrate RUN` "
-               "(their probabilities are shown raw).")
-if reports:
-    st.markdown("**Calibration.** One temperature per run, fitted on val pictures, makes its confidence honest: "
-                "on the diagonal a model is right as often as it is sure; below it, over-confident.")
-    st.caption(fitted_on_line(reports))
-    st.dataframe(calibration_table(reports, split).style.format("{:.3f}").highlight_min(
-        subset=["ECE after", "NLL after", "Brier after"], color="#bbf7d0"), width="stretch")
-    st.plotly_chart(ui.figure(reliability_figure, {name: {stage: pd.DataFrame(report["splits"][split][f"reliability_{stage}"])
-                                               for stage in ("before", "after")} for name, report in reports.items()}),
-                    width="stretch", key="reliability_chart")
-
-left, right = st.columns(2)
-coverage = left.slider("Set coverage", 0.5, 0.99, 0.9, 0.01, format="%.2f", key="eval_coverage",
-                       help="Each picture's prediction set should hold its true class this often (split conformal "
-                            "prediction, calibrated on the calibration pictures of val).")
-target = right.slider("Target accuracy", 0.5, 0.99, DEFAULT_TARGET_ACCURACY, 0.01, format="%.2f", key="eval_target",
-                      help="Answer only above the confidence threshold whose answers on calibration pictures "
-                           "reach this accuracy; Predict says \"not sure\" and Video \"no known action\" below it "
-                           "(at 90 %).")
-rows, curves, chosen, per_class = {}, {}, {}, {}
-for run in selection.runs:
-    measured = ui.sureness_on(run, split, coverage, target)  # cached: other widgets recompute none of it
-    if isinstance(measured, str):
-        continue
-    threshold = measured["threshold"]
-    curves[run.name] = measured["curve"]
-    chosen[run.name] = (measured["kept"], measured["kept_accuracy"])
-    rows[run.name] = {"threshold (val)": threshold, "answered": measured["kept"],
-                      "accuracy answered": measured["kept_accuracy"]}
-    if measured["sets"] is not None:
-        report = measured["sets"]
-        rows[run.name] |= {"set coverage": report["coverage"], "mean set size": report["mean_size"],
-                           # one column for the worst class and its coverage: two cut the table at 1280 px
-                           "worst class (coverage)": f"{spoken(report['worst_class'])} "
-                                                     f"({report['worst_class_coverage']:.1%})"}
-        per_class[run.name] = {c: v["coverage"] for c, v in report["per_class"].items()}
-if rows:
-    st.markdown(f"**Prediction sets and abstaining on {split}.** A set holds the classes the model cannot rule "
-                f"out at {coverage:.0%} coverage; the threshold (found on the calibration pictures) keeps the "
-                "answers it is sure of.")
-    st.dataframe(pd.DataFrame.from_dict(rows, orient="index").style.format(
-        {"threshold (val)": "{:.0%}", "answered": "{:.0%}", "accuracy answered": "{:.1%}", "set coverage": "{:.1%}",
-         "mean set size": "{:.2f}"}), width="stretch",
-        column_config={name: st.column_config.Column(label) for name, label in (  # short: every column whole at 1280 px
-            ("threshold (val)", "threshold"), ("accuracy answered", "acc. answered"), ("set coverage", "coverage"),
-            ("mean set size", "set size"))})
-    if per_class:
-        st.caption("Coverage per true class: the guarantee holds on average, not for every class — red marks the "
-                   "classes it fails.")
-        st.plotly_chart(ui.figure(coverage_heatmap, pd.DataFrame(per_class).T, coverage), width="stretch", key="coverage_chart")
-    st.caption(f"Answering only when sure: the accuracy of the answers kept (up) against the share of pictures "
-               f"answered (right), as the confidence threshold rises; a star marks each run's threshold for "
-               f"{target:.0%}, found on its calibration pictures, on these {split} pictures.")
-    st.plotly_chart(ui.figure(risk_coverage_figure, curves, chosen, target), width="stretch", key="risk_chart")
-else:
-    st.info(f"No run has val predictions to calibrate sets and thresholds on ({split} shown).")
+ui.how_sure(selection.runs, split)
 
 st.subheader("Robustness")
 stored = {run.name: ui.robustness(run) for run in selection.runs}

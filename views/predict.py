@@ -8,6 +8,7 @@ from har_core.calibration import DEFAULT_TARGET_ACCURACY, default_tta, tta_misma
 from har_core.inference import ensemble
 from har_core.labels import spoken
 from har_core.plots import probability_bars, thumbnail_uri
+from har_core.similarity import VOTE_K
 
 selection = ui.sidebar()
 st.title("🔮 Predict & compare")
@@ -23,7 +24,8 @@ tta = options[0].toggle("Flip TTA", value=default_tta(chosen_runs), key="predict
                         help=ui.glossary("TTA") + " Starts as the chosen models were calibrated.")
 similar = options[1].toggle("Similar images", value=True, key="predict_similar",
                             help="Under each model, the training images it finds most alike (its embedding).")
-k = options[2].slider("Similar images shown", 3, 12, 6, key="predict_k", disabled=not similar)
+k = options[2].slider("Similar images shown", 3, VOTE_K, 6, key="predict_k", disabled=not similar,
+                      help=f"Of the {VOTE_K} most similar, whose vote is shown.")
 coverage = options[3].slider("Set coverage", 0.5, 0.99, 0.9, 0.01, format="%.2f", key="predict_coverage",
                              help="Each model's prediction set holds the true class this often (split conformal "
                                   "prediction, calibrated on the run's val pictures): hard pictures get larger sets.")
@@ -50,8 +52,6 @@ member_runs = [selection.run(name) for name in members]
 mean = ensemble(predictions, members, ui.ensemble_temperature(member_runs))  # calibrated members, own temperature
 sure = {p.model: ui.sureness([selection.run(p.model)], p.probs, classes, coverage) for p in predictions}
 sure_ensemble = ui.sureness(member_runs, mean, classes, coverage)
-NOT_SURE = ("not sure: below {:.0%}, the confidence above which its answers on val pictures were "
-            f"{DEFAULT_TARGET_ACCURACY:.0%} right")
 
 if len(images) == 1:
     left, right = st.columns([1, 3])
@@ -61,35 +61,40 @@ if len(images) == 1:
     with right:
         a, b, c = st.columns(3)
         a.metric("Ensemble", spoken(classes[int(mean[0].argmax())]),
-                 f"{mean[0].max():.0%} confidence" + (" · not sure" if sure_ensemble.not_sure[0] else ""),
-                 delta_color="off", help=f"The calibrated probabilities of {', '.join(members)} averaged, then sharpened or softened by "
+                 f"{mean[0].max():.0%} sure" + (" · 🤔" if sure_ensemble.not_sure[0] else ""),
+                 delta_color="off", delta_arrow="off", help=f"The calibrated probabilities of {', '.join(members)} averaged, then sharpened or softened by "
                       "the ensemble's own temperature (fitted on val): its confidence is honest as an ensemble's, so "
                       "it can be higher than the mean of the members'.")
         b.metric("Agreement", f"{share:.0%}",
-                 f"{sum(w == label for w in winners)}/{len(winners)} members say {spoken(label)}",
-                 delta_color="off", help="Among the ensemble's members: the models outside it are not counted.")
+                 f"{sum(w == label for w in winners)} of {len(winners)} say {spoken(label)}",
+                 delta_color="off", delta_arrow="off", help="Among the ensemble's members: the models outside it are not counted.")
         c.metric("Model time", f"{sum(p.seconds for p in predictions) * 1000:.0f} ms",
                  help="The forward passes, measured when this image was first predicted (then cached).")
     st.caption(" · ".join(filter(None, [f"Ensemble of {len(members)}: {', '.join(members)}",
                                         sure_ensemble.words(0, coverage),
-                                        NOT_SURE.format(sure_ensemble.threshold) if sure_ensemble.not_sure[0] else "",
+                                        sure_ensemble.doubt() if sure_ensemble.not_sure[0] else "",
                                         sure_ensemble.note])))
     columns = ui.model_columns(len(predictions))
     similar_slots = []
     for i, prediction in enumerate(predictions):  # every prediction is drawn before any similar image
         probs = prediction.probs[0]
         with columns[i % len(columns)].container(border=True, key=f"card_{prediction.model}"):
+            verdict = sure[prediction.model]
             st.markdown(f"**{prediction.model}**")
             st.markdown(f"### {spoken(classes[int(probs.argmax())])}")
-            st.caption(f"{probs.max():.1%} confidence · {prediction.seconds * 1000:.0f} ms{engine(prediction)}")
-            verdict = sure[prediction.model]
-            st.markdown(f"**{verdict.words(0, coverage)}**" if verdict.sets is not None else "")
-            if verdict.not_sure[0]:
-                st.caption(f"🤔 {NOT_SURE.format(verdict.threshold)}")
-            if verdict.note:
-                st.caption(verdict.note)
+            # one confidence per card, in words; the set, the neighbours' vote and the time one click away
+            st.markdown(f"**{probs.max():.0%} sure**" + (" · 🤔 not sure" if verdict.not_sure[0] else ""))
             st.html(probability_bars(probs, classes))
-            similar_slots.append(st.container())
+            more = st.expander("More: its set, similar pictures")
+            with more:
+                if verdict.not_sure[0]:
+                    st.caption(f"🤔 {verdict.doubt()}")
+                if verdict.sets is not None:
+                    st.markdown(verdict.words(0, coverage))
+                if verdict.note:
+                    st.caption(verdict.note)
+                st.caption(f"⏱ {prediction.seconds * 1000:.0f} ms{engine(prediction)}")
+            similar_slots.append(more)
     if similar:
         for slot, prediction in zip(similar_slots, predictions):
             with slot, ui.friendly(f"Similar images for {prediction.model}"):

@@ -4,18 +4,23 @@ import streamlit as st
 import ui
 from har_core.calibration import DEFAULT_TARGET_ACCURACY
 from har_core.cam import explain, overlay_on_picture
-from har_core.ensemble import default_members
+from har_core.ensemble import default_members, describe_classes
 from har_core.imaging import safe_name
 from har_core.labels import spoken
 from har_core.plots import action_timeline
 from har_core.timeline import NO_ACTION
 from har_core.video import VIDEO_SUFFIXES
 
+SEGMENT_WORDS = {"label": "action", "start_s": "from (seconds)", "end_s": "to (seconds)"}
+
 selection = ui.sidebar()
 st.title("🎬 Video")
 st.caption("An action timeline for a clip: frames sampled a few times a second, every model's answer per frame "
            "(a clip model's: its 16-frame window centred on that moment), smoothed over time and cut into segments.")
 ui.need_runs(selection)
+st.caption(f"These runs know {describe_classes(selection.runs[0].classes)}: a clip of anything else is \"no known "
+           "action\" at best. The sample clips (../shared/data/videos) are sports clips, for the sports15 runs "
+           "(assets/runs): choose that runs folder in the sidebar; the HAR runs know everyday actions.")
 
 chosen = st.multiselect("Models", selection.names(), default=default_members(selection.runs), key="video_models",
                         help="Default: the ensemble's default members. Every model adds a forward per frame.")
@@ -24,11 +29,13 @@ with st.expander("Sampling and segments"):
     fps = settings[0].slider("Frames per second", 0.5, 5.0, 2.0, 0.5, key="video_fps")
     window = settings[1].slider("Smoothing window (s)", 0.0, 5.0, 1.0, 0.5, key="video_window")
     min_duration = settings[2].slider("Shortest segment (s)", 0.0, 5.0, 1.0, 0.5, key="video_min")
-    default_threshold, why = ui.no_action_threshold([selection.run(n) for n in chosen]) if chosen else (0.5, "")
-    threshold = settings[3].slider(
-        "Below this: no known action", 0.0, 1.0, default_threshold, 0.01, key="video_threshold",
-        help=f"Default: the confidence above which the ensemble's answers on val pictures were "
-             f"{DEFAULT_TARGET_ACCURACY:.0%} right (calibrated)." + (f" Not available: {why}; 0.5." if why else ""))
+    one_threshold = settings[3].toggle(
+        "One threshold for every row", key="video_one_threshold",
+        help=f"Off: each row is \"no known action\" below its own model's threshold, the confidence above which "
+             f"its answers on calibration pictures were {DEFAULT_TARGET_ACCURACY:.0%} right (the ensemble's: its "
+             "members' together).")
+    threshold = settings[3].slider("Below this: no known action", 0.0, 1.0, 0.5, 0.01, key="video_threshold",
+                                   disabled=not one_threshold)
 tabs = st.tabs(["📁 Upload", "🎞️ From the image folder"])
 with tabs[0]:
     upload = st.file_uploader("Clip", type=[s[1:] for s in VIDEO_SUFFIXES], key="video_upload")
@@ -47,9 +54,7 @@ loaded = ui.models([selection.run(n) for n in chosen])
 if not loaded:
     st.stop()
 digest = ui.content_digest(data)
-clip = None
-with ui.friendly(f"Reading {name}"):
-    clip = ui.clip_of(digest, data, fps)
+clip = ui.clip_or_say(name, digest, data, fps)
 if clip is None:
     st.stop()
 left, right = st.columns([2, 3])
@@ -57,22 +62,29 @@ left.video(data)
 left.caption(f"{name} · {clip.seconds:.1f} s · {clip.width}×{clip.height} · {len(clip.frames)} frames sampled"
              + (f" · turned {clip.rotation}° upright" if clip.rotation else ""))
 line = ui.timeline_of(digest, data, fps, loaded)  # clip models read their windows from `data`
-rows = {n: line.segments(n, window, min_duration, threshold) for n in line.probs}
+thresholds = {n: (threshold, f"{threshold:.0%}") for n in line.probs} if one_threshold else ui.no_action_thresholds(
+    {n: [m.run for m in loaded] if n == "ensemble" else [selection.run(n)] for n in line.probs})
+rows = {n: line.segments(n, window, min_duration, thresholds[n][0]) for n in line.probs}
 clicked = ((st.session_state.get("video_timeline") or {}).get("selection") or {}).get("points") or []
 clicked = [p["customdata"] for p in clicked if isinstance(p.get("customdata"), int)]
 if clicked and clicked[0] != st.session_state.get("_video_clicked"):  # a new click on a frame dot: show it
     st.session_state["_video_clicked"] = st.session_state["video_frame"] = min(clicked[0], len(clip.frames) - 1)
 shown = min(st.session_state.get("video_frame", 0), len(clip.frames) - 1)
 right.plotly_chart(ui.figure(action_timeline, rows, line.classes, clip.seconds, times=line.times, shown=line.times[shown]),
-                   width="stretch", key="video_timeline", on_select="rerun", selection_mode="points")
+                   width="stretch", key="video_timeline", on_select="rerun", selection_mode="points",
+                   config={"displayModeBar": False})  # a click picks a frame; the toolbar covered "shown frame"
+right.caption(("No known action below one threshold for every row: " if one_threshold else
+               "No known action below each row's own threshold, the confidence above which its answers on "
+               f"calibration pictures were {DEFAULT_TARGET_ACCURACY:.0%} right: ")
+              + " · ".join(f"{n} {words}" for n, (_, words) in thresholds.items()))
 summary_row = "ensemble" if "ensemble" in rows else loaded[0].name
-segments = pd.DataFrame([s.as_dict() for s in rows[summary_row]])
+segments = pd.DataFrame([s.as_dict() for s in rows[summary_row]]).rename(columns=SEGMENT_WORDS)
 right.markdown(f"**Segments** ({summary_row})")
-right.dataframe(segments, hide_index=True, width="stretch")
+right.dataframe(segments.assign(action=segments["action"].map(spoken)), hide_index=True, width="stretch",
+                column_config={"confidence": st.column_config.NumberColumn(format="percent")})
 right.download_button("⬇️ Segments as CSV", segments.to_csv(index=False), "segments.csv", "text/csv")
-unknown = sum(label == NO_ACTION for label in line.labels(summary_row, window, threshold))
-right.caption(f"{unknown} of {len(line.times)} frames are '{NO_ACTION}' (best smoothed probability under "
-              f"{threshold:.0%}).")
+unknown = sum(label == NO_ACTION for label in line.labels(summary_row, window, thresholds[summary_row][0]))
+right.caption(f"{unknown} of {len(line.times)} frames of the {summary_row} row are '{NO_ACTION}'.")
 
 st.subheader("A frame and where a model looks")
 controls = st.columns([3, 1])
