@@ -34,6 +34,7 @@ METHODS = {"Grad-CAM": GradCAM, "Grad-CAM++": GradCAMPlusPlus, "XGrad-CAM": XGra
 OCCLUSION = "Occlusion"  # Captum's: a grey patch slides over the picture; any model, no layer or gradient needed
 EXPLANATIONS = (*METHODS, OCCLUSION)  # what a page offers
 SLOW_METHODS = {"ScoreCAM", OCCLUSION}  # a forward per channel of the target layer / per patch position
+PASS_PER_CLASS = {"ScoreCAM"}  # each class costs its own pass; Occlusion's one pass maps every class
 CLASS_AGNOSTIC = {"EigenCAM"}  # the first principal component of the activations: the same map for every class
 
 
@@ -109,6 +110,11 @@ class Explanation:
     target: int  # class index explained
     probs: np.ndarray
 
+    @property
+    def empty(self) -> bool:
+        """Zero everywhere: the method found nothing to show for this class here (a page says so, not a blank map)."""
+        return not self.heatmap.any()
+
 
 @dataclass
 class ClassMaps:
@@ -139,8 +145,13 @@ def model_view(loaded: LoadedModel, batch: torch.Tensor) -> Image.Image:
     return Image.fromarray((rgb * 255).round().astype(np.uint8))
 
 
-def cam_layer(loaded: LoadedModel) -> torch.nn.Module:
-    return loaded.model.get_submodule(REGISTRY[loaded.run.card["model"]].cam_layer)
+def layer_for(loaded: LoadedModel, method: str = "Grad-CAM") -> str:
+    """The dotted path of the layer `method` explains in this model (the registry's choice)."""
+    return REGISTRY[loaded.run.card["model"]].layer_for(method)
+
+
+def cam_layer(loaded: LoadedModel, method: str = "Grad-CAM") -> torch.nn.Module:
+    return loaded.model.get_submodule(layer_for(loaded, method))
 
 
 class RecordedPass:
@@ -183,7 +194,7 @@ def class_maps(loaded: LoadedModel, image: Image.Image, method: str = "Grad-CAM"
         raise ValueError(f"unknown explanation method '{method}'; choose from {', '.join(EXPLANATIONS)}")
     if method == OCCLUSION:
         return occlusion_maps(loaded, image, classes)
-    layer = cam_layer(loaded)
+    layer = cam_layer(loaded, method)
     batch = loaded.preprocess([image])
     with detached_output(layer) as recorded, torch.enable_grad():
         logits = logits_of(loaded.model(batch))
@@ -216,20 +227,24 @@ def occlusion_window(size: int) -> tuple[int, int]:
 
 def occlusion_maps(loaded: LoadedModel, image: Image.Image, classes: list[int | None] | None = None) -> ClassMaps:
     """Captum's Occlusion: how much each class's probability drops when a patch of the mean colour (0 after the
-    model's normalisation) covers each part of the picture; only drops are shown (red: the part it needs)."""
+    model's normalisation) covers each part of the picture; only drops are shown (red: the part it needs). The
+    covered pictures' forwards give every class's probability, so one pass maps every class (Captum with no
+    target), at the cost of one: switching the class picks a computed map. `classes`: the maps kept (default
+    every class)."""
     from captum.attr import Occlusion  # imported on first use: most visitors never ask for it
     batch = loaded.preprocess([image])
     with torch.inference_mode():
         probs = temper(logits_of(loaded.model(batch)).float().softmax(1)[0].numpy(), loaded.temperature)
-    targets = [int(probs.argmax()) if c is None else int(c) for c in (classes or [None])]
+    targets = range(len(probs)) if classes is None else [int(probs.argmax()) if c is None else int(c) for c in classes]
     window, stride = occlusion_window(batch.shape[-1])
     occlusion = Occlusion(lambda x: logits_of(loaded.model(x)).float().softmax(1))
-    heatmaps = {}
     with SLOW_SLOTS, torch.inference_mode():
-        for target in targets:
-            drop = occlusion.attribute(batch, sliding_window_shapes=(3, window, window), strides=(3, stride, stride),
-                                       baselines=0.0, target=target, perturbations_per_eval=16)[0].sum(0).clamp(min=0)
-            heatmaps[target] = (drop / drop.max() if drop.max() > 0 else drop).numpy()
+        drops = occlusion.attribute(batch, sliding_window_shapes=(3, window, window), strides=(3, stride, stride),
+                                    baselines=0.0, target=None, perturbations_per_eval=16).sum(1).clamp(min=0)
+    heatmaps = {}
+    for target in targets:
+        drop = drops[target]
+        heatmaps[target] = (drop / drop.max() if drop.max() > 0 else drop).numpy()
     return ClassMaps(heatmaps=heatmaps, view=model_view(loaded, batch), probs=probs)
 
 

@@ -135,13 +135,17 @@ def probability_bars(probs: np.ndarray, classes: list[str], k: int = 5) -> str:
     return f'<div class="har-bars">{"".join(rows)}</div>'
 
 
-def heat_scale_html() -> str:
-    """The heatmaps' colour scale (OpenCV's jet, as pytorch-grad-cam draws them) as a light HTML bar."""
+def heat_scale_html(covering: bool = False) -> str:
+    """The heatmaps' colour scale (OpenCV's jet, as pytorch-grad-cam draws them) as a light HTML bar, in the words
+    of the map's kind: a class activation map (what raises the class) or an occlusion map (`covering`: where
+    covering the picture lowers it)."""
     jet = "#00007f, #0000ff, #007fff, #00ffff, #7fff7f, #ffff00, #ff7f00, #ff0000, #7f0000"
+    low, high = (("covering it changes nothing", "covering it lowers the class most") if covering
+                 else ("does not raise the class", "raises it most"))
     return ('<div style="display:flex;align-items:center;gap:.6em;font-size:.9rem">'
-            '<span>low: does not raise the class</span>'
+            f'<span>low: {low}</span>'
             f'<span style="flex:1;height:.9em;border-radius:3px;background:linear-gradient(to right, {jet})"></span>'
-            '<span>high: raises it most</span></div>')
+            f'<span>high: {high}</span></div>')
 
 
 def thumbnail_uri(image, size: int = 96) -> str:

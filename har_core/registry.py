@@ -113,6 +113,14 @@ class ModelSpec:
     # what Inside shows (har_core.inside): (label, module) of each natural stage, in forward order; a stage's output
     # is that module's output
     stages: tuple[tuple[str, str], ...] = ()
+    # (method, layer) where a CAM method works on another layer than cam_layer: ScoreCAM weighs each channel by a
+    # positive score and keeps the sum above zero, so it needs an activation's output; on a layer before one (raw
+    # values of both signs) the sum is below zero almost everywhere and its map is blank
+    method_layers: tuple[tuple[str, str], ...] = ()
+
+    def layer_for(self, method: str) -> str:
+        """The dotted path of the layer `method` (a CAM method's name) explains."""
+        return dict(self.method_layers).get(method, self.cam_layer)
 
     def __post_init__(self):
         if not self.embedding:
@@ -239,7 +247,8 @@ register(ModelSpec(
 
 for _arch, _weights in (("efficientnet_b1", "ra4_e3600_r240_in1k"), ("efficientnet_b3", "ra2_in1k")):
     register(ModelSpec(
-        name=_arch, build=_timm(_arch), cam_layer="conv_head", head=("classifier",), recipe=RECIPES["efficientnet_b1"],
+        name=_arch, build=_timm(_arch), cam_layer="conv_head", method_layers=(("ScoreCAM", "bn2"),),
+        head=("classifier",), recipe=RECIPES["efficientnet_b1"],
         hub=f"timm:timm/{_arch}.{_weights}", default_pretrained="hub", trunk=EFFICIENTNET_TRUNK,
         stages=EFFICIENTNET_STAGES,
         description=f"timm {_arch} with Dropout 0.2 + Linear head, fine-tuned from ImageNet."))
@@ -247,6 +256,7 @@ for _arch, _weights in (("efficientnet_b1", "ra4_e3600_r240_in1k"), ("efficientn
 for _i in (0, 1, 2):
     register(ModelSpec(
         name=f"efficientnet_lite{_i}", build=_timm(f"tf_efficientnet_lite{_i}"), cam_layer="conv_head",
+        method_layers=(("ScoreCAM", "bn2"),),  # conv_head's batch norm and ReLU6 (bench/cam_layers_scorecam.json)
         head=("classifier",),
         recipe=RECIPES["efficientnet_b1"], hub=f"timm:timm/tf_efficientnet_lite{_i}.in1k",
         offline=f"efficientnet_lite{_i}", key_format="efficientnet_pytorch", default_pretrained="offline",
@@ -278,6 +288,7 @@ register(ModelSpec(
 
 register(ModelSpec(
     name="mobilenet_v2", build=_mobilenet_v2, cam_layer="features.17", head=("classifier",),
+    method_layers=(("ScoreCAM", "features.18"),),  # features.17 ends in a linear bottleneck: no activation
     recipe=RECIPES["efficientnet_b1"], hub="torchvision:MobileNet_V2_Weights.IMAGENET1K_V1",
     offline="mobilenet_v2", default_pretrained="offline", trunk=tuple(f"features.{i}" for i in range(14)),
     stages=(("stem", "features.0"), *((f"stage {i + 1}", f"features.{n}") for i, n in enumerate((1, 3, 6, 13, 17))),

@@ -1,5 +1,6 @@
 """Class activation maps: right numbers, right class, never built from another visitor's forward pass."""
 import threading
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -214,3 +215,75 @@ def test_occlusion_marks_the_only_part_of_the_picture_the_model_uses(tiny_runs):
     assert heat[21:, :].max() == 0 and heat[:, 21:].max() == 0  # patches that miss the quarter change nothing
     assert maps.probs.argmax() == 0 and OCCLUSION in SLOW_METHODS
     assert explain(loaded, picture, OCCLUSION).target == 0  # the predicted class by default
+
+
+BUNDLED = [run for folder in ("runs", "runs_har") for run in
+           sorted((Path(__file__).resolve().parents[1] / "assets" / folder).glob("*/card.json"))]
+
+
+@pytest.mark.skipif(not BUNDLED, reason="the bundled runs (assets/) are not here")
+@pytest.mark.parametrize("card", BUNDLED, ids=[f"{c.parent.parent.name}/{c.parent.name}" for c in BUNDLED])
+def test_scorecam_works_on_a_layer_after_the_activation(card):
+    """#40.2: ScoreCAM sums a layer's channels weighted by positive scores, then keeps what is above zero. On the
+    EfficientNets' conv_head (raw values before their batch norm, -29…20 on a HAR photo) that sum was below zero
+    almost everywhere: a blank map after 61–88 s. On each bundled (trained) run, the layer it works on must be an
+    activation's output (ReLU and ReLU6 give no negative value, SiLU none below -0.2785)."""
+    loaded = load_run(card.parent, backend="pytorch")
+    layer = loaded.model.get_submodule(cam.layer_for(loaded, "ScoreCAM"))
+    seen = []
+    handle = layer.register_forward_hook(lambda module, args, output: seen.append(output.detach()))
+    try:
+        loaded.predict([synthetic_image(1, seed=4, size=120)])
+    finally:
+        handle.remove()
+    assert seen[0].min() >= -0.2785, f"ScoreCAM's layer holds values down to {seen[0].min():.2f}"
+
+
+class BelowZero(torch.nn.Module):
+    """A network whose last block's output is -1 everywhere: every class activation map of it is zero."""
+
+    def __init__(self):
+        super().__init__()
+        raw = torch.nn.Conv2d(3, 4, 1)
+        torch.nn.init.zeros_(raw.weight)
+        torch.nn.init.constant_(raw.bias, -1.0)
+        self.features = torch.nn.Sequential(*[torch.nn.Identity()] * 4, raw)
+        self.classifier = torch.nn.Linear(4, len(CLASSES))
+
+    def forward(self, x):
+        return self.classifier(torch.relu(self.features(x)).mean(dim=(2, 3)))
+
+
+def test_an_empty_map_is_marked_so_a_page_says_so_instead_of_drawing_it(tiny_runs, tiny):
+    """#40.2: no method may show an all-zero map as its answer."""
+    loaded = tiny_runs_model(tiny_runs)
+    loaded.model = BelowZero().eval()
+    picture = synthetic_image(0, seed=3, size=64)
+    for method in ("Grad-CAM", "ScoreCAM"):
+        empty = explain(loaded, picture, method, target=0)
+        assert not empty.heatmap.any() and empty.empty, method
+    assert not explain(tiny, picture, "Grad-CAM", target=0).empty
+
+
+def tiny_runs_model(tiny_runs) -> LoadedModel:
+    return load_run(tiny_runs / "custom_cnn", backend="pytorch")
+
+
+def test_occlusion_maps_every_class_from_one_pass_as_captum_maps_each(tiny_runs):
+    """#40: switching Occlusion's class recomputed it (51.6 s): the occluded pictures' forwards give every class's
+    drop at once (Captum with no target), so a switch picks a computed map; each equals Captum's map of that class."""
+    from captum.attr import Occlusion
+    from har_core.cam import OCCLUSION, occlusion_window
+    loaded = tiny_runs_model(tiny_runs)
+    picture = synthetic_image(1, seed=5, size=64)
+    maps = class_maps(loaded, picture, OCCLUSION)
+    assert sorted(maps.heatmaps) == list(range(len(CLASSES)))
+    batch = loaded.preprocess([picture])
+    window, stride = occlusion_window(batch.shape[-1])
+    occlusion = Occlusion(lambda x: logits_of(loaded.model(x)).float().softmax(1))
+    for target in range(len(CLASSES)):
+        with torch.inference_mode():
+            drop = occlusion.attribute(batch, sliding_window_shapes=(3, window, window), strides=(3, stride, stride),
+                                       baselines=0.0, target=target)[0].sum(0).clamp(min=0)
+        expected = (drop / drop.max() if drop.max() > 0 else drop).numpy()
+        assert np.abs(maps.heatmaps[target] - expected).max() < 1e-4, target  # batched forwards round apart

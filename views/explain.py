@@ -11,7 +11,8 @@ from har_core.imaging import image_digest
 
 selection = ui.sidebar()
 st.title("🔥 Explain (Grad-CAM)")
-st.caption("Where does each model look? Warm colours mark the regions that raise the chosen class's score.")
+st.caption("Where does each model look? Warm colours mark the parts of the picture that count most for the chosen "
+           "class.")
 ui.need_runs(selection)
 selection = ui.image_models(selection)
 classes = selection.runs[0].classes
@@ -61,7 +62,7 @@ def maps():
     elif "cls" in st.query_params:
         del st.query_params["cls"]
     with controls:
-        st.html(heat_scale_html())
+        st.html(heat_scale_html(covering=method == OCCLUSION))
         st.caption("Each map covers the whole picture: the outlined square is what the model saw (its centre "
                    "crop); it never saw the dimmed rest.")
     task = (digest, method, target)
@@ -92,9 +93,14 @@ def maps():
                 began = time.perf_counter()
                 result = ui.explanation(model, images[0], digest, method, index)
                 took = time.perf_counter() - began
-            picture = overlay_on_picture(result, images[0], model.run.card["input_size"], model.run.card["crop_pct"],
-                                         opacity)
-            st.image(picture, width="stretch")
+            if result.empty:  # a blank map would read as an answer: say there is none
+                st.caption(f"⚠️ {method} marks no part of this picture for {spoken(model.classes[result.target])}: "
+                           "its map is empty.")
+                picture = None
+            else:
+                picture = overlay_on_picture(result, images[0], model.run.card["input_size"],
+                                             model.run.card["crop_pct"], opacity)
+                st.image(picture, width="stretch")
             drawn += 1
             predicted = spoken(model.classes[int(result.probs.argmax())])
             if method in CLASS_AGNOSTIC:
@@ -114,10 +120,11 @@ def maps():
                 st.caption(f"⏱ {took:.1f} s ({how})" if took > 0.05 else f"⏱ computed before ({how}): kept")
             if model.calibration_note:
                 st.caption(f"⚠️ {model.calibration_note}")
-            buffer = io.BytesIO()
-            picture.save(buffer, format="PNG")
-            st.download_button("⬇️ PNG", buffer.getvalue(), f"{model.name}_{method}.png", "image/png",
-                               key=f"cam_download_{model.name}")
+            if picture is not None:
+                buffer = io.BytesIO()
+                picture.save(buffer, format="PNG")
+                st.download_button("⬇️ PNG", buffer.getvalue(), f"{model.name}_{method}.png", "image/png",
+                                   key=f"cam_download_{model.name}")
     if slow:  # done: the bar and the Stop button give way to one line
         bar_slot.caption(f"✅ {method}: {drawn} map{'s' * (drawn != 1)} in {time.perf_counter() - started:.0f} s")
         stop_slot.empty()

@@ -81,6 +81,11 @@ def detail(chosen: str) -> None:
             for i, model in enumerate(loaded):
                 with ui.friendly(f"Grad-CAM for {model.name}"), st.spinner(f"Grad-CAM for {model.name}…"):
                     result = ui.explanation(model, image, image_digest(image), "Grad-CAM", None)
+                    if result.empty:  # a blank map would read as an answer
+                        columns[i % len(columns)].caption(f"⚠️ {model.name}: Grad-CAM marks no part of this "
+                                                          f"picture for {spoken(model.classes[result.target])}: its "
+                                                          "map is empty.")
+                        continue
                     columns[i % len(columns)].image(
                         overlay_on_picture(result, image, model.run.card["input_size"], model.run.card["crop_pct"]),
                         caption=f"{model.name}: {spoken(model.classes[result.target])}", width="stretch")
