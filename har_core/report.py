@@ -100,6 +100,10 @@ def mistakes_html(runs: list[Run], data_root: Path | None, split: str, per_model
             started = time.perf_counter()
             explanation = explain(loaded, image, method)
             took = f" ({time.perf_counter() - started:.1f} s)" if method in SLOW_METHODS else ""
+            if explanation.empty:  # a blank map would read as an answer
+                cells.append(f"<figure><figcaption>{method} of {html.escape(run.name)} marks no part of this "
+                             f"picture for {html.escape(row.predicted)}: its map is empty{took}.</figcaption></figure>")
+                continue
             heatmap = overlay_on_picture(explanation, image, run.card["input_size"],
                                          run.card["crop_pct"])  # the whole picture, the model's crop outlined
             cells.append(picture_html(heatmap, f"{method} of {html.escape(run.name)} for "
