@@ -317,11 +317,6 @@ class CalibrationPictures:
         """The abstain threshold (None: no confidence kept `accuracy` on these pictures)."""
         return abstain_threshold(self.probs, self.labels, accuracy)
 
-    def described(self) -> str:
-        """"832 pictures, the calibration half of val"."""
-        return f"{len(self.labels):,} pictures, the {self.part}" if self.part == CALIBRATION_HALF else \
-            f"{len(self.labels):,} pictures, {self.part}"
-
 
 def run_calibration_pictures(run: Run, calibrated: bool = True) -> CalibrationPictures:
     """A run's calibrated predictions of the pictures that calibrate it (raw, with a note, when it is not
