@@ -16,7 +16,7 @@ import time
 import torch
 
 from har_core.registry import REGISTRY
-from har_core.trunk import OnnxTrunk, _eager
+from har_core.trunk import OnnxTrunk, run_trunk
 
 
 def timed(function, repeats: int) -> float:
@@ -43,9 +43,9 @@ def main(argv=None) -> dict:
         images = torch.randn(args.batch, 3, spec.input_size, spec.input_size, generator=torch.Generator().manual_seed(0))
         onnx = OnnxTrunk(model, spec.trunk, images)
         with torch.no_grad():
-            eager = timed(lambda: _eager(model, spec.trunk, images.to(memory_format=torch.channels_last)), args.repeats)
+            eager = timed(lambda: run_trunk(model, spec.trunk, images.to(memory_format=torch.channels_last)), args.repeats)
             through_ort = timed(lambda: onnx(images), args.repeats)
-            difference = float((onnx(images) - _eager(model, spec.trunk, images)).abs().max())
+            difference = float((onnx(images) - run_trunk(model, spec.trunk, images)).abs().max())
         figures[name] = {"pytorch_ms": 1000 * eager / args.batch, "onnxruntime_ms": 1000 * through_ort / args.batch,
                          "max_abs_diff": difference}
         print(f"{name:<20} {spec.input_size:>4}  {figures[name]['pytorch_ms']:>14.1f}  "

@@ -21,10 +21,32 @@ def starts_from(card: dict) -> str:
     if "taught" in card:
         return f"taught head on {card['taught']['base']}"
     pretrained = card["pretrained"]
-    start = "random" if pretrained.startswith("none") else \
+    start = "random start" if pretrained.startswith("none") else \
         f"weights of {Path(pretrained.removeprefix('file ')).name}" if pretrained.startswith("file ") else "ImageNet"
-    teachers = len(card.get("distillation", {}).get("teachers", []))
-    return f"{start}, distilled from {teachers} teacher{'s' * (teachers != 1)}" if teachers else start
+    teachers = card.get("distillation", {}).get("teachers", [])
+    return f"{start}, taught by {', '.join(teachers)}" if teachers else start
+
+
+OPTIMIZER_WORDS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
+AUGMENTATION_WORDS = {"rrc": "random crops", "flip": "mirroring", "rotate": "turns", "affine": "shifts",
+                      "perspective": "perspective", "color": "colour changes", "erasing": "erased patches"}
+
+
+def training_in_words(card: dict) -> str:
+    """How a run was trained, in one plain line from its card's recipe (empty when the card has none)."""
+    recipe = card.get("recipe")
+    if not recipe or "taught" in card:
+        return ""
+    epochs = card.get("epochs_trained", recipe["epochs"])
+    parts = [f"{epochs} epoch{'s' * (epochs != 1)}" + (f", the first {recipe['freeze_epochs']} on the head alone"
+                                                          if recipe.get("freeze_epochs") else ""),
+             f"{OPTIMIZER_WORDS.get(recipe['optimizer'], recipe['optimizer'])} at learning rate {recipe['lr']:g} "
+             f"({recipe['scheduler']})",
+             f"batches of {recipe['batch_size']}", f"{card['input_size']} px pictures"]
+    augment = [AUGMENTATION_WORDS.get(name, name) for name in filter(None, recipe.get("augment", "").split(","))]
+    if augment:
+        parts.append("with " + ", ".join(augment))
+    return " · ".join(parts) + "."  # where it started, its teachers and its device: the card's first lines
 
 
 def overview_table(runs: list[Run]) -> pd.DataFrame:
@@ -71,6 +93,16 @@ def per_class_f1_table(runs: list[Run], split: str) -> pd.DataFrame:
     """Model × class F1 matrix (rows: runs, columns: classes)."""
     rows = {run.name: per_class_f1(m) for run in runs if (m := run.metrics(split)) is not None}
     return pd.DataFrame(rows).T
+
+
+def biggest_mix_up(metrics: dict) -> tuple[str, str]:
+    """(true, predicted) of the confusion matrix's largest off-diagonal count: the cell a page opens on. With no
+    mistake, the first class's correct cell."""
+    counts = np.array(metrics["confusion_matrix"], dtype=float)
+    np.fill_diagonal(counts, -1)
+    true, predicted = np.unravel_index(int(counts.argmax()), counts.shape)
+    classes = metrics["classes"]
+    return (classes[true], classes[predicted]) if counts[true, predicted] > 0 else (classes[0], classes[0])
 
 
 def cell_samples(predictions: pd.DataFrame, true: str, predicted: str) -> pd.DataFrame:

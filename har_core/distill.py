@@ -10,6 +10,8 @@ picture, so unlabelled photos teach as well as labelled ones.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -93,7 +95,12 @@ class Teachers(nn.Module):
                                    f", the student {'clips' if 'frames' in student_config else 'images'}")
             loaded.append(teacher)
         self.names = [t.name for t in loaded]
-        self.exported = [t.onnx for t in loaded]  # None: the teacher runs in PyTorch
+        self.classes = len(classes)
+        # what the teachers are: their weight files and input sizes (the key of their cached logits)
+        self.key = hashlib.sha256(json.dumps([[t.name, t.weights, t.run.card["input_size"]] for t in loaded])
+                                  .encode()).hexdigest()[:20]
+        self.exported = [_ExportedLogits(t.onnx) if t.onnx is not None else None for t in loaded]  # None: PyTorch
+        self.device = device
         self.student_size = student_config["input_size"][-1]
         self.models = nn.ModuleList(t.model.to(device).eval() for t in loaded)
         self.sizes = [t.run.card["input_size"] for t in loaded]
@@ -119,19 +126,60 @@ class Teachers(nn.Module):
         return resized(view, self.sizes[i])
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-        probs = []
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Each teacher's raw logits on the student's view: (N, teachers, classes). On the CPU a teacher without
+        a checked export is exported on its first batch and runs in ONNX Runtime (several times faster)."""
+        out = []
         for i, model in enumerate(self.models):
             view = self.view_for(i, images)
+            if self.exported[i] is None and self.device == "cpu":
+                self.exported[i] = _onnx_or_none(model, view)
             if self.exported[i] is not None:
-                logits = torch.from_numpy(self.exported[i].logits(view.contiguous().numpy()))
+                logits = self.exported[i](view.contiguous())
             else:
                 logits = logits_of(model(view))
-            probs.append(logits.float().div(temperature).softmax(1))
-        return torch.stack(probs).mean(0)
+            out.append(logits.float())
+        return torch.stack(out, 1)
+
+    def forward(self, images: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        return self.logits(images).div(temperature).softmax(-1).mean(1)
+
+    def targets(self, images: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.Tensor:
+        """The training target of a batch (the same call as har_core.view_cache.CachedTeachers')."""
+        return self(images, temperature)
 
     def train(self, mode: bool = True):
         return super().train(False)  # teachers stay in eval mode: no dropout, fixed batch-norm statistics
+
+
+class _ExportedLogits:
+    """A run's checked ONNX export, called like a module on a tensor."""
+
+    def __init__(self, exported):
+        self.exported = exported
+
+    def __call__(self, view: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.exported.logits(view.numpy()))
+
+
+def _onnx_or_none(model: nn.Module, example: torch.Tensor):
+    from har_core.trunk import OnnxModule
+    try:
+        return OnnxModule(_Logits(model), example)
+    except Exception as error:  # noqa: BLE001 - a layer the exporter cannot take: the teacher stays in PyTorch
+        print(f"note: a teacher runs in PyTorch (ONNX export failed: {str(error).splitlines()[0][:200]})")
+        return None
+
+
+class _Logits(nn.Module):
+    """The model's logits alone (InceptionV3 also returns auxiliary logits in training)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return logits_of(self.model(x))
 
 
 def resized(view: torch.Tensor, size: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 
@@ -36,21 +36,27 @@ def trunk_parameters(model: nn.Module, trunk: tuple[str, ...]) -> list[str]:
     return [f"{name}.{p}" for name in trunk for p, _ in model.get_submodule(name).named_parameters()]
 
 
-class OnnxTrunk:
-    """The frozen trunk exported once to ONNX and run by ONNX Runtime: on a CPU several times faster than
-    eager PyTorch for the same numbers (max |Δ| ~1e-4 on EfficientNet-Lite2; tests/test_trunk.py)."""
+class OnnxModule:
+    """A frozen module exported once to ONNX and run by ONNX Runtime: on a CPU several times faster than eager
+    PyTorch for the same numbers (max |Δ| ~1e-4 on EfficientNet-Lite2's trunk; tests/test_trunk.py)."""
 
-    def __init__(self, model: nn.Module, trunk: tuple[str, ...], example: torch.Tensor):
+    def __init__(self, module: nn.Module, example: torch.Tensor):
         from har_core.backend import open_session
         from har_core.export import traced_to_onnx
-        sequence = nn.Sequential(*[model.get_submodule(name) for name in trunk]).eval()
-        self.folder = tempfile.TemporaryDirectory(prefix="har-trunk-")
-        path = Path(self.folder.name) / "trunk.onnx"
-        traced_to_onnx(sequence, example[:2].contiguous(), str(path), output_names=["features"])
+        self.folder = tempfile.TemporaryDirectory(prefix="har-onnx-")
+        path = Path(self.folder.name) / "module.onnx"
+        traced_to_onnx(module.eval(), example[:2].contiguous(), str(path), output_names=["output"])
         self.session = open_session(path)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.session.run(["features"], {"input": images.contiguous().numpy()})[0])
+        return torch.from_numpy(self.session.run(["output"], {"input": images.contiguous().numpy()})[0])
+
+
+class OnnxTrunk(OnnxModule):
+    """The frozen trunk (its modules in order) in ONNX Runtime."""
+
+    def __init__(self, model: nn.Module, trunk: tuple[str, ...], example: torch.Tensor):
+        super().__init__(nn.Sequential(*[model.get_submodule(name) for name in trunk]), example)
 
 
 def onnx_trunk(model: nn.Module, trunk: tuple[str, ...], example: torch.Tensor) -> OnnxTrunk | None:
@@ -80,7 +86,7 @@ def trunk_features(model: nn.Module, trunk: tuple[str, ...], loader: DataLoader,
     for images, _, indices in tqdm(loader, desc=desc, disable=not progress, leave=False):
         if runner is None:
             runner = (onnx_trunk(model, trunk, images) if engine == "auto" else None) or (
-                lambda batch: _eager(model, trunk, batch.to(device, non_blocking=True,
+                lambda batch: run_trunk(model, trunk, batch.to(device, non_blocking=True,
                                                             memory_format=torch.channels_last)))
         features = runner(images).half().cpu()
         if out is None:
@@ -90,20 +96,7 @@ def trunk_features(model: nn.Module, trunk: tuple[str, ...], loader: DataLoader,
     return out
 
 
-def _eager(model: nn.Module, trunk: tuple[str, ...], images: torch.Tensor) -> torch.Tensor:
+def run_trunk(model: nn.Module, trunk: tuple[str, ...], images: torch.Tensor) -> torch.Tensor:
     for name in trunk:
         images = model.get_submodule(name)(images)
     return images
-
-
-class CachedViews(Dataset):
-    """(features, label, index) with each sample's features taken from the view chosen for this epoch."""
-
-    def __init__(self, views: torch.Tensor, labels: list[int], view_of: torch.Tensor):
-        self.views, self.labels, self.view_of = views, labels, view_of  # views: (K, N, ...)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        return self.views[self.view_of[i], i].float(), self.labels[i], i

@@ -24,6 +24,9 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 if "HAR_CACHE" not in os.environ:  # stored scans of the suite's own folders: a folder of this run, not ~/.cache
     import tempfile
     os.environ["HAR_CACHE"] = tempfile.mkdtemp(prefix="har-test-cache-")
+if "HAR_TRAIN_DIR" not in os.environ:  # cached training views of the suite's runs: never the user's ~/har-train
+    import tempfile
+    os.environ["HAR_TRAIN_DIR"] = tempfile.mkdtemp(prefix="har-test-train-")
 
 ROOT = Path(__file__).resolve().parents[1]
 SPORTS15 = ROOT.parent / "shared" / "data" / "sports15"

@@ -218,12 +218,12 @@ def test_the_overview_table_puts_the_answer_beside_the_name_and_says_where_each_
     found[0].card["model"] = "resnet50"  # a name that does not say it: the architecture is shown
     shown = overview_table(found)
     assert dict(zip(shown["run"], shown["architecture"])) == {r.name: r.card["model"] for r in found}
-    assert starts_from({"pretrained": "none (random initialisation)"}) == "random"
+    assert starts_from({"pretrained": "none (random initialisation)"}) == "random start"
     assert starts_from({"pretrained": "offline vgg16_keras (x.onnx)"}) == "ImageNet"
     assert starts_from({"pretrained": "file best.pth"}) == "weights of best.pth"
     assert starts_from({"pretrained": "none", "distillation": {"teachers": ["a", "b"]}}) == \
-        "random, distilled from 2 teachers"
-    assert starts_from({"pretrained": "hub", "distillation": {"teachers": ["a"]}}) == "ImageNet, distilled from 1 teacher"
+        "random start, taught by a, b"
+    assert starts_from({"pretrained": "hub", "distillation": {"teachers": ["a"]}}) == "ImageNet, taught by a"
     assert starts_from({"pretrained": "timm", "taught": {"base": "vgg16"}}) == "taught head on vgg16"
 
 
@@ -267,3 +267,22 @@ def test_the_disagreement_matrix_is_drawn_big_enough_to_read_with_whole_names():
     figure = plots.disagreement_heatmap({name: frame for name in names})
     assert list(figure.data[0].x) == names and figure.layout.width >= 90 * 3 + 10 * len(names[0])
     assert figure.layout.height >= 90 * 3  # 65 px for three runs in presentation mode before
+
+
+def test_the_confusion_matrix_opens_on_its_biggest_mix_up_and_keeps_every_count_readable():
+    """#40: after a click the other counts went pale grey (unreadable on a projector), row-normalised lost the
+    highlight, a hover read "1 images", and the first cell shown was a correct one, not the biggest mix-up."""
+    from har_core.analysis import biggest_mix_up
+    classes = ["calling", "clapping", "cycling"]
+    metrics = {"classes": classes, "confusion_matrix": [[3, 1, 0], [0, 2, 5], [1, 0, 4]]}
+    assert biggest_mix_up(metrics) == ("clapping", "cycling")  # 5 clapping pictures taken for cycling
+    assert biggest_mix_up({"classes": classes, "confusion_matrix": np.diag([2, 3, 4]).tolist()}) == ("calling",
+                                                                                                      "calling")
+    for normalize in (False, True):
+        trace = plots.confusion_figure(metrics, normalize=normalize, selected=("clapping", "cycling")).data[0]
+        marked = [i for i, (x, y) in enumerate(zip(trace.x, trace.y)) if (y, x) == ("clapping", "cycling")]
+        assert list(trace.selectedpoints) == marked  # drawn highlighted by the figure itself, normalised too
+        assert trace.unselected.textfont.color == trace.textfont.color  # the other counts keep their colour
+        assert trace.unselected.marker.opacity == 1
+    hover = dict(zip(zip(trace.y, trace.x), trace.hovertext))
+    assert "1 image (" in hover[("calling", "clapping")] and "5 images (" in hover[("clapping", "cycling")]

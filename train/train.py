@@ -20,7 +20,10 @@ import dataclasses
 import hashlib
 import json
 import os
+import resource
+import shlex
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -42,7 +45,7 @@ from har_core import artifacts, fileio
 from har_core.data import (DataError, choice_part, class_weights_sampler, dataset_for, describe_leaks, eval_transform,
                            fingerprint_change, leaks, make_split, read_manifest, scan, train_transform,
                            readable_images, unlabelled_images, write_manifest)
-from har_core.distill import (UNLABELLED, DistillError, Teachers, distillation_loss, extra_leaks,
+from har_core.distill import (UNLABELLED, DistillError, Teachers, distillation_loss, extra_leaks, resized,
                               labelled_after_mixup, teacher_leaks, teacher_paths)
 from har_core.calibration import CalibrationError, calibrate_run
 from har_core.evaluation import evaluate_split, negative_log_likelihood, split_loader, write_evaluation
@@ -51,7 +54,10 @@ from har_core.metrics import compute_metrics
 from har_core.pretrained import PretrainedError, load_pretrained
 from har_core.registry import RECIPES, REGISTRY, Recipe, count_parameters, is_head_param
 from har_core.similarity import embed_run
-from har_core.trunk import CachedViews, trunk_features, trunk_parameters, trunk_skipped
+from har_core import view_cache
+from har_core.trunk import run_trunk
+from har_core.trunk import onnx_trunk, trunk_features, trunk_parameters, trunk_skipped
+from har_core.view_cache import CachedTeachers, CachedViews
 
 
 # ---- config --------------------------------------------------------------------------------
@@ -94,7 +100,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 metavar="true|false", help="recipe override")
         else:
             parser.add_argument(flag, dest=dest, default=None, type=type(f.default), help="recipe override")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return args
 
 
 def recipe_from(args, base: Recipe) -> Recipe:
@@ -222,12 +230,13 @@ def resume_schedule(scheduler, state: dict, recipe: Recipe, optimizer) -> None:
             group["lr"] = state["next_lr"]
 
 
-def check_cached_trunk(model, spec, recipe: Recipe, world: int) -> None:
-    """Cached trunk features are only valid while the trunk never trains."""
-    if not spec.trunk:
-        raise SystemExit(f"error: {spec.name} declares no trunk in the registry; --cached-views needs one")
+def check_cached_views(model, spec, recipe: Recipe, world: int) -> None:
+    """Cached views are fixed: no mixup (it would change the view the teachers saw) and one process; a trunk's
+    cached output is only valid while the trunk never trains."""
     if world > 1 or recipe.mixup_alpha > 0:
         raise SystemExit("error: --cached-views works in one process and without mixup")
+    if not spec.trunk:
+        return  # the views' pixels are kept: every layer may train
     frozen = set(trunk_parameters(model, spec.trunk))
     for epoch in (0, recipe.freeze_epochs):  # stage one, stage two
         set_trainable(model, spec, recipe, epoch)
@@ -237,26 +246,53 @@ def check_cached_trunk(model, spec, recipe: Recipe, world: int) -> None:
                              f"with --cached-views train only modules after {spec.trunk[-1]}")
 
 
-def cache_trunk_views(model, spec, recipe: Recipe, index, manifest, classes, data_config, seed: int,
-                      workers: int, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The frozen trunk's output for `recipe.cached_views` augmented views of every training image
-    (each view seeded, so a resumed run rebuilds the same cache), and for the plain val images."""
-    views = None
-    for view in range(recipe.cached_views):
-        view_seed = seed * 1000 + 500 + view
-        seed_everything(view_seed)
-        loader = split_loader(index.root, manifest, "train", classes, train_transform(data_config, recipe.augment),
-                              batch_size=recipe.batch_size, workers=workers,
-                              generator=torch.Generator().manual_seed(view_seed))
-        first = trunk_features(model, spec.trunk, loader, f"trunk view {view + 1}/{recipe.cached_views}",
-                               progress, out=None if views is None else views[view])
-        if views is None:  # every view written in place into one (K, N, ...) tensor
-            views = torch.empty((recipe.cached_views, *first.shape), dtype=first.dtype)
-            views[0] = first
-            del first
-    val_loader = split_loader(index.root, manifest, "val", classes, eval_transform(data_config),
-                              batch_size=recipe.batch_size, workers=workers)
-    return views, trunk_features(model, spec.trunk, val_loader, "trunk val", progress)
+def trunk_digest(model, trunk: tuple[str, ...]) -> str:
+    """What the frozen trunk computes: a digest of its weights and buffers (the key of its cached output)."""
+    digest = hashlib.sha256()
+    for name in trunk:
+        for key, tensor in sorted(model.get_submodule(name).state_dict().items()):
+            digest.update(key.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:20]
+
+
+def training_views(model, spec, recipe: Recipe, index, manifest, classes, data_config, seed: int, teachers,
+                   workers: int, progress: bool):
+    """`recipe.cached_views` fixed augmented views of every training picture, made once and kept in the state
+    folder (har_core.view_cache): the frozen trunk's output on each (a model with a trunk) or its pixels at the
+    student's size, and the teachers' logits on exactly those views. Returns (views, teachers' logits or None)."""
+    student_size = data_config["input_size"][-1]
+    view_size = teachers.view_size if teachers is not None else student_size
+    rows = manifest[manifest["split"] == "train"]
+    label_of = {c: i for i, c in enumerate(classes)}
+    spec_of_views = view_cache.ViewSpec(
+        data=index.fingerprint(), files=view_cache.digest(rows["filename"].tolist()), augment=recipe.augment,
+        view_size=view_size, count=recipe.cached_views, seed=seed,
+        student={k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()},
+        kept=trunk_digest(model, spec.trunk) if spec.trunk else view_cache.PIXELS)
+    transform = train_transform(data_config | {"input_size": (3, view_size, view_size)}, recipe.augment)
+
+    def loader_for(view: int):
+        dataset = dataset_for(index.root, rows["filename"].tolist(), [label_of[l] for l in rows["label"]], transform)
+        return torch.utils.data.DataLoader(view_cache.SeededViews(dataset, view_cache.view_seed(seed, view)),
+                                           batch_size=64, num_workers=workers)
+
+    runner = None
+
+    def trunk_output(images):
+        nonlocal runner
+        images = resized(images, student_size)
+        if runner is None:
+            runner = onnx_trunk(model, spec.trunk, images) or (lambda batch: run_trunk(model, spec.trunk, batch))
+        return runner(images).half()
+
+    keep = trunk_output if spec.trunk else (lambda images: view_cache.pixels_of(images, data_config))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        views, logits = view_cache.build(spec_of_views, loader_for, keep, teachers, progress)
+    model.train(was_training)
+    return views, logits
 
 
 def freeze_batchnorm(model, recipe: Recipe) -> None:
@@ -382,9 +418,17 @@ def check_fingerprint(card: dict, index, procs: Processes) -> None:
                   "removed or edited")
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished loader processes (every core counts)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def build_card(run_dir: Path, spec, recipe: Recipe, classes, data_config, pretrained: str, seed: int, model,
                args, index, manifest, procs: Processes, previous: dict) -> dict:
     counts = manifest["split"].value_counts().reindex(["train", "val", "test"]).fillna(0).astype(int).to_dict()
+    command = "python -m train.train " + " ".join(shlex.quote(a) for a in args.argv)
+    training = previous.get("training", {})
     return {
         "name": run_dir.name, "model": spec.name, "description": spec.description, "classes": classes,
         "input_size": data_config["input_size"][-1], "mean": list(data_config["mean"]),
@@ -400,6 +444,10 @@ def build_card(run_dir: Path, spec, recipe: Recipe, classes, data_config, pretra
         "device": torch.cuda.get_device_name(procs.device) if procs.on_cuda else "cpu",
         "created": previous.get("created", datetime.now(timezone.utc).isoformat(timespec="seconds")),
         "metrics": previous.get("metrics", {}), "notes": previous.get("notes", ""),
+        # how it was made: every command that trained it (a resume adds one), the side it trained at, CPU-hours
+        "training": {"commands": [*training.get("commands", []), command],
+                     "resolution": data_config["input_size"][-1], "cpu_hours": training.get("cpu_hours", 0.0),
+                     "processes": procs.world, "device": "cuda" if procs.on_cuda else "cpu"},
     }
 
 
@@ -418,7 +466,7 @@ def extra_images(folder: str, procs: Processes) -> tuple[Path, list[str]]:
 
 
 def epoch_loader(recipe: Recipe, epoch: int, seed: int, train_labels, classes, index, manifest, data_config,
-                 args, procs: Processes, train_views=None, extra=None, teachers=None):
+                 args, procs: Processes, train_views=None, extra=None, teachers=None, pixel_config=None):
     """This epoch's training batches, drawn with the epoch's own seed (so a resumed run replays exactly).
     `extra` (root, files): unlabelled pictures drawn along with the training images."""
     generator = torch.Generator().manual_seed(seed * 1000 + epoch)
@@ -432,7 +480,7 @@ def epoch_loader(recipe: Recipe, epoch: int, seed: int, train_labels, classes, i
         sampler = None
     if train_views is not None:  # each image in one of its cached views, drawn anew each epoch
         view_of = torch.randint(recipe.cached_views, (len(train_labels),), generator=generator)
-        return torch.utils.data.DataLoader(CachedViews(train_views, train_labels, view_of),
+        return torch.utils.data.DataLoader(CachedViews(train_views, train_labels, view_of, pixel_config),
                                            batch_size=recipe.batch_size, shuffle=sampler is None, sampler=sampler,
                                            generator=generator, pin_memory=procs.on_cuda)
     if teachers is not None:  # views at the largest input size: the teachers see them sharp
@@ -452,7 +500,7 @@ def train_one_epoch(train_model, model, loader, optimizer, recipe: Recipe, mixup
     soft_loss = SoftTargetCrossEntropy()
     total_loss, correct, seen, labelled_seen = 0.0, 0, 0, 0
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False)
-    for images, labels, _ in bar:
+    for images, labels, keys in bar:
         images = images.to(procs.device, non_blocking=True, memory_format=fast_layout(images))
         labels = labels.to(procs.device, non_blocking=True)
         labelled = labels != UNLABELLED
@@ -464,7 +512,7 @@ def train_one_epoch(train_model, model, loader, optimizer, recipe: Recipe, mixup
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=procs.on_cuda), features_in(model):
             taught = None
             if teachers is not None:  # the view is made at the teachers' size; the student sees it resized
-                taught = teachers(images, recipe.distill_temperature)
+                taught = teachers.targets(images, keys, recipe.distill_temperature)
                 images = teachers.for_student(images)
             output = train_model(images)
             outputs = output if isinstance(output, (tuple, list)) else (output,)
@@ -508,6 +556,7 @@ def final_evaluation(model, run_dir: Path, card: dict, state: dict, index, manif
     """The best weights evaluated on val and test, written into the run (rank 0)."""
     artifacts.load_weights(run_dir / artifacts.WEIGHTS, model, run_dir.name)
     card["epochs_trained"], card["best_epoch"] = state["epoch"], state["best_epoch"] + 1
+    card["training"]["cpu_hours"] = round(state.get("cpu_seconds", 0.0) / 3600, 3)
     for split in ("val", "test"):
         if (manifest["split"] == split).any():
             metrics, predictions = evaluate_split(model, card, index.root, manifest, split, tta=recipe.tta,
@@ -536,153 +585,241 @@ def final_evaluation(model, run_dir: Path, card: dict, state: dict, index, manif
 
 # ---- main ----------------------------------------------------------------------------------
 
-def main(argv=None) -> Path:
-    # config: a resumed run keeps its card's recipe, with the flags given now on top
-    args = parse_args(argv)
+@dataclass
+class Setup:
+    """What the run is: its folder, recipe, classes, seed and input config (a resume keeps its card's recipe)."""
+    args: argparse.Namespace
+    procs: Processes
+    spec: object
+    run_dir: Path
+    recipe: Recipe
+    classes: list[str] | None
+    seed: int
+    previous: dict
+    data_config: dict
+    progress: bool
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_dir / artifacts.CHECKPOINT_DIR / "last.safetensors"
+
+
+@dataclass
+class Data:
+    index: object
+    manifest: object  # the whole split
+    chooser: object  # without the calibration half of val: what chooses the checkpoint
+    classes: list[str]
+    train_labels: list[int]
+    val_labels: list[int]
+
+
+@dataclass
+class Training:
+    """The model and everything that moves while it trains; with --ema-decay, validation, the saved weights and
+    the final evaluation use the running average (it smooths out the last minibatches' noise)."""
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    average: AveragedModel | None
+    state: dict
+    scheduler: object
+    mixup: Mixup | None
+    pretrained: str
+    cpu_before: float  # CPU seconds of earlier sessions of this run
+    cpu_at_start: float
+
+    @property
+    def evaluated(self):
+        return self.average.module if self.average is not None else self.model
+
+
+@dataclass
+class Inputs:
+    """What the loop feeds the model: cached views (trunk output or pixels) or pictures, and the teachers."""
+    train_views: object
+    pixel_config: dict | None
+    val_loader: object
+    features_in: object  # context manager factory: inside, the model takes what the loader gives
+    teachers: object
+    extra: tuple | None
+
+
+def configure(args) -> Setup:
     procs = start_processes(args)
     spec = REGISTRY[args.model]
     run_dir = Path(args.out) / (args.name or args.model)
-    progress = not args.quiet and procs.rank == 0
-    checkpoint_path = run_dir / artifacts.CHECKPOINT_DIR / "last.safetensors"
+    checkpoint = run_dir / artifacts.CHECKPOINT_DIR / "last.safetensors"
     if args.resume:
-        if not checkpoint_path.is_file():
-            raise SystemExit(f"error: nothing to resume in {run_dir} (no {checkpoint_path.name})")
+        if not checkpoint.is_file():
+            raise SystemExit(f"error: nothing to resume in {run_dir} (no {checkpoint.name})")
         previous = artifacts.validate_card(artifacts.read_json(run_dir / artifacts.CARD), run_dir.name)
         recipe = recipe_from(args, Recipe(**previous["recipe"]))
         classes, seed = previous["classes"], previous.get("seed", 0)
     else:
         recipe = recipe_from(args, RECIPES[args.recipe] if args.recipe else spec.recipe)
         classes, seed, previous = None, args.seed, {}
-    data_config = spec.data_config(recipe.image_size)
     if procs.rank == 0:
         check_output_folder(run_dir, needed_bytes=12 * count_parameters(spec.build(2)) + 50 * 2**20)
+    return Setup(args, procs, spec, run_dir, recipe, classes, seed, previous, spec.data_config(recipe.image_size),
+                 progress=not args.quiet and procs.rank == 0)
 
-    # data: index (reporting unusable files and copies), split manifest, labels
+
+def load_data(setup: Setup) -> Data:
+    """The index (reporting unusable files and copies), the split manifest and the labels."""
+    args, procs = setup.args, setup.procs
     try:
-        index = scan(args.data, classes=classes, progress=progress)
-        check_data_kind(spec, index)
-        manifest = choose_manifest(args, run_dir, index, seed, procs)
+        index = scan(args.data, classes=setup.classes, progress=setup.progress)
+        check_data_kind(setup.spec, index)
+        manifest = choose_manifest(args, setup.run_dir, index, setup.seed, procs)
     except DataError as error:
         raise SystemExit(f"error: {error}")
     for rel, reason in index.problems:
         procs.log(f"skipped {rel}: {reason}")
     if args.resume:
-        check_fingerprint(previous, index, procs)
+        check_fingerprint(setup.previous, index, procs)
     manifest = manifest[manifest["filename"].isin({rel for rel, _ in index.samples})].reset_index(drop=True)
     if procs.rank == 0:
-        write_manifest(manifest, run_dir / artifacts.MANIFEST)
-    classes = index.classes
-    label_of = {c: i for i, c in enumerate(classes)}
-    train_labels = [label_of[l] for l in manifest.loc[manifest["split"] == "train", "label"]]
-    chooser = choice_part(manifest)  # validation chooses the checkpoint without the calibration half of val
-    val_labels = [label_of[l] for l in chooser.loc[chooser["split"] == "val", "label"]]
+        write_manifest(manifest, setup.run_dir / artifacts.MANIFEST)
+    label_of = {c: i for i, c in enumerate(index.classes)}
+    chooser = choice_part(manifest)
+    return Data(index, manifest, chooser, index.classes,
+                [label_of[l] for l in manifest.loc[manifest["split"] == "train", "label"]],
+                [label_of[l] for l in chooser.loc[chooser["split"] == "val", "label"]])
 
-    # model, optimiser, schedule; with --ema-decay, validation, the saved weights and the final evaluation
-    # use the running average, which smooths out the last minibatches' noise
-    seed_everything(seed)  # the random initialisation is part of the run's identity
-    model = spec.build(len(classes))
-    pretrained = previous.get("pretrained", "none")
-    if not args.resume:
+
+def build_training(setup: Setup, data: Data) -> Training:
+    """Model (its start: random, pretrained, or the checkpoint being resumed), optimiser, schedule, average."""
+    recipe, procs = setup.recipe, setup.procs
+    seed_everything(setup.seed)  # the random initialisation is part of the run's identity
+    model = setup.spec.build(len(data.classes))
+    pretrained = setup.previous.get("pretrained", "none")
+    if not setup.args.resume:
         try:
-            pretrained = load_pretrained(model, spec, args.pretrained or spec.default_pretrained)
+            pretrained = load_pretrained(model, setup.spec, setup.args.pretrained or setup.spec.default_pretrained)
         except PretrainedError as error:
             raise SystemExit(f"error: {error}")
-    model.to(procs.device, memory_format=spec.memory_format)  # faster on CUDA and with oneDNN on CPU
+    model.to(procs.device, memory_format=setup.spec.memory_format)  # faster on CUDA and with oneDNN on CPU
     optimizer = make_optimizer(recipe, model)
     average = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
                if recipe.ema_decay > 0 else None)
-    evaluated = average.module if average is not None else model
     state = {"epoch": 0, "best_accuracy": -1.0, "best_epoch": -1, "history": []}
-    if args.resume:
-        state = load_checkpoint(checkpoint_path, model, optimizer, average)
-        procs.log(f"resuming {run_dir.name} after epoch {state['epoch']} (best val acc "
+    if setup.args.resume:
+        state = load_checkpoint(setup.checkpoint, model, optimizer, average)
+        procs.log(f"resuming {setup.run_dir.name} after epoch {state['epoch']} (best val acc "
                   f"{state['best_accuracy']:.3f} at epoch {state['best_epoch'] + 1})")
     scheduler = stage_scheduler(recipe, optimizer, state["epoch"])
-    if args.resume:
+    if setup.args.resume:
         resume_schedule(scheduler, state, recipe, optimizer)
     mixup = Mixup(mixup_alpha=recipe.mixup_alpha, cutmix_alpha=0.0, label_smoothing=recipe.label_smoothing,
-                  num_classes=len(classes)) if recipe.mixup_alpha > 0 else None
+                  num_classes=len(data.classes)) if recipe.mixup_alpha > 0 else None
+    return Training(model, optimizer, average, state, scheduler, mixup, pretrained,
+                    state.get("cpu_seconds", 0.0), cpu_seconds())
 
-    # distillation: the teachers label every view the student sees, extra unlabelled pictures included
-    teachers, extra = None, None
-    extra_folder = args.extra_images or previous.get("distillation", {}).get("extra_images_folder")
+
+def load_teachers(setup: Setup, data: Data):
+    """Distillation: the teachers (checked for leaks of the student's held-out pictures) and the unlabelled
+    pictures only they label; (None, None) without --teacher."""
+    recipe, args, procs = setup.recipe, setup.args, setup.procs
+    extra_folder = args.extra_images or setup.previous.get("distillation", {}).get("extra_images_folder")
     if extra_folder and not recipe.teacher:
         raise SystemExit("error: --extra-images needs --teacher: only teachers can label them")
-    if recipe.teacher:
-        if recipe.cached_views > 0:
-            raise SystemExit("error: --teacher needs the images themselves; leave out --cached-views")
-        if not 0.0 <= recipe.distill_weight <= 1.0 or recipe.distill_temperature <= 0:
-            raise SystemExit("error: --distill-weight must lie in [0, 1] and --distill-temperature be positive")
-        try:
-            teachers = Teachers(teacher_paths(recipe.teacher), classes, data_config, procs.device)
-        except DistillError as error:
-            raise SystemExit(f"error: {error}")
-        leaks = teacher_leaks(teacher_paths(recipe.teacher), manifest, index)
-        if leaks:
-            raise SystemExit("error: " + "; ".join(leaks))
-        extra = extra_images(extra_folder, procs) if extra_folder else None
-        copies = extra_leaks(*extra, manifest, index) if extra else []
-        if copies:
-            raise SystemExit(f"error: --extra-images holds {len(copies)} of the student's val/test pictures (e.g. "
-                             + ", ".join(f"{rel} = {twin}" for rel, twin in copies[:3])
-                             + "): the teachers would label them for the student; remove them from the folder")
+    if not recipe.teacher:
+        return None, None
+    if recipe.cached_views > 0 and extra_folder:
+        raise SystemExit("error: --extra-images works without --cached-views (the cache holds the training "
+                         "pictures' views only)")
+    if not 0.0 <= recipe.distill_weight <= 1.0 or recipe.distill_temperature <= 0:
+        raise SystemExit("error: --distill-weight must lie in [0, 1] and --distill-temperature be positive")
+    try:
+        teachers = Teachers(teacher_paths(recipe.teacher), data.classes, setup.data_config, procs.device)
+    except DistillError as error:
+        raise SystemExit(f"error: {error}")
+    leaks = teacher_leaks(teacher_paths(recipe.teacher), data.manifest, data.index)
+    if leaks:
+        raise SystemExit("error: " + "; ".join(leaks))
+    extra = extra_images(extra_folder, procs) if extra_folder else None
+    copies = extra_leaks(*extra, data.manifest, data.index) if extra else []
+    if copies:
+        raise SystemExit(f"error: --extra-images holds {len(copies)} of the student's val/test pictures (e.g. "
+                         + ", ".join(f"{rel} = {twin}" for rel, twin in copies[:3])
+                         + "): the teachers would label them for the student; remove them from the folder")
+    return teachers, extra
 
-    card = build_card(run_dir, spec, recipe, classes, data_config, pretrained, seed, model, args, index, manifest,
-                      procs, previous)
+
+def write_card(setup: Setup, data: Data, training: Training, teachers, extra) -> dict:
+    card = build_card(setup.run_dir, setup.spec, setup.recipe, data.classes, setup.data_config, training.pretrained,
+                      setup.seed, training.model, setup.args, data.index, data.manifest, setup.procs, setup.previous)
     if teachers is not None:
-        card["distillation"] = {"teachers": teachers.names, "teacher_paths": teacher_paths(recipe.teacher),
-                                "temperature": recipe.distill_temperature, "weight": recipe.distill_weight,
-                                "extra_images": len(extra[1]) if extra else 0,
-                                "extra_images_folder": str(Path(extra_folder).resolve()) if extra else None}
-    if procs.rank == 0:
-        fileio.write_json(run_dir / artifacts.CARD, card)
+        folder = setup.args.extra_images or setup.previous.get("distillation", {}).get("extra_images_folder")
+        card["distillation"] = {"teachers": teachers.names, "teacher_paths": teacher_paths(setup.recipe.teacher),
+                                "temperature": setup.recipe.distill_temperature,
+                                "weight": setup.recipe.distill_weight, "extra_images": len(extra[1]) if extra else 0,
+                                "extra_images_folder": str(Path(folder).resolve()) if extra else None}
+    if setup.procs.rank == 0:
+        fileio.write_json(setup.run_dir / artifacts.CARD, card)
+    return card
 
-    # a cached trunk: the frozen early stages run once per augmented view; inside `features_in` the model
-    # takes their output instead of an image (only there: saving needs the trunk)
+
+def prepare_inputs(setup: Setup, data: Data, training: Training, teachers, extra) -> Inputs:
+    """Cached views (har_core.view_cache): a frozen trunk's output on each, inside `features_in` the model takes
+    it instead of a picture (only there: saving needs the trunk), or the views' pixels; else pictures."""
+    recipe, spec, args = setup.recipe, setup.spec, setup.args
     train_views = None
     if recipe.cached_views > 0:
-        check_cached_trunk(model, spec, recipe, procs.world)
-        train_views, val_features = cache_trunk_views(model, spec, recipe, index, chooser, classes, data_config,
-                                                      seed, args.workers, progress)
+        check_cached_views(training.model, spec, recipe, setup.procs.world)
+        train_views, logits = training_views(training.model, spec, recipe, data.index, data.chooser, data.classes,
+                                             setup.data_config, setup.seed, teachers, args.workers, setup.progress)
+        if teachers is not None:  # from here on the teachers speak from the cache
+            teachers = CachedTeachers(logits, teachers.names)
+    val_loader = split_loader(data.index.root, data.chooser, "val", data.classes, eval_transform(setup.data_config),
+                              batch_size=recipe.batch_size, workers=args.workers)
+    if recipe.cached_views > 0 and spec.trunk:
+        val_features = trunk_features(training.model, spec.trunk, val_loader, "trunk val", setup.progress)
         val_loader = torch.utils.data.DataLoader(
-            CachedViews(val_features[None], val_labels, torch.zeros(len(val_labels), dtype=torch.long)),
+            CachedViews(val_features[None], data.val_labels, torch.zeros(len(data.val_labels), dtype=torch.long)),
             batch_size=recipe.batch_size)
-        features_in = lambda m: trunk_skipped(m, spec.trunk)  # noqa: E731
-    else:
-        val_loader = split_loader(index.root, chooser, "val", classes, eval_transform(data_config),
-                                  batch_size=recipe.batch_size, workers=args.workers)
-        features_in = lambda m: contextlib.nullcontext()  # noqa: E731
-    partly_frozen = recipe.freeze_epochs > 0 or recipe.trainable != "all"
-    train_model = DistributedDataParallel(model, find_unused_parameters=partly_frozen) if procs.world > 1 else model
+        return Inputs(train_views, None, val_loader, lambda m: trunk_skipped(m, spec.trunk), teachers, extra)
+    pixel_config = setup.data_config if recipe.cached_views > 0 else None
+    return Inputs(train_views, pixel_config, val_loader, lambda m: contextlib.nullcontext(), teachers, extra)
+
+
+def announce(setup: Setup, data: Data, card: dict, training: Training, inputs: Inputs) -> None:
+    procs, recipe, teachers, extra = setup.procs, setup.recipe, inputs.teachers, inputs.extra
     if procs.world > 1 and recipe.weighted_sampler:
         procs.log("note: the weighted sampler is not used with several processes (DistributedSampler instead)")
-    procs.log(f"{spec.name}: {card['parameters'] / 1e6:.1f}M parameters, pretrained: {pretrained}, device "
-              f"{procs.device}{f' × {procs.world} processes' if procs.world > 1 else ''}, {len(train_labels)} "
-              f"train / {len(val_labels)} val images"
+    procs.log(f"{setup.spec.name}: {card['parameters'] / 1e6:.1f}M parameters, pretrained: {training.pretrained}, "
+              f"device {procs.device}{f' × {procs.world} processes' if procs.world > 1 else ''}, "
+              f"{len(data.train_labels)} train / {len(data.val_labels)} val images"
               + (f"; distilled from {', '.join(teachers.names)} (T {recipe.distill_temperature:g}, weight "
                  f"{recipe.distill_weight:g}){f', + {len(extra[1])} unlabelled pictures' if extra else ''}"
                  if teachers is not None else ""))
 
-    # the loop: each epoch is seeded on its own, so a resumed run replays exactly
+
+def train_epochs(setup: Setup, data: Data, training: Training, inputs: Inputs) -> None:
+    """The loop: each epoch is seeded on its own, so a resumed run replays exactly; every rank updates the same
+    state from the same numbers, and rank 0 writes the weights (when val improved), history and checkpoint."""
+    recipe, procs, model, state = setup.recipe, setup.procs, training.model, training.state
+    partly_frozen = recipe.freeze_epochs > 0 or recipe.trainable != "all"
+    train_model = DistributedDataParallel(model, find_unused_parameters=partly_frozen) if procs.world > 1 else model
     first_epoch = state["epoch"]
     for epoch in range(first_epoch, recipe.epochs):
         if epoch == recipe.freeze_epochs > 0 and epoch > first_epoch:
-            scheduler = stage_scheduler(recipe, optimizer, epoch)  # stage two starts its own schedule
-        seed_everything(seed * 1000 + epoch)
-        loader = epoch_loader(recipe, epoch, seed, train_labels, classes, index, manifest, data_config, args, procs,
-                              train_views, extra, teachers)
-        lr = optimizer.param_groups[0]["lr"]
-        set_trainable(model, spec, recipe, epoch)
+            training.scheduler = stage_scheduler(recipe, training.optimizer, epoch)  # stage two: its own schedule
+        seed_everything(setup.seed * 1000 + epoch)
+        loader = epoch_loader(recipe, epoch, setup.seed, data.train_labels, data.classes, data.index, data.manifest,
+                              setup.data_config, setup.args, procs, inputs.train_views, inputs.extra, inputs.teachers,
+                              inputs.pixel_config)
+        lr = training.optimizer.param_groups[0]["lr"]
+        set_trainable(model, setup.spec, recipe, epoch)
         train_model.train()
         freeze_batchnorm(model, recipe)
         started = time.time()
-        train_loss, train_accuracy = train_one_epoch(train_model, model, loader, optimizer, recipe, mixup, average,
-                                                     features_in, procs, f"epoch {epoch + 1}/{recipe.epochs}",
-                                                     progress, teachers)
-        procs.share_buffers(model, *([average] if average is not None else []))
-        val_loss, val_accuracy, val_f1 = validate(evaluated, val_loader, classes, features_in, procs, progress)
-
-        # every rank updates the same state from the same numbers
+        train_loss, train_accuracy = train_one_epoch(
+            train_model, model, loader, training.optimizer, recipe, training.mixup, training.average,
+            inputs.features_in, procs, f"epoch {epoch + 1}/{recipe.epochs}", setup.progress, inputs.teachers)
+        procs.share_buffers(model, *([training.average] if training.average is not None else []))
+        val_loss, val_accuracy, val_f1 = validate(training.evaluated, inputs.val_loader, data.classes,
+                                                  inputs.features_in, procs, setup.progress)
         record = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_accuracy": train_accuracy,
                   "val_loss": val_loss, "val_accuracy": val_accuracy, "val_macro_f1": val_f1,
                   "seconds": round(time.time() - started, 1)}
@@ -690,14 +827,15 @@ def main(argv=None) -> Path:
         improved = val_accuracy > state["best_accuracy"]
         if improved:
             state["best_accuracy"], state["best_epoch"] = val_accuracy, epoch
-        scheduler.step(local_epoch(recipe, epoch) + 1, val_loss)
-        state.update(epoch=epoch + 1, stage=stage_of(recipe, epoch), scheduler=scheduler_state(scheduler),
-                     next_lr=optimizer.param_groups[0]["lr"])
+        training.scheduler.step(local_epoch(recipe, epoch) + 1, val_loss)
+        state.update(epoch=epoch + 1, stage=stage_of(recipe, epoch), scheduler=scheduler_state(training.scheduler),
+                     next_lr=training.optimizer.param_groups[0]["lr"],
+                     cpu_seconds=training.cpu_before + cpu_seconds() - training.cpu_at_start)
         if procs.rank == 0:
             if improved:
-                artifacts.save_weights(run_dir / artifacts.WEIGHTS, evaluated, args.save_dtype)
-            fileio.write_json(run_dir / artifacts.HISTORY, state["history"])
-            save_checkpoint(checkpoint_path, model, optimizer, state, average)
+                artifacts.save_weights(setup.run_dir / artifacts.WEIGHTS, training.evaluated, setup.args.save_dtype)
+            fileio.write_json(setup.run_dir / artifacts.HISTORY, state["history"])
+            save_checkpoint(setup.checkpoint, model, training.optimizer, state, training.average)
         procs.log(f"epoch {epoch + 1:3d}/{recipe.epochs}  lr {lr:.2e}  train loss {train_loss:.3f} "
                   f"acc {train_accuracy:.3f}  val loss {val_loss:.3f} acc {val_accuracy:.3f} F1 {val_f1:.3f}  "
                   f"{record['seconds']:.0f}s{'  *best*' if improved else ''}")
@@ -705,15 +843,27 @@ def main(argv=None) -> Path:
             procs.log(f"early stop: no better val accuracy for {recipe.patience} epochs")
             break
 
+
+def main(argv=None) -> Path:
+    setup = configure(parse_args(argv))  # config: the recipe (a resume keeps its card's, flags on top)
+    data = load_data(setup)  # data: the pictures, the split, the labels
+    training = build_training(setup, data)  # model, optimiser, schedule, average, state
+    teachers, extra = load_teachers(setup, data)  # distillation, when asked for
+    card = write_card(setup, data, training, teachers, extra)
+    inputs = prepare_inputs(setup, data, training, teachers, extra)  # cached views or pictures
+    announce(setup, data, card, training, inputs)
+    train_epochs(setup, data, training, inputs)
+    procs = setup.procs
     if procs.world > 1:
-        write_rank_digest(run_dir, model, state, procs)
+        write_rank_digest(setup.run_dir, training.model, training.state, procs)
     if procs.rank == 0:
-        final_evaluation(model, run_dir, card, state, index, manifest, recipe, args, procs, progress)
-        procs.log(f"run written to {run_dir}")
+        final_evaluation(training.model, setup.run_dir, card, training.state, data.index, data.manifest,
+                         setup.recipe, setup.args, procs, setup.progress)
+        procs.log(f"run written to {setup.run_dir}")
     if procs.world > 1:
         dist.barrier()
         dist.destroy_process_group()
-    return run_dir
+    return setup.run_dir
 
 
 def write_rank_digest(run_dir: Path, model, state: dict, procs: Processes) -> None:
