@@ -7,6 +7,7 @@ import threading
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 
 from har_core.artifacts import WEIGHTS, Run, RunError, load_weights, open_run
 from har_core.backend import LABELS, BackendError, OnnxModel, backend_from_env, open_export
+from har_core.batching import shared_forward
 from har_core.calibration import calibrated_tta, run_temperature
 from har_core.calibration_maths import temper
 from har_core.data import eval_transform
@@ -203,9 +205,10 @@ class Prediction:
 
 
 def predict_all(models: list[LoadedModel], images: list[Image.Image], tta: bool = False,
-                embed: bool = False) -> list[Prediction]:
+                embed: bool = False, shared: bool = False) -> list[Prediction]:
     """Every model predicts every image; preprocessing is shared between models that agree on it.
-    `embed`: each prediction also carries the images' embeddings, taken from the same forward."""
+    `embed`: each prediction also carries the images' embeddings, taken from the same forward.
+    `shared`: each model's forward joins its shared queue (har_core.batching), batched with other visitors'."""
     cache: dict[tuple, torch.Tensor] = {}
     results = []
     for loaded in models:
@@ -213,7 +216,8 @@ def predict_all(models: list[LoadedModel], images: list[Image.Image], tta: bool 
         key = loaded.preprocess_key
         if key not in cache:
             cache[key] = loaded.preprocess(images)
-        probs, vectors = loaded.forward(cache[key], tta, embed)
+        forward = partial(shared_forward, loaded) if shared else loaded.forward
+        probs, vectors = forward(cache[key], tta, embed)
         results.append(Prediction(loaded.name, probs, time.perf_counter() - start, vectors, loaded.backend))
     return results
 

@@ -19,7 +19,7 @@ from ui.common import (IMAGE_TYPES, Selection, file_stamp, inside_or_none, confi
 @st.cache_data(show_spinner=False, max_entries=512)
 def _prediction(path: str, stamp: tuple, temperature: float, digests: tuple[str, ...], tta: bool, backend: str,
                 _loaded: LoadedModel, _images: list) -> Prediction:
-    return predict_all([_loaded], _images, tta=tta, embed=True)[0]
+    return predict_all([_loaded], _images, tta=tta, embed=True, shared=True)[0]  # batched with other visitors'
 
 
 def predict(loaded: list[LoadedModel], images: list, tta: bool) -> list[Prediction]:
