@@ -85,7 +85,7 @@ if len(images) == 1:
             # one confidence per card, in words; the set, the neighbours' vote and the time one click away
             st.markdown(f"**{probs.max():.0%} sure**" + (" · 🤔 not sure" if verdict.not_sure[0] else ""))
             st.html(probability_bars(probs, classes))
-            more = st.expander("More: its set, similar pictures")
+            more = st.expander("More details")
             with more:
                 if verdict.not_sure[0]:
                     st.caption(f"🤔 {verdict.doubt()}")
@@ -99,7 +99,7 @@ if len(images) == 1:
         for slot, prediction in zip(similar_slots, predictions):
             with slot, ui.friendly(f"Similar images for {prediction.model}"):
                 ui.similar_images(selection, selection.run(prediction.model), prediction.embeddings,
-                                  prediction.probs[0], k)
+                                  prediction.probs[0], k, columns=2)  # two a row: whole captions in a card
 
     ui.what_if(images[0], loaded, predictions, members, member_runs, classes, tta)
 else:
@@ -118,7 +118,8 @@ else:
     table = pd.DataFrame(rows)
     st.dataframe(table, hide_index=True, width="stretch", row_height=72,
                  column_config={"picture": st.column_config.ImageColumn("picture", width="small")})
-    st.caption("Calibrated confidences; \"?\": not sure (below the confidence above which the model's val answers "
-               f"were {DEFAULT_TARGET_ACCURACY:.0%} right)." + (f" {sure_ensemble.note}" if sure_ensemble.note else ""))
+    st.caption("Calibrated confidences; \"?\": not sure (below the confidence above which the model's answers on "
+               f"calibration pictures were {DEFAULT_TARGET_ACCURACY:.0%} right, or every answer when none reached it)."
+               + (f" {sure_ensemble.note}" if sure_ensemble.note else ""))
     st.download_button("⬇️ Download as CSV", table.drop(columns="picture").to_csv(index=False), "predictions.csv",
                        "text/csv")

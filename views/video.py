@@ -80,8 +80,8 @@ right.caption(("No known action below one threshold for every row: " if one_thre
 summary_row = "ensemble" if "ensemble" in rows else loaded[0].name
 segments = pd.DataFrame([s.as_dict() for s in rows[summary_row]]).rename(columns=SEGMENT_WORDS)
 right.markdown(f"**Segments** ({summary_row})")
-right.dataframe(segments.assign(action=segments["action"].map(spoken)), hide_index=True, width="stretch",
-                column_config={"confidence": st.column_config.NumberColumn(format="percent")})
+right.dataframe(segments.assign(action=segments["action"].map(spoken), confidence=segments["confidence"].map(
+    "{:.0%}".format)), hide_index=True, width="stretch")
 right.download_button("⬇️ Segments as CSV", segments.to_csv(index=False), "segments.csv", "text/csv")
 unknown = sum(label == NO_ACTION for label in line.labels(summary_row, window, thresholds[summary_row][0]))
 right.caption(f"{unknown} of {len(line.times)} frames of the {summary_row} row are '{NO_ACTION}'.")
