@@ -14,6 +14,9 @@ Prints (seconds; warm figures are min / median over `--repeats` different photos
                run's embeddings: seconds to embed, to fit, held-out accuracy (`--teach-only` skips the browser;
                `--teach-data DIR` takes 5 classes the runs never saw from a labelled folder, e.g. sports15 for
                the HAR runs)
+  visitors     `--visitors 30`: thirty tabs each upload a different photo at once (`--rounds` times, new photos
+               each round): upload → every card drawn p50 / p95 / max, how many tabs show every card's class and
+               confidence as that photo gets them alone, the server's memory after each round (only these figures)
 Run it on an idle machine: the figures are wall-clock times of a real server and browser.
 """
 from __future__ import annotations
@@ -38,11 +41,11 @@ from har_core.labels import spoken
 ROOT = Path(__file__).resolve().parents[1]
 FRESH = "(el) => !el.closest('[data-stale=\"true\"]')"
 
-# every card's caption and the uploaded photo's own caption, drawn by this run (not left over from the last)
+# every model's card with its confidence and the uploaded photo's own caption, drawn by this run (not left over)
 PREDICTIONS_DRAWN = """([name, count]) => {
   const fresh = el => !el.closest('[data-stale="true"]');
-  const cards = [...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
-    .filter(el => fresh(el) && el.innerText.includes('confidence ·'));
+  const cards = [...document.querySelectorAll('[class*="st-key-card_"]')]
+    .filter(el => fresh(el) && /\\d+% sure/.test(el.innerText));
   const photo = [...document.querySelectorAll('[data-testid="stImageCaption"]')]
     .some(el => fresh(el) && el.innerText.includes(name));
   return photo && cards.length === count;
@@ -56,6 +59,24 @@ MAPS_DRAWN = """([text, count, before]) => {
   return labels.length === count && images.filter(src => !before.includes(src)).length >= count;
 }"""
 RUN_ENDED = "!document.querySelector('[data-testid=\"stStatusWidget\"]')"
+# from the file input's change event until every card is drawn, timed inside the page: thirty tabs are timed at
+# once, each by its own clock, while the bench uploads to the next
+WATCH_UPLOAD = """([name, count]) => {
+  const drawn = (%s);
+  window.__drawn = null;
+  document.addEventListener('change', () => {
+    const start = performance.now();
+    const timer = setInterval(() => {
+      if (drawn([name, count])) { window.__drawn = (performance.now() - start) / 1000; clearInterval(timer); }
+    }, 20);
+  }, {capture: true, once: true});
+}""" % PREDICTIONS_DRAWN
+# each card's model (its key), the class it names (its heading) and its confidence ("67% sure")
+CARD_ANSWERS = """() => [...document.querySelectorAll('[class*="st-key-card_"]')]
+  .filter(el => !el.closest('[data-stale="true"]'))
+  .map(el => ({model: [...el.classList].find(c => c.startsWith('st-key-card_')).slice('st-key-card_'.length),
+               answer: (el.querySelector('h3') || {innerText: ''}).innerText.trim(),
+               sure: ((el.innerText.match(/(\\d+)% sure/) || [])[0] || '')}))"""
 
 
 def free_port() -> int:
@@ -170,33 +191,55 @@ def navigation_round(page) -> dict:
     return {"switch": statistics.median(switches), "pages": per_page, "cell": cell, "open": opened}
 
 
-def measure(runs_dir: Path, data: Path, repeats: int) -> dict:
-    from playwright.sync_api import sync_playwright
+def chromium_path() -> str:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         raise SystemExit("error: Chromium is not installed (make browser)")
-    runs = [run for run in find_runs(runs_dir)[0] if not run.takes_clips]
-    folder = Path(tempfile.mkdtemp())
-    pictures = photos(data, 2 * repeats + 1, folder)
+    return chromium
+
+
+@contextlib.contextmanager
+def app_server(runs_dir: Path, data: Path):
+    """A real app server on a free port, stopped with whatever it started: (its url, its process)."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    started = time.perf_counter()
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
          "127.0.0.1"], cwd=ROOT, env={**os.environ, "HAR_RUNS": str(runs_dir), "HAR_DATA": str(data)},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # stopped as a group
+    try:
+        yield f"http://127.0.0.1:{port}", server
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)  # whatever it started, and itself if SIGTERM was ignored
+
+
+def wait_healthy(url: str) -> None:
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+            return
+        except OSError:
+            time.sleep(0.1)
+
+
+def measure(runs_dir: Path, data: Path, repeats: int) -> dict:
+    from playwright.sync_api import sync_playwright
+    chromium = chromium_path()
+    runs = [run for run in find_runs(runs_dir)[0] if not run.takes_clips]
+    folder = Path(tempfile.mkdtemp())
+    pictures = photos(data, 2 * repeats + 1, folder)
+    started = time.perf_counter()
     results = {}
     try:
-        with sync_playwright() as playwright:
+        with app_server(runs_dir, data) as (url, _), sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(300_000)
-            for _ in range(240):
-                try:
-                    urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            wait_healthy(url)
             page.goto(url)
             page.get_by_text("Model cards").wait_for()
             results["cold_first_page_s"] = time.perf_counter() - started
@@ -229,14 +272,214 @@ def measure(runs_dir: Path, data: Path, repeats: int) -> dict:
             results["mistakes_open_to_detail_s"] = stats([r["open"] for r in navigation])
             browser.close()
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(server.pid, signal.SIGKILL)  # whatever it started, and itself if SIGTERM was ignored
         shutil.rmtree(folder, ignore_errors=True)
     return results
+
+
+def server_memory_mb(server: subprocess.Popen) -> float:
+    """The app server's resident memory (threads only: its one process holds every session and model)."""
+    for line in Path(f"/proc/{server.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def open_predict(pages: list, url: str) -> None:
+    """Every tab on a fresh Predict page, ready for an upload (each tab is its own visitor, its own session)."""
+    for page in pages:
+        page.goto(f"{url}/predict")
+    for page in pages:
+        page.get_by_text("Upload one or more photos").wait_for()
+        page.wait_for_function(RUN_ENDED)
+
+
+def classroom_round(pages: list, pictures: list[Path], models: int) -> dict:
+    """Each tab uploads its own photo, one after the other as fast as the browser takes them; each tab's
+    upload → every card drawn, timed inside it, and the answers its cards show (None: never drawn)."""
+    for page, path in zip(pages, pictures):
+        page.evaluate(WATCH_UPLOAD, [path.name, models])
+    start = time.perf_counter()
+    for page, path in zip(pages, pictures):
+        page.locator("input[type='file']").first.set_input_files(str(path))
+    spread = time.perf_counter() - start
+    drawn, shown = [], []
+    for page in pages:
+        try:
+            page.wait_for_function("() => window.__drawn !== null", polling=100)
+            drawn.append(page.evaluate("() => window.__drawn"))
+            shown.append({card["model"]: (card["answer"], card["sure"]) for card in page.evaluate(CARD_ANSWERS)})
+        except Exception as error:  # noqa: BLE001 - a tab that never drew its cards is counted, not fatal
+            print(f"  a tab failed: {str(error).splitlines()[0]}", file=sys.stderr)
+            drawn.append(None)
+            shown.append(None)
+    return {"spread_s": spread, "drawn_s": drawn, "shown": shown}
+
+
+def alone_answers(runs: list, pictures: list[Path]) -> list[dict]:
+    """What each photo's cards say when it is the only one: each model's own forward of it, in the TTA mode the
+    Predict page starts in (the class it names, "67% sure")."""
+    from har_core.calibration import default_tta
+    from har_core.imaging import load_image
+    from har_core.inference import load_run
+    tta = default_tta(runs)
+    models = [load_run(run.path) for run in runs]
+    answers = []
+    for path in pictures:
+        image = load_image(path)
+        answers.append({})
+        for loaded in models:
+            probs = loaded.predict([image], tta)[0]
+            answers[-1][loaded.name] = (spoken(loaded.classes[int(probs.argmax())]), f"{probs.max():.0%} sure")
+    return answers
+
+
+def visitors_figures(runs_dir: Path, data: Path, visitors: int, rounds: int) -> dict:
+    """`visitors` browser tabs each upload a different photo at once, `rounds` times (new photos each round):
+    upload → every card drawn (p50 / p95 / max), how many tabs show the answers their photo gets alone, and the
+    server's memory after each round."""
+    import numpy as np
+    from playwright.sync_api import sync_playwright
+    runs = [run for run in find_runs(runs_dir)[0] if not run.takes_clips]
+    folder = Path(tempfile.mkdtemp())
+    pictures = photos(data, visitors * rounds, folder)
+    played = []
+    try:
+        with app_server(runs_dir, data) as (url, server), sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium_path(),
+                                                 args=["--no-sandbox", "--disable-gpu"])
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            context.set_default_timeout(600_000)
+            pages = [context.new_page() for _ in range(visitors)]
+            wait_healthy(url)
+            memory = [server_memory_mb(server)]
+            for r in range(rounds):
+                open_predict(pages, url)
+                played.append(classroom_round(pages, pictures[r * visitors:(r + 1) * visitors], len(runs)))
+                memory.append(server_memory_mb(server))
+                times = [t for t in played[-1]["drawn_s"] if t is not None]
+                print(f"round {r + 1}: {len(times)}/{visitors} drawn, uploads spread over "
+                      f"{played[-1]['spread_s']:.2f} s, median {np.median(times) if times else float('nan'):.2f} s, "
+                      f"server {memory[-1]:.0f} MB", flush=True)
+            browser.close()
+        expected = alone_answers(runs, pictures)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    drawn = [t for round_ in played for t in round_["drawn_s"] if t is not None]
+    shown = [tab for round_ in played for tab in round_["shown"]]
+    right = sum(tab == alone for tab, alone in zip(shown, expected))
+    return {"visitors": visitors, "rounds": rounds, "models": len(runs), "drawn": len(drawn), "tabs": len(shown),
+            "p50_s": float(np.percentile(drawn, 50)) if drawn else None,
+            "p95_s": float(np.percentile(drawn, 95)) if drawn else None, "max_s": max(drawn, default=None),
+            "uploads_spread_s": max(round_["spread_s"] for round_ in played), "answers_right": right,
+            "server_mb": memory}
+
+
+def print_visitors(figures: dict) -> None:
+    if not figures["drawn"]:
+        print(f"{figures['visitors']} visitors: no tab drew its cards")
+        return
+    print(f"{figures['visitors']} visitors × {figures['rounds']} rounds, {figures['models']} models each "
+          f"(uploads spread over ≤ {figures['uploads_spread_s']:.2f} s): upload → every card drawn "
+          f"p50 {figures['p50_s']:.2f} s, p95 {figures['p95_s']:.2f} s, max {figures['max_s']:.2f} s; "
+          f"{figures['drawn']}/{figures['tabs']} drawn")
+    print(f"answers equal to the photo's answer alone (every card's class and confidence): "
+          f"{figures['answers_right']}/{figures['tabs']} tabs")
+    print("server memory (MB): before, then after each round: "
+          + " → ".join(f"{mb:.0f}" for mb in figures["server_mb"]))
+
+
+# what the Predict page spends a warm upload on, by the call it makes (`ui.X` looked up at each run, so a timer
+# put around it is the one the page calls); a stage called inside another counts in the outer one
+STAGES = {"forwards (page's TTA mode)": ("ui", "predict"), "sets and sureness": ("ui", "sureness"),
+          "card figures (probability bars)": ("har_core.plots", "probability_bars"),
+          "similar images": ("ui", "similar_images"), "What-if panel": ("ui", "what_if")}
+
+
+def warm_split(runs_dir: Path, data: Path, repeats: int = 3) -> dict:
+    """The Predict page's own time for a warm upload (models loaded, sets and embeddings read; a new photo: the
+    test split's samples), by stage, in Streamlit's AppTest (no browser): median seconds over `repeats` photos.
+    Also the flip TTA's share of the forwards (the runs' own forwards, without and with it), and the time from
+    the run's start to its last card (the browser draws the cards after that)."""
+    import importlib
+
+    from streamlit.logger import set_log_level
+    from streamlit.testing.v1 import AppTest
+
+    from har_core.calibration import default_tta
+    from har_core.imaging import load_image
+    from har_core.inference import load_run, predict_all
+    set_log_level("error")  # not its warnings about running without a server, once per cached function
+    spent: dict[str, float] = {}
+    active: list[str] = []
+    last_card = [0.0]
+
+    def timed(stage, call):
+        def wrapper(*args, **kwargs):
+            if active:  # inside another stage: counted there
+                return call(*args, **kwargs)
+            active.append(stage)
+            start = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                active.pop()
+                spent[stage] = spent.get(stage, 0.0) + time.perf_counter() - start
+                if call.__name__ == "probability_bars":
+                    last_card[0] = time.perf_counter()
+        return wrapper
+
+    patched = []
+    for stage, (module_name, name) in STAGES.items():
+        module = importlib.import_module(module_name)
+        patched.append((module, name, getattr(module, name)))
+        setattr(module, name, timed(stage, getattr(module, name)))
+    saved_env = {key: os.environ.get(key) for key in ("HAR_RUNS", "HAR_DATA")}
+    os.environ.update(HAR_RUNS=str(runs_dir), HAR_DATA=str(data))
+    rows, samples = [], []
+    try:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=900).run()
+        at.switch_page("views/predict.py")
+        at.run()
+        options = at.selectbox(key="predict_sample").options
+        if len(options) < repeats + 2:
+            raise SystemExit(f"error: {runs_dir} has too few test samples in {data} for the split")
+        for option in options[1:repeats + 2]:  # the first photo warms the models, sets and embeddings up
+            spent.clear()
+            at.selectbox(key="predict_sample").set_value(option)
+            start = time.perf_counter()
+            at.run()
+            rows.append(dict(spent, **{"page's whole run": time.perf_counter() - start,
+                                       "run start → last card": last_card[0] - start}))
+            if at.exception:
+                raise SystemExit(f"error: the Predict page failed: {at.exception[0].message}")
+            samples.append(Path(data) / at.selectbox(key="predict_sample").value)
+    finally:
+        for module, name, call in patched:
+            setattr(module, name, call)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key)
+            else:
+                os.environ[key] = value
+    split = {stage: statistics.median(row.get(stage, 0.0) for row in rows[1:])  # 0: the page did not call it
+             for stage in [*STAGES, "page's whole run", "run start → last card"]}
+    runs = [run for run in find_runs(runs_dir)[0] if not run.takes_clips]
+    models = [load_run(run.path) for run in runs]
+    images = [load_image(path) for path in samples[1:]]
+    forwards = {tta: statistics.median(sum(p.seconds for p in predict_all(models, [image], tta=tta))
+                                       for image in images) for tta in (False, True)}
+    split["the runs' own forwards, without flip TTA"] = forwards[False]  # what TTA costs: the difference
+    split["the runs' own forwards, with flip TTA"] = forwards[True]
+    split["the page's TTA mode"] = "on" if default_tta(runs) else "off"
+    return split
+
+
+def print_split(split: dict) -> None:
+    print("a warm upload on the Predict page, by stage (server side, AppTest; median s):")
+    for stage, seconds in split.items():
+        print(f"  {stage:50s} {seconds:>7}" if isinstance(seconds, str) else f"  {stage:50s} {seconds:7.3f}")
+    print("  the rest of the page's run is its other widgets; the browser draws the cards after 'run start → last "
+          "card'\n  (upload → cards drawn in the browser, above, minus that is transfer and drawing)")
 
 
 def print_figures(results: dict) -> None:
@@ -287,9 +530,21 @@ def main(argv=None) -> dict:
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "sports15"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--teach-only", action="store_true", help="only the Teach figures (no browser)")
+    parser.add_argument("--visitors", type=int, help="only the classroom figures: this many tabs upload at once")
+    parser.add_argument("--rounds", type=int, default=3, help="with --visitors: rounds of uploads (new photos each)")
+    parser.add_argument("--split-only", action="store_true",
+                        help="only the split of a warm upload's time by stage (AppTest, no browser)")
     parser.add_argument("--teach-data", help="teach classes the runs never saw, from this labelled folder (default: "
                                              "the runs' own classes, from their val/test pictures)")
     args = parser.parse_args(argv)
+    if args.visitors:
+        figures = visitors_figures(Path(args.runs), Path(args.data), args.visitors, args.rounds)
+        print_visitors(figures)
+        return {"visitors": figures}
+    if args.split_only:
+        split = warm_split(Path(args.runs), Path(args.data), args.repeats)
+        print_split(split)
+        return {"split": split}
     taught = teach_figures(Path(args.runs), Path(args.data), new_data=args.teach_data and Path(args.teach_data))
     print(f"teach: {', '.join(next(iter(taught.values()))['classes'])}" if taught else "teach: no photo runs")
     print(f"{'teach, 100 pictures on':24s} {'total s':>8s} {'embed s':>8s} {'fit s':>8s} {'held-out acc':>13s} "
