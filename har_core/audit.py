@@ -148,8 +148,8 @@ def label_issues(embeddings: Embeddings, seed: int = 0) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     probs, source = out_of_sample_probs(embeddings, seed)
     # n_jobs=1: by default cleanlab forks a pool of workers, and a fork inside the app's threaded server hangs
-    ranked = find_label_issues(labels, probs, filter_by="predicted_neq_given", return_indices_ranked_by="self_confidence",
-                               n_jobs=1)
+    ranked = find_label_issues(labels, probs, filter_by="predicted_neq_given",
+                               return_indices_ranked_by="self_confidence", n_jobs=1)
     confident = find_label_issues(labels, probs, n_jobs=1)
     quality = get_label_quality_scores(labels, probs, method="self_confidence")
     return pd.DataFrame({"filename": [embeddings.files[i] for i in ranked],

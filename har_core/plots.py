@@ -29,17 +29,34 @@ def standalone(figure: go.Figure) -> go.Figure:
     return figure.update_layout(template=STANDALONE_TEMPLATE)
 
 
+def enlarged(figure: go.Figure, scale: float) -> go.Figure:
+    """The figure's type `scale` times larger (presentation mode): its font, and the axes' ticks where they set
+    their own size."""
+    figure.update_layout(font_size=round((figure.layout.font.size or 12) * scale))
+    for axis in [*figure.select_xaxes(), *figure.select_yaxes()]:
+        if axis.tickfont.size:
+            axis.tickfont.size = round(axis.tickfont.size * scale)
+    return figure
+
+
 def colours_of(names: list[str]) -> dict[str, str]:
     """Each name's colour: its position in the full list (a data set's classes, the runs shown), never in a
     filtered subset, so hiding some keeps the others' colours."""
     return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
 
 
-def confusion_figure(metrics: dict, normalize: bool = False, title: str = "", width: int | None = None) -> go.Figure:
+COUNT_TEXT = "#0f172a"  # every count in one dark colour: plotly fades the text of unselected points to one colour
+# Blues up to a middle blue (not its near-black end), so dark counts read on every cell, on a projector too
+CONFUSION_SCALE = [[0.0, "#f7fbff"], [0.5, "#c6dbef"], [1.0, "#6baed6"]]
+
+
+def confusion_figure(metrics: dict, normalize: bool = False, title: str = "", width: int | None = None,
+                     selected: tuple[str, str] | None = None) -> go.Figure:
     """Confusion matrix drawn as a grid of square markers, so that clicking a cell selects it. Normalised, each
-    row shows the percentage of its true class. Every class is labelled on both axes; a clicked cell turns
-    amber and the others keep their colours and counts (plotly would fade them). `width` (pixels) sizes the
-    cells to fit a figure that wide (the report); else they fit a page column."""
+    row shows the percentage of its true class. Every class is labelled on both axes; the `selected` cell
+    (true, predicted) is drawn amber by the figure itself (normalised or not), and the others keep their colours
+    and counts (plotly would fade them). `width` (pixels) sizes the cells to fit a figure that wide (the report);
+    else they fit a page column."""
     classes = metrics["classes"]
     counts = np.asarray(metrics["confusion_matrix"], dtype=float)
     rows = counts.sum(1, keepdims=True)
@@ -51,19 +68,22 @@ def confusion_figure(metrics: dict, normalize: bool = False, title: str = "", wi
     labels = [(f"{v:.0f}" if normalize else f"{int(v)}") if counts[t, p] else ""
               for v, t, p in zip(values, true, predicted)]
     words = [spoken(c) for c in classes]
-    hover = [f"true: {words[t]}<br>predicted: {words[p]}<br>{int(counts[t, p])} images "
-             f"({counts[t, p] / max(rows[t, 0], 1):.0%} of {words[t]})" for t, p in zip(true, predicted)]
+    hover = [f"true: {words[t]}<br>predicted: {words[p]}<br>{int(counts[t, p])} image{'' if counts[t, p] == 1 else 's'}"
+             f" ({counts[t, p] / max(rows[t, 0], 1):.0%} of {words[t]})" for t, p in zip(true, predicted)]
+    marked = [i for i, (t, p) in enumerate(zip(true, predicted)) if selected == (classes[t], classes[p])]
     label_px = 9 * max(len(c) for c in classes)  # the y tick labels, at the figure's font size
     cell = max(14, min(70, (width - label_px - 120) // len(classes) if width else 560 // len(classes)))
     own_width = width or cell * len(classes) + label_px + 150  # square cells: never stretched to a wide page
     figure = go.Figure(go.Scatter(
         x=[classes[p] for p in predicted], y=[classes[t] for t in true], mode="markers+text", text=labels,
         hovertext=hover, hoverinfo="text",
-        textfont=dict(size=max(9, min(16, cell // 3)),
-                      color=["white" if v > 0.55 * top else "#0f172a" for v in values]),
-        marker=dict(symbol="square", size=cell, color=values, colorscale="Blues", showscale=True, cmin=0, cmax=top,
-                    colorbar=dict(title="% of row" if normalize else "images"), line=dict(width=1, color="#e2e8f0")),
-        selected=dict(marker=dict(color="#f59e0b", opacity=1)), unselected=dict(marker=dict(opacity=1))))
+        textfont=dict(size=max(9, min(16, cell // 3)), color=COUNT_TEXT),
+        marker=dict(symbol="square", size=cell, color=values, colorscale=CONFUSION_SCALE, showscale=True, cmin=0,
+                    cmax=top, colorbar=dict(title="% of row" if normalize else "images"),
+                    line=dict(width=1, color="#e2e8f0")),
+        selectedpoints=marked or None,
+        selected=dict(marker=dict(color="#f59e0b", opacity=1), textfont=dict(color=COUNT_TEXT)),
+        unselected=dict(marker=dict(opacity=1), textfont=dict(color=COUNT_TEXT))))
     # the points keep the data set's names (a click returns them); the axes say them in words
     ticks = dict(categoryorder="array", categoryarray=classes, tickmode="array", tickvals=classes, ticktext=words)
     figure.update_layout(title=title, xaxis_title="predicted", yaxis_title="true", font=FONT, plot_bgcolor="white",

@@ -541,7 +541,8 @@ def test_the_report_downloaded_from_the_overview_reads(server, browser, tiny_run
     report = tmp_path / "report.html"
     download.value.save_as(report)
     page.goto(report.as_uri())
-    page.wait_for_function("[...document.querySelectorAll('.plotly-graph-div')].every(d => d.querySelector('.main-svg'))")
+    page.wait_for_function("[...document.querySelectorAll('.plotly-graph-div')]"
+                           ".every(d => d.querySelector('.main-svg'))")
     drawn = {section: [page.locator(f"#{section} .plotly-graph-div").nth(i).evaluate(READS)
                        for i in range(page.locator(f"#{section} .plotly-graph-div").count())]
              for section in ("comparison", "f1-per-class", "confusion-matrices", "calibration", "training-curves",

@@ -73,6 +73,12 @@ def sidebar() -> Selection:
     runs_help = "A folder of run folders written by `python -m train.train` (or one run)."
     data_help = "The data set the runs were trained on; enables thumbnails and samples."
     with st.sidebar:
+        # first, under the pages: at 1280×720 the end of the sidebar is below its fold
+        was = presenting()
+        present = remembered(st.toggle, "Presentation mode", "present", False,
+                              help="Sidebar collapsed, larger type, the whole screen width. Link: add ?present=1.")
+        if present != was:
+            st.rerun()  # app.py sets the sidebar's state before the page runs
         data_sets = _data_choices(settings)
         if settings.free_paths:
             runs_dir = _free_folder("Runs folder", "runs_dir", str(settings.runs[0]) if settings.runs else "", runs_help)
@@ -127,11 +133,6 @@ def sidebar() -> Selection:
                                 format_func=LABELS.get, help="ONNX Runtime runs a run's checked export "
                                 "(python -m train.export RUN); runs without one, and Grad-CAM, use PyTorch.")
         st.session_state["keep_backend"] = kept
-        was = presenting()
-        present = remembered(st.toggle, "Presentation mode", "present", False,
-                              help="Sidebar collapsed, larger type, the whole screen width. Link: add ?present=1.")
-        if present != was:
-            st.rerun()  # app.py sets the sidebar's state before the page runs
         runs, left_out = one_class_list([run for run in found if run.name in chosen])
         if switched:  # each page's choices among the old folder's runs start from their defaults again
             st.session_state.update(run_choice_defaults(runs))
@@ -157,7 +158,7 @@ def run_choice_defaults(runs: list[Run]) -> dict[str, list[str] | str]:
     members, images = default_members(runs), [run.name for run in runs if not run.takes_clips]
     return {"predict_models": images, "cam_models": images, "video_models": members, "mistakes_models": members,
             "predict_ensemble": members, "overview_ensemble": members,
-            **dict.fromkeys(("map_run", "eval_model", "teach_base", "dataset_audit_run"), NO_RUN)}
+            **dict.fromkeys(("map_run", "eval_model", "teach_base", "dataset_audit_run", "inside_model"), NO_RUN)}
 
 
 

@@ -17,9 +17,10 @@ from har_core.analysis import dataset_summary, thumbnail
 from har_core.artifacts import Run, RunError
 from har_core.cam import Busy
 from har_core.inside import receptive_fields
+from har_core.plots import enlarged
 from har_core.robustness import ROBUSTNESS, ROBUSTNESS_INFO, RobustnessError, read_robustness
 from har_core.calibration import CalibrationError, calibrated_frame, run_temperature
-from har_core.data import DataError, listing_stamp
+from har_core.data import SPLITS, DataError, listing_stamp
 from har_core.embeddings import EmbeddingError
 from har_core.imaging import IMAGE_SUFFIXES, ImageError
 from har_core.backend import EXPORT_FILES, backend_from_env
@@ -190,6 +191,19 @@ def metrics(run: Run, split: str) -> dict | None:
     return _metrics(str(run.path), split, file_stamp(run, artifacts.metrics_file(split)))
 
 
+def best_run(runs: list[Run]) -> Run:
+    """The run a page's single-run choice opens on, the same on every page: the best val accuracy (the split runs
+    are chosen on; test only reports), a tie broken by val macro-F1; else the first."""
+    scores = {run.name: metrics(run, "val") or {} for run in runs}
+    return max(runs, key=lambda run: (scores[run.name].get("accuracy", -1.0), scores[run.name].get("macro_f1", -1.0)))
+
+
+def splits_with(runs: list[Run], file_of=artifacts.metrics_file) -> list[str]:
+    """The splits (train, val, test order) some run has a file of (`file_of(split)`: its metrics or predictions):
+    a page offers only these, never a split that leads to an empty section."""
+    return [split for split in SPLITS if any(run.has(file_of(split)) for run in runs)]
+
+
 def predictions(run: Run, split: str) -> pd.DataFrame | None:
     """The run's stored predictions on a split, with calibrated probabilities and confidence."""
     return _predictions(str(run.path), split, file_stamp(run, artifacts.predictions_file(split)),
@@ -202,12 +216,13 @@ def figure(build, *args, **kwargs):
     # Streamlit hashes a large array from a sample of its values: its full digest keeps two arrays apart
     digests = tuple(hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
                     for a in args if isinstance(a, np.ndarray))
-    return _figure(f"{build.__module__}.{build.__qualname__}", digests, build, *args, **kwargs)
+    return _figure(f"{build.__module__}.{build.__qualname__}", digests, presenting(), build, *args, **kwargs)
 
 
 @st.cache_resource(show_spinner=False, max_entries=128)
-def _figure(name: str, digests: tuple, _build, *args, **kwargs):  # the builder's name and the inputs' content
-    return _build(*args, **kwargs)
+def _figure(name: str, digests: tuple, large: bool, _build, *args, **kwargs):  # the builder, the inputs' content
+    built = _build(*args, **kwargs)
+    return enlarged(built, PRESENTATION_SCALE) if large else built  # presentation mode: type as large as the page's
 
 
 @st.cache_data(show_spinner=False, max_entries=2048)
@@ -267,6 +282,7 @@ def dataset(root: Path) -> dict:
     return _dataset(str(root), config().max_scan_images, folder_stamp(str(root)))
 
 
+PRESENTATION_SCALE = 21 / 16  # presentation mode's type over the page's (html's font size below)
 PRESENTATION_CSS = """<style>
 html { font-size: 21px; }
 [data-testid="stMainBlockContainer"] { max-width: 100%; padding: 4.5rem 2.5rem 0 2.5rem; }  /* below the header */
@@ -330,6 +346,8 @@ GLOSSARY = {
     "distilled": "Distilled: this network learned to copy the probabilities of other, stronger networks (its "
                  "teachers) on the same pictures, instead of only the labels.",
     "TTA": "TTA (test-time augmentation): each picture is also shown mirrored and the two answers are averaged.",
+    "groups": "The groups: the course's student groups, who trained these classifiers on the Kaggle HAR photos; "
+              "their recipes are the runs' defaults and their GPU figures the ones to compare with.",
     "linear head": "A taught run: the base network is kept whole; only a new last layer was learned from the "
                    "few pictures given on the Teach page.",
 }

@@ -15,7 +15,7 @@ from har_core.imaging import load_image
 from har_core.labels import spoken
 from har_core.teach import TaughtHead, TeachError, embed, save_head, teach
 from ui.answers import read_uploads
-from ui.common import IMAGE_TYPES, Selection, config, folder_stamp, friendly, metrics, model
+from ui.common import IMAGE_TYPES, Selection, best_run, config, folder_stamp, friendly, model
 
 
 @st.cache_resource(show_spinner="Scanning the image folder…", max_entries=8)
@@ -107,8 +107,7 @@ def taught_zip(head: TaughtHead, name: str) -> bytes:
 def teach_base(selection: Selection, where) -> Run:
     """The run whose embeddings a head learns on: preselected, the best val accuracy (the best features make
     the best head); `where` is the column the choice is drawn in."""
-    val_accuracy = [(metrics(run, "val") or {}).get("accuracy", 0.0) for run in selection.runs]
-    best = max(range(len(val_accuracy)), key=val_accuracy.__getitem__)
+    best = selection.names().index(best_run(selection.runs).name)
     name = where.selectbox("Learn on the embeddings of", selection.names(), index=best, key="teach_base",
                            help="Preselected: the run with the best val accuracy.")
     return selection.run(name)
