@@ -388,11 +388,12 @@ def print_visitors(figures: dict) -> None:
           + " → ".join(f"{mb:.0f}" for mb in figures["server_mb"]))
 
 
-# what the Predict page spends a warm upload on, by the call it makes (`ui.X` looked up at each run, so a timer
-# put around it is the one the page calls); a stage called inside another counts in the outer one
-STAGES = {"forwards (page's TTA mode)": ("ui", "predict"), "sets and sureness": ("ui", "sureness"),
+# what the Predict page spends a warm upload on, by the call it makes (the page imports each name again at every
+# run, so a timer put around it where it is defined is the one the page calls); a stage called inside another
+# counts in the outer one
+STAGES = {"forwards (page's TTA mode)": ("ui.answers", "predict"), "sets and sureness": ("ui.sureness", "sureness"),
           "card figures (probability bars)": ("har_core.plots", "probability_bars"),
-          "similar images": ("ui", "similar_images"), "What-if panel": ("ui", "what_if")}
+          "similar images": ("ui.similar", "similar_images"), "What-if panel": ("ui.what_if", "what_if")}
 
 
 def warm_split(runs_dir: Path, data: Path, repeats: int = 3) -> dict:
