@@ -4,10 +4,10 @@
 """
 import streamlit as st
 
-import ui
+from ui.common import presenting
 
 st.set_page_config(page_title="HAR Studio", page_icon="🏃", layout="wide",
-                   initial_sidebar_state="collapsed" if ui.presenting() else "auto")
+                   initial_sidebar_state="collapsed" if presenting() else "auto")
 # the pages live in views/, not pages/: a pages/ folder makes Streamlit serve a deep link's script on its own
 # (without this file's navigation and layout) when it is the first request a fresh server gets
 pages = [

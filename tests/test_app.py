@@ -817,7 +817,7 @@ def test_predict_widgets_that_change_no_input_never_run_the_models_again(app, mo
 def test_explain_opacity_and_class_blend_cached_maps_without_a_forward(app, monkeypatch):
     import streamlit as st
 
-    import ui
+    import ui.answers
     st.cache_resource.clear()
     computed = counting(monkeypatch, ui.answers, "class_maps")
     at = open_page(app, "explain")
@@ -841,11 +841,11 @@ def test_explain_opacity_and_class_blend_cached_maps_without_a_forward(app, monk
     class Halt(BaseException):
         """Ends the page's run inside the first map, as the server does when a click arrives meanwhile."""
 
-    computing = ui.explanation
-    monkeypatch.setattr(ui, "explanation", lambda *args, **kwargs: (_ for _ in ()).throw(Halt()))
+    computing = ui.answers.explanation
+    monkeypatch.setattr(ui.answers, "explanation", lambda *args, **kwargs: (_ for _ in ()).throw(Halt()))
     at.selectbox(key="cam_class").set_value("cycling").run()
     assert at.get("progress") and at.button(key="cam_stop")  # on screen while the maps are computed
-    monkeypatch.setattr(ui, "explanation", computing)
+    monkeypatch.setattr(ui.answers, "explanation", computing)
     at.button(key="cam_stop").click().run()
     assert any("ScoreCAM stopped" in i.value for i in at.info) and not [m for m in at.markdown if "explains" in m.value]
     assert len(computed) == 6
@@ -974,7 +974,7 @@ def test_data_changed_shows_while_the_server_runs(tiny_runs, kaggle_data, monkey
 def test_the_video_timeline_is_computed_again_for_another_backend_or_other_weights(tiny_runs, monkeypatch):
     """Finding 4: the timeline cache was keyed by clip, rate and model names only."""
     import dataclasses
-    import ui
+    import ui.clips
     from har_core.inference import load_run
     calls = []
     monkeypatch.setattr(ui.clips, "timeline",
@@ -983,14 +983,14 @@ def test_the_video_timeline_is_computed_again_for_another_backend_or_other_weigh
     monkeypatch.setattr(ui.clips, "clip_of", lambda digest, data, fps: None)
     ui.clips._timelines().clear()
     loaded = load_run(tiny_runs / "custom_cnn")
-    ui.timeline_of("clip", b"", 2.0, [loaded])
-    ui.timeline_of("clip", b"", 2.0, [loaded])
+    ui.clips.timeline_of("clip", b"", 2.0, [loaded])
+    ui.clips.timeline_of("clip", b"", 2.0, [loaded])
     assert len(calls) == 1  # same clip, rate, weights and engine: computed once
-    ui.timeline_of("clip", b"", 2.0, [dataclasses.replace(loaded, weights="retrained")])
+    ui.clips.timeline_of("clip", b"", 2.0, [dataclasses.replace(loaded, weights="retrained")])
     onnx = dataclasses.replace(loaded, onnx=type("Engine", (), {"backend": "onnxruntime-int8"})())
-    ui.timeline_of("clip", b"", 2.0, [onnx])
+    ui.clips.timeline_of("clip", b"", 2.0, [onnx])
     assert calls[1:] == [["pytorch"], ["onnxruntime-int8"]]
-    ui.timeline_of("clip", b"", 2.0, [dataclasses.replace(loaded, temperature=0.5)])  # recalibrated: anew
+    ui.clips.timeline_of("clip", b"", 2.0, [dataclasses.replace(loaded, temperature=0.5)])  # recalibrated: anew
     assert len(calls) == 4
 
 

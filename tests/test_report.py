@@ -66,14 +66,16 @@ def test_the_in_app_report_uses_the_servers_models_and_scan_limit_one_at_a_time(
     """Finding 9: the app's report scanned without max_scan_images and loaded a second copy of every model."""
     import threading
     import time
-    import ui
+    import ui.sharing
     from har_core import report as report_module
+    from har_core.server import ServerConfig
+    from ui.common import Selection
     from har_core.inference import load_run
     monkeypatch.setattr(report_module, "load_run", lambda run: pytest.fail("a second copy of a model was loaded"))
     shared = {}
     monkeypatch.setattr(ui.sharing, "model", lambda run: shared.setdefault(run.name, load_run(run)))
     monkeypatch.setenv("HAR_DATA", str(kaggle_data))
-    monkeypatch.setattr(ui.sharing, "config", lambda: ui.server.ServerConfig(runs=(tiny_runs,), data=(kaggle_data,), max_scan_images=5))
+    monkeypatch.setattr(ui.sharing, "config", lambda: ServerConfig(runs=(tiny_runs,), data=(kaggle_data,), max_scan_images=5))
     building, overlaps = [], []
     real_build = report_module.build_report
 
@@ -88,8 +90,8 @@ def test_the_in_app_report_uses_the_servers_models_and_scan_limit_one_at_a_time(
     monkeypatch.setattr(ui.sharing, "build_report", build)
     runs = find_runs(tiny_runs)[0]
     pages = []
-    selections = [ui.Selection(runs=runs, data_root=kaggle_data), ui.Selection(runs=runs[:1], data_root=kaggle_data)]
-    threads = [threading.Thread(target=lambda s=s: pages.append(ui.report(s))) for s in selections]
+    selections = [Selection(runs=runs, data_root=kaggle_data), Selection(runs=runs[:1], data_root=kaggle_data)]
+    threads = [threading.Thread(target=lambda s=s: pages.append(ui.sharing.report(s))) for s in selections]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -1,12 +1,14 @@
 import streamlit as st
 
-import ui
 from har_core.audit import DUPLICATE_THRESHOLD, PIXEL_MATCH
 from har_core.data import DataError
 from har_core.labels import spoken
 from har_core.plots import class_distribution, size_scatter
+from ui.choices import sidebar
+from ui.common import dataset, figure, friendly, thumb, thumbnail_grid
+from ui.similar import data_audit, embeddings_or_offer, has_embeddings
 
-selection = ui.sidebar()
+selection = sidebar()
 st.title("🗂️ Dataset")
 if selection.data_root is None:
     st.info("Set the image folder in the sidebar (Kaggle layout or one folder per class).")
@@ -14,7 +16,7 @@ if selection.data_root is None:
 
 
 try:
-    summary = ui.dataset(selection.data_root)
+    summary = dataset(selection.data_root)
 except DataError as error:
     st.error(str(error))
     st.stop()
@@ -25,9 +27,9 @@ b.metric("Classes", len(summary["classes"]))
 c.metric("Unreadable or skipped", f"{len(summary['problems']):,}")
 a.caption(f"{summary['copies']['picture'].nunique() if len(summary['copies']) else 0:,} picture(s) stored twice or more")
 st.subheader("Class distribution")
-st.plotly_chart(ui.figure(class_distribution, counts), width="stretch")
+st.plotly_chart(figure(class_distribution, counts), width="stretch")
 st.subheader("Image sizes")
-st.plotly_chart(ui.figure(size_scatter, summary["sizes"], summary["classes"]), width="stretch")
+st.plotly_chart(figure(size_scatter, summary["sizes"], summary["classes"]), width="stretch")
 st.subheader("Samples per class")
 per_class = st.slider("Images per class", 2, 10, 6, key="dataset_per_class")
 sizes = summary["sizes"]
@@ -36,7 +38,7 @@ for label in summary["classes"]:
     st.markdown(f"**{spoken(label)}** · {int(counts[label])} images")
     row = st.columns(per_class)
     for column, name in zip(row, files):
-        image = ui.thumb(selection, name, 140)
+        image = thumb(selection, name, 140)
         if image is not None:
             column.image(image)
 if len(summary["copies"]):
@@ -52,16 +54,16 @@ if not with_classes:
                "label errors and outliers.")
 else:
     left, right = st.columns([2, 1])
-    ready = [i for i, r in enumerate(with_classes) if ui.has_embeddings(r)]
+    ready = [i for i, r in enumerate(with_classes) if has_embeddings(r)]
     run = selection.run(left.selectbox("Embeddings of", [r.name for r in with_classes], key="dataset_audit_run",
                                        index=ready[0] if ready else 0))
     threshold = right.slider("Near-duplicate from similarity", 0.80, 1.0, DUPLICATE_THRESHOLD, 0.01,
                              key="dataset_threshold")
-    found = ui.embeddings_or_offer(selection, run, key="dataset")
+    found = embeddings_or_offer(selection, run, key="dataset")
     if found is not None:
-        with ui.friendly("The data audit"):
+        with friendly("The data audit"):
             described = found.fingerprint == summary["fingerprint"]  # these very pictures: compare their pixels
-            report = ui.data_audit(found, threshold, selection.data_root if described else None)
+            report = data_audit(found, threshold, selection.data_root if described else None)
             st.caption(f"{report.summary()} — with {run.name}'s embeddings of {len(found)} images.")
             if found.reduction is not None:
                 st.caption(f"ℹ️ {run.name} ships its embeddings reduced ({found.dimensions}): all three lists come "
@@ -77,7 +79,7 @@ else:
                            + "; pairs split across train and test first: a test image whose twin was trained on "
                            "inflates test accuracy.")
                 for pair in report.duplicates.head(8).itertuples():
-                    ui.thumbnail_grid(selection, [(pair.file_a, f"{pair.split_a} · {spoken(pair.label_a)}"),
+                    thumbnail_grid(selection, [(pair.file_a, f"{pair.split_a} · {spoken(pair.label_a)}"),
                                                   (pair.file_b, f"{pair.split_b} · {spoken(pair.label_b)} · {pair.similarity:.3f}")],
                                       columns=6, size=140)
                 st.dataframe(report.duplicates, hide_index=True, width="stretch")
@@ -87,14 +89,14 @@ else:
                 st.caption("Ranked by cleanlab. Val and test pictures: the model's own probabilities, out-of-sample. "
                            "Training pictures: a cross-validated linear probe on embeddings of a network trained on "
                            "these same labels — a weaker signal, since a wrong label it memorised can hide.")
-                ui.thumbnail_grid(selection, [(row.filename, f"{spoken(row.given)} → {spoken(row.suggested)}?")
+                thumbnail_grid(selection, [(row.filename, f"{spoken(row.given)} → {spoken(row.suggested)}?")
                                               for row in report.label_issues.head(12).itertuples()], columns=6, size=140)
                 st.dataframe(report.label_issues, hide_index=True, width="stretch")
                 st.download_button("⬇️ label_issues.csv", report.label_issues.to_csv(index=False),
                                    "label_issues.csv", "text/csv", key="dl_label_issues")
             with tabs[2]:
                 st.caption("Images far from every other image in the embedding (cleanlab's typicality; low = atypical).")
-                ui.thumbnail_grid(selection, [(row.filename, f"{spoken(row.label)} · {row.typicality:.3f}")
+                thumbnail_grid(selection, [(row.filename, f"{spoken(row.label)} · {row.typicality:.3f}")
                                               for row in report.outliers.head(12).itertuples()], columns=6, size=140)
                 st.dataframe(report.outliers, hide_index=True, width="stretch")
                 st.download_button("⬇️ outliers.csv", report.outliers.to_csv(index=False), "outliers.csv",

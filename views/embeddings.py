@@ -1,30 +1,32 @@
 import streamlit as st
 
-import ui
 from har_core.calibration import evaluated_with_tta, tta_words
 from har_core.labels import spoken
 from har_core.plots import MAP_COLOURS, embedding_scatter
+from ui.choices import sidebar
+from ui.common import figure, friendly, need_runs, thumbnail_grid
+from ui.similar import embedding_map_of, embeddings_or_offer, has_embeddings, nearest_training_images
 
-selection = ui.sidebar()
+selection = sidebar()
 st.title("🗺️ Embeddings")
 st.caption("Every image of a run's data set placed by what the model sees in it (its classifier head's input, "
            "laid out in 2-D by UMAP). Pictures the model finds alike sit together. Draw a box or lasso around "
            "points to see those images.")
-ui.need_runs(selection)
+need_runs(selection)
 
-ready = [i for i, run in enumerate(selection.runs) if ui.has_embeddings(run)]  # open on one that has them
+ready = [i for i, run in enumerate(selection.runs) if has_embeddings(run)]  # open on one that has them
 run = selection.run(st.selectbox("Run", selection.names(), index=ready[0] if ready else 0, key="map_run",
                                  format_func=lambda name: name if name in selection.names() and
-                                 ui.has_embeddings(selection.run(name))
+                                 has_embeddings(selection.run(name))
                                  else f"{name} (no embeddings yet)"))
-found = ui.embeddings_or_offer(selection, run, key="map")
+found = embeddings_or_offer(selection, run, key="map")
 if found is None:
     st.stop()
 if found.collapsed:
     st.warning(f"{run.name} gives every image the same embedding (an untrained or collapsed model): the map and "
                "similar images cannot tell its images apart.")
-with ui.friendly("The embedding map"):
-    table = ui.embedding_map_of(run, found)
+with friendly("The embedding map"):
+    table = embedding_map_of(run, found)
 controls = st.columns([2, 2, 1])
 colour = controls[0].selectbox("Colour by", list(MAP_COLOURS), key="map_colour")
 available = sorted(table["split"].unique())
@@ -44,7 +46,7 @@ st.caption(f"Answers on val and test pictures are the ones Predict, Mistakes and
 if shown.empty:
     st.info("No images match these filters.")
     st.stop()
-event = st.plotly_chart(ui.figure(embedding_scatter, shown, colour, classes=run.classes), width="stretch", key="map_chart",
+event = st.plotly_chart(figure(embedding_scatter, shown, colour, classes=run.classes), width="stretch", key="map_chart",
                         on_select="rerun",
                         selection_mode=("points", "box", "lasso"), config={"displaylogo": False})
 points = ((event or {}).get("selection") or {}).get("points") or []  # the chart's state: a dict, read as one
@@ -55,11 +57,11 @@ if not picked:
     st.stop()
 chosen = table.loc[picked]
 st.subheader(f"{len(chosen)} selected image(s)")
-ui.thumbnail_grid(selection, [(row.filename, f"{spoken(row.label)} → {spoken(row.predicted)} ({row.confidence:.0%}) · {row.split}")
+thumbnail_grid(selection, [(row.filename, f"{spoken(row.label)} → {spoken(row.predicted)} ({row.confidence:.0%}) · {row.split}")
                               for row in chosen.head(48).itertuples()], columns=8, size=120)
 if len(chosen) > 48:
     st.caption(f"The first 48 of {len(chosen)} are shown; the table lists them all.")
 if len(chosen) == 1:  # one selected point: the training images the model finds most like it
-    ui.nearest_training_images(selection, run, chosen.iloc[0]["filename"])
+    nearest_training_images(selection, run, chosen.iloc[0]["filename"])
 st.dataframe(chosen.drop(columns=["x", "y"]), hide_index=True, width="stretch")
 st.download_button("⬇️ Selection as CSV", chosen.to_csv(index=False), "selection.csv", "text/csv")

@@ -1,20 +1,23 @@
 import streamlit as st
 
-import ui
 from har_core.analysis import HEADLINE, cell_samples, metrics_table, per_class_f1_table
 from har_core.data import SPLITS
 from har_core.labels import spoken
 from har_core.plots import confusion_figure, disagreement_heatmap, f1_heatmap, robustness_heatmap
 from har_core.robustness import heatmap_table
+from ui.choices import follow_link, share_view, sidebar
+from ui.common import (figure, friendly, metrics as run_metrics, need_runs, predictions as run_predictions, robustness,
+                       thumbnail_grid)
+from ui.how_sure import how_sure
 
-selection = ui.sidebar()
+selection = sidebar()
 st.title("📊 Evaluate")
-ui.need_runs(selection)
+need_runs(selection)
 
-ui.follow_link("split", "eval_split", SPLITS)
+follow_link("split", "eval_split", SPLITS)
 split = st.radio("Split", SPLITS, index=2, horizontal=True, key="eval_split")
-ui.share_view(split=split)
-with ui.friendly("Reading metrics"):
+share_view(split=split)
+with friendly("Reading metrics"):
     table = metrics_table(selection.runs, split)
 if table.empty:
     st.info(f"No run has metrics for the {split} split yet: `python -m train.evaluate RUN --split {split}`.")
@@ -27,19 +30,19 @@ if len(headline) < len(table.columns):
         st.dataframe(table.style.format("{:.3f}").highlight_max(axis=0, color="#bbf7d0"), width="stretch")
 
 st.subheader("F1 per class")
-st.plotly_chart(ui.figure(f1_heatmap, per_class_f1_table(selection.runs, split).loc[list(table.index)]),
+st.plotly_chart(figure(f1_heatmap, per_class_f1_table(selection.runs, split).loc[list(table.index)]),
                 width="stretch")
 
 st.subheader("Confusion matrix")
 left, right = st.columns([2, 1])
-ui.follow_link("model", "eval_model", list(table.index))
+follow_link("model", "eval_model", list(table.index))
 best = int(table["accuracy"].to_numpy().argmax()) if "accuracy" in table else 0  # open on the best run
 run_name = left.selectbox("Model", list(table.index), index=best, key="eval_model")
-ui.share_view(model=run_name)
+share_view(model=run_name)
 normalized = right.toggle("Row-normalised", key="eval_normalized")
 run = selection.run(run_name)
-metrics = ui.metrics(run, split)
-event = st.plotly_chart(ui.figure(confusion_figure, metrics, normalized), width="content", on_select="rerun",
+metrics = run_metrics(run, split)
+event = st.plotly_chart(figure(confusion_figure, metrics, normalized), width="content", on_select="rerun",
                         selection_mode="points", key=f"confusion_{run_name}_{split}")
 points = (event or {}).get("selection", {}).get("points", []) if event else []
 classes = metrics["classes"]
@@ -51,24 +54,24 @@ true = cell_left.selectbox("True class", classes, index=classes.index(default_tr
                            key=f"cell_true_{bool(points) and default_true}")
 predicted = cell_right.selectbox("Predicted class", classes, index=classes.index(default_pred), format_func=spoken,
                                  key=f"cell_pred_{bool(points) and default_pred}")
-predictions = ui.predictions(run, split)
+predictions = run_predictions(run, split)
 if predictions is not None:
     samples = cell_samples(predictions, true, predicted)
     st.markdown(f"**{len(samples)} image(s)** with true **{spoken(true)}** predicted as **{spoken(predicted)}** by {run_name}")
-    ui.thumbnail_grid(selection, [(row.filename, f"{row.filename.split('/')[-1]} · {row.confidence:.0%}")
+    thumbnail_grid(selection, [(row.filename, f"{row.filename.split('/')[-1]} · {row.confidence:.0%}")
                                   for row in samples.head(24).itertuples()])
     st.dataframe(samples, hide_index=True, width="stretch")
 
 if len(selection.runs) > 1:
     st.subheader("Model vs model disagreement")
-    frames = {r.name: p for r in selection.runs if (p := ui.predictions(r, split)) is not None}
+    frames = {r.name: p for r in selection.runs if (p := run_predictions(r, split)) is not None}
     if len(frames) > 1:
-        st.plotly_chart(ui.figure(disagreement_heatmap, frames), width="content")
+        st.plotly_chart(figure(disagreement_heatmap, frames), width="content")
 
-ui.how_sure(selection.runs, split)
+how_sure(selection.runs, split)
 
 st.subheader("Robustness")
-stored = {run.name: ui.robustness(run) for run in selection.runs}
+stored = {run.name: robustness(run) for run in selection.runs}
 for problem in [found for found in stored.values() if isinstance(found, str)]:
     st.caption(f"⚠️ {problem}")
 measured = {name: found for name, found in stored.items() if isinstance(found, tuple)}
@@ -81,8 +84,8 @@ if measured:
                "train.robustness; every row without flip TTA, so a TTA run's clean figure can differ from its "
                "accuracy above). Try any of these on one picture with Predict's What-if panel.")
     tables = [table for table, _ in measured.values()]
-    with ui.friendly("Drawing the robustness heatmap"):
-        st.plotly_chart(ui.figure(robustness_heatmap, heatmap_table(tables, strength), strength), width="stretch",
+    with friendly("Drawing the robustness heatmap"):
+        st.plotly_chart(figure(robustness_heatmap, heatmap_table(tables, strength), strength), width="stretch",
                         key="robust_chart")
     missing = [name for name, found in stored.items() if found is None]
     if missing:

@@ -3,23 +3,25 @@ import time
 
 import streamlit as st
 
-import ui
 from har_core.cam import CLASS_AGNOSTIC, EXPLANATIONS, OCCLUSION, SLOW_METHODS, occlusion_window, overlay_on_picture
 from har_core.labels import spoken
 from har_core.plots import heat_scale_html
 from har_core.imaging import image_digest
+from ui.answers import explanation, image_source
+from ui.choices import follow_link, share_view, sidebar
+from ui.common import friendly, image_models, model_columns, models, need_runs
 
-selection = ui.sidebar()
+selection = sidebar()
 st.title("🔥 Explain (Grad-CAM)")
 st.caption("Where does each model look? Warm colours mark the parts of the picture that count most for the chosen "
            "class.")
-ui.need_runs(selection)
-selection = ui.image_models(selection)
+need_runs(selection)
+selection = image_models(selection)
 classes = selection.runs[0].classes
 
-ui.follow_link("models", "cam_models", selection.names(), many=True)
-ui.follow_link("method", "cam_method", list(EXPLANATIONS))
-ui.follow_link("cls", "cam_class", classes)
+follow_link("models", "cam_models", selection.names(), many=True)
+follow_link("method", "cam_method", list(EXPLANATIONS))
+follow_link("cls", "cam_class", classes)
 controls = st.columns([2, 1])
 chosen = controls[0].multiselect("Models", selection.names(), default=selection.names(), key="cam_models")
 method = controls[1].selectbox("Method", list(EXPLANATIONS), key="cam_method")
@@ -33,12 +35,12 @@ elif method in SLOW_METHODS:
 if method in CLASS_AGNOSTIC:
     st.info(f"{method} does not depend on the class: it shows the main component of the target layer's "
             "activations, the same map whichever class is chosen.")
-images, names = ui.image_source(selection, key="cam", multiple=False)
-ui.share_view(models=chosen, method=method)
+images, names = image_source(selection, key="cam", multiple=False)
+share_view(models=chosen, method=method)
 if not images:
     st.info("Upload a photo, take one with the camera, or pick a sample.")
     st.stop()
-loaded = ui.models([selection.run(n) for n in chosen])
+loaded = models([selection.run(n) for n in chosen])
 digest = image_digest(images[0])
 
 UNLIKELY = 0.05  # a class given less than this: its map answers "what would raise it", say so
@@ -58,7 +60,7 @@ def maps():
     target = left.selectbox("Class", ["predicted class"] + classes, key="cam_class")
     opacity = right.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="cam_opacity")
     if target != "predicted class":
-        ui.share_view(cls=target)
+        share_view(cls=target)
     elif "cls" in st.query_params:
         del st.query_params["cls"]
     with controls:
@@ -79,9 +81,9 @@ def maps():
         stop_slot.button("⏹ Stop", key="cam_stop", on_click=stop_slow_method,
                          help="Stops after the model being computed (the server finishes its forward passes).")
     started, drawn = time.perf_counter(), 0
-    columns = ui.model_columns(len(loaded))
+    columns = model_columns(len(loaded))
     for i, model in enumerate(loaded):
-        with columns[i % len(columns)].container(border=True), ui.friendly(f"{method} for {model.name}"):
+        with columns[i % len(columns)].container(border=True), friendly(f"{method} for {model.name}"):
             if target != "predicted class" and target not in model.classes:
                 st.caption(f"**{model.name}** has no class '{target}': it was trained on other classes.")
                 continue
@@ -91,7 +93,7 @@ def maps():
                                                         f"{time.perf_counter() - started:.0f} s so far")
             with st.spinner(f"{method} for {model.name}…"):
                 began = time.perf_counter()
-                result = ui.explanation(model, images[0], digest, method, index)
+                result = explanation(model, images[0], digest, method, index)
                 took = time.perf_counter() - began
             if result.empty:  # a blank map would read as an answer: say there is none
                 st.caption(f"⚠️ {method} marks no part of this picture for {spoken(model.classes[result.target])}: "

@@ -2,31 +2,35 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-import ui
 from har_core.imaging import image_digest
 from har_core.inside import tile_mosaic
 from har_core.plots import feature_map_grid
+from ui.answers import image_source
+from ui.choices import follow_link, share_view, sidebar
+from ui.common import figure, friendly, image_models, model, need_runs
+from ui.inside import (channel_regions_of, channel_tops_or_offer, imagenet_filters, stages as picture_stages,
+                       trained_filters)
 
-selection = ui.sidebar()
+selection = sidebar()
 st.title("🔬 Inside the network")
 st.caption("What each stage of a model makes of one picture: the size of its output, how much of the picture one "
            "of its units sees, and the channels this picture lights up most.")
-ui.need_runs(selection)
-selection = ui.image_models(selection)
+need_runs(selection)
+selection = image_models(selection)
 
-ui.follow_link("model", "inside_model", selection.names())
+follow_link("model", "inside_model", selection.names())
 left, right = st.columns([2, 1])
 run_name = left.selectbox("Model", selection.names(), key="inside_model")
 count = right.slider("Channels shown", 4, 32, 16, 4, key="inside_channels")
-ui.share_view(model=run_name)
+share_view(model=run_name)
 run = selection.run(run_name)
-with ui.friendly(f"Loading {run_name}"):
-    loaded = ui.model(run)
-images, names = ui.image_source(selection, key="inside", multiple=False)
+with friendly(f"Loading {run_name}"):
+    loaded = model(run)
+images, names = image_source(selection, key="inside", multiple=False)
 
 if images:
-    with ui.friendly(f"Running {run_name} on {names[0]}"):
-        stages = ui.stages(loaded, images[0], image_digest(images[0]))
+    with friendly(f"Running {run_name} on {names[0]}"):
+        stages = picture_stages(loaded, images[0], image_digest(images[0]))
     size = run.card["input_size"]
     st.subheader(f"{len(stages)} stages, from the picture to what the head pools")
     st.dataframe(pd.DataFrame({
@@ -37,16 +41,16 @@ if images:
                                             for s in stages],
         "most active channel": [f"#{s.top_channels(1)[0]}" for s in stages]}),
         hide_index=True, width="stretch")
-    ui.follow_link("stage", "inside_stage", [s.label for s in stages])
+    follow_link("stage", "inside_stage", [s.label for s in stages])
     label = st.radio("Stage", [s.label for s in stages], horizontal=True, key="inside_stage")
-    ui.share_view(stage=label)
+    share_view(stage=label)
     stage = next(s for s in stages if s.label == label)
     top = [int(c) for c in stage.top_channels(count)]
     picture, maps = st.columns([1, 4])
     picture.image(images[0], caption=f"{names[0]} (as given)", width="stretch")
     picture.caption(f"{run_name} sees it at {size} × {size} px. Each map is one channel of **{label}**, scaled "
                     "to its own range (bright: strong); hover for the channel and its value.")
-    event = maps.plotly_chart(ui.figure(feature_map_grid, stage.activations[top], top,
+    event = maps.plotly_chart(figure(feature_map_grid, stage.activations[top], top,
                                         title=f"{label}: the {len(top)} channels most active on this picture"),
                               width="stretch", key=f"inside_maps_{label}_{count}", on_select="rerun",
                               selection_mode="points")
@@ -60,11 +64,11 @@ if images:
     channel = st.selectbox(f"Channel of {label}", channels, index=clicked if clicked is not None else top[0],
                            key=f"inside_channel_{label}_{clicked}",
                            format_func=lambda c: f"#{c}" + (" (most active on this picture)" if c == top[0] else ""))
-    tops = ui.channel_tops_or_offer(selection, run)
+    tops = channel_tops_or_offer(selection, run)
     if tops is not None:
         shown = []
-        with ui.friendly(f"Showing channel {channel}'s top pictures"):
-            shown = ui.channel_regions_of(selection, loaded, tops, stage.module, channel)
+        with friendly(f"Showing channel {channel}'s top pictures"):
+            shown = channel_regions_of(selection, loaded, tops, stage.module, channel)
         if shown:
             st.markdown(f"**Channel #{channel} of {label}** fires most on these {len(shown)} training pictures "
                         "(the number: its strongest response; red: where, on one scale for all of them):")
@@ -78,8 +82,8 @@ else:
     st.info("Upload a photo, take one with the camera, or pick a sample to see what each stage makes of it.")
 
 st.subheader("What the first layer looks for")
-trained = ui.trained_filters(loaded)
-start = ui.imagenet_filters(run.card["model"]) if str(run.card.get("pretrained", "")).startswith("offline") else None
+trained = trained_filters(loaded)
+start = imagenet_filters(run.card["model"]) if str(run.card.get("pretrained", "")).startswith("offline") else None
 columns = st.columns(2 if start is not None else 1)
 columns[0].image(tile_mosaic(trained), caption=f"{run_name}'s {len(trained)} first-layer filters, as trained "
                  "(grey: 0, colour: the colour a filter responds to; each filter scaled to its own strongest weight)")

@@ -1,6 +1,5 @@
 import streamlit as st
 
-import ui
 from har_core.analysis import mistakes, picture_cards
 from har_core.cam import overlay_on_picture
 from har_core.ensemble import default_members
@@ -8,21 +7,27 @@ from har_core.data import SPLITS
 from har_core.imaging import image_digest, load_image
 from har_core.labels import spoken
 from har_core.video import VIDEO_SUFFIXES
+from ui.answers import explanation
+from ui.choices import follow_link, share_view, sidebar
+from ui.clips import folder_clip
+from ui.common import (calibration_note, data_file, friendly, model_columns, models as loaded_models, need_runs,
+                       predictions, thumb)
+from ui.similar import nearest_training_images
 
-selection = ui.sidebar()
+selection = sidebar()
 st.title("🧐 Mistakes")
 st.caption("Misclassified images, the most confident mistakes first (calibrated confidence: each run's "
            "temperature, fitted on val).")
-ui.need_runs(selection)
+need_runs(selection)
 
-ui.follow_link("split", "mistakes_split", SPLITS)
+follow_link("split", "mistakes_split", SPLITS)
 split = st.radio("Split", SPLITS, index=2, horizontal=True, key="mistakes_split")
-ui.share_view(split=split)
-frames = {r.name: p for r in selection.runs if (p := ui.predictions(r, split)) is not None}
+share_view(split=split)
+frames = {r.name: p for r in selection.runs if (p := predictions(r, split)) is not None}
 if not frames:
     st.info(f"No predictions for the {split} split.")
     st.stop()
-for note in [note for r in selection.runs if r.name in frames and (note := ui.calibration_note(r))]:
+for note in [note for r in selection.runs if r.name in frames and (note := calibration_note(r))]:
     st.caption(f"⚠️ {note}")
 classes = selection.runs[0].classes
 filters = st.columns([2, 1, 1, 1, 1])
@@ -58,9 +63,9 @@ def detail(chosen: str) -> None:
     rows = [{"run": name, "predicted": spoken(row["predicted"]), "confidence": f"{row['confidence']:.0%}"}
             for name, row in answers.items()]
     left, right = st.columns([1, 2])
-    path = ui.data_file(selection, chosen)
+    path = data_file(selection, chosen)
     if path is not None and path.suffix.lower() not in VIDEO_SUFFIXES:
-        with ui.friendly(f"Reading {chosen}"):
+        with friendly(f"Reading {chosen}"):
             left.image(load_image(path), caption=chosen, width="stretch")  # the picture, always
     right.markdown(f"True class: **{spoken(table.loc[table['filename'] == chosen, 'true'].iloc[0])}**")
     right.dataframe(rows, hide_index=True, width="stretch")
@@ -68,19 +73,19 @@ def detail(chosen: str) -> None:
                  help="The training pictures each model finds most like this one: often the ones that pulled "
                  "it to the wrong class."):
         for name in shown_frames:
-            with ui.friendly(f"Nearest training images for {name}"):
-                ui.nearest_training_images(selection, selection.run(name), chosen)
+            with friendly(f"Nearest training images for {name}"):
+                nearest_training_images(selection, selection.run(name), chosen)
     if path is not None and path.suffix.lower() in VIDEO_SUFFIXES:  # a clip model's mistake: play the clip
-        with ui.friendly(f"Reading {chosen}"):
-            st.video(ui.folder_clip(selection, chosen))
+        with friendly(f"Reading {chosen}"):
+            st.video(folder_clip(selection, chosen))
     elif path is not None and st.toggle("Show Grad-CAM for every model", key="mistakes_cam"):
-        loaded = ui.models([selection.run(n) for n in shown_frames])
-        with ui.friendly(f"Reading {chosen}"):
+        loaded = loaded_models([selection.run(n) for n in shown_frames])
+        with friendly(f"Reading {chosen}"):
             image = load_image(path)
-            columns = ui.model_columns(len(loaded))
+            columns = model_columns(len(loaded))
             for i, model in enumerate(loaded):
-                with ui.friendly(f"Grad-CAM for {model.name}"), st.spinner(f"Grad-CAM for {model.name}…"):
-                    result = ui.explanation(model, image, image_digest(image), "Grad-CAM", None)
+                with friendly(f"Grad-CAM for {model.name}"), st.spinner(f"Grad-CAM for {model.name}…"):
+                    result = explanation(model, image, image_digest(image), "Grad-CAM", None)
                     if result.empty:  # a blank map would read as an answer
                         columns[i % len(columns)].caption(f"⚠️ {model.name}: Grad-CAM marks no part of this "
                                                           f"picture for {spoken(model.classes[result.target])}: its "
@@ -94,7 +99,7 @@ def detail(chosen: str) -> None:
 grid = st.columns(4)
 for i, card in enumerate(picture_cards(shown_frames, table)):  # one card per picture, every model's answer
     with grid[i % 4].container(border=True, key=f"mistake_card_{i}"):
-        picture = ui.thumb(selection, card["filename"], 240)
+        picture = thumb(selection, card["filename"], 240)
         if picture is not None:
             st.image(picture, width="stretch")
         st.markdown(f"**{spoken(card['true'])}** · {card['wrong']}/{len(card['answers'])} wrong")

@@ -1,14 +1,16 @@
 import streamlit as st
 
-import ui
 from har_core.analysis import overview_table, starts_from
 from har_core.ensemble import stored_metrics
 from har_core.plots import accuracy_bars
+from ui.choices import ensemble_members, sidebar
+from ui.common import figure, glossary, model_columns, need_runs
+from ui.sharing import report
 
-selection = ui.sidebar()
+selection = sidebar()
 st.title("📋 Overview")
 st.caption("The trained models side by side. Metrics are on each run's held-out test split.")
-ui.need_runs(selection)
+need_runs(selection)
 
 table = overview_table(selection.runs)
 score = {"format": "%.3f", "min_value": 0, "max_value": 1, "width": "small"}
@@ -21,8 +23,8 @@ st.dataframe(table, hide_index=True, width="stretch",
                             "epochs": st.column_config.NumberColumn(**narrow),
                             "data": st.column_config.TextColumn(**narrow)})
 if table["test accuracy"].notna().any():
-    st.plotly_chart(ui.figure(accuracy_bars, table.dropna(subset=["test accuracy"])), width="stretch")
-members = ui.ensemble_members(selection.runs, key="overview_ensemble")
+    st.plotly_chart(figure(accuracy_bars, table.dropna(subset=["test accuracy"])), width="stretch")
+members = ensemble_members(selection.runs, key="overview_ensemble")
 ensemble = stored_metrics([run for run in selection.runs if run.name in members])
 if ensemble:
     st.success(f"**Ensemble** of {', '.join(ensemble['runs'])} (mean calibrated probability): "
@@ -32,13 +34,13 @@ elif len(members) < 2:
 else:
     st.caption("No ensemble of these members: they need the same classes and the same test images (one split).")
 
-st.download_button("⬇️ Download report (HTML, opens offline)", lambda: ui.report(selection), "har_studio_report.html",
+st.download_button("⬇️ Download report (HTML, opens offline)", lambda: report(selection), "har_studio_report.html",
                    "text/html", key="overview_report",
                    help="Comparison, F1 per class, confusion matrices, training curves, the most confident mistakes "
                    "with Grad-CAMs and the data set, in one file. Also: python -m train.report RUNS --out report.html")
 
 st.subheader("Model cards")
-columns = ui.model_columns(len(selection.runs))
+columns = model_columns(len(selection.runs))
 order = list(table["run"])  # the cards in the table's order, the best first
 for i, run in enumerate(sorted(selection.runs, key=lambda run: order.index(run.name))):
     card = run.card
@@ -49,7 +51,7 @@ for i, run in enumerate(sorted(selection.runs, key=lambda run: order.index(run.n
                     + (f"  \n**trained on:** {card['device'].upper()}" if card.get("device") else "")
                     + (f"  \n**distilled from:** {', '.join(card['distillation']['teachers'])}"
                        if card.get("distillation") else ""),
-                    help=f"Weights: {card['pretrained']}" + (f"\n\n{meaning}" if (meaning := ui.glossary(
+                    help=f"Weights: {card['pretrained']}" + (f"\n\n{meaning}" if (meaning := glossary(
                         "distilled " * bool(card.get("distillation")) + "linear head " * ("taught" in card))) else ""))
         test = card.get("metrics", {}).get("test")
         if test:
@@ -58,6 +60,6 @@ for i, run in enumerate(sorted(selection.runs, key=lambda run: order.index(run.n
             right.metric("macro-F1", f"{test['macro_f1']:.3f}")
         if card.get("notes"):  # a long recipe folds away: the card's answer is its numbers
             with st.expander("How it was trained") if len(card["notes"]) > 160 else st.container():
-                st.caption(card["notes"], help=ui.glossary(card["notes"]))
+                st.caption(card["notes"], help=glossary(card["notes"]))
         with st.expander("card.json"):
             st.json(card, expanded=False)

@@ -1,7 +1,6 @@
 import pandas as pd
 import streamlit as st
 
-import ui
 from har_core.analysis import agreement
 from har_core.backend import LABELS
 from har_core.calibration import DEFAULT_TARGET_ACCURACY, default_tta, tta_mismatch
@@ -9,19 +8,25 @@ from har_core.inference import ensemble
 from har_core.labels import spoken
 from har_core.plots import probability_bars, thumbnail_uri
 from har_core.similarity import VOTE_K
+from ui.answers import image_source, predict
+from ui.choices import ensemble_members, follow_link, one_class_list, share_view, sidebar
+from ui.common import backend, friendly, glossary, image_models, model_columns, models, need_runs
+from ui.similar import similar_images
+from ui.sureness import ensemble_temperature, sureness
+from ui.what_if import what_if
 
-selection = ui.sidebar()
+selection = sidebar()
 st.title("🔮 Predict & compare")
-ui.need_runs(selection)
-selection = ui.image_models(selection)
+need_runs(selection)
+selection = image_models(selection)
 
-ui.follow_link("models", "predict_models", selection.names(), many=True)
+follow_link("models", "predict_models", selection.names(), many=True)
 chosen = st.multiselect("Models", selection.names(), default=selection.names(), key="predict_models")
 chosen_runs = [selection.run(n) for n in chosen]
-members = ui.ensemble_members(chosen_runs, key="predict_ensemble")
+members = ensemble_members(chosen_runs, key="predict_ensemble")
 options = st.columns(4)
 tta = options[0].toggle("Flip TTA", value=default_tta(chosen_runs), key="predict_tta",  # short labels: whole at 1280 px
-                        help=ui.glossary("TTA") + " Starts as the chosen models were calibrated.")
+                        help=glossary("TTA") + " Starts as the chosen models were calibrated.")
 similar = options[1].toggle("Similar images", value=True, key="predict_similar",
                             help="Under each model, the training images it finds most alike (its embedding).")
 k = options[2].slider("Similar images shown", 3, VOTE_K, 6, key="predict_k", disabled=not similar,
@@ -29,29 +34,29 @@ k = options[2].slider("Similar images shown", 3, VOTE_K, 6, key="predict_k", dis
 coverage = options[3].slider("Set coverage", 0.5, 0.99, 0.9, 0.01, format="%.2f", key="predict_coverage",
                              help="Each model's prediction set holds the true class this often (split conformal "
                                   "prediction, calibrated on the run's val pictures): hard pictures get larger sets.")
-images, names = ui.image_source(selection, key="predict")
-ui.share_view(models=chosen)
+images, names = image_source(selection, key="predict")
+share_view(models=chosen)
 if not images:
     st.info("Upload one or more photos, take one with the camera, or pick a sample.")
     st.stop()
-loaded = ui.models(chosen_runs)
+loaded = models(chosen_runs)
 if not loaded:
     st.stop()
-classes = loaded[0].classes  # one class list: the sidebar keeps runs of one (ui.one_class_list)
+classes = loaded[0].classes  # one class list: the sidebar keeps runs of one (one_class_list)
 for note in {m.backend_note for m in loaded if m.backend_note}:
     st.warning(note, icon="⚠️")
 for note in [m.calibration_note for m in loaded if m.calibration_note]:
     st.caption(f"⚠️ {note}")
 if differs := tta_mismatch([(m.name, m.tta) for m in loaded], tta):
     st.caption(f"⚠️ {differs}")
-engine = (lambda p: f" · {LABELS[p.backend]}") if ui.backend() != "pytorch" else (lambda p: "")
+engine = (lambda p: f" · {LABELS[p.backend]}") if backend() != "pytorch" else (lambda p: "")
 with st.spinner(f"{len(loaded)} models predicting {len(images)} image(s)…"):
-    predictions = ui.predict(loaded, images, tta)  # cached: other widgets never run the models again
+    predictions = predict(loaded, images, tta)  # cached: other widgets never run the models again
 members = [p.model for p in predictions if p.model in members] or [p.model for p in predictions]
 member_runs = [selection.run(name) for name in members]
-mean = ensemble(predictions, members, ui.ensemble_temperature(member_runs))  # calibrated members, own temperature
-sure = {p.model: ui.sureness([selection.run(p.model)], p.probs, classes, coverage) for p in predictions}
-sure_ensemble = ui.sureness(member_runs, mean, classes, coverage)
+mean = ensemble(predictions, members, ensemble_temperature(member_runs))  # calibrated members, own temperature
+sure = {p.model: sureness([selection.run(p.model)], p.probs, classes, coverage) for p in predictions}
+sure_ensemble = sureness(member_runs, mean, classes, coverage)
 
 if len(images) == 1:
     left, right = st.columns([1, 3])
@@ -74,7 +79,7 @@ if len(images) == 1:
                                         sure_ensemble.words(0, coverage),
                                         sure_ensemble.doubt() if sure_ensemble.not_sure[0] else "",
                                         sure_ensemble.note])))
-    columns = ui.model_columns(len(predictions))
+    columns = model_columns(len(predictions))
     similar_slots = []
     for i, prediction in enumerate(predictions):  # every prediction is drawn before any similar image
         probs = prediction.probs[0]
@@ -97,11 +102,11 @@ if len(images) == 1:
             similar_slots.append(more)
     if similar:
         for slot, prediction in zip(similar_slots, predictions):
-            with slot, ui.friendly(f"Similar images for {prediction.model}"):
-                ui.similar_images(selection, selection.run(prediction.model), prediction.embeddings,
+            with slot, friendly(f"Similar images for {prediction.model}"):
+                similar_images(selection, selection.run(prediction.model), prediction.embeddings,
                                   prediction.probs[0], k, columns=2)  # two a row: whole captions in a card
 
-    ui.what_if(images[0], loaded, predictions, members, member_runs, classes, tta)
+    what_if(images[0], loaded, predictions, members, member_runs, classes, tta)
 else:
     rows = []
     for j, name in enumerate(names):  # a row per picture: its thumbnail, the ensemble's answer first

@@ -2,14 +2,17 @@ from pathlib import Path
 
 import streamlit as st
 
-import ui
 from har_core.calibration import DEFAULT_COVERAGE
 from har_core.labels import spoken
 from har_core.quiz import DEFAULT_PICTURES, KINDS, choose_round, kind_counts, summary
+from ui.choices import sidebar
+from ui.common import Selection, friendly, image_models, need_runs
+from ui.quiz import (POLL_SECONDS, QUIZ_CSS, best_cam, contest, host_key, keep_host_key, picture as quiz_picture,
+                     quiz_rooms, reveal_table, room_runs, similar_training_pictures, voter)
 
-selection = ui.sidebar()
-st.html(ui.QUIZ_CSS)
-rooms = ui.quiz_rooms()
+selection = sidebar()
+st.html(QUIZ_CSS)
+rooms = quiz_rooms()
 code = st.query_params.get("room")
 room = rooms.get(code)
 
@@ -38,7 +41,7 @@ def round_header(room, position: int) -> None:
     right.markdown(f"Vote from your own device: **{link}** · round **{room.code}**")
 
 
-@st.fragment(run_every=ui.POLL_SECONDS)
+@st.fragment(run_every=POLL_SECONDS)
 def follow(room, seen) -> None:
     """A visitor's page is drawn again when the teacher shows the answer or the next picture."""
     position, question, _ = room.state()
@@ -46,7 +49,7 @@ def follow(room, seen) -> None:
         st.rerun()
 
 
-@st.fragment(run_every=ui.POLL_SECONDS)
+@st.fragment(run_every=POLL_SECONDS)
 def votes_so_far(room) -> None:
     """How many have voted, every few seconds; what they voted stays hidden until the answer is shown."""
     _, question, _ = room.state()
@@ -62,9 +65,9 @@ def start() -> None:
         st.caption(f"⚠️ No round {code} on this server (it ended, or the server restarted): start one below.")
     st.caption("Guess first, then see what the networks said: pictures of the test split that every model gets "
                "right, that the models disagree on, and that every model gets wrong.")
-    ui.need_runs(selection)
-    runs = ui.image_models(selection)
-    game = ui.contest(runs.runs, runs.runs_dir)
+    need_runs(selection)
+    runs = image_models(selection)
+    game = contest(runs.runs, runs.runs_dir)
     if isinstance(game, str):
         st.info(game)
         st.stop()
@@ -85,7 +88,7 @@ def start() -> None:
     st.caption(f"{len(game.table):,} test pictures every model answered: "
                + ", ".join(f"{counts[kind]:,} {words}" for kind, words in KINDS.items())
                + f". Models: {', '.join(game.names)}; the ensemble of {', '.join(r.name for r in game.members)}.")
-    with ui.friendly("Choosing the pictures"):
+    with friendly("Choosing the pictures"):
         files = choose_round(game.table, pictures, int(seed), hard)
         mix = kind_counts(game.table[game.table["filename"].isin(files)])
         st.markdown(f"**This round: {len(files)} pictures** — " + ", ".join(
@@ -97,7 +100,7 @@ def start() -> None:
 def open_room(game, files: list[str]) -> None:
     room, key = rooms.open(game.table, files, game.classes, str(selection.runs_dir), str(selection.data_root),
                            game.names)
-    ui.keep_host_key(room.code, key)
+    keep_host_key(room.code, key)
     go_to(room.code)
 
 
@@ -110,8 +113,8 @@ def visitor(room) -> None:
                    "model is on the teacher's screen.")
         return
     st.markdown(f"### 🎯 Picture {position + 1} of {len(room)}")
-    mine = question.votes.get(ui.voter())
-    image = ui.picture(Path(room.data) if room.data else None, question.filename)
+    mine = question.votes.get(voter())
+    image = quiz_picture(Path(room.data) if room.data else None, question.filename)
     if image is not None:
         with st.container(key="quiz_picture"):
             st.image(image, width="stretch")
@@ -122,23 +125,23 @@ def visitor(room) -> None:
                     + (f" · you said **{spoken(mine)}** {verdict}" if mine else ""))
         return
     st.markdown("**What is this person doing?**")
-    action_buttons(room.classes, mine, lambda action: room.vote(ui.voter(), action), "quiz_vote")
+    action_buttons(room.classes, mine, lambda action: room.vote(voter(), action), "quiz_vote")
     st.caption(f"Your vote: **{spoken(mine)}** (you can change it until the answer is shown)" if mine else
                "Tap your answer: one vote per device; no name is kept.")
 
 
 def host(room, key: str) -> None:
-    game = ui.contest(ui.room_runs(room), Path(room.runs))
+    game = contest(room_runs(room), Path(room.runs))
     if isinstance(game, str):
         st.info(game)
         st.stop()
-    shown = ui.Selection(runs=game.runs, data_root=Path(room.data) if room.data else None, runs_dir=Path(room.runs))
+    shown = Selection(runs=game.runs, data_root=Path(room.data) if room.data else None, runs_dir=Path(room.runs))
     position, question, played = room.state()
     if question is None:
         the_end(game, played)
         return
     round_header(room, position)
-    image = ui.picture(shown.data_root, question.filename)
+    image = quiz_picture(shown.data_root, question.filename)
     if image is None:
         st.warning(f"{question.filename} is not in the image folder {room.data}.")
     if question.revealed:
@@ -158,7 +161,7 @@ def host(room, key: str) -> None:
 
 
 def reveal(room, key, game, shown, position, question, played, image) -> None:
-    answers = ui.reveal_table(game, question.filename)
+    answers = reveal_table(game, question.filename)
     score = summary(played, game.table, game.names).score
     row = game.table.set_index("filename").loc[question.filename]
     truth, said, models, next_one = st.columns([1, 1, 1, 0.8], vertical_alignment="center")
@@ -174,8 +177,8 @@ def reveal(room, key, game, shown, position, question, played, image) -> None:
     picture, cam, panel = st.columns([1, 1, 1.6])
     if image is not None:
         picture.image(image, caption=question.filename.rsplit("/", 1)[-1], width="stretch")
-        with cam, ui.friendly("Grad-CAM"), st.spinner("Grad-CAM…"):
-            overlay, name = ui.best_cam(game, image, question.filename)
+        with cam, friendly("Grad-CAM"), st.spinner("Grad-CAM…"):
+            overlay, name = best_cam(game, image, question.filename)
             if overlay is not None:
                 st.image(overlay, caption=f"where {name}, the most accurate model, looked (Grad-CAM)",
                          width="stretch")
@@ -185,8 +188,8 @@ def reveal(room, key, game, shown, position, question, played, image) -> None:
                   + (" The room's votes: " + " · ".join(f"{spoken(a)} {n}" for a, n in question.tally())
                      if question.votes else ""))
     neighbours, scores = st.columns([2, 1])
-    with neighbours, ui.friendly("Similar training pictures"):
-        ui.similar_training_pictures(shown, game, question.filename)
+    with neighbours, friendly("Similar training pictures"):
+        similar_training_pictures(shown, game, question.filename)
     scores.markdown(f"**Score after {len(played)} of {len(room)}**  \n" + "  \n".join(
         f"{who}: **{n}**" for who, n in zip(score["who"], score["right"])))
 
@@ -221,8 +224,8 @@ def the_end(game, played) -> None:
     st.caption("Overview's report (Download report) now ends with this round's summary.")
 
 
-if room is not None and room.is_host(ui.host_key(room.code)):
-    host(room, ui.host_key(room.code))
+if room is not None and room.is_host(host_key(room.code)):
+    host(room, host_key(room.code))
 elif room is not None:
     visitor(room)
 else:

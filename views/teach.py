@@ -1,19 +1,23 @@
 import streamlit as st
 
-import ui
 from har_core.labels import spoken
 from har_core.plots import confusion_figure, probability_bars
 from har_core.teach import FEW_HELD_OUT, MAX_CLASSES, MIN_CLASSES
+from ui.answers import read_uploads
+from ui.choices import sidebar
+from ui.common import IMAGE_TYPES, figure, friendly, image_models, need_runs
+from ui.teaching import (runs_folder_writable, save_taught, taught_probabilities, taught_zip, teach_base, teach_head,
+                         teach_pictures, teach_sureness)
 
-selection = ui.sidebar()
+selection = sidebar()
 st.title("🎓 Teach a new action")
 st.caption("Name a few actions, give each some pictures, and a model you trained learns them in seconds: a "
            "linear head (logistic regression) on its frozen embeddings.")
-ui.need_runs(selection)
-selection = ui.image_models(selection)
+need_runs(selection)
+selection = image_models(selection)
 
 top = st.columns([2, 1])
-base_run = ui.teach_base(selection, top[0])
+base_run = teach_base(selection, top[0])
 count = top[1].number_input("Classes", MIN_CLASSES, MAX_CLASSES, 3, key="teach_count")
 
 names, pictures = [], []
@@ -21,13 +25,13 @@ columns = st.columns(min(2, count))  # two a row: a third of the page hid the fo
 for i in range(count):
     with columns[i % len(columns)].container(border=True):
         names.append(st.text_input("Class name", key=f"teach_name_{i}", placeholder="e.g. waving"))
-        pictures.append(ui.teach_pictures(selection, i))
+        pictures.append(teach_pictures(selection, i))
         st.caption(f"{len(pictures[-1])} picture{'s' if len(pictures[-1]) != 1 else ''}")
         if pictures[-1]:
             st.image(pictures[-1][:8], width=56)
 
 if st.button("🎓 Train", type="primary", key="teach_train"):
-    ui.teach_head(base_run, names, pictures)
+    teach_head(base_run, names, pictures)
 
 head = st.session_state.get("teach_head")
 if head is None:
@@ -52,16 +56,16 @@ if held_out < FEW_HELD_OUT:
     st.warning(f"Only {held_out} pictures were kept aside to test: the accuracy above is a rough guess "
                f"(anywhere from {low:.0%} to {high:.0%}). Add pictures — at least {FEW_HELD_OUT} held out — "
                "before trusting it.")
-st.caption(ui.teaching.teach_sureness(metrics))
-st.plotly_chart(ui.figure(confusion_figure, metrics, title="Held-out pictures"), width="stretch", key="teach_confusion")
+st.caption(teach_sureness(metrics))
+st.plotly_chart(figure(confusion_figure, metrics, title="Held-out pictures"), width="stretch", key="teach_confusion")
 
 st.subheader("Try it")
 shot = st.camera_input("A new picture", key="teach_try_camera") if st.toggle("Use the camera", key="teach_try_cam") \
-    else st.file_uploader("A new picture", type=ui.IMAGE_TYPES, key="teach_try_upload")
+    else st.file_uploader("A new picture", type=IMAGE_TYPES, key="teach_try_upload")
 if shot is not None:
-    images, _ = ui.read_uploads([shot])
+    images, _ = read_uploads([shot])
     if images:
-        probs = ui.taught_probabilities(head, images[0])
+        probs = taught_probabilities(head, images[0])
         left, right = st.columns([1, 2])
         left.image(images[0], width="stretch")
         with right:
@@ -71,11 +75,11 @@ if shot is not None:
 st.subheader("Keep it")
 name = st.text_input("Run name", f"taught_{head.base.name}", key="teach_run_name")
 left, right = st.columns(2)
-if left.button("💾 Save to the runs folder", key="teach_save", disabled=not ui.runs_folder_writable(selection),
+if left.button("💾 Save to the runs folder", key="teach_save", disabled=not runs_folder_writable(selection),
                help="The sidebar's runs folder; read-only folders offer the download only."):
-    with ui.friendly("Saving"):
-        saved = ui.save_taught(selection, head, name)
+    with friendly("Saving"):
+        saved = save_taught(selection, head, name)
         st.success(f"Saved as {saved.name}. Every page shows it once its class list is picked in the sidebar "
                    "(**Class list**), beside any other run of these classes.")
-right.download_button("⬇️ Download the run (zip)", lambda: ui.taught_zip(head, name), f"{name}.zip",
+right.download_button("⬇️ Download the run (zip)", lambda: taught_zip(head, name), f"{name}.zip",
                       "application/zip", key="teach_zip")

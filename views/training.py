@@ -1,17 +1,18 @@
 import pandas as pd
 import streamlit as st
 
-import ui
 from har_core.plots import learning_curves
+from ui.choices import sidebar
+from ui.common import figure, friendly, metrics, need_runs
 
-selection = ui.sidebar()
+selection = sidebar()
 st.title("📈 Training")
 st.caption("Learning curves per epoch (solid: train, dashed: validation); ★ marks each run's best epoch.")
-ui.need_runs(selection)
+need_runs(selection)
 
 histories = {}
 for run in selection.runs:
-    with ui.friendly(f"Reading the history of {run.name}"):
+    with friendly(f"Reading the history of {run.name}"):
         histories[run.name] = run.history()
 histories = {name: h for name, h in histories.items() if h}
 if not histories:
@@ -26,14 +27,14 @@ smoothing = right.slider("Smoothing", 0.0, 0.95, 0.0, 0.05, key="training_smooth
 if not shown:
     st.info("Choose at least one run above.")
     st.stop()
-st.plotly_chart(ui.figure(learning_curves, {n: histories[n] for n in shown}, smoothing, names=list(histories)),
+st.plotly_chart(figure(learning_curves, {n: histories[n] for n in shown}, smoothing, names=list(histories)),
                 width="stretch", key="training_curves")
 rows = []
 for name in shown:
     run, frame = selection.run(name), pd.DataFrame(histories[name])
     best = frame.loc[frame["val_accuracy"].idxmax()]
     ema = run.card.get("recipe", {}).get("ema_decay", 0) or 0
-    val, test = ui.metrics(run, "val"), ui.metrics(run, "test")
+    val, test = metrics(run, "val"), metrics(run, "test")
     rows.append({"run": name, "epochs": len(frame), "best epoch": int(best["epoch"]),
                  "val acc (training)": best["val_accuracy"],
                  "val acc (kept)": val["accuracy"] if val else None,

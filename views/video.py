@@ -1,7 +1,6 @@
 import pandas as pd
 import streamlit as st
 
-import ui
 from har_core.calibration import DEFAULT_TARGET_ACCURACY
 from har_core.cam import explain, overlay_on_picture
 from har_core.ensemble import default_members, describe_classes
@@ -10,14 +9,17 @@ from har_core.labels import spoken
 from har_core.plots import action_timeline
 from har_core.timeline import NO_ACTION
 from har_core.video import VIDEO_SUFFIXES
+from ui.choices import sidebar
+from ui.clips import clip_or_say, content_digest, folder_clip, no_action_thresholds, timeline_of, video_files
+from ui.common import figure, friendly, models, need_runs
 
 SEGMENT_WORDS = {"label": "action", "start_s": "from (seconds)", "end_s": "to (seconds)"}
 
-selection = ui.sidebar()
+selection = sidebar()
 st.title("🎬 Video")
 st.caption("An action timeline for a clip: frames sampled a few times a second, every model's answer per frame "
            "(a clip model's: its 16-frame window centred on that moment), smoothed over time and cut into segments.")
-ui.need_runs(selection)
+need_runs(selection)
 st.caption(f"These runs know {describe_classes(selection.runs[0].classes)}: a clip of anything else is \"no known "
            "action\" at best. The sample clips (../shared/data/videos) are sports clips, for the sports15 runs "
            "(assets/runs): choose that runs folder in the sidebar; the HAR runs know everyday actions.")
@@ -40,29 +42,29 @@ tabs = st.tabs(["📁 Upload", "🎞️ From the image folder"])
 with tabs[0]:
     upload = st.file_uploader("Clip", type=[s[1:] for s in VIDEO_SUFFIXES], key="video_upload")
 with tabs[1]:
-    clips = ui.video_files(selection)
+    clips = video_files(selection)
     picked = st.selectbox("Clip", ["—"] + clips, key="video_pick", disabled=not clips,
                           help=None if clips else "No clips in the image folder.")
 name, data = (safe_name(upload.name), upload.getvalue()) if upload is not None else (None, None)
 if data is None and picked != "—":
-    name, data = picked, ui.folder_clip(selection, picked)
+    name, data = picked, folder_clip(selection, picked)
 if not data or not chosen:
     st.info("Upload a clip (mp4, webm, mov, avi, mkv) or pick one from the image folder.")
     st.stop()
 
-loaded = ui.models([selection.run(n) for n in chosen])
+loaded = models([selection.run(n) for n in chosen])
 if not loaded:
     st.stop()
-digest = ui.content_digest(data)
-clip = ui.clip_or_say(name, digest, data, fps)
+digest = content_digest(data)
+clip = clip_or_say(name, digest, data, fps)
 if clip is None:
     st.stop()
 left, right = st.columns([2, 3])
 left.video(data)
 left.caption(f"{name} · {clip.seconds:.1f} s · {clip.width}×{clip.height} · {len(clip.frames)} frames sampled"
              + (f" · turned {clip.rotation}° upright" if clip.rotation else ""))
-line = ui.timeline_of(digest, data, fps, loaded)  # clip models read their windows from `data`
-thresholds = {n: (threshold, f"{threshold:.0%}") for n in line.probs} if one_threshold else ui.no_action_thresholds(
+line = timeline_of(digest, data, fps, loaded)  # clip models read their windows from `data`
+thresholds = {n: (threshold, f"{threshold:.0%}") for n in line.probs} if one_threshold else no_action_thresholds(
     {n: [m.run for m in loaded] if n == "ensemble" else [selection.run(n)] for n in line.probs})
 rows = {n: line.segments(n, window, min_duration, thresholds[n][0]) for n in line.probs}
 clicked = ((st.session_state.get("video_timeline") or {}).get("selection") or {}).get("points") or []
@@ -70,7 +72,7 @@ clicked = [p["customdata"] for p in clicked if isinstance(p.get("customdata"), i
 if clicked and clicked[0] != st.session_state.get("_video_clicked"):  # a new click on a frame dot: show it
     st.session_state["_video_clicked"] = st.session_state["video_frame"] = min(clicked[0], len(clip.frames) - 1)
 shown = min(st.session_state.get("video_frame", 0), len(clip.frames) - 1)
-right.plotly_chart(ui.figure(action_timeline, rows, line.classes, clip.seconds, times=line.times, shown=line.times[shown]),
+right.plotly_chart(figure(action_timeline, rows, line.classes, clip.seconds, times=line.times, shown=line.times[shown]),
                    width="stretch", key="video_timeline", on_select="rerun", selection_mode="points",
                    config={"displayModeBar": False})  # a click picks a frame; the toolbar covered "shown frame"
 right.caption(("No known action below one threshold for every row: " if one_threshold else
@@ -102,7 +104,7 @@ cam_name = controls[1].selectbox("Model", [m.name for m in explainable], key="vi
 model = next(m for m in explainable if m.name == cam_name)
 picture, heat = st.columns(2)
 picture.image(clip.frames[index], caption=f"{line.times[index]:.1f} s", width="stretch")
-with ui.friendly(f"Grad-CAM for {model.name}"), st.spinner(f"Grad-CAM for {model.name}…"):
+with friendly(f"Grad-CAM for {model.name}"), st.spinner(f"Grad-CAM for {model.name}…"):
     result = explain(model, clip.frames[index])
     heat.image(overlay_on_picture(result, clip.frames[index], model.run.card["input_size"], model.run.card["crop_pct"]),
                caption=f"{model.name}: {spoken(model.classes[result.target])} ({result.probs[result.target]:.0%}); the "
