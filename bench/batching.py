@@ -1,0 +1,70 @@
+"""What batching visitors' forwards buys (har_core.batching), without a browser or a server.
+
+    python -m bench.batching [--runs assets/runs_har] [--data ../shared/data/har] [--visitors 30]
+
+`--visitors` threads each predict a different photo with every run at once, as the Predict page does (one
+model after the other, with embeddings, in the runs' calibrated TTA mode): once with each visitor's forwards
+alone, once through the shared queues. Prints each visitor's seconds (p50 / p95 / max), how many forwards
+ran, and how many visitors' answers differ from the photo's answer alone.
+"""
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from har_core import batching
+from har_core.artifacts import find_runs
+from har_core.calibration import default_tta
+from har_core.imaging import load_image
+from har_core.inference import load_run, predict_all
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def room(models, images, tta: bool, shared: bool) -> tuple[list[float], list[list[np.ndarray]]]:
+    """Every visitor's seconds and answers, all starting together."""
+    seconds, answers, start = [0.0] * len(images), [None] * len(images), threading.Barrier(len(images))
+
+    def visit(i):
+        start.wait()
+        began = time.perf_counter()
+        answers[i] = [predict_all([m], [images[i]], tta, embed=True, shared=shared)[0].probs for m in models]
+        seconds[i] = time.perf_counter() - began
+    threads = [threading.Thread(target=visit, args=(i,)) for i in range(len(images))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return seconds, answers
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", default=str(ROOT / "assets" / "runs_har"))
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "har"))
+    parser.add_argument("--visitors", type=int, default=30)
+    args = parser.parse_args(argv)
+    runs = [run for run in find_runs(Path(args.runs))[0] if not run.takes_clips]
+    models, tta = [load_run(run.path) for run in runs], default_tta(runs)
+    files = sorted((Path(args.data) / "train").glob("*.jpg"))[:args.visitors]
+    images = [load_image(path) for path in files]
+    alone = [[m.predict([image], tta) for m in models] for image in images]
+    print(f"{len(images)} visitors at once, {len(models)} models each ({', '.join(m.name for m in models)}), "
+          f"TTA {'on' if tta else 'off'}")
+    for shared in (False, True):
+        seconds, answers = room(models, images, tta, shared)
+        queues = [batching.queue_of(m) for m in models]
+        forwards = sum(q.forwards for q in queues) if shared else len(images) * len(models)
+        wrong = sum(any(not np.allclose(a, b, atol=1e-5) for a, b in zip(got, own)) for got, own in zip(answers, alone))
+        print(f"{'shared queues' if shared else 'each alone':14s} p50 {np.percentile(seconds, 50):6.2f} s  "
+              f"p95 {np.percentile(seconds, 95):6.2f} s  max {max(seconds):6.2f} s  {forwards:3d} forwards  "
+              f"{wrong} visitors' answers differ from alone", flush=True)
+    batching.close_all()
+
+
+if __name__ == "__main__":
+    main()
