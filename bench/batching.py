@@ -5,7 +5,8 @@
 `--visitors` threads each predict a different photo with every run at once, as the Predict page does (one
 model after the other, with embeddings, in the runs' calibrated TTA mode): once with each visitor's forwards
 alone, once through the shared queues. Prints each visitor's seconds (p50 / p95 / max), how many forwards
-ran, and how many visitors' answers differ from the photo's answer alone.
+ran, and how many visitors' answers differ from the photo's answer alone; first, for each model in one thread,
+the visitors' photos as one forward each and as one batch.
 """
 from __future__ import annotations
 
@@ -55,6 +56,16 @@ def main(argv=None) -> None:
     alone = [[m.predict([image], tta) for m in models] for image in images]
     print(f"{len(images)} visitors at once, {len(models)} models each ({', '.join(m.name for m in models)}), "
           f"TTA {'on' if tta else 'off'}")
+    for m in models:  # the forward itself, in this one thread: each photo alone, then all in one batch
+        batch = m.preprocess(images)
+        start = time.perf_counter()
+        for i in range(len(images)):
+            m.forward(batch[i:i + 1], tta, embed=True)
+        apart = time.perf_counter() - start
+        start = time.perf_counter()
+        m.forward(batch, tta, embed=True)
+        print(f"{m.name:20s} {len(images)} forwards of one photo {apart:6.2f} s, one forward of {len(images)} "
+              f"{time.perf_counter() - start:6.2f} s", flush=True)
     for shared in (False, True):
         seconds, answers = room(models, images, tta, shared)
         queues = [batching.queue_of(m) for m in models]
