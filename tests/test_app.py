@@ -555,9 +555,10 @@ def test_mistakes_show_one_card_per_picture_with_every_models_answer_and_open_on
     assert at.selectbox(key="mistakes_detail").value == second
     # the detail opens in a window over the cards (it used to fill a section 1,600 px below, out of sight)
     dialog = at.get("dialog")
-    assert len(dialog) == 1 and second in [c for image in dialog[0].image for c in image.captions]  # the picture
+    named = second.split("/")[-1]  # by its name: "train/" read as a training picture (#40)
+    assert len(dialog) == 1 and named in [c for image in dialog[0].image for c in image.captions]  # the picture
     at.selectbox(key="mistakes_true").run()  # any other widget: the window is gone, the detail is below the cards
-    assert not at.get("dialog") and second in [c for image in at.main.image for c in image.captions]
+    assert not at.get("dialog") and named in [c for image in at.main.image for c in image.captions]
 
 
 def test_mistakes_detail_shows_the_nearest_training_images_per_model(app, tiny_runs):
@@ -1039,3 +1040,56 @@ def test_evaluate_draws_the_stored_robustness_of_each_run_at_the_chosen_strength
     assert any("Not measured yet: mobilenet_v2" in c.value for c in at.caption)
     at.segmented_control(key="robust_strength").set_value(3).run()
     assert plotted(chart()["data"][0]["z"]) == pytest.approx([0.9] + [0.6 - 0.01 * i for i in range(len(CORRUPTIONS))])
+
+
+# ---- #40: a lesson without surprises --------------------------------------------------------------------------
+
+def test_every_model_card_says_how_it_was_trained_and_the_groups_are_explained(app):
+    """#40: only one card said "How it was trained" (the others had no notes or short ones), and "the groups"
+    the cards speak of was never explained."""
+    from ui.common import glossary
+    assert len([e for e in app.expander if e.label == "How it was trained"]) == 2  # one per run shown
+    assert "student groups" in glossary("From scratch, as the groups do")
+
+
+def test_pages_offer_only_the_splits_that_have_results_and_no_empty_robustness_section(app):
+    """#40: Evaluate's and Mistakes' "train" split led to an empty section with a command line; Robustness on a
+    bundle without measurements showed a command line too. The tiny runs have val and test results only."""
+    at = open_page(app, "evaluate")
+    assert at.radio(key="eval_split").options == ["val", "test"] and at.radio(key="eval_split").value == "test"
+    assert "Robustness" not in [s.value for s in at.subheader]
+    at = open_page(at, "mistakes")
+    assert at.radio(key="mistakes_split").options == ["val", "test"]
+
+
+def test_every_page_opens_on_the_same_best_run(tiny_runs, kaggle_data, monkeypatch, tmp_path):
+    """#40: Embeddings and Inside opened on the first run, Evaluate and Teach on the best. A worse run that sorts
+    first: every single-run choice opens on the run with the best val accuracy."""
+    import json
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_runs, runs)
+    (runs / "mobilenet_v2").rename(runs / "a_mobilenet")
+    card = json.loads((runs / "a_mobilenet" / "card.json").read_text())
+    (runs / "a_mobilenet" / "card.json").write_text(json.dumps(card | {"name": "a_mobilenet"}))
+    accuracy = {r.name: r.metrics("val")["accuracy"] for r in find_runs(runs)[0]}
+    best = max(accuracy, key=accuracy.get)
+    assert best != "a_mobilenet" and [r.name for r in find_runs(runs)[0]][0] == "a_mobilenet"  # the premise
+    monkeypatch.setenv("HAR_RUNS", str(runs))
+    monkeypatch.setenv("HAR_DATA", str(kaggle_data))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
+    opened = {}
+    for page, key in (("evaluate", "eval_model"), ("inside", "inside_model"), ("embeddings", "map_run"),
+                      ("teach", "teach_base"), ("dataset", "dataset_audit_run")):
+        opened[page] = open_page(at, page).selectbox(key=key).value
+    assert opened == dict.fromkeys(opened, best)
+
+
+def test_presentation_mode_enlarges_the_charts_type(app):
+    """#40: presentation mode enlarged the page's text but not the charts' ticks and labels."""
+    import json
+    at = open_page(app, "evaluate")
+    normal = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["font"]["size"]
+    at.sidebar.toggle(key="present").set_value(True).run()
+    large = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["font"]["size"]
+    assert (normal, large) == (16, 21)

@@ -5,7 +5,7 @@ from har_core.data import DataError
 from har_core.labels import spoken
 from har_core.plots import class_distribution, size_scatter
 from ui.choices import sidebar
-from ui.common import dataset, figure, friendly, thumb, thumbnail_grid
+from ui.common import best_run, dataset, figure, friendly, thumb, thumbnail_grid
 from ui.similar import data_audit, embeddings_or_offer, has_embeddings
 
 selection = sidebar()
@@ -54,9 +54,9 @@ if not with_classes:
                "label errors and outliers.")
 else:
     left, right = st.columns([2, 1])
-    ready = [i for i, r in enumerate(with_classes) if has_embeddings(r)]
+    ready = [r for r in with_classes if has_embeddings(r)]  # open on the best run that has them
     run = selection.run(left.selectbox("Embeddings of", [r.name for r in with_classes], key="dataset_audit_run",
-                                       index=ready[0] if ready else 0))
+                                       index=with_classes.index(best_run(ready or with_classes))))
     threshold = right.slider("Near-duplicate from similarity", 0.80, 1.0, DUPLICATE_THRESHOLD, 0.01,
                              key="dataset_threshold")
     found = embeddings_or_offer(selection, run, key="dataset")

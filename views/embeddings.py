@@ -4,7 +4,7 @@ from har_core.calibration import evaluated_with_tta, tta_words
 from har_core.labels import spoken
 from har_core.plots import MAP_COLOURS, embedding_scatter
 from ui.choices import sidebar
-from ui.common import figure, friendly, need_runs, thumbnail_grid
+from ui.common import best_run, figure, friendly, need_runs, thumbnail_grid
 from ui.similar import embedding_map_of, embeddings_or_offer, has_embeddings, nearest_training_images
 
 selection = sidebar()
@@ -14,8 +14,9 @@ st.caption("Every image of a run's data set placed by what the model sees in it 
            "points to see those images.")
 need_runs(selection)
 
-ready = [i for i, run in enumerate(selection.runs) if has_embeddings(run)]  # open on one that has them
-run = selection.run(st.selectbox("Run", selection.names(), index=ready[0] if ready else 0, key="map_run",
+ready = [run for run in selection.runs if has_embeddings(run)]  # open on the best run that has them
+opened = selection.names().index(best_run(ready or selection.runs).name)
+run = selection.run(st.selectbox("Run", selection.names(), index=opened, key="map_run",
                                  format_func=lambda name: name if name in selection.names() and
                                  has_embeddings(selection.run(name))
                                  else f"{name} (no embeddings yet)"))

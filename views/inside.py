@@ -7,7 +7,7 @@ from har_core.inside import tile_mosaic
 from har_core.plots import feature_map_grid
 from ui.answers import image_source
 from ui.choices import follow_link, share_view, sidebar
-from ui.common import figure, friendly, image_models, model, need_runs
+from ui.common import best_run, figure, friendly, image_models, model, need_runs
 from ui.inside import (channel_regions_of, channel_tops_or_offer, imagenet_filters, stages as picture_stages,
                        trained_filters)
 
@@ -20,7 +20,8 @@ selection = image_models(selection)
 
 follow_link("model", "inside_model", selection.names())
 left, right = st.columns([2, 1])
-run_name = left.selectbox("Model", selection.names(), key="inside_model")
+run_name = left.selectbox("Model", selection.names(), index=selection.names().index(best_run(selection.runs).name),
+                          key="inside_model", help="Opens on the run with the best val accuracy, as every page.")
 count = right.slider("Channels shown", 4, 32, 16, 4, key="inside_channels")
 share_view(model=run_name)
 run = selection.run(run_name)

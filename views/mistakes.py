@@ -3,15 +3,15 @@ import streamlit as st
 from har_core.analysis import mistakes, picture_cards
 from har_core.cam import overlay_on_picture
 from har_core.ensemble import default_members
-from har_core.data import SPLITS
+from har_core.artifacts import predictions_file
 from har_core.imaging import image_digest, load_image
-from har_core.labels import spoken
+from har_core.labels import picture_name, spoken
 from har_core.video import VIDEO_SUFFIXES
 from ui.answers import explanation
 from ui.choices import follow_link, share_view, sidebar
 from ui.clips import folder_clip
 from ui.common import (calibration_note, data_file, friendly, model_columns, models as loaded_models, need_runs,
-                       predictions, thumb)
+                       predictions, splits_with, thumb)
 from ui.similar import nearest_training_images
 
 selection = sidebar()
@@ -20,8 +20,10 @@ st.caption("Misclassified images, the most confident mistakes first (calibrated 
            "temperature, fitted on val).")
 need_runs(selection)
 
-follow_link("split", "mistakes_split", SPLITS)
-split = st.radio("Split", SPLITS, index=2, horizontal=True, key="mistakes_split")
+splits = splits_with(selection.runs, predictions_file) or ["test"]  # only splits with stored predictions
+follow_link("split", "mistakes_split", splits)
+split = st.radio("Split", splits, index=splits.index("test") if "test" in splits else len(splits) - 1,
+                 horizontal=True, key="mistakes_split")
 share_view(split=split)
 frames = {r.name: p for r in selection.runs if (p := predictions(r, split)) is not None}
 if not frames:
@@ -30,15 +32,16 @@ if not frames:
 for note in [note for r in selection.runs if r.name in frames and (note := calibration_note(r))]:
     st.caption(f"⚠️ {note}")
 classes = selection.runs[0].classes
-filters = st.columns([2, 1, 1, 1, 1])
 studied = [name for name in default_members(selection.runs) if name in frames] or list(frames)
-models = filters[0].multiselect("Models", list(frames), default=studied, key="mistakes_models",
-                                help="Default: the ensemble's default members (the runs that started from ImageNet "
-                                     "weights, when two or more): near-chance runs err everywhere.")
-true_class = filters[1].selectbox("True class", ["(any)"] + classes, key="mistakes_true")
-predicted_class = filters[2].selectbox("Predicted class", ["(any)"] + classes, key="mistakes_pred")
-low, high = filters[3].slider("Confidence", 0.0, 1.0, (0.0, 1.0), 0.05, key="mistakes_conf")
-only = filters[4].radio("Show", ["any", "all wrong", "disagree"], key="mistakes_only",
+# a row of its own: in a fifth of the page at 1280 px the chosen models were hidden
+models = st.multiselect("Models", list(frames), default=studied, key="mistakes_models",
+                        help="Default: the ensemble's default members (the runs that started from ImageNet "
+                             "weights, when two or more): near-chance runs err everywhere.")
+filters = st.columns(4)
+true_class = filters[0].selectbox("True class", ["(any)"] + classes, key="mistakes_true")
+predicted_class = filters[1].selectbox("Predicted class", ["(any)"] + classes, key="mistakes_pred")
+low, high = filters[2].slider("Confidence", 0.0, 1.0, (0.0, 1.0), 0.05, key="mistakes_conf")
+only = filters[3].radio("Show", ["any", "all wrong", "disagree"], key="mistakes_only", horizontal=True,
                         help="all wrong: every shown model errs; disagree: the models predict different classes")
 table = mistakes(frames, models or None, None if true_class == "(any)" else true_class,
                  None if predicted_class == "(any)" else predicted_class, (low, high), only)
@@ -66,7 +69,7 @@ def detail(chosen: str) -> None:
     path = data_file(selection, chosen)
     if path is not None and path.suffix.lower() not in VIDEO_SUFFIXES:
         with friendly(f"Reading {chosen}"):
-            left.image(load_image(path), caption=chosen, width="stretch")  # the picture, always
+            left.image(load_image(path), caption=picture_name(chosen), width="stretch")  # the picture, always
     right.markdown(f"True class: **{spoken(table.loc[table['filename'] == chosen, 'true'].iloc[0])}**")
     right.dataframe(rows, hide_index=True, width="stretch")
     if st.toggle("Nearest training images, per model", value=True, key="mistakes_neighbours",
@@ -108,16 +111,18 @@ for i, card in enumerate(picture_cards(shown_frames, table)):  # one card per pi
         st.button("Open ▸", key=f"open_mistake_{i}", on_click=open_detail, args=(card["filename"],),
                   width="stretch")
 with st.expander("All mistakes as a table (one row per picture and model)"):
-    st.dataframe(table, hide_index=True, width="stretch")
+    st.dataframe(table.assign(filename=table["filename"].map(picture_name)).rename(columns={"filename": "picture"}),
+                 hide_index=True, width="stretch")
 
 if len(table):
     st.subheader("Detail")
     files = table["filename"].unique().tolist()
     if st.session_state.get("mistakes_detail") not in files:
         st.session_state.pop("mistakes_detail", None)
-    chosen = st.selectbox("Image", files, key="mistakes_detail", help="Or click Open on a card above.")
+    chosen = st.selectbox("Image", files, key="mistakes_detail", format_func=picture_name,
+                          help="Or click Open on a card above.")
     if st.session_state.pop("mistakes_opened", False):  # a card's Open: the detail comes to the visitor
-        st.dialog(f"{spoken(table.loc[table['filename'] == chosen, 'true'].iloc[0])} · {chosen}",
+        st.dialog(f"{spoken(table.loc[table['filename'] == chosen, 'true'].iloc[0])} · {picture_name(chosen)}",
                   width="large", on_dismiss="rerun")(detail)(chosen)  # closed: the detail is drawn below
         st.caption("Shown in the window over the cards; close it to see it here.")
     else:

@@ -1,6 +1,6 @@
 import streamlit as st
 
-from har_core.analysis import overview_table, starts_from
+from har_core.analysis import overview_table, starts_from, training_in_words
 from har_core.ensemble import stored_metrics
 from har_core.plots import accuracy_bars
 from ui.choices import ensemble_members, sidebar
@@ -58,8 +58,8 @@ for i, run in enumerate(sorted(selection.runs, key=lambda run: order.index(run.n
             left, right = st.columns(2)
             left.metric("test accuracy", f"{test['accuracy']:.1%}")
             right.metric("macro-F1", f"{test['macro_f1']:.3f}")
-        if card.get("notes"):  # a long recipe folds away: the card's answer is its numbers
-            with st.expander("How it was trained") if len(card["notes"]) > 160 else st.container():
-                st.caption(card["notes"], help=glossary(card["notes"]))
+        with st.expander("How it was trained"):  # on every card, folded: the card's answer is its numbers
+            told = "  \n".join(filter(None, (training_in_words(card), card.get("notes"))))
+            st.caption(told, help=glossary(told))
         with st.expander("card.json"):
             st.json(card, expanded=False)

@@ -44,14 +44,14 @@ metrics = head.metrics
 held_out = int((head.split["split"] == "test").sum())
 a, b, c = st.columns(3)
 low, high = metrics["accuracy_interval"]
-a.metric("Held-out accuracy", f"{metrics['accuracy']:.0%}", f"{held_out} pictures kept aside · 95% interval "
-         f"{low:.0%}–{high:.0%}", delta_color="off", delta_arrow="off",
+a.metric("Held-out accuracy", f"{metrics['accuracy']:.0%}",
          help="The interval (Wilson) is where the true accuracy on pictures like these likely lies: with few "
          "held-out pictures it is wide.")
-b.metric("Learned from", f"{len(head.split) - held_out} pictures", f"{len(head.classes)} classes", delta_color="off",
-         delta_arrow="off")
-c.metric("Time", f"{sum(head.seconds.values()):.1f} s",
-         f"embed {head.seconds['embed']:.1f} s · fit {head.seconds['fit']:.2f} s", delta_color="off", delta_arrow="off")
+a.caption(f"{held_out} pictures kept aside · 95% interval {low:.0%}–{high:.0%}")  # a caption wraps, a delta is cut
+b.metric("Learned from", f"{len(head.split) - held_out} pictures")
+b.caption(f"{len(head.classes)} classes")
+c.metric("Time", f"{sum(head.seconds.values()):.1f} s")
+c.caption(f"embed {head.seconds['embed']:.1f} s · fit {head.seconds['fit']:.2f} s")
 if held_out < FEW_HELD_OUT:
     st.warning(f"Only {held_out} pictures were kept aside to test: the accuracy above is a rough guess "
                f"(anywhere from {low:.0%} to {high:.0%}). Add pictures — at least {FEW_HELD_OUT} held out — "
