@@ -198,6 +198,12 @@ def test_every_page_upload_predict_gradcam_and_confusion_cell(server, page, tmp_
     opacities = page.locator("[class*='st-key-confusion'] .point").evaluate_all(
         "points => points.map(p => parseFloat(getComputedStyle(p).opacity))")
     assert opacities and min(opacities) == 1  # no cell faded after the click (#25.7)
+    counts = page.locator("[class*='st-key-confusion'] .textpoint text").evaluate_all(
+        "texts => texts.filter(t => t.textContent).map(t => getComputedStyle(t).fill)")
+    assert counts and set(counts) == {"rgb(15, 23, 42)"}  # every count as dark as before the click (#40)
+    fills = page.locator("[class*='st-key-confusion'] .point").evaluate_all(
+        "points => points.map(p => getComputedStyle(p).fill)")
+    assert fills.count("rgb(245, 158, 11)") == 1  # the clicked cell, amber: the figure marks the cell listed
     shot(page, "4_evaluate")
     only_folder_choices(page, "evaluate")
 
