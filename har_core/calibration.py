@@ -150,6 +150,8 @@ def calibrate_run(run: Run, coverage: float = DEFAULT_COVERAGE) -> dict:
     tta = evaluated_with_tta(run)
     report = {"run": run.name, "temperature": temperature, "fitted_on": "val",
               "calibrated_on": calibrated_on(part, len(labels), tta), "manifest_sha256": manifest_digest(run),
+              # runs trained before val was split chose their checkpoint on all of val, these pictures included
+              "checkpoint_chosen_on": run.card.get("split", {}).get("checkpoint_chosen_on", ALL_OF_VAL),
               "val_predictions_sha256": val_digest(run), "classes": run.classes, "bins": BINS, "coverage": coverage,
               "splits": {}}
     try:
@@ -285,6 +287,13 @@ def fitted_on_line(reports: dict[str, dict]) -> str:
                      for words, ((_, count), names) in zip(parts, groups.items()))
     warning = (" All of val includes the pictures that chose the checkpoint: on new pictures those sets may cover "
                "less than promised." if ALL_OF_VAL in {part for part, _ in groups} else "")
+    chosen_on_all = [name for name, report in reports.items()  # the half, but a checkpoint chosen before the split
+                     if (report.get("calibrated_on") or {}).get("part") == CALIBRATION_HALF
+                     and report.get("checkpoint_chosen_on", ALL_OF_VAL) == ALL_OF_VAL]
+    if chosen_on_all:
+        warning += (f" {', '.join(chosen_on_all)} chose {'its' if len(chosen_on_all) == 1 else 'their'} checkpoint "
+                    "on all of val before it was split, these pictures included: on new pictures the sets may "
+                    "cover less than promised.")
     return f"Temperature, sets and threshold fitted on {said}.{warning}"
 
 

@@ -387,3 +387,16 @@ def test_train_predict_defaults_to_the_tta_mode_the_run_was_calibrated_in_and_sa
         expected = loaded.predict([load_image(photos / n) for n in names], tta=tta)  # the model's own, that mode
         assert np.abs(written.to_numpy() - expected).max() < 1e-5
         assert ("calibrated with flip TTA" in capsys.readouterr().err) == (not tta)
+
+
+def test_a_run_calibrated_on_the_half_but_whose_checkpoint_all_of_val_chose_is_said_to_be_so():
+    from har_core.calibration import ALL_OF_VAL, CALIBRATION_HALF, fitted_on_line
+    half = {"part": CALIBRATION_HALF, "pictures": 838}
+    old = fitted_on_line({"vgg16": {"calibrated_on": half, "splits": {}}})  # trained before val was split
+    new = fitted_on_line({"resnet50": {"calibrated_on": half, "splits": {},
+                                       "checkpoint_chosen_on": "the other half of val"}})
+    assert "vgg16 chose its checkpoint on all of val" in old and "less than promised" in old
+    assert "chose" not in new and "less than promised" not in new
+    both = fitted_on_line({"a": {"calibrated_on": half, "splits": {}, "checkpoint_chosen_on": ALL_OF_VAL},
+                           "b": {"calibrated_on": half, "splits": {}}})
+    assert "a, b chose their checkpoint" in both

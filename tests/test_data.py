@@ -212,3 +212,5 @@ def test_training_validates_on_the_choice_half_of_val_only(tmp_path, kaggle_data
     choosing = int((val & (manifest[CALIBRATE] != "1")).sum())
     assert 0 < choosing < int(val.sum())
     assert f"/ {choosing} val images" in capsys.readouterr().out
+    import json
+    assert json.loads((run / "card.json").read_text())["split"]["checkpoint_chosen_on"] == "the other half of val"

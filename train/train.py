@@ -42,7 +42,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from har_core import artifacts, fileio
-from har_core.data import (DataError, choice_part, class_weights_sampler, dataset_for, describe_leaks, eval_transform,
+from har_core.data import (DataError, calibration_files, choice_part, class_weights_sampler, dataset_for, describe_leaks, eval_transform,
                            fingerprint_change, leaks, make_split, read_manifest, scan, train_transform,
                            readable_images, unlabelled_images, write_manifest)
 from har_core.distill import (UNLABELLED, DistillError, Teachers, distillation_loss, extra_leaks, resized,
@@ -439,7 +439,9 @@ def build_card(run_dir: Path, spec, recipe: Recipe, classes, data_config, pretra
         "pretrained": pretrained, "seed": seed, "parameters": count_parameters(model),
         "data": {"root": str(Path(args.data).resolve()), "layout": index.layout, "fingerprint": index.fingerprint(),
                  "images": len(index.samples), "skipped": len(index.problems), "copies": len(index.copies())},
-        "split": {"manifest": artifacts.MANIFEST, "counts": counts},
+        "split": {"manifest": artifacts.MANIFEST, "counts": counts,
+                  # the calibration half never chooses the checkpoint (har_core.data.choice_part)
+                  "checkpoint_chosen_on": "the other half of val" if calibration_files(manifest) else "all of val"},
         "versions": artifacts.versions(), "weights_dtype": args.save_dtype,
         "device": torch.cuda.get_device_name(procs.device) if procs.on_cuda else "cpu",
         "created": previous.get("created", datetime.now(timezone.utc).isoformat(timespec="seconds")),
@@ -830,7 +832,7 @@ def train_epochs(setup: Setup, data: Data, training: Training, inputs: Inputs) -
         training.scheduler.step(local_epoch(recipe, epoch) + 1, val_loss)
         state.update(epoch=epoch + 1, stage=stage_of(recipe, epoch), scheduler=scheduler_state(training.scheduler),
                      next_lr=training.optimizer.param_groups[0]["lr"],
-                     cpu_seconds=training.cpu_before + cpu_seconds() - training.cpu_at_start)
+                     cpu_seconds=training.cpu_before + procs.sum([cpu_seconds() - training.cpu_at_start])[0])
         if procs.rank == 0:
             if improved:
                 artifacts.save_weights(setup.run_dir / artifacts.WEIGHTS, training.evaluated, setup.args.save_dtype)
