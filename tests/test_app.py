@@ -442,7 +442,7 @@ def test_runs_and_images_behind_symlinks_out_of_the_roots_are_refused(tiny_runs,
     synthetic_image(0, seed=1).save(secret)
     (data / hostile).unlink()
     (data / hostile).symlink_to(secret)
-    manifest.loc[len(manifest)] = ["../outside/secret.jpg", "cycling", "test"]
+    manifest.loc[len(manifest)] = ["../outside/secret.jpg", "cycling", "test", *[""] * (manifest.shape[1] - 3)]
     manifest.to_csv(runs / "custom_cnn" / "split.csv", index=False)
     monkeypatch.setenv("HAR_RUNS", str(runs))
     monkeypatch.setenv("HAR_DATA", str(data))

@@ -315,12 +315,12 @@ def test_the_app_predicts_through_onnx_runtime_when_chosen_and_says_which_engine
     at.switch_page("views/predict.py").run()
     sample = at.selectbox(key="predict_sample")
     at = sample.set_value(sample.options[1]).run()
-    captions = [c.value for c in at.caption if "confidence ·" in c.value]
+    captions = [c.value for c in at.caption if c.value.startswith("⏱")]  # each card's time, in its details
     assert len(captions) == 2 and not any("ONNX" in c or "PyTorch" in c for c in captions)  # default: PyTorch
     pytorch_probs = [m.value for m in at.markdown if m.value.startswith("### ")]
     at = at.sidebar.selectbox(key="backend").set_value("onnxruntime").run()
     assert not at.exception
-    captions = [c.value for c in at.caption if "confidence ·" in c.value]
+    captions = [c.value for c in at.caption if c.value.startswith("⏱")]
     assert captions[0].endswith("· ONNX Runtime") and captions[1].endswith("· PyTorch")  # custom_cnn, mobilenet_v2
     assert any("mobilenet_v2: model.onnx cannot be read" in w.value for w in at.warning)
     assert [m.value for m in at.markdown if m.value.startswith("### ")] == pytorch_probs  # same answers
