@@ -261,7 +261,8 @@ def expected_rows(csvs: dict[str, pd.DataFrame], filename: str, members: list[st
     """Each model's and the ensemble's (answer, confidence) as the reveal should write them."""
     def words(name, probs):
         answer = probs.idxmax()
-        return f"{'✅' if answer == csvs[name].loc[filename, 'true'] else '❌'} {spoken(answer)}", f"{probs.max():.1%}"
+        mark = "✅" if answer == csvs[name].loc[filename, "true"] else "❌"
+        return f"{mark} {spoken(answer)}", f"{probs.max():.1%}"
     rows = {name: words(name, csv.loc[filename].drop("true").astype(float)) for name, csv in csvs.items()}
     mean = np.mean([csvs[m].loc[filename].drop("true").astype(float) for m in members], axis=0)
     tempered = mean ** (1 / ensemble_temperature)
@@ -313,7 +314,7 @@ def test_a_round_of_five_with_two_voting_sessions_shows_the_stored_answers_and_t
             assert said.value == f"✅ {spoken(truth)}" and said.delta == "2 of 2 votes"
         else:
             assert said.delta == "clicked by the teacher" and class_right[-1] == (clicks[picture] == "truth")
-        table = host.dataframe[0].value.set_index("model")
+        table = host.table[0].value.set_index("model")
         expected = expected_rows(csvs, filename, ["custom_cnn", "mobilenet_v2"])  # members: both (none from ImageNet)
         assert {name: (row["answer"], row["confidence"]) for name, row in table.iterrows()} == expected
         assert list(table.index) == [ENSEMBLE, "mobilenet_v2", "custom_cnn"] or \
@@ -372,7 +373,7 @@ def test_on_the_bundled_runs_the_reveal_shows_each_runs_calibrated_confidence_an
     at.button(key="quiz_reveal_button").click().run()
     assert not at.exception and not at.error
     filename = shown_file(at, csvs["vgg16"])
-    table = at.dataframe[0].value.set_index("model")
+    table = at.table[0].value.set_index("model")
     from har_core.ensemble import default_members
     members = default_members(list(runs.values()))
     temperature = ensemble_temperature([runs[m] for m in members])

@@ -3,6 +3,7 @@ plays and the pieces of its reveal (every model's answer and set, the best model
 training pictures)."""
 from __future__ import annotations
 
+import io
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,9 @@ QUIZ_CSS = """<style>
 .st-key-quiz_reveal_button button, .st-key-quiz_next button { min-height: 3rem; }
 .st-key-quiz_reveal_button button p, .st-key-quiz_next button p { font-size: 1.2rem; }
 </style>"""  # the actions in a grid as wide as the screen allows: three a row beside the picture, two on a phone
-POLL_SECONDS = 2  # how often a visitor's page looks for the next picture, and the teacher's for new votes
+POLL_SECONDS = 3  # how often a visitor's page looks for the next picture, and the teacher's for new votes; the
+# fragments that look draw a line at most: a fragment holding the picture and the buttons, drawn every 2 s, kept a
+# busy browser from ever finishing the page (it showed placeholders only)
 
 
 @st.cache_resource
@@ -115,6 +118,19 @@ def picture(data_root: Path | None, filename: str):
     """A test picture of the room's image folder, whole; None when the folder does not hold it."""
     path = None if data_root is None else data_file(Selection(data_root=data_root), filename)
     return load_image(path) if path is not None and path.is_file() else None
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def picture_jpeg(data_root: str | None, filename: str, longest: int = 1280) -> bytes | None:
+    """The picture as JPEG bytes, encoded once for every session of the room: each visitor's page draws it again
+    at each of its reruns (a vote, the answer shown), and bytes already encoded cost nothing to send again."""
+    image = picture(Path(data_root) if data_root else None, filename)
+    if image is None:
+        return None
+    image.thumbnail((longest, longest))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
 
 
 def reveal_table(game: Contest, filename: str, coverage: float = DEFAULT_COVERAGE) -> pd.DataFrame:

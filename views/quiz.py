@@ -8,7 +8,7 @@ from har_core.quiz import DEFAULT_PICTURES, KINDS, choose_round, kind_counts, su
 from ui.choices import sidebar
 from ui.common import Selection, friendly, image_models, need_runs
 from ui.quiz import (POLL_SECONDS, QUIZ_CSS, best_cam, contest, host_key, keep_host_key, picture as quiz_picture,
-                     quiz_rooms, reveal_table, room_runs, similar_training_pictures, voter)
+                     picture_jpeg, quiz_rooms, reveal_table, room_runs, similar_training_pictures, voter)
 
 selection = sidebar()
 st.html(QUIZ_CSS)
@@ -43,7 +43,8 @@ def round_header(room, position: int) -> None:
 
 @st.fragment(run_every=POLL_SECONDS)
 def follow(room, seen) -> None:
-    """A visitor's page is drawn again when the teacher shows the answer or the next picture."""
+    """A visitor's page is drawn again when the teacher shows the answer or the next picture; in between this
+    looks every few seconds and draws nothing."""
     position, question, _ = room.state()
     if (position, question is not None and question.revealed) != seen:
         st.rerun()
@@ -114,10 +115,9 @@ def visitor(room) -> None:
         return
     st.markdown(f"### 🎯 Picture {position + 1} of {len(room)}")
     mine = question.votes.get(voter())
-    image = quiz_picture(Path(room.data) if room.data else None, question.filename)
-    if image is not None:
-        with st.container(key="quiz_picture"):
-            st.image(image, width="stretch")
+    jpeg = picture_jpeg(room.data, question.filename)
+    if jpeg is not None:
+        st.container(key="quiz_picture").image(jpeg, width="stretch")
     if question.revealed:
         verdict = "✅" if mine == question.true else "❌"
         st.markdown(f"## The answer: {spoken(question.true)}")
@@ -141,15 +141,15 @@ def host(room, key: str) -> None:
         the_end(game, played)
         return
     round_header(room, position)
-    image = quiz_picture(shown.data_root, question.filename)
-    if image is None:
+    jpeg = picture_jpeg(room.data, question.filename)
+    if jpeg is None:
         st.warning(f"{question.filename} is not in the image folder {room.data}.")
     if question.revealed:
-        reveal(room, key, game, shown, position, question, played, image)
+        reveal(room, key, game, shown, position, question, played)
         return
     left, right = st.columns([1, 1])
-    if image is not None:
-        left.container(key="quiz_picture").image(image, width="stretch")
+    if jpeg is not None:
+        left.container(key="quiz_picture").image(jpeg, width="stretch")
     with right:
         st.markdown("**What is this person doing?** Click the class's answer, or let the room vote.")
         action_buttons(room.classes, question.pick,
@@ -160,7 +160,8 @@ def host(room, key: str) -> None:
                   help="The class's answer is the one clicked; without a click, the room's most voted action.")
 
 
-def reveal(room, key, game, shown, position, question, played, image) -> None:
+def reveal(room, key, game, shown, position, question, played) -> None:
+    image = quiz_picture(shown.data_root, question.filename)
     answers = reveal_table(game, question.filename)
     score = summary(played, game.table, game.names).score
     row = game.table.set_index("filename").loc[question.filename]
@@ -182,11 +183,10 @@ def reveal(room, key, game, shown, position, question, played, image) -> None:
             if overlay is not None:
                 st.image(overlay, caption=f"where {name}, the most accurate model, looked (Grad-CAM)",
                          width="stretch")
-    panel.dataframe(answers, hide_index=True, width="stretch", key="quiz_answers")
-    panel.caption(f"Calibrated confidence; the set holds the classes the model cannot rule out ({DEFAULT_COVERAGE:.0%} "
-                  "coverage)."
-                  + (" The room's votes: " + " · ".join(f"{spoken(a)} {n}" for a, n in question.tally())
-                     if question.votes else ""))
+    panel.table(answers, hide_index=True, border="horizontal")  # HTML: it grows with presentation mode's type
+    votes = " · ".join(f"{spoken(action)} {n}" for action, n in question.tally())
+    panel.caption(f"Calibrated confidence; the set holds the classes the model cannot rule out "
+                  f"({DEFAULT_COVERAGE:.0%} coverage)." + (f" The room's votes: {votes}" if votes else ""))
     neighbours, scores = st.columns([2, 1])
     with neighbours, friendly("Similar training pictures"):
         similar_training_pictures(shown, game, question.filename)
