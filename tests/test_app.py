@@ -830,7 +830,10 @@ def test_explain_opacity_and_class_blend_cached_maps_without_a_forward(app, monk
     at.selectbox(key="cam_class").set_value("sleeping").run()
     assert len(computed) == 2 and not at.error
     assert all("explains **sleeping**" in m.value for m in at.markdown if "explains" in m.value)
-    assert [image.value for image in at.image] != before
+    # a tiny model's map for a class can be zero everywhere: the page then says so instead of drawing it
+    empty = [w for w in at.warning if "its map is empty" in w.value] + [
+        c for c in at.caption if "its map is empty" in c.value] + [m for m in at.markdown if "its map is empty" in m.value]
+    assert [image.value for image in at.image] != before or len(empty) == 2
     at.selectbox(key="cam_method").set_value("ScoreCAM").run()
     at.selectbox(key="cam_class").set_value("dancing").run()
     assert len(computed) == 6  # a slow method computes the class asked for: two classes, two models
