@@ -221,12 +221,17 @@ def test_evaluate_shows_each_runs_calibration_sets_and_abstaining_as_computed_he
     half = int((manifest["calibrate"] == "1").sum())
     assert any(f"fitted on the calibration half of val: {half} pictures ({', '.join(sorted(calibration.index))})"
                in caption.value for caption in at.caption), [c.value for c in at.caption]
+    assert not any("flatter it" in caption.value for caption in at.caption)  # test: no pictures of the fit
+    # every bundled run chose its checkpoint on all of val before it was split: said (review of #39)
+    assert any("chose their checkpoint on all of val" in caption.value for caption in at.caption)
     charts = " ".join(str(chart.proto.spec) for chart in at.get("plotly_chart"))
     assert "perfectly calibrated" in charts and "share of pictures answered" in charts
     at.slider(key="eval_coverage").set_value(0.6).run()  # smaller sets, lower coverage: computed anew
     smaller = next(f.value for f in at.dataframe if "set coverage" in f.value.columns)
     assert (smaller["mean set size"] <= sets["mean set size"]).all()
     assert smaller["set coverage"].mean() < sets["set coverage"].mean()
+    at.radio(key="eval_split").set_value("val").run()  # val holds the calibration pictures: said (review of #39)
+    assert any("flatter it" in caption.value for caption in at.caption)
 
 
 def test_a_temperature_is_refused_on_too_few_val_pictures_or_on_answers_all_certain():

@@ -46,7 +46,8 @@ def calibration(runs: list[Run], split: str) -> None:
         return
     st.markdown("**Calibration.** One temperature per run, fitted on val pictures, makes its confidence honest: "
                 "on the diagonal a model is right as often as it is sure; below it, over-confident.")
-    st.caption(fitted_on_line(reports))
+    st.caption(fitted_on_line(reports) + (" The val figures below include the pictures the fit used, so they "
+                                          "flatter it; the test split is the honest check." if split == "val" else ""))
     st.dataframe(calibration_table(reports, split).style.format("{:.3f}").highlight_min(
         subset=["ECE after", "NLL after", "Brier after"], color="#bbf7d0"), width="stretch")
     st.plotly_chart(figure(reliability_figure, {name: {stage: pd.DataFrame(report["splits"][split][f"reliability_{stage}"])
