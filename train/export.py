@@ -3,8 +3,9 @@
     python -m train.export RUN [RUN ...] [--format onnx] [--quantize int8] [--data DIR] [--check-limit N]
 
 Writes model.onnx (dynamic batch size; outputs logits and embedding) into each run folder beside its card;
---quantize int8 also writes model.int8.onnx when its test accuracy is at most one point below the float
-model's. The card's "exports" block records file, size, sha256, opset, the weights it came from and the checks.
+--quantize int8 also writes model.int8.onnx when its val accuracy is at most one point below the float
+model's (test accuracy is measured and reported, never used to decide). The card's "exports" block records
+file, size, sha256, opset, the weights it came from and the checks.
 Then predict with HAR_BACKEND=onnxruntime (or the app's sidebar), or copy the run folder anywhere and use
 deploy/predict.py, which needs only onnxruntime, numpy and pillow.
 """
