@@ -68,7 +68,10 @@ def pictures_of_a_failure(request):
         for i, page in enumerate(OPENED):
             if not page.is_closed():
                 page.screenshot(path=str(SHOTS / f"quiz_failed_{i}.png"))
-                print(f"page {i} ({page.url}):", page.locator("[data-testid='stMain']").inner_text()[:1500])
+                state = page.evaluate("[document.querySelectorAll('[data-stale=\"true\"]').length, "
+                                      "!!document.querySelector('[data-testid=\"stStatusWidget\"]')]")
+                print(f"page {i} ({page.url}; stale elements, running: {state}):",
+                      page.locator("[data-testid='stMain']").inner_text()[:1500])
 
 
 def calibrated_from_files(run_dir: Path) -> pd.DataFrame:
@@ -229,7 +232,10 @@ def test_the_bundled_har_runs_at_1440_1280_and_in_presentation_mode(browser, tmp
     """Screenshots of a round on the HAR runs (quiz_*.png), looked at by whoever changes the page: the asking
     screen keeps every action whole beside the picture and fits the screen; the reveal's numbers are the CSVs'."""
     runs_dir = ROOT / "assets" / "runs_har"
-    csvs = {run.name: calibrated_from_files(run) for run in runs_dir.iterdir() if (run / "card.json").is_file()}
+    folders = [run for run in runs_dir.iterdir() if (run / "card.json").is_file()]
+    csvs = {run.name: calibrated_from_files(run) for run in folders}
+    val = {run.name: json.loads((run / "metrics_val.json").read_text()) for run in folders}
+    best = max(val, key=lambda name: (val[name]["accuracy"], val[name]["macro_f1"]))
     fresh = start_server(runs_dir, HAR, tmp_path / "server.log")
     try:
         for width, height, present in ((1440, 900, False), (1280, 720, False), (1280, 720, True),
@@ -253,7 +259,8 @@ def test_the_bundled_har_runs_at_1440_1280_and_in_presentation_mode(browser, tmp
             assert {k: v for k, v in shown.items() if k != "ensemble"} == \
                 {k: v for k, v in expected.items() if k != "ensemble"}
             assert shown["ensemble"][0] == expected["ensemble"][0]  # its confidence is at its own temperature
-            page.locator("[data-testid='stImageCaption']").filter(has_text="most accurate model").wait_for()
+            cam = page.locator("[data-testid='stImageCaption']").filter(has_text=f"Grad-CAM: where {best} looked")
+            cam.wait_for()  # the map of the run every page opens on (the best val accuracy)
             page.get_by_text("most similar training pictures").wait_for()
             page.locator("[data-testid='stImage'] img").nth(4).wait_for()  # the picture, its map, 3 neighbours
             shot(page, f"{name}_reveal")

@@ -239,6 +239,12 @@ def quiz_page(runs, data, monkeypatch, room: str | None = None) -> AppTest:
     return at
 
 
+def val_scores(run_dir) -> tuple[float, float]:
+    """A run's val accuracy and macro-F1, from its metrics file."""
+    metrics = json.loads((run_dir / "metrics_val.json").read_text())
+    return metrics["accuracy"], metrics["macro_f1"]
+
+
 def calibrated_from_files(run_dir) -> pd.DataFrame:
     """A run's stored test predictions read straight from its CSV, at the temperature on its card.json."""
     card = json.loads((run_dir / "card.json").read_text())
@@ -385,4 +391,6 @@ def test_on_the_bundled_runs_the_reveal_shows_each_runs_calibrated_confidence_an
         assert table.loc[name, "90% set"] == " · ".join(spoken(c) for c in sets)
         assert sets[0] == csvs[name].loc[filename].drop("true").astype(float).idxmax()  # the answer leads its set
     assert any("most similar training pictures" in m.value for m in at.markdown)
-    assert any(c.startswith("where efficientnet_lite2, the most accurate model") for i in at.image for c in i.captions)
+    best = max(runs, key=lambda name: val_scores(runs[name].path))  # the run every page opens on
+    assert any(c == f"Grad-CAM: where {best} looked" for i in at.image for c in i.captions)
+    assert any(f"most similar training pictures** ({best})" in m.value for m in at.markdown)

@@ -25,7 +25,7 @@ from har_core.metrics import probabilities
 from har_core.quiz import ENSEMBLE, QuizError, Room, Rooms, answers_table, ensemble_probabilities
 from har_core.similarity import neighbours_of
 from ui.answers import explanation
-from ui.common import Selection, data_file, models, predictions
+from ui.common import Selection, best_run, data_file, models, predictions
 from ui.similar import embeddings, has_embeddings, neighbour_grid, search_index
 from ui.sureness import ensemble_temperature, sureness
 
@@ -37,6 +37,8 @@ QUIZ_CSS = """<style>
 .st-key-quiz_actions button p { font-size: 1.15rem; line-height: 1.2; }
 .st-key-quiz_actions button * { white-space: normal; overflow: visible; text-overflow: clip; }  /* whole words */
 .st-key-quiz_picture img { max-height: 70vh; object-fit: contain; }
+.st-key-quiz_answers th, .st-key-quiz_answers th *, .st-key-quiz_answers td:nth-child(-n+3),
+.st-key-quiz_answers td:nth-child(-n+3) * { white-space: nowrap !important; }  /* a set may wrap */
 .st-key-quiz_reveal_button button, .st-key-quiz_next button { min-height: 3rem; }
 .st-key-quiz_reveal_button button p, .st-key-quiz_next button p { font-size: 1.2rem; }
 </style>"""  # the actions in a grid as wide as the screen allows: three a row beside the picture, two on a phone
@@ -158,9 +160,9 @@ def _answer_row(name: str, runs: list[Run], probs: np.ndarray, classes: list[str
 
 
 def best_cam(game: Contest, image, filename: str):
-    """The most accurate run's Grad-CAM over the whole picture, of the class it answered in its stored
-    predictions (what the reveal says it answered), and that run's name."""
-    run = game.runs[0]
+    """The best run's Grad-CAM (ui.common.best_run: the one every page opens on) over the whole picture, of the
+    class it answered in its stored predictions (what the reveal says it answered), and that run's name."""
+    run = best_run(game.runs)
     loaded = models([run])
     if not loaded:
         return None, run.name
@@ -170,9 +172,9 @@ def best_cam(game: Contest, image, filename: str):
 
 
 def similar_training_pictures(selection: Selection, game: Contest, filename: str, k: int = 3) -> None:
-    """The k training pictures most like this one in the embedding of the most accurate run that has
-    embeddings, with their labels and similarity."""
-    run = next((run for run in game.runs if has_embeddings(run)), None)
+    """The k training pictures most like this one in the embedding of the best run (ui.common.best_run), or of
+    the next run in the table's order that has embeddings, with their labels and similarity."""
+    run = next((run for run in [best_run(game.runs), *game.runs] if has_embeddings(run)), None)
     if run is None:
         st.caption("No run here has embeddings: the Embeddings page computes them.")
         return

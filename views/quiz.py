@@ -37,7 +37,7 @@ def round_header(room, position: int) -> None:
     page = (st.context.url or "").split("?")[0]  # the address this browser sees (none in a headless test)
     link = f"{page}?room={room.code}" if page else f"the Quiz page, ?room={room.code}"
     left, right = st.columns([1, 2], vertical_alignment="center")
-    left.markdown(f"### 🎯 Picture {position + 1} of {len(room)}")
+    left.subheader(f"🎯 Picture {position + 1} of {len(room)}", anchor=False)
     right.markdown(f"Vote from your own device: **{link}** · round **{room.code}**")
 
 
@@ -63,7 +63,8 @@ def votes_so_far(room) -> None:
 def start() -> None:
     st.title("🎯 Quiz: the class against the models")
     if code:
-        st.caption(f"⚠️ No round {code} on this server (it ended, or the server restarted): start one below.")
+        st.caption(f"⚠️ No round {code} on this server: it ended, the server restarted, or this address leads to "
+                   "another copy of the app than the teacher's (rounds live in one server process). Start one below.")
     st.caption("Guess first, then see what the networks said: pictures of the test split that every model gets "
                "right, that the models disagree on, and that every model gets wrong.")
     need_runs(selection)
@@ -113,14 +114,14 @@ def visitor(room) -> None:
         st.success(f"The round is over: the class got **{right} of {len(played)}** right. The score against each "
                    "model is on the teacher's screen.")
         return
-    st.markdown(f"### 🎯 Picture {position + 1} of {len(room)}")
+    st.subheader(f"🎯 Picture {position + 1} of {len(room)}", anchor=False)
     mine = question.votes.get(voter())
     jpeg = picture_jpeg(room.data, question.filename)
     if jpeg is not None:
         st.container(key="quiz_picture").image(jpeg, width="stretch")
     if question.revealed:
         verdict = "✅" if mine == question.true else "❌"
-        st.markdown(f"## The answer: {spoken(question.true)}")
+        st.header(f"The answer: {spoken(question.true)}", anchor=False)
         st.markdown(f"The class said **{spoken(question.answer) if question.answer else 'nothing'}**"
                     + (f" · you said **{spoken(mine)}** {verdict}" if mine else ""))
         return
@@ -150,14 +151,16 @@ def host(room, key: str) -> None:
     left, right = st.columns([1, 1])
     if jpeg is not None:
         left.container(key="quiz_picture").image(jpeg, width="stretch")
-    with right:
-        st.markdown("**What is this person doing?** Click the class's answer, or let the room vote.")
+    with right:  # one line of words: the question, the answers, the votes and the button fit a 720-px projector
+        st.markdown("**What is this person doing?**", help="Click the class's answer, or let the room vote from "
+                    "their own devices: without a click, the most voted action is the class's answer.")
         action_buttons(room.classes, question.pick,
                        lambda action: room.pick(key, None if action == question.pick else action), "quiz_pick")
-        votes_so_far(room)
-        st.button("Show the answer", type="primary", key="quiz_reveal_button", width="stretch",
-                  on_click=room.reveal, args=(key,),
-                  help="The class's answer is the one clicked; without a click, the room's most voted action.")
+        count, show = st.columns(2, vertical_alignment="center")
+        with count:
+            votes_so_far(room)
+        show.button("Show the answer", type="primary", key="quiz_reveal_button", width="stretch",
+                    on_click=room.reveal, args=(key,))
 
 
 def reveal(room, key, game, shown, position, question, played) -> None:
@@ -175,15 +178,15 @@ def reveal(room, key, game, shown, position, question, played) -> None:
                   delta_color="off", delta_arrow="off")
     next_one.button("The round's score ▸" if position + 1 == len(room) else "Next picture ▸", type="primary",
                     key="quiz_next", width="stretch", on_click=room.next, args=(key,))
-    picture, cam, panel = st.columns([1, 1, 1.6])
+    picture, cam, panel = st.columns([0.8, 0.8, 2])  # the table whole at 1280 px
     if image is not None:
         picture.image(image, caption=question.filename.rsplit("/", 1)[-1], width="stretch")
         with cam, friendly("Grad-CAM"), st.spinner("Grad-CAM…"):
             overlay, name = best_cam(game, image, question.filename)
             if overlay is not None:
-                st.image(overlay, caption=f"where {name}, the most accurate model, looked (Grad-CAM)",
-                         width="stretch")
-    panel.table(answers, hide_index=True, border="horizontal")  # HTML: it grows with presentation mode's type
+                st.image(overlay, caption=f"Grad-CAM: where {name} looked", width="stretch")
+    panel.container(key="quiz_answers").table(answers, hide_index=True, border="horizontal")  # HTML: it grows with
+    # presentation mode's type
     votes = " · ".join(f"{spoken(action)} {n}" for action, n in question.tally())
     panel.caption(f"Calibrated confidence; the set holds the classes the model cannot rule out "
                   f"({DEFAULT_COVERAGE:.0%} coverage)." + (f" The room's votes: {votes}" if votes else ""))
@@ -205,11 +208,11 @@ def by_whom(question) -> str:
 def the_end(game, played) -> None:
     result = summary(played, game.table, game.names)
     st.session_state["quiz_summary"] = result  # Overview's report ends with it
-    st.markdown(f"### 🎯 The round is over: {len(played)} pictures")
+    st.subheader(f"🎯 The round is over: {len(played)} pictures", anchor=False)
     board = result.score
     columns = st.columns(min(5, len(board)))
     for i, row in board.iterrows():
-        columns[i % len(columns)].metric(row["who"], f"{row['right']} of {row['of']}", border=i == 0)
+        columns[i % len(columns)].metric(row["who"], f"{row['right']} of {row['of']}", border=True)
     st.markdown(f"**{result.sentence()}**")
     shares = {"class right": "{:.0%}", "models right": "{:.0%}", "ensemble right": "{:.0%}", "action": spoken}
     st.dataframe(result.actions.style.format(shares), hide_index=True, width="stretch")
