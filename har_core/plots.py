@@ -14,8 +14,9 @@ from har_core.analysis import disagreement_matrix
 from har_core.labels import spoken
 
 FONT = dict(size=16)  # readable at projector size
-# one palette for every figure: 48 distinct colours, a class (or a run) keeps its colour on every page and filter
-PALETTE = px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
+# one palette for every figure: 47 distinct colours, a class (or a run) keeps its colour on every page and filter
+PALETTE = [colour for colour in px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
+           if colour != "#222A2A"]  # Dark24's near-black reads as black on a projector, not as a class's colour
 
 
 # the look of a figure drawn outside the app (the report): plotly's own template, named here because the process

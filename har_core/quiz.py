@@ -35,7 +35,7 @@ KINDS = {"split": "the models disagree on", "all right": "every model gets right
          "all wrong": "every model gets wrong"}  # a round takes them in turn, in this order
 HARD = ("split", "all wrong")
 DEFAULT_PICTURES = 5
-CODE_LETTERS = "ACDEFGHJKLMNPQRTUVWXY3479"  # no 0/O, 1/I, 2/Z, 5/S, 6/G lookalikes: read off a projector
+CODE_LETTERS = "ACDEFHJKLMNPRTUVWXY3479"  # no 0/O/Q, 1/I, 2/Z, 5/S, 6/G, 8/B: read off a projector
 
 
 class QuizError(ValueError):

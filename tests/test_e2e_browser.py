@@ -556,7 +556,7 @@ def test_the_report_downloaded_from_the_overview_reads(server, browser, tiny_run
     problems = []
     for section, figures in drawn.items():
         for figure in figures:
-            dark = [fill for fill in figure["fills"] if max(map(int, re.findall(r"\d+", fill)[:3])) <= 16]
+            dark = [fill for fill in figure["fills"] if max(map(int, re.findall(r"\d+", fill)[:3])) <= 60]
             problems += [f"{section}: {what} {found}" for what, found in (
                 ("names cut at the chart's edge", figure["cut"]), ("axis titles over tick labels", figure["crowded"]),
                 ("near-black bars", dark)) if found]

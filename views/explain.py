@@ -4,7 +4,7 @@ import time
 import streamlit as st
 
 from har_core.cam import CLASS_AGNOSTIC, EXPLANATIONS, OCCLUSION, SLOW_METHODS, occlusion_window, overlay_on_picture
-from har_core.labels import spoken
+from har_core.labels import picture_name, spoken
 from har_core.plots import heat_scale_html
 from har_core.imaging import image_digest
 from ui.answers import explanation, image_source
@@ -55,7 +55,7 @@ def stop_slow_method():
 def maps():
     """Class and opacity rerun only this part: the maps of every class are cached, so it only blends."""
     original, controls = st.columns([1, 3])
-    original.image(images[0], caption=f"{names[0]} (as given)", width="stretch")
+    original.image(images[0], caption=f"{picture_name(names[0])} (as given)", width="stretch")
     left, right = controls.columns([1, 2])
     target = left.selectbox("Class", ["predicted class"] + classes, key="cam_class")
     opacity = right.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="cam_opacity")
