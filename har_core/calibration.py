@@ -1,5 +1,6 @@
 """How sure is it, for runs: which pictures calibrate a run, its stored temperature and report, and the calibrated
-predictions its prediction sets and abstain threshold are fitted on. The maths is har_core.calibration_maths's.
+predictions its prediction sets and abstain threshold are fitted on. The maths is har_core.calibration_maths's;
+reading the stored temperature back, as every loaded model does, is har_core.temperature's.
 
 - Which pictures calibrate: the calibration half of val, when the run's split manifest marks one (its
   `calibrate` column, har_core.data.with_calibration_half). Training chose its checkpoint on the other half
@@ -23,11 +24,13 @@ import pandas as pd
 
 from har_core import artifacts, fileio
 from har_core.artifacts import Run, RunError
-from har_core.calibration_maths import (BINS, DEFAULT_COVERAGE, DEFAULT_TARGET_ACCURACY, TEMPERATURE_RANGE,
+from har_core.calibration_maths import (BINS, DEFAULT_COVERAGE, DEFAULT_TARGET_ACCURACY,
                                         CalibrationError, PredictionSets, abstain_threshold, fit_temperature,
                                         reliability, risk_coverage, scores, set_report, temper)
 from har_core.data import calibration_files
 from har_core.metrics import probabilities
+from har_core.temperature import (calibrated_tta, evaluated_with_tta, manifest_digest, run_temperature,
+                                  val_digest)
 
 REPORT = "calibration.json"
 CALIBRATION_HALF = "calibration half of val"
@@ -87,24 +90,6 @@ def calibration_probabilities(run: Run) -> tuple[np.ndarray, np.ndarray, str]:
     return probs, labels, part_of_val(files)
 
 
-def evaluated_with_tta(run: Run) -> bool:
-    """Whether the run's stored val predictions average each picture with its mirror image (flip TTA)."""
-    try:
-        measured = run.metrics("val") or {}
-    except RunError:
-        measured = {}
-    return bool(measured.get("tta", run.card.get("metrics", {}).get("val", {}).get("tta", False)))
-
-
-def calibrated_tta(run: Run) -> bool:
-    """The flip TTA mode the run's temperature, sets and threshold were fitted with: what every place that
-    predicts with the run defaults to (read from its val evaluation for a card calibrated before it was stored)."""
-    stored = run.card.get("calibration")
-    if isinstance(stored, dict) and isinstance(stored.get("tta"), bool):
-        return stored["tta"]
-    return evaluated_with_tta(run)
-
-
 def default_tta(runs: list[Run]) -> bool:
     """The TTA mode a toggle over `runs` starts in: the one most of them were calibrated in (ties: without)."""
     modes = [calibrated_tta(run) for run in runs]
@@ -126,10 +111,6 @@ def tta_mismatch(names_and_modes: list[tuple[str, bool]], tta: bool) -> str:
 
 
 # ----------------------------------------------------------------------------------------- runs
-
-def manifest_digest(run: Run) -> str:
-    return fileio.file_sha256(run.path / artifacts.MANIFEST) if run.has(artifacts.MANIFEST) else ""
-
 
 def calibrated_on(part: str, pictures: int, tta: bool) -> dict:
     """What calibration.json says about the pictures that calibrated the run."""
@@ -179,35 +160,12 @@ def calibrate_run(run: Run, coverage: float = DEFAULT_COVERAGE) -> dict:
     return report
 
 
-def val_digest(run: Run) -> str:
-    name = artifacts.predictions_file("val")
-    return fileio.file_sha256(run.path / name) if run.has(name) else ""
-
-
 def forget_calibration(run: Run) -> None:
     """Take a run's temperature off its card and delete its report (a refit failed: raw probabilities)."""
     if "calibration" in run.card:
         run.card = {k: v for k, v in run.card.items() if k != "calibration"}
         fileio.write_json(run.path / artifacts.CARD, run.card)
     (run.path / REPORT).unlink(missing_ok=True)
-
-
-def run_temperature(run: Run) -> tuple[float, str]:
-    """The temperature every page applies to the run's probabilities, and "" — or 1.0 and one line saying why
-    the raw probabilities are shown (never calibrated, or calibrated on another split manifest or on other val
-    predictions than the run holds now)."""
-    found = run.card.get("calibration")
-    if not isinstance(found, dict) or not isinstance(found.get("temperature"), (int, float)) or \
-            isinstance(found.get("temperature"), bool):
-        return 1.0, f"{run.name}: not calibrated yet (python -m train.calibrate {run.path.name}); raw probabilities"
-    if found.get("manifest_sha256") and found["manifest_sha256"] != manifest_digest(run):
-        return 1.0, f"{run.name}: calibrated on another split manifest than its split.csv; raw probabilities"
-    if found.get("val_predictions_sha256") and found["val_predictions_sha256"] != val_digest(run):
-        return 1.0, (f"{run.name}: its val predictions changed since it was calibrated (python -m train.calibrate "
-                     f"{run.path.name}); raw probabilities")
-    if not TEMPERATURE_RANGE[0] <= found["temperature"] <= TEMPERATURE_RANGE[1]:
-        return 1.0, f"{run.name}: calibration temperature {found['temperature']} is out of range; raw probabilities"
-    return float(found["temperature"]), ""
 
 
 def report_of(run: Run) -> dict | None:

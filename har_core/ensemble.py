@@ -14,11 +14,13 @@ import numpy as np
 from har_core import artifacts
 from har_core.artifacts import Run
 from har_core.calibration import (CalibrationPictures, calibration_files_of, calibration_rows, part_of_val,
-                                  probabilities_of, run_temperature)
+                                  probabilities_of)
 from har_core.calibration_maths import (DEFAULT_COVERAGE, CalibrationError, expected_calibration_error,
                                         fit_temperature, nll, set_report, temper)
+from har_core.inference import combine
 from har_core.labels import spoken
 from har_core.metrics import compute_metrics
+from har_core.temperature import run_temperature
 
 
 def pretrained_runs(runs: list[Run]) -> list[Run]:
@@ -48,12 +50,6 @@ def default_members(runs: list[Run]) -> list[str]:
     group = class_groups(runs)[0] if runs else []
     pretrained = pretrained_runs(group)
     return [run.name for run in (pretrained if len(pretrained) >= 2 else group)]
-
-
-def combine(probabilities_of_members: list[np.ndarray], temperature: float = 1.0) -> np.ndarray:
-    """The ensemble's probabilities: the mean of its (calibrated) members, scaled by the ensemble's own
-    temperature (fitted on its calibration pictures: `ensemble_calibration_pictures`)."""
-    return temper(np.mean(probabilities_of_members, axis=0), temperature)
 
 
 def aligned_members(runs: list[Run], split: str, calibrated: bool = True,

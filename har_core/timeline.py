@@ -16,8 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from har_core.ensemble import combine
-from har_core.inference import LoadedModel, predict_all
+from har_core.inference import LoadedModel, combine, predict_all
 from har_core.video import Clip, clip_facts, read_clip
 
 NO_ACTION = "no known action"

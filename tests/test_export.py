@@ -288,7 +288,7 @@ def test_the_torch_free_predictor_matches_har_core(exported, kaggle_data, tmp_pa
 
 def test_the_predictor_refuses_the_temperatures_har_core_refuses():
     import importlib.util
-    from har_core.calibration import TEMPERATURE_RANGE
+    from har_core.calibration_maths import TEMPERATURE_RANGE
     spec = importlib.util.spec_from_file_location("deploy_predict", ROOT / "deploy" / "predict.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
