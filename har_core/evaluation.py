@@ -6,13 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import nn
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from har_core import artifacts, fileio
-from har_core.data import dataset_for, eval_transform
+from har_core.data import eval_transform
 from har_core.inference import data_config_of, predict_loader
+from har_core.loaders import split_loader
 from har_core.metrics import compute_metrics, predictions_frame, summary
 
 
@@ -21,21 +20,6 @@ def default_workers(device: str) -> int:
     it. On a CPU the forward already keeps every core busy and a worker process only competes with it
     (bench, 2 cores: no bundled model evaluated faster with one, most 10–30% slower), so decoding stays inline."""
     return 0 if device == "cpu" else min(4, max(0, (os.cpu_count() or 1) - 1))
-
-
-def split_loader(root: Path, manifest: pd.DataFrame, split: str, classes: list[str], transform,
-                 batch_size: int = 64, workers: int = 0, shuffle: bool = False, sampler=None,
-                 generator: torch.Generator | None = None, pin_memory: bool = False,
-                 also: Dataset | None = None) -> DataLoader:
-    """Batches of one split of the manifest; `also`: more samples drawn with them (unlabelled pictures)."""
-    rows = manifest[manifest["split"] == split]
-    index = {c: i for i, c in enumerate(classes)}
-    dataset = dataset_for(root, rows["filename"].tolist(), [index[l] for l in rows["label"]], transform)
-    if also is not None:
-        dataset = ConcatDataset([dataset, also])
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                      num_workers=workers, generator=generator, pin_memory=pin_memory,
-                      persistent_workers=False, drop_last=False)
 
 
 def evaluate_split(model: nn.Module, card: dict, root: Path, manifest: pd.DataFrame, split: str,

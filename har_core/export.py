@@ -28,8 +28,8 @@ from har_core.artifacts import Run, RunError, open_run
 from har_core.backend import EXPORT_FILES, INT8_FILE, ONNX_FILE, open_session, softmax
 from har_core.fileio import file_sha256
 from har_core.data import eval_transform
-from har_core.evaluation import split_loader
 from har_core.inference import capture_input, data_config_of, load_run, logits_of
+from har_core.loaders import split_loader
 from har_core.registry import REGISTRY
 
 OPSET = 18
