@@ -1,31 +1,58 @@
 """har_core's modules import each other without a circle (#39: calibration <-> ensemble, audit <-> similarity were
 two, each hidden behind an import inside a function). The graph is read from the source, imports inside
-functions included, so a circle cannot hide from it."""
+functions included, so a circle cannot hide from it. Its subpackages are concerns in levels (#43, LEVELS): no
+import runs from a lower concern to a higher one, nor sideways between two of one level."""
 import ast
 from pathlib import Path
 
 from conftest import ROOT
 
 PACKAGE = "har_core"
+# har_core's subpackages by concern, lowest first: a module imports modules of its own subpackage and of lower
+# levels only; training, explain and retrieval (one level) do not import each other. The modules at har_core's
+# top (server, report, quiz) draw on every concern, and no subpackage imports them.
+LEVELS = {"data": 0, "models": 1, "evaluation": 2, "training": 3, "explain": 3, "retrieval": 3}
 
 
-def imported_modules(path: Path) -> set[str]:
-    """The har_core modules a source file imports, at its top or inside any function."""
+def imported_modules(path: Path, modules: set[str]) -> set[str]:
+    """The har_core modules (of `modules`) a source file imports, at its top or inside any function."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == PACKAGE:  # from har_core import artifacts, fileio
-                found.update(f"{PACKAGE}.{alias.name}" for alias in node.names)
-            elif node.module.startswith(PACKAGE + "."):
-                found.add(node.module)
+            if node.module == PACKAGE or node.module.startswith(PACKAGE + "."):
+                found.add(node.module)  # from har_core.models.inference import load_run
+                # the names may be modules (from har_core.data import fileio)
+                found.update(f"{node.module}.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names if alias.name.startswith(PACKAGE + "."))
-    return found
+            found.update(alias.name for alias in node.names)
+    return found & modules
+
+
+def module_name(path: Path) -> str:
+    """har_core/models/inference.py -> har_core.models.inference"""
+    return ".".join((PACKAGE, *path.relative_to(ROOT / PACKAGE).with_suffix("").parts))
 
 
 def import_graph() -> dict[str, set[str]]:
-    modules = {f"{PACKAGE}.{path.stem}": path for path in (ROOT / PACKAGE).glob("*.py") if path.stem != "__init__"}
-    return {name: imported_modules(path) & set(modules) - {name} for name, path in modules.items()}
+    modules = {module_name(path): path for path in (ROOT / PACKAGE).rglob("*.py") if path.stem != "__init__"}
+    return {name: imported_modules(path, set(modules)) - {name} for name, path in modules.items()}
+
+
+def concern_of(module: str) -> str | None:
+    """The subpackage a module sits in (har_core.models.inference -> models); None at har_core's top."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 else None
+
+
+def level_of(module: str) -> int:
+    concern = concern_of(module)
+    return max(LEVELS.values()) + 1 if concern is None else LEVELS[concern]
+
+
+def wrong_way_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import from one concern into another of the same or a higher level, as "a -> b"."""
+    return [f"{module} -> {target}" for module in sorted(graph) for target in sorted(graph[module])
+            if concern_of(target) != concern_of(module) and level_of(target) >= level_of(module)]
 
 
 def a_circle(graph: dict[str, set[str]]) -> list[str]:
@@ -57,7 +84,18 @@ def test_the_graph_sees_imports_inside_functions(tmp_path):
     source = tmp_path / "m.py"
     source.write_text("from har_core import fileio, labels\n"
                       "def f():\n    from har_core.audit import near_duplicates\n    import har_core.search\n")
-    assert imported_modules(source) == {"har_core.fileio", "har_core.labels", "har_core.audit", "har_core.search"}
+    imported = {"har_core.fileio", "har_core.labels", "har_core.audit", "har_core.search"}
+    assert imported_modules(source, imported | {"har_core.cam"}) == imported
+
+
+def test_the_level_check_finds_upward_and_sideways_imports():
+    graph = {"har_core.models.inference": {"har_core.data.fileio", "har_core.evaluation.calibration"},
+             "har_core.explain.cam": {"har_core.models.inference", "har_core.retrieval.search"},
+             "har_core.training.trunk": {"har_core.training.distill", "har_core.report"},
+             "har_core.report": {"har_core.explain.cam", "har_core.quiz"}}
+    assert wrong_way_imports(graph) == ["har_core.explain.cam -> har_core.retrieval.search",
+                                        "har_core.models.inference -> har_core.evaluation.calibration",
+                                        "har_core.training.trunk -> har_core.report"]
 
 
 def test_har_core_has_no_import_circle():
@@ -65,3 +103,9 @@ def test_har_core_has_no_import_circle():
     assert len(graph) > 20 and graph["har_core.ensemble"]  # the package was read
     circle = a_circle(graph)
     assert not circle, " -> ".join(circle)
+
+
+def test_no_import_runs_up_or_sideways_between_har_core_subpackages():
+    graph = import_graph()
+    assert {concern_of(module) for module in graph} - {None} <= set(LEVELS)  # every subpackage has its level
+    assert not wrong_way_imports(graph), "\n".join(wrong_way_imports(graph))
