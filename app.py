@@ -4,6 +4,7 @@
 """
 import streamlit as st
 
+from ui.choices import warm_up_after_page
 from ui.common import presenting
 
 st.set_page_config(page_title="HAR Studio", page_icon="🏃", layout="wide",
@@ -25,3 +26,4 @@ pages = [
     st.Page("views/quiz.py", title="Quiz", icon="🎯"),
 ]
 st.navigation(pages).run()
+warm_up_after_page()  # the page is drawn: now the models load, for the first upload

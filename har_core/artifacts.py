@@ -17,16 +17,16 @@ import platform
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-import safetensors.torch
-import timm
-import torch
-import torchvision
-from torch import nn
 
 from har_core.data import read_manifest
 from har_core.fileio import atomic_write_bytes, file_sha256, is_inside
+
+if TYPE_CHECKING:  # only named in annotations here
+    import torch
+    from torch import nn
 
 CARD = "card.json"
 WEIGHTS = "model.safetensors"
@@ -63,8 +63,11 @@ SAVE_DTYPES = ("float32", "float16", "int8")
 _SCALE = ".__int8_scale"
 
 
+# torch, timm and safetensors are imported inside the functions that read or write weights: the first page reads
+# run folders without them (importing them was most of a cold start, #41)
 def _quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-output-channel int8: weight ≈ q * scale."""
+    import torch
     flat = weight.float().reshape(weight.shape[0], -1)
     scale = (flat.abs().amax(1).clamp(min=1e-12) / 127).reshape(-1, *([1] * (weight.dim() - 1)))
     return torch.round(weight.float() / scale).clamp(-127, 127).to(torch.int8), scale
@@ -73,6 +76,7 @@ def _quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def save_weights(path: Path, model: nn.Module, dtype: str = "float32") -> None:
     """Weights as safetensors. float16 halves the file; int8 (per-channel, for conv/linear weights)
     quarters it — what is stored is exactly what a reload evaluates."""
+    import safetensors.torch
     if dtype not in SAVE_DTYPES:
         raise ValueError(f"save dtype must be one of {SAVE_DTYPES}")
     state = {}
@@ -94,6 +98,7 @@ def _dequantize(state: dict) -> dict:
 
 def load_weights(path: Path, model: nn.Module, run_name: str) -> None:
     """Load safetensors weights into `model` (float32), with a clear error for any mismatch."""
+    import safetensors.torch
     try:
         state = _dequantize(safetensors.torch.load_file(str(path)))
     except FileNotFoundError:
@@ -111,6 +116,9 @@ def load_weights(path: Path, model: nn.Module, run_name: str) -> None:
 
 
 def versions() -> dict:
+    import timm
+    import torch
+    import torchvision
     return {"python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "timm": timm.__version__}
 

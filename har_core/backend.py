@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from har_core.artifacts import Run
 from har_core.fileio import file_sha256
@@ -40,6 +39,7 @@ def session_options(threads: int | None = None):
     threads as torch uses, one inter-op thread, and no spinning: idle ORT threads would otherwise keep
     polling and take the cores torch needs (a Grad-CAM, another visitor's PyTorch model) in the same process."""
     import onnxruntime as ort
+    import torch  # here, not at the top: the sidebar reads BACKENDS on the first page, which loads no model
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1

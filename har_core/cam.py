@@ -28,6 +28,7 @@ from har_core.calibration_maths import temper
 from har_core.data import resize_side
 from har_core.inference import LoadedModel, logits_of
 from har_core.registry import REGISTRY
+from har_core.server import SLOW_SLOTS, Busy, SlowSlots  # noqa: F401 - where the pages and tests look for them
 
 METHODS = {"Grad-CAM": GradCAM, "Grad-CAM++": GradCAMPlusPlus, "XGrad-CAM": XGradCAM, "LayerCAM": LayerCAM,
            "EigenCAM": EigenCAM, "ScoreCAM": ScoreCAM}
@@ -38,33 +39,6 @@ PASS_PER_CLASS = {"ScoreCAM"}  # each class costs its own pass; Occlusion's one 
 CLASS_AGNOSTIC = {"EigenCAM"}  # the first principal component of the activations: the same map for every class
 
 
-class Busy(RuntimeError):
-    """Every slot for a slow method is taken by other visitors; the message says what to do."""
-
-
-class SlowSlots:
-    """A server-wide bound on concurrent slow CAMs, so a few visitors cannot stall everyone else."""
-
-    def __init__(self, slots: int = 1, wait_s: float = 60.0):
-        self.wait_s = wait_s
-        self.resize(slots)
-
-    def resize(self, slots: int) -> None:
-        """Set the number of slots (the server does this once, from the operator's settings, before use)."""
-        self.slots = max(1, int(slots))
-        self._semaphore = threading.BoundedSemaphore(self.slots)
-
-    def __enter__(self):
-        if not self._semaphore.acquire(timeout=self.wait_s):
-            raise Busy(f"the server is already computing {self.slots} slow explanation(s) for other visitors; "
-                       "try again in a minute or choose a faster method (Grad-CAM)")
-        return self
-
-    def __exit__(self, *exc):
-        self._semaphore.release()
-
-
-SLOW_SLOTS = SlowSlots()
 
 
 class OwnThreadActivations(ActivationsAndGradients):

@@ -7,19 +7,19 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-import torch
-from sklearn.model_selection import train_test_split
-from timm.data import create_transform
-from torch.utils.data import Dataset
-from torchvision import transforms as T
-from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from har_core.fileio import atomic_write_text, is_inside
 from har_core.imaging import IMAGE_SUFFIXES, ImageError, load_image, read_file
 from har_core.video import VIDEO_SUFFIXES, Clip, VideoError, clip_facts, probe, read_clip, read_video_file
+
+# torch, torchvision, timm and scikit-learn are imported inside the transforms, data sets and splits that use them:
+# the app's first page lists data folders and reads run folders without them (they were most of a cold start, #41)
+if TYPE_CHECKING:
+    import torch
 
 SPLITS = ("train", "val", "test")
 # A manifest's optional fourth column marks the half of val that calibrates ("1"); the other half chooses the
@@ -271,6 +271,7 @@ def make_split(index: DataIndex, seed: int = 0, val: float = 0.15, test: float =
     samples = pd.DataFrame(index.samples, columns=["filename", "label"])
     samples["group"] = samples["filename"].map(index.group_of())
     frame = samples.drop_duplicates("group")  # one row per picture; without copies, every sample
+    from sklearn.model_selection import train_test_split
     try:
         rest, test_part = train_test_split(frame, test_size=test, stratify=frame["label"], random_state=seed)
         train_part, val_part = train_test_split(rest, test_size=val / (1 - test), stratify=rest["label"],
@@ -360,6 +361,7 @@ def resize_side(input_size: int, crop_pct: float) -> int:
 def eval_transform(data_config: dict):
     if "frames" in data_config:
         return ClipTransform(data_config)
+    from timm.data import create_transform
     return create_transform(**data_config, is_training=False)
 
 
@@ -375,6 +377,7 @@ def train_transform(data_config: dict, augment: str):
     """Training transform from a comma-separated list of augmentation names (see AUGMENTATIONS)."""
     if "frames" in data_config:
         return ClipTransform(data_config, augmentation_names(augment, CLIP_AUGMENTATIONS), training=True)
+    from torchvision import transforms as T
     names = augmentation_names(augment, AUGMENTATIONS)
     size = data_config["input_size"][-1]
     interpolation = T.InterpolationMode(data_config["interpolation"])
@@ -382,21 +385,21 @@ def train_transform(data_config: dict, augment: str):
         steps = [T.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=interpolation)]
     else:
         steps = [T.Resize(resize_side(size, data_config["crop_pct"]), interpolation=interpolation), T.CenterCrop(size)]
-    steps += [AUGMENTATIONS[n]() for n in names if n not in ("rrc", "erasing")]
+    steps += [AUGMENTATIONS[n](T) for n in names if n not in ("rrc", "erasing")]
     steps += [T.ToTensor(), T.Normalize(data_config["mean"], data_config["std"])]
     if "erasing" in names:
         steps.append(T.RandomErasing(p=0.25))
     return T.Compose(steps)
 
 
-AUGMENTATIONS = {
+AUGMENTATIONS = {  # each made from torchvision.transforms (T), imported when a training transform is built
     "rrc": None,  # random resized crop: replaces resize + centre crop
-    "flip": lambda: T.RandomHorizontalFlip(),
-    "rotate": lambda: T.RandomRotation(15),
-    "affine": lambda: T.RandomAffine(0, translate=(0.1, 0.1), scale=(0.9, 1.1), shear=8),
-    "perspective": lambda: T.RandomPerspective(0.2, p=0.3),
-    "color": lambda: T.ColorJitter(0.3, 0.3, 0.3, 0.05),
-    "randaugment": lambda: T.RandAugment(num_ops=2, magnitude=9),
+    "flip": lambda T: T.RandomHorizontalFlip(),
+    "rotate": lambda T: T.RandomRotation(15),
+    "affine": lambda T: T.RandomAffine(0, translate=(0.1, 0.1), scale=(0.9, 1.1), shear=8),
+    "perspective": lambda T: T.RandomPerspective(0.2, p=0.3),
+    "color": lambda T: T.ColorJitter(0.3, 0.3, 0.3, 0.05),
+    "randaugment": lambda T: T.RandAugment(num_ops=2, magnitude=9),
     "erasing": None,  # RandomErasing(0.25), applied to the normalised tensor
 }
 
@@ -411,6 +414,9 @@ class ClipTransform:
     once per clip, so all its frames move together."""
 
     def __init__(self, data_config: dict, augment: list[str] = (), training: bool = False):
+        import torch
+        from torchvision import transforms as T
+        from torchvision.transforms import v2
         self.frames, self.stride, self.training = data_config["frames"], data_config["frame_stride"], training
         size = data_config["input_size"][-1]
         interpolation = T.InterpolationMode(data_config["interpolation"])
@@ -423,11 +429,13 @@ class ClipTransform:
 
     def window(self, available: int) -> torch.Tensor:
         """Indices of the frames that make the clip."""
+        import torch
         start = self.first(available)
         return (start + torch.arange(self.frames)).clamp(max=available - 1)
 
     def first(self, available: int) -> int:
         """The window's first sample among `available`: random in training, else centred."""
+        import torch
         spare = max(0, available - self.frames)
         return int(torch.randint(spare + 1, ())) if self.training else spare // 2
 
@@ -441,13 +449,16 @@ class ClipTransform:
         return read_clip(path, stride=self.stride, start=start, frames=self.frames)
 
     def __call__(self, clip: Clip) -> torch.Tensor:
+        import torch
+        from torchvision.transforms import v2
         frames = [clip.frames[i] for i in self.window(len(clip.frames)).tolist()]
         stacked = torch.stack([v2.functional.pil_to_tensor(frame) for frame in frames])  # (T, 3, H, W) uint8
         return self.steps(stacked).transpose(0, 1).contiguous()  # (3, T, size, size)
 
 
-class ImageDataset(Dataset):
-    """Files under `root` with their labels, each read and turned into a tensor by `transform`."""
+class ImageDataset:
+    """Files under `root` with their labels, each read and turned into a tensor by `transform`: a map-style data
+    set (torch's DataLoader and ConcatDataset take any object with __len__ and __getitem__)."""
 
     def __init__(self, root: Path, files: list[str], labels: list[int] | None, transform):
         self.root, self.files, self.labels, self.transform = Path(root), files, labels, transform
@@ -476,6 +487,7 @@ def dataset_for(root: Path, files: list[str], labels: list[int] | None, transfor
 
 def class_weights_sampler(labels: list[int], num_classes: int, generator: torch.Generator):
     """Weighted random sampler that draws every class equally often."""
+    import torch.utils.data
     counts = torch.bincount(torch.tensor(labels), minlength=num_classes).float().clamp(min=1)
     weights = (1.0 / counts)[torch.tensor(labels)]
     return torch.utils.data.WeightedRandomSampler(weights, num_samples=len(labels), replacement=True,

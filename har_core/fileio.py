@@ -7,11 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-
-import torch
 
 
 def _atomic(path: Path, write) -> None:
@@ -48,7 +47,8 @@ def write_json(path: Path, obj) -> None:
 
 
 def _jsonable(value):
-    if isinstance(value, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is loaded: never imported for it here
+    if torch is not None and isinstance(value, torch.Tensor):
         return value.tolist()
     if hasattr(value, "item"):
         return value.item()

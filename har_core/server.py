@@ -19,6 +19,7 @@ Relative paths in the file are relative to the file. With neither, the bundled d
 from __future__ import annotations
 
 import os
+import threading
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,36 @@ from har_core.fileio import is_inside
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_FILE = ROOT / "har_studio.toml"
+
+
+class Busy(RuntimeError):
+    """Every slot for a slow method is taken by other visitors; the message says what to do."""
+
+
+class SlowSlots:
+    """A server-wide bound on concurrent slow CAMs (har_core.cam), so a few visitors cannot stall everyone else;
+    here, not in cam, so the operator's setting is applied without importing torch."""
+
+    def __init__(self, slots: int = 1, wait_s: float = 60.0):
+        self.wait_s = wait_s
+        self.resize(slots)
+
+    def resize(self, slots: int) -> None:
+        """Set the number of slots (the server does this once, from the operator's settings, before use)."""
+        self.slots = max(1, int(slots))
+        self._semaphore = threading.BoundedSemaphore(self.slots)
+
+    def __enter__(self):
+        if not self._semaphore.acquire(timeout=self.wait_s):
+            raise Busy(f"the server is already computing {self.slots} slow explanation(s) for other visitors; "
+                       "try again in a minute or choose a faster method (Grad-CAM)")
+        return self
+
+    def __exit__(self, *exc):
+        self._semaphore.release()
+
+
+SLOW_SLOTS = SlowSlots()
 
 
 class OutsideRoots(ValueError):

@@ -138,13 +138,19 @@ def sidebar() -> Selection:
             st.session_state.update(run_choice_defaults(runs))
     selection = Selection(runs=runs, data_root=data_root, runs_dir=Path(runs_dir) if runs_dir else None,
                           left_out=left_out)
-    warm_up(selection.runs)
+    st.session_state["_runs_shown"] = selection.runs  # warmed up once the page is drawn (`warm_up_after_page`)
     if present:
         st.html(PRESENTATION_CSS)
         share_view(present=1)
     elif "present" in st.query_params:
         del st.query_params["present"]
     return selection
+
+
+def warm_up_after_page() -> None:
+    """Load the shown runs' models in the background (ui.common.warm_up), asked for once the page's script is
+    done: importing torch and loading the models never delays the first page a visitor sees (#41)."""
+    warm_up(st.session_state.get("_runs_shown", []))
 
 
 NO_RUN = ""  # no run is called this: a selectbox holding it falls back to its page's default

@@ -3,29 +3,32 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from har_core import artifacts, cam, server
+from har_core import artifacts, server
 from har_core.analysis import dataset_summary, thumbnail
 from har_core.artifacts import Run, RunError
-from har_core.cam import Busy
-from har_core.inside import receptive_fields
 from har_core.plots import enlarged
-from har_core.robustness import ROBUSTNESS, ROBUSTNESS_INFO, RobustnessError, read_robustness
 from har_core.calibration import CalibrationError, calibrated_frame, run_temperature
 from har_core.data import SPLITS, DataError, listing_stamp
-from har_core.embeddings import EmbeddingError
 from har_core.imaging import IMAGE_SUFFIXES, ImageError
 from har_core.backend import EXPORT_FILES, backend_from_env
-from har_core.inference import LoadedModel, load_run, with_backend
+from har_core.server import Busy
 from har_core.video import VideoError
+
+# what loads or runs a model (torch, timm, grad-cam) is imported inside the functions below that need it: the
+# first page is drawn without them, and the warm-up loads them after it (#41)
+if TYPE_CHECKING:
+    from har_core.inference import LoadedModel
 
 
 ROOT = Path(__file__).resolve().parents[1]  # the project folder
@@ -37,7 +40,7 @@ IMAGE_TYPES = [suffix[1:] for suffix in IMAGE_SUFFIXES]  # the uploader takes ev
 @st.cache_resource
 def _config(*environment) -> server.ServerConfig:
     settings = server.load_config()
-    cam.SLOW_SLOTS.resize(settings.slow_cam_slots)
+    server.SLOW_SLOTS.resize(settings.slow_cam_slots)
     return settings
 
 
@@ -62,6 +65,7 @@ class Selection:
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=32)
 def _load_model(path: str, stamp: tuple[float, ...]) -> LoadedModel:
+    from har_core.inference import load_run
     loaded = load_run(path, backend="pytorch")  # each visitor's backend is applied on top (`models`)
     print(f"HAR Studio: loaded model {loaded.name}", flush=True)  # once per process: visible in the server log
     return loaded
@@ -82,6 +86,7 @@ def model_stamp(run: Run) -> tuple[float, ...]:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _warm_up(paths: tuple[str, ...], stamps: tuple[tuple[float, ...], ...]) -> threading.Thread:
     def load_all():
+        from har_core.inside import receptive_fields
         loaded = []
         for path, stamp in zip(paths, stamps):
             try:
@@ -107,6 +112,7 @@ def warm_up(runs: list[Run]) -> None:
 
 @st.cache_resource(show_spinner=False, max_entries=64)
 def _backend_model(path: str, stamps: tuple[float, ...], backend: str, _loaded: LoadedModel) -> LoadedModel:
+    from har_core.inference import with_backend
     return with_backend(_loaded, backend)
 
 
@@ -174,6 +180,7 @@ def file_stamp(run: Run, name: str) -> float:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _robustness(path: str, stamp: tuple[float, ...]):
+    from har_core.robustness import RobustnessError, read_robustness
     try:
         return read_robustness(artifacts.open_run(path))
     except RobustnessError as error:
@@ -183,6 +190,7 @@ def _robustness(path: str, stamp: tuple[float, ...]):
 def robustness(run: Run) -> tuple[pd.DataFrame, dict] | str | None:
     """The run's stored robustness table and what it was measured on (None: not measured by these weights; one
     line saying why when it cannot be read)."""
+    from har_core.robustness import ROBUSTNESS, ROBUSTNESS_INFO
     return _robustness(str(run.path), tuple(file_stamp(run, name) for name in (ROBUSTNESS, ROBUSTNESS_INFO,
                                                                                   artifacts.WEIGHTS)))
 
@@ -334,8 +342,15 @@ def friendly(what: str):
     """Show a one-line message instead of a traceback; the rest of the page keeps working."""
     try:
         yield
-    except (RunError, ImageError, VideoError, DataError, EmbeddingError, CalibrationError, Busy, ValueError,
-            OSError) as error:
+def _said_in_one_line() -> tuple[type[Exception], ...]:
+    """The errors `friendly` says in one line, looked up as one is caught: har_core.embeddings's only once that
+    module is loaded (nothing else raises it, and importing it here would bring torch into the first page)."""
+    embeddings = sys.modules.get("har_core.embeddings")
+    return (RunError, ImageError, VideoError, DataError, CalibrationError, Busy, ValueError, OSError,
+            *([embeddings.EmbeddingError] if embeddings else []))
+
+
+    except _said_in_one_line() as error:
         st.error(f"{what}: {error}")
     except Exception as error:  # noqa: BLE001 - a classroom never sees a traceback
         st.error(f"{what} failed: {type(error).__name__}: {error}")

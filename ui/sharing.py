@@ -8,7 +8,6 @@ import streamlit as st
 
 from har_core import artifacts
 from har_core.calibration import REPORT
-from har_core.report import build_report
 from ui.common import Selection, file_stamp, config, model
 
 
@@ -19,6 +18,7 @@ def _report_lock() -> threading.Lock:
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def _report(paths: tuple[str, ...], stamps: tuple, data_root: str | None, quiz_answers: str = "", _quiz=None) -> str:
+    from har_core.report import build_report  # with its Grad-CAMs: torch, never on the first page's way (#41)
     runs = [artifacts.open_run(path) for path in paths]
     return build_report(runs, Path(data_root) if data_root else None, load=model, max_images=config().max_scan_images,
                         quiz=_quiz)

@@ -1,0 +1,45 @@
+"""The first page a visitor sees (Overview) is drawn without torch (#41: importing torch, timm and grad-cam was most
+of a cold start's 14 s): the models are loaded by a warm-up thread asked for only after the page is drawn."""
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+# a fresh interpreter (this one has torch already) runs app.py's first page on the bundled HAR runs, the folder the
+# app opens on; the warm-up thread is recorded, not started (it loads the models, torch included, by design)
+FIRST_PAGE = """
+import json, sys, threading, traceback
+sys.path.insert(0, {root!r})
+asked = []
+start = threading.Thread.start
+def record_warm_up(thread):
+    if thread.name == "har-warm-up":  # where it was asked for: the page's own files, or after them
+        asked.append([frame.filename for frame in traceback.extract_stack()])
+        return
+    start(thread)
+threading.Thread.start = record_warm_up
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({app!r}, default_timeout=600)
+at.run()
+heavy = sorted(m for m in ("torch", "timm", "torchvision", "pytorch_grad_cam") if m in sys.modules)
+print(json.dumps({{"title": [t.value for t in at.title], "errors": [e.message for e in at.exception],
+                  "cards": [m.value for m in at.markdown if m.value.startswith("#### ")], "heavy": heavy,
+                  "warm_up": asked}}))
+"""
+
+
+def test_the_overview_is_drawn_without_torch_and_the_models_warm_up_after_it():
+    bundled = ROOT / "assets" / "runs_har"
+    runs = sorted(p.name for p in bundled.iterdir() if (p / "card.json").is_file())
+    script = FIRST_PAGE.format(root=str(ROOT), app=str(ROOT / "app.py"))
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT.parent), "HAR_RUNS": str(bundled),
+                               "HAR_DATA": str(ROOT.parent / "shared" / "data" / "har")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    page = json.loads(done.stdout.strip().splitlines()[-1])
+    assert page["title"] == ["📋 Overview"] and not page["errors"]
+    assert sorted(card.removeprefix("#### ") for card in page["cards"]) == runs  # the page was drawn whole
+    assert page["heavy"] == []
+    assert len(page["warm_up"]) == 1  # the models are still loaded ahead of the first upload, asked for once the
+    assert not [name for name in page["warm_up"][0] if "/views/" in name]  # page's script is done (not inside it)
