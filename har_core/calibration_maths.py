@@ -55,6 +55,13 @@ def temper(probs: np.ndarray, temperature: float) -> np.ndarray:
     return scaled.astype(probs.dtype) if np.issubdtype(probs.dtype, np.floating) else scaled  # the caller's dtype
 
 
+def combine(probabilities_of_members: list[np.ndarray], temperature: float = 1.0) -> np.ndarray:
+    """The ensemble's probabilities: the mean of its (calibrated) members, scaled by the ensemble's own
+    temperature (fitted on its calibration pictures: har_core.ensemble.ensemble_calibration_pictures). Here, not in
+    inference: the first page shows the ensemble of the runs' stored predictions without torch (#41)."""
+    return temper(np.mean(probabilities_of_members, axis=0), temperature)
+
+
 def nll(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(log_loss(labels, np.clip(probs, _EPS, 1.0), labels=range(probs.shape[1])))
 

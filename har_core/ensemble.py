@@ -15,9 +15,8 @@ from har_core import artifacts
 from har_core.artifacts import Run
 from har_core.calibration import (CalibrationPictures, calibration_files_of, calibration_rows, part_of_val,
                                   probabilities_of)
-from har_core.calibration_maths import (DEFAULT_COVERAGE, CalibrationError, expected_calibration_error,
+from har_core.calibration_maths import (DEFAULT_COVERAGE, CalibrationError, combine, expected_calibration_error,
                                         fit_temperature, nll, set_report, temper)
-from har_core.inference import combine
 from har_core.labels import spoken
 from har_core.metrics import compute_metrics
 from har_core.temperature import run_temperature

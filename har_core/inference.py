@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from har_core.artifacts import WEIGHTS, Run, RunError, load_weights, open_run
 from har_core.backend import LABELS, BackendError, OnnxModel, backend_from_env, open_export
 from har_core.batching import shared_forward
-from har_core.calibration_maths import temper
+from har_core.calibration_maths import combine, temper
 from har_core.data import eval_transform
 from har_core.registry import REGISTRY
 from har_core.temperature import calibrated_tta, run_temperature
@@ -219,12 +219,6 @@ def predict_all(models: list[LoadedModel], images: list[Image.Image], tta: bool 
         probs, vectors = forward(cache[key], tta, embed)
         results.append(Prediction(loaded.name, probs, time.perf_counter() - start, vectors, loaded.backend))
     return results
-
-
-def combine(probabilities_of_members: list[np.ndarray], temperature: float = 1.0) -> np.ndarray:
-    """The ensemble's probabilities: the mean of its (calibrated) members, scaled by the ensemble's own
-    temperature (fitted on its calibration pictures: har_core.ensemble.ensemble_calibration_pictures)."""
-    return temper(np.mean(probabilities_of_members, axis=0), temperature)
 
 
 def ensemble(predictions: list[Prediction], members: list[str] | None = None, temperature: float = 1.0) -> np.ndarray:
