@@ -4,6 +4,7 @@
 """
 import streamlit as st
 
+from har_core import spans
 from ui.choices import warm_up_after_page
 from ui.common import presenting
 
@@ -25,5 +26,7 @@ pages = [
     st.Page("views/teach.py", title="Teach", icon="🎓"),
     st.Page("views/quiz.py", title="Quiz", icon="🎯"),
 ]
-st.navigation(pages).run()
+page = st.navigation(pages)
+with spans.logged(page.title):  # HAR_SPANS=1: where this run's time went, one line in the server's log
+    page.run()
 warm_up_after_page()  # the page is drawn: now the models load, for the first upload

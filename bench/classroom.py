@@ -17,12 +17,18 @@ Prints (seconds; warm figures are min / median over `--repeats` different photos
   visitors     `--visitors 30`: thirty tabs each upload a different photo at once (`--rounds` times, new photos
                each round): upload → every card drawn p50 / p95 / max, how many tabs show every card's class and
                confidence as that photo gets them alone, the server's memory after each round (only these figures)
+  cold and split  `--cold-and-split`: server start → the Overview drawn (every run's card), → the first upload's
+               cards drawn; then warm uploads (`--repeats` different photos): upload → every card drawn, split by the
+               server's own spans (forwards, prediction sets, card bars, the page's other work, up to the last
+               card; the rest is the upload's way in and the cards' way out and drawing), the flip TTA's share of
+               the forwards, and what the page does after the cards (similar images, What-if panel, figures)
 Run it on an idle machine: the figures are wall-clock times of a real server and browser.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -202,13 +208,16 @@ def chromium_path() -> str:
 
 
 @contextlib.contextmanager
-def app_server(runs_dir: Path, data: Path):
-    """A real app server on a free port, stopped with whatever it started: (its url, its process)."""
+def app_server(runs_dir: Path, data: Path, log: Path | None = None):
+    """A real app server on a free port, stopped with whatever it started: (its url, its process). `log`: its output
+    goes there, with a line per page run saying where the run's time went (har_core.spans)."""
     port = free_port()
+    output = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - closed with the server below
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
-         "127.0.0.1"], cwd=ROOT, env={**os.environ, "HAR_RUNS": str(runs_dir), "HAR_DATA": str(data)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # stopped as a group
+         "127.0.0.1"], cwd=ROOT, env={**os.environ, "HAR_RUNS": str(runs_dir), "HAR_DATA": str(data),
+                                      **({"HAR_SPANS": "1"} if log else {})},
+        stdout=output, stderr=subprocess.STDOUT if log else subprocess.DEVNULL, start_new_session=True)
     try:
         yield f"http://127.0.0.1:{port}", server
     finally:
@@ -218,6 +227,8 @@ def app_server(runs_dir: Path, data: Path):
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(server.pid, signal.SIGKILL)  # whatever it started, and itself if SIGTERM was ignored
+            if log:
+                output.close()
 
 
 def wait_healthy(url: str) -> None:
@@ -528,6 +539,95 @@ def teach_figures(runs_dir: Path, data: Path, per_class: int = 20, new_data: Pat
     return figures
 
 
+# the Overview drawn whole: every run's card heading, drawn by this run
+OVERVIEW_DRAWN = """(names) => {
+  const headings = [...document.querySelectorAll('[data-testid="stMarkdownContainer"] h4')]
+    .filter(el => !el.closest('[data-stale="true"]')).map(el => el.innerText.trim());
+  return names.every(name => headings.includes(name));
+}"""
+# a warm upload's time up to its cards, by span (har_core.spans); the rest come after the cards, below the fold
+BEFORE_CARDS = ("forwards", "prediction sets and sureness", "card bars")
+AFTER_CARDS = ("similar images", "What-if panel", "figures")
+
+
+def logged_runs(log: Path, page: str) -> list[dict]:
+    """The spans of every run of `page` the server logged so far (har_core.spans.logged), oldest first."""
+    lines = [line.split("HAR Studio spans ", 1)[1] for line in log.read_text().splitlines()
+             if "HAR Studio spans " in line]
+    return [run["spans"] for run in map(json.loads, lines) if run["page"] == page]
+
+
+def cold_and_split(runs_dir: Path, data: Path, repeats: int) -> dict:
+    """Server start → the Overview drawn (every run's card), → the first upload's cards drawn on Predict; then
+    `repeats` warm uploads of different photos: upload → every card drawn in the browser, and where the server's
+    run spent its time (har_core.spans, logged by the server); the flip TTA's share of the forwards."""
+    from playwright.sync_api import sync_playwright
+
+    from har_core.imaging import load_image
+    from har_core.inference import load_run, predict_all
+    every_run = find_runs(runs_dir)[0]
+    runs = [run for run in every_run if not run.takes_clips]
+    folder = Path(tempfile.mkdtemp())
+    pictures = photos(data, repeats + 1, folder)
+    log = folder / "server.log"
+    figures = {"runs": [run.name for run in every_run], "warm": []}
+    try:
+        started = time.perf_counter()
+        with app_server(runs_dir, data, log) as (url, _), sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium_path(),
+                                                 args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.set_default_timeout(300_000)
+            wait_healthy(url)
+            page.goto(url)
+            page.wait_for_function(OVERVIEW_DRAWN, arg=figures["runs"], polling=20)
+            figures["first_page_s"] = time.perf_counter() - started
+            page.goto(f"{url}/predict")
+            upload(page, pictures[0], len(runs))
+            figures["first_answer_s"] = time.perf_counter() - started
+            for path in pictures[1:]:
+                page.goto(f"{url}/predict")
+                page.get_by_text("Upload one or more photos").wait_for()
+                page.wait_for_function(RUN_ENDED)
+                before = len(logged_runs(log, "Predict & compare"))
+                drawn, _ = upload(page, path, len(runs))
+                answered = [run for run in logged_runs(log, "Predict & compare")[before:] if "forwards" in run]
+                figures["warm"].append({"drawn_s": drawn, "spans": answered[-1] if answered else {}})
+            browser.close()
+        models = [load_run(run.path) for run in runs]  # TTA's share: the runs' own forwards, without and with it
+        images = [load_image(path) for path in pictures[1:]]
+        figures["forwards_s"] = {tta: statistics.median(sum(p.seconds for p in predict_all(models, [image], tta=tta))
+                                                        for image in images) for tta in (False, True)}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return figures
+
+
+def print_cold_and_split(figures: dict) -> None:
+    warm = figures["warm"]
+    median = lambda values: statistics.median(values) if values else float("nan")  # noqa: E731
+    seconds = lambda name: median([row["spans"].get(name, {}).get("s", 0.0) for row in warm])  # noqa: E731
+    print(f"cold start, {len(figures['runs'])} runs ({', '.join(figures['runs'])}):")
+    print(f"  server start → Overview drawn (every run's card)   {figures['first_page_s']:6.2f} s")
+    print(f"  server start → first answer (its cards drawn)       {figures['first_answer_s']:6.2f} s")
+    drawn = [row["drawn_s"] for row in warm]
+    print(f"warm upload → every card drawn (browser), {len(drawn)} different photos: median {median(drawn):.2f} s, "
+          f"min {min(drawn, default=float('nan')):.2f} s")
+    print("  the server's run up to the cards (median s, each span without the spans inside it):")
+    for name in BEFORE_CARDS:
+        print(f"    {name:48s} {seconds(name):6.3f}")
+    last_card = median([row["spans"].get("card bars", {}).get("ended_at_s", float("nan")) for row in warm])
+    print(f"    {'run start → last card built':48s} {last_card:6.3f}")
+    print(f"  {'the rest: upload sent, run started, cards sent and drawn':50s} {median(drawn) - last_card:6.3f}")
+    forwards = figures["forwards_s"]
+    print(f"  flip TTA: the runs' own forwards {forwards[False]:.3f} s without it, {forwards[True]:.3f} s with it")
+    print("  after the cards (below the fold; not in upload → cards drawn):")
+    for name in (*AFTER_CARDS, "the page's other work"):
+        print(f"    {name:48s} {seconds(name):6.3f}")
+    print(f"    {'run start → run end':48s} "
+          f"{median([max(s['ended_at_s'] for s in row['spans'].values()) for row in warm if row['spans']]):6.3f}")
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default=str(ROOT / "assets" / "runs"))
@@ -536,6 +636,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--teach-only", action="store_true", help="only the Teach figures (no browser)")
     parser.add_argument("--visitors", type=int, help="only the classroom figures: this many tabs upload at once")
     parser.add_argument("--rounds", type=int, default=3, help="with --visitors: rounds of uploads (new photos each)")
+    parser.add_argument("--cold-and-split", action="store_true",
+                        help="only the cold start (server start → Overview drawn, → first answer) and a warm upload's "
+                             "time by stage, from the server's own spans (HAR_SPANS=1) and the browser")
     parser.add_argument("--split-only", action="store_true",
                         help="only the split of a warm upload's time by stage (AppTest, no browser)")
     parser.add_argument("--teach-data", help="teach classes the runs never saw, from this labelled folder (default: "
@@ -545,6 +648,10 @@ def main(argv=None) -> dict:
         figures = visitors_figures(Path(args.runs), Path(args.data), args.visitors, args.rounds)
         print_visitors(figures)
         return {"visitors": figures}
+    if args.cold_and_split:
+        figures = cold_and_split(Path(args.runs), Path(args.data), args.repeats)
+        print_cold_and_split(figures)
+        return {"cold_and_split": figures}
     if args.split_only:
         split = warm_split(Path(args.runs), Path(args.data), args.repeats)
         print_split(split)

@@ -23,6 +23,7 @@ from har_core.batching import shared_forward
 from har_core.calibration_maths import combine, temper
 from har_core.data import eval_transform
 from har_core.registry import REGISTRY
+from har_core.spans import timed
 from har_core.temperature import calibrated_tta, run_temperature
 
 
@@ -203,6 +204,7 @@ class Prediction:
     backend: str = "pytorch"  # which engine answered (har_core.backend)
 
 
+@timed("forwards")
 def predict_all(models: list[LoadedModel], images: list[Image.Image], tta: bool = False,
                 embed: bool = False, shared: bool = False) -> list[Prediction]:
     """Every model predicts every image; preprocessing is shared between models that agree on it.

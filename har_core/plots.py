@@ -12,6 +12,7 @@ from plotly.subplots import make_subplots
 
 from har_core.analysis import disagreement_matrix
 from har_core.labels import spoken
+from har_core.spans import timed
 
 FONT = dict(size=16)  # readable at projector size
 # one palette for every figure: 47 distinct colours, a class (or a run) keeps its colour on every page and filter
@@ -149,6 +150,7 @@ def disagreement_heatmap(predictions: dict[str, pd.DataFrame]) -> go.Figure:
     return figure
 
 
+@timed("card bars")
 def probability_bars(probs: np.ndarray, classes: list[str], k: int = 5) -> str:
     """The k most likely classes as plain HTML bars: a page shows seven of these at once, and seven plotly
     charts took nine tenths of the Predict page's time to draw (README, "Instant answers")."""

@@ -23,6 +23,7 @@ from har_core.data import SPLITS, DataError, listing_stamp
 from har_core.imaging import IMAGE_SUFFIXES, ImageError
 from har_core.backend import EXPORT_FILES, backend_from_env
 from har_core.server import Busy
+from har_core.spans import timed
 from har_core.video import VideoError
 
 # what loads or runs a model (torch, timm, grad-cam) is imported inside the functions below that need it: the
@@ -218,6 +219,7 @@ def predictions(run: Run, split: str) -> pd.DataFrame | None:
                         temperature(run))
 
 
+@timed("figures")
 def figure(build, *args, **kwargs):
     """`build(*args, **kwargs)`, a plotly figure, made once per content of its inputs and shared: plotly validates
     every property as a figure is built, which was most of a warm page switch. Draw it; never change it."""

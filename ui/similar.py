@@ -17,6 +17,7 @@ from har_core.fileio import file_sha256
 from har_core.labels import spoken
 from har_core.projection import embedding_map
 from har_core.search import VectorIndex, neighbours_of, training_index
+from har_core.spans import timed
 from har_core.similarity import RETRIEVAL, SHOW_K, VOTE_K, embed_run, neighbour_answer, retrieval_report, vote
 from ui.common import (Selection, file_stamp, config, data_file, dataset, folder_stamp, friendly, model, predictions,
                        temperature, thumbnail_grid)
@@ -166,6 +167,7 @@ def same_picture(selection: Selection, filename: str, digest: str) -> bool:
         return False
 
 
+@timed("similar images")
 def similar_images(selection: Selection, run: Run, vector, probs, k: int = SHOW_K, columns: int = 3) -> None:
     """Under a prediction: the k most similar training images of the run with label and similarity, their
     vote, and the retrieval-augmented prediction (mixing weight chosen on val)."""

@@ -14,6 +14,7 @@ from har_core.calibration import REPORT, CalibrationPictures, report_of, run_cal
 from har_core.calibration_maths import (DEFAULT_TARGET_ACCURACY, CalibrationError, PredictionSets, set_names,
                                         set_phrase)
 from har_core.ensemble import ensemble_calibration_pictures
+from har_core.spans import timed
 from ui.common import file_stamp, model_stamp, predictions
 
 
@@ -99,6 +100,7 @@ class Sureness:
                 f"pictures were {DEFAULT_TARGET_ACCURACY:.0%} right")
 
 
+@timed("prediction sets and sureness")
 def sureness(runs: list[Run], probs: np.ndarray, classes: list[str], coverage: float) -> Sureness:
     """The prediction sets (at `coverage`) and "not sure" flags of calibrated `probs` from `runs` (one run, or
     the ensemble of several), from their calibration pictures."""

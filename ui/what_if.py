@@ -9,6 +9,7 @@ from har_core.data import resize_side
 from har_core.imaging import image_digest
 from har_core.inference import LoadedModel, Prediction, ensemble
 from har_core.labels import spoken
+from har_core.spans import timed
 from ui.answers import as_model_sees, predict_edited
 from ui.sureness import ensemble_temperature
 
@@ -33,6 +34,7 @@ def edit_controls() -> whatif.Edit:
                        rotation=float(rotation), zoom=zoom, flip=flip, cover=cover)
 
 
+@timed("What-if panel")
 def what_if(image, loaded: list[LoadedModel], predictions: list[Prediction], members: list[str], member_runs: list,
             classes: list[str], tta: bool) -> None:
     """The What-if panel under Predict's cards: each model meets the edited picture at its own size

@@ -1,0 +1,62 @@
+"""Where a page's time goes: named wall-clock spans of the running thread (one page run is one thread), each
+counted without the spans inside it. With HAR_SPANS=1 the app logs one line per page run (`logged`), which
+bench.classroom reads to split a warm upload's time."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from contextlib import contextmanager
+from functools import wraps
+
+_local = threading.local()
+
+
+def _now() -> dict:
+    if not hasattr(_local, "spent"):
+        _local.spent, _local.inner, _local.start = {}, [0.0], 0.0  # a page run (`logged`) sets its start
+    return vars(_local)
+
+
+@contextmanager
+def span(name: str):
+    """Time the block under `name`: its seconds (without the spans inside it) and when it last ended."""
+    state = _now()
+    state["inner"].append(0.0)  # the spans inside this one
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        end = time.perf_counter()
+        own = end - start - state["inner"].pop()
+        state["inner"][-1] += end - start
+        seconds, _ = state["spent"].get(name, (0.0, 0.0))
+        state["spent"][name] = (seconds + own, end - state["start"])
+
+
+def timed(name: str):
+    """A function's every call as a span named `name`."""
+    def decorate(function):
+        @wraps(function)
+        def wrapper(*args, **kwargs):
+            with span(name):
+                return function(*args, **kwargs)
+        return wrapper
+    return decorate
+
+
+@contextmanager
+def logged(page: str):
+    """A page run: its spans from the start, the rest of its time as "the page's other work", logged as one line
+    `HAR Studio spans {...}` (seconds, and seconds from the start to the span's last end) when HAR_SPANS=1."""
+    state = _now()
+    state.update(spent={}, inner=[0.0], start=time.perf_counter())
+    try:
+        with span("the page's other work"):
+            yield
+    finally:
+        if os.environ.get("HAR_SPANS") == "1":
+            print("HAR Studio spans", json.dumps({"page": page, "spans": {
+                name: {"s": round(seconds, 4), "ended_at_s": round(ended, 4)}
+                for name, (seconds, ended) in state["spent"].items()}}), flush=True)

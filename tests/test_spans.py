@@ -1,0 +1,34 @@
+"""har_core.spans: a span counts its own time, not the spans inside it, and a page run's line says so (#41.2)."""
+import json
+import threading
+
+from har_core import spans
+
+
+def test_a_span_counts_its_time_without_the_spans_inside_it(monkeypatch, capsys):
+    clock = iter([0.0, 0.0,  # the page run starts (logged), and its own span
+                  1.0,  # "sets" starts
+                  2.0, 5.0,  # a forward inside it: 2 → 5
+                  6.0, 6.5,  # the same span again: 6 → 6.5
+                  7.0,  # "sets" ends, after 3.5 s of forwards inside it
+                  9.0])  # the page run ends
+    monkeypatch.setattr(spans.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setenv("HAR_SPANS", "1")
+    forward = spans.timed("forwards")(lambda: None)
+
+    def page():
+        with spans.logged("Predict"):
+            with spans.span("sets"):
+                forward()
+                forward()
+
+    worker = threading.Thread(target=page)  # each page run is its own thread: nothing left from another run
+    worker.start()
+    worker.join()
+    line = capsys.readouterr().out
+    assert line.startswith("HAR Studio spans ")
+    logged = json.loads(line.removeprefix("HAR Studio spans "))
+    assert logged == {"page": "Predict", "spans": {
+        "forwards": {"s": 3.5, "ended_at_s": 6.5},  # 3 + 0.5
+        "sets": {"s": 2.5, "ended_at_s": 7.0},  # 7 - 1, less the 3.5 inside it
+        "the page's other work": {"s": 3.0, "ended_at_s": 9.0}}}  # 9 - 0, less the 6 inside it
