@@ -15,9 +15,15 @@ from har_core.labels import spoken
 from har_core.spans import timed
 
 FONT = dict(size=16)  # readable at projector size
-# one palette for every figure: 47 distinct colours, a class (or a run) keeps its colour on every page and filter
-PALETTE = [colour for colour in px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
-           if colour != "#222A2A"]  # Dark24's near-black reads as black on a projector, not as a class's colour
+# 15 colours told apart at a glance (a data set of 15 classes, HAR's, gets one each): matplotlib's blue, orange,
+# green and red, then each next colour the farthest (CIEDE2000) from those before it, none near-black or near-white;
+# Dark24's first fifteen held three pinks and three purples
+DISTINCT = ["#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#F29CE7", "#851BA6", "#625117", "#4DCACE", "#C6BC38",
+            "#025F3E", "#9DB8F8", "#F82387", "#F7A39A", "#843953", "#9D6CDB"]
+# one palette for every figure: a class (or a run) keeps its colour on every page and filter; beyond 15 names,
+# plotly's 47 (Dark24's near-black left out: it reads as black on a projector, not as a class's colour)
+PALETTE = DISTINCT + [colour for colour in px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
+                      if colour != "#222A2A" and colour not in DISTINCT]
 
 
 # the look of a figure drawn outside the app (the report): plotly's own template, named here because the process
@@ -413,12 +419,21 @@ def coverage_heatmap(table: pd.DataFrame, target: float) -> go.Figure:
     low = max(0.0, target - 0.3)
     edge = (target - low) / (1 - low)  # where the target sits on the colour scale
     scale = [[0, "#b91c1c"], [max(0.0, edge - 1e-6), "#fca5a5"], [edge, "#bbf7d0"], [1, "#15803d"]]
-    figure = px.imshow(table.rename(columns=spoken), zmin=low, zmax=1, color_continuous_scale=scale,
-                       text_auto=".1%", aspect="auto")  # 89.6 % is red and reads so (".2f" wrote 0.90)
+    # no numbers in the cells: 15 classes × a few runs left them about 6 px high; the hover gives each cell's
+    # figure and `coverage_shortfalls` the classes that miss, in words
+    figure = px.imshow(table.rename(columns=spoken), zmin=low, zmax=1, color_continuous_scale=scale, aspect="auto")
+    figure.update_traces(hovertemplate="%{y} · %{x}: the set holds the true class %{z:.1%} of the time"
+                                       "<extra></extra>")
     figure.update_layout(font=FONT, height=300 + 45 * len(table), xaxis_title="", yaxis_title="",
-                         coloraxis_colorbar=dict(title="coverage", len=1.0, thickness=18))
+                         coloraxis_colorbar=dict(title="coverage", len=1.0, thickness=18, tickformat=".0%"))
     figure.update_xaxes(tickangle=-45)
     return figure
+
+
+def coverage_shortfalls(table: pd.DataFrame, target: float) -> list[str]:
+    """The classes whose coverage misses `target`, per run (rows: runs), in words: "run: class 85.0 %"."""
+    return [f"{run}: {spoken(cls)} {100 * value:.1f} %" for run, row in table.iterrows()
+            for cls, value in row.items() if value < target]
 
 
 # ---- inside the network (har_core.inside) ------------------------------------------------------------------

@@ -286,3 +286,66 @@ def test_the_confusion_matrix_opens_on_its_biggest_mix_up_and_keeps_every_count_
         assert trace.unselected.marker.opacity == 1
     hover = dict(zip(zip(trace.y, trace.x), trace.hovertext))
     assert "1 image (" in hover[("calling", "clapping")] and "5 images (" in hover[("clapping", "cycling")]
+
+
+def lab(colour: str) -> tuple[float, float, float]:
+    """CIE L*a*b* (D65) of an sRGB hex colour, by the textbook formulas."""
+    rgb = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    r, g, b = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    xyz = ((0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047, 0.2126 * r + 0.7152 * g + 0.0722 * b,
+           (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883)
+    fx, fy, fz = [t ** (1 / 3) if t > 216 / 24389 else (24389 / 27 * t + 16) / 116 for t in xyz]
+    return 116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)
+
+
+def ciede2000(first: str, second: str) -> float:
+    """The CIEDE2000 colour difference (Sharma, Wu and Dalal's formulation): about 2 is just noticeable, about 20
+    reads as another colour at a glance."""
+    from math import atan2, cos, degrees, exp, hypot, radians, sin, sqrt
+    (l1, a1, b1), (l2, a2, b2) = lab(first), lab(second)
+    mean_c = (hypot(a1, b1) + hypot(a2, b2)) / 2
+    g = 0.5 * (1 - sqrt(mean_c ** 7 / (mean_c ** 7 + 25 ** 7)))
+    c1, c2 = hypot((1 + g) * a1, b1), hypot((1 + g) * a2, b2)
+    h1, h2 = degrees(atan2(b1, (1 + g) * a1)) % 360, degrees(atan2(b2, (1 + g) * a2)) % 360
+    dh = 0 if c1 * c2 == 0 else (h2 - h1 + 180) % 360 - 180
+    big_dh = 2 * sqrt(c1 * c2) * sin(radians(dh / 2))
+    mean_l, mean_c2 = (l1 + l2) / 2, (c1 + c2) / 2
+    mean_h = h1 + h2 if c1 * c2 == 0 else ((h1 + h2) / 2 if abs(h1 - h2) <= 180 else
+                                            (h1 + h2 + 360) / 2 if h1 + h2 < 360 else (h1 + h2 - 360) / 2)
+    t = (1 - 0.17 * cos(radians(mean_h - 30)) + 0.24 * cos(radians(2 * mean_h)) + 0.32 * cos(radians(3 * mean_h + 6))
+         - 0.20 * cos(radians(4 * mean_h - 63)))
+    s_l = 1 + 0.015 * (mean_l - 50) ** 2 / sqrt(20 + (mean_l - 50) ** 2)
+    s_c, s_h = 1 + 0.045 * mean_c2, 1 + 0.015 * mean_c2 * t
+    r_t = -sin(radians(60 * exp(-(((mean_h - 275) / 25) ** 2)))) * 2 * sqrt(mean_c2 ** 7 / (mean_c2 ** 7 + 25 ** 7))
+    dl, dc, dhh = (l2 - l1) / s_l, (c2 - c1) / s_c, big_dh / s_h
+    return sqrt(dl ** 2 + dc ** 2 + dhh ** 2 + r_t * dc * dhh)
+
+
+def test_the_ciede2000_here_gives_the_standards_end_points():
+    """Black against white is 100 on the standard's scale; a colour against itself 0."""
+    assert abs(ciede2000("#000000", "#FFFFFF") - 100.0) < 0.5
+    assert ciede2000("#1F77B4", "#1F77B4") == 0
+
+
+def test_the_fifteen_classes_of_har_get_colours_told_apart_at_a_glance():
+    """#40 walk: among the first 15 colours (HAR's classes) were three pinks and three purples (CIEDE2000 8.7 between
+    two of them); every pair now differs by 20 or more, and none is near-white or near-black on a white page."""
+    colours = list(plots.colours_of([f"class_{i}" for i in range(15)]).values())
+    closest = min((ciede2000(a, b), a, b) for i, a in enumerate(colours) for b in colours[i + 1:])
+    assert closest[0] >= 20, closest
+    assert all(30 <= lab(colour)[0] <= 80 for colour in colours)
+
+
+def test_the_coverage_heatmap_reads_by_hover_and_a_caption_not_by_tiny_cell_numbers():
+    """#40 walk: the cell numbers of the coverage heatmap were drawn about 6 px high (15 classes × 3 runs at
+    1280 px); the heatmap now has no cell text, each cell's hover names the run, the class in words and its
+    coverage, and `coverage_shortfalls` says in words which classes miss the target."""
+    table = pd.DataFrame([[0.85, 0.95, 0.99], [0.90, 0.70, 0.99]], index=["run_a", "run_b"],
+                         columns=["calling", "listening_to_music", "using_laptop"])
+    trace = plots.coverage_heatmap(table, 0.9).data[0]
+    assert not trace.texttemplate and trace.text is None
+    hover = trace.hovertemplate.replace("%{y}", "run_b").replace("%{x}", "listening to music")
+    assert "run_b" in hover and "listening to music" in hover and "%{z:.1%}" in hover
+    assert plots.coverage_shortfalls(table, 0.9) == [
+        "run_a: calling 85.0 %", "run_b: listening to music 70.0 %"]  # 0.90 meets a 90 % target
+    assert plots.coverage_shortfalls(table, 0.6) == []

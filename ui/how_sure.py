@@ -7,7 +7,7 @@ import streamlit as st
 from har_core.artifacts import Run
 from har_core.calibration import DEFAULT_TARGET_ACCURACY, calibration_table, fitted_on_line
 from har_core.labels import spoken
-from har_core.plots import coverage_heatmap, reliability_figure, risk_coverage_figure
+from har_core.plots import coverage_heatmap, coverage_shortfalls, reliability_figure, risk_coverage_figure
 from ui.common import figure
 from ui.sureness import calibration_report, never_reached, sureness_on
 
@@ -90,10 +90,13 @@ def sets_and_abstaining(runs: list[Run], split: str, coverage: float, target: fl
             ("threshold (val)", "threshold"), ("accuracy answered", "acc. answered"), ("set coverage", "coverage"),
             ("mean set size", "set size"))})
     if per_class:
+        table = pd.DataFrame(per_class).T
+        missed = coverage_shortfalls(table, coverage)
         st.caption("Coverage per true class: the guarantee holds on average, not for every class — red marks the "
-                   "classes it fails.")
-        st.plotly_chart(figure(coverage_heatmap, pd.DataFrame(per_class).T, coverage), width="stretch",
-                        key="coverage_chart")
+                   "classes it fails (hover a cell for its figure). "
+                   + (f"Below {coverage:.0%}: {'; '.join(missed)}." if missed else
+                      f"Every class reaches {coverage:.0%} here."))
+        st.plotly_chart(figure(coverage_heatmap, table, coverage), width="stretch", key="coverage_chart")
     st.caption(f"Answering only when sure: the accuracy of the answers kept (up) against the share of pictures "
                f"answered (right), as the confidence threshold rises; a star marks each run's threshold for "
                f"{target:.0%}, found on its calibration pictures, on these {split} pictures.")
