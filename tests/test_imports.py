@@ -83,7 +83,9 @@ def test_the_circle_finder_finds_a_circle_and_passes_a_tree():
 def test_the_graph_sees_imports_inside_functions(tmp_path):
     source = tmp_path / "m.py"
     source.write_text("from har_core import fileio, labels\n"
-                      "def f():\n    from har_core.audit import near_duplicates\n    import har_core.search\n")
+                      "def f():\n"
+                      "    from har_core.audit import near_duplicates\n"
+                      "    import har_core.search\n")
     imported = {"har_core.fileio", "har_core.labels", "har_core.audit", "har_core.search"}
     assert imported_modules(source, imported | {"har_core.cam"}) == imported
 
