@@ -23,8 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize_scalar
-from sklearn.metrics import brier_score_loss, log_loss
 
 from har_core.labels import spoken
 
@@ -62,7 +60,10 @@ def combine(probabilities_of_members: list[np.ndarray], temperature: float = 1.0
     return temper(np.mean(probabilities_of_members, axis=0), temperature)
 
 
+# scipy's optimizer and scikit-learn's losses are imported where they are used: the first page reads stored
+# probabilities with `temper` and `combine` only, and importing them was seconds of a cold start (#41)
 def nll(probs: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn.metrics import log_loss
     return float(log_loss(labels, np.clip(probs, _EPS, 1.0), labels=range(probs.shape[1])))
 
 
@@ -77,6 +78,7 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
     if (probs.argmax(1) == labels).all():
         raise CalibrationError(f"all {len(labels)} calibration pictures are answered right: the NLL falls without "
                                "end as the temperature shrinks, so no temperature fits")
+    from scipy.optimize import minimize_scalar
     low, high = TEMPERATURE_RANGE
     result = minimize_scalar(lambda log_t: nll(temper(probs, float(np.exp(log_t))), labels),
                              bounds=(np.log(low), np.log(high)), method="bounded", options={"xatol": 1e-4})
@@ -99,6 +101,7 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
 
 def brier(probs: np.ndarray, labels: np.ndarray) -> float:
     """Multiclass Brier score: mean squared distance to the one-hot label, summed over classes."""
+    from sklearn.metrics import brier_score_loss
     return float(brier_score_loss(labels, probs, labels=list(range(probs.shape[1])), scale_by_half=False))
 
 
