@@ -76,6 +76,21 @@ def write_folder_dataset(root: Path, per_class: int = 5) -> Path:
     return root
 
 
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")  # Debian's, for the browser tests
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for a module's browser tests (Playwright)."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield browser
+        browser.close()
+
+
 @pytest.fixture(scope="session")
 def kaggle_data(tmp_path_factory) -> Path:
     return write_kaggle_dataset(tmp_path_factory.mktemp("kaggle"))

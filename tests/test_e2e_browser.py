@@ -19,10 +19,9 @@ from playwright.sync_api import expect
 
 expect.set_options(timeout=300_000)
 
-from conftest import ROOT, encode_clip, synthetic_image
+from conftest import CHROMIUM, ROOT, encode_clip, synthetic_image
 from har_core.labels import spoken
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = ROOT / "test-output" / "screenshots"
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (make test installs it)")
 
@@ -96,17 +95,6 @@ def server(tiny_runs, kaggle_data, tmp_path_factory):
     started = start_server(tiny_runs, kaggle_data, tmp_path_factory.mktemp("server") / "server.log")
     yield started
     stop_server(started)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from playwright.sync_api import expect
 
-from conftest import ROOT, set_temperature
+from conftest import CHROMIUM, ROOT, set_temperature
 from har_core.labels import spoken
-from test_e2e_browser import CHROMIUM, SHOTS, settle, shot, start_server, stop_server
+from test_e2e_browser import SHOTS, settle, shot, start_server, stop_server
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (make test installs it)")
 HAR = ROOT.parent / "shared" / "data" / "har"
@@ -35,17 +35,6 @@ def server(calibrated_runs, kaggle_data, tmp_path_factory):
     started = start_server(calibrated_runs, kaggle_data, tmp_path_factory.mktemp("server") / "server.log")
     yield started
     stop_server(started)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        yield browser
-        browser.close()
 
 
 OPENED = []  # the pages a test opened, shown in test-output/screenshots/quiz_failed_*.png when it fails

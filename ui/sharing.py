@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
@@ -24,9 +25,19 @@ def _report(paths: tuple[str, ...], stamps: tuple, data_root: str | None, quiz_a
                         quiz=_quiz)
 
 
-def report(selection: Selection) -> str:
-    """The selected runs' report, built once per runs (and their metrics), image folder and quiz round (the last
-    one this session played, ui.quiz), with the server's shared models and scan limit."""
+QUIZ_ROUND = "quiz_summary"  # session state: the last quiz round this session played to its end (views/quiz.py)
+
+
+def report_maker(selection: Selection) -> Callable[[], str]:
+    """What Overview's download button calls for the report. Streamlit calls it in a worker thread, outside the
+    session, so this session's quiz round is read now, while the page is drawn."""
+    quiz = st.session_state.get(QUIZ_ROUND)
+    return lambda: report(selection, quiz)
+
+
+def report(selection: Selection, quiz=None) -> str:
+    """The selected runs' report, built once per runs (and their metrics), image folder and quiz round (a
+    har_core.quiz.Summary: the report's last section), with the server's shared models and scan limit."""
     stamps = tuple((file_stamp(run, artifacts.metrics_file("test")), file_stamp(run, artifacts.CARD),
                     file_stamp(run, REPORT)) for run in selection.runs)
     lock = _report_lock()  # one report at a time, server-wide: the others wait for it
@@ -34,7 +45,6 @@ def report(selection: Selection) -> str:
         st.toast("Another visitor's report is being made; yours follows it.")
         lock.acquire()
     try:
-        quiz = st.session_state.get("quiz_summary")
         return _report(tuple(str(run.path) for run in selection.runs), stamps,
                        str(selection.data_root) if selection.data_root else None,
                        quiz.answers.to_csv() if quiz is not None else "", quiz)

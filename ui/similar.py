@@ -192,19 +192,28 @@ def similar_images(selection: Selection, run: Run, vector, probs, k: int = SHOW_
                    "little higher than the full vectors' would.")
 
 
-def nearest_training_images(selection: Selection, run: Run, filename: str, k: int = SHOW_K) -> None:
-    """A data-set image's nearest training images in the run's embedding, with the model's prediction."""
+def picture_neighbours(run: Run, filename: str, k: int) -> tuple[Embeddings, np.ndarray, np.ndarray] | str:
+    """The k training pictures nearest a data-set picture (itself left out) in the run's embedding: the
+    embeddings, and the similarities and rows found (one row: this picture); one line saying why not instead."""
     try:
         found = embeddings(run)
-    except EmbeddingError:
-        st.caption(f"{run.name}: no embeddings yet (Embeddings page).")
-        return
+    except EmbeddingError as error:
+        return str(error)
     row = found.row_of.get(filename)
     if row is None:
-        st.caption(f"{run.name}: {filename} is not among its embedded images.")
-        return
+        return f"{run.name}: {filename} is not among its embedded pictures."
     similarities, rows = neighbours_of(search_index(run, found), found.vectors[row], k, exclude=np.array([row]))
-    predicted = answers_of(run, found)["predicted"].iloc[row]  # the answer the map and Mistakes give
+    return found, similarities, rows
+
+
+def nearest_training_images(selection: Selection, run: Run, filename: str, k: int = SHOW_K) -> None:
+    """A data-set image's nearest training images in the run's embedding, with the model's prediction."""
+    near = picture_neighbours(run, filename, k)
+    if isinstance(near, str):
+        st.caption(near)
+        return
+    found, similarities, rows = near
+    predicted = answers_of(run, found)["predicted"].iloc[found.row_of[filename]]  # as the map and Mistakes give
     st.markdown(f"**{run.name}** predicts {spoken(predicted)} · its neighbours vote "
                 f"{', '.join(f'{spoken(c)} {v:.0%}' for c, v in top_votes(vote(rows, found)[0], found.classes))}")
     neighbour_grid(selection, run, found, similarities[0], rows[0], columns=k)

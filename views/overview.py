@@ -5,7 +5,7 @@ from har_core.ensemble import stored_metrics
 from har_core.plots import accuracy_bars
 from ui.choices import ensemble_members, sidebar
 from ui.common import figure, glossary, model_columns, need_runs
-from ui.sharing import report
+from ui.sharing import report_maker
 
 selection = sidebar()
 st.title("📋 Overview")
@@ -34,7 +34,7 @@ elif len(members) < 2:
 else:
     st.caption("No ensemble of these members: they need the same classes and the same test images (one split).")
 
-st.download_button("⬇️ Download report (HTML, opens offline)", lambda: report(selection), "har_studio_report.html",
+st.download_button("⬇️ Download report (HTML, opens offline)", report_maker(selection), "har_studio_report.html",
                    "text/html", key="overview_report",
                    help="Comparison, F1 per class, confusion matrices, training curves, the most confident mistakes "
                    "with Grad-CAMs and the data set, in one file. Also: python -m train.report RUNS --out report.html")
