@@ -54,6 +54,8 @@ TWO_STAGES = dict(optimizer="adam", lr=1e-2, weight_decay=1e-4, scheduler="cosin
                   tta=True, bn_frozen=True, ema_decay=0.98)
 EFFICIENTNET = dict(TWO_STAGES, trainable="blocks.4,blocks.5,blocks.6,conv_head,bn2,classifier", finetune_lr=5e-4,
                     cached_views=4)
+CUSTOM_CNN = dict(epochs=24, optimizer="adamw", lr=2e-3, weight_decay=1e-4, scheduler="cosine", warmup_epochs=2,
+                  label_smoothing=0.1, augment="rrc,flip,randaugment", weighted_sampler=False, patience=0, tta=True)
 
 RUNS = (
     BundleRun("efficientnet_lite2", "efficientnet_lite2", dict(EFFICIENTNET, epochs=8),
@@ -67,11 +69,13 @@ RUNS = (
     BundleRun("inception_v3", "inception_v3", dict(TWO_STAGES, epochs=8, finetune_lr=3e-4, cached_views=3,
                                                    trainable="Mixed_7a,Mixed_7b,Mixed_7c,AuxLogits,fc"),
               why="the 2015 ImageNet backbone; stem to Mixed_6e cached on 3 views, Mixed_7a-7c and both heads trained"),
-    BundleRun("custom_cnn", "custom_cnn", dict(epochs=24, optimizer="adamw", lr=2e-3, weight_decay=1e-4,
-                                               scheduler="cosine", warmup_epochs=2, label_smoothing=0.1,
-                                               augment="rrc,flip,randaugment", weighted_sampler=False, patience=0,
-                                               tta=True), image_size=128,
+    BundleRun("custom_cnn", "custom_cnn", CUSTOM_CNN, image_size=128,
               why="the groups' five-block CNN from a random start, at 128 px (the groups: 256 px)"),
+    BundleRun("custom_cnn_taught", "custom_cnn", dict(CUSTOM_CNN, cached_views=4, distill_temperature=2.0,
+                                                      distill_weight=1.0),
+              teachers=("efficientnet_lite2", "efficientnet_lite1"), image_size=128,
+              why="the same CNN and recipe, taught by the pretrained EfficientNets on 4 fixed views of every "
+                  "picture (their logits computed once); the bundle keeps whichever of the two is better on val"),
     BundleRun("resnet50", "resnet50", dict(epochs=30, optimizer="adamw", lr=2e-3, weight_decay=0.05,
                                            scheduler="cosine", warmup_epochs=2, trainable="all", label_smoothing=0.0,
                                            augment="rrc,flip,color", mixup_alpha=0.0, cached_views=8,
