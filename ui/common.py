@@ -339,11 +339,6 @@ def image_models(selection: Selection) -> Selection:
     return kept
 
 
-@contextmanager
-def friendly(what: str):
-    """Show a one-line message instead of a traceback; the rest of the page keeps working."""
-    try:
-        yield
 def _said_in_one_line() -> tuple[type[Exception], ...]:
     """The errors `friendly` says in one line, looked up as one is caught: har_core.embeddings's only once that
     module is loaded (nothing else raises it, and importing it here would bring torch into the first page)."""
@@ -352,6 +347,11 @@ def _said_in_one_line() -> tuple[type[Exception], ...]:
             *([embeddings.EmbeddingError] if embeddings else []))
 
 
+@contextmanager
+def friendly(what: str):
+    """Show a one-line message instead of a traceback; the rest of the page keeps working."""
+    try:
+        yield
     except _said_in_one_line() as error:
         st.error(f"{what}: {error}")
     except Exception as error:  # noqa: BLE001 - a classroom never sees a traceback
