@@ -2,7 +2,7 @@
 import json
 import threading
 from collections import Counter
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import pandas as pd
@@ -123,40 +123,10 @@ def test_the_teachers_click_is_the_class_answer_and_only_the_teacher_runs_the_ro
     assert room.finished and room.state()[1] is None and len(room.state()[2]) == 3
 
 
-def test_a_room_full_of_visitors_votes_at_once_while_the_teachers_page_reads_the_votes():
-    """Without the room's lock, reading the votes (a copy for the page) while other sessions vote breaks
-    ("dictionary changed size during iteration"); with it, every vote is counted once."""
-    room, key = a_room()
-    errors, done = [], threading.Event()
-
-    def vote(first: int):
-        for i in range(first, first + 2000):
-            room.vote(f"s{i}", ACTIONS[i % 3])
-
-    def read():
-        while not done.is_set():
-            try:
-                room.state()
-            except RuntimeError as error:
-                errors.append(error)
-    reader = threading.Thread(target=read)
-    reader.start()
-    voters = [threading.Thread(target=vote, args=(n * 2000,)) for n in range(6)]
-    for thread in voters:
-        thread.start()
-    for thread in voters:
-        thread.join()
-    done.set()
-    reader.join()
-    assert not errors
-    _, question, _ = room.state()
-    assert len(question.votes) == 12_000 and sum(n for _, n in question.tally()) == 12_000
-
-
-def test_the_lock_is_what_keeps_the_votes_whole(monkeypatch):
-    """The test above can fail: with the lock replaced by nothing, reading while voting breaks."""
-    room, _ = a_room()
-    monkeypatch.setattr(room, "_lock", nullcontext())
+@contextmanager
+def reading(room: Room):
+    """The teacher's page reading the room over and over, in a thread, while the block runs; yields the errors
+    its reads met (it stops at the first)."""
     errors, done = [], threading.Event()
 
     def read():
@@ -167,12 +137,41 @@ def test_the_lock_is_what_keeps_the_votes_whole(monkeypatch):
                 errors.append(error)
     reader = threading.Thread(target=read)
     reader.start()
-    for i in range(200_000):
-        room.vote(f"s{i}", ACTIONS[i % 3])
-        if errors:
-            break
-    done.set()
-    reader.join()
+    try:
+        yield errors
+    finally:
+        done.set()
+        reader.join()
+
+
+def test_a_room_full_of_visitors_votes_at_once_while_the_teachers_page_reads_the_votes():
+    """Without the room's lock, reading the votes (a copy for the page) while other sessions vote breaks
+    ("dictionary changed size during iteration"); with it, every vote is counted once."""
+    room, key = a_room()
+
+    def vote(first: int):
+        for i in range(first, first + 2000):
+            room.vote(f"s{i}", ACTIONS[i % 3])
+    with reading(room) as errors:
+        voters = [threading.Thread(target=vote, args=(n * 2000,)) for n in range(6)]
+        for thread in voters:
+            thread.start()
+        for thread in voters:
+            thread.join()
+    assert not errors
+    _, question, _ = room.state()
+    assert len(question.votes) == 12_000 and sum(n for _, n in question.tally()) == 12_000
+
+
+def test_the_lock_is_what_keeps_the_votes_whole(monkeypatch):
+    """The test above can fail: with the lock replaced by nothing, reading while voting breaks."""
+    room, _ = a_room()
+    monkeypatch.setattr(room, "_lock", nullcontext())
+    with reading(room) as errors:
+        for i in range(200_000):
+            room.vote(f"s{i}", ACTIONS[i % 3])
+            if errors:
+                break
     assert errors
 
 
@@ -223,6 +222,46 @@ def test_the_report_ends_with_the_quiz_round_when_one_was_played(tiny_runs):
     assert '<h2>Quiz</h2>' not in build_report(runs)
 
 
+def test_the_report_downloaded_from_overview_ends_with_this_sessions_quiz_round(tiny_runs, monkeypatch):
+    """Streamlit makes a deferred download in a worker thread, outside any session: the report read no session
+    state there, so it never held the round; a new round must make a new report, not the cached one."""
+    import streamlit.elements.widgets.button as button
+    import ui.sharing
+    made = []  # the deferred download's maker, as the Overview page registers it
+    real_marshall = button.marshall_file
+    monkeypatch.setattr(button, "marshall_file", lambda coordinates, data, *args, **kwargs: (
+        made.append(data) if callable(data) else None, real_marshall(coordinates, data, *args, **kwargs))[1])
+    from har_core import report as report_module
+
+    def build(runs, *args, quiz=None, **kwargs):  # the report's quiz section alone: the rest is test_report's
+        return f"<h2>Quiz</h2>{quiz.sentence()}" if quiz is not None else "no quiz"
+    monkeypatch.setattr(report_module, "build_report", build)
+    monkeypatch.setattr(ui.sharing, "build_report", build, raising=False)  # imported once, or when a report is made
+    ui.sharing._report.clear()
+    table = answers_table(FRAMES, ACTIONS, ["a", "b"])
+    rounds = [summary([Question("p2", "drinking", answer=said, answered_by="teacher", revealed=True)], table,
+                      ["a", "b", "c"]) for said in ("drinking", "texting")]
+
+    def downloaded(played) -> str:
+        monkeypatch.setenv("HAR_RUNS", str(tiny_runs))
+        monkeypatch.chdir(ROOT)
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+        if played is not None:
+            at.session_state["quiz_summary"] = played
+        at.run()
+        assert not at.exception, [e.message for e in at.exception]
+        pages = []
+        worker = threading.Thread(target=lambda: pages.append(made[-1]()))  # no session in this thread
+        worker.start()
+        worker.join()
+        return pages[0]
+
+    assert downloaded(rounds[0]) == "<h2>Quiz</h2>" + rounds[0].sentence()  # the class beat the models on drinking
+    assert downloaded(rounds[1]) == "<h2>Quiz</h2>" + rounds[1].sentence()  # a new round: a new report
+    assert rounds[0].sentence() != rounds[1].sentence()
+    assert downloaded(None) == "no quiz"
+
+
 # ----------------------------------------------------------------------------------------- the page
 
 def quiz_page(runs, data, monkeypatch, room: str | None = None) -> AppTest:
@@ -254,6 +293,37 @@ def calibrated_from_files(run_dir) -> pd.DataFrame:
     tempered = probs ** (1 / card.get("calibration", {}).get("temperature", 1.0))  # softmax(log p / T)
     return pd.DataFrame(tempered / tempered.sum(1, keepdims=True), index=frame.index, columns=card["classes"]).assign(
         true=frame["true"])
+
+
+def prediction_set_by_hand(run_dir, filename: str) -> tuple[float, list[str]]:
+    """A test picture's prediction set from the run's files alone: the temperature and coverage in its
+    calibration.json, its val predictions of the pictures its split.csv marks for calibration, its stored test
+    probabilities. Split conformal with the APS score: a class's score is the calibrated probability of the
+    classes ranked above it (ties: the earlier class first); it joins the set when its p-value, (the calibration
+    pictures whose true class scores at least as much + 1) / (n + 1), is at least 1 - coverage. Most likely
+    first."""
+    stored = json.loads((run_dir / "calibration.json").read_text())
+    classes, temperature, coverage = stored["classes"], stored["temperature"], stored["coverage"]
+
+    def calibrated(frame: pd.DataFrame) -> np.ndarray:
+        probs = frame[[f"prob_{c}" for c in classes]].to_numpy(float)
+        tempered = (probs / probs.sum(1, keepdims=True)) ** (1 / temperature)  # softmax(log p / T)
+        return tempered / tempered.sum(1, keepdims=True)
+
+    def mass_above(p: np.ndarray, c: int) -> float:
+        return sum(p[j] for j in range(len(p)) if p[j] > p[c] or (p[j] == p[c] and j < c))
+
+    manifest = pd.read_csv(run_dir / "split.csv", dtype=str)
+    marked = set(manifest.loc[manifest["calibrate"] == "1", "filename"])
+    val = pd.read_csv(run_dir / "predictions_val.csv")
+    val = val[val["filename"].isin(marked)]
+    assert len(val) == stored["calibrated_on"]["pictures"]
+    truth = [mass_above(p, classes.index(t)) for p, t in zip(calibrated(val), val["true"])]
+    test = pd.read_csv(run_dir / "predictions_test.csv").set_index("filename")
+    p = calibrated(test.loc[[filename]])[0]
+    kept = [c for c in range(len(classes))
+            if (sum(s >= mass_above(p, c) for s in truth) + 1) / (len(truth) + 1) >= 1 - coverage]
+    return coverage, [classes[c] for c in sorted(kept, key=lambda c: -p[c])]
 
 
 def shown_file(at, csv: pd.DataFrame) -> str:
@@ -365,10 +435,9 @@ def test_an_unknown_room_is_said_and_the_round_can_be_started(tiny_runs, kaggle_
 @pytest.mark.skipif(not SPORTS15.is_dir(), reason="the bundled demo runs' data (../shared/data/sports15) is not here")
 def test_on_the_bundled_runs_the_reveal_shows_each_runs_calibrated_confidence_and_prediction_set(monkeypatch):
     """The seven sports15 runs are calibrated: each row's confidence is the CSV's at the card's temperature, and
-    its set is the one the run's calibration gives those probabilities (ui.sureness, as Predict shows it)."""
+    its set is the one its calibration file and val predictions give, worked out by hand here."""
     from har_core.artifacts import find_runs
-    from har_core.calibration import DEFAULT_COVERAGE
-    from ui.sureness import ensemble_temperature, sureness
+    from ui.sureness import ensemble_temperature
     runs_dir = ROOT / "assets" / "runs"
     runs = {run.name: run for run in find_runs(runs_dir)[0]}
     csvs = {name: calibrated_from_files(run.path) for name, run in runs.items()}
@@ -385,11 +454,16 @@ def test_on_the_bundled_runs_the_reveal_shows_each_runs_calibrated_confidence_an
     temperature = ensemble_temperature([runs[m] for m in members])
     assert {name: (row["answer"], row["confidence"]) for name, row in table.iterrows()} == \
         expected_rows(csvs, filename, members, temperature)
+    in_words = next(m.value for m in at.markdown if m.value.startswith("**90% sets: what each model cannot rule out"))
+    shown_sets = dict(line.split(": ", 1) for line in in_words.split("  \n")[1:])
+    sizes = []
     for name, run in runs.items():
-        probs = csvs[name].loc[[filename]].drop(columns="true").to_numpy(float)
-        sets = sureness([run], probs, run.classes, DEFAULT_COVERAGE).sets[0]
-        assert table.loc[name, "90% set"] == " · ".join(spoken(c) for c in sets)
+        coverage, sets = prediction_set_by_hand(run.path, filename)
+        assert table.loc[name, f"{coverage:.0%} set"] == f"{len(sets)} action{'s' * (len(sets) != 1)}"
+        assert shown_sets[name] == " · ".join(spoken(c) for c in sets)
         assert sets[0] == csvs[name].loc[filename].drop("true").astype(float).idxmax()  # the answer leads its set
+        sizes.append(len(sets))
+    assert any(1 < size < len(runs["vgg16"].classes) for size in sizes)  # a set of one or of all proves little
     assert any("most similar training pictures" in m.value for m in at.markdown)
     best = max(runs, key=lambda name: val_scores(runs[name].path))  # the run every page opens on
     assert any(c == f"Grad-CAM: where {best} looked" for i in at.image for c in i.captions)

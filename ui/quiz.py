@@ -17,16 +17,14 @@ from har_core.analysis import overview_table
 from har_core.artifacts import Run
 from har_core.calibration import DEFAULT_COVERAGE
 from har_core.cam import overlay_on_picture
-from har_core.embeddings import EmbeddingError
 from har_core.ensemble import default_members
 from har_core.imaging import image_digest, load_image
 from har_core.labels import spoken
 from har_core.metrics import probabilities
 from har_core.quiz import ENSEMBLE, QuizError, Room, Rooms, answers_table, ensemble_probabilities
-from har_core.similarity import neighbours_of
 from ui.answers import explanation
 from ui.common import Selection, best_run, data_file, models, predictions
-from ui.similar import embeddings, has_embeddings, neighbour_grid, search_index
+from ui.similar import has_embeddings, neighbour_grid, picture_neighbours
 from ui.sureness import ensemble_temperature, sureness
 
 QUIZ_CSS = """<style>
@@ -37,8 +35,11 @@ QUIZ_CSS = """<style>
 .st-key-quiz_actions button p { font-size: 1.15rem; line-height: 1.2; }
 .st-key-quiz_actions button * { white-space: normal; overflow: visible; text-overflow: clip; }  /* whole words */
 .st-key-quiz_picture img { max-height: 70vh; object-fit: contain; }
-.st-key-quiz_answers th, .st-key-quiz_answers th *, .st-key-quiz_answers td:nth-child(-n+3),
-.st-key-quiz_answers td:nth-child(-n+3) * { white-space: nowrap !important; }  /* a set may wrap */
+.st-key-quiz_answers th, .st-key-quiz_answers th *, .st-key-quiz_answers td,
+.st-key-quiz_answers td * { white-space: nowrap !important; }  /* a line a model: every answer on the first screen */
+.st-key-quiz_verdict [data-testid="stMetricValue"], .st-key-quiz_verdict [data-testid="stMetricValue"] *,
+.st-key-quiz_verdict [data-testid="stMetricDelta"] * { white-space: normal !important; overflow: visible !important; }
+.st-key-quiz_verdict [data-testid="stMetricValue"] { font-size: 2rem; line-height: 1.15; }  /* a long action wraps */
 .st-key-quiz_reveal_button button, .st-key-quiz_next button { min-height: 3rem; }
 .st-key-quiz_reveal_button button p, .st-key-quiz_next button p { font-size: 1.2rem; }
 </style>"""  # the actions in a grid as wide as the screen allows: three a row beside the picture, two on a phone
@@ -137,7 +138,9 @@ def picture_jpeg(data_root: str | None, filename: str, longest: int = 1280) -> b
 
 def reveal_table(game: Contest, filename: str, coverage: float = DEFAULT_COVERAGE) -> pd.DataFrame:
     """The reveal's answers to one picture: the ensemble, then every model (the most accurate first): its answer
-    (✅ right, ❌ wrong), calibrated confidence and prediction set at `coverage`."""
+    (✅ right, ❌ wrong), calibrated confidence, and its prediction set at `coverage`: how many actions it holds
+    (set_size_column: a short line that keeps every model's answer on the first screen) and which
+    (set_column)."""
     classes, true = game.classes, game.table.set_index("filename").loc[filename, "true"]
     rows = []
     for run in game.runs:
@@ -154,9 +157,19 @@ def _answer_row(name: str, runs: list[Run], probs: np.ndarray, classes: list[str
                 coverage: float) -> dict:
     answer = classes[int(probs[0].argmax())]
     sure = sureness(runs, probs, classes, coverage)
+    sets = sure.sets[0] if sure.sets is not None else None
     return {"model": name, "answer": f"{'✅' if answer == true else '❌'} {spoken(answer)}",
             "confidence": f"{probs[0].max():.1%}",
-            f"{coverage:.0%} set": " · ".join(spoken(c) for c in sure.sets[0]) if sure.sets is not None else "–"}
+            set_size_column(coverage): f"{len(sets)} action{'s' * (len(sets) != 1)}" if sets is not None else "–",
+            set_column(coverage): " · ".join(spoken(c) for c in sets) if sets is not None else "–"}
+
+
+def set_size_column(coverage: float) -> str:
+    return f"{coverage:.0%} set"
+
+
+def set_column(coverage: float) -> str:
+    return f"{coverage:.0%} set, in words"
 
 
 def best_cam(game: Contest, image, filename: str):
@@ -178,15 +191,10 @@ def similar_training_pictures(selection: Selection, game: Contest, filename: str
     if run is None:
         st.caption("No run here has embeddings: the Embeddings page computes them.")
         return
-    try:
-        found = embeddings(run)
-    except EmbeddingError as error:
-        st.caption(f"{run.name}: {error}")
+    near = picture_neighbours(run, filename, k)
+    if isinstance(near, str):
+        st.caption(near)
         return
-    row = found.row_of.get(filename)
-    if row is None:
-        st.caption(f"{run.name}: {filename} is not among its embedded pictures.")
-        return
-    similarities, rows = neighbours_of(search_index(run, found), found.vectors[row], k, exclude=np.array([row]))
+    found, similarities, rows = near
     st.markdown(f"**The {k} most similar training pictures** ({run.name})")
     neighbour_grid(selection, run, found, similarities[0], rows[0], columns=k, size=240)

@@ -7,8 +7,10 @@ from har_core.labels import spoken
 from har_core.quiz import DEFAULT_PICTURES, KINDS, choose_round, kind_counts, summary
 from ui.choices import sidebar
 from ui.common import Selection, friendly, image_models, need_runs
+from ui.sharing import QUIZ_ROUND
 from ui.quiz import (POLL_SECONDS, QUIZ_CSS, best_cam, contest, host_key, keep_host_key, picture as quiz_picture,
-                     picture_jpeg, quiz_rooms, reveal_table, room_runs, similar_training_pictures, voter)
+                     picture_jpeg, quiz_rooms, reveal_table, room_runs, set_column, similar_training_pictures,
+                     voter)
 
 selection = sidebar()
 st.html(QUIZ_CSS)
@@ -168,7 +170,10 @@ def reveal(room, key, game, shown, position, question, played) -> None:
     answers = reveal_table(game, question.filename)
     score = summary(played, game.table, game.names).score
     row = game.table.set_index("filename").loc[question.filename]
-    truth, said, models, next_one = st.columns([1, 1, 1, 0.8], vertical_alignment="center")
+    # the answer first, on one screen of a 1280x720 projector: the truth, the class's, every model's (a line each);
+    # then the picture, the Grad-CAM, the sets in words, the similar pictures
+    truth, said, models, next_one = st.container(key="quiz_verdict").columns([1, 1, 1, 0.8],
+                                                                             vertical_alignment="center")
     truth.metric("The answer", spoken(question.true))
     said.metric("The class", f"{'✅' if question.answer == question.true else '❌'} "
                 f"{spoken(question.answer) if question.answer else 'no answer'}", by_whom(question),
@@ -178,23 +183,27 @@ def reveal(room, key, game, shown, position, question, played) -> None:
                   delta_color="off", delta_arrow="off")
     next_one.button("The round's score ▸" if position + 1 == len(room) else "Next picture ▸", type="primary",
                     key="quiz_next", width="stretch", on_click=room.next, args=(key,))
-    picture, cam, panel = st.columns([0.8, 0.8, 2])  # the table whole at 1280 px
+    in_words = set_column(DEFAULT_COVERAGE)
+    panel, picture = st.columns([3, 1.2])
+    panel.container(key="quiz_answers").table(answers.drop(columns=in_words), hide_index=True,
+                                              border="horizontal")  # HTML: it grows with presentation mode's type
+    votes = " · ".join(f"{spoken(action)} {n}" for action, n in question.tally())
+    panel.caption(f"Calibrated confidence; the set holds the actions the model cannot rule out "
+                  f"({DEFAULT_COVERAGE:.0%} coverage), in words below." + (f" The room's votes: {votes}" if votes
+                                                                            else ""))
+    cam, sets, scores = st.columns([1.2, 2, 1])
     if image is not None:
         picture.image(image, caption=question.filename.rsplit("/", 1)[-1], width="stretch")
         with cam, friendly("Grad-CAM"), st.spinner("Grad-CAM…"):
             overlay, name = best_cam(game, image, question.filename)
             if overlay is not None:
                 st.image(overlay, caption=f"Grad-CAM: where {name} looked", width="stretch")
-    panel.container(key="quiz_answers").table(answers, hide_index=True, border="horizontal")  # HTML: it grows with
-    # presentation mode's type
-    votes = " · ".join(f"{spoken(action)} {n}" for action, n in question.tally())
-    panel.caption(f"Calibrated confidence; the set holds the classes the model cannot rule out "
-                  f"({DEFAULT_COVERAGE:.0%} coverage)." + (f" The room's votes: {votes}" if votes else ""))
-    neighbours, scores = st.columns([2, 1])
-    with neighbours, friendly("Similar training pictures"):
-        similar_training_pictures(shown, game, question.filename)
+    sets.markdown(f"**{DEFAULT_COVERAGE:.0%} sets: what each model cannot rule out**  \n" + "  \n".join(
+        f"{name}: {words}" for name, words in zip(answers["model"], answers[in_words])))
     scores.markdown(f"**Score after {len(played)} of {len(room)}**  \n" + "  \n".join(
         f"{who}: **{n}**" for who, n in zip(score["who"], score["right"])))
+    with friendly("Similar training pictures"):
+        similar_training_pictures(shown, game, question.filename)
 
 
 def by_whom(question) -> str:
@@ -207,7 +216,7 @@ def by_whom(question) -> str:
 
 def the_end(game, played) -> None:
     result = summary(played, game.table, game.names)
-    st.session_state["quiz_summary"] = result  # Overview's report ends with it
+    st.session_state[QUIZ_ROUND] = result  # Overview's report ends with it
     st.subheader(f"🎯 The round is over: {len(played)} pictures", anchor=False)
     board = result.score
     columns = st.columns(min(5, len(board)))
