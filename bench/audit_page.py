@@ -17,10 +17,9 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-from bench.classroom import free_port
+from bench.classroom import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,12 +51,7 @@ def measure(runs: Path, data: Path) -> dict:
         stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
+        wait_healthy(url)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page(viewport={"width": 1440, "height": 900})

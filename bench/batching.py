@@ -10,7 +10,6 @@ the visitors' photos as one forward each and as one batch.
 """
 from __future__ import annotations
 
-import argparse
 import threading
 import time
 from pathlib import Path
@@ -18,12 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from har_core import batching
+from bench.common import runs_and_data_parser
 from har_core.artifacts import find_runs
 from har_core.calibration import default_tta
 from har_core.imaging import load_image
 from har_core.inference import load_run, predict_all
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def room(models, images, tta: bool, shared: bool) -> tuple[list[float], list[list[np.ndarray]]]:
@@ -44,9 +42,7 @@ def room(models, images, tta: bool, shared: bool) -> tuple[list[float], list[lis
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", default=str(ROOT / "assets" / "runs_har"))
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "har"))
+    parser = runs_and_data_parser(__doc__, runs="runs_har", data="har")
     parser.add_argument("--visitors", type=int, default=30)
     args = parser.parse_args(argv)
     runs = [run for run in find_runs(Path(args.runs))[0] if not run.takes_clips]

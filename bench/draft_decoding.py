@@ -10,24 +10,20 @@ same way. Prints, per run, how many predicted classes differ.
 """
 from __future__ import annotations
 
-import argparse
 import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from bench.common import runs_and_data_parser
 from har_core.artifacts import find_runs
 from har_core.imaging import load_image
 from har_core.inference import load_run
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", default=str(ROOT / "assets" / "runs"))
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "sports15"))
+    parser = runs_and_data_parser(__doc__, runs="runs", data="sports15")
     parser.add_argument("--long-side", type=int, default=3000)
     args = parser.parse_args(argv)
     runs, _ = find_runs(args.runs)
