@@ -99,7 +99,7 @@ def test_predict_page_predicts_a_sample_with_every_model(app, tiny_runs, kaggle_
 
 
 def what_if_cards(at) -> dict[str, str]:
-    return {m.value.split("**")[1]: m.value for m in at.markdown if " pts on " in m.value}
+    return {m.value.split("**")[1]: m.value for m in at.markdown if "#### " in m.value and "% sure" in m.value}
 
 
 def at_own_side(image, card: dict):
@@ -116,7 +116,7 @@ def expected_what_if_card(model, original, edit) -> tuple[str, str]:
     first = model.predict([original])[0]
     probs = model.predict([whatif.apply(at_own_side(original, model.run.card), edit)])[0]
     was = int(first.argmax())
-    return f"{abs(probs[was] - first[was]) * 100:.1f} pts on", f"now {probs.max():.0%} sure"
+    return f"{abs(probs[was] - first[was]) * 100:.1f} points", f"now {probs.max():.0%} sure"
 
 
 def test_a_model_whose_answers_never_reach_the_target_is_said_so_not_below_100(app, tiny_runs):
@@ -144,7 +144,7 @@ def test_what_if_a_slider_moves_every_models_answer_and_moving_it_back_restores_
     at = sample.set_value(sample.options[1]).run()
     before = what_if_cards(at)
     assert sorted(before) == ["Ensemble", "custom_cnn", "mobilenet_v2"]
-    assert all(":gray[= 0.0 pts on " in card for card in before.values())  # nothing edited yet
+    assert all(":gray[no change for " in card for card in before.values())  # nothing edited yet
     at.slider(key="whatif_brightness").set_value(0.2).run()
     at.slider(key="whatif_noise").set_value(0.3).run()
     assert not at.exception and not at.error
@@ -520,7 +520,9 @@ def test_predict_counts_agreement_among_the_members_and_gives_several_pictures_a
         uploader.upload(picture.name, picture.read_bytes(), "image/jpeg")
     at.run()
     table = at.dataframe[0].value
-    assert list(table.columns[:3]) == ["picture", "image", "ensemble"] and len(table) == 2
+    assert list(table.columns[:3]) == ["picture", "photo", "ensemble"] and len(table) == 2
+    # a column per model and no more (#40 walk: the ensemble's set, an eighth column, ran off the page at 1280 px)
+    assert set(table.columns[3:]) == set(at.multiselect(key="predict_models").value)
     assert all(uri.startswith("data:image/jpeg;base64,") for uri in table["picture"])
     assert not at.exception
 
@@ -1096,3 +1098,32 @@ def test_presentation_mode_enlarges_the_charts_type(app):
     at.sidebar.toggle(key="present").set_value(True).run()
     large = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["font"]["size"]
     assert (normal, large) == (16, 21)
+
+
+def test_a_what_if_card_says_in_words_how_its_confidence_moved():
+    """#40 walk: an unmoved card read "= 0.0 pts on dancing" (a formula, and jargon); it says "no change", a moved
+    one how many points more or less sure of its first answer it is."""
+    from ui.what_if import card_words
+    before, classes = np.array([0.2, 0.7, 0.1]), ["calling", "listening_to_music", "using_laptop"]
+    same = card_words("vgg16", before, before.copy(), classes)
+    assert "no change for listening to music" in same and "pts" not in same and "0.0" not in same
+    less = card_words("vgg16", before, np.array([0.6, 0.3, 0.1]), classes)
+    assert "40.0 points less sure of listening to music" in less and "⚠️ calling" in less
+    assert "10.0 points more sure of listening to music" in card_words("vgg16", before, np.array([0.1, 0.8, 0.1]),
+                                                                        classes)
+
+
+def test_an_overview_card_names_its_run_once(app):
+    """#40 walk: every card's heading was the run's name and its first line the same name again (the bundled runs
+    are named after their architecture); the architecture shows only when the name does not say it."""
+    cards = [m.value for m in app.markdown if "million parameters" in m.value]
+    assert len(cards) == 2  # one per tiny run
+    assert not any(card.startswith(f"**{name}**") for card in cards for name in ("custom_cnn", "mobilenet_v2"))
+
+
+def test_the_video_page_says_in_words_which_runs_suit_which_clip(app):
+    """#40 walk: the Video page's intro named folders ("../shared/data/videos", "assets/runs"); it says in words
+    that the sample clips are sports scenes for the sports runs, and what the HAR runs suit."""
+    intro = texts(open_page(app, "video"))
+    assert "sports runs know them" in intro and "everyday actions" in intro
+    assert not re.search(r"\.\./|assets/|shared/data", intro)

@@ -15,6 +15,12 @@ from ui.choices import follow_link, share_view
 from ui.common import (IMAGE_TYPES, Selection, file_stamp, inside_or_none, config, data_file, friendly, model_stamp,
                        thumb)
 
+# an answer too long for its metric ("listening to music" in a third of Predict's column at 1280 px) wraps onto a
+# second line instead of being cut to "listening to m…"
+WRAPPED_ANSWERS = """<style>
+[data-testid="stMetricValue"] * { white-space: normal; overflow: visible; text-overflow: clip; }
+</style>"""
+
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def _prediction(path: str, stamp: tuple, temperature: float, digests: tuple[str, ...], tta: bool, backend: str,

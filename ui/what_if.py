@@ -66,6 +66,9 @@ def card_words(name: str, before: np.ndarray, now: np.ndarray, classes: list[str
     """A What-if card: the answer now (⚠️ when it changed) and the move of the confidence in the first answer."""
     was, answer = int(before.argmax()), int(now.argmax())
     moved = (now[was] - before[was]) * 100
-    colour, arrow = ("red", "▼") if moved < -0.05 else ("green", "▲") if moved > 0.05 else ("gray", "=")
+    first = spoken(classes[was])
+    # in words: "= 0.0 pts" read as a formula; a move under 0.05 points rounds to nothing
+    move = f":red[▼ {-moved:.1f} points less sure of {first}]" if moved < -0.05 else \
+        f":green[▲ {moved:.1f} points more sure of {first}]" if moved > 0.05 else f":gray[no change for {first}]"
     return (f"**{name}**\n\n#### {'⚠️ ' if answer != was else ''}{spoken(classes[answer])}\n\n"
-            f":{colour}[{arrow} {abs(moved):.1f} pts on {spoken(classes[was])}] · now {now.max():.0%} sure")
+            f"{move} · now {now.max():.0%} sure")

@@ -46,7 +46,8 @@ for i, run in enumerate(sorted(selection.runs, key=lambda run: order.index(run.n
     card = run.card
     with columns[i % len(columns)].container(border=True):
         st.markdown(f"#### {run.name}")
-        st.markdown(f"**{card['model']}** · {card.get('parameters', 0) / 1e6:.1f}M parameters · "
+        architecture = f"**{card['model']}** · " if card["model"] != run.name else ""  # the heading says it already
+        st.markdown(f"{architecture}{card.get('parameters', 0) / 1e6:.1f} million parameters · "
                     f"{card['input_size']} px  \n**starts from:** {starts_from(card)}"
                     + (f"  \n**trained on:** {card['device'].upper()}" if card.get("device") else "")
                     + (f"  \n**distilled from:** {', '.join(card['distillation']['teachers'])}"

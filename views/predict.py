@@ -5,10 +5,10 @@ from har_core.analysis import agreement
 from har_core.backend import LABELS
 from har_core.calibration import DEFAULT_TARGET_ACCURACY, default_tta, tta_mismatch
 from har_core.inference import ensemble
-from har_core.labels import spoken
+from har_core.labels import picture_name, spoken
 from har_core.plots import probability_bars, thumbnail_uri
 from har_core.similarity import VOTE_K
-from ui.answers import image_source, predict
+from ui.answers import WRAPPED_ANSWERS, image_source, predict
 from ui.choices import ensemble_members, follow_link, one_class_list, share_view, sidebar
 from ui.common import backend, friendly, glossary, image_models, model_columns, models, need_runs
 from ui.similar import similar_images
@@ -64,6 +64,7 @@ if len(images) == 1:
     winners = [classes[int(p.probs[0].argmax())] for p in predictions if p.model in members]  # the members'
     label, share = agreement(winners, prefer=classes[int(mean[0].argmax())])
     with right:
+        st.html(WRAPPED_ANSWERS)
         a, b, c = st.columns(3)
         a.metric("Ensemble", spoken(classes[int(mean[0].argmax())]),
                  f"{mean[0].max():.0%} sure" + (" · 🤔" if sure_ensemble.not_sure[0] else ""),
@@ -108,23 +109,23 @@ if len(images) == 1:
 
     what_if(images[0], loaded, predictions, members, member_runs, classes, tta)
 else:
-    rows = []
+    answer = lambda probs, unsure: f"{spoken(classes[int(probs.argmax())])} {probs.max():.0%}" + (  # noqa: E731
+        " ?" if unsure else "")
+    rows, sets = [], []
     for j, name in enumerate(names):  # a row per picture: its thumbnail, the ensemble's answer first
-        row = {"picture": thumbnail_uri(images[j]), "image": name,
-               "ensemble": f"{classes[int(mean[j].argmax())]} ({mean[j].max():.0%})" + (
-                   " ?" if sure_ensemble.not_sure[j] else "")}
-        if sure_ensemble.sets is not None:
-            row[f"ensemble {coverage:.0%} set"] = " | ".join(sure_ensemble.sets[j])
+        row = {"picture": thumbnail_uri(images[j]), "photo": picture_name(name),
+               "ensemble": answer(mean[j], sure_ensemble.not_sure[j])}
         for prediction in predictions:
-            probs = prediction.probs[j]
-            unsure = " ?" if sure[prediction.model].not_sure[j] else ""
-            row[prediction.model] = f"{classes[int(probs.argmax())]} ({probs.max():.0%}){unsure}"
+            row[prediction.model] = answer(prediction.probs[j], sure[prediction.model].not_sure[j])
         rows.append(row)
+        if sure_ensemble.sets is not None:  # in the CSV only: an eighth column ran off the page at 1280 px
+            sets.append({f"ensemble's {coverage:.0%} set": " | ".join(map(spoken, sure_ensemble.sets[j]))})
     table = pd.DataFrame(rows)
     st.dataframe(table, hide_index=True, width="stretch", row_height=72,
                  column_config={"picture": st.column_config.ImageColumn("picture", width="small")})
     st.caption("Calibrated confidences; \"?\": not sure (below the confidence above which the model's answers on "
                f"calibration pictures were {DEFAULT_TARGET_ACCURACY:.0%} right, or every answer when none reached it)."
-               + (f" {sure_ensemble.note}" if sure_ensemble.note else ""))
-    st.download_button("⬇️ Download as CSV", table.drop(columns="picture").to_csv(index=False), "predictions.csv",
-                       "text/csv")
+               + (f" {sure_ensemble.note}" if sure_ensemble.note else "")
+               + (" The CSV adds the ensemble's prediction set of each photo." if sets else ""))
+    csv = table.drop(columns="picture").join(pd.DataFrame(sets)) if sets else table.drop(columns="picture")
+    st.download_button("⬇️ Download as CSV", csv.to_csv(index=False), "predictions.csv", "text/csv")

@@ -21,8 +21,9 @@ st.caption("An action timeline for a clip: frames sampled a few times a second, 
            "(a clip model's: its 16-frame window centred on that moment), smoothed over time and cut into segments.")
 need_runs(selection)
 st.caption(f"These runs know {describe_classes(selection.runs[0].classes)}: a clip of anything else is \"no known "
-           "action\" at best. The sample clips (../shared/data/videos) are sports clips, for the sports15 runs "
-           "(assets/runs): choose that runs folder in the sidebar; the HAR runs know everyday actions.")
+           "action\" at best. The sample clips are sports scenes: the sports runs know them (choose them in the "
+           "sidebar's runs folder). The HAR runs know everyday actions — calling, eating, texting, using a laptop: "
+           "they suit your own clip of people doing those.")
 
 chosen = st.multiselect("Models", selection.names(), default=default_members(selection.runs), key="video_models",
                         help="Default: the ensemble's default members. Every model adds a forward per frame.")
