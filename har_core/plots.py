@@ -370,7 +370,8 @@ def reliability_figure(bins: dict[str, dict[str, pd.DataFrame]], columns: int = 
                            for c, m, a in zip(frame["count"], frame["confidence"], frame["accuracy"])],
                 hoverinfo="text", row=row, col=col)
     figure.update_xaxes(range=[0, 1.02], tickformat=".0%", gridcolor="#e2e8f0", dtick=0.25)
-    figure.update_yaxes(range=[0, 1.02], tickformat=".0%", gridcolor="#e2e8f0", dtick=0.25)
+    # the y labels kept clear of the x axis's: both "0%" met at the corner
+    figure.update_yaxes(range=[0, 1.02], tickformat=".0%", gridcolor="#e2e8f0", dtick=0.25, ticklabelstandoff=12)
     for col in range(1, columns + 1):
         figure.update_xaxes(title_text="confidence", row=rows, col=col)
     for row in range(1, rows + 1):

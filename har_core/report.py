@@ -117,7 +117,7 @@ def calibration_html(runs: list[Run], split: str) -> str:
     found, unreadable = read_each(runs, report_of, CalibrationError)
     reports = {name: report for name, report in found.items() if split in report["splits"]}
     if not reports:
-        return f"<p>No run is calibrated on {split} yet (python -m train.calibrate RUN).</p>" + unreadable
+        return f"<p>No model's confidences were calibrated on the {split} pictures.</p>" + unreadable
     missing = [run.name for run in runs if run.name not in reports]
     bins = {name: {stage: pd.DataFrame(report["splits"][split][f"reliability_{stage}"])
                    for stage in ("before", "after")}
@@ -147,7 +147,8 @@ def robustness_html(runs: list[Run]) -> str:
     """Each run's accuracy under the corruptions (train.robustness), at the middle strength, and its mean loss."""
     found, unreadable = read_each(runs, read_robustness, RobustnessError)
     if not found:
-        return "<p>No robustness measured yet (python -m train.robustness RUN ...).</p>" + unreadable
+        return ("<p>Not measured for these models: how their answers hold up when a picture is darkened, blurred "
+                "or noisy.</p>" + unreadable)
     tables = [table for table, _ in found.values()]
     summary = pd.DataFrame({"measured on": [f"{info['pictures']} {info['split']} pictures" for _, info in found.values()],
                             "clean accuracy": [f"{clean_accuracy(t):.3f}" for t in tables],
@@ -166,7 +167,7 @@ def dataset_html(data_root: Path | None, max_images: int = 0) -> str:
     except DataError as error:
         return f'<p class="muted">{html.escape(str(error))}</p>'
     counts = summary["counts"].fillna(0).astype(int)
-    facts = (f"<p>{html.escape(Path(data_root).name)}: <b>{int(counts.sum())}</b> labelled pictures in "
+    facts = (f"<p>{html.escape(Path(data_root).name)}: <b>{int(counts.sum()):,}</b> labelled pictures in "
              f"<b>{len(counts)}</b> classes ({summary['layout']} layout); {len(summary['problems'])} unusable "
              f"file(s), {summary['copies']['picture'].nunique()} picture(s) stored more than once.</p>")
     return facts + figure_html(class_distribution(counts))
@@ -198,6 +199,10 @@ def build_report(runs: list[Run], data_root: Path | None = None, split: str = "t
     runs_table = overview_table(runs)
     overview = runs_table.set_index("run")
     overview = overview[[c for c in ("architecture", "starts from", "input size", "parameters (M)") if c in overview]]
+    overview = overview.assign(**{  # in words: "4.800" read as four thousand eight hundred
+        "input size": overview["input size"].map("{} px".format),
+        "parameters (M)": overview["parameters (M)"].map("{:.1f} M".format)}).rename(
+        columns={"parameters (M)": "parameters"})
     headline = [c for c in HEADLINE if c in table]
     comparison = (overview.join(table[headline], how="left") if not table.empty else overview).rename_axis(None)
     bars = runs_table.dropna(subset=["test accuracy"])

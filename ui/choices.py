@@ -78,6 +78,12 @@ def sidebar() -> Selection:
         present = remembered(st.toggle, "Presentation mode", "present", False,
                               help="Sidebar collapsed, larger type, the whole screen width. Link: add ?present=1.")
         if present != was:
+            # into the address before the rerun, so a reload keeps the mode: written after it only, the browser
+            # dropped it (Streamlit keeps the query of the run that a widget started)
+            if present:
+                st.query_params["present"] = "1"
+            else:
+                st.query_params.pop("present", None)
             st.rerun()  # app.py sets the sidebar's state before the page runs
         data_sets = _data_choices(settings)
         if settings.free_paths:
