@@ -28,7 +28,7 @@ from har_core.calibration_maths import temper
 from har_core.data import resize_side
 from har_core.inference import LoadedModel, logits_of
 from har_core.registry import REGISTRY
-from har_core.server import SLOW_SLOTS, Busy, SlowSlots  # noqa: F401 - where the pages and tests look for them
+from har_core.slots import SLOW_SLOTS
 
 METHODS = {"Grad-CAM": GradCAM, "Grad-CAM++": GradCAMPlusPlus, "XGrad-CAM": XGradCAM, "LayerCAM": LayerCAM,
            "EigenCAM": EigenCAM, "ScoreCAM": ScoreCAM}

@@ -10,7 +10,7 @@ an allowed folder, symlinks included. Settings come from a TOML file and environ
     free_paths = false                          # true: visitors may type any server path
     max_scan_images = 20000                     # a data folder listing more is not scanned
     max_batch_images = 32                       # images one prediction request may carry
-    slow_cam_slots = 1                          # ScoreCAMs computed at once, server-wide
+    slow_cam_slots = 1                          # ScoreCAMs computed at once, server-wide (har_core.slots)
 
 HAR_RUNS and HAR_DATA (paths separated by ':') replace the file's lists, HAR_FREE_PATHS=1 opts in.
 Relative paths in the file are relative to the file. With neither, the bundled demo runs and
@@ -19,7 +19,6 @@ Relative paths in the file are relative to the file. With neither, the bundled d
 from __future__ import annotations
 
 import os
-import threading
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,36 +28,6 @@ from har_core.fileio import is_inside
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_FILE = ROOT / "har_studio.toml"
-
-
-class Busy(RuntimeError):
-    """Every slot for a slow method is taken by other visitors; the message says what to do."""
-
-
-class SlowSlots:
-    """A server-wide bound on concurrent slow CAMs (har_core.cam), so a few visitors cannot stall everyone else;
-    here, not in cam, so the operator's setting is applied without importing torch."""
-
-    def __init__(self, slots: int = 1, wait_s: float = 60.0):
-        self.wait_s = wait_s
-        self.resize(slots)
-
-    def resize(self, slots: int) -> None:
-        """Set the number of slots (the server does this once, from the operator's settings, before use)."""
-        self.slots = max(1, int(slots))
-        self._semaphore = threading.BoundedSemaphore(self.slots)
-
-    def __enter__(self):
-        if not self._semaphore.acquire(timeout=self.wait_s):
-            raise Busy(f"the server is already computing {self.slots} slow explanation(s) for other visitors; "
-                       "try again in a minute or choose a faster method (Grad-CAM)")
-        return self
-
-    def __exit__(self, *exc):
-        self._semaphore.release()
-
-
-SLOW_SLOTS = SlowSlots()
 
 
 class OutsideRoots(ValueError):

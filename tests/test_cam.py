@@ -12,7 +12,8 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from conftest import CLASSES, synthetic_image, train_tiny
 from har_core import cam
 from har_core.artifacts import Run
-from har_core.cam import CLASS_AGNOSTIC, METHODS, SLOW_METHODS, Busy, SlowSlots, class_maps, explain, overlay
+from har_core.cam import CLASS_AGNOSTIC, METHODS, SLOW_METHODS, class_maps, explain, overlay
+from har_core.slots import Busy, SlowSlots
 from har_core.data import eval_transform
 from har_core.inference import EmbeddingTap, LoadedModel, load_run, logits_of, predict_all
 from har_core.registry import build_model, get_spec

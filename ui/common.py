@@ -22,7 +22,7 @@ from har_core.calibration import CalibrationError, calibrated_frame, run_tempera
 from har_core.data import SPLITS, DataError, listing_stamp
 from har_core.imaging import IMAGE_SUFFIXES, ImageError
 from har_core.backend import EXPORT_FILES, backend_from_env
-from har_core.server import Busy
+from har_core.slots import SLOW_SLOTS, Busy
 from har_core.spans import timed
 from har_core.video import VideoError
 
@@ -41,7 +41,7 @@ IMAGE_TYPES = [suffix[1:] for suffix in IMAGE_SUFFIXES]  # the uploader takes ev
 @st.cache_resource
 def _config(*environment) -> server.ServerConfig:
     settings = server.load_config()
-    server.SLOW_SLOTS.resize(settings.slow_cam_slots)
+    SLOW_SLOTS.resize(settings.slow_cam_slots)
     return settings
 
 
