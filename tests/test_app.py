@@ -116,7 +116,8 @@ def expected_what_if_card(model, original, edit) -> tuple[str, str]:
     first = model.predict([original])[0]
     probs = model.predict([whatif.apply(at_own_side(original, model.run.card), edit)])[0]
     was = int(first.argmax())
-    return f"{abs(probs[was] - first[was]) * 100:.1f} points", f"now {probs.max():.0%} sure"
+    moved = abs(probs[was] - first[was]) * 100
+    return f"{moved:.1f} points" if moved > 0.05 else "no change", f"now {probs.max():.0%} sure"
 
 
 def test_a_model_whose_answers_never_reach_the_target_is_said_so_not_below_100(app, tiny_runs):

@@ -510,8 +510,10 @@ READS = """figure => {
     const ticks = [...figure.querySelectorAll('.xtick text, .ytick text')];
     const titles = [...figure.querySelectorAll('.g-xtitle text, .g-ytitle text')];
     const fills = [...figure.querySelectorAll('.trace.bars path')].map(p => getComputedStyle(p).fill);
-    const colliding = ticks.flatMap((a, i) => ticks.slice(i + 1).filter(b => overlap(rect(a), rect(b)))
-                                                .map(b => `${a.textContent}/${b.textContent}`));
+    // an x label against a y label ("0%" met "0%" at a corner); tilted labels' boxes overlap without their text
+    const ys = [...figure.querySelectorAll('.ytick text')];
+    const colliding = [...figure.querySelectorAll('.xtick text')].flatMap(
+        a => ys.filter(b => overlap(rect(a), rect(b))).map(b => `${a.textContent}/${b.textContent}`));
     return {names: ticks.map(t => t.textContent), cut: ticks.filter(t => !inside(rect(t))).map(t => t.textContent),
             crowded: titles.filter(a => ticks.some(t => overlap(rect(a), rect(t)))).map(a => a.textContent),
             colliding: colliding, fills: fills};
