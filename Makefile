@@ -36,7 +36,7 @@ demo-models: $(STAMP)
 
 # deploy/ carries HAR Studio's decoding as a copy (it must run without har_core); tests/test_export.py checks it
 deploy-copy:
-	cp har_core/imaging.py deploy/har_imaging.py
+	cp har_core/data/imaging.py deploy/har_imaging.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-output

@@ -4,7 +4,7 @@
 """
 import streamlit as st
 
-from har_core import spans
+from har_core.data import spans
 from ui.choices import warm_up_after_page
 from ui.common import presenting
 

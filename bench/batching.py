@@ -1,4 +1,4 @@
-"""What batching visitors' forwards buys (har_core.batching), without a browser or a server.
+"""What batching visitors' forwards buys (har_core.models.batching), without a browser or a server.
 
     python -m bench.batching [--runs assets/runs_har] [--data ../shared/data/har] [--visitors 30]
 
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from har_core import batching
+from har_core.models import batching
 from bench.common import runs_and_data_parser
-from har_core.artifacts import find_runs
-from har_core.calibration import default_tta
-from har_core.imaging import load_image
-from har_core.inference import load_run, predict_all
+from har_core.models.artifacts import find_runs
+from har_core.evaluation.calibration import default_tta
+from har_core.data.imaging import load_image
+from har_core.models.inference import load_run, predict_all
 
 
 def room(models, images, tta: bool, shared: bool) -> tuple[list[float], list[list[np.ndarray]]]:

@@ -25,10 +25,10 @@ import torch
 from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
 
-from har_core.artifacts import find_runs
-from har_core.cam import _LogitsOnly, make_cam
-from har_core.imaging import load_image
-from har_core.inference import load_run
+from har_core.models.artifacts import find_runs
+from har_core.explain.cam import _LogitsOnly, make_cam
+from har_core.data.imaging import load_image
+from har_core.models.inference import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CANDIDATES = {  # architecture -> layers to compare (the registry's current choice first)

@@ -41,8 +41,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from har_core.artifacts import find_runs
-from har_core.labels import spoken
+from har_core.models.artifacts import find_runs
+from har_core.data.labels import spoken
 
 ROOT = Path(__file__).resolve().parents[1]
 FRESH = "(el) => !el.closest('[data-stale=\"true\"]')"
@@ -210,7 +210,7 @@ def chromium_path() -> str:
 @contextlib.contextmanager
 def app_server(runs_dir: Path, data: Path, log: Path | None = None):
     """A real app server on a free port, stopped with whatever it started: (its url, its process). `log`: its output
-    goes there, with a line per page run saying where the run's time went (har_core.spans)."""
+    goes there, with a line per page run saying where the run's time went (har_core.data.spans)."""
     port = free_port()
     output = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - closed with the server below
     server = subprocess.Popen(
@@ -332,9 +332,9 @@ def classroom_round(pages: list, pictures: list[Path], models: int) -> dict:
 def alone_answers(runs: list, pictures: list[Path]) -> list[dict]:
     """What each photo's cards say when it is the only one: each model's own forward of it, in the TTA mode the
     Predict page starts in (the class it names, "67% sure")."""
-    from har_core.calibration import default_tta
-    from har_core.imaging import load_image
-    from har_core.inference import load_run
+    from har_core.evaluation.calibration import default_tta
+    from har_core.data.imaging import load_image
+    from har_core.models.inference import load_run
     tta = default_tta(runs)
     models = [load_run(run.path) for run in runs]
     answers = []
@@ -406,7 +406,7 @@ def print_visitors(figures: dict) -> None:
 # run, so a timer put around it where it is defined is the one the page calls); a stage called inside another
 # counts in the outer one
 STAGES = {"forwards (page's TTA mode)": ("ui.answers", "predict"), "sets and sureness": ("ui.sureness", "sureness"),
-          "card figures (probability bars)": ("har_core.plots", "probability_bars"),
+          "card figures (probability bars)": ("har_core.evaluation.plots", "probability_bars"),
           "similar images": ("ui.similar", "similar_images"), "What-if panel": ("ui.what_if", "what_if")}
 
 
@@ -420,9 +420,9 @@ def warm_split(runs_dir: Path, data: Path, repeats: int = 3) -> dict:
     from streamlit.logger import set_log_level
     from streamlit.testing.v1 import AppTest
 
-    from har_core.calibration import default_tta
-    from har_core.imaging import load_image
-    from har_core.inference import load_run, predict_all
+    from har_core.evaluation.calibration import default_tta
+    from har_core.data.imaging import load_image
+    from har_core.models.inference import load_run, predict_all
     set_log_level("error")  # not its warnings about running without a server, once per cached function
     spent: dict[str, float] = {}
     active: list[str] = []
@@ -511,10 +511,10 @@ def teach_figures(runs_dir: Path, data: Path, per_class: int = 20, new_data: Pat
     with `new_data`, from a labelled folder of classes the base runs never saw (its first 5 classes)."""
     import pandas as pd
 
-    from har_core.data import scan
-    from har_core.imaging import load_image
-    from har_core.inference import load_run
-    from har_core.teach import teach
+    from har_core.data.datasets import scan
+    from har_core.data.imaging import load_image
+    from har_core.models.inference import load_run
+    from har_core.training.teach import teach
     if new_data is not None:
         index = scan(new_data, progress=False)
         given = pd.DataFrame(index.samples, columns=["filename", "label"])
@@ -545,13 +545,13 @@ OVERVIEW_DRAWN = """(names) => {
     .filter(el => !el.closest('[data-stale="true"]')).map(el => el.innerText.trim());
   return names.every(name => headings.includes(name));
 }"""
-# a warm upload's time up to its cards, by span (har_core.spans); the rest come after the cards, below the fold
+# a warm upload's time up to its cards, by span (har_core.data.spans); the rest come after the cards, below the fold
 BEFORE_CARDS = ("forwards", "prediction sets and sureness", "card bars")
 AFTER_CARDS = ("similar images", "What-if panel", "figures")
 
 
 def logged_runs(log: Path, page: str) -> list[dict]:
-    """The spans of every run of `page` the server logged so far (har_core.spans.logged), oldest first."""
+    """The spans of every run of `page` the server logged so far (har_core.data.spans.logged), oldest first."""
     lines = [line.split("HAR Studio spans ", 1)[1] for line in log.read_text().splitlines()
              if "HAR Studio spans " in line]
     return [run["spans"] for run in map(json.loads, lines) if run["page"] == page]
@@ -560,11 +560,11 @@ def logged_runs(log: Path, page: str) -> list[dict]:
 def cold_and_split(runs_dir: Path, data: Path, repeats: int) -> dict:
     """Server start → the Overview drawn (every run's card), → the first upload's cards drawn on Predict; then
     `repeats` warm uploads of different photos: upload → every card drawn in the browser, and where the server's
-    run spent its time (har_core.spans, logged by the server); the flip TTA's share of the forwards."""
+    run spent its time (har_core.data.spans, logged by the server); the flip TTA's share of the forwards."""
     from playwright.sync_api import sync_playwright
 
-    from har_core.imaging import load_image
-    from har_core.inference import load_run, predict_all
+    from har_core.data.imaging import load_image
+    from har_core.models.inference import load_run, predict_all
     every_run = find_runs(runs_dir)[0]
     runs = [run for run in every_run if not run.takes_clips]
     folder = Path(tempfile.mkdtemp())

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from har_core.cam import METHODS, _LogitsOnly, cam_layer, make_cam
-from har_core.imaging import load_image
-from har_core.inference import load_run, predict_all
+from har_core.explain.cam import METHODS, _LogitsOnly, cam_layer, make_cam
+from har_core.data.imaging import load_image
+from har_core.models.inference import load_run, predict_all
 
 ROOT = Path(__file__).resolve().parents[1]
 

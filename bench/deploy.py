@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 
 from bench.run import a_photo, in_fresh_process, timed
-from har_core import artifacts
-from har_core.artifacts import find_runs
-from har_core.export import copy_for_export, export_run
-from har_core.imaging import load_image
-from har_core.inference import load_run, predict_all
+from har_core.models import artifacts
+from har_core.models.artifacts import find_runs
+from har_core.models.export import copy_for_export, export_run
+from har_core.data.imaging import load_image
+from har_core.models.inference import load_run, predict_all
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKEND_FILES = {"pytorch": artifacts.WEIGHTS, "onnxruntime": "model.onnx", "onnxruntime-int8": "model.int8.onnx"}
@@ -39,7 +39,7 @@ from pathlib import Path
 backend, runs = sys.argv[1], sys.argv[2:]
 if backend == "pytorch":
     import torch
-    from har_core.inference import load_run
+    from har_core.models.inference import load_run
     models = [load_run(r, backend="pytorch") for r in runs]
     for m in models:
         m.forward(torch.zeros(64, 3, m.run.card["input_size"], m.run.card["input_size"]))

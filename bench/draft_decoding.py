@@ -17,9 +17,9 @@ import numpy as np
 from PIL import Image
 
 from bench.common import runs_and_data_parser
-from har_core.artifacts import find_runs
-from har_core.imaging import load_image
-from har_core.inference import load_run
+from har_core.models.artifacts import find_runs
+from har_core.data.imaging import load_image
+from har_core.models.inference import load_run
 
 
 def main(argv=None) -> None:

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from bench.retrieval import synthetic
-from har_core.artifacts import open_run
-from har_core.audit import audit
-from har_core.embeddings import Embeddings, run_embeddings
-from har_core.plots import embedding_scatter
-from har_core.projection import embedding_map
+from har_core.models.artifacts import open_run
+from har_core.retrieval.audit import audit
+from har_core.retrieval.embeddings import Embeddings, run_embeddings
+from har_core.evaluation.plots import embedding_scatter
+from har_core.retrieval.projection import embedding_map
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@
     python -m bench.inside [--runs assets/runs assets/runs_har] [--repeats 5]
 
 Per run: the first call (the receptive fields are measured once per architecture and input size, then kept) and
-the warm median of `har_core.inside.stage_activations` on a 640×480 photo-like picture, on this machine's CPU.
+the warm median of `har_core.explain.inside.stage_activations` on a 640×480 photo-like picture, on this machine's CPU.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import numpy as np
 from PIL import Image
 
 from bench.run import timed
-from har_core.artifacts import find_runs
-from har_core.inference import load_run
-from har_core.inside import receptive_fields, stage_activations
+from har_core.models.artifacts import find_runs
+from har_core.models.inference import load_run
+from har_core.explain.inside import receptive_fields, stage_activations
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from har_core.artifacts import open_run
+from har_core.models.artifacts import open_run
 from train import audit as audit_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +83,7 @@ TAILS = {"mobilenet_v2": "features.14,features.15,features.16,features.17,featur
 def trained_on_faults(model: str, data: Path, manifest: pd.DataFrame, work: Path, top: int = 40,
                       seed: int = 0) -> dict:
     """Train on a faulty copy (the flipped labels included, same split), then audit with that network."""
-    from har_core.data import write_manifest
+    from har_core.data.datasets import write_manifest
     from train import train
     flipped, pairs = plant_faults(data, work / "data", manifest, seed=seed)
     listing = pd.read_csv(work / "data" / "Training_set.csv", dtype=str)

@@ -16,10 +16,10 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from har_core.artifacts import open_run
-from har_core.embeddings import run_embeddings
-from har_core.embeddings import normalised
-from har_core.search import VectorIndex
+from har_core.models.artifacts import open_run
+from har_core.retrieval.embeddings import run_embeddings
+from har_core.retrieval.embeddings import normalised
+from har_core.retrieval.search import VectorIndex
 
 ROOT = Path(__file__).resolve().parents[1]
 

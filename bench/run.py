@@ -19,11 +19,11 @@ import torch
 from PIL import Image
 
 from bench import classroom
-from har_core.artifacts import find_runs
-from har_core.cam import explain
-from har_core.evaluation import evaluate_split
-from har_core.imaging import load_image
-from har_core.inference import forward_probs, load_run, predict_all
+from har_core.models.artifacts import find_runs
+from har_core.explain.cam import explain
+from har_core.evaluation.evaluate import evaluate_split
+from har_core.data.imaging import load_image
+from har_core.models.inference import forward_probs, load_run, predict_all
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,8 +73,8 @@ def in_fresh_process(code: str, *args: str) -> float:
 
 
 def cold_start(runs_dir: Path) -> float:
-    return in_fresh_process("import time; t=time.perf_counter(); from har_core.artifacts import find_runs; "
-                            "from har_core.inference import load_run; "
+    return in_fresh_process("import time; t=time.perf_counter(); from har_core.models.artifacts import find_runs; "
+                            "from har_core.models.inference import load_run; "
                             f"[load_run(r) for r in find_runs({str(runs_dir)!r})[0]]; print(time.perf_counter()-t)")
 
 

@@ -5,7 +5,7 @@
 A step is forward, backward and an AdamW update on a batch of random pictures in channels_last, fp32, on this
 CPU, after one warm-up step; the figure is the fastest of --steps steps divided by the batch, and the minutes an
 epoch over HAR's 7,771 training pictures follow from it. What the step trains is what the bundle's recipe trains
-(every layer from a random start; a cached trunk's tail on its stored features: har_core.trunk).
+(every layer from a random start; a cached trunk's tail on its stored features: har_core.training.trunk).
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import time
 
 import torch
 
-from har_core.registry import REGISTRY
-from har_core.trunk import run_trunk, trunk_skipped
+from har_core.models.registry import REGISTRY
+from har_core.training.trunk import run_trunk, trunk_skipped
 
 HAR_TRAIN_PICTURES = 7771
 

@@ -1,4 +1,4 @@
-"""The frozen trunk of a cached-trunk training (har_core.trunk): eager PyTorch against ONNX Runtime.
+"""The frozen trunk of a cached-trunk training (har_core.training.trunk): eager PyTorch against ONNX Runtime.
 
     python -m bench.trunk [--models efficientnet_lite2,mobilenet_v2,inception_v3] [--batch 32] [--repeats 3]
 
@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from har_core.registry import REGISTRY
-from har_core.trunk import OnnxTrunk, run_trunk
+from har_core.models.registry import REGISTRY
+from har_core.training.trunk import OnnxTrunk, run_trunk
 
 
 def timed(function, repeats: int) -> float:

@@ -17,9 +17,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-from har_core.inference import load_run
-from har_core.timeline import timeline
-from har_core.video import read_clip
+from har_core.models.inference import load_run
+from har_core.explain.timeline import timeline
+from har_core.data.video import read_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT.parent / "shared" / "data" / "videos" / "arm_wrestling.mp4"

@@ -3,7 +3,7 @@
     python -m bench.whatif [--runs assets/runs] [--repeats 5]
 
 Per repeat a new edit (a brightness the cache has not seen, with a 5 % blur, noise and a covered box: the
-costliest edits) is applied to a 1600×1200 photo-sized picture at each model's own size (har_core.whatif.as_model_sees:
+costliest edits) is applied to a 1600×1200 photo-sized picture at each model's own size (har_core.explain.whatif.as_model_sees:
 its own resize, then the edit) and every model predicts its edited picture with its embedding, each model on its own,
 as the Predict page's What-if panel does on a slider move (PyTorch on this CPU).
 Prints the edit's time, the models' time and the total (min / median seconds).
@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from har_core.artifacts import find_runs
-from har_core.inference import load_run, predict_all
-from har_core.whatif import Edit, as_model_sees
+from har_core.models.artifacts import find_runs
+from har_core.models.inference import load_run, predict_all
+from har_core.explain.whatif import Edit, as_model_sees
 
 ROOT = Path(__file__).resolve().parents[1]
 

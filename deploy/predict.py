@@ -26,11 +26,11 @@ import numpy as np
 from PIL import Image
 
 # HAR Studio's own decoding (formats, limits, EXIF, 16-bit and float rescaling, transparency): har_imaging.py is
-# a copy of har_core/imaging.py that `make deploy-copy` writes and tests/test_export.py keeps byte-equal
+# a copy of har_core/data/imaging.py that `make deploy-copy` writes and tests/test_export.py keeps byte-equal
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from har_imaging import IMAGE_SUFFIXES, ImageError, load_image  # noqa: E402
 
-TEMPERATURE_RANGE = (0.05, 20.0)  # har_core.calibration_maths.TEMPERATURE_RANGE: outside it a card's T is refused
+TEMPERATURE_RANGE = (0.05, 20.0)  # har_core.models.calibration_maths.TEMPERATURE_RANGE: outside it a card's T is refused
 RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST,
             "lanczos": Image.LANCZOS}
 
@@ -95,7 +95,7 @@ class Model:
 
 
 def calibrated_tta(card: dict) -> bool:
-    """The flip TTA mode the card's temperature was fitted in (har_core.temperature.calibrated_tta)."""
+    """The flip TTA mode the card's temperature was fitted in (har_core.models.temperature.calibrated_tta)."""
     stored = card.get("calibration")
     if isinstance(stored, dict) and isinstance(stored.get("tta"), bool):
         return stored["tta"]
@@ -103,7 +103,7 @@ def calibrated_tta(card: dict) -> bool:
 
 
 def temper(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(log p / T): har_core.calibration_maths.temper, the calibrated probabilities."""
+    """softmax(log p / T): har_core.models.calibration_maths.temper, the calibrated probabilities."""
     if temperature == 1.0:
         return probs
     logits = np.log(np.clip(probs, 1e-12, None)) / temperature

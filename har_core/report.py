@@ -19,18 +19,20 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 from PIL import Image
 
-from har_core.analysis import HEADLINE, dataset_summary, metrics_table, mistakes, overview_table, per_class_f1_table
-from har_core.artifacts import Run
-from har_core.calibration import CalibrationError, calibrated_frame, calibration_table, fitted_on_line, report_of
-from har_core.data import DataError
-from har_core.cam import SLOW_METHODS, explain, overlay_on_picture
-from har_core.fileio import is_inside
-from har_core.imaging import ImageError, load_image
-from har_core.inference import LoadedModel, load_run
-from har_core.temperature import run_temperature
-from har_core.robustness import RobustnessError, clean_accuracy, heatmap_table, mean_drop, read_robustness
-from har_core.plots import (accuracy_bars, class_distribution, confusion_figure, f1_heatmap, learning_curves,
-                            reliability_figure, robustness_heatmap, standalone)
+from har_core.evaluation.analysis import (HEADLINE, dataset_summary, metrics_table, mistakes, overview_table,
+                                          per_class_f1_table)
+from har_core.models.artifacts import Run
+from har_core.evaluation.calibration import (CalibrationError, calibrated_frame, calibration_table, fitted_on_line,
+                                             report_of)
+from har_core.data.datasets import DataError
+from har_core.explain.cam import SLOW_METHODS, explain, overlay_on_picture
+from har_core.data.fileio import is_inside
+from har_core.data.imaging import ImageError, load_image
+from har_core.models.inference import LoadedModel, load_run
+from har_core.models.temperature import run_temperature
+from har_core.explain.robustness import RobustnessError, clean_accuracy, heatmap_table, mean_drop, read_robustness
+from har_core.evaluation.plots import (accuracy_bars, class_distribution, confusion_figure, f1_heatmap, learning_curves,
+                                       reliability_figure, robustness_heatmap, standalone)
 
 SECTIONS = ("Comparison", "F1 per class", "Confusion matrices", "Calibration", "Robustness", "Training curves",
             "Most confident mistakes", "Data set")

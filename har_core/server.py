@@ -10,7 +10,7 @@ an allowed folder, symlinks included. Settings come from a TOML file and environ
     free_paths = false                          # true: visitors may type any server path
     max_scan_images = 20000                     # a data folder listing more is not scanned
     max_batch_images = 32                       # images one prediction request may carry
-    slow_cam_slots = 1                          # ScoreCAMs computed at once, server-wide (har_core.slots)
+    slow_cam_slots = 1                          # ScoreCAMs computed at once, server-wide (har_core.explain.slots)
 
 HAR_RUNS and HAR_DATA (paths separated by ':') replace the file's lists, HAR_FREE_PATHS=1 opts in.
 Relative paths in the file are relative to the file. With neither, the bundled demo runs and
@@ -23,8 +23,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from har_core.data import DataError, detect_layout
-from har_core.fileio import is_inside
+from har_core.data.datasets import DataError, detect_layout
+from har_core.data.fileio import is_inside
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_FILE = ROOT / "har_studio.toml"
@@ -104,7 +104,7 @@ def data_choices(config: ServerConfig) -> list[Path]:
 
 
 def _layout(folder: Path) -> str | None:
-    """The folder's data-set layout (har_core.data.detect_layout), None when it is no data set."""
+    """The folder's data-set layout (har_core.data.datasets.detect_layout), None when it is no data set."""
     try:
         return detect_layout(folder)
     except (DataError, OSError):

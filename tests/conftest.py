@@ -198,7 +198,7 @@ def set_temperature(run_dir: Path, temperature: float) -> Path:
     """Put a calibration temperature on a run's card, as train.calibrate does (the tiny runs' 6 val pictures are
     too few to fit one)."""
     import json
-    from har_core.fileio import file_sha256
+    from har_core.data.fileio import file_sha256
     card = json.loads((run_dir / "card.json").read_text())
     card["calibration"] = {"temperature": temperature, "fitted_on": "val", "n": 6,
                            "manifest_sha256": file_sha256(run_dir / "split.csv")}
@@ -228,8 +228,8 @@ def moving_squares(tmp_path_factory) -> Path:
 def square_runs(tmp_path_factory, moving_squares) -> Path:
     """c3d_small trained on the moving squares, and custom_cnn trained on each clip's middle frame alone
     (the same split, the same recipe): the clip model sees motion, the image model only a square somewhere."""
-    from har_core.data import read_manifest, write_manifest
-    from har_core.video import read_clip
+    from har_core.data.datasets import read_manifest, write_manifest
+    from har_core.data.video import read_clip
     out = tmp_path_factory.mktemp("square_runs")
     clips = train_tiny(moving_squares, out, "c3d_small", model="c3d_small", extra=SQUARE_FLAGS)
     frames = tmp_path_factory.mktemp("middle_frames")

@@ -6,12 +6,12 @@ import torch
 from sklearn.metrics import confusion_matrix
 
 from conftest import CLASSES, set_temperature, synthetic_image
-from har_core import analysis, plots
-from har_core.artifacts import find_runs, load_weights, open_run
-from har_core.calibration import run_temperature, temper
-from har_core.ensemble import default_members, stored_metrics
-from har_core.evaluation import default_workers, evaluate_split
-from har_core.inference import build_for_card, forward_probs, load_run, predict_all
+from har_core.evaluation import analysis, plots
+from har_core.models.artifacts import find_runs, load_weights, open_run
+from har_core.evaluation.calibration import run_temperature, temper
+from har_core.evaluation.ensemble import default_members, stored_metrics
+from har_core.evaluation.evaluate import default_workers, evaluate_split
+from har_core.models.inference import build_for_card, forward_probs, load_run, predict_all
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +164,8 @@ def test_evaluation_decoding_inline_equals_decoding_in_worker_processes(tiny_run
 
 def test_the_overview_table_puts_the_best_run_first_and_runs_without_metrics_last(tiny_runs, tmp_path):
     import shutil
-    from har_core.analysis import overview_table
-    from har_core.artifacts import find_runs
+    from har_core.evaluation.analysis import overview_table
+    from har_core.models.artifacts import find_runs
     runs = tmp_path / "runs"
     shutil.copytree(tiny_runs, runs)
     found = find_runs(runs)[0]
@@ -207,8 +207,8 @@ def test_a_class_keeps_its_colour_on_the_map_whatever_the_filter():
 def test_the_overview_table_puts_the_answer_beside_the_name_and_says_where_each_run_started(tiny_runs, tmp_path):
     """#25.6: at 1280 px macro-F1 was cut off behind `architecture` and `pretrained`, which repeated the run's name."""
     import shutil
-    from har_core.analysis import overview_table, starts_from
-    from har_core.artifacts import find_runs
+    from har_core.evaluation.analysis import overview_table, starts_from
+    from har_core.models.artifacts import find_runs
     runs = tmp_path / "runs"
     shutil.copytree(tiny_runs, runs)
     found = find_runs(runs)[0]
@@ -272,7 +272,7 @@ def test_the_disagreement_matrix_is_drawn_big_enough_to_read_with_whole_names():
 def test_the_confusion_matrix_opens_on_its_biggest_mix_up_and_keeps_every_count_readable():
     """#40: after a click the other counts went pale grey (unreadable on a projector), row-normalised lost the
     highlight, a hover read "1 images", and the first cell shown was a correct one, not the biggest mix-up."""
-    from har_core.analysis import biggest_mix_up
+    from har_core.evaluation.analysis import biggest_mix_up
     classes = ["calling", "clapping", "cycling"]
     metrics = {"classes": classes, "confusion_matrix": [[3, 1, 0], [0, 2, 5], [1, 0, 4]]}
     assert biggest_mix_up(metrics) == ("clapping", "cycling")  # 5 clapping pictures taken for cycling

@@ -9,10 +9,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import CLASSES, ROOT, encode_clip, synthetic_image
-from har_core.analysis import cell_samples, mistakes
-from har_core.artifacts import find_runs
-from har_core.ensemble import default_members, stored_metrics
-from har_core.imaging import IMAGE_SUFFIXES
+from har_core.evaluation.analysis import cell_samples, mistakes
+from har_core.models.artifacts import find_runs
+from har_core.evaluation.ensemble import default_members, stored_metrics
+from har_core.data.imaging import IMAGE_SUFFIXES
 
 
 @pytest.fixture
@@ -74,11 +74,11 @@ def test_predict_page_predicts_a_sample_with_every_model(app, tiny_runs, kaggle_
     assert not at.exception
     # #39: the numbers with TTA are the model's own answers on the picture and its mirror image, averaged
     from PIL import Image
-    from har_core.calibration import run_temperature
-    from har_core.calibration_maths import temper
-    from har_core.imaging import load_image
-    from har_core.inference import load_run
-    from har_core.plots import probability_bars
+    from har_core.evaluation.calibration import run_temperature
+    from har_core.models.calibration_maths import temper
+    from har_core.data.imaging import load_image
+    from har_core.models.inference import load_run
+    from har_core.evaluation.plots import probability_bars
     raw = load_run(tiny_runs / "custom_cnn", backend="pytorch", calibrated=False)
     answers = {}  # each sample's answer alone and averaged with its mirror image's: the sample TTA moves most
     for option in raw.run.manifest().query("split == 'test'")["filename"]:
@@ -112,7 +112,7 @@ def at_own_side(image, card: dict):
 def expected_what_if_card(model, original, edit) -> tuple[str, str]:
     """The card's two figures from the model's own predict: the picture as given, and the edit applied at the
     model's own side (#39.1)."""
-    from har_core import whatif
+    from har_core.explain import whatif
     first = model.predict([original])[0]
     probs = model.predict([whatif.apply(at_own_side(original, model.run.card), edit)])[0]
     was = int(first.argmax())
@@ -124,7 +124,7 @@ def test_a_model_whose_answers_never_reach_the_target_is_said_so_not_below_100(a
     """#39.6: when no confidence kept 90 % of a model's calibration answers right, the fallback 1.0 made Predict
     say "below 100 %, the confidence above which its answers on val pictures were 90 % right", which is false.
     The 1-epoch tiny mobilenet_v2 answers one class to everything: a third right at any confidence."""
-    from har_core.calibration import run_calibration_pictures
+    from har_core.evaluation.calibration import run_calibration_pictures
     mobilenet = next(r for r in find_runs(tiny_runs)[0] if r.name == "mobilenet_v2")
     pictures = run_calibration_pictures(mobilenet)
     assert (pictures.probs.argmax(1) == pictures.labels).mean() < 0.9  # the premise, from its stored answers
@@ -137,9 +137,9 @@ def test_a_model_whose_answers_never_reach_the_target_is_said_so_not_below_100(a
 
 
 def test_what_if_a_slider_moves_every_models_answer_and_moving_it_back_restores_it(app, tiny_runs, kaggle_data):
-    from har_core import whatif
-    from har_core.imaging import load_image
-    from har_core.inference import load_run
+    from har_core.explain import whatif
+    from har_core.data.imaging import load_image
+    from har_core.models.inference import load_run
     at = open_page(app, "predict")
     sample = at.selectbox(key="predict_sample")
     at = sample.set_value(sample.options[1]).run()
@@ -167,9 +167,9 @@ def test_what_if_a_slider_moves_every_models_answer_and_moving_it_back_restores_
 def test_what_if_gives_a_model_the_same_answer_whichever_other_models_are_chosen(app, tiny_runs, kaggle_data):
     """#39.1: the panel edited every model at the largest chosen model's side, so noise on custom_cnn's card
     changed when mobilenet_v2 (a larger side) was chosen too."""
-    from har_core import whatif
-    from har_core.imaging import load_image
-    from har_core.inference import load_run
+    from har_core.explain import whatif
+    from har_core.data.imaging import load_image
+    from har_core.models.inference import load_run
     at = open_page(app, "predict")
     sample = at.selectbox(key="predict_sample")
     at = sample.set_value(sample.options[1]).run()
@@ -237,9 +237,9 @@ def test_explain_page_renders_heatmaps_and_the_method_changes_them(app):
 
 
 def test_inside_shows_every_stage_of_the_chosen_model_and_its_most_active_channels(app, tiny_runs, kaggle_data):
-    from har_core.imaging import load_image
-    from har_core.inference import load_run
-    from har_core.inside import stage_activations
+    from har_core.data.imaging import load_image
+    from har_core.models.inference import load_run
+    from har_core.explain.inside import stage_activations
     at = open_page(app, "inside")
     assert any("Upload a photo" in i.value for i in at.info)
     assert len(at.image) == 1  # the first layer's filters need no picture
@@ -259,7 +259,7 @@ def test_inside_shows_every_stage_of_the_chosen_model_and_its_most_active_channe
     spec = at.get("plotly_chart")[0].proto.spec
     assert "block 3: the 16 channels" in spec and f'"text":"#{expected[2].top_channels(1)[0]}"' in spec
     # a channel's favourite training pictures: offered, computed with the button, then shown best first
-    from har_core.channels import CHANNELS, load_channel_tops
+    from har_core.explain.channels import CHANNELS, load_channel_tops
     assert any("no channel tops yet" in i.value for i in at.info)
     try:
         at.button(key="inside_tops_custom_cnn").click().run()
@@ -282,7 +282,7 @@ def test_evaluate_page_split_and_confusion_cell(app, tiny_runs):
     at = open_page(app, "evaluate")
     assert len(at.dataframe[0].value) == 2
     # the headline metrics only: the weighted ones ran the table off a 1280 px screen (they are in the report)
-    from har_core.analysis import metrics_table
+    from har_core.evaluation.analysis import metrics_table
     every = list(metrics_table(find_runs(tiny_runs)[0], "test").columns)
     assert any("weighted" in c for c in every)
     assert list(at.dataframe[0].value.columns) == [c for c in every if "weighted" not in c and "top-5" not in c]
@@ -313,7 +313,7 @@ def test_a_warm_page_draws_its_figures_without_building_them_again(app, monkeypa
     """Plotly validates every property as a figure is built (most of a warm page switch): a rerun that changes
     nothing builds no figure again, and a changed input builds only its own figure again (ui.figure)."""
     import functools
-    import har_core.plots as plots
+    import har_core.evaluation.plots as plots
     from ui.common import _figure
     built = []
     for name in ("confusion_figure", "f1_heatmap"):
@@ -376,11 +376,11 @@ def test_predicts_ensemble_is_its_members_calibrated_mean_at_the_ensembles_own_t
     1.0` passed the suite). On bundled sports15 runs, Predict's Ensemble confidence is the mean of the members' own
     calibrated answers, scaled by the temperature fitted on the pictures that calibrate both."""
     from conftest import SPORTS15
-    from har_core.artifacts import open_run
-    from har_core.calibration_maths import temper
-    from har_core.ensemble import ensemble_calibration_pictures
-    from har_core.imaging import load_image
-    from har_core.inference import load_run
+    from har_core.models.artifacts import open_run
+    from har_core.models.calibration_maths import temper
+    from har_core.evaluation.ensemble import ensemble_calibration_pictures
+    from har_core.data.imaging import load_image
+    from har_core.models.inference import load_run
     bundle, names = ROOT / "assets" / "runs", ["efficientnet_lite2", "mobilenet_v2"]
     runs = [open_run(bundle / name) for name in names]
     temperature = ensemble_calibration_pictures(runs).temperature
@@ -565,7 +565,7 @@ def test_mistakes_show_one_card_per_picture_with_every_models_answer_and_open_on
 
 
 def test_mistakes_detail_shows_the_nearest_training_images_per_model(app, tiny_runs):
-    from har_core.embeddings import run_embeddings
+    from har_core.retrieval.embeddings import run_embeddings
     runs = find_runs(tiny_runs)[0]
     assert len(mistakes({r.name: r.predictions("test") for r in runs}))  # the 1-epoch mobilenet_v2 errs
     at = open_page(app, "mistakes")
@@ -580,8 +580,8 @@ def test_mistakes_detail_shows_the_nearest_training_images_per_model(app, tiny_r
 
 
 def test_embeddings_page_maps_every_image_and_filters_mistakes(app, tiny_runs):
-    from har_core.artifacts import open_run
-    from har_core.embeddings import run_embeddings
+    from har_core.models.artifacts import open_run
+    from har_core.retrieval.embeddings import run_embeddings
     at = open_page(app, "embeddings")
     run = open_run(tiny_runs / "custom_cnn")
     found = run_embeddings(run)
@@ -614,8 +614,8 @@ def test_the_embedding_map_gives_each_picture_the_answer_mistakes_and_evaluate_g
     run's stored, calibrated ones (HAR VGG16: another predicted class on 111 of 1,664 test pictures). Here one
     stored test answer is changed and the run calibrated at T = 2: the map must show exactly the stored answer."""
     from conftest import set_temperature
-    from har_core.embeddings import run_embeddings
-    from har_core.artifacts import open_run
+    from har_core.retrieval.embeddings import run_embeddings
+    from har_core.models.artifacts import open_run
     runs = tmp_path / "runs"
     shutil.copytree(tiny_runs, runs)
     run_dir = set_temperature(runs / "custom_cnn", 2.0)
@@ -666,12 +666,12 @@ def test_a_run_without_embeddings_offers_to_compute_them(tiny_runs, kaggle_data,
 
 def test_a_run_shipping_reduced_embeddings_shows_similar_images_its_map_and_says_so(tiny_runs, kaggle_data,
                                                                                      monkeypatch, tmp_path):
-    from har_core.artifacts import open_run
-    from har_core.embeddings import run_embeddings
-    from har_core.imaging import load_image
-    from har_core.inference import load_run, predict_all
-    from har_core.search import training_index
-    from har_core.similarity import neighbour_answer
+    from har_core.models.artifacts import open_run
+    from har_core.retrieval.embeddings import run_embeddings
+    from har_core.data.imaging import load_image
+    from har_core.models.inference import load_run, predict_all
+    from har_core.retrieval.search import training_index
+    from har_core.retrieval.similarity import neighbour_answer
     from train import embed as embed_cli
     runs = tmp_path / "runs"
     shutil.copytree(tiny_runs / "custom_cnn", runs / "custom_cnn")
@@ -701,8 +701,8 @@ def test_a_run_shipping_reduced_embeddings_shows_similar_images_its_map_and_says
 
 
 def test_dataset_page_audits_the_data_with_a_runs_embeddings(app, tiny_runs, kaggle_data):
-    from har_core.audit import DUPLICATE_THRESHOLD, audit
-    from har_core.embeddings import run_embeddings
+    from har_core.retrieval.audit import DUPLICATE_THRESHOLD, audit
+    from har_core.retrieval.embeddings import run_embeddings
     at = open_page(app, "dataset")
     run = next(r for r in find_runs(tiny_runs)[0] if r.name == at.selectbox(key="dataset_audit_run").value)
     found = run_embeddings(run)
@@ -753,12 +753,12 @@ def test_each_video_row_says_no_known_action_below_its_own_models_threshold(app,
     which its own model's (the ensemble's: its members') calibration answers were 90 % right, and says it."""
     import plotly.io
     from test_video import colour_frames
-    from har_core.calibration import run_calibration_pictures
-    from har_core.ensemble import ensemble_calibration_pictures
-    from har_core.inference import load_run
-    from har_core.timeline import NO_ACTION, timeline
-    from har_core.video import read_clip
-    from har_core.calibration_maths import CalibrationError
+    from har_core.evaluation.calibration import run_calibration_pictures
+    from har_core.evaluation.ensemble import ensemble_calibration_pictures
+    from har_core.models.inference import load_run
+    from har_core.explain.timeline import NO_ACTION, timeline
+    from har_core.data.video import read_clip
+    from har_core.models.calibration_maths import CalibrationError
     runs = {r.name: r for r in find_runs(tiny_runs)[0]}
     own = {name: run_calibration_pictures(run).threshold(0.9) for name, run in runs.items()}
     with pytest.raises(CalibrationError):  # 3 calibration pictures fit no ensemble temperature: the page's 50 %
@@ -798,9 +798,9 @@ def counting(monkeypatch, module, name):
 def test_predict_widgets_that_change_no_input_never_run_the_models_again(app, monkeypatch):
     import streamlit as st
 
-    import har_core.inference
+    import har_core.models.inference
     st.cache_data.clear()
-    forwards = counting(monkeypatch, har_core.inference, "forward_probs")
+    forwards = counting(monkeypatch, har_core.models.inference, "forward_probs")
     at = open_page(app, "predict")
     sample = at.selectbox(key="predict_sample")
     at = sample.set_value(sample.options[2]).run()
@@ -936,8 +936,8 @@ def test_teach_learns_two_classes_from_the_image_folder_and_saves_an_ordinary_ru
 def test_a_taught_run_that_sorts_first_hides_no_model_and_joins_no_ensemble(tiny_runs, kaggle_data, monkeypatch,
                                                                             tmp_path):
     """Finding 2 of the second trust review: a Teach run named to sort first took over Predict and the ensemble."""
-    from har_core.inference import load_run
-    from har_core.teach import save_head, teach
+    from har_core.models.inference import load_run
+    from har_core.training.teach import save_head, teach
     runs = tmp_path / "runs"
     shutil.copytree(tiny_runs, runs)
     monkeypatch.setenv("HAR_RUNS", str(runs))
@@ -982,7 +982,7 @@ def test_the_video_timeline_is_computed_again_for_another_backend_or_other_weigh
     """Finding 4: the timeline cache was keyed by clip, rate and model names only."""
     import dataclasses
     import ui.clips
-    from har_core.inference import load_run
+    from har_core.models.inference import load_run
     calls = []
     monkeypatch.setattr(ui.clips, "timeline",
                         lambda loaded, clip, on_batch=None, source=None, ensemble_temperature=1.0:
@@ -1027,9 +1027,9 @@ def test_similar_images_never_show_another_data_sets_picture_under_the_same_name
 
 def test_evaluate_draws_the_stored_robustness_of_each_run_at_the_chosen_strength(tiny_runs, kaggle_data, monkeypatch,
                                                                                 tmp_path):
-    from har_core.artifacts import open_run
-    from har_core.robustness import write_robustness
-    from har_core.whatif import CORRUPTIONS
+    from har_core.models.artifacts import open_run
+    from har_core.explain.robustness import write_robustness
+    from har_core.explain.whatif import CORRUPTIONS
     runs = tmp_path / "runs"
     shutil.copytree(tiny_runs, runs)
     rows = [("custom_cnn", name, strength, round(0.9 - 0.1 * strength - 0.01 * i, 2))

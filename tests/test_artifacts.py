@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from har_core import artifacts
-from har_core.registry import build_model
+from har_core.models import artifacts
+from har_core.models.registry import build_model
 
 
 @pytest.mark.parametrize("dtype, tolerance", [("float32", 0.0), ("float16", 1e-3), ("int8", 2e-2)])

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, SPORTS15
-from har_core.audit import PIXEL_MATCH, audit, label_issues, near_duplicates, outliers, pixel_match
+from har_core.retrieval.audit import PIXEL_MATCH, audit, label_issues, near_duplicates, outliers, pixel_match
 from test_embeddings import clustered, fake_embeddings
 from train import audit as audit_cli
 

@@ -1,4 +1,4 @@
-"""Visitors' forwards batched per model (har_core.batching): each visitor gets the answer its pictures get alone,
+"""Visitors' forwards batched per model (har_core.models.batching): each visitor gets the answer its pictures get alone,
 a broken request fails only its own visitor, slow explanations never hold the quick queue, no thread is left."""
 import threading
 
@@ -8,9 +8,10 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, synthetic_image
-from har_core import batching, cam
-from har_core.batching import ModelQueue
-from har_core.inference import load_run, predict_all
+from har_core.models import batching
+from har_core.explain import cam
+from har_core.models.batching import ModelQueue
+from har_core.models.inference import load_run, predict_all
 
 RUNS = ROOT / "assets" / "runs"
 WAIT_S = 120  # only so that a broken queue fails the test instead of hanging it

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, SPORTS15
-from har_core.artifacts import find_runs
-from har_core.inference import load_run
+from har_core.models.artifacts import find_runs
+from har_core.models.inference import load_run
 from train import evaluate
 from train.demo_models import BUNDLE_BUDGET
 
@@ -55,8 +55,8 @@ def test_bundle_fits_the_size_budget():
 
 
 def test_the_best_bundled_run_ships_embeddings_that_describe_its_data_and_reproduce_its_retrieval_figures():
-    from har_core.embeddings import run_embeddings
-    from har_core.similarity import retrieval_report
+    from har_core.retrieval.embeddings import run_embeddings
+    from har_core.retrieval.similarity import retrieval_report
     with_embeddings = [run for run in bundled() if (run.path / "embeddings.safetensors").is_file()]
     best = max(bundled(), key=lambda r: r.card["metrics"]["test"]["accuracy"])
     assert [run.name for run in with_embeddings] == [best.name]
@@ -114,7 +114,7 @@ def test_the_app_opens_on_the_har_bundle_and_each_runs_folder_brings_its_own_dat
     assert not at.exception and at.selectbox(key="eval_model").value == best  # the page's default, not the old name
     at.switch_page("views/overview.py").run()
     assert not at.exception and len(at.dataframe[0].value) == len(bundled())
-    from har_core.ensemble import default_members  # the new folder's ensemble, not the names the old one shared
+    from har_core.evaluation.ensemble import default_members  # the new folder's ensemble, not the names the old one shared
     assert at.multiselect(key="overview_ensemble").value == default_members(bundled()) != ["efficientnet_lite1",
                                                                                              "efficientnet_lite2", "vgg16"]
     if SPORTS15.is_dir():
@@ -143,8 +143,8 @@ def test_the_app_opens_on_the_har_bundle_and_each_runs_folder_brings_its_own_dat
 
 def test_every_har_run_ships_reduced_embeddings_of_its_data_that_reproduce_its_retrieval_figures():
     """#26: no page on the HAR bundle says "compute first": each run carries 128-d embeddings of all its pictures."""
-    from har_core.embeddings import run_embeddings
-    from har_core.similarity import retrieval_report
+    from har_core.retrieval.embeddings import run_embeddings
+    from har_core.retrieval.similarity import retrieval_report
     runs, failures = find_runs(ROOT / "assets" / "runs_har")
     assert runs and not failures
     for run in runs:
@@ -162,8 +162,8 @@ def test_the_best_har_runs_ship_channel_tops_whose_pictures_and_responses_reprod
     """Inside on the HAR bundle said "no channel tops yet": the two best HAR runs ship them, ranked over their
     7,771 training pictures; a stored top picture is a training picture and its response is the stored score."""
     import numpy as np
-    from har_core.channels import channel_maps, load_channel_tops
-    from har_core.imaging import load_image
+    from har_core.explain.channels import channel_maps, load_channel_tops
+    from har_core.data.imaging import load_image
     run = next(r for r in find_runs(ROOT / "assets" / "runs_har")[0] if r.name == name)
     tops = load_channel_tops(run)  # the run's own weights, or it raises
     manifest = run.manifest()
@@ -175,7 +175,7 @@ def test_the_best_har_runs_ship_channel_tops_whose_pictures_and_responses_reprod
         assert float(response) == pytest.approx(score, rel=2e-3, abs=2e-3)  # stored as float16
     # #39: the stored pictures are the top ones: 40 other training pictures, drawn at random, respond on no channel
     # of any stage more strongly than the weakest picture stored for that channel
-    from har_core.inside import stage_activations
+    from har_core.explain.inside import stage_activations
     drawn = np.random.default_rng(0).choice(len(tops.files), 40, replace=False)
     responses = {module: [] for module in tops.rows}
     for row in drawn:

@@ -10,13 +10,13 @@ import pytest
 from scipy.stats import beta, binom
 
 from conftest import ROOT, SPORTS15
-from har_core.artifacts import find_runs, open_run
-from har_core.calibration import (calibrate_run, coverage_figures, run_calibration_pictures, run_temperature,
-                                  split_probabilities)
-from har_core.calibration_maths import (CalibrationError, PredictionSets, abstain_threshold, check_coverage,
-                                        expected_calibration_error, fit_temperature, nll, reliability, risk_coverage,
-                                        set_names, set_phrase, temper)
-from har_core.ensemble import ensemble_calibration_pictures
+from har_core.models.artifacts import find_runs, open_run
+from har_core.evaluation.calibration import (calibrate_run, coverage_figures, run_calibration_pictures, run_temperature,
+                                             split_probabilities)
+from har_core.models.calibration_maths import (CalibrationError, PredictionSets, abstain_threshold, check_coverage,
+                                               expected_calibration_error, fit_temperature, nll, reliability,
+                                               risk_coverage, set_names, set_phrase, temper)
+from har_core.evaluation.ensemble import ensemble_calibration_pictures
 
 BUNDLE = ROOT / "assets" / "runs"
 
@@ -252,7 +252,7 @@ def test_the_ensemble_gets_its_own_temperature_on_the_mean_of_its_calibrated_mem
     pictures that calibrate both, each picture found by its file name (#39: this test re-implemented the fit and
     paired two CSVs row by row)."""
     import json
-    from har_core.fileio import file_sha256
+    from har_core.data.fileio import file_sha256
     members = [open_run(bundled_copy / name) for name in ("efficientnet_lite2", "mobilenet_v2")]
     found = ensemble_calibration_pictures(members)
     # the pictures that calibrate both, from the manifests; each member's calibrated answers looked up by file name
@@ -298,7 +298,7 @@ def test_ece_is_the_reliability_tables_own_weighted_gap_even_for_a_confidence_of
 def give_calibration_half(run_dir):
     """The run's split.csv with half of each class's val pictures marked for calibration; returns those files
     and the other val pictures, read back from the file."""
-    from har_core.data import read_manifest, with_calibration_half, write_manifest
+    from har_core.data.datasets import read_manifest, with_calibration_half, write_manifest
     write_manifest(with_calibration_half(read_manifest(run_dir / "split.csv"), seed=0), run_dir / "split.csv")
     rows = pd.read_csv(run_dir / "split.csv", dtype=str, keep_default_na=False)
     val = rows[rows["split"] == "val"]
@@ -373,8 +373,8 @@ def test_train_predict_defaults_to_the_tta_mode_the_run_was_calibrated_in_and_sa
         tmp_path, capsys):
     """#39.5: every bundled TTA run's temperature is fitted on flip-TTA probabilities; train.predict answered
     without TTA unless told, so its calibrated numbers scaled other probabilities than the temperature's."""
-    from har_core.imaging import load_image
-    from har_core.inference import load_run
+    from har_core.data.imaging import load_image
+    from har_core.models.inference import load_run
     from train import predict
     run_dir = BUNDLE / "mobilenet_v2"
     assert json.loads((run_dir / "card.json").read_text())["calibration"]["tta"] is True
@@ -395,7 +395,7 @@ def test_train_predict_defaults_to_the_tta_mode_the_run_was_calibrated_in_and_sa
 
 
 def test_a_run_calibrated_on_the_half_but_whose_checkpoint_all_of_val_chose_is_said_to_be_so():
-    from har_core.calibration import ALL_OF_VAL, CALIBRATION_HALF, fitted_on_line
+    from har_core.evaluation.calibration import ALL_OF_VAL, CALIBRATION_HALF, fitted_on_line
     half = {"part": CALIBRATION_HALF, "pictures": 838}
     old = fitted_on_line({"vgg16": {"calibrated_on": half, "splits": {}}})  # trained before val was split
     new = fitted_on_line({"resnet50": {"calibrated_on": half, "splits": {},

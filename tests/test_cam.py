@@ -10,13 +10,13 @@ import torch.nn.functional as F
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from conftest import CLASSES, synthetic_image, train_tiny
-from har_core import cam
-from har_core.artifacts import Run
-from har_core.cam import CLASS_AGNOSTIC, METHODS, SLOW_METHODS, class_maps, explain, overlay
-from har_core.slots import Busy, SlowSlots
-from har_core.data import eval_transform
-from har_core.inference import EmbeddingTap, LoadedModel, load_run, logits_of, predict_all
-from har_core.registry import build_model, get_spec
+from har_core.explain import cam
+from har_core.models.artifacts import Run
+from har_core.explain.cam import CLASS_AGNOSTIC, METHODS, SLOW_METHODS, class_maps, explain, overlay
+from har_core.explain.slots import Busy, SlowSlots
+from har_core.data.datasets import eval_transform
+from har_core.models.inference import EmbeddingTap, LoadedModel, load_run, logits_of, predict_all
+from har_core.models.registry import build_model, get_spec
 
 
 def reference_gradcam(loaded: LoadedModel, image, target: int) -> np.ndarray:
@@ -204,7 +204,7 @@ class TopLeftOnly(torch.nn.Module):
 
 
 def test_occlusion_marks_the_only_part_of_the_picture_the_model_uses(tiny_runs):
-    from har_core.cam import OCCLUSION, occlusion_window
+    from har_core.explain.cam import OCCLUSION, occlusion_window
     loaded = load_run(tiny_runs / "custom_cnn", backend="pytorch")  # 32 px input: a 5-px patch, 2 px apart
     loaded.model = TopLeftOnly()
     assert occlusion_window(32) == (5, 2) and occlusion_window(224) == (32, 16) and occlusion_window(299) == (43, 21)
@@ -274,7 +274,7 @@ def test_occlusion_maps_every_class_from_one_pass_as_captum_maps_each(tiny_runs)
     """#40: switching Occlusion's class recomputed it (51.6 s): the occluded pictures' forwards give every class's
     drop at once (Captum with no target), so a switch picks a computed map; each equals Captum's map of that class."""
     from captum.attr import Occlusion
-    from har_core.cam import OCCLUSION, occlusion_window
+    from har_core.explain.cam import OCCLUSION, occlusion_window
     loaded = tiny_runs_model(tiny_runs)
     picture = synthetic_image(1, seed=5, size=64)
     maps = class_maps(loaded, picture, OCCLUSION)

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from conftest import CLASSES, SPORTS15, synthetic_image, write_folder_dataset, write_kaggle_dataset
-from har_core.data import (DataError, detect_layout, leaks, make_split, read_manifest, scan, unlabelled_images,
-                           write_manifest)
+from har_core.data.datasets import (DataError, detect_layout, leaks, make_split, read_manifest, scan, unlabelled_images,
+                                    write_manifest)
 
 
 def test_kaggle_layout_reports_broken_missing_and_unknown_files(kaggle_data):
@@ -161,7 +161,7 @@ def test_sports15_with_repeated_rows_and_copies_keeps_every_picture_on_one_side(
 
 def test_stored_scans_are_reused_until_the_folder_listing_changes(kaggle_data, copy_of, monkeypatch, tmp_path):
     """Finding 10: folder scans were cached with no stamp, so relabelling or adding pictures was never seen."""
-    from har_core import data as data_module
+    from har_core.data import datasets as data_module
     monkeypatch.setenv("HAR_CACHE", str(tmp_path / "cache"))
     folder = copy_of(kaggle_data)
     calls = []
@@ -180,7 +180,7 @@ def test_stored_scans_are_reused_until_the_folder_listing_changes(kaggle_data, c
 
 
 def test_half_of_each_classs_val_pictures_calibrate_and_the_checkpoint_choice_never_sees_them(kaggle_data, tmp_path):
-    from har_core.data import CALIBRATE, calibration_files, choice_part, write_manifest
+    from har_core.data.datasets import CALIBRATE, calibration_files, choice_part, write_manifest
     index = scan(kaggle_data, progress=False)
     manifest = make_split(index, seed=0)
     val = manifest[manifest["split"] == "val"]
@@ -203,7 +203,7 @@ def test_half_of_each_classs_val_pictures_calibrate_and_the_checkpoint_choice_ne
 
 def test_training_validates_on_the_choice_half_of_val_only(tmp_path, kaggle_data, capsys):
     from conftest import TINY_FLAGS
-    from har_core.data import CALIBRATE
+    from har_core.data.datasets import CALIBRATE
     from train.train import main
     run = main(["--model", "custom_cnn", "--data", str(kaggle_data), "--out", str(tmp_path), *TINY_FLAGS,
                 "--embed", "false"])

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from conftest import CLASSES, ROOT, synthetic_image, train_tiny
-from har_core import artifacts
-from har_core.distill import UNLABELLED, Teachers, agreement, distillation_loss
-from har_core.inference import load_run
+from har_core.models import artifacts
+from har_core.training.distill import UNLABELLED, Teachers, agreement, distillation_loss
+from har_core.models.inference import load_run
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def rotated_teacher(tmp_path_factory, kaggle_data):
     rows = [listing[0]] + [f"{name},{moved.get(label, label)}" for name, label in
                            (line.split(",") for line in listing[1:])]
     (data / "Training_set.csv").write_text("\n".join(rows) + "\n")
-    from har_core.data import make_split, scan, write_manifest
+    from har_core.data.datasets import make_split, scan, write_manifest
     split = data / "student_split.csv"  # the students' own split (seed 0): a teacher must not know their tests
     manifest = make_split(scan(kaggle_data, progress=False), seed=0)
     manifest["label"] = manifest["label"].map(lambda label: moved.get(label, label))  # with the moved labels
@@ -170,7 +170,7 @@ def test_demo_models_takes_hub_weights_when_reachable_and_else_distils_from_the_
 
 def test_exported_teachers_label_through_onnx_runtime_with_the_same_probabilities(rotated_teacher, copy_of,
                                                                                   monkeypatch):
-    from har_core.export import export_run
+    from har_core.models.export import export_run
     teacher = copy_of(rotated_teacher)
     export_run(teacher, on_step=lambda line: None)
     config = {"input_size": (3, 40, 40), "mean": (0.5,) * 3, "std": (0.5,) * 3}
@@ -185,7 +185,7 @@ def test_exported_teachers_label_through_onnx_runtime_with_the_same_probabilitie
 def test_teachers_or_extra_pictures_that_would_leak_held_out_labels_are_refused(rotated_teacher, kaggle_data, tmp_path):
     """Finding 5: nothing compared the extra pictures with the val/test pictures, nor the teachers' training
     split with the student's."""
-    from har_core.data import make_split, read_manifest, scan, write_manifest
+    from har_core.data.datasets import make_split, read_manifest, scan, write_manifest
     from train import train
     student_split = make_split(scan(kaggle_data, progress=False), seed=0)  # what the student below is given
     split_path = tmp_path / "split.csv"
@@ -228,7 +228,7 @@ def test_the_distillation_loss_is_t_squared_kl_from_teacher_to_student_by_hand()
 
 def test_a_mixed_picture_keeps_a_hard_label_only_when_both_of_its_pictures_had_one():
     from timm.data import Mixup
-    from har_core.distill import labelled_after_mixup
+    from har_core.training.distill import labelled_after_mixup
     images = torch.arange(6, dtype=torch.float32).view(6, 1, 1, 1).expand(6, 3, 2, 2).clone()
     labels = torch.tensor([0, 1, UNLABELLED, 2, 1, 0])
     mixed, _ = Mixup(mixup_alpha=1.0, num_classes=3)(images.clone(), labels.clamp(min=0))

@@ -20,7 +20,7 @@ from playwright.sync_api import expect
 expect.set_options(timeout=300_000)
 
 from conftest import CHROMIUM, ROOT, encode_clip, synthetic_image
-from har_core.labels import spoken
+from har_core.data.labels import spoken
 
 SHOTS = ROOT / "test-output" / "screenshots"
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (make test installs it)")
@@ -335,11 +335,11 @@ def test_bundled_runs_a_clicked_channel_shows_its_top_pictures_and_what_if_moves
     """#28: on a bundled run, clicking one of the feature maps picks that channel, and its stored top training
     pictures (channels.safetensors, beside the run) are shown best first, each with where the channel fires; on
     Predict, moving a What-if slider changes every bundled model's card."""
-    from har_core.artifacts import open_run
-    from har_core.channels import load_channel_tops
-    from har_core.imaging import load_image
-    from har_core.inference import load_run
-    from har_core.inside import stage_activations
+    from har_core.models.artifacts import open_run
+    from har_core.explain.channels import load_channel_tops
+    from har_core.data.imaging import load_image
+    from har_core.models.inference import load_run
+    from har_core.explain.inside import stage_activations
     run = open_run(ROOT / "assets" / "runs" / "custom_cnn")
     tops = load_channel_tops(run)  # bundled: the page reads them, it does not compute them
     photo = tmp_path / "photo.jpg"
@@ -409,8 +409,8 @@ def test_concurrent_sessions_get_correct_predictions_while_every_sixth_runs_scor
     CAM) on Explain. Every prediction is right, every ScoreCAM ends in a map or the one-line busy message, the
     models load once, and no page offers a path to type. Prints p50/p95 upload-to-answer latency."""
     import statistics
-    from har_core.imaging import load_image
-    from har_core.inference import load_run
+    from har_core.data.imaging import load_image
+    from har_core.models.inference import load_run
     model = load_run(tiny_runs / "custom_cnn")
     photos, expected = [], []
     for i in range(SESSIONS):
@@ -526,7 +526,7 @@ def test_the_report_downloaded_from_the_overview_reads(server, browser, tiny_run
     default template, which only Streamlit's front end can draw. Downloaded from Overview's button and opened
     in Chromium, no bar is near-black, every class and model name is drawn whole inside its chart, and no axis
     title covers a tick label."""
-    from har_core.artifacts import find_runs
+    from har_core.models.artifacts import find_runs
     runs = find_runs(tiny_runs)[0]
     models, classes = {run.name for run in runs}, {spoken(c) for c in runs[0].classes}
     context = browser.new_context(viewport={"width": 1280, "height": 720}, accept_downloads=True)
@@ -638,8 +638,8 @@ def test_switching_the_runs_folder_in_the_browser_switches_the_image_folder_it_s
     back) data/har, and the runs shown and the ensemble stayed the HAR folder's: the app removed the widgets' values
     instead of setting them, and the browser kept its own. Each value is waited for on the page (a rerun under load
     can end after `settle` saw no status widget yet): a value that never comes still fails, after 5 minutes."""
-    from har_core.artifacts import find_runs
-    from har_core.ensemble import default_members
+    from har_core.models.artifacts import find_runs
+    from har_core.evaluation.ensemble import default_members
     fresh = start_server(None, None, tmp_path / "server.log")  # the project's defaults: HAR runs, ../shared/data
     try:
         page.goto(fresh.url)

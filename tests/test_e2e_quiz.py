@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from conftest import CHROMIUM, ROOT, set_temperature
-from har_core.labels import spoken
+from har_core.data.labels import spoken
 from test_e2e_browser import SHOTS, settle, shot, start_server, stop_server
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (make test installs it)")

@@ -9,15 +9,15 @@ import safetensors
 import torch
 
 from conftest import CLASSES, synthetic_image
-from har_core.artifacts import open_run
-from har_core.data import scan
-from har_core.embeddings import (EMBEDDINGS, EmbeddingError, Embeddings, embed_data, load_embeddings, reduce,
-                                 run_embeddings, staleness)
-from har_core.inference import load_run, predict_all
-from har_core.projection import MAP_FILE, embedding_map, project
-from har_core.search import INDEX_FILE, VectorIndex, neighbours_of, training_index
-from har_core.similarity import (RETRIEVAL, augmented, choose_weight, neighbour_answer, reduction_effect,
-                                 retrieval_report, vote)
+from har_core.models.artifacts import open_run
+from har_core.data.datasets import scan
+from har_core.retrieval.embeddings import (EMBEDDINGS, EmbeddingError, Embeddings, embed_data, load_embeddings, reduce,
+                                           run_embeddings, staleness)
+from har_core.models.inference import load_run, predict_all
+from har_core.retrieval.projection import MAP_FILE, embedding_map, project
+from har_core.retrieval.search import INDEX_FILE, VectorIndex, neighbours_of, training_index
+from har_core.retrieval.similarity import (RETRIEVAL, augmented, choose_weight, neighbour_answer, reduction_effect,
+                                           retrieval_report, vote)
 from train import embed as embed_cli
 
 
@@ -284,7 +284,7 @@ def test_the_map_keeps_clusters_apart_and_is_computed_once(tmp_path, monkeypatch
     within = max(np.linalg.norm(xy[labels == c] - centres[c], axis=1).mean() for c in range(3))
     between = min(np.linalg.norm(centres[a] - centres[b]) for a in range(3) for b in range(a + 1, 3))
     assert between > 3 * within
-    monkeypatch.setattr("har_core.projection.project", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr("har_core.retrieval.projection.project", lambda *a, **k: pytest.fail("recomputed"))
     np.testing.assert_allclose(embedding_map(found, tmp_path)[["x", "y"]].to_numpy(), xy)
     assert project(vectors[:2]).shape == (2, 2)  # too few for UMAP: a line
     same = fake_embeddings(np.zeros((20, 8)), labels[:20], ["train"] * 20)
@@ -294,7 +294,7 @@ def test_the_map_keeps_clusters_apart_and_is_computed_once(tmp_path, monkeypatch
 
 def change_weights(run_dir):
     """Retrain stand-in: scale the run's first conv kernels and save the weights again."""
-    from har_core import artifacts
+    from har_core.models import artifacts
     model = load_run(run_dir).model
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     with torch.no_grad():

@@ -13,12 +13,12 @@ from PIL import Image
 from torch import nn
 
 from conftest import ROOT, set_temperature, synthetic_image
-from har_core import artifacts, export
-from har_core.backend import BACKENDS, open_session, softmax
-from har_core.export import ExportError, export_graph, export_run
-from har_core.fileio import file_sha256
-from har_core.inference import load_run, predict_all
-from har_core.registry import REGISTRY, ModelSpec, Recipe
+from har_core.models import artifacts, export
+from har_core.models.backend import BACKENDS, open_session, softmax
+from har_core.models.export import ExportError, export_graph, export_run
+from har_core.data.fileio import file_sha256
+from har_core.models.inference import load_run, predict_all
+from har_core.models.registry import REGISTRY, ModelSpec, Recipe
 
 # each architecture at a small input (the graph is the same at any size; the checks run faster)
 SMALL = {"inception_v3": 96, "c3d_small": 32, "r3d_18": 32, "r2plus1d_18": 32}
@@ -275,7 +275,7 @@ def test_the_torch_free_predictor_matches_har_core(exported, kaggle_data, tmp_pa
     assert result.returncode == 0, result.stderr
     assert "skipped broken.jpg" in result.stderr and "wrote 7 predictions" in result.stdout
     import pandas as pd
-    from har_core.imaging import load_image
+    from har_core.data.imaging import load_image
     table = pd.read_csv(tmp_path / "out.csv")
     loaded = load_run(run, backend="pytorch")
     assert loaded.temperature == 1.7  # both apply the card's temperature
@@ -288,7 +288,7 @@ def test_the_torch_free_predictor_matches_har_core(exported, kaggle_data, tmp_pa
 
 def test_the_predictor_refuses_the_temperatures_har_core_refuses():
     import importlib.util
-    from har_core.calibration_maths import TEMPERATURE_RANGE
+    from har_core.models.calibration_maths import TEMPERATURE_RANGE
     spec = importlib.util.spec_from_file_location("deploy_predict", ROOT / "deploy" / "predict.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -296,8 +296,8 @@ def test_the_predictor_refuses_the_temperatures_har_core_refuses():
 
 
 def test_the_predictor_decodes_with_a_byte_equal_copy_of_har_cores_imaging():
-    """One decoding module: deploy/har_imaging.py is har_core/imaging.py (`make deploy-copy`)."""
-    assert (ROOT / "deploy" / "har_imaging.py").read_bytes() == (ROOT / "har_core" / "imaging.py").read_bytes()
+    """One decoding module: deploy/har_imaging.py is har_core/data/imaging.py (`make deploy-copy`)."""
+    assert (ROOT / "deploy" / "har_imaging.py").read_bytes() == (ROOT / "har_core" / "data" / "imaging.py").read_bytes()
 
 
 def test_the_app_predicts_through_onnx_runtime_when_chosen_and_says_which_engine_answered(
@@ -327,7 +327,7 @@ def test_the_app_predicts_through_onnx_runtime_when_chosen_and_says_which_engine
 
 
 def test_onnx_runtime_uses_torchs_threads_and_does_not_spin_beside_it():
-    from har_core.backend import session_options
+    from har_core.models.backend import session_options
     options = session_options()
     assert options.intra_op_num_threads == torch.get_num_threads() and options.inter_op_num_threads == 1
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
@@ -338,7 +338,7 @@ def test_the_torch_free_predictor_defaults_to_the_tta_mode_the_card_was_calibrat
     TTA unless told. Now it follows the card, and says so when told otherwise."""
     import json
     import pandas as pd
-    from har_core.imaging import load_image
+    from har_core.data.imaging import load_image
     run, _, _ = exported
     set_temperature(run, 1.7)
     card = json.loads((run / "card.json").read_text())

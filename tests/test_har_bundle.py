@@ -1,7 +1,7 @@
 """train.har_bundle decides, per run, whether to train from the start, resume or skip, and waits for teachers."""
 import json
 
-from har_core import artifacts
+from har_core.models import artifacts
 from train import har_bundle
 from train.har_bundle import RUNS, finished, train_command
 

@@ -12,11 +12,11 @@ import safetensors
 import safetensors.numpy
 
 from conftest import ROOT
-from har_core.artifacts import open_run
-from har_core.calibration import REPORT, CalibrationError, report_of
-from har_core.channels import CHANNELS, ChannelError, load_channel_tops
-from har_core.embeddings import EMBEDDINGS, EmbeddingError, load_embeddings
-from har_core.robustness import ROBUSTNESS, RobustnessError, read_robustness
+from har_core.models.artifacts import open_run
+from har_core.evaluation.calibration import REPORT, CalibrationError, report_of
+from har_core.explain.channels import CHANNELS, ChannelError, load_channel_tops
+from har_core.retrieval.embeddings import EMBEDDINGS, EmbeddingError, load_embeddings
+from har_core.explain.robustness import ROBUSTNESS, RobustnessError, read_robustness
 
 BUNDLE = ROOT / "assets" / "runs"
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import synthetic_image
-from har_core.imaging import ImageError, ImageLimits, load_image, safe_name
+from har_core.data.imaging import ImageError, ImageLimits, load_image, safe_name
 
 
 def encoded(image: Image.Image, fmt: str, **options) -> bytes:
@@ -148,7 +148,7 @@ def test_upload_names_lose_their_directories(raw, shown):
 
 def test_every_case_ends_in_a_prediction_or_a_reason(tiny_runs):
     """The same corpus through a real model: no exception escapes except ImageError."""
-    from har_core.inference import load_run
+    from har_core.models.inference import load_run
     model = load_run(tiny_runs / "custom_cnn")
     predicted, explained = 0, 0
     for make in list(OK.values()) + [make for make, _ in REJECTED.values()]:

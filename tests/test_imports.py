@@ -82,12 +82,12 @@ def test_the_circle_finder_finds_a_circle_and_passes_a_tree():
 
 def test_the_graph_sees_imports_inside_functions(tmp_path):
     source = tmp_path / "m.py"
-    source.write_text("from har_core import fileio, labels\n"
+    source.write_text("from har_core.data import fileio, labels\n"
                       "def f():\n"
-                      "    from har_core.audit import near_duplicates\n"
-                      "    import har_core.search\n")
-    imported = {"har_core.fileio", "har_core.labels", "har_core.audit", "har_core.search"}
-    assert imported_modules(source, imported | {"har_core.cam"}) == imported
+                      "    from har_core.retrieval.audit import near_duplicates\n"
+                      "    import har_core.retrieval.search\n")
+    imported = {"har_core.data.fileio", "har_core.data.labels", "har_core.retrieval.audit", "har_core.retrieval.search"}
+    assert imported_modules(source, imported | {"har_core.explain.cam"}) == imported
 
 
 def test_the_level_check_finds_upward_and_sideways_imports():
@@ -102,7 +102,7 @@ def test_the_level_check_finds_upward_and_sideways_imports():
 
 def test_har_core_has_no_import_circle():
     graph = import_graph()
-    assert len(graph) > 20 and graph["har_core.ensemble"]  # the package was read
+    assert len(graph) > 20 and graph["har_core.evaluation.ensemble"]  # the package was read
     circle = a_circle(graph)
     assert not circle, " -> ".join(circle)
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from conftest import synthetic_image
-from har_core.inference import load_run
-from har_core.inside import StageTap, filter_tiles, first_conv, receptive_fields, stage_activations
-from har_core.registry import REGISTRY
+from har_core.models.inference import load_run
+from har_core.explain.inside import StageTap, filter_tiles, first_conv, receptive_fields, stage_activations
+from har_core.models.registry import REGISTRY
 
 IMAGE_MODELS = [name for name, spec in REGISTRY.items() if not spec.frames]
 
@@ -95,8 +95,8 @@ def test_first_layer_filters_become_tiles_that_show_their_colour_and_sign():
 
 
 def test_channel_tops_rank_the_training_pictures_as_each_picture_alone_would(tiny_runs, kaggle_data, copy_of):
-    from har_core.channels import CHANNELS, ChannelError, channel_maps, channel_regions, load_channel_tops
-    from har_core.imaging import load_image
+    from har_core.explain.channels import CHANNELS, ChannelError, channel_maps, channel_regions, load_channel_tops
+    from har_core.data.imaging import load_image
     from train import embed
     run_dir = copy_of(tiny_runs / "custom_cnn")
     loaded = load_run(run_dir, backend="pytorch")

@@ -9,9 +9,9 @@ import timm
 import torch
 import torchvision
 
-from har_core import pretrained
-from har_core.pretrained import PretrainedError, load_pretrained, offline_path, read_state_dict
-from har_core.registry import build_model, get_spec
+from har_core.models import pretrained
+from har_core.models.pretrained import PretrainedError, load_pretrained, offline_path, read_state_dict
+from har_core.models.registry import build_model, get_spec
 
 
 def features(model, images):
@@ -138,7 +138,7 @@ def test_offline_vgg16_takes_the_keras_exports_conv_base_and_sees_what_it_sees()
     conv is exact but for the one-pixel border."""
     import onnx
     import onnxruntime
-    from har_core.pretrained import CAFFE_MEAN_RGB
+    from har_core.models.pretrained import CAFFE_MEAN_RGB
     path = offline_path("vgg16_keras")
     state = read_state_dict(path)
     kernel = state["functional_1/block1_conv1_1/convolution/ReadVariableOp:0"]

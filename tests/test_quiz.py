@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, SPORTS15, set_temperature
-from har_core.labels import spoken
+from har_core.data.labels import spoken
 from har_core.quiz import (CODE_LETTERS, ENSEMBLE, QuizError, Question, Room, Rooms, answers_table, choose_round,
                            class_answer, summary)
 
@@ -211,7 +211,7 @@ def test_the_score_counts_the_class_against_each_model_and_the_summary_says_who_
 
 
 def test_the_report_ends_with_the_quiz_round_when_one_was_played(tiny_runs):
-    from har_core.artifacts import find_runs
+    from har_core.models.artifacts import find_runs
     from har_core.report import build_report
     runs = find_runs(tiny_runs)[0]
     played = [Question("p2", "drinking", answer="drinking", answered_by="teacher", revealed=True)]
@@ -436,7 +436,7 @@ def test_an_unknown_room_is_said_and_the_round_can_be_started(tiny_runs, kaggle_
 def test_on_the_bundled_runs_the_reveal_shows_each_runs_calibrated_confidence_and_prediction_set(monkeypatch):
     """The seven sports15 runs are calibrated: each row's confidence is the CSV's at the card's temperature, and
     its set is the one its calibration file and val predictions give, worked out by hand here."""
-    from har_core.artifacts import find_runs
+    from har_core.models.artifacts import find_runs
     from ui.sureness import ensemble_temperature
     runs_dir = ROOT / "assets" / "runs"
     runs = {run.name: run for run in find_runs(runs_dir)[0]}
@@ -449,7 +449,7 @@ def test_on_the_bundled_runs_the_reveal_shows_each_runs_calibrated_confidence_an
     assert not at.exception and not at.error
     filename = shown_file(at, csvs["vgg16"])
     table = at.table[0].value.set_index("model")
-    from har_core.ensemble import default_members
+    from har_core.evaluation.ensemble import default_members
     members = default_members(list(runs.values()))
     temperature = ensemble_temperature([runs[m] for m in members])
     assert {name: (row["answer"], row["confidence"]) for name, row in table.iterrows()} == \

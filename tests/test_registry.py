@@ -3,10 +3,10 @@ import torch
 import torchvision
 from torchvision.transforms.functional import pil_to_tensor
 
-from har_core.data import eval_transform, train_transform
-from har_core.inference import logits_of
-from har_core.registry import IMAGENET_MEAN, IMAGENET_STD, REGISTRY, build_model, get_module, get_spec
-from har_core.video import Clip
+from har_core.data.datasets import eval_transform, train_transform
+from har_core.models.inference import logits_of
+from har_core.models.registry import IMAGENET_MEAN, IMAGENET_STD, REGISTRY, build_model, get_module, get_spec
+from har_core.data.video import Clip
 
 
 def test_torchvision_ops_nms_runs():

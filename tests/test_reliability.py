@@ -11,9 +11,10 @@ import safetensors.torch
 import torch
 
 from conftest import ROOT, TINY_FLAGS
-from har_core import artifacts, fileio
-from har_core.artifacts import RunError, find_runs, open_run
-from har_core.inference import load_run
+from har_core.models import artifacts
+from har_core.data import fileio
+from har_core.models.artifacts import RunError, find_runs, open_run
+from har_core.models.inference import load_run
 from train.train import check_output_folder
 
 

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 from plotly.offline import get_plotlyjs
 
-from har_core.artifacts import find_runs
+from har_core.models.artifacts import find_runs
 from conftest import ROOT
-from har_core.calibration import report_of
+from har_core.evaluation.calibration import report_of
 from har_core.report import SECTIONS, calibration_html
 from train import report
 
@@ -71,7 +71,7 @@ def test_the_in_app_report_uses_the_servers_models_and_scan_limit_one_at_a_time(
     from har_core import report as report_module
     from har_core.server import ServerConfig
     from ui.common import Selection
-    from har_core.inference import load_run
+    from har_core.models.inference import load_run
     monkeypatch.setattr(report_module, "load_run", lambda run: pytest.fail("a second copy of a model was loaded"))
     shared = {}
     monkeypatch.setattr(ui.sharing, "model", lambda run: shared.setdefault(run.name, load_run(run)))
@@ -105,10 +105,10 @@ def test_the_in_app_report_uses_the_servers_models_and_scan_limit_one_at_a_time(
 
 def test_the_reports_robustness_section_tables_each_measured_run_and_names_the_others(tiny_runs, copy_of):
     import pandas as pd
-    from har_core.artifacts import open_run
+    from har_core.models.artifacts import open_run
     from har_core.report import robustness_html
-    from har_core.robustness import write_robustness
-    from har_core.whatif import CORRUPTIONS
+    from har_core.explain.robustness import write_robustness
+    from har_core.explain.whatif import CORRUPTIONS
     assert "No robustness measured yet" in robustness_html(find_runs(tiny_runs)[0])
     run = open_run(copy_of(tiny_runs / "custom_cnn"))
     table = pd.DataFrame([("custom_cnn", name, s, 0.8 - 0.1 * s) for name in CORRUPTIONS for s in range(4)],

@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from har_core.fileio import is_inside
+from har_core.data.fileio import is_inside
 from har_core.server import OutsideRoots, data_choices, inside, load_config
 
 

@@ -1,8 +1,8 @@
-"""har_core.spans: a span counts its own time, not the spans inside it, and a page run's line says so (#41.2)."""
+"""har_core.data.spans: a span counts its own time, not the spans inside it, and a page run's line says so (#41.2)."""
 import json
 import threading
 
-from har_core import spans
+from har_core.data import spans
 
 
 def test_a_span_counts_its_time_without_the_spans_inside_it(monkeypatch, capsys):

@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, SPORTS15, synthetic_image
-from har_core.artifacts import open_run, run_zip
-from har_core.imaging import load_image
-from har_core.inference import load_run
-from har_core.teach import TeachError, class_names, embed, run_name, save_head, teach
+from har_core.models.artifacts import open_run, run_zip
+from har_core.data.imaging import load_image
+from har_core.models.inference import load_run
+from har_core.training.teach import TeachError, class_names, embed, run_name, save_head, teach
 
 BUNDLED = ROOT / "assets" / "runs"
 needs_sports15 = pytest.mark.skipif(not (SPORTS15 / "Training_set.csv").is_file() or not BUNDLED.is_dir(),
@@ -87,7 +87,7 @@ def test_the_head_is_regularised_by_cross_validation_and_its_accuracy_has_an_int
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    from har_core.teach import STRENGTHS, regularisation
+    from har_core.training.teach import STRENGTHS, regularisation
     # 30 pictures' worth of 256-d embeddings whose labels carry no signal: separable by chance, as a few real
     # pictures in a high-dimensional embedding are
     rng = np.random.default_rng(0)

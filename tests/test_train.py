@@ -11,8 +11,8 @@ import safetensors.torch
 import torch
 
 from conftest import CLASSES, ROOT, SPORTS15, TINY_FLAGS, train_tiny, write_kaggle_dataset
-from har_core import artifacts
-from har_core.registry import REGISTRY
+from har_core.models import artifacts
+from har_core.models.registry import REGISTRY
 from train import evaluate, predict, train
 
 

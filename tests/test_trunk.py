@@ -5,8 +5,8 @@ import safetensors.torch
 import torch
 
 from conftest import train_tiny
-from har_core.registry import REGISTRY
-from har_core.trunk import trunk_parameters, trunk_skipped
+from har_core.models.registry import REGISTRY
+from har_core.training.trunk import trunk_parameters, trunk_skipped
 from train import train
 
 
@@ -75,7 +75,7 @@ def test_cached_views_refuse_what_would_make_the_cache_wrong(tmp_path, kaggle_da
 def test_trunk_features_run_on_the_models_device_and_are_kept_in_cpu_memory():
     """--cached-views with --device cuda fed CPU batches to a CUDA model. The batches must go to the
     model's device; here that device is 'meta' (no GPU needed), seen by a recording trunk module."""
-    from har_core.trunk import trunk_features
+    from har_core.training.trunk import trunk_features
 
     seen = []
 
@@ -100,8 +100,8 @@ def test_trunk_features_run_on_the_models_device_and_are_kept_in_cpu_memory():
 def test_trunk_features_through_onnx_runtime_equal_pytorchs(monkeypatch):
     """On the CPU the frozen trunk runs in ONNX Runtime (several times faster there); its features must be
     the eager trunk's, in the loader's index order, whatever order the batches come in."""
-    from har_core import trunk
-    from har_core.trunk import onnx_trunk, trunk_features
+    from har_core.training import trunk
+    from har_core.training.trunk import onnx_trunk, trunk_features
 
     spec = REGISTRY["efficientnet_lite0"]
     model = spec.build(3).eval()

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, encode_clip, synthetic_image
-from har_core.inference import load_run
-from har_core.timeline import NO_ACTION, Timeline, timeline
-from har_core.video import VideoError, VideoLimits, read_clip, sample_times
+from har_core.models.inference import load_run
+from har_core.explain.timeline import NO_ACTION, Timeline, timeline
+from har_core.data.video import VideoError, VideoLimits, read_clip, sample_times
 from train import predict_video
 
 VIDEOS = ROOT.parent / "shared" / "data" / "videos"
@@ -210,8 +210,8 @@ def clip_facts_of(data: bytes) -> float:
 def test_a_clip_models_sample_decodes_only_its_window_even_from_a_long_clip(tmp_path):
     """Finding 3: each 16-frame sample decoded every second frame of the whole clip, and a clip over ~133 s
     at 30 fps aborted training in the loader."""
-    from har_core.data import ClipTransform
-    from har_core.registry import REGISTRY
+    from har_core.data.datasets import ClipTransform
+    from har_core.models.registry import REGISTRY
     seconds, fps = 140, 30
     frames = [np.full((16, 16, 3), (i // fps) % 250, np.uint8) for i in range(seconds * fps)]  # grey = the second
     path = tmp_path / "long.mp4"
@@ -244,7 +244,7 @@ def test_the_timeline_predicts_in_each_models_calibrated_tta_mode_unless_told_ot
 
 
 def test_predict_video_defaults_to_the_runs_calibrated_tta_mode(tiny_runs, tmp_path, capsys):
-    from har_core.calibration import calibrated_tta
+    from har_core.evaluation.calibration import calibrated_tta
     run = load_run(tiny_runs / "mobilenet_v2")
     assert calibrated_tta(run.run) is True  # its val predictions were made with flip TTA
     frames = [np.asarray(synthetic_image(i % 3, seed=60 + i, size=48)) for i in range(4)]

@@ -10,14 +10,14 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, encode_clip, moving_square_clip, write_folder_dataset
-from har_core import pretrained
-from har_core.analysis import mistakes
-from har_core.artifacts import open_run
-from har_core.data import ClipDataset, ClipTransform, DataError, eval_transform, scan, train_transform
-from har_core.inference import load_run
-from har_core.pretrained import load_pretrained
-from har_core.registry import KINETICS_MEAN, build_model, get_spec
-from har_core.video import Clip
+from har_core.models import pretrained
+from har_core.evaluation.analysis import mistakes
+from har_core.models.artifacts import open_run
+from har_core.data.datasets import ClipDataset, ClipTransform, DataError, eval_transform, scan, train_transform
+from har_core.models.inference import load_run
+from har_core.models.pretrained import load_pretrained
+from har_core.models.registry import KINETICS_MEAN, build_model, get_spec
+from har_core.data.video import Clip
 from test_app import open_page
 from train import evaluate, predict, predict_video, train
 
@@ -181,9 +181,9 @@ def test_a_torchvision_video_resnet_trains_and_evaluates_through_the_same_comman
 def test_clip_models_join_the_timeline_with_a_window_centred_on_each_sampled_time(square_runs, moving_squares):
     """A clip run answers for the same moments as the image runs: one 16-frame window (its stride) per time."""
     import torch
-    from har_core.inference import load_run
-    from har_core.timeline import timeline, window_clips
-    from har_core.video import read_clip
+    from har_core.models.inference import load_run
+    from har_core.explain.timeline import timeline, window_clips
+    from har_core.data.video import read_clip
     path = sorted((moving_squares / "right").glob("*.mp4"))[0]
     clips, frames = load_run(square_runs / "c3d_small"), load_run(square_runs / "custom_cnn_frames")
     clip = read_clip(path, fps=4)

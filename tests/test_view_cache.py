@@ -1,4 +1,4 @@
-"""Fixed augmented views made once, with the teachers' logits on exactly those views (har_core.view_cache)."""
+"""Fixed augmented views made once, with the teachers' logits on exactly those views (har_core.training.view_cache)."""
 import json
 import shutil
 
@@ -9,11 +9,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from conftest import train_tiny
-from har_core import view_cache
-from har_core.data import dataset_for, read_manifest, scan, train_transform
-from har_core.distill import Teachers
-from har_core.inference import load_run
-from har_core.registry import REGISTRY
+from har_core.training import view_cache
+from har_core.data.datasets import dataset_for, read_manifest, scan, train_transform
+from har_core.training.distill import Teachers
+from har_core.models.inference import load_run
+from har_core.models.registry import REGISTRY
 
 STUDENT = REGISTRY["custom_cnn"].data_config(24)  # a 24-px student: views are made at the teacher's 32 px
 
@@ -100,7 +100,7 @@ def test_a_stored_logit_is_the_teachers_own_answer_on_that_very_view(teacher_run
 
 
 def test_views_do_not_depend_on_the_batch_size_or_the_loader_processes(kaggle_data, tmp_path):
-    from har_core.data import make_split
+    from har_core.data.datasets import make_split
     manifest = make_split(scan(kaggle_data, progress=False))
     keep = lambda images: view_cache.pixels_of(images, STUDENT)  # noqa: E731
     spec, small, _ = views_of(kaggle_data, manifest, seed=0, count=1, batch_size=3, workers=0)
@@ -127,5 +127,5 @@ def test_a_student_on_cached_views_and_teachers_resumes_exactly_and_its_card_say
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     card = json.loads((straight / "card.json").read_text())
     assert card["pretrained"].startswith("none") and card["distillation"]["teachers"] == ["first", "second"]
-    from har_core.analysis import starts_from
+    from har_core.evaluation.analysis import starts_from
     assert starts_from(card) == "random start, taught by first, second"

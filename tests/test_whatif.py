@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from har_core.whatif import CORRUPTIONS, GREY, STRENGTHS, Edit, apply, centre_box, corruption
+from har_core.explain.whatif import CORRUPTIONS, GREY, STRENGTHS, Edit, apply, centre_box, corruption
 
 
 def quadrants(size=(80, 60)) -> Image.Image:
@@ -55,7 +55,7 @@ def test_the_separable_blur_is_torchvisions_gaussian_blur():
     import math
     import torch
     import torchvision.transforms.v2.functional as F
-    from har_core.whatif import gaussian_blur
+    from har_core.explain.whatif import gaussian_blur
     picture = torch.rand(3, 40, 70, generator=torch.Generator().manual_seed(0))
     for sigma in (0.8, 2.5, 6.0):
         kernel = 2 * math.ceil(3 * sigma) + 1
@@ -69,8 +69,8 @@ def test_a_model_meets_an_edit_at_its_own_size_and_a_do_nothing_edit_is_the_pict
     1.0001) reaches the model exactly as the photo does."""
     import torch
     from torchvision.transforms import InterpolationMode, Resize
-    from har_core.data import eval_transform
-    from har_core.whatif import as_model_sees
+    from har_core.data.datasets import eval_transform
+    from har_core.explain.whatif import as_model_sees
     big = quadrants((800, 600))
     card = {"input_size": (3, 64, 64), "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), "crop_pct": 0.875,
             "interpolation": "bicubic"}
@@ -100,10 +100,10 @@ def test_corruptions_grow_stronger_with_their_strength():
 
 def test_robustness_clean_accuracy_is_train_evaluates_and_every_corruption_is_measured(tiny_runs, kaggle_data,
                                                                                      copy_of, tmp_path):
-    from har_core.artifacts import open_run
-    from har_core.inference import load_run
-    from har_core.imaging import load_image
-    from har_core.robustness import ROBUSTNESS, read_robustness
+    from har_core.models.artifacts import open_run
+    from har_core.models.inference import load_run
+    from har_core.data.imaging import load_image
+    from har_core.explain.robustness import ROBUSTNESS, read_robustness
     from train import evaluate, robustness
     run_dir = copy_of(tiny_runs / "custom_cnn")
     out = tmp_path / "all.csv"

@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from har_core.artifacts import RunError, open_run
-from har_core.audit import DUPLICATE_THRESHOLD, PIXEL_MATCH, THUMBNAIL, audit
-from har_core.data import DataError, scan
-from har_core.embeddings import EMBEDDINGS, EmbeddingError, embed_data, load_embeddings, mismatch
-from har_core.fileio import atomic_write_text
-from har_core.inference import load_run
+from har_core.models.artifacts import RunError, open_run
+from har_core.retrieval.audit import DUPLICATE_THRESHOLD, PIXEL_MATCH, THUMBNAIL, audit
+from har_core.data.datasets import DataError, scan
+from har_core.retrieval.embeddings import EMBEDDINGS, EmbeddingError, embed_data, load_embeddings, mismatch
+from har_core.data.fileio import atomic_write_text
+from har_core.models.inference import load_run
 
 
 def previous_embeddings(loaded, out: Path):

@@ -10,16 +10,16 @@ of val and on test before and after, the reliability diagrams, and the sets' cov
 Writes calibration.json into the run and the temperature (with the split manifest's digest and the flip TTA mode
 of the predictions it scales) on its card, which every page, train.predict and deploy/predict.py then apply.
 train.train does this at the end of every run. For a folder of runs, the figures of its default ensemble
-(har_core.ensemble) follow: its own temperature, fitted on the pictures that calibrate all its members.
+(har_core.evaluation.ensemble) follow: its own temperature, fitted on the pictures that calibrate all its members.
 """
 from __future__ import annotations
 
 import argparse
 
-from har_core.artifacts import RunError, find_runs
-from har_core.calibration import calibrate_run, coverage_figures
-from har_core.calibration_maths import CalibrationError, check_coverage
-from har_core.ensemble import default_members, ensemble_figures
+from har_core.models.artifacts import RunError, find_runs
+from har_core.evaluation.calibration import calibrate_run, coverage_figures
+from har_core.models.calibration_maths import CalibrationError, check_coverage
+from har_core.evaluation.ensemble import default_members, ensemble_figures
 
 
 def line(row: dict, coverage: float) -> str:

@@ -17,14 +17,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from har_core import artifacts, fileio
-from har_core.ensemble import pretrained_runs, stored_metrics
-from har_core.data import make_split, scan, write_manifest
-from har_core.embeddings import EMBEDDINGS
-from har_core.export import copy_for_export, export_run
-from har_core.projection import MAP_FILE
-from har_core.registry import REGISTRY
-from har_core.search import INDEX_FILE, INDEX_INFO
+from har_core.models import artifacts
+from har_core.data import fileio
+from har_core.evaluation.ensemble import pretrained_runs, stored_metrics
+from har_core.data.datasets import make_split, scan, write_manifest
+from har_core.retrieval.embeddings import EMBEDDINGS
+from har_core.models.export import copy_for_export, export_run
+from har_core.retrieval.projection import MAP_FILE
+from har_core.models.registry import REGISTRY
+from har_core.retrieval.search import INDEX_FILE, INDEX_INFO
 from train import train
 
 # name -> (model, training flags, note for the card)

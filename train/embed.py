@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from har_core.artifacts import RunError, open_run
-from har_core.channels import CHANNELS, ChannelError, store_channel_tops
-from har_core.data import DataError, scan
-from har_core.embeddings import EmbeddingError, missing_from
-from har_core.inference import load_run
-from har_core.projection import embedding_map
-from har_core.similarity import embed_run
+from har_core.models.artifacts import RunError, open_run
+from har_core.explain.channels import CHANNELS, ChannelError, store_channel_tops
+from har_core.data.datasets import DataError, scan
+from har_core.retrieval.embeddings import EmbeddingError, missing_from
+from har_core.models.inference import load_run
+from har_core.retrieval.projection import embedding_map
+from har_core.retrieval.similarity import embed_run
 
 
 def main(argv=None) -> dict:

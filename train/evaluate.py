@@ -10,11 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from har_core.artifacts import RunError, open_run
-from har_core.calibration import CalibrationError, calibrate_run
-from har_core.data import SPLITS, DataError, fingerprint_change, scan
-from har_core.evaluation import evaluate_split, write_evaluation
-from har_core.inference import load_run
+from har_core.models.artifacts import RunError, open_run
+from har_core.evaluation.calibration import CalibrationError, calibrate_run
+from har_core.data.datasets import SPLITS, DataError, fingerprint_change, scan
+from har_core.evaluation.evaluate import evaluate_split, write_evaluation
+from har_core.models.inference import load_run
 
 
 def warn_if_data_changed(card: dict, root: Path, quiet: bool = False) -> bool:

@@ -1,4 +1,4 @@
-"""Export a run to ONNX, checked against PyTorch on its test images before it is kept (har_core.export).
+"""Export a run to ONNX, checked against PyTorch on its test images before it is kept (har_core.models.export).
 
     python -m train.export RUN [RUN ...] [--format onnx] [--quantize int8] [--data DIR] [--check-limit N]
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from har_core.artifacts import RunError
-from har_core.export import ExportError, export_run
+from har_core.models.artifacts import RunError
+from har_core.models.export import ExportError, export_run
 
 
 def main(argv=None) -> dict:

@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from har_core import artifacts
+from har_core.models import artifacts
 
 BUNDLE_SPLIT = Path(__file__).resolve().parents[1] / "assets" / "runs_har" / "split.csv"
 FLOAT16 = ["--save-dtype", "float16"]  # half the size; val within 0.1 point of float32 on the bundled runs
@@ -32,7 +32,7 @@ FLOAT16 = ["--save-dtype", "float16"]  # half the size; val within 0.1 point of 
 class BundleRun:
     name: str
     model: str
-    recipe: dict  # har_core.registry.Recipe fields, as on the run's card
+    recipe: dict  # har_core.models.registry.Recipe fields, as on the run's card
     teachers: tuple[str, ...] = ()  # runs of this bundle that teach it (trained first)
     why: str = ""
     image_size: int = 0  # 0: the model's own input size

@@ -18,14 +18,14 @@ import sys
 import pandas as pd
 from tqdm.auto import tqdm
 
-from har_core.artifacts import RunError
-from har_core.calibration import run_calibration_pictures, tta_mismatch
-from har_core.calibration_maths import CalibrationError, set_names
-from har_core.backend import BACKENDS, LABELS
-from har_core.fileio import atomic_write_text
-from har_core.data import DataError, unlabelled_images
-from har_core.imaging import ImageError, load_image
-from har_core.inference import image_model, load_run
+from har_core.models.artifacts import RunError
+from har_core.evaluation.calibration import run_calibration_pictures, tta_mismatch
+from har_core.models.calibration_maths import CalibrationError, set_names
+from har_core.models.backend import BACKENDS, LABELS
+from har_core.data.fileio import atomic_write_text
+from har_core.data.datasets import DataError, unlabelled_images
+from har_core.data.imaging import ImageError, load_image
+from har_core.models.inference import image_model, load_run
 
 
 def main(argv=None) -> pd.DataFrame:

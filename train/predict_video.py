@@ -19,12 +19,12 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from har_core.artifacts import RunError
-from har_core.calibration import tta_mismatch
-from har_core.fileio import atomic_write_text, write_json
-from har_core.inference import load_run
-from har_core.timeline import NO_ACTION, timeline
-from har_core.video import VideoError, read_clip
+from har_core.models.artifacts import RunError
+from har_core.evaluation.calibration import tta_mismatch
+from har_core.data.fileio import atomic_write_text, write_json
+from har_core.models.inference import load_run
+from har_core.explain.timeline import NO_ACTION, timeline
+from har_core.data.video import VideoError, read_clip
 
 
 def main(argv=None) -> dict:

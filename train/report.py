@@ -14,10 +14,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from har_core.artifacts import RunError, find_runs
-from har_core.cam import EXPLANATIONS
-from har_core.data import SPLITS, DataError
-from har_core.fileio import atomic_write_text
+from har_core.models.artifacts import RunError, find_runs
+from har_core.explain.cam import EXPLANATIONS
+from har_core.data.datasets import SPLITS, DataError
+from har_core.data.fileio import atomic_write_text
 from har_core.report import build_report
 
 

@@ -1,5 +1,5 @@
 """How robust each model is: accuracy under darkening, lower contrast, blur, noise, rotation, zoom and a covered
-centre, each at three strengths (har_core.whatif), on pictures the runs never trained on.
+centre, each at three strengths (har_core.explain.whatif), on pictures the runs never trained on.
 
     python -m train.robustness RUN [RUN ...] [--data DIR] [--split test|val|all] [--per-class N] [--out robustness.csv]
 
@@ -16,10 +16,10 @@ import sys
 
 import pandas as pd
 
-from har_core.artifacts import RunError, open_run
-from har_core.data import SPLITS, DataError, scan
-from har_core.inference import load_run
-from har_core.robustness import clean_accuracy, labelled, mean_drop, robustness_table, write_robustness
+from har_core.models.artifacts import RunError, open_run
+from har_core.data.datasets import SPLITS, DataError, scan
+from har_core.models.inference import load_run
+from har_core.explain.robustness import clean_accuracy, labelled, mean_drop, robustness_table, write_robustness
 
 
 def pictures(run, root, split: str, per_class: int = 0) -> tuple[list[str], list[int]]:

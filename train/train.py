@@ -7,7 +7,7 @@
     python -m train.train --model resnet50 --data DATA --teacher runs/efficientnet_lite2,runs/inception_v3 \
         [--distill-temperature 4 --distill-weight 1.0] [--extra-images unlabelled/]        # distillation
 
-Every field of the recipe (see har_core.registry.Recipe) is a flag; the model's registry entry
+Every field of the recipe (see har_core.models.registry.Recipe) is a flag; the model's registry entry
 gives the defaults. Reads top to bottom: config, data, model, loop, final evaluation. Under torchrun
 every rank holds the same training state (weights, batch-norm statistics, schedule, history, best
 epoch); only rank 0 validates and writes files, and it hands its validation figures to the others.
@@ -41,23 +41,25 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
-from har_core import artifacts, fileio
-from har_core.data import (DataError, calibration_files, choice_part, class_weights_sampler, dataset_for, describe_leaks, eval_transform,
-                           fingerprint_change, leaks, make_split, read_manifest, scan, train_transform,
-                           readable_images, unlabelled_images, write_manifest)
-from har_core.distill import (UNLABELLED, DistillError, Teachers, distillation_loss, extra_leaks, resized,
-                              labelled_after_mixup, teacher_leaks, teacher_paths)
-from har_core.calibration import CalibrationError, calibrate_run
-from har_core.evaluation import evaluate_split, negative_log_likelihood, split_loader, write_evaluation
-from har_core.inference import fast_layout, load_run, logits_of, predict_loader
-from har_core.metrics import compute_metrics
-from har_core.pretrained import PretrainedError, load_pretrained
-from har_core.registry import RECIPES, REGISTRY, Recipe, count_parameters, is_head_param
-from har_core.similarity import embed_run
-from har_core import view_cache
-from har_core.trunk import run_trunk
-from har_core.trunk import onnx_trunk, trunk_features, trunk_parameters, trunk_skipped
-from har_core.view_cache import CachedTeachers, CachedViews
+from har_core.models import artifacts
+from har_core.data import fileio
+from har_core.data.datasets import (DataError, calibration_files, choice_part, class_weights_sampler, dataset_for,
+                                    describe_leaks, eval_transform, fingerprint_change, leaks, make_split,
+                                    read_manifest, scan, train_transform, readable_images, unlabelled_images,
+                                    write_manifest)
+from har_core.training.distill import (UNLABELLED, DistillError, Teachers, distillation_loss, extra_leaks, resized,
+                                       labelled_after_mixup, teacher_leaks, teacher_paths)
+from har_core.evaluation.calibration import CalibrationError, calibrate_run
+from har_core.evaluation.evaluate import evaluate_split, negative_log_likelihood, split_loader, write_evaluation
+from har_core.models.inference import fast_layout, load_run, logits_of, predict_loader
+from har_core.evaluation.metrics import compute_metrics
+from har_core.models.pretrained import PretrainedError, load_pretrained
+from har_core.models.registry import RECIPES, REGISTRY, Recipe, count_parameters, is_head_param
+from har_core.retrieval.similarity import embed_run
+from har_core.training import view_cache
+from har_core.training.trunk import run_trunk
+from har_core.training.trunk import onnx_trunk, trunk_features, trunk_parameters, trunk_skipped
+from har_core.training.view_cache import CachedTeachers, CachedViews
 
 
 # ---- config --------------------------------------------------------------------------------
@@ -259,7 +261,7 @@ def trunk_digest(model, trunk: tuple[str, ...]) -> str:
 def training_views(model, spec, recipe: Recipe, index, manifest, classes, data_config, seed: int, teachers,
                    workers: int, progress: bool):
     """`recipe.cached_views` fixed augmented views of every training picture, made once and kept in the state
-    folder (har_core.view_cache): the frozen trunk's output on each (a model with a trunk) or its pixels at the
+    folder (har_core.training.view_cache): the frozen trunk's output on each (a model with a trunk) or its pixels at the
     student's size, and the teachers' logits on exactly those views. Returns (views, teachers' logits or None)."""
     student_size = data_config["input_size"][-1]
     view_size = teachers.view_size if teachers is not None else student_size
@@ -440,7 +442,7 @@ def build_card(run_dir: Path, spec, recipe: Recipe, classes, data_config, pretra
         "data": {"root": str(Path(args.data).resolve()), "layout": index.layout, "fingerprint": index.fingerprint(),
                  "images": len(index.samples), "skipped": len(index.problems), "copies": len(index.copies())},
         "split": {"manifest": artifacts.MANIFEST, "counts": counts,
-                  # the calibration half never chooses the checkpoint (har_core.data.choice_part)
+                  # the calibration half never chooses the checkpoint (har_core.data.datasets.choice_part)
                   "checkpoint_chosen_on": "the other half of val" if calibration_files(manifest) else "all of val"},
         "versions": artifacts.versions(), "weights_dtype": args.save_dtype,
         "device": torch.cuda.get_device_name(procs.device) if procs.on_cuda else "cpu",
@@ -763,7 +765,7 @@ def write_card(setup: Setup, data: Data, training: Training, teachers, extra) ->
 
 
 def prepare_inputs(setup: Setup, data: Data, training: Training, teachers, extra) -> Inputs:
-    """Cached views (har_core.view_cache): a frozen trunk's output on each, inside `features_in` the model takes
+    """Cached views (har_core.training.view_cache): a frozen trunk's output on each, inside `features_in` the model takes
     it instead of a picture (only there: saving needs the trunk), or the views' pixels; else pictures."""
     recipe, spec, args = setup.recipe, setup.spec, setup.args
     train_views = None

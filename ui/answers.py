@@ -5,12 +5,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from har_core import artifacts, cam, whatif
-from har_core.cam import ClassMaps, Explanation, class_maps
-from har_core.data import read_manifest
-from har_core.imaging import ImageError, image_digest, load_image, safe_name
-from har_core.inference import LoadedModel, Prediction, predict_all
-from har_core.labels import spoken
+from har_core.models import artifacts
+from har_core.explain import cam, whatif
+from har_core.explain.cam import ClassMaps, Explanation, class_maps
+from har_core.data.datasets import read_manifest
+from har_core.data.imaging import ImageError, image_digest, load_image, safe_name
+from har_core.models.inference import LoadedModel, Prediction, predict_all
+from har_core.data.labels import spoken
 from ui.choices import follow_link, share_view
 from ui.common import (IMAGE_TYPES, Selection, file_stamp, inside_or_none, config, data_file, friendly, model_stamp,
                        thumb)

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from har_core import artifacts, server
-from har_core.artifacts import Run
-from har_core.ensemble import class_groups, default_members, describe_classes
-from har_core.backend import BACKENDS, LABELS
+from har_core.models import artifacts
+from har_core import server
+from har_core.models.artifacts import Run
+from har_core.evaluation.ensemble import class_groups, default_members, describe_classes
+from har_core.models.backend import BACKENDS, LABELS
 from ui.common import PRESENTATION_CSS, Selection, remembered, config, env_backend, presenting, warm_up
 
 
@@ -231,7 +232,7 @@ def share_view(**params) -> None:
 
 
 def ensemble_members(runs: list[Run], key: str) -> list[str]:
-    """The ensemble's members, chosen among `runs`; both pages start from har_core.ensemble's default."""
+    """The ensemble's members, chosen among `runs`; both pages start from har_core.evaluation.ensemble's default."""
     names = [run.name for run in runs]
     if key in st.session_state and not set(st.session_state[key]) <= set(names):  # set while other runs were shown
         st.session_state[key] = default_members(runs)

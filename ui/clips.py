@@ -6,11 +6,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from har_core.artifacts import Run
-from har_core.calibration_maths import DEFAULT_TARGET_ACCURACY
-from har_core.inference import LoadedModel
-from har_core.timeline import Timeline, timeline
-from har_core.video import VIDEO_SUFFIXES, Clip, VideoError, read_clip, read_video_file
+from har_core.models.artifacts import Run
+from har_core.models.calibration_maths import DEFAULT_TARGET_ACCURACY
+from har_core.models.inference import LoadedModel
+from har_core.explain.timeline import Timeline, timeline
+from har_core.data.video import VIDEO_SUFFIXES, Clip, VideoError, read_clip, read_video_file
 from ui.common import Selection, data_file, friendly
 from ui.sureness import abstain_threshold_of, ensemble_temperature, never_reached
 

@@ -14,22 +14,23 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from har_core import artifacts, server
-from har_core.analysis import dataset_summary, thumbnail
-from har_core.artifacts import Run, RunError
-from har_core.plots import enlarged
-from har_core.calibration import CalibrationError, calibrated_frame, run_temperature
-from har_core.data import SPLITS, DataError, listing_stamp
-from har_core.imaging import IMAGE_SUFFIXES, ImageError
-from har_core.backend import EXPORT_FILES, backend_from_env
-from har_core.slots import SLOW_SLOTS, Busy
-from har_core.spans import timed
-from har_core.video import VideoError
+from har_core.models import artifacts
+from har_core import server
+from har_core.evaluation.analysis import dataset_summary, thumbnail
+from har_core.models.artifacts import Run, RunError
+from har_core.evaluation.plots import enlarged
+from har_core.evaluation.calibration import CalibrationError, calibrated_frame, run_temperature
+from har_core.data.datasets import SPLITS, DataError, listing_stamp
+from har_core.data.imaging import IMAGE_SUFFIXES, ImageError
+from har_core.models.backend import EXPORT_FILES, backend_from_env
+from har_core.explain.slots import SLOW_SLOTS, Busy
+from har_core.data.spans import timed
+from har_core.data.video import VideoError
 
 # what loads or runs a model (torch, timm, grad-cam) is imported inside the functions below that need it: the
 # first page is drawn without them, and the warm-up loads them after it (#41)
 if TYPE_CHECKING:
-    from har_core.inference import LoadedModel
+    from har_core.models.inference import LoadedModel
 
 
 ROOT = Path(__file__).resolve().parents[1]  # the project folder
@@ -66,7 +67,7 @@ class Selection:
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=32)
 def _load_model(path: str, stamp: tuple[float, ...]) -> LoadedModel:
-    from har_core.inference import load_run
+    from har_core.models.inference import load_run
     loaded = load_run(path, backend="pytorch")  # each visitor's backend is applied on top (`models`)
     print(f"HAR Studio: loaded model {loaded.name}", flush=True)  # once per process: visible in the server log
     return loaded
@@ -87,7 +88,7 @@ def model_stamp(run: Run) -> tuple[float, ...]:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _warm_up(paths: tuple[str, ...], stamps: tuple[tuple[float, ...], ...]) -> threading.Thread:
     def load_all():
-        from har_core.inside import receptive_fields
+        from har_core.explain.inside import receptive_fields
         loaded = []
         for path, stamp in zip(paths, stamps):
             try:
@@ -113,7 +114,7 @@ def warm_up(runs: list[Run]) -> None:
 
 @st.cache_resource(show_spinner=False, max_entries=64)
 def _backend_model(path: str, stamps: tuple[float, ...], backend: str, _loaded: LoadedModel) -> LoadedModel:
-    from har_core.inference import with_backend
+    from har_core.models.inference import with_backend
     return with_backend(_loaded, backend)
 
 
@@ -181,7 +182,7 @@ def file_stamp(run: Run, name: str) -> float:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _robustness(path: str, stamp: tuple[float, ...]):
-    from har_core.robustness import RobustnessError, read_robustness
+    from har_core.explain.robustness import RobustnessError, read_robustness
     try:
         return read_robustness(artifacts.open_run(path))
     except RobustnessError as error:
@@ -191,7 +192,7 @@ def _robustness(path: str, stamp: tuple[float, ...]):
 def robustness(run: Run) -> tuple[pd.DataFrame, dict] | str | None:
     """The run's stored robustness table and what it was measured on (None: not measured by these weights; one
     line saying why when it cannot be read)."""
-    from har_core.robustness import ROBUSTNESS, ROBUSTNESS_INFO
+    from har_core.explain.robustness import ROBUSTNESS, ROBUSTNESS_INFO
     return _robustness(str(run.path), tuple(file_stamp(run, name) for name in (ROBUSTNESS, ROBUSTNESS_INFO,
                                                                                   artifacts.WEIGHTS)))
 
@@ -340,9 +341,9 @@ def image_models(selection: Selection) -> Selection:
 
 
 def _said_in_one_line() -> tuple[type[Exception], ...]:
-    """The errors `friendly` says in one line, looked up as one is caught: har_core.embeddings's only once that
+    """The errors `friendly` says in one line, looked up as one is caught: har_core.retrieval.embeddings's only once that
     module is loaded (nothing else raises it, and importing it here would bring torch into the first page)."""
-    embeddings = sys.modules.get("har_core.embeddings")
+    embeddings = sys.modules.get("har_core.retrieval.embeddings")
     return (RunError, ImageError, VideoError, DataError, CalibrationError, Busy, ValueError, OSError,
             *([embeddings.EmbeddingError] if embeddings else []))
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from har_core.artifacts import Run
-from har_core.calibration import DEFAULT_TARGET_ACCURACY, calibration_table, fitted_on_line
-from har_core.labels import spoken
-from har_core.plots import coverage_heatmap, coverage_shortfalls, reliability_figure, risk_coverage_figure
+from har_core.models.artifacts import Run
+from har_core.evaluation.calibration import DEFAULT_TARGET_ACCURACY, calibration_table, fitted_on_line
+from har_core.data.labels import spoken
+from har_core.evaluation.plots import coverage_heatmap, coverage_shortfalls, reliability_figure, risk_coverage_figure
 from ui.common import figure
 from ui.sureness import calibration_report, never_reached, sureness_on
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from har_core import inside
-from har_core.artifacts import Run, open_run
-from har_core.channels import CHANNELS, ChannelError, ChannelTops, channel_regions, compute_channel_tops, load_channel_tops
-from har_core.imaging import ImageError, load_image
-from har_core.inference import LoadedModel
+from har_core.explain import inside
+from har_core.models.artifacts import Run, open_run
+from har_core.explain.channels import (CHANNELS, ChannelError, ChannelTops, channel_regions, compute_channel_tops,
+                                       load_channel_tops)
+from har_core.data.imaging import ImageError, load_image
+from har_core.models.inference import LoadedModel
 from ui.common import Selection, file_stamp, data_file, model, model_stamp
 from ui.similar import offer_to_compute
 

@@ -12,15 +12,15 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from har_core import artifacts
-from har_core.analysis import overview_table
-from har_core.artifacts import Run
-from har_core.calibration import DEFAULT_COVERAGE
-from har_core.cam import overlay_on_picture
-from har_core.ensemble import default_members
-from har_core.imaging import image_digest, load_image
-from har_core.labels import spoken
-from har_core.metrics import probabilities
+from har_core.models import artifacts
+from har_core.evaluation.analysis import overview_table
+from har_core.models.artifacts import Run
+from har_core.evaluation.calibration import DEFAULT_COVERAGE
+from har_core.explain.cam import overlay_on_picture
+from har_core.evaluation.ensemble import default_members
+from har_core.data.imaging import image_digest, load_image
+from har_core.data.labels import spoken
+from har_core.evaluation.metrics import probabilities
 from har_core.quiz import ENSEMBLE, QuizError, Room, Rooms, answers_table, ensemble_probabilities
 from ui.answers import explanation
 from ui.common import Selection, best_run, data_file, models, predictions
@@ -76,7 +76,7 @@ class Contest:
 
     runs: list[Run]  # the runs with test predictions, the most accurate first
     table: pd.DataFrame
-    members: list[Run]  # the ensemble's (har_core.ensemble's default)
+    members: list[Run]  # the ensemble's (har_core.evaluation.ensemble's default)
     temperature: float  # the ensemble's own
     missing: list[str]  # runs of the folder without test predictions
 

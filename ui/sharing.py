@@ -7,8 +7,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from har_core import artifacts
-from har_core.calibration import REPORT
+from har_core.models import artifacts
+from har_core.evaluation.calibration import REPORT
 from ui.common import Selection, file_stamp, config, model
 
 

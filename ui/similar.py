@@ -7,18 +7,18 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from har_core import artifacts
-from har_core.artifacts import Run
-from har_core.audit import audit
-from har_core.calibration_maths import temper
-from har_core.data import scan_cached
-from har_core.embeddings import EMBEDDINGS, EmbeddingError, Embeddings, answered, run_embeddings, staleness
-from har_core.fileio import file_sha256
-from har_core.labels import spoken
-from har_core.projection import embedding_map
-from har_core.search import VectorIndex, neighbours_of, training_index
-from har_core.spans import timed
-from har_core.similarity import RETRIEVAL, SHOW_K, VOTE_K, embed_run, neighbour_answer, retrieval_report, vote
+from har_core.models import artifacts
+from har_core.models.artifacts import Run
+from har_core.retrieval.audit import audit
+from har_core.models.calibration_maths import temper
+from har_core.data.datasets import scan_cached
+from har_core.retrieval.embeddings import EMBEDDINGS, EmbeddingError, Embeddings, answered, run_embeddings, staleness
+from har_core.data.fileio import file_sha256
+from har_core.data.labels import spoken
+from har_core.retrieval.projection import embedding_map
+from har_core.retrieval.search import VectorIndex, neighbours_of, training_index
+from har_core.data.spans import timed
+from har_core.retrieval.similarity import RETRIEVAL, SHOW_K, VOTE_K, embed_run, neighbour_answer, retrieval_report, vote
 from ui.common import (Selection, file_stamp, config, data_file, dataset, folder_stamp, friendly, model, predictions,
                        temperature, thumbnail_grid)
 
@@ -126,7 +126,7 @@ def has_embeddings(run: Run) -> bool:
 
 
 def embedding_map_of(run: Run, found: Embeddings) -> pd.DataFrame:
-    """Every embedded image placed on the map, with the run's answer on it (har_core.embeddings.answered: the
+    """Every embedded image placed on the map, with the run's answer on it (har_core.retrieval.embeddings.answered: the
     answer Predict, Mistakes and Evaluate give where the run stored one)."""
     return answers_of(run, found, _map(str(run.path), found.ident, found))
 

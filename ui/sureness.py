@@ -1,5 +1,5 @@
 """How sure: the calibrated predictions of the pictures that calibrate a run or an ensemble (the calibration half
-of val, or all of val), their prediction sets and abstain threshold (har_core.calibration), cached by the files
+of val, or all of val), their prediction sets and abstain threshold (har_core.evaluation.calibration), cached by the files
 they come from."""
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
-from har_core import artifacts
-from har_core.artifacts import Run
-from har_core.calibration import REPORT, CalibrationPictures, report_of, run_calibration_pictures, split_sureness
-from har_core.calibration_maths import (DEFAULT_TARGET_ACCURACY, CalibrationError, PredictionSets, set_names,
-                                        set_phrase)
-from har_core.ensemble import ensemble_calibration_pictures
-from har_core.spans import timed
+from har_core.models import artifacts
+from har_core.models.artifacts import Run
+from har_core.evaluation.calibration import (REPORT, CalibrationPictures, report_of, run_calibration_pictures,
+                                             split_sureness)
+from har_core.models.calibration_maths import (DEFAULT_TARGET_ACCURACY, CalibrationError, PredictionSets, set_names,
+                                               set_phrase)
+from har_core.evaluation.ensemble import ensemble_calibration_pictures
+from har_core.data.spans import timed
 from ui.common import file_stamp, model_stamp, predictions
 
 

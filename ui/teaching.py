@@ -1,4 +1,4 @@
-"""Teach: a linear head on a run's embeddings (har_core.teach), one per visitor."""
+"""Teach: a linear head on a run's embeddings (har_core.training.teach), one per visitor."""
 from __future__ import annotations
 
 import os
@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from har_core import artifacts
-from har_core.artifacts import Run, RunError, run_zip
-from har_core.data import scan_cached
-from har_core.imaging import load_image
-from har_core.labels import spoken
-from har_core.teach import TaughtHead, TeachError, embed, save_head, teach
+from har_core.models import artifacts
+from har_core.models.artifacts import Run, RunError, run_zip
+from har_core.data.datasets import scan_cached
+from har_core.data.imaging import load_image
+from har_core.data.labels import spoken
+from har_core.training.teach import TaughtHead, TeachError, embed, save_head, teach
 from ui.answers import read_uploads
 from ui.common import IMAGE_TYPES, Selection, best_run, config, folder_stamp, friendly, model
 

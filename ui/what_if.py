@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from har_core import whatif
-from har_core.data import resize_side
-from har_core.imaging import image_digest
-from har_core.inference import LoadedModel, Prediction, ensemble
-from har_core.labels import spoken
-from har_core.spans import timed
+from har_core.explain import whatif
+from har_core.data.datasets import resize_side
+from har_core.data.imaging import image_digest
+from har_core.models.inference import LoadedModel, Prediction, ensemble
+from har_core.data.labels import spoken
+from har_core.data.spans import timed
 from ui.answers import as_model_sees, predict_edited
 from ui.sureness import ensemble_temperature
 

@@ -1,9 +1,9 @@
 import streamlit as st
 
-from har_core.audit import DUPLICATE_THRESHOLD, PIXEL_MATCH
-from har_core.data import DataError
-from har_core.labels import spoken
-from har_core.plots import class_distribution, size_scatter
+from har_core.retrieval.audit import DUPLICATE_THRESHOLD, PIXEL_MATCH
+from har_core.data.datasets import DataError
+from har_core.data.labels import spoken
+from har_core.evaluation.plots import class_distribution, size_scatter
 from ui.choices import sidebar
 from ui.common import best_run, dataset, figure, friendly, thumb, thumbnail_grid
 from ui.similar import data_audit, embeddings_or_offer, has_embeddings

@@ -1,8 +1,8 @@
 import streamlit as st
 
-from har_core.calibration import evaluated_with_tta, tta_words
-from har_core.labels import spoken
-from har_core.plots import MAP_COLOURS, embedding_scatter
+from har_core.evaluation.calibration import evaluated_with_tta, tta_words
+from har_core.data.labels import spoken
+from har_core.evaluation.plots import MAP_COLOURS, embedding_scatter
 from ui.choices import sidebar
 from ui.common import best_run, figure, friendly, need_runs, thumbnail_grid
 from ui.similar import embedding_map_of, embeddings_or_offer, has_embeddings, nearest_training_images

@@ -1,9 +1,9 @@
 import streamlit as st
 
-from har_core.analysis import HEADLINE, biggest_mix_up, cell_samples, metrics_table, per_class_f1_table
-from har_core.labels import picture_name, spoken
-from har_core.plots import confusion_figure, disagreement_heatmap, f1_heatmap, robustness_heatmap
-from har_core.robustness import heatmap_table
+from har_core.evaluation.analysis import HEADLINE, biggest_mix_up, cell_samples, metrics_table, per_class_f1_table
+from har_core.data.labels import picture_name, spoken
+from har_core.evaluation.plots import confusion_figure, disagreement_heatmap, f1_heatmap, robustness_heatmap
+from har_core.explain.robustness import heatmap_table
 from ui.choices import follow_link, share_view, sidebar
 from ui.common import (best_run, figure, friendly, metrics as run_metrics, need_runs, predictions as run_predictions,
                        robustness, splits_with, thumbnail_grid)

@@ -3,10 +3,11 @@ import time
 
 import streamlit as st
 
-from har_core.cam import CLASS_AGNOSTIC, EXPLANATIONS, OCCLUSION, SLOW_METHODS, occlusion_window, overlay_on_picture
-from har_core.labels import picture_name, spoken
-from har_core.plots import heat_scale_html
-from har_core.imaging import image_digest
+from har_core.explain.cam import (CLASS_AGNOSTIC, EXPLANATIONS, OCCLUSION, SLOW_METHODS, occlusion_window,
+                                  overlay_on_picture)
+from har_core.data.labels import picture_name, spoken
+from har_core.evaluation.plots import heat_scale_html
+from har_core.data.imaging import image_digest
 from ui.answers import explanation, image_source
 from ui.choices import follow_link, share_view, sidebar
 from ui.common import friendly, image_models, model_columns, models, need_runs

@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from har_core.imaging import image_digest
-from har_core.inside import tile_mosaic
-from har_core.plots import feature_map_grid
+from har_core.data.imaging import image_digest
+from har_core.explain.inside import tile_mosaic
+from har_core.evaluation.plots import feature_map_grid
 from ui.answers import image_source
 from ui.choices import follow_link, share_view, sidebar
 from ui.common import best_run, figure, friendly, image_models, model, need_runs

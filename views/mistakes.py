@@ -1,12 +1,12 @@
 import streamlit as st
 
-from har_core.analysis import mistakes, picture_cards
-from har_core.cam import overlay_on_picture
-from har_core.ensemble import default_members
-from har_core.artifacts import predictions_file
-from har_core.imaging import image_digest, load_image
-from har_core.labels import picture_name, spoken
-from har_core.video import VIDEO_SUFFIXES
+from har_core.evaluation.analysis import mistakes, picture_cards
+from har_core.explain.cam import overlay_on_picture
+from har_core.evaluation.ensemble import default_members
+from har_core.models.artifacts import predictions_file
+from har_core.data.imaging import image_digest, load_image
+from har_core.data.labels import picture_name, spoken
+from har_core.data.video import VIDEO_SUFFIXES
 from ui.answers import explanation
 from ui.choices import follow_link, share_view, sidebar
 from ui.clips import folder_clip

@@ -1,8 +1,8 @@
 import streamlit as st
 
-from har_core.analysis import overview_table, starts_from, training_in_words
-from har_core.ensemble import stored_metrics
-from har_core.plots import accuracy_bars
+from har_core.evaluation.analysis import overview_table, starts_from, training_in_words
+from har_core.evaluation.ensemble import stored_metrics
+from har_core.evaluation.plots import accuracy_bars
 from ui.choices import ensemble_members, sidebar
 from ui.common import figure, glossary, model_columns, need_runs
 from ui.sharing import report_maker

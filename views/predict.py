@@ -1,13 +1,13 @@
 import pandas as pd
 import streamlit as st
 
-from har_core.analysis import agreement
-from har_core.backend import LABELS
-from har_core.calibration import DEFAULT_TARGET_ACCURACY, default_tta, tta_mismatch
-from har_core.inference import ensemble
-from har_core.labels import picture_name, spoken
-from har_core.plots import probability_bars, thumbnail_uri
-from har_core.similarity import VOTE_K
+from har_core.evaluation.analysis import agreement
+from har_core.models.backend import LABELS
+from har_core.evaluation.calibration import DEFAULT_TARGET_ACCURACY, default_tta, tta_mismatch
+from har_core.models.inference import ensemble
+from har_core.data.labels import picture_name, spoken
+from har_core.evaluation.plots import probability_bars, thumbnail_uri
+from har_core.retrieval.similarity import VOTE_K
 from ui.answers import WRAPPED_ANSWERS, image_source, predict
 from ui.choices import ensemble_members, follow_link, one_class_list, share_view, sidebar
 from ui.common import backend, friendly, glossary, image_models, model_columns, models, need_runs

@@ -1,8 +1,8 @@
 import streamlit as st
 
-from har_core.labels import spoken
-from har_core.plots import confusion_figure, probability_bars
-from har_core.teach import FEW_HELD_OUT, MAX_CLASSES, MIN_CLASSES
+from har_core.data.labels import spoken
+from har_core.evaluation.plots import confusion_figure, probability_bars
+from har_core.training.teach import FEW_HELD_OUT, MAX_CLASSES, MIN_CLASSES
 from ui.answers import read_uploads
 from ui.choices import sidebar
 from ui.common import IMAGE_TYPES, figure, friendly, image_models, need_runs

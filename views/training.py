@@ -1,7 +1,7 @@
 import pandas as pd
 import streamlit as st
 
-from har_core.plots import learning_curves
+from har_core.evaluation.plots import learning_curves
 from ui.choices import sidebar
 from ui.common import figure, friendly, metrics, need_runs
 

@@ -1,14 +1,14 @@
 import pandas as pd
 import streamlit as st
 
-from har_core.calibration import DEFAULT_TARGET_ACCURACY
-from har_core.cam import explain, overlay_on_picture
-from har_core.ensemble import default_members, describe_classes
-from har_core.imaging import safe_name
-from har_core.labels import spoken
-from har_core.plots import action_timeline
-from har_core.timeline import NO_ACTION
-from har_core.video import VIDEO_SUFFIXES
+from har_core.evaluation.calibration import DEFAULT_TARGET_ACCURACY
+from har_core.explain.cam import explain, overlay_on_picture
+from har_core.evaluation.ensemble import default_members, describe_classes
+from har_core.data.imaging import safe_name
+from har_core.data.labels import spoken
+from har_core.evaluation.plots import action_timeline
+from har_core.explain.timeline import NO_ACTION
+from har_core.data.video import VIDEO_SUFFIXES
 from ui.choices import sidebar
 from ui.clips import clip_or_say, content_digest, folder_clip, no_action_thresholds, timeline_of, video_files
 from ui.common import figure, friendly, models, need_runs
