@@ -37,7 +37,7 @@ def test_the_report_embeds_everything_and_fetches_nothing(written, tiny_runs):
     for run in runs:
         assert f">{run.name}<" in page
     calibration = page.split("<h2>Calibration</h2>")[1].split("</section>")[0]
-    assert "No run is calibrated on test yet" in calibration  # 6 val pictures each: too few for a temperature
+    assert "No model's confidences were calibrated on the test pictures" in calibration  # 6 val pictures each: too few for a temperature
 
 
 def test_the_reports_calibration_section_tables_and_draws_every_calibrated_run():
@@ -88,7 +88,7 @@ def test_the_in_app_report_uses_the_servers_models_and_scan_limit_one_at_a_time(
             return real_build(*args, **kwargs)
         finally:
             building.pop()
-    monkeypatch.setattr(ui.sharing, "build_report", build)
+    monkeypatch.setattr(report_module, "build_report", build)  # ui.sharing imports it when a report is asked for
     runs = find_runs(tiny_runs)[0]
     pages = []
     selections = [Selection(runs=runs, data_root=kaggle_data), Selection(runs=runs[:1], data_root=kaggle_data)]
@@ -109,7 +109,7 @@ def test_the_reports_robustness_section_tables_each_measured_run_and_names_the_o
     from har_core.report import robustness_html
     from har_core.explain.robustness import write_robustness
     from har_core.explain.whatif import CORRUPTIONS
-    assert "No robustness measured yet" in robustness_html(find_runs(tiny_runs)[0])
+    assert "Not measured for these models" in robustness_html(find_runs(tiny_runs)[0])
     run = open_run(copy_of(tiny_runs / "custom_cnn"))
     table = pd.DataFrame([("custom_cnn", name, s, 0.8 - 0.1 * s) for name in CORRUPTIONS for s in range(4)],
                          columns=["run", "corruption", "strength", "accuracy"])

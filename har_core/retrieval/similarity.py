@@ -170,6 +170,7 @@ def embed_run(loaded: LoadedModel, index: DataIndex, batch_size: int = 32, devic
             effect = {}
     try:
         embeddings.save(run.path / EMBEDDINGS)
+        embeddings = load_embeddings(run.path / EMBEDDINGS, run.name)  # the report describes them as stored (float16)
         train_rows = embeddings.rows("train")
         if build_index == "always" or (build_index == "auto" and len(train_rows) > EXACT_LIMIT):
             VectorIndex.build(embeddings.vectors[train_rows], train_rows).save(run.path, embeddings.ident)
