@@ -66,7 +66,7 @@ def answers_table(frames: dict[str, pd.DataFrame], classes: list[str], members: 
 
 def ensemble_probabilities(frames: dict[str, pd.DataFrame], classes: list[str], members: list[str],
                            temperature: float, files: list[str]) -> np.ndarray:
-    """The ensemble's probabilities of `files` (har_core.evaluation.ensemble.combine) from the members' stored calibrated
+    """The ensemble's probabilities of `files` (har_core.models.calibration_maths.combine) from the members' stored calibrated
     predictions; every run is a member when none of `members` has predictions."""
     members = [name for name in members if name in frames] or list(frames)
     probs = [probabilities(frames[name].set_index("filename").loc[files], classes) for name in members]

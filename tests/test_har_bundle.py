@@ -10,8 +10,9 @@ def run_named(name):
     return next(run for run in RUNS if run.name == name)
 
 
-def write_card(run_dir, epochs_trained, with_test=True):
+def write_card(run_dir, epochs_trained, with_test=True, last_val=0.5):
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "history.json").write_text(json.dumps([{"epoch": epochs_trained, "val_accuracy": last_val}]))
     metrics = {"val": {"accuracy": 0.5}} | ({"test": {"accuracy": 0.5}} if with_test else {})
     (run_dir / artifacts.CARD).write_text(json.dumps({"epochs_trained": epochs_trained, "metrics": metrics}))
 
@@ -54,3 +55,14 @@ def test_a_student_waits_for_unfinished_teachers_and_trains_nothing(tmp_path, mo
                             "--only", "custom_cnn_taught"]) == 0
     assert called == []
     assert "custom_cnn_taught: waits for its teachers efficientnet_lite1" in capsys.readouterr().out
+
+
+def test_of_two_finished_rivals_only_the_better_on_val_is_shipped(tmp_path):
+    plain, taught = run_named("custom_cnn"), run_named("custom_cnn_taught")
+    assert taught.rival == "custom_cnn"
+    write_card(tmp_path / "custom_cnn", plain.epochs, last_val=0.46)
+    assert har_bundle.without_beaten_rivals(tmp_path, ["custom_cnn"]) == ["custom_cnn"]  # the rival is unfinished
+    write_card(tmp_path / "custom_cnn_taught", taught.epochs, last_val=0.41)
+    assert har_bundle.without_beaten_rivals(tmp_path, ["custom_cnn", "custom_cnn_taught"]) == ["custom_cnn"]
+    write_card(tmp_path / "custom_cnn_taught", taught.epochs, last_val=0.58)
+    assert har_bundle.without_beaten_rivals(tmp_path, ["custom_cnn", "custom_cnn_taught"]) == ["custom_cnn_taught"]

@@ -236,7 +236,6 @@ def test_the_report_downloaded_from_overview_ends_with_this_sessions_quiz_round(
     def build(runs, *args, quiz=None, **kwargs):  # the report's quiz section alone: the rest is test_report's
         return f"<h2>Quiz</h2>{quiz.sentence()}" if quiz is not None else "no quiz"
     monkeypatch.setattr(report_module, "build_report", build)
-    monkeypatch.setattr(ui.sharing, "build_report", build, raising=False)  # imported once, or when a report is made
     ui.sharing._report.clear()
     table = answers_table(FRAMES, ACTIONS, ["a", "b"])
     rounds = [summary([Question("p2", "drinking", answer=said, answered_by="teacher", revealed=True)], table,

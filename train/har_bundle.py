@@ -36,6 +36,7 @@ class BundleRun:
     teachers: tuple[str, ...] = ()  # runs of this bundle that teach it (trained first)
     why: str = ""
     image_size: int = 0  # 0: the model's own input size
+    rival: str = ""  # a run of the same model by another recipe: --copy-to ships only the better of the two on val
 
     @property
     def epochs(self) -> int:
@@ -73,7 +74,7 @@ RUNS = (
               why="the groups' five-block CNN from a random start, at 128 px (the groups: 256 px)"),
     BundleRun("custom_cnn_taught", "custom_cnn", dict(CUSTOM_CNN, cached_views=4, distill_temperature=2.0,
                                                       distill_weight=1.0),
-              teachers=("efficientnet_lite2", "efficientnet_lite1"), image_size=128,
+              teachers=("efficientnet_lite2", "efficientnet_lite1"), image_size=128, rival="custom_cnn",
               why="the same CNN and recipe, taught by the pretrained EfficientNets on 4 fixed views of every "
                   "picture (their logits computed once); the bundle keeps whichever of the two is better on val"),
     BundleRun("resnet50", "resnet50", dict(epochs=30, optimizer="adamw", lr=2e-3, weight_decay=0.05,
@@ -126,6 +127,27 @@ def run_module(module: str, argv: list[str]) -> None:
     result = main(argv)
     if isinstance(result, int) and result != 0:
         raise SystemExit(result)
+
+
+def last_val_accuracy(run_dir: Path) -> float:
+    """Val accuracy on the checkpoint-choice half at the run's last epoch (history.json): the rule between rivals,
+    fixed before either finished."""
+    return json.loads((run_dir / "history.json").read_text())[-1]["val_accuracy"]
+
+
+def without_beaten_rivals(out: Path, names: list[str]) -> list[str]:
+    """The runs to ship: of two rivals that are both finished, only the one better on val."""
+    keep = list(names)
+    for run in RUNS:
+        pair = [run.name, run.rival]
+        if not run.rival or not all(finished(out / name, next(r for r in RUNS if r.name == name)) for name in pair):
+            continue
+        loser = min(pair, key=lambda name: last_val_accuracy(out / name))
+        if loser in keep:
+            keep.remove(loser)
+            print(f"{loser} is not shipped: {max(pair, key=lambda name: last_val_accuracy(out / name))} is better "
+                  "on val", flush=True)
+    return keep
 
 
 def copy_finished(out: Path, target: Path, names: list[str]) -> None:
@@ -185,7 +207,7 @@ def main(argv=None) -> int:
             run_module(module, argv)
         done.append(run.name)
     if args.copy_to:
-        copy_finished(out, args.copy_to, done)
+        copy_finished(out, args.copy_to, without_beaten_rivals(out, done))
     return 0
 
 
