@@ -19,8 +19,9 @@ from ui.common import (IMAGE_TYPES, Selection, file_stamp, inside_or_none, confi
 # an answer too long for its metric ("listening to music" in a third of Predict's column at 1280 px) wraps onto a
 # second line instead of being cut to "listening to m…"
 WRAPPED_ANSWERS = """<style>
-[data-testid="stMetricValue"] * { white-space: normal; overflow: visible; text-overflow: clip; }
-</style>"""
+[data-testid="stMetricValue"], [data-testid="stMetricValue"] * {
+  white-space: normal !important; overflow: visible !important; text-overflow: clip !important; }
+</style>"""  # !important and the value itself too: Streamlit's own rule kept it on one line, over the next metric
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
