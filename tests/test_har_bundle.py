@@ -3,11 +3,7 @@ import json
 
 from har_core.models import artifacts
 from train import har_bundle
-from train.har_bundle import RUNS, finished, train_command
-
-
-def run_named(name):
-    return next(run for run in RUNS if run.name == name)
+from train.har_bundle import bundle_run, finished, train_command
 
 
 def write_card(run_dir, epochs_trained, with_test=True, last_val=0.5):
@@ -18,7 +14,7 @@ def write_card(run_dir, epochs_trained, with_test=True, last_val=0.5):
 
 
 def test_a_run_is_finished_only_with_all_its_epochs_and_a_test_figure(tmp_path):
-    run = run_named("custom_cnn")
+    run = bundle_run("custom_cnn")
     assert not finished(tmp_path / "custom_cnn", run)
     write_card(tmp_path / "custom_cnn", run.epochs - 1)
     assert not finished(tmp_path / "custom_cnn", run)
@@ -29,7 +25,7 @@ def test_a_run_is_finished_only_with_all_its_epochs_and_a_test_figure(tmp_path):
 
 
 def test_a_stopped_run_resumes_and_a_new_one_gets_its_recipe_and_teachers(tmp_path):
-    run = run_named("custom_cnn_taught")
+    run = bundle_run("custom_cnn_taught")
     fresh = train_command(run, "DATA", tmp_path, tmp_path / "split.csv", "cpu")
     assert "--resume" not in fresh
     assert fresh[fresh.index("--teacher") + 1] == f"{tmp_path / 'efficientnet_lite2'},{tmp_path / 'efficientnet_lite1'}"
@@ -50,7 +46,7 @@ def test_a_student_waits_for_unfinished_teachers_and_trains_nothing(tmp_path, mo
     (tmp_path / "split.csv").write_text("filename,label,split\n")
     called = []
     monkeypatch.setattr(har_bundle, "run_module", lambda module, argv: called.append(module))
-    write_card(tmp_path / "runs" / "efficientnet_lite2", run_named("efficientnet_lite2").epochs)  # Lite1 unfinished
+    write_card(tmp_path / "runs" / "efficientnet_lite2", bundle_run("efficientnet_lite2").epochs)  # Lite1 unfinished
     assert har_bundle.main(["--data", str(data), "--out", str(tmp_path / "runs"), "--split", str(tmp_path / "split.csv"),
                             "--only", "custom_cnn_taught"]) == 0
     assert called == []
@@ -58,7 +54,7 @@ def test_a_student_waits_for_unfinished_teachers_and_trains_nothing(tmp_path, mo
 
 
 def test_of_two_finished_rivals_only_the_better_on_val_is_shipped(tmp_path):
-    plain, taught = run_named("custom_cnn"), run_named("custom_cnn_taught")
+    plain, taught = bundle_run("custom_cnn"), bundle_run("custom_cnn_taught")
     assert taught.rival == "custom_cnn"
     write_card(tmp_path / "custom_cnn", plain.epochs, last_val=0.46)
     assert har_bundle.without_beaten_rivals(tmp_path, ["custom_cnn"]) == ["custom_cnn"]  # the rival is unfinished

@@ -129,6 +129,10 @@ def run_module(module: str, argv: list[str]) -> None:
         raise SystemExit(result)
 
 
+def bundle_run(name: str) -> BundleRun:
+    return next(run for run in RUNS if run.name == name)
+
+
 def last_val_accuracy(run_dir: Path) -> float:
     """Val accuracy on the checkpoint-choice half at the run's last epoch (history.json): the rule between rivals,
     fixed before either finished."""
@@ -140,13 +144,12 @@ def without_beaten_rivals(out: Path, names: list[str]) -> list[str]:
     keep = list(names)
     for run in RUNS:
         pair = [run.name, run.rival]
-        if not run.rival or not all(finished(out / name, next(r for r in RUNS if r.name == name)) for name in pair):
+        if not run.rival or not all(finished(out / name, bundle_run(name)) for name in pair):
             continue
-        loser = min(pair, key=lambda name: last_val_accuracy(out / name))
+        loser, winner = sorted(pair, key=lambda name: last_val_accuracy(out / name))
         if loser in keep:
             keep.remove(loser)
-            print(f"{loser} is not shipped: {max(pair, key=lambda name: last_val_accuracy(out / name))} is better "
-                  "on val", flush=True)
+            print(f"{loser} is not shipped: {winner} is better on val", flush=True)
     return keep
 
 
@@ -193,7 +196,7 @@ def main(argv=None) -> int:
     done = []
     for number, run in enumerate(chosen, 1):
         run_dir = out / run.name
-        missing = [t for t in run.teachers if not finished(out / t, next(r for r in RUNS if r.name == t))]
+        missing = [t for t in run.teachers if not finished(out / t, bundle_run(t))]
         if missing:
             print(f"[{number}/{len(chosen)}] {run.name}: waits for its teachers {', '.join(missing)}", flush=True)
             continue
