@@ -28,6 +28,7 @@ from har_core.data.datasets import DataError
 from har_core.explain.cam import SLOW_METHODS, explain, overlay_on_picture
 from har_core.data.fileio import is_inside
 from har_core.data.imaging import ImageError, load_image
+from har_core.data.labels import spoken
 from har_core.models.inference import LoadedModel, load_run
 from har_core.models.temperature import run_temperature
 from har_core.explain.robustness import RobustnessError, clean_accuracy, heatmap_table, mean_drop, read_robustness
@@ -96,20 +97,21 @@ def mistakes_html(runs: list[Run], data_root: Path | None, split: str, per_model
                 cells.append(f"<figure><figcaption>{html.escape(row.filename)}: {html.escape(str(error))}"
                              "</figcaption></figure>")
                 continue
-            caption = (f"{html.escape(Path(row.filename).name)}<br>true <b>{html.escape(row.true)}</b> · "
-                       f"predicted <b>{html.escape(row.predicted)}</b> ({row.confidence:.0%})")
+            true, predicted = html.escape(spoken(row.true)), html.escape(spoken(row.predicted))  # words, as the pages
+            caption = (f"{html.escape(Path(row.filename).name)}<br>true <b>{true}</b> · "
+                       f"predicted <b>{predicted}</b> ({row.confidence:.0%})")
             cells.append(picture_html(image, caption))
             started = time.perf_counter()
             explanation = explain(loaded, image, method)
             took = f" ({time.perf_counter() - started:.1f} s)" if method in SLOW_METHODS else ""
             if explanation.empty:  # a blank map would read as an answer
                 cells.append(f"<figure><figcaption>{method} of {html.escape(run.name)} marks no part of this "
-                             f"picture for {html.escape(row.predicted)}: its map is empty{took}.</figcaption></figure>")
+                             f"picture for {predicted}: its map is empty{took}.</figcaption></figure>")
                 continue
             heatmap = overlay_on_picture(explanation, image, run.card["input_size"],
                                          run.card["crop_pct"])  # the whole picture, the model's crop outlined
             cells.append(picture_html(heatmap, f"{method} of {html.escape(run.name)} for "
-                                               f"{html.escape(row.predicted)}{took}"))
+                                               f"{predicted}{took}"))
         parts.append(f"<h3>{html.escape(run.name)}</h3><div class=\"grid\">{''.join(cells)}</div>")
     return "".join(parts) or f"<p>No predictions on the {split} split.</p>"
 
