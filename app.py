@@ -27,6 +27,8 @@ pages = [
     st.Page("views/quiz.py", title="Quiz", icon="🎯"),
 ]
 page = st.navigation(pages)
-with spans.logged(page.title):  # HAR_SPANS=1: where this run's time went, one line in the server's log
-    page.run()
-warm_up_after_page()  # the page is drawn: now the models load, for the first upload
+try:
+    with spans.logged(page.title):  # HAR_SPANS=1: where this run's time went, one line in the server's log
+        page.run()
+finally:  # the page is drawn (or stopped early, e.g. Predict before a photo): now the models load, for the first upload
+    warm_up_after_page()

@@ -21,25 +21,43 @@ def record_warm_up(thread):
 threading.Thread.start = record_warm_up
 from streamlit.testing.v1 import AppTest
 at = AppTest.from_file({app!r}, default_timeout=600)
+if {page!r}:
+    at.switch_page({page!r})
 at.run()
 heavy = sorted(m for m in ("torch", "timm", "torchvision", "pytorch_grad_cam") if m in sys.modules)
 print(json.dumps({{"title": [t.value for t in at.title], "errors": [e.message for e in at.exception],
                   "cards": [m.value for m in at.markdown if m.value.startswith("#### ")], "heavy": heavy,
+                  "info": [i.value for i in at.info],
                   "warm_up": asked}}))
 """
 
 
-def test_the_overview_is_drawn_without_torch_and_the_models_warm_up_after_it():
+def first_page(page: str = "") -> dict:
+    """app.py's first run in a fresh interpreter on the bundled HAR runs, opened on `page` (default: Overview)."""
     bundled = ROOT / "assets" / "runs_har"
-    runs = sorted(p.name for p in bundled.iterdir() if (p / "card.json").is_file())
-    script = FIRST_PAGE.format(root=str(ROOT), app=str(ROOT / "app.py"))
+    script = FIRST_PAGE.format(root=str(ROOT), app=str(ROOT / "app.py"), page=page)
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=900,
                           env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT.parent), "HAR_RUNS": str(bundled),
                                "HAR_DATA": str(ROOT.parent / "shared" / "data" / "har")})
     assert done.returncode == 0, done.stderr[-3000:]
-    page = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_overview_is_drawn_without_torch_and_the_models_warm_up_after_it():
+    runs = sorted(p.name for p in (ROOT / "assets" / "runs_har").iterdir() if (p / "card.json").is_file())
+    page = first_page()
     assert page["title"] == ["📋 Overview"] and not page["errors"]
     assert sorted(card.removeprefix("#### ") for card in page["cards"]) == runs  # the page was drawn whole
     assert page["heavy"] == []
     assert len(page["warm_up"]) == 1  # the models are still loaded ahead of the first upload, asked for once the
     assert not [name for name in page["warm_up"][0] if "/views/" in name]  # page's script is done (not inside it)
+
+
+def test_a_first_page_that_stops_early_still_warms_the_models_up():
+    # Predict before a photo ends in st.stop(): the warm-up must still be asked for, after the page's own script,
+    # or the room's first upload waits for torch and every model (it did: app.py's call came after page.run())
+    page = first_page("views/predict.py")
+    assert page["title"] == ["🔮 Predict & compare"] and not page["errors"]
+    assert any("photo" in info.lower() for info in page["info"])  # it did stop, waiting for a photo
+    assert len(page["warm_up"]) == 1
+    assert not [name for name in page["warm_up"][0] if "/views/" in name]

@@ -1,6 +1,7 @@
 """The sidebar (runs, image folder, class list), deep links and presentation mode."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import streamlit as st
@@ -145,7 +146,7 @@ def sidebar() -> Selection:
             st.session_state.update(run_choice_defaults(runs))
     selection = Selection(runs=runs, data_root=data_root, runs_dir=Path(runs_dir) if runs_dir else None,
                           left_out=left_out)
-    st.session_state["_runs_shown"] = selection.runs  # warmed up once the page is drawn (`warm_up_after_page`)
+    _this_run.shown = selection.runs  # warmed up once the page is drawn (`warm_up_after_page`)
     if present:
         st.html(PRESENTATION_CSS)
         share_view(present=1)
@@ -156,9 +157,13 @@ def sidebar() -> Selection:
 
 def warm_up_after_page() -> None:
     """Load the shown runs' models in the background (ui.common.warm_up), asked for once the page's script is
-    done: importing torch and loading the models never delays the first page a visitor sees (#41)."""
-    warm_up(st.session_state.get("_runs_shown", []))
+    done: importing torch and loading the models never delays the first page a visitor sees (#41). Called in a
+    `finally` also after st.stop(), so it makes no Streamlit call: after a stop request any call would raise
+    StopException again. The shown runs are kept per script run: Streamlit runs each rerun in a thread of its own."""
+    warm_up(getattr(_this_run, "shown", []))
 
+
+_this_run = threading.local()  # the runs this script run shows (`sidebar` sets, `warm_up_after_page` reads)
 
 NO_RUN = ""  # no run is called this: a selectbox holding it falls back to its page's default
 

@@ -85,8 +85,18 @@ def model_stamp(run: Run) -> tuple[float, ...]:
                                                       artifacts.predictions_file("val")))
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
+_warm_ups: dict[tuple, threading.Thread] = {}  # once per server process and set of runs (no Streamlit cache:
+_warm_ups_lock = threading.Lock()             # app.py asks for it after st.stop() too, where no st call may run)
+
+
 def _warm_up(paths: tuple[str, ...], stamps: tuple[tuple[float, ...], ...]) -> threading.Thread:
+    with _warm_ups_lock:
+        if (paths, stamps) not in _warm_ups:
+            _warm_ups[paths, stamps] = _start_loading(paths, stamps)
+        return _warm_ups[paths, stamps]
+
+
+def _start_loading(paths: tuple[str, ...], stamps: tuple[tuple[float, ...], ...]) -> threading.Thread:
     def load_all():
         from har_core.explain.inside import receptive_fields
         loaded = []
