@@ -3,13 +3,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.metrics import confusion_matrix
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from conftest import CLASSES, set_temperature, synthetic_image
+from conftest import CLASSES, ROOT, set_temperature, synthetic_image
 from har_core.evaluation import analysis, plots
 from har_core.models.artifacts import find_runs, load_weights, open_run
 from har_core.evaluation.calibration import run_temperature, temper
-from har_core.evaluation.ensemble import default_members, stored_metrics
+from har_core.evaluation.ensemble import default_members, stored_headline, stored_metrics
+from har_core.evaluation.metrics import headline
 from har_core.evaluation.evaluate import default_workers, evaluate_split
 from har_core.models.inference import build_for_card, forward_probs, load_run, predict_all
 
@@ -93,6 +94,23 @@ def test_ensemble_is_the_mean_of_stored_probabilities(runs, copy_of):
     assert ensemble["accuracy"] == pytest.approx(float((expected == truth).mean()))
     assert ensemble["confusion_matrix"] == confusion_matrix(truth, expected, labels=range(3)).tolist()
     assert (expected == 1).all() and (np.mean(raw, 0).argmax(1) == 0).all()  # the raw mean would answer otherwise
+
+
+def test_the_first_pages_headline_figures_are_scikit_learns():
+    rng = np.random.default_rng(0)
+    for n_classes, n in ((15, 300), (4, 7), (6, 40)):  # small ones leave classes nobody is and nobody predicts
+        truth, guess = rng.integers(0, n_classes, n), rng.integers(0, n_classes - 1, n)
+        figures = headline(truth, guess, n_classes)
+        assert figures["accuracy"] == pytest.approx(accuracy_score(truth, guess))
+        assert figures["macro_f1"] == pytest.approx(f1_score(truth, guess, labels=range(n_classes), average="macro",
+                                                             zero_division=0))
+
+
+def test_the_overviews_ensemble_line_equals_the_full_metrics():
+    runs = find_runs(ROOT / "assets" / "runs_har")[0]  # the HAR bundle's stored test predictions: real mistakes
+    full, line = stored_metrics(runs), stored_headline(runs)
+    assert line["runs"] == full["runs"] and 0.5 < line["accuracy"] < 0.95 and line["macro_f1"] != line["accuracy"]
+    assert (line["accuracy"], line["macro_f1"]) == pytest.approx((full["accuracy"], full["macro_f1"]))
 
 
 def test_confusion_figure_has_one_clickable_point_per_cell(runs):

@@ -24,7 +24,7 @@ at = AppTest.from_file({app!r}, default_timeout=600)
 if {page!r}:
     at.switch_page({page!r})
 at.run()
-heavy = sorted(m for m in ("torch", "timm", "torchvision", "pytorch_grad_cam") if m in sys.modules)
+heavy = sorted(m for m in ("torch", "timm", "torchvision", "pytorch_grad_cam", "sklearn") if m in sys.modules)
 print(json.dumps({{"title": [t.value for t in at.title], "errors": [e.message for e in at.exception],
                   "cards": [m.value for m in at.markdown if m.value.startswith("#### ")], "heavy": heavy,
                   "info": [i.value for i in at.info],

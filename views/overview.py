@@ -1,7 +1,7 @@
 import streamlit as st
 
 from har_core.evaluation.analysis import overview_table, starts_from, training_in_words
-from har_core.evaluation.ensemble import stored_metrics
+from har_core.evaluation.ensemble import stored_headline
 from har_core.evaluation.plots import accuracy_bars
 from ui.choices import ensemble_members, sidebar
 from ui.common import figure, glossary, model_columns, need_runs
@@ -25,7 +25,7 @@ st.dataframe(table, hide_index=True, width="stretch",
 if table["test accuracy"].notna().any():
     st.plotly_chart(figure(accuracy_bars, table.dropna(subset=["test accuracy"])), width="stretch")
 members = ensemble_members(selection.runs, key="overview_ensemble")
-ensemble = stored_metrics([run for run in selection.runs if run.name in members])
+ensemble = stored_headline([run for run in selection.runs if run.name in members])
 if ensemble:
     st.success(f"**Ensemble** of {', '.join(ensemble['runs'])} (mean calibrated probability): "
                f"test accuracy **{ensemble['accuracy']:.1%}**, macro-F1 **{ensemble['macro_f1']:.3f}**")

@@ -18,7 +18,7 @@ from har_core.evaluation.calibration import (CalibrationPictures, calibration_fi
 from har_core.models.calibration_maths import (DEFAULT_COVERAGE, CalibrationError, combine, expected_calibration_error,
                                                fit_temperature, nll, set_report, temper)
 from har_core.data.labels import spoken
-from har_core.evaluation.metrics import compute_metrics
+from har_core.evaluation.metrics import compute_metrics, headline
 from har_core.models.temperature import run_temperature
 
 
@@ -114,10 +114,7 @@ def ensemble_figures(runs: list[Run], coverage: float = DEFAULT_COVERAGE) -> dic
             "worst_class_coverage": sets["worst_class_coverage"], "calibrated_on": fitted.part}
 
 
-def stored_metrics(runs: list[Run], split: str = "test") -> dict | None:
-    """Metrics of the ensemble of `runs` on a split, from their stored predictions (None: fewer than two
-    runs with predictions, or runs with different classes or that predicted different files: other splits,
-    other data, a clip model beside image models)."""
+def _stored_ensemble(runs: list[Run], split: str) -> tuple[list[Run], np.ndarray, np.ndarray] | None:
     with_predictions = [run for run in runs if run.has(artifacts.predictions_file(split))]
     if len(with_predictions) < 2:
         return None
@@ -125,5 +122,23 @@ def stored_metrics(runs: list[Run], split: str = "test") -> dict | None:
         probs, labels = aligned_members(with_predictions, split)
     except CalibrationError:
         return None
-    classes = with_predictions[0].classes
-    return compute_metrics(list(labels), combine(probs), classes) | {"runs": [run.name for run in with_predictions]}
+    return with_predictions, combine(probs), np.asarray(labels)
+
+
+def stored_metrics(runs: list[Run], split: str = "test") -> dict | None:
+    """Metrics of the ensemble of `runs` on a split, from their stored predictions (None: fewer than two
+    runs with predictions, or runs with different classes or that predicted different files: other splits,
+    other data, a clip model beside image models)."""
+    if (ensemble := _stored_ensemble(runs, split)) is None:
+        return None
+    members, probs, labels = ensemble
+    return compute_metrics(list(labels), probs, members[0].classes) | {"runs": [run.name for run in members]}
+
+
+def stored_headline(runs: list[Run], split: str = "test") -> dict | None:
+    """The ensemble's accuracy and macro-F1 as `stored_metrics` gives them, without importing scikit-learn (the
+    Overview, the first page a visitor sees)."""
+    if (ensemble := _stored_ensemble(runs, split)) is None:
+        return None
+    members, probs, labels = ensemble
+    return headline(labels, probs.argmax(1), len(members[0].classes)) | {"runs": [run.name for run in members]}

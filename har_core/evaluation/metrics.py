@@ -1,14 +1,14 @@
-"""Classification metrics, all computed by scikit-learn."""
+"""Classification metrics, computed by scikit-learn; the first page's two headline figures without it."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (accuracy_score, classification_report, confusion_matrix,
-                             precision_recall_fscore_support, top_k_accuracy_score)
 
 
 def compute_metrics(y_true, probs: np.ndarray, classes: list[str], top_k=(3, 5)) -> dict:
     """Metrics of class probabilities `probs` (N × C) against integer labels `y_true`."""
+    from sklearn.metrics import (accuracy_score, classification_report, confusion_matrix,  # here: see `headline`
+                                 precision_recall_fscore_support, top_k_accuracy_score)
     y_true = np.asarray(y_true)
     labels = list(range(len(classes)))
     y_pred = probs.argmax(1)
@@ -25,6 +25,17 @@ def compute_metrics(y_true, probs: np.ndarray, classes: list[str], top_k=(3, 5))
                                                 output_dict=True, zero_division=0)
     result["confusion_matrix"] = confusion_matrix(y_true, y_pred, labels=labels).tolist()
     return result
+
+
+def headline(y_true, y_pred, n_classes: int) -> dict:
+    """Accuracy and macro-F1 (a class nobody predicts and nobody is scores F1 0, as compute_metrics' zero_division=0)
+    from the confusion counts. The Overview shows only these two, and importing sklearn.metrics alone takes longer
+    than the whole first page may (#41); the tests hold them equal to scikit-learn's."""
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    counts = np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    hits, seen = np.diag(counts).astype(float), (counts.sum(0) + counts.sum(1)).astype(float)  # F1 = 2TP / (pred + true)
+    f1 = np.divide(2 * hits, seen, out=np.zeros(n_classes), where=seen > 0)
+    return {"accuracy": float(hits.sum() / max(len(y_true), 1)), "macro_f1": float(f1.mean())}
 
 
 def summary(metrics: dict) -> dict:
