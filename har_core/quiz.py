@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from har_core.evaluation.analysis import joined_predictions
-from har_core.evaluation.ensemble import combine
+from har_core.models.calibration_maths import combine
 from har_core.data.labels import spoken
 from har_core.evaluation.metrics import probabilities
 

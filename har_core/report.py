@@ -22,8 +22,8 @@ from PIL import Image
 from har_core.evaluation.analysis import (HEADLINE, dataset_summary, metrics_table, mistakes, overview_table,
                                           per_class_f1_table)
 from har_core.models.artifacts import Run
-from har_core.evaluation.calibration import (CalibrationError, calibrated_frame, calibration_table, fitted_on_line,
-                                             report_of)
+from har_core.evaluation.calibration import calibrated_frame, calibration_table, fitted_on_line, report_of
+from har_core.models.calibration_maths import CalibrationError
 from har_core.data.datasets import DataError
 from har_core.explain.cam import SLOW_METHODS, explain, overlay_on_picture
 from har_core.data.fileio import is_inside

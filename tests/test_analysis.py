@@ -8,7 +8,8 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 from conftest import CLASSES, ROOT, set_temperature, synthetic_image
 from har_core.evaluation import analysis, plots
 from har_core.models.artifacts import find_runs, load_weights, open_run
-from har_core.evaluation.calibration import run_temperature, temper
+from har_core.models.temperature import run_temperature
+from har_core.models.calibration_maths import temper
 from har_core.evaluation.ensemble import default_members, stored_headline, stored_metrics
 from har_core.evaluation.metrics import headline
 from har_core.evaluation.evaluate import default_workers, evaluate_split

@@ -74,7 +74,7 @@ def test_predict_page_predicts_a_sample_with_every_model(app, tiny_runs, kaggle_
     assert not at.exception
     # #39: the numbers with TTA are the model's own answers on the picture and its mirror image, averaged
     from PIL import Image
-    from har_core.evaluation.calibration import run_temperature
+    from har_core.models.temperature import run_temperature
     from har_core.models.calibration_maths import temper
     from har_core.data.imaging import load_image
     from har_core.models.inference import load_run

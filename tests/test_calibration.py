@@ -13,8 +13,9 @@ from scipy.stats import beta, binom
 from conftest import ROOT, SPORTS15
 from har_core.data.labels import spoken
 from har_core.models.artifacts import find_runs, open_run
-from har_core.evaluation.calibration import (calibrate_run, coverage_figures, run_calibration_pictures, run_temperature,
+from har_core.evaluation.calibration import (calibrate_run, coverage_figures, run_calibration_pictures,
                                              split_probabilities)
+from har_core.models.temperature import run_temperature
 from har_core.models.calibration_maths import (CalibrationError, PredictionSets, abstain_threshold, check_coverage,
                                                expected_calibration_error, fit_temperature, nll, reliability,
                                                risk_coverage, set_names, set_phrase, temper)

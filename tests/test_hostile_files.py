@@ -13,7 +13,8 @@ import safetensors.numpy
 
 from conftest import ROOT
 from har_core.models.artifacts import open_run
-from har_core.evaluation.calibration import REPORT, CalibrationError, report_of
+from har_core.evaluation.calibration import REPORT, report_of
+from har_core.models.calibration_maths import CalibrationError
 from har_core.explain.channels import CHANNELS, ChannelError, load_channel_tops
 from har_core.retrieval.embeddings import EMBEDDINGS, EmbeddingError, load_embeddings
 from har_core.explain.robustness import ROBUSTNESS, RobustnessError, read_robustness

@@ -244,7 +244,7 @@ def test_the_timeline_predicts_in_each_models_calibrated_tta_mode_unless_told_ot
 
 
 def test_predict_video_defaults_to_the_runs_calibrated_tta_mode(tiny_runs, tmp_path, capsys):
-    from har_core.evaluation.calibration import calibrated_tta
+    from har_core.models.temperature import calibrated_tta
     run = load_run(tiny_runs / "mobilenet_v2")
     assert calibrated_tta(run.run) is True  # its val predictions were made with flip TTA
     frames = [np.asarray(synthetic_image(i % 3, seed=60 + i, size=48)) for i in range(4)]

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from har_core.models.artifacts import RunError, open_run
-from har_core.evaluation.calibration import CalibrationError, calibrate_run
+from har_core.evaluation.calibration import calibrate_run
+from har_core.models.calibration_maths import CalibrationError
 from har_core.data.datasets import SPLITS, DataError, fingerprint_change, scan
 from har_core.evaluation.evaluate import evaluate_split, write_evaluation
 from har_core.models.inference import load_run

@@ -49,8 +49,10 @@ from har_core.data.datasets import (DataError, calibration_files, choice_part, c
                                     write_manifest)
 from har_core.training.distill import (UNLABELLED, DistillError, Teachers, distillation_loss, extra_leaks, resized,
                                        labelled_after_mixup, teacher_leaks, teacher_paths)
-from har_core.evaluation.calibration import CalibrationError, calibrate_run
-from har_core.evaluation.evaluate import evaluate_split, negative_log_likelihood, split_loader, write_evaluation
+from har_core.evaluation.calibration import calibrate_run
+from har_core.models.calibration_maths import CalibrationError
+from har_core.evaluation.evaluate import evaluate_split, negative_log_likelihood, write_evaluation
+from har_core.data.loaders import split_loader
 from har_core.models.inference import fast_layout, load_run, logits_of, predict_loader
 from har_core.evaluation.metrics import compute_metrics
 from har_core.models.pretrained import PretrainedError, load_pretrained

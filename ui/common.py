@@ -19,7 +19,9 @@ from har_core import server
 from har_core.evaluation.analysis import dataset_summary, thumbnail
 from har_core.models.artifacts import Run, RunError
 from har_core.evaluation.plots import enlarged
-from har_core.evaluation.calibration import CalibrationError, calibrated_frame, run_temperature
+from har_core.evaluation.calibration import calibrated_frame
+from har_core.models.calibration_maths import CalibrationError
+from har_core.models.temperature import run_temperature
 from har_core.data.datasets import SPLITS, DataError, listing_stamp
 from har_core.data.imaging import IMAGE_SUFFIXES, ImageError
 from har_core.models.backend import EXPORT_FILES, backend_from_env

@@ -5,7 +5,8 @@ import pandas as pd
 import streamlit as st
 
 from har_core.models.artifacts import Run
-from har_core.evaluation.calibration import DEFAULT_TARGET_ACCURACY, calibration_table, fitted_on_line
+from har_core.evaluation.calibration import calibration_table, fitted_on_line
+from har_core.models.calibration_maths import DEFAULT_TARGET_ACCURACY
 from har_core.data.labels import spoken
 from har_core.evaluation.plots import coverage_heatmap, coverage_shortfalls, reliability_figure, risk_coverage_figure
 from ui.common import figure

@@ -15,7 +15,7 @@ import streamlit as st
 from har_core.models import artifacts
 from har_core.evaluation.analysis import overview_table
 from har_core.models.artifacts import Run
-from har_core.evaluation.calibration import DEFAULT_COVERAGE
+from har_core.models.calibration_maths import DEFAULT_COVERAGE
 from har_core.explain.cam import overlay_on_picture
 from har_core.evaluation.ensemble import default_members
 from har_core.data.imaging import image_digest, load_image

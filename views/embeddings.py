@@ -1,6 +1,7 @@
 import streamlit as st
 
-from har_core.evaluation.calibration import evaluated_with_tta, tta_words
+from har_core.evaluation.calibration import tta_words
+from har_core.models.temperature import evaluated_with_tta
 from har_core.data.labels import spoken
 from har_core.evaluation.plots import MAP_COLOURS, embedding_scatter
 from ui.choices import sidebar

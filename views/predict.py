@@ -3,7 +3,8 @@ import streamlit as st
 
 from har_core.evaluation.analysis import agreement
 from har_core.models.backend import LABELS
-from har_core.evaluation.calibration import DEFAULT_TARGET_ACCURACY, default_tta, tta_mismatch
+from har_core.evaluation.calibration import default_tta, tta_mismatch
+from har_core.models.calibration_maths import DEFAULT_TARGET_ACCURACY
 from har_core.models.inference import ensemble
 from har_core.data.labels import picture_name, spoken
 from har_core.evaluation.plots import probability_bars, thumbnail_uri

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from har_core.evaluation.calibration import DEFAULT_COVERAGE
+from har_core.models.calibration_maths import DEFAULT_COVERAGE
 from har_core.data.labels import spoken
 from har_core.quiz import DEFAULT_PICTURES, KINDS, choose_round, kind_counts, summary
 from ui.choices import sidebar

@@ -1,7 +1,7 @@
 import pandas as pd
 import streamlit as st
 
-from har_core.evaluation.calibration import DEFAULT_TARGET_ACCURACY
+from har_core.models.calibration_maths import DEFAULT_TARGET_ACCURACY
 from har_core.explain.cam import explain, overlay_on_picture
 from har_core.evaluation.ensemble import default_members, describe_classes
 from har_core.data.imaging import safe_name

@@ -33,7 +33,8 @@ def headline(y_true, y_pred, n_classes: int) -> dict:
     than the whole first page may (#41); the tests hold them equal to scikit-learn's."""
     y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
     counts = np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
-    hits, seen = np.diag(counts).astype(float), (counts.sum(0) + counts.sum(1)).astype(float)  # F1 = 2TP / (pred + true)
+    # F1 = 2 TP / (predicted + true): per class, from the diagonal and the column and row sums
+    hits, seen = np.diag(counts).astype(float), (counts.sum(0) + counts.sum(1)).astype(float)
     f1 = np.divide(2 * hits, seen, out=np.zeros(n_classes), where=seen > 0)
     return {"accuracy": float(hits.sum() / max(len(y_true), 1)), "macro_f1": float(f1.mean())}
 

@@ -16,7 +16,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from har_core.models.inference import LoadedModel, combine, predict_all
+from har_core.models.inference import LoadedModel, predict_all
+from har_core.models.calibration_maths import combine
 from har_core.data.video import Clip, clip_facts, read_clip
 
 NO_ACTION = "no known action"
