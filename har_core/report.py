@@ -43,7 +43,7 @@ h1{margin-bottom:.2rem} h2{border-bottom:2px solid #e2e8f0;padding-bottom:.3rem;
 td,th{border:1px solid #e2e8f0;padding:.3rem .6rem;text-align:right}
 th{background:#f1f5f9} td:first-child,th:first-child{text-align:left}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:1rem}
-.grid.wide{grid-template-columns:repeat(auto-fill,minmax(560px,1fr))}
+.grid.wide{grid-template-columns:repeat(auto-fill,minmax(840px,1fr))}
 figure{margin:0;border:1px solid #e2e8f0;border-radius:6px;padding:.5rem} figure img{width:100%;border-radius:4px}
 figcaption{font-size:.85rem;margin-top:.3rem} .muted{color:#64748b}"""
 
@@ -213,7 +213,8 @@ def build_report(runs: list[Run], data_root: Path | None = None, split: str = "t
     sections["Comparison"] = table_html(comparison) + (figure_html(accuracy_bars(bars)) if len(bars) else "")
     f1 = per_class_f1_table(runs, split)
     sections["F1 per class"] = figure_html(f1_heatmap(f1)) if not f1.empty else f"<p>No {split} metrics.</p>"
-    matrices = [figure_html(confusion_figure(m, normalize=True, title=run.name, width=580))
+    # 860 px: one matrix a row on a laptop, cells large enough that every count reads on a projector (580 px gave 9 px)
+    matrices = [figure_html(confusion_figure(m, normalize=True, title=run.name, width=860))
                 for run in runs if (m := run.metrics(split)) is not None]
     sections["Confusion matrices"] = f'<div class="grid wide">{"".join(matrices)}</div>' if matrices \
         else f"<p>No {split} metrics.</p>"
