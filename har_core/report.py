@@ -43,7 +43,7 @@ h1{margin-bottom:.2rem} h2{border-bottom:2px solid #e2e8f0;padding-bottom:.3rem;
 td,th{border:1px solid #e2e8f0;padding:.3rem .6rem;text-align:right}
 th{background:#f1f5f9} td:first-child,th:first-child{text-align:left}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:1rem}
-.grid.wide{grid-template-columns:repeat(auto-fill,minmax(840px,1fr))}
+.grid.wide{grid-template-columns:repeat(auto-fill,minmax(min(840px,100%),1fr))}.grid.wide>div{overflow-x:auto}
 figure{margin:0;border:1px solid #e2e8f0;border-radius:6px;padding:.5rem} figure img{width:100%;border-radius:4px}
 figcaption{font-size:.85rem;margin-top:.3rem} .muted{color:#64748b}"""
 

@@ -19,16 +19,23 @@ def record_warm_up(thread):
         return
     start(thread)
 threading.Thread.start = record_warm_up
+import ui.common  # and which runs it would load
+start_loading = ui.common._start_loading
+loading = []
+def record_runs(paths, stamps):
+    loading.append(sorted(path.rsplit("/", 1)[-1] for path in paths))
+    return start_loading(paths, stamps)
+ui.common._start_loading = record_runs
 from streamlit.testing.v1 import AppTest
 at = AppTest.from_file({app!r}, default_timeout=600)
 if {page!r}:
     at.switch_page({page!r})
 at.run()
-heavy = sorted(m for m in ("torch", "timm", "torchvision", "pytorch_grad_cam", "sklearn") if m in sys.modules)
+heavy = sorted(m for m in ("torch", "timm", "torchvision", "pytorch_grad_cam", "sklearn", "av") if m in sys.modules)
 print(json.dumps({{"title": [t.value for t in at.title], "errors": [e.message for e in at.exception],
                   "cards": [m.value for m in at.markdown if m.value.startswith("#### ")], "heavy": heavy,
                   "info": [i.value for i in at.info],
-                  "warm_up": asked}}))
+                  "warm_up": asked, "loading": loading}}))
 """
 
 
@@ -43,14 +50,19 @@ def first_page(page: str = "") -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def bundled_runs() -> list[str]:
+    return sorted(p.name for p in (ROOT / "assets" / "runs_har").iterdir() if (p / "card.json").is_file())
+
+
 def test_the_overview_is_drawn_without_torch_and_the_models_warm_up_after_it():
-    runs = sorted(p.name for p in (ROOT / "assets" / "runs_har").iterdir() if (p / "card.json").is_file())
+    runs = bundled_runs()
     page = first_page()
     assert page["title"] == ["📋 Overview"] and not page["errors"]
     assert sorted(card.removeprefix("#### ") for card in page["cards"]) == runs  # the page was drawn whole
     assert page["heavy"] == []
     assert len(page["warm_up"]) == 1  # the models are still loaded ahead of the first upload, asked for once the
     assert not [name for name in page["warm_up"][0] if "/views/" in name]  # page's script is done (not inside it)
+    assert page["loading"] == [runs]  # every bundled (image) run's model
 
 
 def test_a_first_page_that_stops_early_still_warms_the_models_up():
@@ -59,5 +71,5 @@ def test_a_first_page_that_stops_early_still_warms_the_models_up():
     page = first_page("views/predict.py")
     assert page["title"] == ["🔮 Predict & compare"] and not page["errors"]
     assert any("photo" in info.lower() for info in page["info"])  # it did stop, waiting for a photo
-    assert len(page["warm_up"]) == 1
+    assert len(page["warm_up"]) == 1 and page["loading"] == [bundled_runs()]
     assert not [name for name in page["warm_up"][0] if "/views/" in name]

@@ -158,9 +158,13 @@ def sidebar() -> Selection:
 def warm_up_after_page() -> None:
     """Load the shown runs' models in the background (ui.common.warm_up), asked for once the page's script is
     done: importing torch and loading the models never delays the first page a visitor sees (#41). Called in a
-    `finally` also after st.stop(), so it makes no Streamlit call: after a stop request any call would raise
-    StopException again. The shown runs are kept per script run: Streamlit runs each rerun in a thread of its own."""
-    warm_up(getattr(_this_run, "shown", []))
+    `finally` also after st.stop(), so it makes no Streamlit call (after a stop request any would raise
+    StopException again) and never raises (the page's own ending stays what the visitor sees). The shown runs are
+    taken, not read: a session's reruns share one thread, and a rerun that stops before the sidebar warms nothing."""
+    try:
+        warm_up(_this_run.__dict__.pop("shown", []))
+    except Exception as error:  # noqa: BLE001 - a page that needs a model loads it itself and names the failure
+        print(f"HAR Studio: no warm-up: {error}", flush=True)
 
 
 _this_run = threading.local()  # the runs this script run shows (`sidebar` sets, `warm_up_after_page` reads)

@@ -32,11 +32,15 @@ def headline(y_true, y_pred, n_classes: int) -> dict:
     from the confusion counts. The Overview shows only these two, and importing sklearn.metrics alone takes longer
     than the whole first page may (#41); the tests hold them equal to scikit-learn's."""
     y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    if len(y_true) != len(y_pred) or not len(y_true):
+        raise ValueError(f"{len(y_true)} labels and {len(y_pred)} predictions: need the same number, at least one")
+    if min(y_true.min(), y_pred.min()) < 0 or max(y_true.max(), y_pred.max()) >= n_classes:
+        raise ValueError(f"labels and predictions must be class numbers 0..{n_classes - 1}")
     counts = np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
     # F1 = 2 TP / (predicted + true): per class, from the diagonal and the column and row sums
     hits, seen = np.diag(counts).astype(float), (counts.sum(0) + counts.sum(1)).astype(float)
     f1 = np.divide(2 * hits, seen, out=np.zeros(n_classes), where=seen > 0)
-    return {"accuracy": float(hits.sum() / max(len(y_true), 1)), "macro_f1": float(f1.mean())}
+    return {"accuracy": float(hits.sum() / len(y_true)), "macro_f1": float(f1.mean())}
 
 
 def summary(metrics: dict) -> dict:
