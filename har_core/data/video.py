@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 from PIL import Image
 
@@ -73,6 +72,7 @@ def read_video_file(path: str | Path, limits: VideoLimits = DEFAULT_VIDEO_LIMITS
 
 
 def _open(source: bytes | str | Path, limits: VideoLimits):
+    import av  # here, not at the top: the first page imports this module (VIDEO_SUFFIXES), not PyAV
     _checked_size(source, limits)
     opener = str(source) if isinstance(source, (str, Path)) else io.BytesIO(source)
     try:
@@ -82,6 +82,7 @@ def _open(source: bytes | str | Path, limits: VideoLimits):
 
 
 def _duration(container, stream) -> float:
+    import av  # lazily, as in _open
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:
@@ -113,6 +114,7 @@ def read_clip(source: bytes | str | Path, fps: float = 2.0, count: int = 0, stri
     frames per second, or `count` evenly spread, or every `stride`-th frame at the clip's own rate. A window:
     with `frames`, only that many samples from `start` seconds on are decoded (the decoder seeks to them), so a
     clip model's 16-frame sample of a long clip costs 16 frames, not the whole clip."""
+    import av  # lazily, as in _open
     if fps <= 0 and not count and not stride:
         raise VideoError("the sampling rate must be positive")
     container = _open(source, limits)
@@ -175,6 +177,7 @@ def _decode_samples(container, stream, wanted: list[float] | None, fps: float, c
                     limits: VideoLimits) -> None:
     """Walk the decoded frames and keep, for each wanted time, the first frame at or after it. Without a
     known duration (`wanted` None) every 1/fps seconds is kept as the frames come."""
+    import av  # lazily, as in _open
     base = stream.time_base or Fraction(1, 1000)
     start = float(stream.start_time * base) if stream.start_time is not None else 0.0
     position, next_free, frames, sought = 0, 0.0, container.decode(stream), -1
