@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
 from har_core.models import artifacts
-from har_core.explain import cam, whatif
-from har_core.explain.cam import ClassMaps, Explanation, class_maps
+from har_core.explain import whatif
 from har_core.data.datasets import read_manifest
 from har_core.data.imaging import ImageError, image_digest, load_image, safe_name
 from har_core.models.inference import LoadedModel, Prediction, predict_all
@@ -15,6 +15,9 @@ from har_core.data.labels import spoken
 from ui.choices import follow_link, share_view
 from ui.common import (IMAGE_TYPES, Selection, file_stamp, inside_or_none, config, data_file, friendly, model_stamp,
                        thumb)
+
+if TYPE_CHECKING:  # Grad-CAM (and the scikit-learn and SciPy it imports) loads with the first explanation, not with
+    from har_core.explain.cam import ClassMaps, Explanation  # Predict's first answer
 
 # an answer too long for its metric ("listening to music" in a third of Predict's column at 1280 px) wraps onto a
 # second line instead of being cut to "listening to m…"
@@ -41,6 +44,7 @@ def predict(loaded: list[LoadedModel], images: list, tta: bool) -> list[Predicti
 @st.cache_resource(show_spinner=False, max_entries=128)
 def _class_maps(path: str, stamp: tuple, temperature: float, digest: str, method: str, classes: tuple | None,
                 _loaded: LoadedModel, _image) -> ClassMaps:
+    from har_core.explain.cam import class_maps
     return class_maps(_loaded, _image, method, classes=None if classes is None else list(classes))
 
 
@@ -48,7 +52,8 @@ def explanation(loaded: LoadedModel, image, digest: str, method: str, target: in
     """A model's map of `target` (None: the predicted class) for the image. A fast method computes every class
     from one forward pass the first time, so moving the opacity or switching the class only picks and blends;
     a method that costs a pass per class (ScoreCAM: a forward per channel) computes the class asked for."""
-    classes = (target,) if method in cam.PASS_PER_CLASS else None
+    from har_core.explain.cam import PASS_PER_CLASS
+    classes = (target,) if method in PASS_PER_CLASS else None
     return _class_maps(str(loaded.run.path), model_stamp(loaded.run), loaded.temperature, digest, method, classes,
                        loaded, image).explanation(target)
 

@@ -19,12 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from cleanlab.filter import find_label_issues
-from cleanlab.outlier import OutOfDistribution
-from cleanlab.rank import get_label_quality_scores
 from PIL import Image
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from har_core.retrieval.embeddings import Embeddings, normalised
 from har_core.data.imaging import ImageError, load_image
@@ -117,6 +112,8 @@ def pixel_match(duplicates: pd.DataFrame, root) -> pd.DataFrame:
 
 def out_of_sample_probs(embeddings: Embeddings, seed: int = 0) -> tuple[np.ndarray, list[str]]:
     """Probabilities no image was fitted on, and where each row's came from ('model' or 'probe')."""
+    from sklearn.linear_model import LogisticRegression  # here: Predict imports this module (near_duplicates),
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict  # and the audit alone needs these
     probs = embeddings.probs.astype(np.float64).copy()
     source = ["model" if split in ("val", "test") else "probe" for split in embeddings.splits]
     fitted = np.flatnonzero(np.array(source) == "probe")
@@ -142,6 +139,8 @@ def label_issues(embeddings: Embeddings, seed: int = 0) -> pd.DataFrame:
     quality (self-confidence: the probability of the given label), most likely errors first. `confident`
     marks the ones cleanlab's confident learning also flags (a stricter test: the other class is predicted
     above that class's typical confidence)."""
+    from cleanlab.filter import find_label_issues  # here, as in out_of_sample_probs
+    from cleanlab.rank import get_label_quality_scores
     columns = ["filename", "split", "given", "suggested", "label_quality", "confident", "source"]
     labels = embeddings.label_ids
     if len(embeddings) < 2 * len(embeddings.classes) or len(set(labels)) < 2:
@@ -162,6 +161,7 @@ def label_issues(embeddings: Embeddings, seed: int = 0) -> pd.DataFrame:
 
 def outliers(embeddings: Embeddings, k: int = 10) -> pd.DataFrame:
     """Images far from every neighbour, least typical first (typicality: cleanlab's score, 0–1)."""
+    from cleanlab.outlier import OutOfDistribution  # here, as in out_of_sample_probs
     columns = ["filename", "split", "label", "typicality"]
     if len(embeddings) <= k + 1:
         return pd.DataFrame(columns=columns)
