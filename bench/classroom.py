@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -218,6 +219,8 @@ def app_server(runs_dir: Path, data: Path, log: Path | None = None):
          "127.0.0.1"], cwd=ROOT, env={**os.environ, "HAR_RUNS": str(runs_dir), "HAR_DATA": str(data),
                                       **({"HAR_SPANS": "1"} if log else {})},
         stdout=output, stderr=subprocess.STDOUT if log else subprocess.DEVNULL, start_new_session=True)
+    if threading.current_thread() is threading.main_thread():  # a bench stopped by `timeout` or kill still stops
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # its server: SIGTERM unwinds through the finally
     try:
         yield f"http://127.0.0.1:{port}", server
     finally:

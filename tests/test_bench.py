@@ -1,7 +1,11 @@
 """The benchmark's timing helpers (the figures themselves are never asserted: they belong to `make bench`)."""
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from bench.run import interleaved, timed
+from conftest import ROOT
 
 
 def test_interleaved_times_each_contender_in_turn_every_repeat():
@@ -18,3 +22,17 @@ def test_timed_reports_min_and_median_after_warm_up():
     calls = []
     result = timed(lambda: (calls.append(1), time.sleep(0.005)), repeats=3, warmup=2)
     assert len(calls) == 5 and 0.005 <= result["min"] <= result["median"]
+
+
+def test_a_bench_stopped_by_sigterm_stops_its_app_server_too(tmp_path):
+    # `timeout 600 python -m bench.quiz_room` left its Streamlit server running (a session of its own) when the
+    # limit struck: SIGTERM killed the bench before app_server's cleanup ran
+    bench = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from bench.classroom import app_server\n"
+        f"with app_server(Path({str(tmp_path)!r}), Path({str(tmp_path)!r})) as (url, server):\n"
+        "    print(server.pid, flush=True); time.sleep(600)\n")], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    server = int(bench.stdout.readline())
+    bench.terminate()
+    assert bench.wait(timeout=120) == 143  # the bench exited through its cleanup, which waits for the server
+    stat = Path(f"/proc/{server}/stat")
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z", "the server outlived its bench"
