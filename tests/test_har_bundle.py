@@ -62,3 +62,12 @@ def test_of_two_finished_rivals_only_the_better_on_val_is_shipped(tmp_path):
     assert har_bundle.without_beaten_rivals(tmp_path, ["custom_cnn", "custom_cnn_taught"]) == ["custom_cnn"]
     write_card(tmp_path / "custom_cnn_taught", taught.epochs, last_val=0.58)
     assert har_bundle.without_beaten_rivals(tmp_path, ["custom_cnn", "custom_cnn_taught"]) == ["custom_cnn_taught"]
+
+
+def test_every_bundle_recipe_starts_from_weights_found_offline():
+    # resnet50's recipe left its start to the model's default, the ImageNet download: offline it failed when the
+    # run began. The bundle is rebuilt without a network: each run names a start that needs none
+    from har_core.models.registry import REGISTRY
+    for run in har_bundle.RUNS:
+        start = run.recipe.get("pretrained") or REGISTRY[run.model].default_pretrained
+        assert start in ("none", "offline"), f"{run.name} starts from {start}"
