@@ -68,6 +68,9 @@ def _follow_folder_link(param: str, key: str, choices: list[Path]) -> None:
             _set_widget(key, match)
 
 
+_this_run = threading.local()  # the runs this script run shows (`sidebar` sets, `warm_up_after_page` reads)
+
+
 def sidebar() -> Selection:
     """Runs and image folder, chosen in the sidebar among the folders the operator allows; every page
     starts by calling this. Visitors never type a path unless the operator opts in to free paths."""
@@ -166,8 +169,6 @@ def warm_up_after_page() -> None:
     except Exception as error:  # noqa: BLE001 - a page that needs a model loads it itself and names the failure
         print(f"HAR Studio: no warm-up: {error}", flush=True)
 
-
-_this_run = threading.local()  # the runs this script run shows (`sidebar` sets, `warm_up_after_page` reads)
 
 NO_RUN = ""  # no run is called this: a selectbox holding it falls back to its page's default
 
