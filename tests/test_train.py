@@ -237,3 +237,31 @@ def test_bn_frozen_keeps_every_batch_norm_statistic_while_the_weights_train(tmp_
     assert statistics and not torch.equal(initial["classifier.1.weight"], trained["model.classifier.1.weight"])
     unchanged = [torch.equal(initial[k], trained[f"model.{k}"]) for k in statistics]
     assert all(unchanged) if bn_frozen else not any(unchanged)
+
+
+def test_bf16_precision_trains_in_bfloat16_on_the_cpu_and_the_card_says_so(tmp_path, kaggle_data):
+    recipe = REGISTRY["custom_cnn"].recipe
+    cpu = train.Processes(world=1, rank=0, device="cpu")
+    layer = torch.nn.Linear(4, 3)
+    for precision, dtype in (("bf16", torch.bfloat16), ("auto", torch.float32), ("fp32", torch.float32)):
+        with train.autocast_for(recipe.replace(precision=precision), cpu):
+            assert layer(torch.ones(2, 4)).dtype == dtype, precision
+    runs = {p: train_tiny(kaggle_data, tmp_path, p, extra=["--epochs", "1", "--precision", p]) for p in ("bf16", "fp32")}
+    assert artifacts.open_run(runs["bf16"]).card["recipe"]["precision"] == "bf16"
+    weights = {p: safetensors.torch.load_file(run / "model.safetensors") for p, run in runs.items()}
+    assert {w.dtype for w in weights["bf16"].values() if w.is_floating_point()} == {torch.float32}  # master weights
+    # the same seed and data: only the step's arithmetic differs, so the weights do
+    assert any(not torch.equal(weights["bf16"][k], weights["fp32"][k]) for k in weights["fp32"])
+    with pytest.raises(SystemExit, match="--precision must be one of auto, bf16, fp32, not 'fp8'"):
+        train_tiny(kaggle_data, tmp_path, "fp8", extra=["--precision", "fp8"])
+
+
+def test_cached_views_of_students_that_differ_only_in_crop_pct_are_shared_under_a_random_resized_crop():
+    custom = {"input_size": (3, 128, 128), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
+              "crop_pct": 1.0, "interpolation": "bilinear"}
+    resnet = custom | {"crop_pct": 224 / 232}
+    assert train.pixel_config(custom, "rrc,flip,randaugment") == train.pixel_config(resnet, "rrc,flip,randaugment")
+    assert train.pixel_config(custom, "rrc,flip")["input_size"] == [3, 128, 128]
+    # without the random crop, crop_pct decides the centre crop: the views differ and so must the caches
+    assert train.pixel_config(custom, "flip,color") != train.pixel_config(resnet, "flip,color")
+    assert train.pixel_config(custom | {"interpolation": "bicubic"}, "rrc") != train.pixel_config(custom, "rrc")

@@ -112,7 +112,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 def recipe_from(args, base: Recipe) -> Recipe:
     overrides = {f.name: getattr(args, f"recipe_{f.name}") for f in dataclasses.fields(Recipe)
                  if getattr(args, f"recipe_{f.name}") is not None}
-    return base.replace(**overrides)
+    recipe = base.replace(**overrides)
+    if recipe.precision not in PRECISIONS:
+        raise SystemExit(f"--precision must be one of {', '.join(PRECISIONS)}, not '{recipe.precision}'")
+    return recipe
+
+
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -260,6 +266,13 @@ def trunk_digest(model, trunk: tuple[str, ...]) -> str:
     return digest.hexdigest()[:20]
 
 
+def pixel_config(data_config: dict, augment: str) -> dict:
+    """The part of the student's data config that makes a cached view's pixels: a random resized crop ignores
+    crop_pct, so students that differ only there (the custom CNN, a random-start ResNet50) share their views."""
+    ignored = ("crop_pct",) if "rrc" in augment.split(",") else ()
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items() if k not in ignored}
+
+
 def training_views(model, spec, recipe: Recipe, index, manifest, classes, data_config, seed: int, teachers,
                    workers: int, progress: bool):
     """`recipe.cached_views` fixed augmented views of every training picture, made once and kept in the state
@@ -272,7 +285,7 @@ def training_views(model, spec, recipe: Recipe, index, manifest, classes, data_c
     spec_of_views = view_cache.ViewSpec(
         data=index.fingerprint(), files=view_cache.digest(rows["filename"].tolist()), augment=recipe.augment,
         view_size=view_size, count=recipe.cached_views, seed=seed,
-        student={k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()},
+        student=pixel_config(data_config, recipe.augment),
         kept=trunk_digest(model, spec.trunk) if spec.trunk else view_cache.PIXELS)
     transform = train_transform(data_config | {"input_size": (3, view_size, view_size)}, recipe.augment)
 
@@ -498,6 +511,12 @@ def epoch_loader(recipe: Recipe, epoch: int, seed: int, train_labels, classes, i
                         generator=generator, pin_memory=procs.on_cuda, also=also)
 
 
+def autocast_for(recipe: Recipe, procs: Processes):
+    """The training step's arithmetic (Recipe.precision); evaluation always runs in float32, as the app does."""
+    enabled = recipe.precision == "bf16" or (recipe.precision == "auto" and procs.on_cuda)
+    return torch.autocast(device_type="cuda" if procs.on_cuda else "cpu", dtype=torch.bfloat16, enabled=enabled)
+
+
 def train_one_epoch(train_model, model, loader, optimizer, recipe: Recipe, mixup, average, features_in,
                     procs: Processes, desc: str, progress: bool, teachers: Teachers | None = None) -> tuple[float, float]:
     """One pass over the training batches; returns (mean loss, accuracy on the labelled images) over every
@@ -515,7 +534,7 @@ def train_one_epoch(train_model, model, loader, optimizer, recipe: Recipe, mixup
             images, targets = mixup(images, labels.clamp(min=0))
             labelled = labelled_after_mixup(labelled)
         criterion = soft_loss if targets.dim() == 2 else hard_loss
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=procs.on_cuda), features_in(model):
+        with autocast_for(recipe, procs), features_in(model):
             taught = None
             if teachers is not None:  # the view is made at the teachers' size; the student sees it resized
                 taught = teachers.targets(images, keys, recipe.distill_temperature)
