@@ -20,7 +20,7 @@ from plotly.offline import get_plotlyjs
 from PIL import Image
 
 from har_core.evaluation.analysis import (HEADLINE, dataset_summary, metrics_table, mistakes, overview_table,
-                                          per_class_f1_table)
+                                          per_class_f1_table, starts_from)
 from har_core.models.artifacts import Run
 from har_core.evaluation.calibration import calibrated_frame, calibration_table, fitted_on_line, report_of
 from har_core.models.calibration_maths import CalibrationError
@@ -204,6 +204,7 @@ def build_report(runs: list[Run], data_root: Path | None = None, split: str = "t
     overview = runs_table.set_index("run")
     overview = overview[[c for c in ("architecture", "starts from", "input size", "parameters (M)") if c in overview]]
     overview = overview.assign(**{  # in words: "4.800" read as four thousand eight hundred
+        "starts from": overview.index.map({run.name: starts_from(run.card) for run in runs}),  # room for teachers
         "input size": overview["input size"].map("{} px".format),
         "parameters (M)": overview["parameters (M)"].map("{:.1f} M".format)}).rename(
         columns={"parameters (M)": "parameters"})

@@ -238,15 +238,22 @@ def test_the_overview_table_puts_the_answer_beside_the_name_and_says_where_each_
     table = overview_table(found)
     assert list(table.columns[:3]) == ["run", "test accuracy", "test macro-F1"]
     assert "architecture" not in table and "pretrained" not in table  # each run is named after its architecture
+    found[0].card["model"] = found[0].name[:-2]  # a name that begins with its architecture says it
+    assert "architecture" not in overview_table(found)
     found[0].card["model"] = "resnet50"  # a name that does not say it: the architecture is shown
     shown = overview_table(found)
     assert dict(zip(shown["run"], shown["architecture"])) == {r.name: r.card["model"] for r in found}
+    assert "data" not in table and table.columns[-1] == "starts from"  # one data folder: said once, in the caption
+    found[0].card["data"]["root"] = "/elsewhere/sports15"
+    assert dict(zip(overview_table(found)["run"], overview_table(found)["data"]))[found[0].name] == "sports15"
     assert starts_from({"pretrained": "none (random initialisation)"}) == "random start"
     assert starts_from({"pretrained": "offline vgg16_keras (x.onnx)"}) == "ImageNet"
     assert starts_from({"pretrained": "file best.pth"}) == "weights of best.pth"
     assert starts_from({"pretrained": "none", "distillation": {"teachers": ["a", "b"]}}) == \
         "random start, taught by a, b"
     assert starts_from({"pretrained": "hub", "distillation": {"teachers": ["a"]}}) == "ImageNet, taught by a"
+    assert starts_from({"pretrained": "none", "distillation": {"teachers": ["a", "b"]}}, name_teachers=False) == \
+        "random start, taught by 2 runs"  # the table's short form: the cards name them
     assert starts_from({"pretrained": "timm", "taught": {"base": "vgg16"}}) == "taught head on vgg16"
 
 

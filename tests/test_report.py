@@ -127,3 +127,15 @@ def test_the_reports_mistakes_can_be_explained_by_occlusion_with_its_time(tiny_r
                           r"\((\d+\.\d) s\)", section)
     wrong = [r.name for r in runs if (r.predictions("test")["true"] != r.predictions("test")["predicted"]).any()]
     assert wrong and sorted(name for name, _ in captions) == sorted(wrong) and "Grad-CAM of" not in section
+
+
+def test_the_reports_comparison_names_a_distilled_runs_teachers_where_the_overview_counts_them(tiny_runs, copy_of):
+    from har_core.evaluation.analysis import overview_table
+    from har_core.models.artifacts import open_run
+    from har_core.report import build_report
+    runs = find_runs(tiny_runs)[0]
+    taught = open_run(copy_of(tiny_runs / "custom_cnn"))
+    taught.card["distillation"] = {"teachers": ["teacher_one", "teacher_two"]}
+    assert overview_table([taught])["starts from"].item() == "random start, taught by 2 runs"
+    page = build_report([taught, runs[1]], per_model=0)
+    assert "random start, taught by teacher_one, teacher_two" in page and "taught by 2 runs" not in page

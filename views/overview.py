@@ -1,6 +1,6 @@
 import streamlit as st
 
-from har_core.evaluation.analysis import overview_table, starts_from, training_in_words
+from har_core.evaluation.analysis import data_folder, overview_table, starts_from, training_in_words
 from har_core.evaluation.ensemble import stored_headline
 from har_core.evaluation.plots import accuracy_bars
 from ui.choices import ensemble_members, sidebar
@@ -9,8 +9,10 @@ from ui.sharing import report_maker
 
 selection = sidebar()
 st.title("📋 Overview")
-st.caption("The trained models side by side. Metrics are on each run's held-out test split.")
 need_runs(selection)
+shared_data = data_folder(selection.runs)
+st.caption("The trained models side by side. Metrics are on each run's held-out test split"
+           + (f" of **{shared_data}**." if shared_data else "."))
 
 table = overview_table(selection.runs)
 score = {"format": "%.3f", "min_value": 0, "max_value": 1, "width": "small"}
@@ -18,10 +20,12 @@ narrow = {"width": "small"}  # every column in sight at 1280 px, the test scores
 st.dataframe(table, hide_index=True, width="stretch",
              column_config={"test accuracy": st.column_config.ProgressColumn("accuracy", **score),
                             "test macro-F1": st.column_config.ProgressColumn("macro-F1", **score),
-                            "parameters (M)": st.column_config.NumberColumn("params (M)", format="%.1f", **narrow),
+                            "parameters (M)": st.column_config.NumberColumn("params", format="%.1f M", **narrow),
                             "input size": st.column_config.NumberColumn("input px", **narrow),
                             "epochs": st.column_config.NumberColumn(**narrow),
-                            "data": st.column_config.TextColumn(**narrow)})
+                            "data": st.column_config.TextColumn(**narrow),
+                            "starts from": st.column_config.TextColumn(
+                                help="Where the weights started; the model cards below name the teachers")})
 if table["test accuracy"].notna().any():
     st.plotly_chart(figure(accuracy_bars, table.dropna(subset=["test accuracy"])), width="stretch")
 members = ensemble_members(selection.runs, key="overview_ensemble")

@@ -15,15 +15,17 @@ from har_core.data.video import VIDEO_SUFFIXES, VideoError, probe, read_clip
 from har_core.evaluation.metrics import per_class_f1, summary
 
 
-def starts_from(card: dict) -> str:
+def starts_from(card: dict, name_teachers: bool = True) -> str:
     """Where a run's weights started, in plain words (random, ImageNet, a weight file, a taught head's base), and
-    whether it learned from teachers too."""
+    whether it learned from teachers too (named, or counted where a table has no room for their names)."""
     if "taught" in card:
         return f"taught head on {card['taught']['base']}"
     pretrained = card["pretrained"]
     start = "random start" if pretrained.startswith("none") else \
         f"weights of {Path(pretrained.removeprefix('file ')).name}" if pretrained.startswith("file ") else "ImageNet"
     teachers = card.get("distillation", {}).get("teachers", [])
+    if len(teachers) > 1 and not name_teachers:
+        return f"{start}, taught by {len(teachers)} runs"
     return f"{start}, taught by {', '.join(teachers)}" if teachers else start
 
 
@@ -49,24 +51,34 @@ def training_in_words(card: dict) -> str:
     return " · ".join(parts) + "."  # where it started, its teachers and its device: the card's first lines
 
 
+def data_folder(runs: list[Run]) -> str | None:
+    """The name of the data folder every run was trained on, or None when they differ."""
+    names = {Path(run.card.get("data", {}).get("root", "?")).name for run in runs}
+    return names.pop() if len(names) == 1 else None
+
+
 def overview_table(runs: list[Run]) -> pd.DataFrame:
     """One row per run, the answer first: test accuracy and macro-F1 beside the name, the most accurate first;
-    the architecture only when some run's name does not already say it."""
+    the architecture only when some run's name does not begin with it, the data only when the runs differ in it
+    (`data_folder` names the one they share), and the longest text, where each run started, last: at 1280 px
+    the numbers stay in sight."""
     rows = []
     for run in runs:
         card = run.card
         test = card.get("metrics", {}).get("test", {})
         rows.append({
             "run": run.name, "test accuracy": test.get("accuracy"), "test macro-F1": test.get("macro_f1"),
-            "architecture": card["model"], "starts from": starts_from(card),
-            "parameters (M)": round(card.get("parameters", 0) / 1e6, 1), "input size": card["input_size"],
-            "epochs": card.get("epochs_trained"), "data": Path(card.get("data", {}).get("root", "?")).name,
+            "architecture": card["model"], "parameters (M)": round(card.get("parameters", 0) / 1e6, 1),
+            "input size": card["input_size"], "epochs": card.get("epochs_trained"), "data": data_folder([run]),
+            "starts from": starts_from(card, name_teachers=False),
         })
     table = pd.DataFrame(rows)
     if not rows:
         return table
-    if (table["run"] == table["architecture"]).all():
+    if all(run.startswith(model) for run, model in zip(table["run"], table["architecture"])):  # custom_cnn_taught
         table = table.drop(columns="architecture")
+    if table["data"].nunique() == 1:
+        table = table.drop(columns="data")
     return table.sort_values("test accuracy", ascending=False, na_position="last", kind="stable", ignore_index=True)
 
 
