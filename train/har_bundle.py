@@ -77,7 +77,7 @@ RUNS = (
               teachers=("efficientnet_lite2", "efficientnet_lite1"), image_size=128, rival="custom_cnn",
               why="the same CNN and recipe, taught by the pretrained EfficientNets on 4 fixed views of every "
                   "picture (their logits computed once); the bundle keeps whichever of the two is better on val"),
-    BundleRun("resnet50", "resnet50", dict(epochs=20, pretrained="none", optimizer="adamw", lr=2e-3, weight_decay=0.05,
+    BundleRun("resnet50", "resnet50", dict(epochs=12, pretrained="none", optimizer="adamw", lr=2e-3, weight_decay=0.05,
                                            scheduler="cosine", warmup_epochs=2, trainable="all", label_smoothing=0.0,
                                            augment="rrc,flip,randaugment", mixup_alpha=0.0, cached_views=4,
                                            distill_temperature=2.0, distill_weight=1.0, patience=0, tta=True,
