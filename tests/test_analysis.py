@@ -379,3 +379,17 @@ def test_the_coverage_heatmap_reads_by_hover_and_a_caption_not_by_tiny_cell_numb
     assert plots.coverage_shortfalls(table, 0.9) == [
         "run_a: calling 85.0 %", "run_b: listening to music 70.0 %"]  # 0.90 meets a 90 % target
     assert plots.coverage_shortfalls(table, 0.6) == []
+
+
+def test_a_cards_recipe_reads_as_one_plain_line():
+    from har_core.evaluation.analysis import training_in_words
+    card = {"input_size": 128, "epochs_trained": 12,
+            "recipe": {"epochs": 12, "optimizer": "adamw", "lr": 0.002, "scheduler": "cosine", "batch_size": 32,
+                       "augment": "rrc,flip,randaugment", "precision": "bf16"}}
+    assert training_in_words(card) == ("12 epochs · AdamW at learning rate 0.002 (cosine) · batches of 32 · 128 px "
+                                       "pictures · with random crops, mirroring, two random photo edits (RandAugment)"
+                                       " · bfloat16 arithmetic.")
+    card["recipe"] |= {"freeze_epochs": 3, "augment": "", "precision": "auto"}
+    assert training_in_words(card) == ("12 epochs, the first 3 on the head alone · AdamW at learning rate 0.002 "
+                                       "(cosine) · batches of 32 · 128 px pictures.")
+    assert training_in_words({"recipe": card["recipe"], "taught": {"base": "x"}, "input_size": 1}) == ""

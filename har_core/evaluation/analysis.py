@@ -31,7 +31,8 @@ def starts_from(card: dict, name_teachers: bool = True) -> str:
 
 OPTIMIZER_WORDS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
 AUGMENTATION_WORDS = {"rrc": "random crops", "flip": "mirroring", "rotate": "turns", "affine": "shifts",
-                      "perspective": "perspective", "color": "colour changes", "erasing": "erased patches"}
+                      "perspective": "perspective", "color": "colour changes", "erasing": "erased patches",
+                      "randaugment": "two random photo edits (RandAugment)"}
 
 
 def training_in_words(card: dict) -> str:
@@ -48,6 +49,8 @@ def training_in_words(card: dict) -> str:
     augment = [AUGMENTATION_WORDS.get(name, name) for name in filter(None, recipe.get("augment", "").split(","))]
     if augment:
         parts.append("with " + ", ".join(augment))
+    if recipe.get("precision") == "bf16":
+        parts.append("bfloat16 arithmetic")
     return " · ".join(parts) + "."  # where it started, its teachers and its device: the card's first lines
 
 
