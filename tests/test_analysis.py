@@ -393,3 +393,14 @@ def test_a_cards_recipe_reads_as_one_plain_line():
     assert training_in_words(card) == ("12 epochs, the first 3 on the head alone · AdamW at learning rate 0.002 "
                                        "(cosine) · batches of 32 · 128 px pictures.")
     assert training_in_words({"recipe": card["recipe"], "taught": {"base": "x"}, "input_size": 1}) == ""
+
+
+def test_the_reports_confusion_counts_are_large_enough_for_a_projector_and_fit_their_cells():
+    har = ["calling", "clapping", "cycling", "dancing", "drinking", "eating", "fighting", "hugging", "laughing",
+           "listening_to_music", "running", "sitting", "sleeping", "texting", "using_laptop"]
+    metrics = {"classes": har, "confusion_matrix": (np.eye(15, dtype=int) * 100).tolist()}
+    for width in (860, None):  # the report's matrices, and a page column's
+        trace = plots.confusion_figure(metrics, normalize=True, width=width).data[0]
+        cell, size = trace.marker.size, trace.textfont.size
+        assert size >= 14, (width, size)  # 12 px counts were hard to read from the back of a room
+        assert 3 * 0.6 * size <= cell, (width, size, cell)  # "100" at about 0.6 em a digit stays inside its square

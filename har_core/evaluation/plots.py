@@ -94,7 +94,7 @@ def confusion_figure(metrics: dict, normalize: bool = False, title: str = "", wi
     figure = go.Figure(go.Scatter(
         x=[classes[p] for p in predicted], y=[classes[t] for t in true], mode="markers+text", text=labels,
         hovertext=hover, hoverinfo="text",
-        textfont=dict(size=max(9, min(16, cell // 3)), color=COUNT_TEXT),
+        textfont=dict(size=max(9, min(16, cell * 2 // 5)), color=COUNT_TEXT),  # "100" fills two thirds of a cell
         marker=dict(symbol="square", size=cell, color=values, colorscale=CONFUSION_SCALE, showscale=True, cmin=0,
                     cmax=top, colorbar=dict(title="% of row" if normalize else "images"),
                     line=dict(width=1, color="#e2e8f0")),
