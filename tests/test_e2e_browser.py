@@ -704,3 +704,27 @@ def test_switching_the_runs_folder_in_the_browser_switches_the_image_folder_it_s
         shows("Image folder", "data/sports15")
     finally:
         stop_server(fresh)
+
+
+def test_every_overview_card_names_its_run_on_one_line_at_1280_px(browser, tmp_path):
+    """A new user at 1280×720 read 'custom_cnn_taugh' / 't' as the HAR bundle's custom CNN card's heading: the name,
+    longer than a third of the page, was broken inside the word. Every card's heading is one whole line."""
+    from har_core.models.artifacts import find_runs
+    fresh = start_server(ROOT / "assets" / "runs_har", tmp_path, tmp_path / "server.log")
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(300_000)
+        page.goto(fresh.url)
+        page.get_by_text("Model cards").wait_for()
+        settle(page)
+        page.evaluate("document.fonts.ready")  # measured in the page's own font, not in a wider one drawn meanwhile
+        lines = page.evaluate("""() => [...document.querySelectorAll('[data-testid="stLayoutWrapper"] h4 [data-heading-text]')]
+            .map(h => { const range = document.createRange(); range.selectNodeContents(h);
+                        return [h.innerText, new Set([...range.getClientRects()].map(r => Math.round(r.top))).size]; })""")
+        names = sorted(run.name for run in find_runs(ROOT / "assets" / "runs_har")[0])
+        assert sorted(name for name, _ in lines) == names
+        assert {name: count for name, count in lines if count != 1} == {}
+    finally:
+        context.close()
+        stop_server(fresh)

@@ -332,6 +332,18 @@ def model_columns(count: int) -> list:
     return st.columns(min(3, max(1, count)))
 
 
+def headings_on_one_line(key: str, names: list[str]) -> None:
+    """The cards in containers keyed `key`_… name their run in a heading on one line: a name longer than its card
+    is wide (custom_cnn_taught at 1280 px, three cards a row beside the sidebar) is set smaller for every card,
+    never broken inside the word ('custom_cnn_taugh' / 't'). A bold glyph of the heading font is about half an
+    em wide (0.51 measured on these names; 0.56 leaves room for wider ones)."""
+    ems = 0.56 * max(map(len, names), default=1)
+    # st.markdown, not st.html: a style-only st.html came after the cards were drawn, so they were drawn broken first
+    st.markdown(f"<style>[class*='st-key-{key}_'] [data-testid='stMarkdownContainer']:has(h4) "
+                f"{{ container-type: inline-size; }} [class*='st-key-{key}_'] h4 "
+                f"{{ font-size: min(1.5rem, {100 / ems:.2f}cqi); }}</style>", unsafe_allow_html=True)
+
+
 def need_runs(selection: Selection) -> None:
     if not selection.runs:
         st.info("No runs selected. Choose a runs folder in the sidebar (default: the bundled HAR runs).")

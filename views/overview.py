@@ -4,7 +4,7 @@ from har_core.evaluation.analysis import data_folder, overview_table, starts_fro
 from har_core.evaluation.ensemble import stored_headline
 from har_core.evaluation.plots import accuracy_bars
 from ui.choices import ensemble_members, sidebar
-from ui.common import figure, glossary, model_columns, need_runs
+from ui.common import figure, glossary, headings_on_one_line, model_columns, need_runs
 from ui.sharing import report_maker
 
 selection = sidebar()
@@ -46,9 +46,10 @@ st.download_button("⬇️ Download report (HTML, opens offline)", report_maker(
 st.subheader("Model cards")
 columns = model_columns(len(selection.runs))
 order = list(table["run"])  # the cards in the table's order, the best first
+headings_on_one_line("overview_card", order)
 for i, run in enumerate(sorted(selection.runs, key=lambda run: order.index(run.name))):
     card = run.card
-    with columns[i % len(columns)].container(border=True):
+    with columns[i % len(columns)].container(border=True, key=f"overview_card_{i}"):
         st.markdown(f"#### {run.name}")
         architecture = f"**{card['model']}** · " if card["model"] != run.name else ""  # the heading says it already
         st.markdown(f"{architecture}{card.get('parameters', 0) / 1e6:.1f} million parameters · "
