@@ -471,6 +471,23 @@ def test_free_paths_only_when_the_operator_opts_in(tiny_runs, kaggle_data, monke
     assert sorted(at.dataframe[0].value["run"]) == ["custom_cnn", "mobilenet_v2"]
 
 
+def test_a_typed_runs_folder_that_cannot_be_used_is_said_and_stops_nothing(tiny_runs, kaggle_data, monkeypatch):
+    """Free paths: a folder that does not exist, an empty box and a path longer than the system takes (it raised
+    'File name too long' and the page stopped with an error) are each said in the sidebar as the visitor's to
+    change, not blamed on the operator ('The operator allows no runs folder')."""
+    monkeypatch.setenv("HAR_RUNS", str(tiny_runs))
+    monkeypatch.setenv("HAR_DATA", str(kaggle_data))
+    monkeypatch.setenv("HAR_FREE_PATHS", "1")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
+    for typed in ["/no/such/folder", "x" * 3000, ""]:
+        at.sidebar.text_input(key="runs_dir").set_value(typed).run()
+        assert not at.exception, [e.message for e in at.exception]
+        said = [w.value for w in at.sidebar.warning]
+        assert said == ["No runs folder: type the path of a folder of runs above."], said
+    at.sidebar.text_input(key="runs_dir").set_value(str(tiny_runs)).run()
+    assert sorted(at.dataframe[0].value["run"]) == ["custom_cnn", "mobilenet_v2"]
+
+
 def plotted(values) -> list[float]:
     """A trace's numbers as the page sent them (plotly sends numpy arrays as base64 typed arrays)."""
     if isinstance(values, dict):

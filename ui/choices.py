@@ -38,9 +38,16 @@ def _short(path: str) -> str:
 
 def _free_folder(label: str, key: str, default: str, help: str) -> Path | None:
     typed = remembered(st.text_input, label, key, default, help=help)
-    if typed and not Path(typed).is_dir():
+    if typed and not _is_folder(typed):
         st.caption(f"⚠️ folder not found: {typed}")
-    return Path(typed) if typed and Path(typed).is_dir() else None
+    return Path(typed) if typed and _is_folder(typed) else None
+
+
+def _is_folder(typed: str) -> bool:
+    try:
+        return Path(typed).is_dir()
+    except (OSError, ValueError):  # a name longer than the system takes, a NUL byte: no folder, not a stopped page
+        return False
 
 
 @st.cache_data(show_spinner=False, ttl=3, max_entries=8)
@@ -133,7 +140,8 @@ def sidebar() -> Selection:
         chosen = st.multiselect("Runs to show", names, default=kept, key="chosen_runs")
         st.session_state["keep_chosen_runs"], st.session_state["keep_known_runs"] = chosen, names
         if not found:
-            st.warning(f"No runs in {runs_dir}." if runs_dir else "The operator allows no runs folder.")
+            st.warning(f"No runs in {runs_dir}." if runs_dir else "No runs folder: type the path of a folder of runs "
+                       "above." if settings.free_paths else "The operator allows no runs folder.")
         for name, reason in failures:
             st.error(f"Run **{name}** could not be loaded: {reason}", icon="⚠️")
         default = env_backend()  # HAR_BACKEND, read once per rerun (`backend()` then reads the kept choice)
