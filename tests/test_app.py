@@ -765,6 +765,19 @@ def test_video_page_draws_a_timeline_for_an_uploaded_clip_and_names_a_broken_one
     assert [w.value for w in at.warning] == ["broken.mp4 cannot be used: not a video this server can read."]
 
 
+def test_an_empty_clip_and_a_clip_without_models_are_each_said_on_the_video_page(app):
+    """A new user's zero-byte clip was answered 'Upload a clip …' as if nothing had been uploaded, and so was a clip
+    with every model taken out: each now says what is wrong."""
+    at = open_page(app, "video")
+    at.file_uploader(key="video_upload").upload("empty.mp4", b"", "video/mp4").run()
+    assert not at.error and not at.exception
+    assert [w.value for w in at.warning] == ["empty.mp4 cannot be used: the file is empty."]
+    assert not [i.value for i in at.info]
+    at.file_uploader(key="video_upload").upload("broken.mp4", b"not a video", "video/mp4").run()
+    at.multiselect(key="video_models").set_value([]).run()
+    assert [i.value for i in at.info] == ["Choose at least one model above."]
+
+
 def test_each_video_row_says_no_known_action_below_its_own_models_threshold(app, tiny_runs):
     """#39.6: the ensemble's threshold was applied to every model's row. Each row now uses the confidence above
     which its own model's (the ensemble's: its members') calibration answers were 90 % right, and says it."""

@@ -49,8 +49,14 @@ with tabs[1]:
 name, data = (safe_name(upload.name), upload.getvalue()) if upload is not None else (None, None)
 if data is None and picked != "—":
     name, data = picked, folder_clip(selection, picked)
-if not data or not chosen:
+if data == b"":  # an empty file is the visitor's to replace: said like any other unusable clip (ui.clips)
+    st.warning(f"{name} cannot be used: the file is empty.", icon="🎞️")
+    st.stop()
+if not data:
     st.info("Upload a clip (mp4, webm, mov, avi, mkv) or pick one from the image folder.")
+    st.stop()
+if not chosen:
+    st.info("Choose at least one model above.")
     st.stop()
 
 loaded = models([selection.run(n) for n in chosen])
