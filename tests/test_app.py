@@ -1159,3 +1159,32 @@ def test_the_video_page_says_in_words_which_runs_suit_which_clip(app):
     intro = texts(open_page(app, "video"))
     assert "sports runs know them" in intro and "everyday actions" in intro
     assert not re.search(r"\.\./|assets/|shared/data", intro)
+
+
+def test_the_servers_warm_ups_are_forgotten_once_finished_when_visitors_choose_many_run_sets(monkeypatch):
+    import threading
+    from ui import common
+    monkeypatch.setattr(common, "_warm_ups", {})
+    release = threading.Event()
+    running = threading.Thread(target=release.wait)
+    running.start()
+    finished = []
+
+    def start(paths, stamps):
+        if paths == ("still loading",):
+            return running
+        thread = threading.Thread(target=lambda: None)
+        thread.start()
+        thread.join()
+        finished.append(thread)
+        return thread
+
+    monkeypatch.setattr(common, "_start_loading", start)
+    assert common._warm_up(("still loading",), ()) is running
+    for i in range(3 * common.WARM_UPS_KEPT):
+        common._warm_up((f"run set {i}",), ())
+    release.set()
+    running.join()
+    assert len(common._warm_ups) <= common.WARM_UPS_KEPT and len(finished) == 3 * common.WARM_UPS_KEPT
+    assert common._warm_ups[("still loading",), ()] is running  # a warm-up still loading was never dropped
+    assert common._warm_up((f"run set {3 * common.WARM_UPS_KEPT - 1}",), ()) is finished[-1]  # the latest: kept

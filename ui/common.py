@@ -87,6 +87,7 @@ def model_stamp(run: Run) -> tuple[float, ...]:
                                                       artifacts.predictions_file("val")))
 
 
+WARM_UPS_KEPT = 32
 _warm_ups: dict[tuple, threading.Thread] = {}  # once per server process and set of runs (no Streamlit cache:
 _warm_ups_lock = threading.Lock()             # app.py asks for it after st.stop() too, where no st call may run)
 
@@ -94,6 +95,9 @@ _warm_ups_lock = threading.Lock()             # app.py asks for it after st.stop
 def _warm_up(paths: tuple[str, ...], stamps: tuple[tuple[float, ...], ...]) -> threading.Thread:
     with _warm_ups_lock:
         if (paths, stamps) not in _warm_ups:
+            if len(_warm_ups) >= WARM_UPS_KEPT:  # visitors choosing many run sets: forget the finished ones (their
+                for key in [key for key, thread in _warm_ups.items() if not thread.is_alive()]:  # models stay cached)
+                    del _warm_ups[key]
             _warm_ups[paths, stamps] = _start_loading(paths, stamps)
         return _warm_ups[paths, stamps]
 
