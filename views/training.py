@@ -43,13 +43,15 @@ for name in shown:
                  "TTA": "flip" if (test or val or {}).get("tta") else "none",
                  "minutes": round(frame.get("seconds", pd.Series([0])).sum() / 60, 1)})
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
+    "best epoch": st.column_config.NumberColumn("best"),  # short headers: every column in sight at 1280 px
     "val acc (training)": st.column_config.NumberColumn(
-        format="%.3f", help="Measured at the end of the best epoch during training: no TTA, on the weights "
-                            "validated then (the EMA weights when the recipe keeps an EMA)."),
+        "val (curve)", format="%.3f", help="Measured at the end of the best epoch during training: no TTA, on the "
+                                           "weights validated then (the EMA weights when the recipe keeps an EMA)."),
     "val acc (kept)": st.column_config.NumberColumn(
-        format="%.3f", help="metrics_val.json: the kept (best-epoch) weights evaluated after training, with flip "
-                            "TTA when the recipe uses it — so it can differ from the column before."),
-    "test acc (kept)": st.column_config.NumberColumn(format="%.3f", help="metrics_test.json, as above."),
+        "val (kept)", format="%.3f", help="metrics_val.json: the kept (best-epoch) weights evaluated after training, "
+                                          "with flip TTA when the recipe uses it — so it can differ from the column "
+                                          "before."),
+    "test acc (kept)": st.column_config.NumberColumn("test (kept)", format="%.3f", help="metrics_test.json, as above."),
     "TTA": st.column_config.TextColumn(help="Test-time augmentation in the metrics files' numbers.")})
 st.caption("Two val accuracies per run, on purpose: the curve's is measured while training (no TTA); the metrics "
            "files' is the kept weights evaluated once training ended (flip TTA where the recipe uses it).")
