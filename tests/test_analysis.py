@@ -404,3 +404,12 @@ def test_the_reports_confusion_counts_are_large_enough_for_a_projector_and_fit_t
         cell, size = trace.marker.size, trace.textfont.size
         assert size >= 14, (width, size)  # 12 px counts were hard to read from the back of a room
         assert 3 * 0.6 * size <= cell, (width, size, cell)  # "100" at about 0.6 em a digit stays inside its square
+
+
+def test_presentation_mode_enlarges_subplot_titles_too():
+    """#38 walk: Training's "loss" / "accuracy" titles stayed 16 px in presentation mode."""
+    from plotly.subplots import make_subplots
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
+    figure.update_layout(font=dict(size=16))
+    sizes = [a.font.size for a in plots.enlarged(figure, 1.3).layout.annotations]
+    assert [a.text for a in figure.layout.annotations] == ["loss", "accuracy"] and sizes == [21, 21]

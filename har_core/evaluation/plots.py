@@ -38,14 +38,16 @@ def standalone(figure: go.Figure) -> go.Figure:
 
 
 def enlarged(figure: go.Figure, scale: float) -> go.Figure:
-    """The figure `scale` times larger (presentation mode): its font, the ticks and titles of its axes and legend
-    (each set here: a theme's own sizes would win over the figure's font), the text and markers of its traces
+    """The figure `scale` times larger (presentation mode): its font, the ticks and titles of its axes and legend,
+    its subplots' titles (each set here: a theme's own sizes would win over the figure's font), the text and markers of its traces
     where they have their own size, and its height and width where it fixes them (a confusion matrix's cells)."""
     base = figure.layout.font.size or 12
     figure.update_layout(font_size=round(base * scale), legend_font_size=round(base * scale))
     for axis in [*figure.select_xaxes(), *figure.select_yaxes()]:
         axis.tickfont.size = round((axis.tickfont.size or base) * scale)
         axis.title.font.size = round((axis.title.font.size or base) * scale)
+    for annotation in figure.layout.annotations:  # subplot titles (make_subplots fixes them at 16 px)
+        annotation.font.size = round((annotation.font.size or base) * scale)
     for trace in figure.data:
         for part in ("textfont", "marker"):
             if isinstance(getattr(getattr(trace, part, None), "size", None), (int, float)):
