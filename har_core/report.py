@@ -22,6 +22,7 @@ from PIL import Image
 from har_core.evaluation.analysis import (HEADLINE, dataset_summary, metrics_table, mistakes, overview_table,
                                           per_class_f1_table, starts_from)
 from har_core.models.artifacts import Run
+from har_core.evaluation.ensemble import default_members, stored_headline
 from har_core.evaluation.calibration import calibrated_frame, calibration_table, fitted_on_line, report_of
 from har_core.models.calibration_maths import CalibrationError
 from har_core.data.datasets import DataError
@@ -188,6 +189,18 @@ def quiz_html(round_played) -> str:
             + table_html(round_played.answers.set_index("picture")))
 
 
+def ensemble_html(runs: list[Run], split: str) -> str:
+    """The line the Overview shows under its table: the default ensemble's stored figures on `split` ("" when the
+    runs make no ensemble)."""
+    members = [run for run in runs if run.name in default_members(runs)]
+    figures = stored_headline(members, split) if len(members) >= 2 else None
+    if figures is None:
+        return ""
+    return (f"<p><b>Ensemble</b> of {html.escape(', '.join(figures['runs']))} (the Overview's default members: mean "
+            f"calibrated probability): {split} accuracy <b>{figures['accuracy']:.1%}</b>, macro-F1 "
+            f"<b>{figures['macro_f1']:.3f}</b></p>")
+
+
 def build_report(runs: list[Run], data_root: Path | None = None, split: str = "test", per_model: int = 3,
                  on_step: Callable[[str], None] = lambda step: None,
                  load: Callable[[Run], LoadedModel] = load_run, max_images: int = 0, method: str = "Grad-CAM",
@@ -211,7 +224,8 @@ def build_report(runs: list[Run], data_root: Path | None = None, split: str = "t
     headline = [c for c in HEADLINE if c in table]
     comparison = (overview.join(table[headline], how="left") if not table.empty else overview).rename_axis(None)
     bars = runs_table.dropna(subset=["test accuracy"])
-    sections["Comparison"] = table_html(comparison) + (figure_html(accuracy_bars(bars)) if len(bars) else "")
+    sections["Comparison"] = table_html(comparison) + ensemble_html(runs, split) + (
+        figure_html(accuracy_bars(bars)) if len(bars) else "")
     f1 = per_class_f1_table(runs, split)
     sections["F1 per class"] = figure_html(f1_heatmap(f1)) if not f1.empty else f"<p>No {split} metrics.</p>"
     # 860 px: one matrix a row on a laptop, cells large enough that every count reads on a projector (580 px gave 9 px)
