@@ -1188,3 +1188,15 @@ def test_the_servers_warm_ups_are_forgotten_once_finished_when_visitors_choose_m
     assert len(common._warm_ups) <= common.WARM_UPS_KEPT and len(finished) == 3 * common.WARM_UPS_KEPT
     assert common._warm_ups[("still loading",), ()] is running  # a warm-up still loading was never dropped
     assert common._warm_up((f"run set {3 * common.WARM_UPS_KEPT - 1}",), ()) is finished[-1]  # the latest: kept
+
+
+def test_presenting_predict_folds_its_models_and_options_so_the_answer_comes_first(app):
+    """#38 walk: at 1280x720 in presentation mode the answer sat below the fold, under the model pickers."""
+    at = open_page(app, "predict")
+    assert not at.expander  # at a desk: every control in sight
+    at.sidebar.toggle(key="present").set_value(True).run()
+    folded = [e for e in at.expander if e.label == "Models and options"]
+    assert len(folded) == 1
+    assert [m.key for m in folded[0].multiselect] == ["predict_models", "predict_ensemble"]
+    assert {t.key for t in folded[0].toggle} == {"predict_tta", "predict_similar"}
+    at.sidebar.toggle(key="present").set_value(False).run()

@@ -11,7 +11,7 @@ from har_core.evaluation.plots import probability_bars, thumbnail_uri
 from har_core.retrieval.similarity import VOTE_K
 from ui.answers import WRAPPED_ANSWERS, image_source, predict
 from ui.choices import ensemble_members, follow_link, one_class_list, share_view, sidebar
-from ui.common import backend, friendly, glossary, image_models, model_columns, models, need_runs
+from ui.common import backend, friendly, glossary, image_models, model_columns, models, need_runs, presenting
 from ui.similar import similar_images
 from ui.sureness import ensemble_temperature, sureness
 from ui.what_if import what_if
@@ -21,20 +21,24 @@ st.title("🔮 Predict & compare")
 need_runs(selection)
 selection = image_models(selection)
 
-follow_link("models", "predict_models", selection.names(), many=True)
-chosen = st.multiselect("Models", selection.names(), default=selection.names(), key="predict_models")
-chosen_runs = [selection.run(n) for n in chosen]
-members = ensemble_members(chosen_runs, key="predict_ensemble")
-options = st.columns(4)
-tta = options[0].toggle("Flip TTA", value=default_tta(chosen_runs), key="predict_tta",  # short labels: whole at 1280 px
-                        help=glossary("TTA") + " Starts as the chosen models were calibrated.")
-similar = options[1].toggle("Similar images", value=True, key="predict_similar",
-                            help="Under each model, the training images it finds most alike (its embedding).")
-k = options[2].slider("Similar images shown", 3, VOTE_K, 6, key="predict_k", disabled=not similar,
-                      help=f"Of the {VOTE_K} most similar, whose vote is shown.")
-coverage = options[3].slider("Set coverage", 0.5, 0.99, 0.9, 0.01, format="%.2f", key="predict_coverage",
-                             help="Each model's prediction set holds the true class this often (split conformal "
-                                  "prediction, calibrated on the run's val pictures): hard pictures get larger sets.")
+# presenting, the answer comes first on a projector's screen: the models and options fold away
+with st.expander("Models and options") if presenting() else st.container():
+    follow_link("models", "predict_models", selection.names(), many=True)
+    chosen = st.multiselect("Models", selection.names(), default=selection.names(), key="predict_models")
+    chosen_runs = [selection.run(n) for n in chosen]
+    members = ensemble_members(chosen_runs, key="predict_ensemble")
+    options = st.columns(4)
+    # short labels: whole at 1280 px
+    tta = options[0].toggle("Flip TTA", value=default_tta(chosen_runs), key="predict_tta",
+                            help=glossary("TTA") + " Starts as the chosen models were calibrated.")
+    similar = options[1].toggle("Similar images", value=True, key="predict_similar",
+                                help="Under each model, the training images it finds most alike (its embedding).")
+    k = options[2].slider("Similar images shown", 3, VOTE_K, 6, key="predict_k", disabled=not similar,
+                          help=f"Of the {VOTE_K} most similar, whose vote is shown.")
+    coverage = options[3].slider("Set coverage", 0.5, 0.99, 0.9, 0.01, format="%.2f", key="predict_coverage",
+                                 help="Each model's prediction set holds the true class this often (split conformal "
+                                      "prediction, calibrated on the run's val pictures): hard pictures get larger "
+                                      "sets.")
 images, names = image_source(selection, key="predict")
 share_view(models=chosen)
 if not images:
