@@ -244,6 +244,8 @@ def test_inside_shows_every_stage_of_the_chosen_model_and_its_most_active_channe
     assert any("Upload a photo" in i.value for i in at.info)
     assert len(at.image) == 1  # the first layer's filters need no picture
     at.selectbox(key="inside_model").set_value("custom_cnn").run()
+    random_start = next(c.value for c in at.caption if "started from random weights" in c.value)
+    assert "ImageNet" not in random_start  # the groups' CNN has no ImageNet weights anywhere, none to miss here
     sample = at.selectbox(key="inside_sample")
     at = sample.set_value(sample.options[1]).run()
     assert not at.exception and not at.error

@@ -5,6 +5,7 @@ import streamlit as st
 from har_core.data.imaging import image_digest
 from har_core.explain.inside import tile_mosaic
 from har_core.evaluation.plots import feature_map_grid
+from har_core.models.registry import REGISTRY
 from ui.answers import image_source
 from ui.choices import follow_link, share_view, sidebar
 from ui.common import best_run, figure, friendly, image_models, model, need_runs
@@ -89,8 +90,9 @@ columns = st.columns(2 if start is not None else 1)
 columns[0].image(tile_mosaic(trained), caption=f"{run_name}'s {len(trained)} first-layer filters, as trained "
                  "(grey: 0, colour: the colour a filter responds to; each filter scaled to its own strongest weight)")
 if start is None and str(run.card.get("pretrained", "none")).startswith("none"):
-    st.caption(f"{run_name} started from random weights (no ImageNet weights for it here), so its first filters "
-               "began as noise: the less trained, the noisier they still look.")
+    published = getattr(REGISTRY.get(run.card["model"]), "hub", None)  # the custom CNN never had any to miss
+    st.caption(f"{run_name} started from random weights" + (" (no ImageNet weights for it here)" if published else "")
+               + ", so its first filters began as noise: the less trained, the noisier they still look.")
 if start is not None:
     unchanged = start.shape == trained.shape and np.allclose(start, trained, atol=1e-3)
     columns[1].image(tile_mosaic(start), caption="the same filters at the start of training: the offline ImageNet "
