@@ -413,3 +413,19 @@ def test_presentation_mode_enlarges_subplot_titles_too():
     figure.update_layout(font=dict(size=16))
     sizes = [a.font.size for a in plots.enlarged(figure, 1.3).layout.annotations]
     assert [a.text for a in figure.layout.annotations] == ["loss", "accuracy"] and sizes == [21, 21]
+
+
+def test_the_overview_names_a_shared_data_folder_only_when_the_runs_say_where_they_trained(tiny_runs):
+    """A card without a `data` field (validate_card does not require it) made the Overview's caption read
+    'test split of **?**' as if '?' were a folder."""
+    from pathlib import Path
+    from har_core.evaluation.analysis import data_folder, overview_table
+    found = find_runs(tiny_runs)[0]
+    assert data_folder(found) == Path(found[0].card["data"]["root"]).name
+    for run in found:
+        run.card.pop("data")
+    assert data_folder(found) is None and data_folder(found[:1]) is None
+    found[0].card["data"] = {"root": "/elsewhere/sports15"}
+    assert data_folder(found) is None  # one known, one unknown: not said to be shared
+    assert dict(zip(overview_table(found)["run"], overview_table(found)["data"])) == {
+        found[0].name: "sports15", found[1].name: "?"}  # the table still says which one it does not know

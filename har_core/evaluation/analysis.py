@@ -55,8 +55,8 @@ def training_in_words(card: dict) -> str:
 
 
 def data_folder(runs: list[Run]) -> str | None:
-    """The name of the data folder every run was trained on, or None when they differ."""
-    names = {Path(run.card.get("data", {}).get("root", "?")).name for run in runs}
+    """The name of the data folder every run was trained on, or None when they differ or a card does not say."""
+    names = {Path(root).name if (root := run.card.get("data", {}).get("root")) else None for run in runs}
     return names.pop() if len(names) == 1 else None
 
 
@@ -72,7 +72,7 @@ def overview_table(runs: list[Run]) -> pd.DataFrame:
         rows.append({
             "run": run.name, "test accuracy": test.get("accuracy"), "test macro-F1": test.get("macro_f1"),
             "architecture": card["model"], "parameters (M)": round(card.get("parameters", 0) / 1e6, 1),
-            "input size": card["input_size"], "epochs": card.get("epochs_trained"), "data": data_folder([run]),
+            "input size": card["input_size"], "epochs": card.get("epochs_trained"), "data": data_folder([run]) or "?",
             "starts from": starts_from(card, name_teachers=False),
         })
     table = pd.DataFrame(rows)
