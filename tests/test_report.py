@@ -1,5 +1,4 @@
 """The report to share: one HTML file with everything embedded (python -m train.report)."""
-import json
 import re
 
 import pandas as pd
@@ -142,16 +141,19 @@ def test_the_reports_comparison_names_a_distilled_runs_teachers_where_the_overvi
     assert "random start, taught by teacher_one, teacher_two" in page and "taught by 2 runs" not in page
 
 
-def test_the_reports_comparison_gives_the_default_ensembles_test_figures_as_the_overview_does(tiny_runs):
+def test_the_reports_comparison_gives_the_default_ensembles_test_figures_as_the_overview_does(tiny_runs, copy_of):
     """#38 walk: the Overview said the ensemble's 83.4 %, the report had no ensemble at all."""
     import numpy as np
+    from sklearn.metrics import f1_score
+    from conftest import set_temperature
+    from har_core.models.artifacts import open_run
     from har_core.report import build_report
-    runs = find_runs(tiny_runs)[0]
+    # temperatures far from 1, on the cards as train.calibrate puts them: here they change the ensemble's answers
+    temperatures = {"custom_cnn": 20.0, "mobilenet_v2": 0.05}
+    runs = [open_run(set_temperature(copy_of(tiny_runs / name), t)) for name, t in temperatures.items()]
     page = build_report(runs, per_model=0)
     # by hand: each member's test probabilities scaled by its temperature, averaged, argmax against the truth
     frames = [run.predictions("test").set_index("filename").sort_index() for run in runs]
-    temperatures = [json.loads((run.path / "calibration.json").read_text())["temperature"]
-                    if (run.path / "calibration.json").is_file() else 1.0 for run in runs]  # uncalibrated: as trained
     assert len(frames) == 2 and all(len(f) == len(frames[0]) for f in frames)
     columns = [f"prob_{c}" for c in runs[0].classes]
 
@@ -160,7 +162,11 @@ def test_the_reports_comparison_gives_the_default_ensembles_test_figures_as_the_
         e = np.exp(logits - logits.max(1, keepdims=True))
         return e / e.sum(1, keepdims=True)
 
-    mean = sum(tempered(f, t) for f, t in zip(frames, temperatures)) / len(frames)
     truth = frames[0]["true"].map(runs[0].classes.index).to_numpy()
-    accuracy = float((mean.argmax(1) == truth).mean())
-    assert f"test accuracy <b>{accuracy:.1%}</b>" in page and "Ensemble</b> of custom_cnn, mobilenet_v2" in page
+    predicted = (sum(tempered(f, t) for f, t in zip(frames, temperatures.values())) / len(frames)).argmax(1)
+    raw = sum(f[columns].to_numpy(float) for f in frames).argmax(1)
+    accuracy = float((predicted == truth).mean())
+    assert accuracy != float((raw == truth).mean())  # a report that ignored the temperatures would say otherwise
+    macro_f1 = f1_score(truth, predicted, labels=range(len(columns)), average="macro", zero_division=0)
+    assert f"test accuracy <b>{accuracy:.1%}</b>, macro-F1 <b>{macro_f1:.3f}</b>" in page
+    assert "Ensemble</b> of custom_cnn, mobilenet_v2" in page
