@@ -251,3 +251,14 @@ def test_a_student_trains_on_the_hard_loss_beside_the_teachers_with_mixup_and_ex
     card = json.loads((run / "card.json").read_text())
     assert card["distillation"]["weight"] == 0.5 and card["distillation"]["extra_images"] == 12
     assert history[0]["train_loss"] > 0 and history[0]["train_loss"] == history[0]["train_loss"]  # finite, trained
+
+
+def test_a_bf16_student_hears_its_live_teachers_in_float32_through_onnx_runtime(rotated_teacher, kaggle_data,
+                                                                                  tmp_path, capsys):
+    """Review: under the student's bfloat16 autocast the teachers' ONNX export failed on every batch and they
+    answered in bfloat16 PyTorch instead; they answer outside the autocast."""
+    train_tiny(kaggle_data, tmp_path, "bf16_student", extra=["--epochs", "1", "--embed", "false", "--precision", "bf16",
+                                                               "--teacher", str(rotated_teacher)])
+    printed = capsys.readouterr()
+    assert "ONNX export failed" not in printed.out + printed.err
+    assert artifacts.open_run(tmp_path / "bf16_student").card["recipe"]["precision"] == "bf16"

@@ -265,3 +265,5 @@ def test_cached_views_of_students_that_differ_only_in_crop_pct_are_shared_under_
     # without the random crop, crop_pct decides the centre crop: the views differ and so must the caches
     assert train.pixel_config(custom, "flip,color") != train.pixel_config(resnet, "flip,color")
     assert train.pixel_config(custom | {"interpolation": "bicubic"}, "rrc") != train.pixel_config(custom, "rrc")
+    clip = custom | {"frames": 16}  # a clip's random crop follows a resize by crop_pct: there it makes pixels
+    assert train.pixel_config(clip, "rrc,flip")["crop_pct"] == 1.0

@@ -269,7 +269,7 @@ def trunk_digest(model, trunk: tuple[str, ...]) -> str:
 def pixel_config(data_config: dict, augment: str) -> dict:
     """The part of the student's data config that makes a cached view's pixels: a random resized crop ignores
     crop_pct, so students that differ only there (the custom CNN, a random-start ResNet50) share their views."""
-    ignored = ("crop_pct",) if "rrc" in augment.split(",") else ()
+    ignored = ("crop_pct",) if "rrc" in augment.split(",") and "frames" not in data_config else ()  # clips: it does
     return {k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items() if k not in ignored}
 
 
@@ -534,11 +534,11 @@ def train_one_epoch(train_model, model, loader, optimizer, recipe: Recipe, mixup
             images, targets = mixup(images, labels.clamp(min=0))
             labelled = labelled_after_mixup(labelled)
         criterion = soft_loss if targets.dim() == 2 else hard_loss
+        taught = None
+        if teachers is not None:  # the view is made at the teachers' size; the student sees it resized. Outside the
+            taught = teachers.targets(images, keys, recipe.distill_temperature)  # autocast: teachers answer in float32
+            images = teachers.for_student(images)  # (a bf16 graph is no ONNX Runtime export)
         with autocast_for(recipe, procs), features_in(model):
-            taught = None
-            if teachers is not None:  # the view is made at the teachers' size; the student sees it resized
-                taught = teachers.targets(images, keys, recipe.distill_temperature)
-                images = teachers.for_student(images)
             output = train_model(images)
             outputs = output if isinstance(output, (tuple, list)) else (output,)
 
