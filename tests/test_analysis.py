@@ -392,6 +392,7 @@ def test_a_cards_recipe_reads_as_one_plain_line():
     card["recipe"] |= {"freeze_epochs": 3, "augment": "", "precision": "auto"}
     assert training_in_words(card) == ("12 epochs, the first 3 on the head alone · AdamW at learning rate 0.002 "
                                        "(cosine) · batches of 32 · 128 px pictures.")
+    assert training_in_words(card | {"device": "NVIDIA A100"}).endswith("128 px pictures · bfloat16 arithmetic.")
     assert training_in_words({"recipe": card["recipe"], "taught": {"base": "x"}, "input_size": 1}) == ""
 
 

@@ -87,7 +87,7 @@ def model_stamp(run: Run) -> tuple[float, ...]:
                                                       artifacts.predictions_file("val")))
 
 
-WARM_UPS_KEPT = 32
+WARM_UPS_KEPT = 32  # beyond this many run sets, finished warm-ups are forgotten (those still loading are kept)
 _warm_ups: dict[tuple, threading.Thread] = {}  # once per server process and set of runs (no Streamlit cache:
 _warm_ups_lock = threading.Lock()             # app.py asks for it after st.stop() too, where no st call may run)
 

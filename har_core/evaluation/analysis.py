@@ -49,7 +49,8 @@ def training_in_words(card: dict) -> str:
     augment = [AUGMENTATION_WORDS.get(name, name) for name in filter(None, recipe.get("augment", "").split(","))]
     if augment:
         parts.append("with " + ", ".join(augment))
-    if recipe.get("precision") == "bf16":
+    precision = recipe.get("precision", "auto")
+    if precision == "bf16" or (precision == "auto" and card.get("device", "cpu") != "cpu"):  # auto: bf16 on a GPU
         parts.append("bfloat16 arithmetic")
     return " · ".join(parts) + "."  # where it started, its teachers and its device: the card's first lines
 
