@@ -719,7 +719,7 @@ def test_every_overview_card_names_its_run_on_one_line_at_1280_px(browser, tmp_p
         page.get_by_text("Model cards").wait_for()
         settle(page)
         page.evaluate("document.fonts.ready")  # measured in the page's own font, not in a wider one drawn meanwhile
-        lines = page.evaluate("""() => [...document.querySelectorAll('[data-testid="stLayoutWrapper"] h4 [data-heading-text]')]
+        lines = page.evaluate("""() => [...document.querySelectorAll('[data-testid="stLayoutWrapper"] h5 [data-heading-text]')]
             .map(h => { const range = document.createRange(); range.selectNodeContents(h);
                         return [h.innerText, new Set([...range.getClientRects()].map(r => Math.round(r.top))).size]; })""")
         names = sorted(run.name for run in find_runs(ROOT / "assets" / "runs_har")[0])

@@ -343,9 +343,10 @@ def headings_on_one_line(key: str, names: list[str]) -> None:
     em wide (0.51 measured on these names; 0.56 leaves room for wider ones)."""
     ems = 0.56 * max(map(len, names), default=1)
     # st.markdown, not st.html: a style-only st.html came after the cards were drawn, so they were drawn broken first
-    st.markdown(f"<style>[class*='st-key-{key}_'] [data-testid='stMarkdownContainer']:has(h4) "
-                f"{{ container-type: inline-size; }} [class*='st-key-{key}_'] h4 "
-                f"{{ font-size: min(1.5rem, {100 / ems:.2f}cqi); }}</style>", unsafe_allow_html=True)
+    st.markdown(f"<style>[class*='st-key-{key}_'] [data-testid='stMarkdownContainer']:has(h5) "
+                f"{{ container-type: inline-size; }} [class*='st-key-{key}_'] h5 "
+                f"{{ font-size: min(1.25rem, {100 / ems:.2f}cqi); white-space: nowrap; }}</style>",
+                unsafe_allow_html=True)  # nowrap: drawn before the size applies, a name still never breaks
 
 
 def need_runs(selection: Selection) -> None:
