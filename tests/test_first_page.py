@@ -33,7 +33,7 @@ if {page!r}:
 at.run()
 heavy = sorted(m for m in ("torch", "timm", "torchvision", "pytorch_grad_cam", "sklearn", "av") if m in sys.modules)
 print(json.dumps({{"title": [t.value for t in at.title], "errors": [e.message for e in at.exception],
-                  "cards": [m.value for m in at.markdown if m.value.startswith("#### ")], "heavy": heavy,
+                  "cards": [m.value for m in at.markdown if m.value.startswith("##### ")], "heavy": heavy,
                   "info": [i.value for i in at.info],
                   "warm_up": asked, "loading": loading}}))
 """
@@ -58,7 +58,7 @@ def test_the_overview_is_drawn_without_torch_and_the_models_warm_up_after_it():
     runs = bundled_runs()
     page = first_page()
     assert page["title"] == ["📋 Overview"] and not page["errors"]
-    assert sorted(card.removeprefix("#### ") for card in page["cards"]) == runs  # the page was drawn whole
+    assert sorted(card.removeprefix("##### ") for card in page["cards"]) == runs  # the page was drawn whole
     assert page["heavy"] == []
     assert len(page["warm_up"]) == 1  # the models are still loaded ahead of the first upload, asked for once the
     assert not [name for name in page["warm_up"][0] if "/views/" in name]  # page's script is done (not inside it)
