@@ -103,7 +103,7 @@ def test_the_app_opens_on_the_har_bundle_and_each_runs_folder_brings_its_own_dat
     assert list(at.dataframe[0].value["run"]) == [r.name for r in sorted(
         har_runs, key=lambda r: -r.card["metrics"]["test"]["accuracy"])]  # the answer first: the best run on top
     assert any("Ensemble" in s.value for s in at.success)
-    cards = [m.value.removeprefix("#### ") for m in at.markdown if m.value.startswith("#### ")]
+    cards = [m.value.removeprefix("##### ") for m in at.markdown if m.value.startswith("##### ")]
     table = list(at.dataframe[0].value["run"])
     per_row = min(3, len(table))  # cards fill rows of up to three; the page's tree lists them column by column
     assert cards == [table[i] for column in range(per_row) for i in range(column, len(table), per_row)]  # the
@@ -160,7 +160,7 @@ def test_every_har_run_ships_reduced_embeddings_of_its_data_that_reproduce_its_r
 
 
 @pytest.mark.skipif(not (SPORTS15.parent / "har").is_dir(), reason="the HAR data set (../shared/data/har) is not here")
-@pytest.mark.parametrize("name", ["efficientnet_lite2", "efficientnet_lite1", "inception_v3"])
+@pytest.mark.parametrize("name", ["efficientnet_lite2", "efficientnet_lite1", "inception_v3", "resnet50"])
 def test_the_best_har_runs_ship_channel_tops_whose_pictures_and_responses_reproduce(name):
     """Inside on the HAR bundle said "no channel tops yet": the two best HAR runs ship them, ranked over their
     7,771 training pictures; a stored top picture is a training picture and its response is the stored score."""
@@ -191,3 +191,47 @@ def test_the_best_har_runs_ship_channel_tops_whose_pictures_and_responses_reprod
         outside = ~(drawn[:, None, None] == stored[None]).any(-1)  # (40, channels): not among that channel's tops
         beaten = outside & (strongest > weakest_kept * (1 + 2e-3) + 2e-3)
         assert not beaten.any(), (module, np.argwhere(beaten)[:5])
+
+
+NOT_YET = pytest.mark.xfail(strict=True, reason="#38: its robustness is computed next (about 40 CPU-minutes at "
+                            "its size on one core); strict: remove the mark when it ships")
+HAR_RUNS = ["efficientnet_lite2", "efficientnet_lite1", "custom_cnn_taught", "resnet50",
+            pytest.param("inception_v3", marks=NOT_YET), pytest.param("vgg16", marks=NOT_YET)]
+
+
+def test_the_har_bundle_holds_the_five_group_architectures():
+    runs, failures = find_runs(ROOT / "assets" / "runs_har")
+    assert not failures and {run.card["model"] for run in runs} >= GROUP_SLOTS | {"efficientnet_lite2"}
+    assert sorted(run.name for run in runs) == sorted(getattr(name, "values", [name])[0] for name in HAR_RUNS)
+
+
+@pytest.mark.parametrize("name", HAR_RUNS)
+def test_every_har_run_ships_robustness_on_its_test_pictures_measured_by_its_shipped_weights(name):
+    """#38.5: every HAR run carries what the pages use; Evaluate's robustness section needs no computing."""
+    import hashlib
+    import pandas as pd
+    from har_core.explain.whatif import CORRUPTIONS
+    run = next(r for r in find_runs(ROOT / "assets" / "runs_har")[0] if r.name == name)
+    info = json.loads((run.path / "robustness.json").read_text())
+    assert info["split"] == "test" and info["per_class"] == 40 and info["pictures"] == 600
+    assert info["weights"] == hashlib.sha256((run.path / "model.safetensors").read_bytes()).hexdigest()
+    table = pd.read_csv(run.path / "robustness.csv")
+    assert set(table["run"]) == {run.name} and not table.duplicated(["corruption", "strength"]).any()
+    assert set(table["corruption"]) == set(CORRUPTIONS) and set(table["strength"]) == {0, 1, 2, 3}
+    assert (table["accuracy"] * 600).sub((table["accuracy"] * 600).round()).abs().max() < 1e-6  # k of 600
+    # the clean pictures are the first 40 of each class in the manifest: there, the stored test predictions
+    # (flip TTA) and the clean measurement (no TTA) differ by a few near-ties, never by 12 pictures in 600
+    test = run.manifest().query("split == 'test'")
+    first = set(test.groupby("label", sort=False).head(40)["filename"])
+    stored = run.predictions("test").query("filename in @first")
+    clean = table.loc[table["strength"] == 0, "accuracy"].unique()
+    assert len(stored) == 600 and len(clean) == 1
+    assert abs(clean[0] - (stored["true"] == stored["predicted"]).mean()) <= 12 / 600
+
+
+def test_the_har_bundle_stays_under_200_mb():
+    """#38.5: every HAR run with all its artefacts, float16 weights, under 200 MB (the tracked files)."""
+    tracked = subprocess.run(["git", "ls-files", "-z", "assets/runs_har"], cwd=ROOT, capture_output=True,
+                             text=True).stdout
+    files = [ROOT / f for f in tracked.split("\0") if f]
+    assert len(files) > 50 and sum(f.stat().st_size for f in files) <= 200 * 2 ** 20
