@@ -664,6 +664,7 @@ def test_switching_the_runs_folder_in_the_browser_switches_the_image_folder_it_s
         shows("Image folder", "data/sports15")
         demo = sorted(p.name for p in (ROOT / "assets" / "runs").iterdir() if (p / "card.json").is_file())
         shown = page.locator("[data-testid='stSidebar'] [data-testid='stMultiSelectTagsContainer'] span[title]")
+        expect(shown).to_have_count(len(demo))  # the chips redraw after the image folder (six HAR runs, seven here)
         assert sorted(set(shown.all_inner_texts())) == demo  # every run of the new folder
         rerun_by_key(page)  # a rerun of this page: the browser sends back what its widgets show
         page.wait_for_timeout(500)
