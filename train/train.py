@@ -56,7 +56,8 @@ from har_core.data.loaders import split_loader
 from har_core.models.inference import fast_layout, load_run, logits_of, predict_loader
 from har_core.evaluation.metrics import compute_metrics
 from har_core.models.pretrained import PretrainedError, load_pretrained
-from har_core.models.registry import RECIPES, REGISTRY, Recipe, count_parameters, is_head_param
+from har_core.models.registry import (PRECISIONS, RECIPES, REGISTRY, Recipe, count_parameters, is_head_param,
+                                      trains_in_bf16)
 from har_core.retrieval.similarity import embed_run
 from har_core.training import view_cache
 from har_core.training.trunk import run_trunk
@@ -117,8 +118,6 @@ def recipe_from(args, base: Recipe) -> Recipe:
         raise SystemExit(f"--precision must be one of {', '.join(PRECISIONS)}, not '{recipe.precision}'")
     return recipe
 
-
-PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -513,8 +512,8 @@ def epoch_loader(recipe: Recipe, epoch: int, seed: int, train_labels, classes, i
 
 def autocast_for(recipe: Recipe, procs: Processes):
     """The training step's arithmetic (Recipe.precision); evaluation always runs in float32, as the app does."""
-    enabled = recipe.precision == "bf16" or (recipe.precision == "auto" and procs.on_cuda)
-    return torch.autocast(device_type="cuda" if procs.on_cuda else "cpu", dtype=torch.bfloat16, enabled=enabled)
+    return torch.autocast(device_type="cuda" if procs.on_cuda else "cpu", dtype=torch.bfloat16,
+                          enabled=trains_in_bf16(recipe.precision, procs.on_cuda))
 
 
 def train_one_epoch(train_model, model, loader, optimizer, recipe: Recipe, mixup, average, features_in,

@@ -26,6 +26,14 @@ KINETICS_MEAN = (0.43216, 0.394666, 0.37645)  # torchvision's Kinetics-400 video
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
 
+PRECISIONS = ("auto", "bf16", "fp32")  # Recipe.precision
+
+
+def trains_in_bf16(precision: str, on_gpu: bool) -> bool:
+    """Whether a recipe's training step runs under bfloat16 autocast: always with bf16, on a GPU with auto."""
+    return precision == "bf16" or (precision == "auto" and on_gpu)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A training recipe: plain values, each overridable from the command line."""
