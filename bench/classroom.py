@@ -44,6 +44,7 @@ from pathlib import Path
 
 from har_core.models.artifacts import find_runs
 from har_core.data.labels import spoken
+from har_core.models.backend import app_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 FRESH = "(el) => !el.closest('[data-stale=\"true\"]')"
@@ -339,7 +340,7 @@ def alone_answers(runs: list, pictures: list[Path]) -> list[dict]:
     from har_core.data.imaging import load_image
     from har_core.models.inference import load_run
     tta = default_tta(runs)
-    models = [load_run(run.path) for run in runs]
+    models = [load_run(run.path, app_backend()) for run in runs]
     answers = []
     for path in pictures:
         image = load_image(path)
@@ -482,7 +483,7 @@ def warm_split(runs_dir: Path, data: Path, repeats: int = 3) -> dict:
     split = {stage: statistics.median(row.get(stage, 0.0) for row in rows[1:])  # 0: the page did not call it
              for stage in [*STAGES, "page's whole run", "run start → last card"]}
     runs = [run for run in find_runs(runs_dir)[0] if not run.takes_clips]
-    models = [load_run(run.path) for run in runs]
+    models = [load_run(run.path, app_backend()) for run in runs]
     images = [load_image(path) for path in samples[1:]]
     forwards = {tta: statistics.median(sum(p.seconds for p in predict_all(models, [image], tta=tta))
                                        for image in images) for tta in (False, True)}
@@ -533,7 +534,7 @@ def teach_figures(runs_dir: Path, data: Path, per_class: int = 20, new_data: Pat
         names = [n for n, c in unseen["label"].value_counts().sort_index().items() if c >= per_class][:5]
         pictures = [[load_image(source / f) for f in unseen.loc[unseen["label"] == n, "filename"][:per_class]]
                     for n in names]
-        base = load_run(run.path)
+        base = load_run(run.path, app_backend())
         start = time.perf_counter()
         head = teach(base, names, pictures)
         figures[run.name] = {"total": time.perf_counter() - start, **head.seconds,
@@ -597,7 +598,7 @@ def cold_and_split(runs_dir: Path, data: Path, repeats: int) -> dict:
                 answered = [run for run in logged_runs(log, "Predict & compare")[before:] if "forwards" in run]
                 figures["warm"].append({"drawn_s": drawn, "spans": answered[-1] if answered else {}})
             browser.close()
-        models = [load_run(run.path) for run in runs]  # TTA's share: the runs' own forwards, without and with it
+        models = [load_run(run.path, app_backend()) for run in runs]  # TTA's share: the runs' own forwards, without and with it
         images = [load_image(path) for path in pictures[1:]]
         figures["forwards_s"] = {tta: statistics.median(sum(p.seconds for p in predict_all(models, [image], tta=tta))
                                                         for image in images) for tta in (False, True)}

@@ -242,6 +242,15 @@ def test_the_export_command_reports_each_step_and_a_failed_run_by_name(tiny_runs
     assert done[str(run)]["onnx"]["kept"]
     with pytest.raises(SystemExit, match="1 of 1 export"):
         export_cli.main([str(run.parent / "nowhere")])
+    # make exports: a run exported from its current weights is left as it is, a retrained one is exported again
+    card = (run / "card.json").read_bytes()
+    assert export_cli.main([str(run), "--data", str(kaggle_data), "--skip-exported"]) == {}
+    assert "already exported from its current weights" in capsys.readouterr().out
+    assert (run / "card.json").read_bytes() == card
+    corrupt(run, "weights changed")
+    assert str(run) in export_cli.main([str(run), "--data", str(kaggle_data), "--skip-exported"])
+    assert json.loads((run / "card.json").read_text())["exports"]["onnx"]["weights_sha256"] == \
+        file_sha256(run / "model.safetensors")
 
 
 TORCH_FREE = """
@@ -316,14 +325,40 @@ def test_the_app_predicts_through_onnx_runtime_when_chosen_and_says_which_engine
     sample = at.selectbox(key="predict_sample")
     at = sample.set_value(sample.options[1]).run()
     captions = [c.value for c in at.caption if c.value.startswith("⏱")]  # each card's time, in its details
-    assert len(captions) == 2 and not any("ONNX" in c or "PyTorch" in c for c in captions)  # default: PyTorch
-    pytorch_probs = [m.value for m in at.markdown if m.value.startswith("### ")]
-    at = at.sidebar.selectbox(key="backend").set_value("onnxruntime").run()
-    assert not at.exception
-    captions = [c.value for c in at.caption if c.value.startswith("⏱")]
+    # default (auto): each run through its fastest checked export; the broken one falls back, and says so
     assert captions[0].endswith("· ONNX Runtime") and captions[1].endswith("· PyTorch")  # custom_cnn, mobilenet_v2
     assert any("mobilenet_v2: model.onnx cannot be read" in w.value for w in at.warning)
-    assert [m.value for m in at.markdown if m.value.startswith("### ")] == pytorch_probs  # same answers
+    exported_probs = [m.value for m in at.markdown if m.value.startswith("### ")]
+    at = at.sidebar.selectbox(key="backend").set_value("pytorch").run()
+    assert not at.exception
+    captions = [c.value for c in at.caption if c.value.startswith("⏱")]
+    assert len(captions) == 2 and not any("ONNX" in c or "PyTorch" in c for c in captions)  # one engine: no label
+    assert not any("cannot be read" in w.value for w in at.warning)
+    assert [m.value for m in at.markdown if m.value.startswith("### ")] == exported_probs  # same answers
+
+
+def test_auto_answers_each_run_with_its_fastest_checked_export_and_says_when_one_fails(
+        tiny_runs, copy_of, kaggle_data, capsys):
+    from har_core.models.backend import AUTO
+    from har_core.models.calibration_maths import temper
+    run = copy_of(tiny_runs / "custom_cnn")
+    bare = load_run(run, backend=AUTO)  # no export yet: PyTorch, and nothing to say
+    assert bare.backend == "pytorch" and bare.backend_note == ""
+    assert export_run(run, quantize="int8", data=kaggle_data, on_step=lambda line: None)["onnx_int8"]["kept"]
+    images = [synthetic_image(i % 3, seed=700 + i) for i in range(3)]
+    loaded = load_run(run, backend=AUTO)
+    assert loaded.backend == "onnxruntime-int8" and loaded.backend_note == ""
+    # independently: the int8 file in its own ONNX Runtime session, softmax, the card's temperature
+    batch = load_run(run, backend="pytorch").preprocess(images).numpy()
+    logits = open_session(run / "model.int8.onnx").run(["logits"], {"input": batch})[0]
+    expected = temper(softmax(logits.astype(np.float64)).astype(np.float32), loaded.temperature)
+    np.testing.assert_allclose(loaded.predict(images), expected, atol=1e-6)
+    (run / "model.int8.onnx").write_bytes(b"broken")
+    capsys.readouterr()
+    fallback = load_run(run, backend=AUTO)
+    assert fallback.backend == "onnxruntime"
+    assert "model.int8.onnx cannot be read" in fallback.backend_note and "ONNX Runtime answers" in fallback.backend_note
+    assert "model.int8.onnx cannot be read" in capsys.readouterr().err
 
 
 def test_onnx_runtime_uses_torchs_threads_and_does_not_spin_beside_it():

@@ -1,6 +1,6 @@
 """Export a run to ONNX, checked against PyTorch on its test images before it is kept (har_core.models.export).
 
-    python -m train.export RUN [RUN ...] [--format onnx] [--quantize int8] [--data DIR] [--check-limit N]
+    python -m train.export RUN [RUN ...] [--format onnx] [--quantize int8] [--data DIR] [--check-limit N] [--skip-exported]
 
 Writes model.onnx (dynamic batch size; outputs logits and embedding) into each run folder beside its card;
 --quantize int8 also writes model.int8.onnx when its val accuracy is at most one point below the float
@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from har_core.models.artifacts import RunError
-from har_core.models.export import ExportError, export_run
+from har_core.models.export import ExportError, export_run, is_exported
 
 
 def main(argv=None) -> dict:
@@ -25,6 +25,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--quantize", choices=("int8",), help="also write a checked int8 model")
     parser.add_argument("--data", help="image folder of the checks (default: the one on the run's card)")
     parser.add_argument("--check-limit", type=int, default=0, help="check on the first N test images (0: all)")
+    parser.add_argument("--skip-exported", action="store_true",
+                        help="leave out runs whose model.onnx is recorded from their current weights (make exports)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -36,6 +38,9 @@ def main(argv=None) -> dict:
     done, failed = {}, []
     for run in args.runs:
         try:
+            if args.skip_exported and is_exported(run):
+                print(f"{run}: already exported from its current weights (left as it is)")
+                continue
             done[run] = export_run(run, args.quantize, args.data, args.check_limit,
                                    on_step=(lambda line: None) if args.quiet else print)
         except (RunError, ExportError) as error:

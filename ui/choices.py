@@ -10,7 +10,7 @@ from har_core.models import artifacts
 from har_core import server
 from har_core.models.artifacts import Run
 from har_core.evaluation.ensemble import class_groups, default_members, describe_classes
-from har_core.models.backend import BACKENDS, LABELS
+from har_core.models.backend import AUTO, BACKENDS, LABELS
 from ui.common import PRESENTATION_CSS, Selection, remembered, config, env_backend, presenting, warm_up
 
 
@@ -146,11 +146,12 @@ def sidebar() -> Selection:
             st.error(f"Run **{name}** could not be loaded: {reason}", icon="⚠️")
         default = env_backend()  # HAR_BACKEND, read once per rerun (`backend()` then reads the kept choice)
         kept = st.session_state.get("keep_backend") or default
-        if any("exports" in run.card for run in found) or default != "pytorch":
+        if any("exports" in run.card for run in found) or default not in (AUTO, "pytorch"):
             options = list(BACKENDS)
             kept = st.selectbox("Prediction backend", options, index=options.index(kept), key="backend",
                                 format_func=LABELS.get, help="ONNX Runtime runs a run's checked export "
-                                "(python -m train.export RUN); runs without one, and Grad-CAM, use PyTorch.")
+                                "(python -m train.export RUN, or make exports); runs without one, and Grad-CAM, "
+                                "use PyTorch. Fastest: int8 where the run has one, else float.")
         st.session_state["keep_backend"] = kept
         runs, left_out = one_class_list([run for run in found if run.name in chosen])
         if switched:  # each page's choices among the old folder's runs start from their defaults again

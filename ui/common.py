@@ -24,7 +24,7 @@ from har_core.models.calibration_maths import CalibrationError
 from har_core.models.temperature import run_temperature
 from har_core.data.datasets import SPLITS, DataError, listing_stamp
 from har_core.data.imaging import IMAGE_SUFFIXES, ImageError
-from har_core.models.backend import EXPORT_FILES, backend_from_env
+from har_core.models.backend import AUTO, EXPORT_FILES, app_backend
 from har_core.explain.slots import SLOW_SLOTS, Busy
 from har_core.data.spans import timed
 from har_core.data.video import VideoError
@@ -135,15 +135,16 @@ def _backend_model(path: str, stamps: tuple[float, ...], backend: str, _loaded: 
 
 
 def env_backend() -> str:
+    """HAR_BACKEND, else AUTO: each run answers through its fastest checked export, if it has one (#41)."""
     try:
-        return backend_from_env()
+        return app_backend()
     except ValueError as error:
         st.toast(str(error), icon="⚠️")
-        return "pytorch"
+        return AUTO
 
 
 def backend() -> str:
-    """The prediction backend this visitor chose in the sidebar (default: HAR_BACKEND, else PyTorch)."""
+    """The prediction backend this visitor chose in the sidebar (default: HAR_BACKEND, else AUTO)."""
     return st.session_state.get("keep_backend") or env_backend()
 
 

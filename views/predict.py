@@ -54,7 +54,7 @@ for note in [m.calibration_note for m in loaded if m.calibration_note]:
     st.caption(f"⚠️ {note}")
 if differs := tta_mismatch([(m.name, m.tta) for m in loaded], tta):
     st.caption(f"⚠️ {differs}")
-engine = (lambda p: f" · {LABELS[p.backend]}") if backend() != "pytorch" else (lambda p: "")
+engine = (lambda p: f" · {LABELS[p.backend]}") if any(m.backend != "pytorch" for m in loaded) else (lambda p: "")
 with st.spinner(f"{len(loaded)} models predicting {len(images)} image(s)…"):
     predictions = predict(loaded, images, tta)  # cached: other widgets never run the models again
 members = [p.model for p in predictions if p.model in members] or [p.model for p in predictions]

@@ -1,7 +1,10 @@
 """Which engine answers a prediction: PyTorch (always there; Grad-CAM always uses it) or ONNX Runtime on the
 run's checked export (har_core.models.export). A run whose export cannot be used predicts with PyTorch, and says why.
 
-    HAR_BACKEND=pytorch | onnxruntime | onnxruntime-int8   (the app's sidebar chooses per visitor)
+    HAR_BACKEND=auto | pytorch | onnxruntime | onnxruntime-int8   (the app's sidebar chooses per visitor)
+
+"auto" (the app's default) answers each run with the fastest of its checked exports, int8 first: exporting the
+bundled runs once (`make exports`) is all it takes to serve a room faster; a run without one predicts with PyTorch.
 """
 from __future__ import annotations
 
@@ -17,18 +20,23 @@ from har_core.data.fileio import file_sha256
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
-# backend -> the card's "exports" key whose file it runs (None: the PyTorch model itself)
-BACKENDS = {"pytorch": None, "onnxruntime": "onnx", "onnxruntime-int8": "onnx_int8"}
+AUTO = "auto"
+# backend -> the card's "exports" key whose file it runs (None: the PyTorch model itself, or for AUTO, chosen per run)
+BACKENDS = {AUTO: None, "pytorch": None, "onnxruntime": "onnx", "onnxruntime-int8": "onnx_int8"}
+FASTEST_FIRST = ("onnxruntime-int8", "onnxruntime")  # AUTO's order: int8 is kept only within a point of fp32 on val
 EXPORT_FILES = {"onnx": ONNX_FILE, "onnx_int8": INT8_FILE}
-LABELS = {"pytorch": "PyTorch", "onnxruntime": "ONNX Runtime", "onnxruntime-int8": "ONNX Runtime int8"}
+LABELS = {AUTO: "Fastest checked export", "pytorch": "PyTorch", "onnxruntime": "ONNX Runtime",
+          "onnxruntime-int8": "ONNX Runtime int8"}
 
 
 class BackendError(RuntimeError):
     """A run's export that cannot be used, with a one-line reason naming the run."""
 
 
-def backend_from_env() -> str:
-    chosen = os.environ.get("HAR_BACKEND", "pytorch").strip().lower() or "pytorch"
+def backend_from_env(default: str = "pytorch") -> str:
+    """HAR_BACKEND, else `default` (the library and the CLIs: PyTorch, whose numbers the run's files hold; the
+    app: AUTO)."""
+    chosen = os.environ.get("HAR_BACKEND", default).strip().lower() or default
     if chosen not in BACKENDS:
         raise ValueError(f"HAR_BACKEND={chosen} is not a backend; choose from {', '.join(BACKENDS)}")
     return chosen
@@ -78,6 +86,18 @@ class OnnxModel:
         if tta:
             probs = (probs[:n] + probs[n:]) / 2
         return probs, embedding[:n]
+
+
+def app_backend() -> str:
+    """The backend the app (and its benches) predict with unless a visitor chooses: HAR_BACKEND, else AUTO."""
+    return backend_from_env(default=AUTO)
+
+
+def exported_backends(run: Run) -> list[str]:
+    """AUTO's candidates for `run`, fastest first: the backends whose export the card records and whose file is
+    there (open_export still checks each)."""
+    recorded = run.card.get("exports", {})
+    return [b for b in FASTEST_FIRST if BACKENDS[b] in recorded and (run.path / EXPORT_FILES[BACKENDS[b]]).is_file()]
 
 
 def open_export(run: Run, backend: str) -> OnnxModel:

@@ -272,6 +272,14 @@ def copy_for_export(run_dir: Path, folder: Path) -> Path:
     return target
 
 
+def is_exported(run_dir: str | Path) -> bool:
+    """Whether the run's model.onnx is there and recorded on its card as exported from its current weights."""
+    run = open_run(run_dir)
+    record = run.card.get("exports", {}).get("onnx")
+    return (record is not None and (run.path / ONNX_FILE).is_file()
+            and record.get("weights_sha256") == file_sha256(run.weights_path()))
+
+
 def export_run(run_dir: str | Path, quantize: str | None = None, data: str | Path | None = None,
                check_limit: int = 0, on_step: Callable[[str], None] = print) -> dict:
     """Export, check and record on the card; returns each format's checks and whether it was kept. Nothing

@@ -18,7 +18,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from har_core.models.artifacts import WEIGHTS, Run, RunError, load_weights, open_run
-from har_core.models.backend import LABELS, BackendError, OnnxModel, backend_from_env, open_export
+from har_core.models.backend import (AUTO, LABELS, BackendError, OnnxModel, backend_from_env, exported_backends,
+                                     open_export)
 from har_core.models.batching import shared_forward
 from har_core.models.calibration_maths import combine, temper
 from har_core.data.datasets import eval_transform
@@ -156,15 +157,24 @@ def build_for_card(card: dict, run_name: str) -> nn.Module:
 
 def with_backend(loaded: LoadedModel, backend: str) -> LoadedModel:
     """The same loaded model (sharing its PyTorch network) predicting through `backend`; when the run's export
-    cannot serve it, PyTorch answers and `backend_note` says why (also printed once to the log)."""
-    if backend == "pytorch":
+    cannot serve it, PyTorch answers and `backend_note` says why (also printed once to the log). AUTO tries the
+    run's recorded exports fastest first; a run with none predicts with PyTorch and no note."""
+    if backend == "pytorch" or (backend == AUTO and not exported_backends(loaded.run)):
         return dataclasses.replace(loaded, onnx=None, backend_note="")
-    try:
-        return dataclasses.replace(loaded, onnx=open_export(loaded.run, backend), backend_note="")
-    except BackendError as error:
-        note = f"{error}; {LABELS[backend]} not used, predicting with PyTorch"
-        print(f"HAR Studio: {note}", file=sys.stderr, flush=True)
-        return dataclasses.replace(loaded, onnx=None, backend_note=note)
+    notes = []
+    for candidate in exported_backends(loaded.run) if backend == AUTO else [backend]:
+        try:
+            onnx = open_export(loaded.run, candidate)
+        except BackendError as error:
+            notes.append(str(error))
+            continue
+        note = f"{'; '.join(notes)}; {LABELS[candidate]} answers" if notes else ""  # a faster export failed its check
+        if note:
+            print(f"HAR Studio: {note}", file=sys.stderr, flush=True)
+        return dataclasses.replace(loaded, onnx=onnx, backend_note=note)
+    note = f"{'; '.join(notes)}; {LABELS[backend]} not used, predicting with PyTorch"
+    print(f"HAR Studio: {note}", file=sys.stderr, flush=True)
+    return dataclasses.replace(loaded, onnx=None, backend_note=note)
 
 
 def load_run(path_or_run: str | Path | Run, backend: str | None = None, calibrated: bool = True) -> LoadedModel:
