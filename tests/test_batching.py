@@ -147,3 +147,25 @@ def test_an_idle_worker_ends_by_itself(two_runs):
         queue.close()
     np.testing.assert_allclose(probs, loaded.predict([image]), atol=1e-5)
     np.testing.assert_allclose(again, loaded.predict([image]), atol=1e-5)
+
+
+def test_through_an_int8_export_the_room_gets_the_answers_each_picture_gets_alone(tiny_runs, copy_of, kaggle_data):
+    """The app's default (auto) answers a run through its int8 export once it has one: batched visitors there too
+    get what their pictures get alone (static quantization: a picture's answer does not depend on its batch)."""
+    from har_core.models.backend import AUTO
+    from har_core.models.export import export_run
+    run = copy_of(tiny_runs / "custom_cnn")
+    export_run(run, quantize="int8", data=kaggle_data, on_step=lambda line: None)
+    loaded = load_run(run, backend=AUTO)
+    assert loaded.backend == "onnxruntime-int8"
+    visitors = [(pictures(2 if i == 1 else 1, seed=50 + i), i % 3 == 0) for i in range(6)]
+    queue = batching.queue_of(loaded)
+    queue.window_s, queue.max_images = WAIT_S, sum(len(p) for p, _ in visitors)
+    answers = at_once([lambda p=p, t=t: predict_all([loaded], p, tta=t, embed=True, shared=True)[0]
+                       for p, t in visitors])
+    for (images, tta), answer in zip(visitors, answers):
+        assert not isinstance(answer, Exception), answer
+        alone = loaded.predict(images, tta)  # the int8 model's own forward of these pictures
+        np.testing.assert_allclose(answer.probs, alone, atol=1e-5)
+        assert answer.backend == "onnxruntime-int8"
+    assert (queue.forwards, queue.requests) == (2, 6)
