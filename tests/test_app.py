@@ -1202,3 +1202,24 @@ def test_presenting_predict_folds_its_models_and_options_so_the_answer_comes_fir
     assert [m.key for m in folded[0].multiselect] == ["predict_models", "predict_ensemble"]
     assert {t.key for t in folded[0].toggle} == {"predict_tta", "predict_similar"}
     at.sidebar.toggle(key="present").set_value(False).run()
+
+
+def test_the_warm_up_opens_each_run_as_the_default_backend_serves_it(tiny_runs, copy_of, kaggle_data, monkeypatch):
+    """#41: with an export, the first visitor's answer needs no ONNX Runtime session opened: the warm-up thread
+    already opened it (and ran one forward), so asking for the served model opens nothing."""
+    from har_core.models import inference
+    from har_core.models.artifacts import open_run
+    from har_core.models.backend import AUTO
+    from har_core.models.export import export_run
+    from ui import common
+    monkeypatch.delenv("HAR_BACKEND", raising=False)
+    run = copy_of(tiny_runs / "custom_cnn")
+    export_run(run, quantize="int8", data=kaggle_data, on_step=lambda line: None)
+    opened = []
+    with_backend = inference.with_backend
+    monkeypatch.setattr(inference, "with_backend",  # loading the PyTorch model itself asks for "pytorch": not counted
+                        lambda *args: (args[1] != "pytorch" and opened.append(args[1])) or with_backend(*args))
+    common._start_loading((str(run),), (common.model_stamp(open_run(run)),)).join()
+    assert opened == [AUTO]
+    served = common.served_model(open_run(run), AUTO)
+    assert served.backend == "onnxruntime-int8" and opened == [AUTO]  # cached by the warm-up: nothing opened again

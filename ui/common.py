@@ -104,11 +104,14 @@ def _warm_up(paths: tuple[str, ...], stamps: tuple[tuple[float, ...], ...]) -> t
 
 def _start_loading(paths: tuple[str, ...], stamps: tuple[tuple[float, ...], ...]) -> threading.Thread:
     def load_all():
+        from PIL import Image
         from har_core.explain.inside import receptive_fields
         loaded = []
-        for path, stamp in zip(paths, stamps):
-            try:
-                loaded.append(_load_model(path, stamp))
+        for path in paths:
+            try:  # the model as the app's default backend serves it, and one forward: the first visitor's
+                one = served_model(artifacts.open_run(path), app_backend())  # forwards find their kernels ready
+                one.forward(one.preprocess([Image.new("RGB", (64, 64))]), tta=one.tta, embed=True)
+                loaded.append(one)
             except Exception as error:  # noqa: BLE001 - the page that needs the model names the failure
                 print(f"HAR Studio: could not preload {Path(path).name}: {error}", flush=True)
         for model in loaded:  # then the Inside page's receptive fields (measured once per architecture and size)
@@ -134,6 +137,15 @@ def _backend_model(path: str, stamps: tuple[float, ...], backend: str, _loaded: 
     return with_backend(_loaded, backend)
 
 
+def served_model(run: Run, chosen: str) -> LoadedModel:
+    """The run's model predicting through backend `chosen`, once per process, run files and exports."""
+    one = model(run)
+    if chosen == "pytorch":
+        return one
+    stamps = (*model_stamp(run), *(file_stamp(run, name) for name in EXPORT_FILES.values()))
+    return _backend_model(str(run.path), stamps, chosen, one)
+
+
 def env_backend() -> str:
     """HAR_BACKEND, else AUTO: each run answers through its fastest checked export, if it has one (#41)."""
     try:
@@ -154,14 +166,9 @@ def models(runs: list[Run]) -> list[LoadedModel]:
     loaded, chosen = [], backend()
     for run in runs:
         try:
-            one = model(run)
+            loaded.append(served_model(run, chosen))
         except RunError as error:
             st.error(str(error))
-            continue
-        if chosen != "pytorch":
-            stamps = (*model_stamp(run), *(file_stamp(run, name) for name in EXPORT_FILES.values()))
-            one = _backend_model(str(run.path), stamps, chosen, one)
-        loaded.append(one)
     return loaded
 
 
