@@ -19,6 +19,7 @@ import numpy as np
 from har_core.models import batching
 from bench.common import runs_and_data_parser
 from har_core.models.artifacts import find_runs
+from har_core.models.backend import app_backend
 from har_core.evaluation.calibration import default_tta
 from har_core.data.imaging import load_image
 from har_core.models.inference import load_run, predict_all
@@ -46,11 +47,11 @@ def main(argv=None) -> None:
     parser.add_argument("--visitors", type=int, default=30)
     args = parser.parse_args(argv)
     runs = [run for run in find_runs(Path(args.runs))[0] if not run.takes_clips]
-    models, tta = [load_run(run.path) for run in runs], default_tta(runs)
+    models, tta = [load_run(run.path, app_backend()) for run in runs], default_tta(runs)  # as the app serves them
     files = sorted((Path(args.data) / "train").glob("*.jpg"))[:args.visitors]
     images = [load_image(path) for path in files]
     alone = [[m.predict([image], tta) for m in models] for image in images]
-    print(f"{len(images)} visitors at once, {len(models)} models each ({', '.join(m.name for m in models)}), "
+    print(f"{len(images)} visitors at once, {len(models)} models each ({', '.join(f'{m.name} ({m.backend})' for m in models)}), "
           f"TTA {'on' if tta else 'off'}")
     for m in models:  # the forward itself, in this one thread: each photo alone, then all in one batch
         batch = m.preprocess(images)

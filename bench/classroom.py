@@ -333,9 +333,10 @@ def classroom_round(pages: list, pictures: list[Path], models: int) -> dict:
     return {"spread_s": spread, "drawn_s": drawn, "shown": shown}
 
 
-def alone_answers(runs: list, pictures: list[Path]) -> list[dict]:
-    """What each photo's cards say when it is the only one: each model's own forward of it, in the TTA mode the
-    Predict page starts in (the class it names, "67% sure")."""
+def alone_answers(runs: list, pictures: list[Path]) -> tuple[list[dict], dict[str, str]]:
+    """What each photo's cards say when it is the only one: each model's own forward of it (through the app's
+    default backend), in the TTA mode the Predict page starts in (the class it names, "67% sure"); and which
+    backend answered each run."""
     from har_core.evaluation.calibration import default_tta
     from har_core.data.imaging import load_image
     from har_core.models.inference import load_run
@@ -348,7 +349,7 @@ def alone_answers(runs: list, pictures: list[Path]) -> list[dict]:
         for loaded in models:
             probs = loaded.predict([image], tta)[0]
             answers[-1][loaded.name] = (spoken(loaded.classes[int(probs.argmax())]), f"{probs.max():.0%} sure")
-    return answers
+    return answers, {loaded.name: loaded.backend for loaded in models}
 
 
 def visitors_figures(runs_dir: Path, data: Path, visitors: int, rounds: int) -> dict:
@@ -379,7 +380,7 @@ def visitors_figures(runs_dir: Path, data: Path, visitors: int, rounds: int) -> 
                       f"{played[-1]['spread_s']:.2f} s, median {np.median(times) if times else float('nan'):.2f} s, "
                       f"server {memory[-1]:.0f} MB", flush=True)
             browser.close()
-        expected = alone_answers(runs, pictures)
+        expected, backends = alone_answers(runs, pictures)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     drawn = [t for round_ in played for t in round_["drawn_s"] if t is not None]
@@ -389,13 +390,15 @@ def visitors_figures(runs_dir: Path, data: Path, visitors: int, rounds: int) -> 
             "p50_s": float(np.percentile(drawn, 50)) if drawn else None,
             "p95_s": float(np.percentile(drawn, 95)) if drawn else None, "max_s": max(drawn, default=None),
             "uploads_spread_s": max(round_["spread_s"] for round_ in played), "answers_right": right,
-            "server_mb": memory}
+            "server_mb": memory, "backends": backends}
 
 
 def print_visitors(figures: dict) -> None:
     if not figures["drawn"]:
         print(f"{figures['visitors']} visitors: no tab drew its cards")
         return
+    print("answering through (the app's default backend): "
+          + ", ".join(f"{name} {backend}" for name, backend in figures["backends"].items()))
     print(f"{figures['visitors']} visitors × {figures['rounds']} rounds, {figures['models']} models each "
           f"(uploads spread over ≤ {figures['uploads_spread_s']:.2f} s): upload → every card drawn "
           f"p50 {figures['p50_s']:.2f} s, p95 {figures['p95_s']:.2f} s, max {figures['max_s']:.2f} s; "
@@ -600,6 +603,7 @@ def cold_and_split(runs_dir: Path, data: Path, repeats: int) -> dict:
             browser.close()
         models = [load_run(run.path, app_backend()) for run in runs]  # TTA's share: the runs' own forwards, without and with it
         images = [load_image(path) for path in pictures[1:]]
+        figures["backends"] = {m.name: m.backend for m in models}
         figures["forwards_s"] = {tta: statistics.median(sum(p.seconds for p in predict_all(models, [image], tta=tta))
                                                         for image in images) for tta in (False, True)}
     finally:
@@ -612,6 +616,8 @@ def print_cold_and_split(figures: dict) -> None:
     median = lambda values: statistics.median(values) if values else float("nan")  # noqa: E731
     seconds = lambda name: median([row["spans"].get(name, {}).get("s", 0.0) for row in warm])  # noqa: E731
     print(f"cold start, {len(figures['runs'])} runs ({', '.join(figures['runs'])}):")
+    print("  answering through (the app's default backend): "
+          + ", ".join(f"{name} {backend}" for name, backend in figures.get("backends", {}).items()))
     print(f"  server start → Overview drawn (every run's card)   {figures['first_page_s']:6.2f} s")
     print(f"  server start → first answer (its cards drawn)       {figures['first_answer_s']:6.2f} s")
     drawn = [row["drawn_s"] for row in warm]
