@@ -242,7 +242,8 @@ def test_the_export_command_reports_each_step_and_a_failed_run_by_name(tiny_runs
     assert done[str(run)]["onnx"]["kept"]
     with pytest.raises(SystemExit, match="1 of 1 export"):
         export_cli.main([str(run.parent / "nowhere")])
-    # make exports: a run exported from its current weights is left as it is, a retrained one is exported again
+    # make exports: a run exported from its current weights is left as it is; a retrained one, one whose file is not
+    # the recorded one, and (asked for int8) one exported without it are exported again
     card = (run / "card.json").read_bytes()
     assert export_cli.main([str(run), "--data", str(kaggle_data), "--skip-exported"]) == {}
     assert "already exported from its current weights" in capsys.readouterr().out
@@ -251,6 +252,51 @@ def test_the_export_command_reports_each_step_and_a_failed_run_by_name(tiny_runs
     assert str(run) in export_cli.main([str(run), "--data", str(kaggle_data), "--skip-exported"])
     assert json.loads((run / "card.json").read_text())["exports"]["onnx"]["weights_sha256"] == \
         file_sha256(run / "model.safetensors")
+    (run / "model.onnx").write_bytes((run / "model.onnx").read_bytes() + b"\0")  # changed since it was recorded
+    assert str(run) in export_cli.main([str(run), "--data", str(kaggle_data), "--skip-exported"])
+    assert export_cli.main([str(run), "--data", str(kaggle_data), "--skip-exported"]) == {}
+    int8 = export_cli.main([str(run), "--data", str(kaggle_data), "--skip-exported", "--quantize", "int8"])[str(run)]
+    assert json.loads((run / "card.json").read_text())["exports"]["onnx"]["int8_kept"] == int8["onnx_int8"]["kept"]
+    assert export_cli.main([str(run), "--data", str(kaggle_data), "--skip-exported", "--quantize", "int8"]) == {}
+
+
+def test_int8_is_not_quantized_again_once_it_was_refused_for_these_weights(tiny_runs, copy_of, kaggle_data,
+                                                                            monkeypatch):
+    from har_core.models.export import is_exported
+    run = copy_of(tiny_runs / "custom_cnn")
+    real_compare = export.compare
+
+    def losing(model, session, images):  # the int8 model loses half on val: refused
+        result = real_compare(model, session, images)
+        if Path(session._model_path).name == "model.int8.onnx" and images.source.startswith("val"):
+            result["accuracy"] -= 0.5
+        return result
+    monkeypatch.setattr(export, "compare", losing)
+    assert not export_run(run, quantize="int8", data=kaggle_data, on_step=lambda line: None)["onnx_int8"]["kept"]
+    assert not (run / "model.int8.onnx").exists() and is_exported(run, "int8") and is_exported(run)
+    card = json.loads((run / "card.json").read_text())
+    del card["exports"]["onnx"]["int8_kept"]  # an export made without --quantize: int8 never decided
+    (run / "card.json").write_text(json.dumps(card))
+    assert is_exported(run) and not is_exported(run, "int8")
+
+
+def test_the_checks_record_how_alike_the_exported_embeddings_are(tiny_runs, copy_of, kaggle_data):
+    """auto serves the int8 file's embeddings too (Predict's similar images): its record says how far they are from
+    PyTorch's, on the same test pictures."""
+    run = copy_of(tiny_runs / "custom_cnn")
+    report = export_run(run, quantize="int8", data=kaggle_data, on_step=lambda line: None)
+    assert report["onnx"]["embedding_cosine_min"] > 0.99999  # float: the same embeddings
+    torch_model = load_run(run, backend="pytorch")
+    images = export.check_images(torch_model.run, kaggle_data)
+    session, cosines = open_session(run / "model.int8.onnx"), []
+    for batch in images.batches:  # by hand: PyTorch's embedding (its tap) against the int8 file's
+        _, ours = torch_model.forward(batch, embed=True)
+        theirs = session.run(["embedding"], {"input": batch.numpy()})[0]
+        cosines.append((ours * theirs).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1))
+    cosines = np.concatenate(cosines)
+    assert cosines.min() < 0.99999  # int8 moved them: the check sees it
+    assert report["onnx_int8"]["embedding_cosine_min"] == pytest.approx(cosines.min(), abs=1e-5)
+    assert report["onnx_int8"]["embedding_cosine_median"] == pytest.approx(np.median(cosines), abs=1e-5)
 
 
 TORCH_FREE = """

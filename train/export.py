@@ -26,7 +26,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--data", help="image folder of the checks (default: the one on the run's card)")
     parser.add_argument("--check-limit", type=int, default=0, help="check on the first N test images (0: all)")
     parser.add_argument("--skip-exported", action="store_true",
-                        help="leave out runs whose model.onnx is recorded from their current weights (make exports)")
+                        help="leave out runs whose exports are there as their card records, from their current weights "
+                        "(and, with --quantize, int8 decided): make exports")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -38,8 +39,9 @@ def main(argv=None) -> dict:
     done, failed = {}, []
     for run in args.runs:
         try:
-            if args.skip_exported and is_exported(run):
-                print(f"{run}: already exported from its current weights (left as it is)")
+            if args.skip_exported and is_exported(run, args.quantize):
+                print(f"{run}: already exported from its current weights{' (int8 decided)' if args.quantize else ''}, "
+                      "as its card records (left as it is)")
                 continue
             done[run] = export_run(run, args.quantize, args.data, args.check_limit,
                                    on_step=(lambda line: None) if args.quiet else print)

@@ -107,9 +107,13 @@ def _start_loading(paths: tuple[str, ...], stamps: tuple[tuple[float, ...], ...]
         from PIL import Image
         from har_core.explain.inside import receptive_fields
         loaded = []
+        try:
+            chosen = app_backend()
+        except ValueError:  # a wrong HAR_BACKEND: the sidebar names it; the models still load
+            chosen = "pytorch"
         for path in paths:
             try:  # the model as the app's default backend serves it, and one forward: the first visitor's
-                one = served_model(artifacts.open_run(path), app_backend())  # forwards find their kernels ready
+                one = served_model(artifacts.open_run(path), chosen)  # forwards find their kernels ready
                 one.forward(one.preprocess([Image.new("RGB", (64, 64))]), tta=one.tta, embed=True)
                 loaded.append(one)
             except Exception as error:  # noqa: BLE001 - the page that needs the model names the failure

@@ -196,18 +196,30 @@ def check_images(run: Run, data: str | Path | None, limit: int = 0, calibration:
 
 
 def compare(model: nn.Module, session, images: CheckImages) -> dict:
-    """PyTorch and ONNX Runtime on the same tensors: largest probability difference, argmax agreement, accuracy."""
-    ours, theirs = [], []
+    """PyTorch and ONNX Runtime on the same tensors: largest probability difference, argmax agreement, accuracy;
+    and, when `model` gives (logits, embedding) (`WithEmbedding`), how alike the embeddings are (cosine per picture:
+    Predict's similar images search the stored PyTorch embeddings with the exported model's)."""
+    ours, theirs, cosines = [], [], []
     with torch.inference_mode():
         for batch in images.batches:
-            ours.append(logits_of(model(batch)).float().softmax(1).numpy())
-            theirs.append(softmax(session.run(["logits"], {"input": batch.numpy()})[0]))
+            output = model(batch)
+            ours.append(logits_of(output).float().softmax(1).numpy())
+            logits, embedding = session.run(["logits", "embedding"], {"input": batch.numpy()})
+            theirs.append(softmax(logits))
+            if isinstance(output, tuple):
+                reference = output[1].float().numpy()
+                cosines.append((reference * embedding).sum(1) / np.maximum(
+                    np.linalg.norm(reference, axis=1) * np.linalg.norm(embedding, axis=1), 1e-12))
     ours, theirs = np.concatenate(ours), np.concatenate(theirs)
     agree = int((ours.argmax(1) == theirs.argmax(1)).sum())
     labelled = images.labels >= 0
     accuracy = lambda probs: float((probs.argmax(1) == images.labels)[labelled].mean()) if labelled.any() else None
-    return {"checked_on": images.source, "images": len(ours), "max_abs_diff": float(np.abs(ours - theirs).max()),
-            "argmax_agree": agree, "accuracy_pytorch": accuracy(ours), "accuracy": accuracy(theirs)}
+    found = {"checked_on": images.source, "images": len(ours), "max_abs_diff": float(np.abs(ours - theirs).max()),
+             "argmax_agree": agree, "accuracy_pytorch": accuracy(ours), "accuracy": accuracy(theirs)}
+    if cosines:
+        cosines = np.concatenate(cosines)
+        found |= {"embedding_cosine_min": float(cosines.min()), "embedding_cosine_median": float(np.median(cosines))}
+    return found
 
 
 class Calibration:
@@ -252,6 +264,9 @@ def check_int8(run: Run, model: nn.Module, fp32_file: Path, out: Path, test: Che
              "val_accuracy_fp32": fp32_val["accuracy"], "val_drop": fp32_val["accuracy"] - int8_val["accuracy"]}
     int8["kept"] = int8["val_drop"] <= INT8_MAX_DROP
     verdict = "kept" if int8["kept"] else f"not kept: over {100 * INT8_MAX_DROP:.0f} point on val, fp32 only"
+    if "embedding_cosine_median" in int8:
+        verdict += (f"; its embeddings' cosine to PyTorch's on test: median {int8['embedding_cosine_median']:.4f}, "
+                    f"min {int8['embedding_cosine_min']:.4f}")
     tested = (f"; test (reported, not used to decide) {int8['accuracy']:.4f} vs {fp32_test['accuracy']:.4f}"
               if int8["accuracy"] is not None else "")
     on_step(f"{run.name}: int8 val accuracy {int8_val['accuracy']:.4f} vs {fp32_val['accuracy']:.4f} "
@@ -272,12 +287,19 @@ def copy_for_export(run_dir: Path, folder: Path) -> Path:
     return target
 
 
-def is_exported(run_dir: str | Path) -> bool:
-    """Whether the run's model.onnx is there and recorded on its card as exported from its current weights."""
+def is_exported(run_dir: str | Path, quantize: str | None = None) -> bool:
+    """Whether the run's exports are there as the card records them (same bytes) and made from its current weights;
+    with `quantize` "int8", also whether int8 was decided for them (kept, or recorded as not kept)."""
     run = open_run(run_dir)
-    record = run.card.get("exports", {}).get("onnx")
-    return (record is not None and (run.path / ONNX_FILE).is_file()
-            and record.get("weights_sha256") == file_sha256(run.weights_path()))
+    exports, weights = run.card.get("exports", {}), file_sha256(run.weights_path())
+
+    def current(key: str) -> bool:
+        record, path = exports.get(key), run.path / EXPORT_FILES[key]
+        return (record is not None and path.is_file() and record.get("weights_sha256") == weights
+                and record.get("sha256") == file_sha256(path))
+    if not current("onnx"):
+        return False
+    return quantize != "int8" or current("onnx_int8") or exports["onnx"].get("int8_kept") is False
 
 
 def export_run(run_dir: str | Path, quantize: str | None = None, data: str | Path | None = None,
@@ -287,14 +309,15 @@ def export_run(run_dir: str | Path, quantize: str | None = None, data: str | Pat
     run = open_run(run_dir)
     on_step(f"{run.name}: loading the run")
     loaded = load_run(run, backend="pytorch")
-    model = loaded.model.to(memory_format=torch.contiguous_format)
+    model = WithEmbedding(loaded.model.to(memory_format=torch.contiguous_format),  # checked: logits and embedding
+                          REGISTRY[run.card["model"]].embedding)
     weights_sha256 = file_sha256(run.weights_path())
     exports = dict(run.card.get("exports", {}))
     with tempfile.TemporaryDirectory(dir=run.path) as tmp:
         staged = Path(tmp) / ONNX_FILE
         start = time.perf_counter()
         on_step(f"{run.name}: exporting to ONNX (opset {OPSET}, dynamic batch size)")
-        opset = export_graph(model, run.card, staged)
+        opset = export_graph(model.model, run.card, staged)
         on_step(f"{run.name}: exported in {time.perf_counter() - start:.1f} s; checking against PyTorch")
         images = check_images(run, data, check_limit)
         fp32 = compare(model, open_session(staged), images)
@@ -308,6 +331,8 @@ def export_run(run_dir: str | Path, quantize: str | None = None, data: str | Pat
             report["onnx_int8"] = check_int8(run, model, staged, Path(tmp) / INT8_FILE, images, fp32, data,
                                              check_limit, on_step)
         import onnxruntime
+        if quantize == "int8":  # decided for these weights either way: make exports does not quantize them again
+            report["onnx"]["int8_kept"] = report["onnx_int8"]["kept"]
         for key, checks in report.items():
             if not checks["kept"]:  # "keeps only fp32": an int8 file of earlier weights goes too
                 (run.path / EXPORT_FILES[key]).unlink(missing_ok=True)
