@@ -267,3 +267,21 @@ def test_cached_views_of_students_that_differ_only_in_crop_pct_are_shared_under_
     assert train.pixel_config(custom | {"interpolation": "bicubic"}, "rrc") != train.pixel_config(custom, "rrc")
     clip = custom | {"frames": 16}  # a clip's random crop follows a resize by crop_pct: there it makes pixels
     assert train.pixel_config(clip, "rrc,flip")["crop_pct"] == 1.0
+    # and the key the training's views are kept under (what training_views hands the cache) is the same one
+    import dataclasses
+    from types import SimpleNamespace
+    from har_core.models.registry import REGISTRY
+    from har_core.training import view_cache
+    keys = []
+
+    def key_of(data_config, augment):
+        recipe = dataclasses.replace(REGISTRY["custom_cnn"].recipe, augment=augment, cached_views=2)
+        index = SimpleNamespace(fingerprint=lambda: "the same pictures", root=ROOT)
+        manifest = pd.DataFrame({"filename": ["a.jpg", "b.jpg"], "label": ["x", "y"], "split": "train"})
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(view_cache, "build", lambda spec, *args: keys.append(spec.key) or (None, None))
+            train.training_views(torch.nn.Linear(1, 1), SimpleNamespace(trunk=None), recipe, index, manifest,
+                                 ["x", "y"], data_config, 0, None, 0, False)
+        return keys[-1]
+    assert key_of(custom, "rrc,flip,randaugment") == key_of(resnet, "rrc,flip,randaugment")
+    assert key_of(custom, "flip,color") != key_of(resnet, "flip,color")
