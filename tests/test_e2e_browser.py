@@ -751,3 +751,28 @@ def test_the_training_table_shows_every_column_at_1280_px_also_presenting(browse
     finally:
         context.close()
         stop_server(fresh)
+
+
+def test_the_training_runs_pills_are_whole_at_1280_px_also_presenting(browser, tmp_path):
+    """At 1280×720 the Training page's row of run pills (the HAR bundle's six) stayed on one line beside the
+    Smoothing slider: 'resnet50' was cut and 'vgg16' out of sight behind a horizontal scroll, also presenting.
+    Every pill is whole inside its row."""
+    fresh = start_server(ROOT / "assets" / "runs_har", tmp_path, tmp_path / "server.log")
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(300_000)
+        for link in ("/training", "/training?present=1"):
+            page.goto(fresh.url + link)
+            page.get_by_text("Two val accuracies per run").wait_for()
+            settle(page)
+            page.evaluate("document.fonts.ready")
+            cut = page.evaluate("""() => { const row = document.querySelector('.stButtonGroup');
+                const box = row.getBoundingClientRect();
+                return [...row.querySelectorAll('button')].filter(b => b.innerText).map(b => [b.innerText, b.getBoundingClientRect()])
+                    .filter(([, r]) => r.right > box.right + 0.5 || r.left < box.left - 0.5).map(([t]) => t); }""")
+            names = page.evaluate("() => [...document.querySelectorAll('.stButtonGroup button')].map(b => b.innerText).filter(t => t)")
+            assert len(names) == 6 and cut == [], (link, names, cut)
+    finally:
+        context.close()
+        stop_server(fresh)

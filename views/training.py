@@ -19,8 +19,9 @@ if not histories:
     st.info("No training history in the selected runs.")
     st.stop()
 left, right = st.columns([3, 1])
+# wrap=True: in a column Streamlit keeps pills on one scrolled row, which cut the last runs at 1280 px
 shown = left.pills("Runs", list(histories), selection_mode="multi", default=list(histories), key="training_runs",
-                   help="Click a run to hide or show its curves; every run keeps its colour.")
+                   wrap=True, help="Click a run to hide or show its curves; every run keeps its colour.")
 smoothing = right.slider("Smoothing", 0.0, 0.95, 0.0, 0.05, key="training_smoothing",
                          help="TensorBoard's: an exponential moving average of each curve (0: the epochs as they "
                               "were). The stars and the table stay unsmoothed.")
