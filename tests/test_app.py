@@ -276,6 +276,13 @@ def test_inside_shows_every_stage_of_the_chosen_model_and_its_most_active_channe
         at.selectbox(key="inside_channel_block 3_None").set_value(other).run()
         assert shown() == [f"{name.split('/')[-1]} · {score:.2f}" for name, score in tops.top(module, other, 6)]
         assert shown() != [f"{name.split('/')[-1]} · {score:.2f}" for name, score in tops.top(module, first, 6)]
+        tie = lambda: [c.value for c in at.caption if "they tie" in c.value]  # noqa: E731
+        assert len({round(s, 2) for _, s in tops.top(module, other)}) > 1 and tie() == []  # distinct: no word of it
+        tops.scores[module][other][:] = 6.0  # every top picture of that channel at ReLU6's ceiling
+        tops.save(tiny_runs / "custom_cnn" / CHANNELS)
+        at.selectbox(key="inside_channel_block 3_None").set_value(first).run()
+        at.selectbox(key="inside_channel_block 3_None").set_value(other).run()
+        assert tie() and "(6.00)" in tie()[0] and "not the strongest" in tie()[0]
     finally:
         (tiny_runs / "custom_cnn" / CHANNELS).unlink(missing_ok=True)
 
@@ -544,6 +551,9 @@ def test_predict_counts_agreement_among_the_members_and_gives_several_pictures_a
     # a column per model and no more (#40 walk: the ensemble's set, an eighth column, ran off the page at 1280 px)
     assert set(table.columns[3:]) == set(at.multiselect(key="predict_models").value)
     assert all(uri.startswith("data:image/jpeg;base64,") for uri in table["picture"])
+    # the photo and the ensemble's answer stay in view when the models' columns scroll (six HAR runs: nine columns)
+    columns = json.loads(at.dataframe[0].proto.columns)
+    assert [name for name in table.columns if columns.get(name, {}).get("pinned")] == ["picture", "photo", "ensemble"]
     assert not at.exception
 
 

@@ -67,7 +67,8 @@ def maps():
     with controls:
         st.html(heat_scale_html(covering=method == OCCLUSION))
         st.caption("Each map covers the whole picture: the outlined square is what the model saw (its centre "
-                   "crop); it never saw the dimmed rest.")
+                   "crop); it never saw the dimmed rest. Maps explain one look at the picture as given, so the "
+                   "percentages here are that look's: Predict's flip TTA averages it with its mirror image.")
     task = (digest, method, target)
     slow = method in SLOW_METHODS
     if slow and st.session_state.get("cam_stopped") == task:

@@ -77,6 +77,10 @@ if images:
             grid = st.columns(len(shown))
             for column, (picture, caption) in zip(grid, shown):
                 column.image(picture, caption=caption, width="stretch")
+            if len({round(score, 2) for _, score in tops.top(stage.module, channel)}) == 1:  # e.g. all at ReLU6's 6
+                st.caption(f"All of this channel's top training pictures reach the same strongest response "
+                           f"({tops.top(stage.module, channel)[0][1]:.2f}): they tie, so these are the first in file "
+                           "order, not the strongest of them.")
         else:
             st.info("None of this channel's top training pictures can be read from the chosen image folder: choose "
                     f"the folder {run_name} was trained on in the sidebar.")

@@ -126,9 +126,13 @@ else:
         if sure_ensemble.sets is not None:  # in the CSV only: an eighth column ran off the page at 1280 px
             sets.append({f"ensemble's {coverage:.0%} set": " | ".join(map(spoken, sure_ensemble.sets[j]))})
     table = pd.DataFrame(rows)
+    # the photo and the ensemble's answer stay in view while the models' columns scroll (six models: nine columns)
     st.dataframe(table, hide_index=True, width="stretch", row_height=72,
-                 column_config={"picture": st.column_config.ImageColumn("picture", width="small")})
-    st.caption("Calibrated confidences; \"?\": not sure (below the confidence above which the model's answers on "
+                 column_config={"picture": st.column_config.ImageColumn("picture", width="small", pinned=True),
+                                "photo": st.column_config.TextColumn("photo", pinned=True),
+                                "ensemble": st.column_config.TextColumn("ensemble", pinned=True)})
+    st.caption(("Scroll the table sideways for every model. " if len(predictions) > 4 else "")
+               + "Calibrated confidences; \"?\": not sure (below the confidence above which the model's answers on "
                f"calibration pictures were {DEFAULT_TARGET_ACCURACY:.0%} right, or every answer when none reached it)."
                + (f" {sure_ensemble.note}" if sure_ensemble.note else "")
                + (" The CSV adds the ensemble's prediction set of each photo." if sets else ""))
