@@ -26,7 +26,7 @@ import torch
 from bench.run import a_photo, in_fresh_process, timed
 from har_core.models import artifacts
 from har_core.models.artifacts import find_runs
-from har_core.models.export import copy_for_export, export_run
+from har_core.models.export import copy_for_export, export_run, is_exported
 from har_core.data.imaging import load_image
 from har_core.models.inference import load_run, predict_all
 
@@ -74,8 +74,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "sports15"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", help="where the exported copies go (default: a temporary folder, removed)")
-    parser.add_argument("--reuse", action="store_true", help="runs in --out already exported by this bench: "
-                        "time them again without exporting")
+    parser.add_argument("--reuse", action="store_true", help="runs in --out already exported (by this bench, "
+                        "make exports or train.export --quantize int8): time them again without exporting")
     args = parser.parse_args(argv)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="har_deploy_"))
     results: dict = {"threads": torch.get_num_threads(), "runs": {}}
@@ -85,6 +85,11 @@ def main(argv=None) -> dict:
             start = time.perf_counter()
             if args.reuse and (run / "bench_export.json").is_file():
                 report, seconds = json.loads((run / "bench_export.json").read_text())
+            elif args.reuse and is_exported(run, "int8"):  # exported by make exports / train.export: its card's record
+                exports = artifacts.read_json(run / artifacts.CARD)["exports"]
+                report = {key: record | {"kept": True} for key, record in exports.items()}
+                report.setdefault("onnx_int8", {"kept": False})
+                seconds = None
             else:
                 report = export_run(run, quantize="int8", data=args.data, on_step=lambda line: print(line, flush=True))
                 seconds = time.perf_counter() - start
@@ -135,7 +140,7 @@ def print_figures(results: dict) -> None:
         fp32, int8 = r["report"]["onnx"], r["report"].get("onnx_int8", {})
         speed = r.get("batch64_images_per_s", {})
         cell = lambda v, f: format(v, f) if v is not None else "-"
-        print(f"{name:20s} {r['export_s']:8.1f} {fp32['max_abs_diff']:9.1e} {cell(fp32['accuracy_pytorch'], '9.3f')} "
+        print(f"{name:20s} {cell(r['export_s'], '8.1f')} {fp32['max_abs_diff']:9.1e} {cell(fp32['accuracy_pytorch'], '9.3f')} "
               f"{cell(fp32['accuracy'], '6.3f')} {cell(int8.get('accuracy'), '6.3f')} {str(int8.get('kept', '-')):>5s} "
               f"{cell(r['mib']['pytorch'], '7.1f')} {cell(r['mib']['onnxruntime'], '6.1f')} "
               f"{cell(r['mib']['onnxruntime-int8'], '6.1f')} {cell(speed.get('pytorch'), '11.1f')} "

@@ -162,6 +162,9 @@ class CheckImages:
     labels: np.ndarray
     source: str
     calibration: list[torch.Tensor] = field(default_factory=list)
+    # the PyTorch model's outputs on `batches`, per model: the float and the int8 file are checked against the same
+    # reference, computed once (it is most of an export's time)
+    reference: dict = field(default_factory=dict, repr=False)
 
 
 def check_images(run: Run, data: str | Path | None, limit: int = 0, calibration: int = CALIBRATION_IMAGES,
@@ -199,17 +202,20 @@ def compare(model: nn.Module, session, images: CheckImages) -> dict:
     """PyTorch and ONNX Runtime on the same tensors: largest probability difference, argmax agreement, accuracy;
     and, when `model` gives (logits, embedding) (`WithEmbedding`), how alike the embeddings are (cosine per picture:
     Predict's similar images search the stored PyTorch embeddings with the exported model's)."""
+    if id(model) not in images.reference:
+        with torch.inference_mode():
+            outputs = [model(batch) for batch in images.batches]
+        images.reference[id(model)] = [(logits_of(output).float().softmax(1).numpy(),
+                                        output[1].float().numpy() if isinstance(output, tuple) else None)
+                                       for output in outputs]
     ours, theirs, cosines = [], [], []
-    with torch.inference_mode():
-        for batch in images.batches:
-            output = model(batch)
-            ours.append(logits_of(output).float().softmax(1).numpy())
-            logits, embedding = session.run(["logits", "embedding"], {"input": batch.numpy()})
-            theirs.append(softmax(logits))
-            if isinstance(output, tuple):
-                reference = output[1].float().numpy()
-                cosines.append((reference * embedding).sum(1) / np.maximum(
-                    np.linalg.norm(reference, axis=1) * np.linalg.norm(embedding, axis=1), 1e-12))
+    for batch, (probs, reference) in zip(images.batches, images.reference[id(model)]):
+        ours.append(probs)
+        logits, embedding = session.run(["logits", "embedding"], {"input": batch.numpy()})
+        theirs.append(softmax(logits))
+        if reference is not None:
+            cosines.append((reference * embedding).sum(1) / np.maximum(
+                np.linalg.norm(reference, axis=1) * np.linalg.norm(embedding, axis=1), 1e-12))
     ours, theirs = np.concatenate(ours), np.concatenate(theirs)
     agree = int((ours.argmax(1) == theirs.argmax(1)).sum())
     labelled = images.labels >= 0
