@@ -193,16 +193,13 @@ def test_the_best_har_runs_ship_channel_tops_whose_pictures_and_responses_reprod
         assert not beaten.any(), (module, np.argwhere(beaten)[:5])
 
 
-NOT_YET = pytest.mark.xfail(strict=True, reason="#38: its robustness is computed next (about 40 CPU-minutes at "
-                            "its size on one core); strict: remove the mark when it ships")
-HAR_RUNS = ["efficientnet_lite2", "efficientnet_lite1", "custom_cnn_taught", "resnet50",
-            pytest.param("inception_v3", marks=NOT_YET), "vgg16"]
+HAR_RUNS = ["efficientnet_lite2", "efficientnet_lite1", "custom_cnn_taught", "resnet50", "inception_v3", "vgg16"]
 
 
 def test_the_har_bundle_holds_the_five_group_architectures():
     runs, failures = find_runs(ROOT / "assets" / "runs_har")
     assert not failures and {run.card["model"] for run in runs} >= GROUP_SLOTS | {"efficientnet_lite2"}
-    assert sorted(run.name for run in runs) == sorted(getattr(name, "values", [name])[0] for name in HAR_RUNS)
+    assert sorted(run.name for run in runs) == sorted(HAR_RUNS)
 
 
 @pytest.mark.parametrize("name", HAR_RUNS)
