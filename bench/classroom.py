@@ -548,7 +548,7 @@ def teach_figures(runs_dir: Path, data: Path, per_class: int = 20, new_data: Pat
 
 # the Overview drawn whole: every run's card heading, drawn by this run
 OVERVIEW_DRAWN = """(names) => {
-  const headings = [...document.querySelectorAll('[data-testid="stMarkdownContainer"] h4')]
+  const headings = [...document.querySelectorAll('[data-testid="stMarkdownContainer"] h5')]
     .filter(el => !el.closest('[data-stale="true"]')).map(el => el.innerText.trim());
   return names.every(name => headings.includes(name));
 }"""
