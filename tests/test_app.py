@@ -1233,3 +1233,17 @@ def test_the_warm_up_opens_each_run_as_the_default_backend_serves_it(tiny_runs, 
     assert opened == [AUTO]
     served = common.served_model(open_run(run), AUTO)
     assert served.backend == "onnxruntime-int8" and opened == [AUTO]  # cached by the warm-up: nothing opened again
+    assert not served.network.built  # the export answers: no PyTorch network built for it
+    assert common.served_model(open_run(run), "pytorch").network.built  # PyTorch answers: built at once
+
+
+def test_a_broken_weights_file_is_named_when_pytorch_answers_and_not_before(tiny_runs, copy_of):
+    """The network is built lazily, but a run that PyTorch answers still fails where the page names it."""
+    from har_core.models.artifacts import RunError, open_run
+    from ui import common
+    run = copy_of(tiny_runs / "custom_cnn")
+    (run / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(RunError, match="custom_cnn"):
+        common.served_model(open_run(run), "pytorch")
+    with pytest.raises(RunError, match="custom_cnn"):
+        common.model(open_run(run))

@@ -1,4 +1,5 @@
 """Class activation maps: right numbers, right class, never built from another visitor's forward pass."""
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from har_core.models.artifacts import Run
 from har_core.explain.cam import CLASS_AGNOSTIC, METHODS, SLOW_METHODS, class_maps, explain, overlay
 from har_core.explain.slots import Busy, SlowSlots
 from har_core.data.datasets import eval_transform
-from har_core.models.inference import EmbeddingTap, LoadedModel, load_run, logits_of, predict_all
+from har_core.models.inference import EmbeddingTap, LoadedModel, Network, load_run, logits_of, predict_all
 from har_core.models.registry import build_model, get_spec
 
 
@@ -42,8 +43,8 @@ def random_model(name: str) -> LoadedModel:
     card = {"model": name, "classes": CLASSES, "mean": list(spec.mean), "std": list(spec.std), "name": name}
     torch.manual_seed(0)
     model = build_model(name, 3).eval().to(memory_format=torch.channels_last).requires_grad_(False)
-    return LoadedModel(run=Run(path=None, card=card), model=model, transform=eval_transform(spec.data_config(96)),
-                       tap=EmbeddingTap(model, spec.embedding))
+    return LoadedModel(run=Run(path=None, card=card), network=Network.of(model, spec.embedding),
+                       transform=eval_transform(spec.data_config(96)))
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +207,7 @@ class TopLeftOnly(torch.nn.Module):
 def test_occlusion_marks_the_only_part_of_the_picture_the_model_uses(tiny_runs):
     from har_core.explain.cam import OCCLUSION, occlusion_window
     loaded = load_run(tiny_runs / "custom_cnn", backend="pytorch")  # 32 px input: a 5-px patch, 2 px apart
-    loaded.model = TopLeftOnly()
+    loaded = dataclasses.replace(loaded, network=Network.of(TopLeftOnly()))
     assert occlusion_window(32) == (5, 2) and occlusion_window(224) == (32, 16) and occlusion_window(299) == (43, 21)
     picture = Image.new("RGB", (32, 32), "white")  # bright everywhere: positive after normalisation
     maps = class_maps(loaded, picture, OCCLUSION, classes=[0])
@@ -258,7 +259,7 @@ class BelowZero(torch.nn.Module):
 def test_an_empty_map_is_marked_so_a_page_says_so_instead_of_drawing_it(tiny_runs, tiny):
     """#40.2: no method may show an all-zero map as its answer."""
     loaded = tiny_runs_model(tiny_runs)
-    loaded.model = BelowZero().eval()
+    loaded = dataclasses.replace(loaded, network=Network.of(BelowZero().eval()))
     picture = synthetic_image(0, seed=3, size=64)
     for method in ("Grad-CAM", "ScoreCAM"):
         empty = explain(loaded, picture, method, target=0)

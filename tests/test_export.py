@@ -399,6 +399,13 @@ def test_auto_answers_each_run_with_its_fastest_checked_export_and_says_when_one
     logits = open_session(run / "model.int8.onnx").run(["logits"], {"input": batch})[0]
     expected = temper(softmax(logits.astype(np.float64)).astype(np.float32), loaded.temperature)
     np.testing.assert_allclose(loaded.predict(images), expected, atol=1e-6)
+    # the app loads lazily: an export answers without the PyTorch network ever being built; Grad-CAM builds it
+    lazy = load_run(run, backend=AUTO, lazy=True)
+    np.testing.assert_allclose(lazy.predict(images), expected, atol=1e-6)
+    assert not lazy.network.built
+    reference = load_run(run, backend="pytorch")
+    assert lazy.model is lazy.model and lazy.network.built  # built once, on first use
+    torch.testing.assert_close(lazy.model(torch.zeros(1, 3, 32, 32)), reference.model(torch.zeros(1, 3, 32, 32)))
     (run / "model.int8.onnx").write_bytes(b"broken")
     capsys.readouterr()
     fallback = load_run(run, backend=AUTO)

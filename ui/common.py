@@ -70,14 +70,18 @@ class Selection:
 @st.cache_resource(show_spinner="Loading model…", max_entries=32)
 def _load_model(path: str, stamp: tuple[float, ...]) -> LoadedModel:
     from har_core.models.inference import load_run
-    loaded = load_run(path, backend="pytorch")  # each visitor's backend is applied on top (`models`)
+    # each visitor's backend is applied on top (`served_model`); the PyTorch network is built when first used
+    loaded = load_run(path, backend="pytorch", lazy=True)
     print(f"HAR Studio: loaded model {loaded.name}", flush=True)  # once per process: visible in the server log
     return loaded
 
 
 def model(run: Run) -> LoadedModel:
-    """Each run's model is loaded once per process and shared by every session."""
-    return _load_model(str(run.path), model_stamp(run))
+    """Each run's model is loaded once per process and shared by every session, its PyTorch network built (the
+    pages that explain or look inside use it; a broken weights file raises RunError here)."""
+    loaded = _load_model(str(run.path), model_stamp(run))
+    loaded.network.tap  # noqa: B018 - built, with its embedding tap
+    return loaded
 
 
 def model_stamp(run: Run) -> tuple[float, ...]:
@@ -142,12 +146,16 @@ def _backend_model(path: str, stamps: tuple[float, ...], backend: str, _loaded: 
 
 
 def served_model(run: Run, chosen: str) -> LoadedModel:
-    """The run's model predicting through backend `chosen`, once per process, run files and exports."""
-    one = model(run)
-    if chosen == "pytorch":
-        return one
-    stamps = (*model_stamp(run), *(file_stamp(run, name) for name in EXPORT_FILES.values()))
-    return _backend_model(str(run.path), stamps, chosen, one)
+    """The run's model predicting through backend `chosen`, once per process, run files and exports. Its PyTorch
+    network is built only when PyTorch answers (then now: a broken weights file raises RunError here), so a server
+    whose runs all answer through their exports never builds one for predictions (#41)."""
+    one = _load_model(str(run.path), model_stamp(run))
+    if chosen != "pytorch":
+        stamps = (*model_stamp(run), *(file_stamp(run, name) for name in EXPORT_FILES.values()))
+        one = _backend_model(str(run.path), stamps, chosen, one)
+    if one.onnx is None:
+        one.network.tap  # noqa: B018 - built, with its embedding tap
+    return one
 
 
 def env_backend() -> str:

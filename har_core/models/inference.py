@@ -100,12 +100,51 @@ class EmbeddingTap(ThreadCapture):
             captured.append(vectors.detach().float().cpu())
 
 
+class Network:
+    """A run's PyTorch network and its embedding tap, built on first use (once, whichever thread asks first): a
+    run that ONNX Runtime answers needs it only for Grad-CAM, Inside, Teach and training, so a classroom server
+    serving exports neither spends the first answer's seconds nor the memory on it (#41)."""
+
+    def __init__(self, build: Callable[[], nn.Module], embedding_layer: str | None):
+        self._build, self._layer, self._lock = build, embedding_layer, threading.RLock()  # tap builds model
+        self._model: nn.Module | None = None
+        self._tap: EmbeddingTap | None = None
+
+    @classmethod
+    def of(cls, model: nn.Module, embedding_layer: str | None = None) -> "Network":
+        """A network already built (None: no embedding tap)."""
+        network = cls(lambda: model, embedding_layer)
+        network.model  # noqa: B018 - built now
+        return network
+
+    @property
+    def built(self) -> bool:
+        return self._model is not None
+
+    @property
+    def model(self) -> nn.Module:
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = self._build()
+        return self._model
+
+    @property
+    def tap(self) -> EmbeddingTap:
+        if self._tap is None:
+            with self._lock:
+                if self._tap is None:
+                    if self._layer is None:
+                        raise RuntimeError("this network has no embedding layer to tap")
+                    self._tap = EmbeddingTap(self.model, self._layer)
+        return self._tap
+
+
 @dataclass
 class LoadedModel:
     run: Run
-    model: nn.Module  # PyTorch: Grad-CAM and training always use it
+    network: Network  # PyTorch: Grad-CAM and training always use it (`model`, `tap`), built on first use
     transform: object
-    tap: EmbeddingTap
     onnx: OnnxModel | None = None  # predictions go through ONNX Runtime when set (har_core.models.backend)
     backend_note: str = ""  # why the chosen backend is not the one answering
     weights: str = ""  # sha256 of the weights file it was loaded from: the key of whatever they compute
@@ -116,6 +155,14 @@ class LoadedModel:
     @property
     def name(self) -> str:
         return self.run.name
+
+    @property
+    def model(self) -> nn.Module:
+        return self.network.model
+
+    @property
+    def tap(self) -> EmbeddingTap:
+        return self.network.tap
 
     @property
     def backend(self) -> str:
@@ -177,23 +224,32 @@ def with_backend(loaded: LoadedModel, backend: str) -> LoadedModel:
     return dataclasses.replace(loaded, onnx=None, backend_note=note)
 
 
-def load_run(path_or_run: str | Path | Run, backend: str | None = None, calibrated: bool = True) -> LoadedModel:
+def load_run(path_or_run: str | Path | Run, backend: str | None = None, calibrated: bool = True,
+             lazy: bool = False) -> LoadedModel:
     """A run's model, ready to predict; `backend` (default: HAR_BACKEND, else PyTorch) picks the engine.
     `calibrated`: its probabilities are scaled by the temperature on its card (raw when False or when it has
-    none, `calibration_note` saying why)."""
+    none, `calibration_note` saying why). `lazy`: the PyTorch network is built when first used (the app: a run
+    that an export answers may never need it); otherwise now, so a broken weights file fails here."""
     run = path_or_run if isinstance(path_or_run, Run) else open_run(path_or_run)
-    model = build_for_card(run.card, run.name)
+    if run.card["model"] not in REGISTRY:
+        raise RunError(f"{run.name}: unknown architecture '{run.card['model']}' on its card")
     weights = run.weights_sha256() if run.has(WEIGHTS) else ""
-    load_weights(run.weights_path(), model, run.name)
-    # channels_last: oneDNN's fast layout on CPU too (EfficientNet-Lite1 and InceptionV3 forward ~1.5× faster)
-    model.eval().to(memory_format=REGISTRY[run.card["model"]].memory_format)
-    # no weight gradients: a CAM differentiates with respect to its input, so backward skips the weights
-    # and shared models never accumulate .grad (pytorch-grad-cam makes its input require grad)
-    model.requires_grad_(False)
+
+    def build() -> nn.Module:
+        model = build_for_card(run.card, run.name)
+        load_weights(run.weights_path(), model, run.name)
+        # channels_last: oneDNN's fast layout on CPU too (EfficientNet-Lite1 and InceptionV3 forward ~1.5× faster)
+        model.eval().to(memory_format=REGISTRY[run.card["model"]].memory_format)
+        # no weight gradients: a CAM differentiates with respect to its input, so backward skips the weights
+        # and shared models never accumulate .grad (pytorch-grad-cam makes its input require grad)
+        model.requires_grad_(False)
+        return model
+    network = Network(build, REGISTRY[run.card["model"]].embedding)
+    if not lazy:
+        network.tap  # noqa: B018 - built now, with its tap
     temperature, note = run_temperature(run) if calibrated else (1.0, f"{run.name}: raw probabilities (asked for)")
-    loaded = LoadedModel(run=run, model=model, transform=eval_transform(data_config_of(run.card)),
-                         tap=EmbeddingTap(model, REGISTRY[run.card["model"]].embedding), weights=weights,
-                         temperature=temperature, calibration_note=note, tta=calibrated_tta(run))
+    loaded = LoadedModel(run=run, network=network, transform=eval_transform(data_config_of(run.card)),
+                         weights=weights, temperature=temperature, calibration_note=note, tta=calibrated_tta(run))
     return with_backend(loaded, backend or backend_from_env())
 
 
