@@ -414,11 +414,12 @@ def test_auto_answers_each_run_with_its_fastest_checked_export_and_says_when_one
     assert "model.int8.onnx cannot be read" in capsys.readouterr().err
 
 
-def test_onnx_runtime_uses_torchs_threads_and_does_not_spin_beside_it():
+def test_onnx_runtime_uses_torchs_threads_does_not_spin_beside_it_and_keeps_no_arena():
     from har_core.models.backend import session_options
     options = session_options()
     assert options.intra_op_num_threads == torch.get_num_threads() and options.inter_op_num_threads == 1
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert not options.enable_cpu_mem_arena  # a room's server keeps no arena per batch size (flat memory, #41)
 
 
 def test_the_torch_free_predictor_defaults_to_the_tta_mode_the_card_was_calibrated_in(exported, tmp_path):

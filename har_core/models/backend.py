@@ -54,6 +54,9 @@ def session_options(threads: int | None = None):
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options.log_severity_level = 3
+    # no memory arena: a room's batches (up to 32 pictures, each size once) would leave each session holding its
+    # largest batch's memory for good, and the server grow with every new batch size (#41's flat memory)
+    options.enable_cpu_mem_arena = False
     return options
 
 
