@@ -731,9 +731,10 @@ def test_every_overview_card_names_its_run_on_one_line_at_1280_px(browser, tmp_p
         stop_server(fresh)
 
 
-def test_the_training_table_shows_every_column_at_1280_px_also_presenting(browser, tmp_path):
+def test_the_training_page_shows_every_column_and_run_whole_at_1280_px_also_presenting(browser, tmp_path):
     """At 1280×720 the Training page's table of the HAR bundle's runs hid its last column ('minutes') behind a
-    horizontal scroll, and in presentation mode two ('TTA' cut, 'minutes'): every column is in sight."""
+    horizontal scroll, and in presentation mode two ('TTA' cut, 'minutes'); its row of run pills (six) stayed on one
+    line beside the Smoothing slider: 'resnet50' was cut and 'vgg16' out of sight. Every column and pill is whole."""
     fresh = start_server(ROOT / "assets" / "runs_har", tmp_path, tmp_path / "server.log")
     context = browser.new_context(viewport={"width": 1280, "height": 720})
     try:
@@ -748,25 +749,6 @@ def test_the_training_table_shows_every_column_at_1280_px_also_presenting(browse
             widths = page.evaluate("""() => [...document.querySelectorAll('[data-testid="stDataFrame"] .dvn-scroller')]
                 .map(s => [s.scrollWidth, s.clientWidth])""")
             assert len(widths) == 1 and widths[0][0] <= widths[0][1], (link, widths)
-    finally:
-        context.close()
-        stop_server(fresh)
-
-
-def test_the_training_runs_pills_are_whole_at_1280_px_also_presenting(browser, tmp_path):
-    """At 1280×720 the Training page's row of run pills (the HAR bundle's six) stayed on one line beside the
-    Smoothing slider: 'resnet50' was cut and 'vgg16' out of sight behind a horizontal scroll, also presenting.
-    Every pill is whole inside its row."""
-    fresh = start_server(ROOT / "assets" / "runs_har", tmp_path, tmp_path / "server.log")
-    context = browser.new_context(viewport={"width": 1280, "height": 720})
-    try:
-        page = context.new_page()
-        page.set_default_timeout(300_000)
-        for link in ("/training", "/training?present=1"):
-            page.goto(fresh.url + link)
-            page.get_by_text("Two val accuracies per run").wait_for()
-            settle(page)
-            page.evaluate("document.fonts.ready")
             cut = page.evaluate("""() => { const row = document.querySelector('.stButtonGroup');
                 const box = row.getBoundingClientRect();
                 return [...row.querySelectorAll('button')].filter(b => b.innerText).map(b => [b.innerText, b.getBoundingClientRect()])
