@@ -1243,6 +1243,8 @@ def test_a_broken_weights_file_is_named_when_pytorch_answers_and_not_before(tiny
     from ui import common
     run = copy_of(tiny_runs / "custom_cnn")
     (run / "model.safetensors").write_bytes(b"not a safetensors file")
+    lazily = common._load_model(str(run), common.model_stamp(open_run(run)))  # loading alone builds nothing: no error
+    assert not lazily.network.built
     with pytest.raises(RunError, match="custom_cnn"):
         common.served_model(open_run(run), "pytorch")
     with pytest.raises(RunError, match="custom_cnn"):

@@ -162,9 +162,9 @@ class CheckImages:
     labels: np.ndarray
     source: str
     calibration: list[torch.Tensor] = field(default_factory=list)
-    # the PyTorch model's outputs on `batches`, per model: the float and the int8 file are checked against the same
-    # reference, computed once (it is most of an export's time)
-    reference: dict = field(default_factory=dict, repr=False)
+    # (model, its outputs on `batches`): the float and the int8 file are checked against the same reference, computed
+    # once (it is most of an export's time); kept with the model itself, whose id a later model could reuse
+    reference: tuple | None = field(default=None, repr=False)
 
 
 def check_images(run: Run, data: str | Path | None, limit: int = 0, calibration: int = CALIBRATION_IMAGES,
@@ -202,14 +202,14 @@ def compare(model: nn.Module, session, images: CheckImages) -> dict:
     """PyTorch and ONNX Runtime on the same tensors: largest probability difference, argmax agreement, accuracy;
     and, when `model` gives (logits, embedding) (`WithEmbedding`), how alike the embeddings are (cosine per picture:
     Predict's similar images search the stored PyTorch embeddings with the exported model's)."""
-    if id(model) not in images.reference:
+    if images.reference is None or images.reference[0] is not model:
         with torch.inference_mode():
             outputs = [model(batch) for batch in images.batches]
-        images.reference[id(model)] = [(logits_of(output).float().softmax(1).numpy(),
-                                        output[1].float().numpy() if isinstance(output, tuple) else None)
-                                       for output in outputs]
+        images.reference = model, [(logits_of(output).float().softmax(1).numpy(),
+                                    output[1].float().numpy() if isinstance(output, tuple) else None)
+                                   for output in outputs]
     ours, theirs, cosines = [], [], []
-    for batch, (probs, reference) in zip(images.batches, images.reference[id(model)]):
+    for batch, (probs, reference) in zip(images.batches, images.reference[1]):
         ours.append(probs)
         logits, embedding = session.run(["logits", "embedding"], {"input": batch.numpy()})
         theirs.append(softmax(logits))
