@@ -169,3 +169,4 @@ def test_through_an_int8_export_the_room_gets_the_answers_each_picture_gets_alon
         np.testing.assert_allclose(answer.probs, alone, atol=1e-5)
         assert answer.backend == "onnxruntime-int8"
     assert (queue.forwards, queue.requests) == (2, 6)
+    queue.close()  # its worker joined while the model lives: freed at return, the queue would end without a join
