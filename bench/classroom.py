@@ -537,7 +537,7 @@ def teach_figures(runs_dir: Path, data: Path, per_class: int = 20, new_data: Pat
         names = [n for n, c in unseen["label"].value_counts().sort_index().items() if c >= per_class][:5]
         pictures = [[load_image(source / f) for f in unseen.loc[unseen["label"] == n, "filename"][:per_class]]
                     for n in names]
-        base = load_run(run.path, app_backend())
+        base = load_run(run.path)  # Teach folds a head into the PyTorch network: no export to open
         start = time.perf_counter()
         head = teach(base, names, pictures)
         figures[run.name] = {"total": time.perf_counter() - start, **head.seconds,

@@ -196,10 +196,15 @@ class LoadedModel:
         return self.forward(self.preprocess(images), tta)[0]
 
 
-def build_for_card(card: dict, run_name: str) -> nn.Module:
+def spec_for_card(card: dict, run_name: str):
+    """The registry entry of the card's architecture; RunError names the run when there is none."""
     if card["model"] not in REGISTRY:
         raise RunError(f"{run_name}: unknown architecture '{card['model']}' on its card")
-    return REGISTRY[card["model"]].build(len(card["classes"]))
+    return REGISTRY[card["model"]]
+
+
+def build_for_card(card: dict, run_name: str) -> nn.Module:
+    return spec_for_card(card, run_name).build(len(card["classes"]))
 
 
 def with_backend(loaded: LoadedModel, backend: str) -> LoadedModel:
@@ -231,20 +236,19 @@ def load_run(path_or_run: str | Path | Run, backend: str | None = None, calibrat
     none, `calibration_note` saying why). `lazy`: the PyTorch network is built when first used (the app: a run
     that an export answers may never need it); otherwise now, so a broken weights file fails here."""
     run = path_or_run if isinstance(path_or_run, Run) else open_run(path_or_run)
-    if run.card["model"] not in REGISTRY:
-        raise RunError(f"{run.name}: unknown architecture '{run.card['model']}' on its card")
+    spec = spec_for_card(run.card, run.name)  # an unknown architecture fails here, lazy or not
     weights = run.weights_sha256() if run.has(WEIGHTS) else ""
 
     def build() -> nn.Module:
-        model = build_for_card(run.card, run.name)
+        model = spec.build(len(run.classes))
         load_weights(run.weights_path(), model, run.name)
         # channels_last: oneDNN's fast layout on CPU too (EfficientNet-Lite1 and InceptionV3 forward ~1.5× faster)
-        model.eval().to(memory_format=REGISTRY[run.card["model"]].memory_format)
+        model.eval().to(memory_format=spec.memory_format)
         # no weight gradients: a CAM differentiates with respect to its input, so backward skips the weights
         # and shared models never accumulate .grad (pytorch-grad-cam makes its input require grad)
         model.requires_grad_(False)
         return model
-    network = Network(build, REGISTRY[run.card["model"]].embedding)
+    network = Network(build, spec.embedding)
     if not lazy:
         network.tap  # noqa: B018 - built now, with its tap
     temperature, note = run_temperature(run) if calibrated else (1.0, f"{run.name}: raw probabilities (asked for)")
