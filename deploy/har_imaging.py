@@ -1,4 +1,5 @@
-"""The one guarded entry point for decoding images: app uploads, the CLI and data loading all use it."""
+"""The one guarded entry point for decoding images: app uploads, the CLI and data loading all use it; and the one
+eval preprocessing of a decoded picture (`eval_pixels`), which PyTorch, ONNX Runtime and deploy/predict.py share."""
 from __future__ import annotations
 
 import hashlib
@@ -114,3 +115,31 @@ def image_digest(image: Image.Image) -> str:
     digest = hashlib.blake2b(image.tobytes(), digest_size=16)
     digest.update(f"{image.mode}{image.size}".encode())
     return digest.hexdigest()
+
+
+# PIL's filters by the names cards and timm's configs use (every registry entry's interpolation is one of these)
+RESAMPLING = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST,
+              "lanczos": Image.LANCZOS}
+
+
+def eval_resize(image: Image.Image, side: int, interpolation: str) -> Image.Image:
+    """The first step of the eval preprocessing: the shorter side to `side` (floor(input / crop_pct)), the longer
+    in proportion (rounded down), with the run's interpolation: torchvision's Resize(side) on a PIL picture."""
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    if short == side:  # already at its size (an edited picture): untouched, as torchvision leaves it
+        return image
+    new_long = int(side * long / short)
+    return image.resize((side, new_long) if width <= height else (new_long, side), RESAMPLING[interpolation])
+
+
+def eval_pixels(image: Image.Image, size: int, crop_pct: float, interpolation: str, mean, std):
+    """A picture as a run's network eats it, a float32 (3, size, size) array: timm's eval transform (resize the
+    shorter side to floor(size / crop_pct), centre crop, [0, 1], normalise) in PIL and NumPy, so the answer path
+    needs no torch. tests/test_registry.py holds it to timm's and torchvision's own transforms."""
+    import numpy as np
+    image = eval_resize(image, int(size / crop_pct), interpolation)
+    left, top = int(round((image.width - size) / 2.0)), int(round((image.height - size) / 2.0))
+    pixels = np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    pixels = pixels.transpose(2, 0, 1).astype(np.float32) / 255
+    return (pixels - np.asarray(mean, np.float32).reshape(3, 1, 1)) / np.asarray(std, np.float32).reshape(3, 1, 1)

@@ -18,7 +18,6 @@ import argparse
 import csv
 import hashlib
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -28,11 +27,9 @@ from PIL import Image
 # HAR Studio's own decoding (formats, limits, EXIF, 16-bit and float rescaling, transparency): har_imaging.py is
 # a copy of har_core/data/imaging.py that `make deploy-copy` writes and tests/test_export.py keeps byte-equal
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from har_imaging import IMAGE_SUFFIXES, ImageError, load_image  # noqa: E402
+from har_imaging import IMAGE_SUFFIXES, ImageError, eval_pixels, load_image  # noqa: E402
 
 TEMPERATURE_RANGE = (0.05, 20.0)  # har_core.models.calibration_maths.TEMPERATURE_RANGE: outside it a card's T is refused
-RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST,
-            "lanczos": Image.LANCZOS}
 
 
 class Model:
@@ -52,12 +49,6 @@ class Model:
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.classes = self.card["classes"]
-        size = self.card["input_size"]
-        self.size = size
-        self.resize_to = math.floor(size / self.card["crop_pct"])
-        self.resample = RESAMPLE[self.card["interpolation"]]
-        self.mean = np.array(self.card["mean"], dtype=np.float32).reshape(3, 1, 1)
-        self.std = np.array(self.card["std"], dtype=np.float32).reshape(3, 1, 1)
         self.temperature, self.note = 1.0, "" if calibrated else "raw probabilities (asked for)"
         self.tta = calibrated_tta(self.card)
         temperature = (self.card.get("calibration") or {}).get("temperature")
@@ -71,17 +62,10 @@ class Model:
                          "raw probabilities")
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
-        """Shorter side to floor(size / crop_pct), centre crop, [0, 1], normalise: timm's eval transform."""
-        width, height = image.size
-        short, long = min(width, height), max(width, height)
-        new_long = int(self.resize_to * long / short)
-        new_size = (self.resize_to, new_long) if width <= height else (new_long, self.resize_to)
-        image = image.resize(new_size, self.resample)
-        left = int(round((image.width - self.size) / 2.0))
-        top = int(round((image.height - self.size) / 2.0))
-        image = image.crop((left, top, left + self.size, top + self.size))
-        pixels = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32) / 255
-        return (pixels - self.mean) / self.std
+        """The card's eval preprocessing (timm's eval transform), as HAR Studio applies it: har_imaging.eval_pixels."""
+        card = self.card
+        return eval_pixels(image, card["input_size"], card["crop_pct"], card["interpolation"], card["mean"],
+                           card["std"])
 
     def predict(self, images: list[Image.Image], tta: bool = False) -> np.ndarray:
         batch = np.stack([self.preprocess(image) for image in images])

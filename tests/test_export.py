@@ -1,5 +1,6 @@
 """ONNX export, the ONNX Runtime backend and its fallbacks, and the torch-free predictor (deploy/predict.py)."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -414,10 +415,14 @@ def test_auto_answers_each_run_with_its_fastest_checked_export_and_says_when_one
     assert "model.int8.onnx cannot be read" in capsys.readouterr().err
 
 
-def test_onnx_runtime_uses_torchs_threads_does_not_spin_beside_it_and_keeps_no_arena():
+def test_onnx_runtime_uses_torchs_threads_does_not_spin_beside_it_and_keeps_no_arena(monkeypatch):
     from har_core.models.backend import session_options
     options = session_options()
     assert options.intra_op_num_threads == torch.get_num_threads() and options.inter_op_num_threads == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # without torch, the same rule torch follows: the variable first,
+    assert session_options().intra_op_num_threads == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")  # then every core this process may run on
+    assert session_options().intra_op_num_threads == len(os.sched_getaffinity(0))
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert not options.enable_cpu_mem_arena  # a room's server keeps no arena per batch size (flat memory, #41)
 

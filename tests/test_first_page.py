@@ -73,3 +73,56 @@ def test_a_first_page_that_stops_early_still_warms_the_models_up():
     assert any("photo" in info.lower() for info in page["info"])  # it did stop, waiting for a photo
     assert len(page["warm_up"]) == 1 and page["loading"] == [bundled_runs()]
     assert not [name for name in page["warm_up"][0] if "/views/" in name]
+
+
+# the Predict page in a fresh interpreter, the warm-up running for real: a sample picked, the cards read back, and
+# which heavy modules were imported once the warm-up thread and the page's run are both done
+PREDICT_SAMPLE = """
+import json, sys, threading
+sys.path.insert(0, {root!r})
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({app!r}, default_timeout=600)
+at.switch_page("views/predict.py")
+at.run()
+sample = at.selectbox(key="predict_sample")
+at = sample.set_value(sample.options[1]).run()
+for thread in threading.enumerate():
+    if thread.name == "har-warm-up":
+        thread.join()
+heavy = sorted(m for m in ("torch", "timm", "torchvision", "pytorch_grad_cam") if m in sys.modules)
+print(json.dumps({{"errors": [e.message for e in at.exception], "warnings": [w.value for w in at.warning],
+                  "sample": at.selectbox(key="predict_sample").value, "markdown": [m.value for m in at.markdown], "heavy": heavy}}))
+"""
+
+
+def test_runs_served_by_their_exports_answer_predict_without_torch(tiny_runs, kaggle_data, tmp_path):
+    """#41: with every run exported, the first answer needs neither torch nor timm (their import was seconds of a
+    cold start): NumPy preprocessing, ONNX Runtime, similar images and the What-if panel's untouched picture. The
+    cards say what each run's own PyTorch network says of the picture."""
+    import shutil
+
+    from har_core.data.imaging import load_image
+    from har_core.data.labels import spoken
+    from har_core.evaluation.calibration import default_tta
+    from har_core.models.export import export_run
+    from har_core.models.inference import load_run
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_runs, runs)
+    for run in sorted(p for p in runs.iterdir() if (p / "card.json").is_file()):
+        export_run(run, data=kaggle_data)
+    script = PREDICT_SAMPLE.format(root=str(ROOT), app=str(ROOT / "app.py"))
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT.parent), "HAR_RUNS": str(runs),
+                               "HAR_DATA": str(kaggle_data)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    page = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not page["errors"] and not page["warnings"], page
+    assert page["heavy"] == []
+    models = [load_run(run, backend="pytorch") for run in sorted(p for p in runs.iterdir() if p.is_dir())]
+    tta = default_tta([m.run for m in models])
+    picture = load_image(kaggle_data / page["sample"])
+    for loaded in models:
+        probs = loaded.predict([picture], tta)[0]
+        card = page["markdown"][page["markdown"].index(f"**{loaded.name}**") + 1:][:2]
+        assert card[0] == f"### {spoken(loaded.classes[int(probs.argmax())])}"
+        assert card[1].startswith(f"**{probs.max():.0%} sure**")

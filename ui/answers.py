@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from har_core.models import artifacts
-from har_core.explain import whatif
 from har_core.data.datasets import read_manifest
 from har_core.data.imaging import ImageError, image_digest, load_image, safe_name
 from har_core.models.inference import LoadedModel, Prediction, predict_all
@@ -16,8 +15,9 @@ from ui.choices import follow_link, share_view
 from ui.common import (IMAGE_TYPES, Selection, file_stamp, inside_or_none, config, data_file, friendly, model_stamp,
                        thumb)
 
-if TYPE_CHECKING:  # Grad-CAM (and the scikit-learn and SciPy it imports) loads with the first explanation, not with
-    from har_core.explain.cam import ClassMaps, Explanation  # Predict's first answer
+if TYPE_CHECKING:  # Grad-CAM (and the scikit-learn and SciPy it imports) loads with the first explanation, and the
+    from har_core.explain import whatif  # What-if edits (torch) with the panel under the cards: not with Predict's
+    from har_core.explain.cam import ClassMaps, Explanation  # first answer (#41)
 
 # an answer too long for its metric ("listening to music" in a third of Predict's column at 1280 px) wraps onto a
 # second line instead of being cut to "listening to m…"
@@ -60,6 +60,7 @@ def explanation(loaded: LoadedModel, image, digest: str, method: str, target: in
 
 @st.cache_resource(show_spinner=False, max_entries=64)
 def _seen(digest: str, edit: str, resize: str, _image, _edit: whatif.Edit, _transform):
+    from har_core.explain import whatif
     return whatif.as_model_sees(_image, _edit, _transform)
 
 
@@ -67,6 +68,7 @@ def as_model_sees(loaded: LoadedModel, image, digest: str, edit: whatif.Edit):
     """The picture `loaded` meets after a What-if edit (whatif.as_model_sees: its own resize, then the edit), once
     per picture content, edit and resize: models that resize alike share it, and moving a slider back costs
     nothing (the edited picture's predictions are cached by its content)."""
+    from har_core.explain import whatif
     return _seen(digest, repr(edit), repr(whatif.own_resize(loaded.transform)), image, edit, loaded.transform)
 
 

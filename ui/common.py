@@ -109,8 +109,6 @@ def _warm_up(paths: tuple[str, ...], stamps: tuple[tuple[float, ...], ...]) -> t
 def _start_loading(paths: tuple[str, ...], stamps: tuple[tuple[float, ...], ...]) -> threading.Thread:
     def load_all():
         from PIL import Image
-        from har_core.explain.inside import receptive_fields
-        loaded = []
         try:
             chosen = app_backend()
         except ValueError:  # a wrong HAR_BACKEND: the sidebar names it; the models still load
@@ -118,15 +116,11 @@ def _start_loading(paths: tuple[str, ...], stamps: tuple[tuple[float, ...], ...]
         for path in paths:
             try:  # the model as the app's default backend serves it, and one forward: the first visitor's
                 one = served_model(artifacts.open_run(path), chosen)  # forwards find their kernels ready
-                one.forward(one.preprocess([Image.new("RGB", (64, 64))]), tta=one.tta, embed=True)
-                loaded.append(one)
+                one.forward(one.pixels([Image.new("RGB", (64, 64))]), tta=one.tta, embed=True)
             except Exception as error:  # noqa: BLE001 - the page that needs the model names the failure
                 print(f"HAR Studio: could not preload {Path(path).name}: {error}", flush=True)
-        for model in loaded:  # then the Inside page's receptive fields (measured once per architecture and size)
-            try:
-                receptive_fields(model.run.card["model"], model.run.card["input_size"])
-            except Exception as error:  # noqa: BLE001 - the Inside page measures again and names the failure
-                print(f"HAR Studio: no receptive fields for {model.name}: {error}", flush=True)
+        # nothing else: the first answer is all a warm-up prepares. The Inside page measures its receptive fields
+        # itself (torch, seconds of both cores), which here competed with the first visitor's answer (#41)
     thread = threading.Thread(target=load_all, name="har-warm-up", daemon=True)
     thread.start()
     return thread

@@ -13,7 +13,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from har_core.data.fileio import atomic_write_text, is_inside
-from har_core.data.imaging import IMAGE_SUFFIXES, ImageError, load_image, read_file
+from har_core.data.imaging import IMAGE_SUFFIXES, ImageError, eval_pixels, eval_resize, load_image, read_file
 from har_core.data.video import VIDEO_SUFFIXES, Clip, VideoError, clip_facts, probe, read_clip, read_video_file
 
 # torch, torchvision, timm and scikit-learn are imported inside the transforms, data sets and splits that use them:
@@ -358,11 +358,46 @@ def resize_side(input_size: int, crop_pct: float) -> int:
     return int(input_size / crop_pct)
 
 
+@dataclass(frozen=True)
+class EvalResize:
+    """The first step of an image model's eval transform: the shorter side to `side`, with its interpolation
+    (the What-if edits are applied after it, at the model's own size)."""
+    side: int
+    interpolation: str
+
+    def __call__(self, image):
+        return eval_resize(image, self.side, self.interpolation)
+
+
+class EvalTransform:
+    """An image model's eval transform, timm's (shorter side to floor(size / crop_pct), centre crop, [0, 1],
+    normalise) as har_core.data.imaging.eval_pixels computes it: `pixels` for ONNX Runtime without torch, a call for
+    a torch tensor; both the very same numbers."""
+
+    def __init__(self, data_config: dict):
+        self.size, self.crop_pct = data_config["input_size"][-1], data_config["crop_pct"]
+        self.interpolation = data_config["interpolation"]
+        self.mean, self.std = tuple(data_config["mean"]), tuple(data_config["std"])
+        self.resize = EvalResize(resize_side(self.size, self.crop_pct), self.interpolation)
+
+    def pixels(self, image):
+        """A float32 (3, size, size) NumPy array."""
+        return eval_pixels(image, self.size, self.crop_pct, self.interpolation, self.mean, self.std)
+
+    def __call__(self, image) -> torch.Tensor:
+        import torch
+        return torch.from_numpy(self.pixels(image))
+
+    def __repr__(self) -> str:
+        return (f"EvalTransform(size={self.size}, crop_pct={self.crop_pct}, interpolation={self.interpolation!r}, "
+                f"mean={self.mean}, std={self.std})")
+
+
 def eval_transform(data_config: dict):
+    """What a run's eval sees: an image model's `EvalTransform`, a clip model's `ClipTransform`."""
     if "frames" in data_config:
         return ClipTransform(data_config)
-    from timm.data import create_transform
-    return create_transform(**data_config, is_training=False)
+    return EvalTransform(data_config)
 
 
 def augmentation_names(augment: str, known) -> list[str]:

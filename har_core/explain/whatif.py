@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING
 
-import torch
-import torchvision.transforms.v2.functional as F
 from PIL import Image
-from torchvision.transforms import Resize
+
+from har_core.data.datasets import EvalResize, EvalTransform
+
+# torch and torchvision are imported by the edits themselves: the panel's untouched picture (every visitor's first
+# look, right under Predict's first answer) needs neither (#41)
+if TYPE_CHECKING:
+    import torch
 
 GREY = 0.5  # what covers a box: mid-grey, as occlusion studies use
 
@@ -40,13 +44,12 @@ class Edit:
         return self == Edit()
 
 
-def own_resize(transform) -> Callable[[Image.Image], Image.Image]:
-    """The first step of a model's eval transform (har_core.data.datasets.eval_transform, timm's): the resize of the
-    shorter side to floor(input / crop_pct) with the model's own interpolation."""
-    first = getattr(transform, "transforms", [None])[0]
-    if not isinstance(first, Resize):
+def own_resize(transform) -> EvalResize:
+    """The first step of a model's eval transform (har_core.data.datasets.EvalTransform): the resize of the shorter
+    side to floor(input / crop_pct) with the model's own interpolation."""
+    if not isinstance(transform, EvalTransform):
         raise ValueError(f"a What-if edit needs an image model's eval transform (a resize first), not {transform!r}")
-    return first
+    return transform.resize
 
 
 def as_model_sees(image: Image.Image, edit: Edit, transform, seed: int = 0) -> Image.Image:
@@ -63,6 +66,8 @@ def apply(image: Image.Image, edit: Edit, seed: int = 0) -> Image.Image:
     values rounded, so an edit too small to change a pixel changes none)."""
     if edit.unchanged:
         return image
+    import torch
+    import torchvision.transforms.v2.functional as F
     image = image.convert("RGB")
     picture = F.to_dtype(F.pil_to_tensor(image), torch.float32, scale=True)  # (3, H, W) in [0, 1]
     height, width = picture.shape[-2:]
@@ -92,6 +97,7 @@ def apply(image: Image.Image, edit: Edit, seed: int = 0) -> Image.Image:
 def gaussian_blur(picture: torch.Tensor, sigma: float) -> torch.Tensor:
     """A Gaussian blur of a (3, H, W) picture as two 1-D passes (rows, then columns) with reflected edges, as
     torchvision's `gaussian_blur` but separable: its 2-D kernel costs seconds at a sigma of 25 px."""
+    import torch
     radius = min(math.ceil(3 * sigma), min(picture.shape[-2:]) - 1)  # reflection needs the picture wider
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)

@@ -43,13 +43,12 @@ def backend_from_env(default: str = "pytorch") -> str:
 
 
 def session_options(threads: int | None = None):
-    """ONNX Runtime threads suited to this machine and to sharing the process with torch: as many intra-op
-    threads as torch uses, one inter-op thread, and no spinning: idle ORT threads would otherwise keep
-    polling and take the cores torch needs (a Grad-CAM, another visitor's PyTorch model) in the same process."""
+    """ONNX Runtime threads suited to this machine and to sharing the process with torch: an intra-op thread per
+    usable core (torch's own default here), one inter-op thread, and no spinning: idle ORT threads would otherwise
+    keep polling and take the cores torch needs (a Grad-CAM, another visitor's PyTorch model) in the same process."""
     import onnxruntime as ort
-    import torch  # here, not at the top: the sidebar reads BACKENDS on the first page, which loads no model
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.intra_op_num_threads = threads or usable_cores()
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
@@ -58,6 +57,15 @@ def session_options(threads: int | None = None):
     # largest batch's memory for good, and the server grow with every new batch size (#41's flat memory)
     options.enable_cpu_mem_arena = False
     return options
+
+
+def usable_cores() -> int:
+    """The threads torch would use, without importing it (a server that ONNX Runtime answers never does, and asking
+    a torch another thread is still importing raises, #41): OMP_NUM_THREADS when set (the test workers set 1), else
+    the cores this process may run on."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    given = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return max(1, min(cores, int(given))) if given.isdigit() else cores
 
 
 def open_session(path: Path):

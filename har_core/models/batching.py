@@ -21,18 +21,17 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-import torch
 
 WINDOW_S = 0.005  # how long the first request waits for others to join its forward
 MAX_IMAGES = 32  # pictures in one forward (the server's max_batch_images per request); a bigger request goes alone
 IDLE_S = 30.0  # a worker with nothing to do for this long ends; the next request starts another
 
-Forward = Callable[[torch.Tensor, bool, bool], tuple[np.ndarray, np.ndarray | None]]
+Forward = Callable[[np.ndarray, bool, bool], tuple[np.ndarray, np.ndarray | None]]
 
 
 @dataclass
 class _Request:
-    batch: torch.Tensor
+    batch: np.ndarray  # LoadedModel.pixels: NumPy, so a served export never needs torch
     tta: bool
     embed: bool
     done: threading.Event = field(default_factory=threading.Event)
@@ -56,7 +55,7 @@ class ModelQueue:
         self.forwards = 0  # forwards run, and requests they answered: how much batching happened
         self.requests = 0
 
-    def submit(self, batch: torch.Tensor, tta: bool = False, embed: bool = False):
+    def submit(self, batch: np.ndarray, tta: bool = False, embed: bool = False):
         """The forward's (probabilities, embeddings or None) of this request's rows, computed with whatever other
         requests arrived at the same time; raises what its own forward raised."""
         request = _Request(batch, tta, embed)
@@ -133,7 +132,7 @@ class ModelQueue:
 
     def _run(self, group: list[_Request]) -> None:
         embed = any(request.embed for request in group)
-        batch = group[0].batch if len(group) == 1 else torch.cat([request.batch for request in group])
+        batch = group[0].batch if len(group) == 1 else np.concatenate([np.asarray(request.batch) for request in group])
         probs, vectors = self.forward(batch, group[0].tta, embed)
         self.forwards, self.requests = self.forwards + 1, self.requests + len(group)
         start = 0
@@ -173,7 +172,7 @@ def _forget(key: int, queue: ModelQueue) -> None:
     queue.close(wait=False)  # never join from a garbage collector's callback
 
 
-def shared_forward(loaded, batch: torch.Tensor, tta: bool = False, embed: bool = False):
+def shared_forward(loaded, batch: np.ndarray, tta: bool = False, embed: bool = False):
     """`loaded.forward(batch, tta, embed)`, batched with other visitors' requests for the same model."""
     return queue_of(loaded).submit(batch, tta, embed)
 

@@ -1,4 +1,8 @@
-"""Loading trained runs and predicting with them."""
+"""Loading trained runs and predicting with them.
+
+torch, timm and the registry are imported where a PyTorch network is built or run: a run that ONNX Runtime answers
+is preprocessed in NumPy (har_core.data.datasets.EvalTransform) and predicts without them, so a classroom server
+serving exports gives its first answer without importing torch (#41)."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,12 +13,10 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import nn
 from tqdm.auto import tqdm
 
 from har_core.models.artifacts import WEIGHTS, Run, RunError, load_weights, open_run
@@ -23,9 +25,12 @@ from har_core.models.backend import (AUTO, LABELS, BackendError, OnnxModel, back
 from har_core.models.batching import shared_forward
 from har_core.models.calibration_maths import combine, temper
 from har_core.data.datasets import eval_transform
-from har_core.models.registry import REGISTRY
 from har_core.data.spans import timed
 from har_core.models.temperature import calibrated_tta, run_temperature
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 def data_config_of(card: dict) -> dict:
@@ -40,6 +45,7 @@ def data_config_of(card: dict) -> dict:
 
 def fast_layout(batch: torch.Tensor) -> torch.memory_format:
     """The layout a batch goes in as (the model's, `ModelSpec.memory_format`): channels-last, 3-D for clips."""
+    import torch
     return torch.channels_last_3d if batch.dim() == 5 else torch.channels_last
 
 
@@ -48,14 +54,15 @@ def logits_of(output) -> torch.Tensor:
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
-@torch.inference_mode()
 def forward_probs(model: nn.Module, batch: torch.Tensor, tta: bool = False) -> torch.Tensor:
     """Softmax probabilities; with flip TTA both views go through one forward and are averaged."""
-    if tta:
-        n = batch.shape[0]
-        probs = logits_of(model(torch.cat([batch, batch.flip(-1)]))).float().softmax(1)
-        return (probs[:n] + probs[n:]) / 2
-    return logits_of(model(batch)).float().softmax(1)
+    import torch
+    with torch.inference_mode():
+        if tta:
+            n = batch.shape[0]
+            probs = logits_of(model(torch.cat([batch, batch.flip(-1)]))).float().softmax(1)
+            return (probs[:n] + probs[n:]) / 2
+        return logits_of(model(batch)).float().softmax(1)
 
 
 def capture_input(model: nn.Module, layer: str, sink: Callable[[torch.Tensor], None]):
@@ -103,17 +110,19 @@ class EmbeddingTap(ThreadCapture):
 class Network:
     """A run's PyTorch network and its embedding tap, built on first use (once, whichever thread asks first): a
     run that ONNX Runtime answers needs it only for Grad-CAM, Inside, Teach and training, so a classroom server
-    serving exports neither spends the first answer's seconds nor the memory on it (#41)."""
+    serving exports neither spends the first answer's seconds nor the memory on it (#41). `build` gives the
+    network and the layer whose input is its embedding (None: no tap)."""
 
-    def __init__(self, build: Callable[[], nn.Module], embedding_layer: str | None):
-        self._build, self._layer, self._lock = build, embedding_layer, threading.RLock()  # tap builds model
+    def __init__(self, build: Callable[[], tuple[nn.Module, str | None]]):
+        self._build, self._lock = build, threading.RLock()  # the tap builds the model inside the lock
         self._model: nn.Module | None = None
+        self._layer: str | None = None
         self._tap: EmbeddingTap | None = None
 
     @classmethod
     def of(cls, model: nn.Module, embedding_layer: str | None = None) -> "Network":
         """A network already built (None: no embedding tap)."""
-        network = cls(lambda: model, embedding_layer)
+        network = cls(lambda: (model, embedding_layer))
         network.model  # noqa: B018 - built now
         return network
 
@@ -126,7 +135,7 @@ class Network:
         if self._model is None:
             with self._lock:
                 if self._model is None:
-                    self._model = self._build()
+                    self._model, self._layer = self._build()
         return self._model
 
     @property
@@ -134,9 +143,10 @@ class Network:
         if self._tap is None:
             with self._lock:
                 if self._tap is None:
+                    model = self.model
                     if self._layer is None:
                         raise RuntimeError("this network has no embedding layer to tap")
-                    self._tap = EmbeddingTap(self.model, self._layer)
+                    self._tap = EmbeddingTap(model, self._layer)
         return self._tap
 
 
@@ -178,26 +188,39 @@ class LoadedModel:
         """Models with equal keys see identical input tensors, so one preprocessing serves them all."""
         return tuple(sorted((k, str(v)) for k, v in data_config_of(self.run.card).items()))
 
-    def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
-        return torch.stack([self.transform(image) for image in images])
+    def pixels(self, images: list[Image.Image]) -> np.ndarray:
+        """The images as the network eats them, a float32 NumPy batch (image models: without torch)."""
+        if self.run.takes_clips:
+            return self.preprocess(images).numpy()
+        return np.stack([self.transform.pixels(image) for image in images])
 
-    def forward(self, batch: torch.Tensor, tta: bool = False, embed: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """Calibrated probabilities of a preprocessed batch, and (`embed`) its embeddings, from the backend's one
-        forward."""
+    def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
+        """The same batch as a torch tensor (Grad-CAM, Inside, Teach)."""
+        import torch
+        if self.run.takes_clips:
+            return torch.stack([self.transform(clip) for clip in images])
+        return torch.from_numpy(self.pixels(images))
+
+    def forward(self, batch: np.ndarray | torch.Tensor, tta: bool = False,
+                embed: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Calibrated probabilities of a preprocessed batch (`pixels` or `preprocess`), and (`embed`) its
+        embeddings, from the backend's one forward."""
         if self.onnx is not None:
-            probs, vectors = self.onnx.forward(batch.numpy(), tta)
+            probs, vectors = self.onnx.forward(np.asarray(batch), tta)
             return temper(probs, self.temperature), vectors if embed else None
+        import torch
         with self.tap.capture() if embed else nullcontext([]) as captured:
-            probs = forward_probs(self.model, batch, tta).numpy()
+            probs = forward_probs(self.model, torch.as_tensor(batch), tta).numpy()
         vectors = torch.cat(captured)[:len(batch)].numpy() if embed else None  # TTA: first half unflipped
         return temper(probs, self.temperature), vectors
 
     def predict(self, images: list[Image.Image], tta: bool = False) -> np.ndarray:
-        return self.forward(self.preprocess(images), tta)[0]
+        return self.forward(self.pixels(images), tta)[0]
 
 
 def spec_for_card(card: dict, run_name: str):
     """The registry entry of the card's architecture; RunError names the run when there is none."""
+    from har_core.models.registry import REGISTRY  # timm and torch: only where a PyTorch network is built
     if card["model"] not in REGISTRY:
         raise RunError(f"{run_name}: unknown architecture '{card['model']}' on its card")
     return REGISTRY[card["model"]]
@@ -234,12 +257,13 @@ def load_run(path_or_run: str | Path | Run, backend: str | None = None, calibrat
     """A run's model, ready to predict; `backend` (default: HAR_BACKEND, else PyTorch) picks the engine.
     `calibrated`: its probabilities are scaled by the temperature on its card (raw when False or when it has
     none, `calibration_note` saying why). `lazy`: the PyTorch network is built when first used (the app: a run
-    that an export answers may never need it); otherwise now, so a broken weights file fails here."""
+    that an export answers may never need it, nor torch); otherwise now, so a broken weights file or an unknown
+    architecture fails here."""
     run = path_or_run if isinstance(path_or_run, Run) else open_run(path_or_run)
-    spec = spec_for_card(run.card, run.name)  # an unknown architecture fails here, lazy or not
     weights = run.weights_sha256() if run.has(WEIGHTS) else ""
 
-    def build() -> nn.Module:
+    def build() -> tuple[nn.Module, str]:
+        spec = spec_for_card(run.card, run.name)  # an unknown architecture fails here: now, or lazily when needed
         model = spec.build(len(run.classes))
         load_weights(run.weights_path(), model, run.name)
         # channels_last: oneDNN's fast layout on CPU too (EfficientNet-Lite1 and InceptionV3 forward ~1.5× faster)
@@ -247,8 +271,8 @@ def load_run(path_or_run: str | Path | Run, backend: str | None = None, calibrat
         # no weight gradients: a CAM differentiates with respect to its input, so backward skips the weights
         # and shared models never accumulate .grad (pytorch-grad-cam makes its input require grad)
         model.requires_grad_(False)
-        return model
-    network = Network(build, spec.embedding)
+        return model, spec.embedding
+    network = Network(build)
     if not lazy:
         network.tap  # noqa: B018 - built now, with its tap
     temperature, note = run_temperature(run) if calibrated else (1.0, f"{run.name}: raw probabilities (asked for)")
@@ -280,13 +304,13 @@ def predict_all(models: list[LoadedModel], images: list[Image.Image], tta: bool 
     """Every model predicts every image; preprocessing is shared between models that agree on it.
     `embed`: each prediction also carries the images' embeddings, taken from the same forward.
     `shared`: each model's forward joins its shared queue (har_core.models.batching), batched with other visitors'."""
-    cache: dict[tuple, torch.Tensor] = {}
+    cache: dict[tuple, np.ndarray] = {}
     results = []
     for loaded in models:
         start = time.perf_counter()
         key = loaded.preprocess_key
         if key not in cache:
-            cache[key] = loaded.preprocess(images)
+            cache[key] = loaded.pixels(images)
         forward = partial(shared_forward, loaded) if shared else loaded.forward
         probs, vectors = forward(cache[key], tta, embed)
         results.append(Prediction(loaded.name, probs, time.perf_counter() - start, vectors, loaded.backend))
@@ -300,12 +324,18 @@ def ensemble(predictions: list[Prediction], members: list[str] | None = None, te
     return combine(chosen or [p.probs for p in predictions], temperature)
 
 
-@torch.inference_mode()
 def predict_loader(model: nn.Module, loader, tta: bool = False, device: str = "cpu",
                    desc: str = "predicting", progress: bool = True,
                    on_batch: Callable[[int, int], None] | None = None):
     """Probabilities and labels for every batch of a DataLoader of (image, label, index);
     `on_batch(done, total)` after each batch (a progress bar in the app)."""
+    import torch
+    with torch.inference_mode():
+        return _predict_loader(model, loader, tta, device, desc, progress, on_batch)
+
+
+def _predict_loader(model, loader, tta, device, desc, progress, on_batch):
+    import torch
     model.eval()
     all_probs, all_labels, all_indices = [], [], []
     for images, labels, indices in tqdm(loader, desc=desc, disable=not progress, leave=False):

@@ -25,8 +25,6 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import safetensors.numpy
-import torch
-from torch.utils.data import DataLoader
 
 from har_core.models.artifacts import Run
 from har_core.models.calibration_maths import temper
@@ -239,6 +237,8 @@ def embed_files(loaded: LoadedModel, root: Path, files: list[str], batch_size: i
     embedding tap recording each batch's head input; `on_batch(done, total)` after each batch."""
     if not files:
         return np.zeros((0, 0), np.float32), np.zeros((0, len(loaded.classes)), np.float32)
+    import torch  # here: similar images only read stored embeddings, and a served export needs no torch (#41)
+    from torch.utils.data import DataLoader
     loader = DataLoader(dataset_for(root, files, None, loaded.transform), batch_size=batch_size)  # in file order
     with loaded.tap.capture() as captured:
         probs, _ = predict_loader(loaded.model, loader, device=device, desc=f"embedding ({loaded.name})",
