@@ -113,9 +113,11 @@ def stats(values: list[float]) -> dict:
 
 
 def upload(page, path: Path, models: int) -> tuple[float, float]:
-    """Upload on a freshly opened Predict page: seconds until every prediction is drawn, and until the run ended."""
+    """Upload on a freshly opened Predict page: seconds until every prediction is drawn, and until the run ended
+    (`page.sent_at`: the wall-clock time the upload was sent, which the server's log shares)."""
     page.get_by_text("Upload one or more photos").wait_for()
     page.wait_for_function(RUN_ENDED)
+    page.sent_at = time.time()
     start = time.perf_counter()
     page.locator("input[type='file']").first.set_input_files(str(path))
     page.wait_for_function(PREDICTIONS_DRAWN, arg=[path.name, models], polling=20)
@@ -558,10 +560,21 @@ AFTER_CARDS = ("similar images", "What-if panel", "figures")
 
 
 def logged_runs(log: Path, page: str) -> list[dict]:
-    """The spans of every run of `page` the server logged so far (har_core.data.spans.logged), oldest first."""
+    """Every run of `page` the server logged so far (har_core.data.spans.logged: its spans and its start's
+    wall-clock time), oldest first."""
     lines = [line.split("HAR Studio spans ", 1)[1] for line in log.read_text().splitlines()
              if "HAR Studio spans " in line]
-    return [run["spans"] for run in map(json.loads, lines) if run["page"] == page]
+    return [run for run in map(json.loads, lines) if run["page"] == page]
+
+
+def answered_runs(log: Path, before: int, wait_s: float = 10.0) -> list[dict]:
+    """The Predict runs logged after the first `before` that predicted, waiting up to `wait_s` for the server to
+    write the upload's line (it writes it as the run ends, which the browser may see first)."""
+    deadline = time.monotonic() + wait_s
+    while not (runs := [run for run in logged_runs(log, "Predict & compare")[before:] if "forwards" in run["spans"]]) \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return runs
 
 
 def cold_and_split(runs_dir: Path, data: Path, repeats: int) -> dict:
@@ -598,8 +611,10 @@ def cold_and_split(runs_dir: Path, data: Path, repeats: int) -> dict:
                 page.wait_for_function(RUN_ENDED)
                 before = len(logged_runs(log, "Predict & compare"))
                 drawn, _ = upload(page, path, len(runs))
-                answered = [run for run in logged_runs(log, "Predict & compare")[before:] if "forwards" in run]
-                figures["warm"].append({"drawn_s": drawn, "spans": answered[-1] if answered else {}})
+                answered = answered_runs(log, before)
+                figures["warm"].append({"drawn_s": drawn, "spans": answered[-1]["spans"] if answered else {},
+                                        "run_started_s": answered[-1]["started_at"] - page.sent_at if answered
+                                        else float("nan")})
             browser.close()
         models = [load_run(run.path, app_backend()) for run in runs]  # TTA's share: the runs' own forwards, without and with it
         images = [load_image(path) for path in pictures[1:]]
@@ -628,7 +643,11 @@ def print_cold_and_split(figures: dict) -> None:
         print(f"    {name:48s} {seconds(name):6.3f}")
     last_card = median([row["spans"].get("card bars", {}).get("ended_at_s", float("nan")) for row in warm])
     print(f"    {'run start → last card built':48s} {last_card:6.3f}")
-    print(f"  {'the rest: upload sent, run started, cards sent and drawn':50s} {median(drawn) - last_card:6.3f}")
+    started = median([row["run_started_s"] for row in warm])
+    print(f"  {'the rest: upload sent → the run started':50s} {started:6.3f}")
+    after = median([row["drawn_s"] - row["run_started_s"] - row["spans"].get("card bars", {}).get("ended_at_s", 0.0)
+                    for row in warm])
+    print(f"  {'          last card built → every card drawn':50s} {after:6.3f}")
     forwards = figures["forwards_s"]
     print(f"  flip TTA: the runs' own forwards {forwards[False]:.3f} s without it, {forwards[True]:.3f} s with it")
     print("  after the cards (below the fold; not in upload → cards drawn):")

@@ -2,6 +2,7 @@
 import json
 import re
 import shutil
+import threading
 
 import numpy as np
 import pandas as pd
@@ -844,6 +845,10 @@ def test_predict_widgets_that_change_no_input_never_run_the_models_again(app, mo
     st.cache_data.clear()
     forwards = counting(monkeypatch, har_core.models.inference, "forward_probs")
     at = open_page(app, "predict")
+    for thread in threading.enumerate():  # the page's warm-up runs one forward per model: not the visitor's
+        if thread.name == "har-warm-up":
+            thread.join()
+    forwards.clear()
     sample = at.selectbox(key="predict_sample")
     at = sample.set_value(sample.options[2]).run()
     assert len(forwards) == 2  # one per model
@@ -1175,8 +1180,8 @@ def test_the_video_page_says_in_words_which_runs_suit_which_clip(app):
 
 def test_the_servers_warm_ups_are_forgotten_once_finished_when_visitors_choose_many_run_sets(monkeypatch):
     import threading
-    from ui import common
-    monkeypatch.setattr(common, "_warm_ups", {})
+    from ui import warm_up
+    monkeypatch.setattr(warm_up, "_warm_ups", {})
     release = threading.Event()
     running = threading.Thread(target=release.wait)
     running.start()
@@ -1191,15 +1196,15 @@ def test_the_servers_warm_ups_are_forgotten_once_finished_when_visitors_choose_m
         finished.append(thread)
         return thread
 
-    monkeypatch.setattr(common, "_start_loading", start)
-    assert common._warm_up(("still loading",), ()) is running
-    for i in range(3 * common.WARM_UPS_KEPT):
-        common._warm_up((f"run set {i}",), ())
+    monkeypatch.setattr(warm_up, "_start_loading", start)
+    assert warm_up._warm_up(("still loading",), ()) is running
+    for i in range(3 * warm_up.WARM_UPS_KEPT):
+        warm_up._warm_up((f"run set {i}",), ())
     release.set()
     running.join()
-    assert len(common._warm_ups) <= common.WARM_UPS_KEPT and len(finished) == 3 * common.WARM_UPS_KEPT
-    assert common._warm_ups[("still loading",), ()] is running  # a warm-up still loading was never dropped
-    assert common._warm_up((f"run set {3 * common.WARM_UPS_KEPT - 1}",), ()) is finished[-1]  # the latest: kept
+    assert len(warm_up._warm_ups) <= warm_up.WARM_UPS_KEPT and len(finished) == 3 * warm_up.WARM_UPS_KEPT
+    assert warm_up._warm_ups[("still loading",), ()] is running  # a warm-up still loading was never dropped
+    assert warm_up._warm_up((f"run set {3 * warm_up.WARM_UPS_KEPT - 1}",), ()) is finished[-1]  # the latest: kept
 
 
 def test_presenting_predict_folds_its_models_and_options_so_the_answer_comes_first(app):
@@ -1229,7 +1234,8 @@ def test_the_warm_up_opens_each_run_as_the_default_backend_serves_it(tiny_runs, 
     with_backend = inference.with_backend
     monkeypatch.setattr(inference, "with_backend",  # loading the PyTorch model itself asks for "pytorch": not counted
                         lambda *args: (args[1] != "pytorch" and opened.append(args[1])) or with_backend(*args))
-    common._start_loading((str(run),), (common.model_stamp(open_run(run)),)).join()
+    from ui import warm_up
+    warm_up._start_loading((str(run),), (common.model_stamp(open_run(run)),)).join()
     assert opened == [AUTO]
     served = common.served_model(open_run(run), AUTO)
     assert served.backend == "onnxruntime-int8" and opened == [AUTO]  # cached by the warm-up: nothing opened again
@@ -1249,3 +1255,36 @@ def test_a_broken_weights_file_is_named_when_pytorch_answers_and_not_before(tiny
         common.served_model(open_run(run), "pytorch")
     with pytest.raises(RunError, match="custom_cnn"):
         common.model(open_run(run))
+
+
+def test_the_warm_up_prepares_what_the_first_answer_reads(tiny_runs, kaggle_data, monkeypatch):
+    """#41: the first upload found its models loaded but computed the runs' prediction sets, the ensemble's
+    temperature (importing SciPy and scikit-learn) and the embeddings' search indexes itself, 1.5 s of a cold first
+    answer. The warm-up computes them through the page's own cached functions, so the page computes none again."""
+    import streamlit as st
+
+    import ui.similar
+    import ui.sureness
+    from har_core.models.artifacts import find_runs
+    from ui import common, warm_up
+    monkeypatch.setenv("HAR_RUNS", str(tiny_runs))
+    monkeypatch.setenv("HAR_DATA", str(kaggle_data))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    calls = {name: counting(monkeypatch, module, name) for module, name in (
+        (ui.sureness, "run_calibration_pictures"), (ui.sureness, "ensemble_calibration_pictures"),
+        (ui.similar, "run_embeddings"), (ui.similar, "training_index"))}
+    runs = [run for run in find_runs(tiny_runs)[0] if not run.takes_clips]
+    monkeypatch.setattr(warm_up, "_warm_ups", {})
+    warm_up._start_loading(tuple(str(run.path) for run in runs), tuple(common.model_stamp(run) for run in runs)).join()
+    prepared = {name: len(made) for name, made in calls.items()}
+    assert prepared == {"run_calibration_pictures": len(runs), "ensemble_calibration_pictures": 1,
+                        "run_embeddings": len(runs), "training_index": len(runs)}
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.switch_page("views/predict.py")
+    at.run()
+    sample = at.selectbox(key="predict_sample")
+    at = sample.set_value(sample.options[1]).run()
+    assert not at.exception and sum(m.value.startswith("### ") for m in at.markdown) == len(runs)  # answered
+    assert any("most similar training pictures" in m.value for m in at.markdown)  # similar images shown
+    assert {name: len(made) for name, made in calls.items()} == prepared  # and nothing computed again

@@ -19,13 +19,13 @@ def record_warm_up(thread):
         return
     start(thread)
 threading.Thread.start = record_warm_up
-import ui.common  # and which runs it would load
-start_loading = ui.common._start_loading
+import ui.warm_up  # and which runs it would load
+start_loading = ui.warm_up._start_loading
 loading = []
 def record_runs(paths, stamps):
     loading.append(sorted(path.rsplit("/", 1)[-1] for path in paths))
     return start_loading(paths, stamps)
-ui.common._start_loading = record_runs
+ui.warm_up._start_loading = record_runs
 from streamlit.testing.v1 import AppTest
 at = AppTest.from_file({app!r}, default_timeout=600)
 if {page!r}:

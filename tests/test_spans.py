@@ -13,6 +13,7 @@ def test_a_span_counts_its_time_without_the_spans_inside_it(monkeypatch, capsys)
                   7.0,  # "sets" ends, after 3.5 s of forwards inside it
                   9.0])  # the page run ends
     monkeypatch.setattr(spans.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(spans.time, "time", lambda: 1_700_000_000.25)
     monkeypatch.setenv("HAR_SPANS", "1")
     forward = spans.timed("forwards")(lambda: None)
 
@@ -28,7 +29,7 @@ def test_a_span_counts_its_time_without_the_spans_inside_it(monkeypatch, capsys)
     line = capsys.readouterr().out
     assert line.startswith("HAR Studio spans ")
     logged = json.loads(line.removeprefix("HAR Studio spans "))
-    assert logged == {"page": "Predict", "spans": {
+    assert logged == {"page": "Predict", "started_at": 1_700_000_000.25, "spans": {
         "forwards": {"s": 3.5, "ended_at_s": 6.5},  # 3 + 0.5
         "sets": {"s": 2.5, "ended_at_s": 7.0},  # 7 - 1, less the 3.5 inside it
         "the page's other work": {"s": 3.0, "ended_at_s": 9.0}}}  # 9 - 0, less the 6 inside it

@@ -11,7 +11,8 @@ from har_core import server
 from har_core.models.artifacts import Run
 from har_core.evaluation.ensemble import class_groups, default_members, describe_classes
 from har_core.models.backend import AUTO, BACKENDS, LABELS
-from ui.common import PRESENTATION_CSS, Selection, remembered, config, env_backend, presenting, warm_up
+from ui.common import PRESENTATION_CSS, Selection, remembered, config, env_backend, presenting
+from ui.warm_up import warm_up
 
 
 def _folder_choice(label: str, key: str, choices: list[Path], optional: bool, help: str,
@@ -168,7 +169,7 @@ def sidebar() -> Selection:
 
 
 def warm_up_after_page() -> None:
-    """Load the shown runs' models in the background (ui.common.warm_up), asked for once the page's script is
+    """Prepare the shown runs' first answer in the background (ui.warm_up), asked for once the page's script is
     done: importing torch and loading the models never delays the first page a visitor sees (#41). Called in a
     `finally` also after st.stop(), so it makes no Streamlit call (after a stop request any would raise
     StopException again) and never raises (the page's own ending stays what the visitor sees). The shown runs are

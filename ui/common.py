@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -89,48 +88,6 @@ def model_stamp(run: Run) -> tuple[float, ...]:
     temperature it applies and whether that calibration still holds)."""
     return tuple(file_stamp(run, name) for name in (artifacts.WEIGHTS, artifacts.CARD, artifacts.MANIFEST,
                                                       artifacts.predictions_file("val")))
-
-
-WARM_UPS_KEPT = 32  # beyond this many run sets, finished warm-ups are forgotten (those still loading are kept)
-_warm_ups: dict[tuple, threading.Thread] = {}  # once per server process and set of runs (no Streamlit cache:
-_warm_ups_lock = threading.Lock()             # app.py asks for it after st.stop() too, where no st call may run)
-
-
-def _warm_up(paths: tuple[str, ...], stamps: tuple[tuple[float, ...], ...]) -> threading.Thread:
-    with _warm_ups_lock:
-        if (paths, stamps) not in _warm_ups:
-            if len(_warm_ups) >= WARM_UPS_KEPT:  # visitors choosing many run sets: forget the finished ones (their
-                for key in [key for key, thread in _warm_ups.items() if not thread.is_alive()]:  # models stay cached)
-                    del _warm_ups[key]
-            _warm_ups[paths, stamps] = _start_loading(paths, stamps)
-        return _warm_ups[paths, stamps]
-
-
-def _start_loading(paths: tuple[str, ...], stamps: tuple[tuple[float, ...], ...]) -> threading.Thread:
-    def load_all():
-        from PIL import Image
-        try:
-            chosen = app_backend()
-        except ValueError:  # a wrong HAR_BACKEND: the sidebar names it; the models still load
-            chosen = "pytorch"
-        for path in paths:
-            try:  # the model as the app's default backend serves it, and one forward: the first visitor's
-                one = served_model(artifacts.open_run(path), chosen)  # forwards find their kernels ready
-                one.forward(one.pixels([Image.new("RGB", (64, 64))]), tta=one.tta, embed=True)
-            except Exception as error:  # noqa: BLE001 - the page that needs the model names the failure
-                print(f"HAR Studio: could not preload {Path(path).name}: {error}", flush=True)
-        # nothing else: the first answer is all a warm-up prepares. The Inside page measures its receptive fields
-        # itself (torch, seconds of both cores), which here competed with the first visitor's answer (#41)
-    thread = threading.Thread(target=load_all, name="har-warm-up", daemon=True)
-    thread.start()
-    return thread
-
-
-def warm_up(runs: list[Run]) -> None:
-    """Load the image models in the background, once per server process and set of runs: the first page
-    appears at once, and by the time a photo is uploaded its models are usually ready."""
-    runs = [run for run in runs if not run.takes_clips]
-    _warm_up(tuple(str(run.path) for run in runs), tuple(model_stamp(run) for run in runs))
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)

@@ -4,7 +4,7 @@ import streamlit as st
 from har_core.evaluation.analysis import agreement
 from har_core.models.backend import LABELS
 from har_core.evaluation.calibration import default_tta, tta_mismatch
-from har_core.models.calibration_maths import DEFAULT_TARGET_ACCURACY
+from har_core.models.calibration_maths import DEFAULT_COVERAGE, DEFAULT_TARGET_ACCURACY
 from har_core.models.inference import ensemble
 from har_core.data.labels import picture_name, spoken
 from har_core.evaluation.plots import probability_bars, thumbnail_uri
@@ -35,7 +35,7 @@ with st.expander("Models and options") if presenting() else st.container():
                                 help="Under each model, the training images it finds most alike (its embedding).")
     k = options[2].slider("Similar images shown", 3, VOTE_K, 6, key="predict_k", disabled=not similar,
                           help=f"Of the {VOTE_K} most similar, whose vote is shown.")
-    coverage = options[3].slider("Set coverage", 0.5, 0.99, 0.9, 0.01, format="%.2f", key="predict_coverage",
+    coverage = options[3].slider("Set coverage", 0.5, 0.99, DEFAULT_COVERAGE, 0.01, format="%.2f", key="predict_coverage",
                                  help="Each model's prediction set holds the true class this often (split conformal "
                                       "prediction, calibrated on the run's val pictures): hard pictures get larger "
                                       "sets.")
@@ -55,6 +55,9 @@ for note in [m.calibration_note for m in loaded if m.calibration_note]:
 if differs := tta_mismatch([(m.name, m.tta) for m in loaded], tta):
     st.caption(f"⚠️ {differs}")
 engine = (lambda p: f" · {LABELS[p.backend]}") if any(m.backend != "pytorch" for m in loaded) else (lambda p: "")
+if len(images) == 1:  # the photo at once, while the models predict
+    left, right = st.columns([1, 3])
+    left.image(images[0], caption=names[0], width="stretch")
 with st.spinner(f"{len(loaded)} models predicting {len(images)} image(s)…"):
     predictions = predict(loaded, images, tta)  # cached: other widgets never run the models again
 members = [p.model for p in predictions if p.model in members] or [p.model for p in predictions]
@@ -64,8 +67,6 @@ sure = {p.model: sureness([selection.run(p.model)], p.probs, classes, coverage) 
 sure_ensemble = sureness(member_runs, mean, classes, coverage)
 
 if len(images) == 1:
-    left, right = st.columns([1, 3])
-    left.image(images[0], caption=names[0], width="stretch")
     winners = [classes[int(p.probs[0].argmax())] for p in predictions if p.model in members]  # the members'
     label, share = agreement(winners, prefer=classes[int(mean[0].argmax())])
     with right:

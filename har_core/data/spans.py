@@ -49,14 +49,16 @@ def timed(name: str):
 @contextmanager
 def logged(page: str):
     """A page run: its spans from the start, the rest of its time as "the page's other work", logged as one line
-    `HAR Studio spans {...}` (seconds, and seconds from the start to the span's last end) when HAR_SPANS=1."""
+    `HAR Studio spans {...}` (seconds, and seconds from the start to the span's last end; the start's wall-clock
+    time) when HAR_SPANS=1."""
     state = _now()
     state.update(spent={}, inner=[0.0], start=time.perf_counter())
+    started_at = time.time()  # the wall clock a browser on this machine shares: upload sent → this run's start
     try:
         with span("the page's other work"):
             yield
     finally:
         if os.environ.get("HAR_SPANS") == "1":
-            print("HAR Studio spans", json.dumps({"page": page, "spans": {
+            print("HAR Studio spans", json.dumps({"page": page, "started_at": round(started_at, 4), "spans": {
                 name: {"s": round(seconds, 4), "ended_at_s": round(ended, 4)}
                 for name, (seconds, ended) in state["spent"].items()}}), flush=True)

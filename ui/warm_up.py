@@ -1,0 +1,98 @@
+"""The warm-up: once a page is drawn, a background thread prepares what the first answer reads (#41).
+
+First each image run's model as the app's default backend serves it, and one forward (the first visitor's forwards
+find their kernels ready); then what Predict computes once per server from the runs' files, in the order it asks:
+each run's calibration pictures, prediction sets and "not sure" threshold, the default ensemble's temperature and
+sets (they bring SciPy and scikit-learn), and each run's embeddings, retrieval report and search index. Everything
+goes through the pages' own cached functions, so the pages find it there; nothing is computed that a page would
+not compute. Once per server process and set of runs; torch only when PyTorch answers a run.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from har_core.models import artifacts
+from har_core.models.artifacts import Run
+from har_core.models.backend import app_backend
+from har_core.models.calibration_maths import DEFAULT_COVERAGE
+from ui.common import model_stamp, served_model
+
+WARM_UPS_KEPT = 32  # beyond this many run sets, finished warm-ups are forgotten (those still loading are kept)
+_warm_ups: dict[tuple, threading.Thread] = {}  # once per server process and set of runs (no Streamlit cache:
+_warm_ups_lock = threading.Lock()             # app.py asks for it after st.stop() too, where no st call may run)
+
+
+def _warm_up(paths: tuple[str, ...], stamps: tuple[tuple[float, ...], ...]) -> threading.Thread:
+    with _warm_ups_lock:
+        if (paths, stamps) not in _warm_ups:
+            if len(_warm_ups) >= WARM_UPS_KEPT:  # visitors choosing many run sets: forget the finished ones (their
+                for key in [key for key, thread in _warm_ups.items() if not thread.is_alive()]:  # models stay cached)
+                    del _warm_ups[key]
+            _warm_ups[paths, stamps] = _start_loading(paths, stamps)
+        return _warm_ups[paths, stamps]
+
+
+def _load_models(paths: tuple[str, ...]) -> list[Run]:
+    """Each run's model as the app's default backend serves it, with one forward; the runs that loaded."""
+    from PIL import Image
+    try:
+        chosen = app_backend()
+    except ValueError:  # a wrong HAR_BACKEND: the sidebar names it; the models still load
+        chosen = "pytorch"
+    runs = []
+    for path in paths:
+        try:
+            run = artifacts.open_run(path)
+            one = served_model(run, chosen)
+            one.forward(one.pixels([Image.new("RGB", (64, 64))]), tta=one.tta, embed=True)
+            runs.append(run)
+        except Exception as error:  # noqa: BLE001 - the page that needs the model names the failure
+            print(f"HAR Studio: could not preload {Path(path).name}: {error}", flush=True)
+    return runs
+
+
+def _prepare_answers(runs: list[Run]) -> None:
+    """What Predict's first answer computes from the runs' files, through its own cached functions."""
+    from har_core.evaluation.ensemble import default_members
+    from ui.similar import embeddings, retrieval, search_index  # here: they import what the first page needs not
+    from ui.sureness import ensemble_temperature, sureness
+
+    def similar(run: Run) -> None:
+        found = embeddings(run)
+        retrieval(run, found)
+        search_index(run, found)
+
+    uniform = {run.name: np.full((1, len(run.classes)), 1 / len(run.classes), np.float32) for run in runs}
+    members = [run for run in runs if run.name in default_members(runs)]
+    steps = [(f"{run.name}'s prediction sets", lambda run=run: sureness([run], uniform[run.name], run.classes,
+                                                                         DEFAULT_COVERAGE)) for run in runs]
+    if members:
+        steps.append(("the ensemble's temperature and sets", lambda: (
+            ensemble_temperature(members),
+            sureness(members, uniform[members[0].name], members[0].classes, DEFAULT_COVERAGE))))
+    steps += [(f"{run.name}'s similar images", lambda run=run: similar(run)) for run in runs]
+    for name, step in steps:
+        try:
+            step()
+        except Exception as error:  # noqa: BLE001 - the page computes it again and says what is wrong
+            print(f"HAR Studio: the warm-up could not prepare {name}: {error}", flush=True)
+
+
+def _start_loading(paths: tuple[str, ...], stamps: tuple[tuple[float, ...], ...]) -> threading.Thread:
+    def load_all():
+        _prepare_answers(_load_models(paths))
+        # not the Inside page's receptive fields: measuring them imports torch and builds every architecture,
+        # seconds of both cores that competed with the first visitor's answer; Inside measures them itself
+    thread = threading.Thread(target=load_all, name="har-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def warm_up(runs: list[Run]) -> None:
+    """Prepare the image runs' first answer in the background, once per server process and set of runs: the
+    first page appears at once, and by the time a photo is uploaded its models and files are usually ready."""
+    runs = [run for run in runs if not run.takes_clips]
+    _warm_up(tuple(str(run.path) for run in runs), tuple(model_stamp(run) for run in runs))
