@@ -27,6 +27,19 @@ def app(tiny_runs, kaggle_data, monkeypatch):
     return at
 
 
+def open_what_if(at):
+    """Predict's What-if panel opened, as a visitor's click does (it is built only when open)."""
+    at.session_state["whatif_open"] = True
+    return at.run()
+
+
+def open_details(at, models):
+    """Predict's More details of these models' cards opened (their similar images are built only when open)."""
+    for name in models:
+        at.session_state[f"details_{name}"] = True
+    return at.run()
+
+
 def open_page(at, page):
     at.switch_page(f"views/{page}.py")
     at.run()
@@ -144,6 +157,8 @@ def test_what_if_a_slider_moves_every_models_answer_and_moving_it_back_restores_
     at = open_page(app, "predict")
     sample = at.selectbox(key="predict_sample")
     at = sample.set_value(sample.options[1]).run()
+    assert not what_if_cards(at) and "whatif_brightness" not in [s.key for s in at.slider]  # closed: nothing built
+    at = open_what_if(at)
     before = what_if_cards(at)
     assert sorted(before) == ["Ensemble", "custom_cnn", "mobilenet_v2"]
     assert all(":gray[no change for " in card for card in before.values())  # nothing edited yet
@@ -173,7 +188,7 @@ def test_what_if_gives_a_model_the_same_answer_whichever_other_models_are_chosen
     from har_core.models.inference import load_run
     at = open_page(app, "predict")
     sample = at.selectbox(key="predict_sample")
-    at = sample.set_value(sample.options[1]).run()
+    at = open_what_if(sample.set_value(sample.options[1]).run())
     at.slider(key="whatif_noise").set_value(0.4).run()
     together = what_if_cards(at)["custom_cnn"]
     at.multiselect(key="predict_models").set_value(["custom_cnn"]).run()
@@ -212,7 +227,7 @@ def test_an_edit_that_changes_no_pixel_moves_no_card(tiny_runs, photo_sized, mon
     monkeypatch.chdir(ROOT)
     at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "predict")
     sample = at.selectbox(key="predict_sample")
-    at = sample.set_value(sample.options[1]).run()
+    at = open_what_if(sample.set_value(sample.options[1]).run())
     before = what_if_cards(at)
     at.slider(key="whatif_brightness").set_value(1.0001).run()
     assert not at.exception and not at.error
@@ -562,6 +577,8 @@ def test_predict_shows_each_models_similar_training_images_and_their_vote(app):
     at = open_page(app, "predict")
     sample = at.selectbox(key="predict_sample")
     at = sample.set_value(sample.options[1]).run()
+    assert "most similar training pictures" not in texts(at)  # built when a card's More details is opened
+    at = open_details(at, ["custom_cnn", "mobilenet_v2"])
     shown = texts(at)
     # one vote, the one the mix uses, whatever number is shown (#40: "6 most similar" beside "a vote of 10")
     assert shown.count("**The 10 most similar training pictures** vote ") == 2 and shown.count("; the first 6:") == 2
@@ -716,7 +733,7 @@ def test_a_run_shipping_reduced_embeddings_shows_similar_images_its_map_and_says
     assert any(t.label.startswith("Near-duplicates (") for t in at.tabs) and not at.error
     at = open_page(at, "predict")
     sample = at.selectbox(key="predict_sample")
-    at = sample.set_value(sample.options[1]).run()
+    at = open_details(sample.set_value(sample.options[1]).run(), ["custom_cnn"])
     assert not at.exception and not at.error
     assert any("shipped reduced" in c.value for c in at.caption)
     # the neighbours shown are those of the upload's vector projected like the stored ones
@@ -1064,7 +1081,7 @@ def test_similar_images_never_show_another_data_sets_picture_under_the_same_name
         monkeypatch.setenv("HAR_DATA", str(folder))
         at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "predict")
         sample = at.selectbox(key="predict_sample")
-        at = sample.set_value(sample.options[1]).run()
+        at = open_what_if(open_details(sample.set_value(sample.options[1]).run(), ["custom_cnn", "mobilenet_v2"]))
         shown[name] = (len(at.image), texts(at))
     # the picker's thumbnail, the sample, its What-if copy, and each model's six neighbours
     assert shown["right"][0] == 3 + 2 * 6
@@ -1284,7 +1301,7 @@ def test_the_warm_up_prepares_what_the_first_answer_reads(tiny_runs, kaggle_data
     at.switch_page("views/predict.py")
     at.run()
     sample = at.selectbox(key="predict_sample")
-    at = sample.set_value(sample.options[1]).run()
+    at = open_details(sample.set_value(sample.options[1]).run(), [run.name for run in runs])
     assert not at.exception and sum(m.value.startswith("### ") for m in at.markdown) == len(runs)  # answered
     assert any("most similar training pictures" in m.value for m in at.markdown)  # similar images shown
     assert {name: len(made) for name, made in calls.items()} == prepared  # and nothing computed again

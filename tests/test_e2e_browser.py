@@ -320,6 +320,7 @@ def test_a_clone_without_the_data_folder_serves_every_page_on_the_bundle(page, t
         page.locator("input[type='file']").first.set_input_files(str(photo))
         expect(card_confidences(page)).to_have_count(len(bundled), timeout=180_000)  # each model's card
         settle(page)
+        page.get_by_text("More details").first.click()  # a card's similar images are built when it is opened
         expect(page.get_by_text("The pictures appear once the run's data folder is there").first).to_be_attached()
         assert page.locator("[data-testid='stException']").count() == 0
         assert "Traceback" not in fresh.log.read_text()
@@ -372,6 +373,7 @@ def test_bundled_runs_a_clicked_channel_shows_its_top_pictures_and_what_if_moves
         # What if: darkening the picture moves every bundled model's card
         page.goto(f"{fresh.url}/predict")
         page.locator("input[type='file']").first.set_input_files(str(photo))
+        page.get_by_text("What if…").click()  # the panel is built when opened
         cards = page.locator("[data-testid='stMarkdownContainer']").filter(
             has_text=re.compile(r"(no change for|points (less|more) sure of) .* · now \d+% sure"))
         bundled = [r for r in (ROOT / "assets" / "runs").iterdir() if (r / "card.json").is_file()]

@@ -17,7 +17,7 @@ from har_core.models import artifacts
 from har_core import server
 from har_core.evaluation.analysis import dataset_summary, thumbnail
 from har_core.models.artifacts import Run, RunError
-from har_core.evaluation.plots import enlarged
+from har_core.evaluation.plots import enlarged, thumbnail_uri
 from har_core.evaluation.calibration import calibrated_frame
 from har_core.models.calibration_maths import CalibrationError
 from har_core.models.temperature import run_temperature
@@ -223,9 +223,17 @@ def _figure(name: str, digests: tuple, large: bool, _build, *args, **kwargs):  #
     return enlarged(built, PRESENTATION_SCALE) if large else built  # presentation mode: type as large as the page's
 
 
-@st.cache_data(show_spinner=False, max_entries=2048)
-def _thumb(path: str, size: int):
-    return thumbnail(Path(path), size)
+@st.cache_data(show_spinner=False, max_entries=4096)
+def _thumb(path: str, size: int) -> str | None:
+    # a data: URI, not the picture: st.image passes it through, where a picture was encoded anew for every visitor
+    # and fetched as a media file afterwards (a room of thirty: 36 thumbnails each on Predict, #41)
+    return thumb_of(Path(path), size)
+
+
+def thumb_of(path: Path, size: int) -> str | None:
+    """A picture file's thumbnail as a data: URI (None: unreadable)."""
+    picture = thumbnail(path, size)
+    return None if picture is None else thumbnail_uri(picture, size)
 
 
 def data_file(selection: Selection, filename: str) -> Path | None:
@@ -240,8 +248,8 @@ def inside_or_none(root: Path, filename: str) -> Path | None:
         return None
 
 
-def thumb(selection: Selection, filename: str, size: int = 160):
-    """A thumbnail of a data-set image, only from inside the chosen image folder."""
+def thumb(selection: Selection, filename: str, size: int = 160) -> str | None:
+    """A thumbnail of a data-set image (a data: URI for st.image), only from inside the chosen image folder."""
     path = data_file(selection, filename)
     return _thumb(str(path), size) if path is not None else None
 
@@ -250,10 +258,15 @@ def thumbnail_grid(selection: Selection, items: list[tuple[str, str]], columns: 
     """Thumbnails of (filename, caption) pairs in a grid; files that cannot be shown are left out together
     with their captions. Returns how many were shown."""
     shown = [(image, caption) for name, caption in items if (image := thumb(selection, name, size)) is not None]
+    image_grid(shown, columns)
+    return len(shown)
+
+
+def image_grid(shown: list[tuple[str, str]], columns: int) -> None:
+    """(image, caption) pairs in a grid of `columns`."""
     grid = st.columns(columns)
     for i, (image, caption) in enumerate(shown):
         grid[i % columns].image(image, caption=caption)
-    return len(shown)
 
 
 def remembered(widget, label: str, key: str, default, **kwargs):

@@ -19,8 +19,8 @@ from har_core.retrieval.projection import embedding_map
 from har_core.retrieval.search import VectorIndex, neighbours_of, training_index
 from har_core.data.spans import timed
 from har_core.retrieval.similarity import RETRIEVAL, SHOW_K, VOTE_K, embed_run, neighbour_answer, retrieval_report, vote
-from ui.common import (Selection, file_stamp, config, data_file, dataset, folder_stamp, friendly, model, predictions,
-                       temperature, thumbnail_grid)
+from ui.common import (Selection, file_stamp, config, dataset, folder_stamp, friendly, image_grid,
+                       inside_or_none, model, predictions, temperature, thumb_of)
 
 
 @st.cache_resource(show_spinner="Reading embeddings…", max_entries=16)
@@ -148,8 +148,10 @@ def neighbour_grid(selection: Selection, run: Run, found: Embeddings, similariti
         st.caption(" · ".join(caption for _, caption in items))
         st.caption("The pictures appear once the run's data folder is there (README: Data).")
         return
-    same = [same_picture(selection, found.files[r], found.digests[r]) for r, _ in rows_shown]
-    thumbnail_grid(selection, [item for item, ok in zip(items, same) if ok], columns, size)
+    pictures = [_embedded_thumb(str(selection.data_root), found.files[r], found.digests[r], size)
+                for r, _ in rows_shown]
+    same = [picture is not None for picture in pictures]
+    image_grid([(picture, caption) for picture, (_, caption) in zip(pictures, items) if picture is not None], columns)
     others = [caption for (name, caption), ok in zip(items, same) if not ok]
     if others:
         origin = run.card.get("data", {}).get("root", "its training folder")
@@ -158,13 +160,16 @@ def neighbour_grid(selection: Selection, run: Run, found: Embeddings, similariti
                    f"from {origin}.")
 
 
-def same_picture(selection: Selection, filename: str, digest: str) -> bool:
-    """The chosen image folder's file of that name is the picture with this sha256."""
-    path = data_file(selection, filename)
+@st.cache_data(show_spinner=False, max_entries=4096)
+def _embedded_thumb(root: str, filename: str, digest: str, size: int) -> str | None:
+    """The thumbnail (a data: URI) of the image folder's file of that name when it is the embedded picture (the
+    sha256 `digest`), else None; once per picture and size: a room's visitors share their neighbours (#41)."""
+    path = inside_or_none(Path(root), filename)
     try:
-        return path is not None and path.is_file() and file_sha256(path) == digest
+        same = path is not None and path.is_file() and file_sha256(path) == digest
     except OSError:
-        return False
+        return None
+    return thumb_of(path, size) if same else None
 
 
 @timed("similar images")

@@ -40,9 +40,17 @@ def what_if(image, loaded: list[LoadedModel], predictions: list[Prediction], mem
     """The What-if panel under Predict's cards: each model meets the edited picture at its own size
     (ui.predict_edited), and its card says its answer now and how far its confidence in its first answer moved;
     the ensemble's card is the ensemble (its own temperature) of the members' edited answers."""
-    st.subheader("What if…")
-    st.caption("Darken, blur, turn or cover the picture and watch every model's answer change. Each card: its "
-               "answer now (⚠️ when it changed), and how far its confidence in its first answer moved.")
+    panel = st.expander("🎛️ **What if…** darken, blur, turn or cover the picture", key="whatif_open",
+                        on_change="rerun")
+    if panel.open:  # built when opened: a room of thirty draws no sliders that few move (#41)
+        with panel:
+            _panel(image, loaded, predictions, members, member_runs, classes, tta)
+
+
+def _panel(image, loaded: list[LoadedModel], predictions: list[Prediction], members: list[str], member_runs: list,
+           classes: list[str], tta: bool) -> None:
+    st.caption("Watch every model's answer change as you edit the picture. Each card: its answer now (⚠️ when it "
+               "changed), and how far its confidence in its first answer moved.")
     shown, controls = st.columns([1, 3])
     with controls:
         edit = edit_controls()

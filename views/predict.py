@@ -32,7 +32,7 @@ with st.expander("Models and options") if presenting() else st.container():
     tta = options[0].toggle("Flip TTA", value=default_tta(chosen_runs), key="predict_tta",
                             help=glossary("TTA") + " Starts as the chosen models were calibrated.")
     similar = options[1].toggle("Similar images", value=True, key="predict_similar",
-                                help="Under each model, the training images it finds most alike (its embedding).")
+                                help="In each model's More details, the training images it finds most alike (its embedding).")
     k = options[2].slider("Similar images shown", 3, VOTE_K, 6, key="predict_k", disabled=not similar,
                           help=f"Of the {VOTE_K} most similar, whose vote is shown.")
     coverage = options[3].slider("Set coverage", 0.5, 0.99, DEFAULT_COVERAGE, 0.01, format="%.2f", key="predict_coverage",
@@ -97,7 +97,9 @@ if len(images) == 1:
             # one confidence per card, in words; the set, the neighbours' vote and the time one click away
             st.markdown(f"**{probs.max():.0%} sure**" + (" · 🤔 not sure" if verdict.not_sure[0] else ""))
             st.html(probability_bars(probs, classes))
-            more = st.expander("More details")
+            # its contents are built when it is opened: a room of thirty neither computes nor draws 36 neighbours
+            # each that few open (#41)
+            more = st.expander("More details", key=f"details_{prediction.model}", on_change="rerun")
             with more:
                 if verdict.not_sure[0]:
                     st.caption(f"🤔 {verdict.doubt()}")
@@ -108,7 +110,7 @@ if len(images) == 1:
                 st.caption(f"⏱ {prediction.seconds * 1000:.0f} ms{engine(prediction)}")
             similar_slots.append(more)
     if similar:
-        for slot, prediction in zip(similar_slots, predictions):
+        for slot, prediction in ((slot, p) for slot, p in zip(similar_slots, predictions) if slot.open):
             with slot, friendly(f"Similar images for {prediction.model}"):
                 similar_images(selection, selection.run(prediction.model), prediction.embeddings,
                                   prediction.probs[0], k, columns=2)  # two a row: whole captions in a card
