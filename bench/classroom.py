@@ -304,6 +304,34 @@ def server_memory_mb(server: subprocess.Popen) -> float:
     return float("nan")
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes used so far (those already gone count nothing)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def descendants(root: int) -> list[int]:
+    """Every process below `root` (this bench's Playwright driver and its Chromium, say)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+    found, frontier = [], [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
 def open_predict(pages: list, url: str) -> None:
     """Every tab on a fresh Predict page, ready for an upload (each tab is its own visitor, its own session)."""
     for page in pages:
@@ -318,6 +346,7 @@ def classroom_round(pages: list, pictures: list[Path], models: int) -> dict:
     upload → every card drawn, timed inside it, and the answers its cards show (None: never drawn)."""
     for page, path in zip(pages, pictures):
         page.evaluate(WATCH_UPLOAD, [path.name, models])
+    first_upload_at = time.time()  # the wall clock the server's log shares
     start = time.perf_counter()
     for page, path in zip(pages, pictures):
         page.locator("input[type='file']").first.set_input_files(str(path))
@@ -332,7 +361,7 @@ def classroom_round(pages: list, pictures: list[Path], models: int) -> dict:
             print(f"  a tab failed: {str(error).splitlines()[0]}", file=sys.stderr)
             drawn.append(None)
             shown.append(None)
-    return {"spread_s": spread, "drawn_s": drawn, "shown": shown}
+    return {"spread_s": spread, "drawn_s": drawn, "shown": shown, "first_upload_at": first_upload_at}
 
 
 def alone_answers(runs: list, pictures: list[Path]) -> tuple[list[dict], dict[str, str]]:
@@ -356,16 +385,19 @@ def alone_answers(runs: list, pictures: list[Path]) -> tuple[list[dict], dict[st
 
 def visitors_figures(runs_dir: Path, data: Path, visitors: int, rounds: int) -> dict:
     """`visitors` browser tabs each upload a different photo at once, `rounds` times (new photos each round):
-    upload → every card drawn (p50 / p95 / max), how many tabs show the answers their photo gets alone, and the
-    server's memory after each round."""
+    upload → every card drawn (p50 / p95 / max), how many tabs show the answers their photo gets alone, the
+    server's memory after each round; and, since the thirty tabs' Chromium shares the server's two cores, each
+    round's CPU seconds of the server and of the browser, and when the server had built the round's last card
+    (from its log: every run's start and its last card)."""
     import numpy as np
     from playwright.sync_api import sync_playwright
     runs = [run for run in find_runs(runs_dir)[0] if not run.takes_clips]
     folder = Path(tempfile.mkdtemp())
     pictures = photos(data, visitors * rounds, folder)
+    log = folder / "server.log"
     played = []
     try:
-        with app_server(runs_dir, data) as (url, server), sync_playwright() as playwright:
+        with app_server(runs_dir, data, log) as (url, server), sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium_path(),
                                                  args=["--no-sandbox", "--disable-gpu"])
             context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -373,13 +405,23 @@ def visitors_figures(runs_dir: Path, data: Path, visitors: int, rounds: int) -> 
             pages = [context.new_page() for _ in range(visitors)]
             wait_healthy(url)
             memory = [server_memory_mb(server)]
+            server_pids = lambda: [server.pid, *descendants(server.pid)]  # noqa: E731
+            browser_pids = lambda: [pid for pid in descendants(os.getpid()) if pid not in server_pids()]  # noqa: E731
             for r in range(rounds):
                 open_predict(pages, url)
+                before = len(logged_runs(log, "Predict & compare"))
+                cpu = (cpu_seconds(server_pids()), cpu_seconds(browser_pids()))
                 played.append(classroom_round(pages, pictures[r * visitors:(r + 1) * visitors], len(runs)))
+                played[-1]["cpu_s"] = (cpu_seconds(server_pids()) - cpu[0], cpu_seconds(browser_pids()) - cpu[1])
+                built = [run["started_at"] + run["spans"]["card bars"]["ended_at_s"] - played[-1]["first_upload_at"]
+                         for run in answered_runs(log, before, count=visitors) if "card bars" in run["spans"]]
+                played[-1]["server_built_s"] = max(built, default=float("nan"))
                 memory.append(server_memory_mb(server))
                 times = [t for t in played[-1]["drawn_s"] if t is not None]
                 print(f"round {r + 1}: {len(times)}/{visitors} drawn, uploads spread over "
                       f"{played[-1]['spread_s']:.2f} s, median {np.median(times) if times else float('nan'):.2f} s, "
+                      f"the server's last card built {played[-1]['server_built_s']:.2f} s after the first upload; "
+                      f"CPU s: server {played[-1]['cpu_s'][0]:.1f}, browser {played[-1]['cpu_s'][1]:.1f}; "
                       f"server {memory[-1]:.0f} MB", flush=True)
             browser.close()
         expected, backends = alone_answers(runs, pictures)
@@ -392,7 +434,9 @@ def visitors_figures(runs_dir: Path, data: Path, visitors: int, rounds: int) -> 
             "p50_s": float(np.percentile(drawn, 50)) if drawn else None,
             "p95_s": float(np.percentile(drawn, 95)) if drawn else None, "max_s": max(drawn, default=None),
             "uploads_spread_s": max(round_["spread_s"] for round_ in played), "answers_right": right,
-            "server_mb": memory, "backends": backends}
+            "server_mb": memory, "backends": backends,
+            "server_built_s": [round_["server_built_s"] for round_ in played],
+            "cpu_s": [round_["cpu_s"] for round_ in played]}
 
 
 def print_visitors(figures: dict) -> None:
@@ -407,6 +451,10 @@ def print_visitors(figures: dict) -> None:
           f"{figures['drawn']}/{figures['tabs']} drawn")
     print(f"answers equal to the photo's answer alone (every card's class and confidence): "
           f"{figures['answers_right']}/{figures['tabs']} tabs")
+    print("the server's last card of each round built (s after its first upload): "
+          + ", ".join(f"{s:.2f}" for s in figures["server_built_s"]))
+    print("CPU seconds of each round, server / the tabs' Chromium (both on this machine's cores): "
+          + ", ".join(f"{server:.1f} / {browser:.1f}" for server, browser in figures["cpu_s"]))
     print("server memory (MB): before, then after each round: "
           + " → ".join(f"{mb:.0f}" for mb in figures["server_mb"]))
 
@@ -562,17 +610,20 @@ AFTER_CARDS = ("similar images", "What-if panel", "figures")
 def logged_runs(log: Path, page: str) -> list[dict]:
     """Every run of `page` the server logged so far (har_core.data.spans.logged: its spans and its start's
     wall-clock time), oldest first."""
-    lines = [line.split("HAR Studio spans ", 1)[1] for line in log.read_text().splitlines()
-             if "HAR Studio spans " in line]
-    return [run for run in map(json.loads, lines) if run["page"] == page]
+    runs = []
+    for line in log.read_text().splitlines():
+        if "HAR Studio spans " in line:
+            with contextlib.suppress(json.JSONDecodeError):  # the last line, still being written
+                runs.append(json.loads(line.split("HAR Studio spans ", 1)[1]))
+    return [run for run in runs if run["page"] == page]
 
 
-def answered_runs(log: Path, before: int, wait_s: float = 10.0) -> list[dict]:
+def answered_runs(log: Path, before: int, count: int = 1, wait_s: float = 10.0) -> list[dict]:
     """The Predict runs logged after the first `before` that predicted, waiting up to `wait_s` for the server to
-    write the upload's line (it writes it as the run ends, which the browser may see first)."""
+    write `count` of them (it writes a run's line as the run ends, which the browser may see first)."""
     deadline = time.monotonic() + wait_s
-    while not (runs := [run for run in logged_runs(log, "Predict & compare")[before:] if "forwards" in run["spans"]]) \
-            and time.monotonic() < deadline:
+    while len(runs := [run for run in logged_runs(log, "Predict & compare")[before:] if "forwards" in run["spans"]]) \
+            < count and time.monotonic() < deadline:
         time.sleep(0.05)
     return runs
 

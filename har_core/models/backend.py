@@ -137,11 +137,22 @@ def open_export(run: Run, backend: str) -> OnnxModel:
     if "logits" not in outputs or "embedding" not in outputs or outputs["logits"].shape[-1] != classes:
         given = outputs["logits"].shape[-1] if "logits" in outputs else "no logits"
         raise BackendError(f"{run.name}: {file} gives {given} classes but the card has {classes}")
-    record = run.card.get("exports", {}).get(key)
-    if record is None:
-        raise BackendError(f"{run.name}: {file} is not recorded on the card (re-export it with python -m train.export)")
-    if record.get("sha256") != file_sha256(path):
-        raise BackendError(f"{run.name}: {file} differs from the export recorded on the card (changed or replaced)")
-    if record.get("weights_sha256") != file_sha256(run.weights_path()):
-        raise BackendError(f"{run.name}: {file} was exported from other weights than the run's (re-export it)")
+    if (why := record_mismatch(run, key)) is not None:
+        raise BackendError(why)
     return OnnxModel(session=session, file=file, backend=backend)
+
+
+def record_mismatch(run: Run, key: str) -> str | None:
+    """Why the run's export file for `key` ("onnx", "onnx_int8") is not the one its card records, made from its
+    current weights (None: it is). `open_export` refuses such a file; `make exports` exports it again."""
+    file = EXPORT_FILES[key]
+    path, record = run.path / file, run.card.get("exports", {}).get(key)
+    if record is None:
+        return f"{run.name}: {file} is not recorded on the card (re-export it with python -m train.export)"
+    if not path.is_file():
+        return f"{run.name}: no {file} (export it: python -m train.export {run.path})"
+    if record.get("sha256") != file_sha256(path):
+        return f"{run.name}: {file} differs from the export recorded on the card (changed or replaced)"
+    if record.get("weights_sha256") != file_sha256(run.weights_path()):
+        return f"{run.name}: {file} was exported from other weights than the run's (re-export it)"
+    return None

@@ -26,7 +26,7 @@ from torch import nn
 from har_core.models import artifacts
 from har_core.data import fileio
 from har_core.models.artifacts import Run, RunError, open_run
-from har_core.models.backend import EXPORT_FILES, INT8_FILE, ONNX_FILE, open_session, softmax
+from har_core.models.backend import EXPORT_FILES, INT8_FILE, ONNX_FILE, open_session, record_mismatch, softmax
 from har_core.data.fileio import file_sha256
 from har_core.data.datasets import eval_transform
 from har_core.models.inference import capture_input, data_config_of, load_run, logits_of
@@ -297,15 +297,10 @@ def is_exported(run_dir: str | Path, quantize: str | None = None) -> bool:
     """Whether the run's exports are there as the card records them (same bytes) and made from its current weights;
     with `quantize` "int8", also whether int8 was decided for them (kept, or recorded as not kept)."""
     run = open_run(run_dir)
-    exports, weights = run.card.get("exports", {}), file_sha256(run.weights_path())
-
-    def current(key: str) -> bool:
-        record, path = exports.get(key), run.path / EXPORT_FILES[key]
-        return (record is not None and path.is_file() and record.get("weights_sha256") == weights
-                and record.get("sha256") == file_sha256(path))
-    if not current("onnx"):
+    if record_mismatch(run, "onnx") is not None:
         return False
-    return quantize != "int8" or current("onnx_int8") or exports["onnx"].get("int8_kept") is False
+    return (quantize != "int8" or record_mismatch(run, "onnx_int8") is None
+            or run.card["exports"]["onnx"].get("int8_kept") is False)
 
 
 def export_run(run_dir: str | Path, quantize: str | None = None, data: str | Path | None = None,
