@@ -1,16 +1,20 @@
 """Answers for pictures: predictions and explanations cached by content, uploads and samples."""
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
 
 from har_core.models import artifacts
 from har_core.data.datasets import read_manifest
 from har_core.data.imaging import ImageError, image_digest, load_image, safe_name
 from har_core.models.inference import LoadedModel, Prediction, predict_all
 from har_core.data.labels import spoken
+from har_core.data.spans import timed
 from ui.choices import follow_link, share_view
 from ui.common import (IMAGE_TYPES, Selection, file_stamp, inside_or_none, config, data_file, friendly, model_stamp,
                        thumb)
@@ -33,12 +37,23 @@ def _prediction(path: str, stamp: tuple, temperature: float, digests: tuple[str,
     return predict_all([_loaded], _images, tta=tta, embed=True, shared=True)[0]  # batched with other visitors'
 
 
+@timed("forwards")  # in the run's own thread: the asking threads' spans are their own (har_core.data.spans)
 def predict(loaded: list[LoadedModel], images: list, tta: bool) -> list[Prediction]:
     """Every model's prediction (with the images' embeddings) for the images: a widget that changes neither the
-    images, the models nor TTA reruns the page without a single forward pass."""
+    images, the models nor TTA reruns the page without a single forward pass. The models are asked side by side,
+    each from a thread of this run: their forwards (each in its model's shared queue) overlap on the cores
+    instead of waiting for one another (#41: six models' queue windows and small batches, one after another)."""
     digests = tuple(image_digest(image) for image in images)
-    return [_prediction(str(m.run.path), model_stamp(m.run), m.temperature, digests, tta, m.backend, m, images)
-            for m in loaded]
+    context = get_script_run_ctx()
+
+    def ask(model: LoadedModel) -> Prediction:
+        add_script_run_ctx(threading.current_thread(), context)  # the run's own cache, as if asked in it
+        return _prediction(str(model.run.path), model_stamp(model.run), model.temperature, digests, tta,
+                           model.backend, model, images)
+    if len(loaded) < 2:
+        return [ask(model) for model in loaded]
+    with ThreadPoolExecutor(len(loaded), thread_name_prefix="har-ask") as pool:
+        return list(pool.map(ask, loaded))
 
 
 @st.cache_resource(show_spinner=False, max_entries=128)

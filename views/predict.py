@@ -81,7 +81,8 @@ if len(images) == 1:
                  f"{sum(w == label for w in winners)} of {len(winners)} say {spoken(label)}",
                  delta_color="off", delta_arrow="off", help="Among the ensemble's members: the models outside it are not counted.")
         c.metric("Model time", f"{sum(p.seconds for p in predictions) * 1000:.0f} ms",
-                 help="The forward passes, measured when this image was first predicted (then cached).")
+                 help="The models' forward passes added up, measured when this image was first predicted (then "
+                      "cached); they run side by side, so the answer came sooner.")
     st.caption(" · ".join(filter(None, [f"Ensemble of {len(members)}: {', '.join(members)}",
                                         sure_ensemble.words(0, coverage),
                                         sure_ensemble.doubt() if sure_ensemble.not_sure[0] else "",
