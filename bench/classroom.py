@@ -406,7 +406,7 @@ def visitors_figures(runs_dir: Path, data: Path, visitors: int, rounds: int) -> 
             wait_healthy(url)
             memory = [server_memory_mb(server)]
             server_pids = lambda: [server.pid, *descendants(server.pid)]  # noqa: E731
-            browser_pids = lambda: [pid for pid in descendants(os.getpid()) if pid not in server_pids()]  # noqa: E731
+            browser_pids = lambda: list(set(descendants(os.getpid())) - set(server_pids()))  # noqa: E731
             for r in range(rounds):
                 open_predict(pages, url)
                 before = len(logged_runs(log, "Predict & compare"))
@@ -619,8 +619,9 @@ def logged_runs(log: Path, page: str) -> list[dict]:
 
 
 def answered_runs(log: Path, before: int, count: int = 1, wait_s: float = 10.0) -> list[dict]:
-    """The Predict runs logged after the first `before` that predicted, waiting up to `wait_s` for the server to
-    write `count` of them (it writes a run's line as the run ends, which the browser may see first)."""
+    """The Predict runs logged after the first `before` that answered a photo (an upload, or a rerun with one: the
+    benches make none), waiting up to `wait_s` for the server to write `count` of them (it writes a run's line as
+    the run ends, which the browser may see first)."""
     deadline = time.monotonic() + wait_s
     while len(runs := [run for run in logged_runs(log, "Predict & compare")[before:] if "forwards" in run["spans"]]) \
             < count and time.monotonic() < deadline:

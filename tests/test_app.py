@@ -1275,9 +1275,10 @@ def test_a_broken_weights_file_is_named_when_pytorch_answers_and_not_before(tiny
 
 
 def test_the_warm_up_prepares_what_the_first_answer_reads(tiny_runs, kaggle_data, monkeypatch):
-    """#41: the first upload found its models loaded but computed the runs' prediction sets, the ensemble's
-    temperature (importing SciPy and scikit-learn) and the embeddings' search indexes itself, 1.5 s of a cold first
-    answer. The warm-up computes them through the page's own cached functions, so the page computes none again."""
+    """#41: the first upload found its models loaded but computed the runs' prediction sets and the ensemble's
+    temperature (importing SciPy and scikit-learn) itself. The warm-up computes them through the page's own cached
+    functions, so the page computes none again; the similar images, which the first answer does not show (a card's
+    More details builds them when opened), are left to the page."""
     import streamlit as st
 
     import ui.similar
@@ -1296,12 +1297,11 @@ def test_the_warm_up_prepares_what_the_first_answer_reads(tiny_runs, kaggle_data
     warm_up._start_loading(tuple(str(run.path) for run in runs), tuple(common.model_stamp(run) for run in runs)).join()
     prepared = {name: len(made) for name, made in calls.items()}
     assert prepared == {"run_calibration_pictures": len(runs), "ensemble_calibration_pictures": 1,
-                        "run_embeddings": len(runs), "training_index": len(runs)}
+                        "run_embeddings": 0, "training_index": 0}
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
     at.switch_page("views/predict.py")
     at.run()
     sample = at.selectbox(key="predict_sample")
-    at = open_details(sample.set_value(sample.options[1]).run(), [run.name for run in runs])
+    at = sample.set_value(sample.options[1]).run()
     assert not at.exception and sum(m.value.startswith("### ") for m in at.markdown) == len(runs)  # answered
-    assert any("most similar training pictures" in m.value for m in at.markdown)  # similar images shown
     assert {name: len(made) for name, made in calls.items()} == prepared  # and nothing computed again

@@ -419,10 +419,17 @@ def test_onnx_runtime_uses_torchs_threads_does_not_spin_beside_it_and_keeps_no_a
     from har_core.models.backend import session_options
     options = session_options()
     assert options.intra_op_num_threads == torch.get_num_threads() and options.inter_op_num_threads == 1
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # without torch, the same rule torch follows: the variable first,
-    assert session_options().intra_op_num_threads == 1
-    monkeypatch.delenv("OMP_NUM_THREADS")  # then every core this process may run on
-    assert session_options().intra_op_num_threads == len(os.sched_getaffinity(0))
+    # without importing torch, the number torch itself chooses (up to the cores), whatever OMP_NUM_THREADS and
+    # MKL_NUM_THREADS say (torch asked in a fresh interpreter with each setting)
+    ask = ("import torch; from har_core.models.backend import session_options; "
+           "print(torch.get_num_threads(), session_options().intra_op_num_threads)")
+    for omp, mkl in (("1", None), ("1,1", None), ("2", None), (None, None), ("2", "1"), (None, "1")):
+        env = {key: value for key, value in os.environ.items() if key not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+        env |= ({"OMP_NUM_THREADS": omp} if omp else {}) | ({"MKL_NUM_THREADS": mkl} if mkl else {})
+        done = subprocess.run([sys.executable, "-c", ask], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=300)
+        theirs, ours = done.stdout.split()
+        assert ours == theirs, (omp, mkl, done.stdout, done.stderr[-500:])
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert not options.enable_cpu_mem_arena  # a room's server keeps no arena per batch size (flat memory, #41)
 

@@ -86,19 +86,24 @@ at.switch_page("views/predict.py")
 at.run()
 sample = at.selectbox(key="predict_sample")
 at = sample.set_value(sample.options[1]).run()
+at.session_state["whatif_open"] = True  # and both panels a visitor opens: the What-if and every card's details
+for name in {runs!r}:
+    at.session_state["details_" + name] = True
+at.run()
 for thread in threading.enumerate():
     if thread.name == "har-warm-up":
         thread.join()
 heavy = sorted(m for m in ("torch", "timm", "torchvision", "pytorch_grad_cam") if m in sys.modules)
 print(json.dumps({{"errors": [e.message for e in at.exception], "warnings": [w.value for w in at.warning],
-                  "sample": at.selectbox(key="predict_sample").value, "markdown": [m.value for m in at.markdown], "heavy": heavy}}))
+                  "sample": at.selectbox(key="predict_sample").value, "markdown": [m.value for m in at.markdown],
+                  "sliders": [s.key for s in at.slider], "heavy": heavy}}))
 """
 
 
 def test_runs_served_by_their_exports_answer_predict_without_torch(tiny_runs, kaggle_data, tmp_path):
     """#41: with every run exported, the first answer needs neither torch nor timm (their import was seconds of a
-    cold start): NumPy preprocessing, ONNX Runtime, similar images and the What-if panel's untouched picture. The
-    cards say what each run's own PyTorch network says of the picture."""
+    cold start): NumPy preprocessing, ONNX Runtime, and once opened, every card's similar images and the What-if
+    panel's untouched picture. The cards say what each run's own PyTorch network says of the picture."""
     import shutil
 
     from har_core.data.imaging import load_image
@@ -110,7 +115,8 @@ def test_runs_served_by_their_exports_answer_predict_without_torch(tiny_runs, ka
     shutil.copytree(tiny_runs, runs)
     for run in sorted(p for p in runs.iterdir() if (p / "card.json").is_file()):
         export_run(run, data=kaggle_data)
-    script = PREDICT_SAMPLE.format(root=str(ROOT), app=str(ROOT / "app.py"))
+    names = sorted(p.name for p in runs.iterdir() if (p / "card.json").is_file())
+    script = PREDICT_SAMPLE.format(root=str(ROOT), app=str(ROOT / "app.py"), runs=names)
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=900,
                           env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT.parent), "HAR_RUNS": str(runs),
                                "HAR_DATA": str(kaggle_data)})
@@ -118,6 +124,8 @@ def test_runs_served_by_their_exports_answer_predict_without_torch(tiny_runs, ka
     page = json.loads(done.stdout.strip().splitlines()[-1])
     assert not page["errors"] and not page["warnings"], page
     assert page["heavy"] == []
+    assert "whatif_brightness" in page["sliders"]  # the What-if panel was built
+    assert sum("most similar training pictures" in m for m in page["markdown"]) == len(names)  # and every card's
     models = [load_run(run, backend="pytorch") for run in sorted(p for p in runs.iterdir() if p.is_dir())]
     tta = default_tta([m.run for m in models])
     picture = load_image(kaggle_data / page["sample"])

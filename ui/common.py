@@ -224,7 +224,7 @@ def _figure(name: str, digests: tuple, large: bool, _build, *args, **kwargs):  #
 
 
 @st.cache_data(show_spinner=False, max_entries=4096)
-def _thumb(path: str, size: int) -> str | None:
+def _thumb(path: str, size: int, stamp: tuple) -> str | None:  # stamp: the file's size and time (a changed file)
     # a data: URI, not the picture: st.image passes it through, where a picture was encoded anew for every visitor
     # and fetched as a media file afterwards (a room of thirty: 36 thumbnails each on Predict, #41)
     return thumb_of(Path(path), size)
@@ -251,7 +251,11 @@ def inside_or_none(root: Path, filename: str) -> Path | None:
 def thumb(selection: Selection, filename: str, size: int = 160) -> str | None:
     """A thumbnail of a data-set image (a data: URI for st.image), only from inside the chosen image folder."""
     path = data_file(selection, filename)
-    return _thumb(str(path), size) if path is not None else None
+    try:
+        stat = path.stat() if path is not None else None
+    except OSError:
+        return None
+    return _thumb(str(path), size, (stat.st_size, stat.st_mtime_ns)) if stat is not None else None
 
 
 def thumbnail_grid(selection: Selection, items: list[tuple[str, str]], columns: int = 6, size: int = 160) -> int:

@@ -160,10 +160,11 @@ def neighbour_grid(selection: Selection, run: Run, found: Embeddings, similariti
                    f"from {origin}.")
 
 
-@st.cache_data(show_spinner=False, max_entries=4096)
+@st.cache_data(show_spinner=False, max_entries=4096, ttl=60)
 def _embedded_thumb(root: str, filename: str, digest: str, size: int) -> str | None:
     """The thumbnail (a data: URI) of the image folder's file of that name when it is the embedded picture (the
-    sha256 `digest`), else None; once per picture and size: a room's visitors share their neighbours (#41)."""
+    sha256 `digest`), else None; once a minute per picture and size: a room's visitors share their neighbours
+    (#41), and a folder put right is seen within the minute."""
     path = inside_or_none(Path(root), filename)
     try:
         same = path is not None and path.is_file() and file_sha256(path) == digest

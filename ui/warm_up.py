@@ -1,11 +1,12 @@
 """The warm-up: once a page is drawn, a background thread prepares what the first answer reads (#41).
 
 First each image run's model as the app's default backend serves it, and one forward (the first visitor's forwards
-find their kernels ready); then what Predict computes once per server from the runs' files, in the order it asks:
-each run's calibration pictures, prediction sets and "not sure" threshold, the default ensemble's temperature and
-sets (they bring SciPy and scikit-learn), and each run's embeddings, retrieval report and search index. Everything
-goes through the pages' own cached functions, so the pages find it there; nothing is computed that a page would
-not compute. Once per server process and set of runs; torch only when PyTorch answers a run.
+find their kernels ready); then what Predict's first answer computes once per server from the runs' files: each
+run's calibration pictures, prediction sets and "not sure" threshold, and the default ensemble's temperature and
+sets (they bring SciPy and scikit-learn). Everything goes through the pages' own cached functions, so the pages find
+it there. Not the similar images' embeddings and search indexes: the first answer does not read them (a card's
+More details builds them when opened), and preparing them would take the cores from the first visitor. Once per
+server process and set of runs; torch only when PyTorch answers a run.
 """
 from __future__ import annotations
 
@@ -57,13 +58,7 @@ def _load_models(paths: tuple[str, ...]) -> list[Run]:
 def _prepare_answers(runs: list[Run]) -> None:
     """What Predict's first answer computes from the runs' files, through its own cached functions."""
     from har_core.evaluation.ensemble import default_members
-    from ui.similar import embeddings, retrieval, search_index  # here: they import what the first page needs not
-    from ui.sureness import ensemble_temperature, sureness
-
-    def similar(run: Run) -> None:
-        found = embeddings(run)
-        retrieval(run, found)
-        search_index(run, found)
+    from ui.sureness import ensemble_temperature, sureness  # here: it imports what the first page needs not
 
     uniform = {run.name: np.full((1, len(run.classes)), 1 / len(run.classes), np.float32) for run in runs}
     members = [run for run in runs if run.name in default_members(runs)]
@@ -73,7 +68,6 @@ def _prepare_answers(runs: list[Run]) -> None:
         steps.append(("the ensemble's temperature and sets", lambda: (
             ensemble_temperature(members),
             sureness(members, uniform[members[0].name], members[0].classes, DEFAULT_COVERAGE))))
-    steps += [(f"{run.name}'s similar images", lambda run=run: similar(run)) for run in runs]
     for name, step in steps:
         try:
             step()

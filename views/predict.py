@@ -80,9 +80,9 @@ if len(images) == 1:
         b.metric("Agreement", f"{share:.0%}",
                  f"{sum(w == label for w in winners)} of {len(winners)} say {spoken(label)}",
                  delta_color="off", delta_arrow="off", help="Among the ensemble's members: the models outside it are not counted.")
-        c.metric("Model time", f"{sum(p.seconds for p in predictions) * 1000:.0f} ms",
-                 help="The models' forward passes added up, measured when this image was first predicted (then "
-                      "cached); they run side by side, so the answer came sooner.")
+        c.metric("Model time", f"{max(p.seconds for p in predictions) * 1000:.0f} ms",
+                 help="Until the last model answered: the models are asked side by side, each timed from the "
+                      "question to its answer, when this image was first predicted (then cached).")
     st.caption(" · ".join(filter(None, [f"Ensemble of {len(members)}: {', '.join(members)}",
                                         sure_ensemble.words(0, coverage),
                                         sure_ensemble.doubt() if sure_ensemble.not_sure[0] else "",
@@ -98,8 +98,8 @@ if len(images) == 1:
             # one confidence per card, in words; the set, the neighbours' vote and the time one click away
             st.markdown(f"**{probs.max():.0%} sure**" + (" · 🤔 not sure" if verdict.not_sure[0] else ""))
             st.html(probability_bars(probs, classes))
-            # its contents are built when it is opened: a room of thirty neither computes nor draws 36 neighbours
-            # each that few open (#41)
+            # its similar images are built when it is opened: a room of thirty neither computes nor draws six
+            # neighbours a model for each visitor when few open them (#41)
             more = st.expander("More details", key=f"details_{prediction.model}", on_change="rerun")
             with more:
                 if verdict.not_sure[0]:
@@ -108,7 +108,8 @@ if len(images) == 1:
                     st.markdown(verdict.words(0, coverage))
                 if verdict.note:
                     st.caption(verdict.note)
-                st.caption(f"⏱ {prediction.seconds * 1000:.0f} ms{engine(prediction)}")
+                st.caption(f"⏱ {prediction.seconds * 1000:.0f} ms to its answer, beside the other models"
+                           f"{engine(prediction)}")
             similar_slots.append(more)
     if similar:
         for slot, prediction in ((slot, p) for slot, p in zip(similar_slots, predictions) if slot.open):

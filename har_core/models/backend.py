@@ -60,12 +60,15 @@ def session_options(threads: int | None = None):
 
 
 def usable_cores() -> int:
-    """The threads torch would use, without importing it (a server that ONNX Runtime answers never does, and asking
-    a torch another thread is still importing raises, #41): OMP_NUM_THREADS when set (the test workers set 1), else
-    the cores this process may run on."""
+    """The intra-op threads torch would choose, without importing it (a server that ONNX Runtime answers never does,
+    and asking a torch another thread is still importing raises, #41): as torch does, MKL_NUM_THREADS, else
+    OMP_NUM_THREADS (its first level), else the cores this process may run on; never more than those cores."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    given = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return max(1, min(cores, int(given))) if given.isdigit() else cores
+    for variable in ("MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+        given = os.environ.get(variable, "").split(",")[0].strip()
+        if given.isdigit() and int(given) > 0:
+            return min(cores, int(given))
+    return cores
 
 
 def open_session(path: Path):
