@@ -111,3 +111,46 @@ def test_no_import_runs_up_or_sideways_between_har_core_subpackages():
     graph = import_graph()
     assert {concern_of(module) for module in graph} - {None} <= set(LEVELS)  # every subpackage has its level
     assert not wrong_way_imports(graph), "\n".join(wrong_way_imports(graph))
+
+
+def test_heavy_libraries_imported_inside_functions_take_the_one_import_lock():
+    """#41 walk: a fresh server's warm-up and its first visitor imported scikit-learn at once and Python raised
+    _DeadlockError on its circular imports. Every import of SciPy, scikit-learn or UMAP inside a har_core function
+    goes through har_core.data.imports.heavy_module (one lock); a module's top-level imports run under Python's
+    own lock of that module."""
+    heavy = ("sklearn", "scipy", "umap")
+    found = []
+    for path in (ROOT / PACKAGE).rglob("*.py"):
+        for function in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                names = ([node.module or ""] if isinstance(node, ast.ImportFrom) else
+                         [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+                found += [f"{path.relative_to(ROOT)}:{node.lineno} {name}" for name in names
+                          if name.split(".")[0] in heavy]
+    assert found == []
+
+
+def test_heavy_module_lets_one_thread_import_at_a_time(monkeypatch):
+    import threading
+    import time
+
+    from har_core.data import imports
+    inside, most = [0], [0]
+
+    def slow_import(name):
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        time.sleep(0.05)  # long enough for the other threads to arrive while this one imports
+        inside[0] -= 1
+        return name
+    monkeypatch.setattr(imports.importlib, "import_module", slow_import)
+    start = threading.Barrier(4)
+    threads = [threading.Thread(target=lambda n=name: (start.wait(), imports.heavy_module(n)))
+               for name in ("sklearn.metrics", "scipy.optimize", "sklearn.decomposition", "umap")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 1

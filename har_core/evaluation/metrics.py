@@ -4,11 +4,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from har_core.data.imports import heavy_module
+
 
 def compute_metrics(y_true, probs: np.ndarray, classes: list[str], top_k=(3, 5)) -> dict:
     """Metrics of class probabilities `probs` (N × C) against integer labels `y_true`."""
-    from sklearn.metrics import (accuracy_score, classification_report, confusion_matrix,  # here: see `headline`
-                                 precision_recall_fscore_support, top_k_accuracy_score)
+    metrics = heavy_module("sklearn.metrics")  # here: see `headline`
+    accuracy_score, classification_report, confusion_matrix = (metrics.accuracy_score, metrics.classification_report,
+                                                               metrics.confusion_matrix)
+    precision_recall_fscore_support, top_k_accuracy_score = (metrics.precision_recall_fscore_support,
+                                                             metrics.top_k_accuracy_score)
     y_true = np.asarray(y_true)
     labels = list(range(len(classes)))
     y_pred = probs.argmax(1)
