@@ -159,7 +159,7 @@ class PredictionSets:
         if len(labels) < need:                                       # so every set would hold every class
             raise CalibrationError(f"{len(labels)} held-out pictures cannot calibrate {coverage:.1%} sets "
                                    f"(need at least {need})")
-        from crepes import ConformalClassifier
+        ConformalClassifier = heavy_module("crepes").ConformalClassifier  # crepes imports scikit-learn
         scores_of_truth = set_scores(probs)[np.arange(len(labels)), labels]
         return cls(coverage, len(labels), ConformalClassifier().fit(scores_of_truth))
 
