@@ -78,5 +78,6 @@ def card_words(name: str, before: np.ndarray, now: np.ndarray, classes: list[str
     # in words: "= 0.0 pts" read as a formula; a move under 0.05 points rounds to nothing
     move = f":red[▼ {-moved:.1f} points less sure of {first}]" if moved < -0.05 else \
         f":green[▲ {moved:.1f} points more sure of {first}]" if moved > 0.05 else f":gray[no change for {first}]"
+    # "now 44% sure" of the answer now, said: under a changed answer it read as of the first
     return (f"**{name}**\n\n#### {'⚠️ ' if answer != was else ''}{spoken(classes[answer])}\n\n"
-            f"{move} · now {now.max():.0%} sure")
+            f"{move} · now {now.max():.0%} sure of {spoken(classes[answer])}")

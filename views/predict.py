@@ -42,8 +42,9 @@ with st.expander("Models and options") if presenting() else st.container():
 images, names = image_source(selection, key="predict")
 share_view(models=chosen)
 if not images:
-    st.info("Upload one or more photos, take one with the camera, or pick a sample.")
-    st.stop()
+    if not (st.session_state.get("predict_upload") or st.session_state.get("predict_camera")):
+        st.info("Upload one or more photos, take one with the camera, or pick a sample.")  # not after a refused one:
+    st.stop()  # its warning says why, and "upload a photo" read as if it had been lost (#41 walk)
 loaded = models(chosen_runs)
 if not loaded:
     st.stop()
