@@ -304,16 +304,14 @@ def server_memory_mb(server: subprocess.Popen) -> float:
     return float("nan")
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds the processes used so far (those already gone count nothing)."""
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user + system) a process has used so far, every thread included; 0 once it is gone (a
+    Chromium helper that ended counts nothing)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def descendants(root: int) -> list[int]:
@@ -405,14 +403,16 @@ def visitors_figures(runs_dir: Path, data: Path, visitors: int, rounds: int) -> 
             pages = [context.new_page() for _ in range(visitors)]
             wait_healthy(url)
             memory = [server_memory_mb(server)]
-            server_pids = lambda: [server.pid, *descendants(server.pid)]  # noqa: E731
-            browser_pids = lambda: list(set(descendants(os.getpid())) - set(server_pids()))  # noqa: E731
+            def cpu() -> tuple[float, float]:  # the server's and the browser's CPU seconds so far
+                server_pids = {server.pid, *descendants(server.pid)}
+                browser_pids = set(descendants(os.getpid())) - server_pids
+                return sum(map(cpu_seconds, server_pids)), sum(map(cpu_seconds, browser_pids))
             for r in range(rounds):
                 open_predict(pages, url)
                 before = len(logged_runs(log, "Predict & compare"))
-                cpu = (cpu_seconds(server_pids()), cpu_seconds(browser_pids()))
+                used = cpu()
                 played.append(classroom_round(pages, pictures[r * visitors:(r + 1) * visitors], len(runs)))
-                played[-1]["cpu_s"] = (cpu_seconds(server_pids()) - cpu[0], cpu_seconds(browser_pids()) - cpu[1])
+                played[-1]["cpu_s"] = tuple(now - then for now, then in zip(cpu(), used))
                 built = [run["started_at"] + run["spans"]["card bars"]["ended_at_s"] - played[-1]["first_upload_at"]
                          for run in answered_runs(log, before, count=visitors) if "card bars" in run["spans"]]
                 played[-1]["server_built_s"] = max(built, default=float("nan"))

@@ -19,17 +19,12 @@ import os
 import time
 from pathlib import Path
 
-from bench.classroom import RUN_ENDED, app_server, chromium_path, server_memory_mb, wait_healthy
+from bench.classroom import (RUN_ENDED, app_server, chromium_path, cpu_seconds, server_memory_mb,
+                             wait_healthy)
 
 ROOT = Path(__file__).resolve().parents[1]
 VOTES_SHOWN = """(n) => [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')]
   .some(el => !el.closest('[data-stale="true"]') && el.innerText.includes(`${n} vote${n === 1 ? '' : 's'} from the room`))"""
-
-
-def cpu_seconds(pid: int) -> float:
-    """The CPU time (user + system) a process has used so far, every thread included."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_percent(pid: int, seconds: float) -> float:
