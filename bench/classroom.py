@@ -112,18 +112,18 @@ def stats(values: list[float]) -> dict:
     return {"min": min(values), "median": statistics.median(values), "n": len(values)}
 
 
-def upload(page, path: Path, models: int) -> tuple[float, float]:
-    """Upload on a freshly opened Predict page: seconds until every prediction is drawn, and until the run ended
-    (`page.sent_at`: the wall-clock time the upload was sent, which the server's log shares)."""
+def upload(page, path: Path, models: int) -> tuple[float, float, float]:
+    """Upload on a freshly opened Predict page: seconds until every prediction is drawn, and until the run ended;
+    and the wall-clock time the upload was sent (the server's log shares that clock)."""
     page.get_by_text("Upload one or more photos").wait_for()
     page.wait_for_function(RUN_ENDED)
-    page.sent_at = time.time()
+    sent_at = time.time()
     start = time.perf_counter()
     page.locator("input[type='file']").first.set_input_files(str(path))
     page.wait_for_function(PREDICTIONS_DRAWN, arg=[path.name, models], polling=20)
     drawn = time.perf_counter() - start
     page.wait_for_function(RUN_ENDED, polling=20)
-    return drawn, time.perf_counter() - start
+    return drawn, time.perf_counter() - start, sent_at
 
 
 def map_sources(page) -> list[str]:
@@ -264,13 +264,13 @@ def measure(runs_dir: Path, data: Path, repeats: int) -> dict:
             page.get_by_text("Model cards").wait_for()
             results["cold_first_page_s"] = time.perf_counter() - started
             page.goto(f"{url}/predict")
-            first, _ = upload(page, pictures[0], len(runs))
+            first, _, _ = upload(page, pictures[0], len(runs))
             results["cold_first_prediction_s"] = time.perf_counter() - started
             results["cold_first_upload_to_predictions_s"] = first
             drawn, ended = [], []
             for path in pictures[1:repeats + 1]:
                 page.goto(f"{url}/predict")  # a fresh page: the uploader takes several files
-                a, b = upload(page, path, len(runs))
+                a, b, _ = upload(page, path, len(runs))
                 drawn.append(a)
                 ended.append(b)
             results["predict_upload_to_predictions_s"] = stats(drawn)
@@ -662,10 +662,10 @@ def cold_and_split(runs_dir: Path, data: Path, repeats: int) -> dict:
                 page.get_by_text("Upload one or more photos").wait_for()
                 page.wait_for_function(RUN_ENDED)
                 before = len(logged_runs(log, "Predict & compare"))
-                drawn, _ = upload(page, path, len(runs))
+                drawn, _, sent_at = upload(page, path, len(runs))
                 answered = answered_runs(log, before)
                 figures["warm"].append({"drawn_s": drawn, "spans": answered[-1]["spans"] if answered else {},
-                                        "run_started_s": answered[-1]["started_at"] - page.sent_at if answered
+                                        "run_started_s": answered[-1]["started_at"] - sent_at if answered
                                         else float("nan")})
             browser.close()
         models = [load_run(run.path, app_backend()) for run in runs]  # TTA's share: the runs' own forwards, without and with it
