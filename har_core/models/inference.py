@@ -330,23 +330,18 @@ def predict_loader(model: nn.Module, loader, tta: bool = False, device: str = "c
     """Probabilities and labels for every batch of a DataLoader of (image, label, index);
     `on_batch(done, total)` after each batch (a progress bar in the app)."""
     import torch
-    with torch.inference_mode():
-        return _predict_loader(model, loader, tta, device, desc, progress, on_batch)
-
-
-def _predict_loader(model, loader, tta, device, desc, progress, on_batch):
-    import torch
     model.eval()
     all_probs, all_labels, all_indices = [], [], []
-    for images, labels, indices in tqdm(loader, desc=desc, disable=not progress, leave=False):
-        images = images.to(device, non_blocking=True)
-        if device != "cpu":
-            images = images.to(memory_format=fast_layout(images))
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device != "cpu"):
-            all_probs.append(forward_probs(model, images, tta).cpu())
-        all_labels.append(labels)
-        all_indices.append(indices)
-        if on_batch is not None:
-            on_batch(sum(len(i) for i in all_indices), len(loader.dataset))
-    order = torch.cat(all_indices).argsort()
-    return torch.cat(all_probs)[order].numpy().astype(np.float64), torch.cat(all_labels)[order].numpy()
+    with torch.inference_mode():
+        for images, labels, indices in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            images = images.to(device, non_blocking=True)
+            if device != "cpu":
+                images = images.to(memory_format=fast_layout(images))
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device != "cpu"):
+                all_probs.append(forward_probs(model, images, tta).cpu())
+            all_labels.append(labels)
+            all_indices.append(indices)
+            if on_batch is not None:
+                on_batch(sum(len(i) for i in all_indices), len(loader.dataset))
+        order = torch.cat(all_indices).argsort()
+        return torch.cat(all_probs)[order].numpy().astype(np.float64), torch.cat(all_labels)[order].numpy()
