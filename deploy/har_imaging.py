@@ -122,8 +122,14 @@ RESAMPLING = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": I
               "lanczos": Image.LANCZOS}
 
 
+def resize_side(input_size: int, crop_pct: float) -> int:
+    """The shorter side a picture is resized to before its centre `input_size` crop (timm's rule): every
+    transform, the CAM overlay's crop outline, the What-if edits and the robustness passes use this one."""
+    return int(input_size / crop_pct)
+
+
 def eval_resize(image: Image.Image, side: int, interpolation: str) -> Image.Image:
-    """The first step of the eval preprocessing: the shorter side to `side` (floor(input / crop_pct)), the longer
+    """The first step of the eval preprocessing: the shorter side to `side` (`resize_side`), the longer
     in proportion (rounded down), with the run's interpolation: torchvision's Resize(side) on a PIL picture."""
     width, height = image.size
     short, long = min(width, height), max(width, height)
@@ -138,7 +144,7 @@ def eval_pixels(image: Image.Image, size: int, crop_pct: float, interpolation: s
     shorter side to floor(size / crop_pct), centre crop, [0, 1], normalise) in PIL and NumPy, so the answer path
     needs no torch. tests/test_registry.py holds it to timm's and torchvision's own transforms."""
     import numpy as np
-    image = eval_resize(image, int(size / crop_pct), interpolation)
+    image = eval_resize(image, resize_side(size, crop_pct), interpolation)
     left, top = int(round((image.width - size) / 2.0)), int(round((image.height - size) / 2.0))
     pixels = np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
     pixels = pixels.transpose(2, 0, 1).astype(np.float32) / 255

@@ -5,8 +5,7 @@ import numpy as np
 import streamlit as st
 
 from har_core.explain import whatif
-from har_core.data.datasets import resize_side
-from har_core.data.imaging import image_digest
+from har_core.data.imaging import image_digest, resize_side
 from har_core.models.inference import LoadedModel, Prediction, ensemble
 from har_core.data.labels import spoken
 from har_core.data.spans import timed

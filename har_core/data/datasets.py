@@ -13,7 +13,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from har_core.data.fileio import atomic_write_text, is_inside
-from har_core.data.imaging import IMAGE_SUFFIXES, ImageError, eval_pixels, eval_resize, load_image, read_file
+from har_core.data.imaging import (IMAGE_SUFFIXES, ImageError, eval_pixels, eval_resize, load_image, read_file,
+                                  resize_side)
 from har_core.data.video import VIDEO_SUFFIXES, Clip, VideoError, clip_facts, probe, read_clip, read_video_file
 from har_core.data.imports import heavy_module
 
@@ -352,12 +353,6 @@ def read_manifest(path: Path) -> pd.DataFrame:
 
 
 # ---- transforms, derived from the registry entry's data config -----------------------------
-
-def resize_side(input_size: int, crop_pct: float) -> int:
-    """The shorter side a picture is resized to before its centre `input_size` crop (timm's rule): every
-    transform, the CAM overlay's crop outline, the What-if edits and the robustness passes use this one."""
-    return int(input_size / crop_pct)
-
 
 @dataclass(frozen=True)
 class EvalResize:

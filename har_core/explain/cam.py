@@ -25,7 +25,7 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from har_core.models.calibration_maths import temper
-from har_core.data.datasets import resize_side
+from har_core.data.imaging import resize_side
 from har_core.models.inference import LoadedModel, logits_of
 from har_core.models.registry import REGISTRY
 from har_core.explain.slots import SLOW_SLOTS
