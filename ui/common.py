@@ -226,7 +226,7 @@ def _figure(name: str, digests: tuple, large: bool, _build, *args, **kwargs):  #
 @st.cache_data(show_spinner=False, max_entries=4096)
 def _thumb(path: str, size: int, stamp: tuple) -> str | None:  # stamp: the file's size and time (a changed file)
     # a data: URI, not the picture: st.image passes it through, where a picture was encoded anew for every visitor
-    # and fetched as a media file afterwards (a room of thirty: 36 thumbnails each on Predict, #41)
+    # and fetched as a media file afterwards (a room of thirty opening similar images, #41)
     return thumb_of(Path(path), size)
 
 

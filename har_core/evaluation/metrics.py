@@ -10,25 +10,21 @@ from har_core.data.imports import heavy_module
 def compute_metrics(y_true, probs: np.ndarray, classes: list[str], top_k=(3, 5)) -> dict:
     """Metrics of class probabilities `probs` (N × C) against integer labels `y_true`."""
     metrics = heavy_module("sklearn.metrics")  # here: see `headline`
-    accuracy_score, classification_report, confusion_matrix = (metrics.accuracy_score, metrics.classification_report,
-                                                               metrics.confusion_matrix)
-    precision_recall_fscore_support, top_k_accuracy_score = (metrics.precision_recall_fscore_support,
-                                                             metrics.top_k_accuracy_score)
     y_true = np.asarray(y_true)
     labels = list(range(len(classes)))
     y_pred = probs.argmax(1)
     result = {"classes": list(classes), "n": int(len(y_true)),
-              "accuracy": float(accuracy_score(y_true, y_pred))}
+              "accuracy": float(metrics.accuracy_score(y_true, y_pred))}
     for k in top_k:
         if k < len(classes):
-            result[f"top{k}_accuracy"] = float(top_k_accuracy_score(y_true, probs, k=k, labels=labels))
+            result[f"top{k}_accuracy"] = float(metrics.top_k_accuracy_score(y_true, probs, k=k, labels=labels))
     for average in ("macro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=average,
-                                                     zero_division=0)
+        p, r, f, _ = metrics.precision_recall_fscore_support(y_true, y_pred, labels=labels, average=average,
+                                                             zero_division=0)
         result.update({f"{average}_precision": float(p), f"{average}_recall": float(r), f"{average}_f1": float(f)})
-    result["per_class"] = classification_report(y_true, y_pred, labels=labels, target_names=classes,
-                                                output_dict=True, zero_division=0)
-    result["confusion_matrix"] = confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    result["per_class"] = metrics.classification_report(y_true, y_pred, labels=labels, target_names=classes,
+                                                        output_dict=True, zero_division=0)
+    result["confusion_matrix"] = metrics.confusion_matrix(y_true, y_pred, labels=labels).tolist()
     return result
 
 

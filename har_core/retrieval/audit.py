@@ -113,9 +113,8 @@ def pixel_match(duplicates: pd.DataFrame, root) -> pd.DataFrame:
 
 def out_of_sample_probs(embeddings: Embeddings, seed: int = 0) -> tuple[np.ndarray, list[str]]:
     """Probabilities no image was fitted on, and where each row's came from ('model' or 'probe')."""
-    LogisticRegression = heavy_module("sklearn.linear_model").LogisticRegression  # here: Predict imports this
-    selection = heavy_module("sklearn.model_selection")  # module (near_duplicates), and the audit alone needs these
-    StratifiedKFold, cross_val_predict = selection.StratifiedKFold, selection.cross_val_predict
+    linear = heavy_module("sklearn.linear_model")  # here: Predict imports this module (near_duplicates), and the
+    selection = heavy_module("sklearn.model_selection")  # audit alone needs these
     probs = embeddings.probs.astype(np.float64).copy()
     source = ["model" if split in ("val", "test") else "probe" for split in embeddings.splits]
     fitted = np.flatnonzero(np.array(source) == "probe")
@@ -125,10 +124,10 @@ def out_of_sample_probs(embeddings: Embeddings, seed: int = 0) -> tuple[np.ndarr
         folds = int(min(5, counts[counts > 0].min()))
         present = np.flatnonzero(counts)
         if folds >= 2 and len(present) >= 2:
-            probe = LogisticRegression(C=1.0, max_iter=2000)
-            predicted = cross_val_predict(probe, normalised(embeddings.vectors[fitted]), labels[fitted],
-                                          cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
-                                          method="predict_proba", n_jobs=1)
+            probe = linear.LogisticRegression(C=1.0, max_iter=2000)
+            folding = selection.StratifiedKFold(folds, shuffle=True, random_state=seed)
+            predicted = selection.cross_val_predict(probe, normalised(embeddings.vectors[fitted]), labels[fitted],
+                                                    cv=folding, method="predict_proba", n_jobs=1)
             probs[fitted] = 0.0
             probs[np.ix_(fitted, present)] = predicted
         else:  # too few training images per class to cross-validate: the model's own (in-sample) view
