@@ -16,8 +16,7 @@ from har_core.models.inference import LoadedModel, Prediction, predict_all
 from har_core.data.labels import spoken
 from har_core.data.spans import timed
 from ui.choices import follow_link, share_view
-from ui.common import (IMAGE_TYPES, Selection, file_stamp, inside_or_none, config, data_file, friendly, model_stamp,
-                       thumb)
+from ui.common import IMAGE_TYPES, Selection, file_stamp, inside_or_none, config, data_file, friendly, model_stamp
 
 if TYPE_CHECKING:  # Grad-CAM (and the scikit-learn and SciPy it imports) loads with the first explanation, and the
     from har_core.explain import whatif  # What-if edits (torch) with the panel under the cards: not with Predict's
@@ -145,13 +144,11 @@ def image_source(selection: Selection, key: str, multiple: bool = True) -> tuple
     with tabs[2]:
         samples = sample_files(selection)
         follow_link("sample", f"{key}_sample", list(samples))
-        left, right = st.columns([4, 1])
-        picked = left.selectbox(
+        # no thumbnail beside it: the page shows the picture picked (#41 walk: the sample was shown twice)
+        picked = st.selectbox(
             "Sample from the test split", ["—"] + list(samples), key=f"{key}_sample", disabled=not samples,
             format_func=lambda f: f"{spoken(samples[f])} · {f.rsplit('/', 1)[-1]}" if f in samples else f,
             help="Grouped by true class." if samples else "Set an image folder in the sidebar.")
-        if picked != "—" and (picture := thumb(selection, picked, 120)) is not None:
-            right.image(picture, caption=spoken(samples[picked]))
     images, names = read_uploads(files)
     if shot is not None:
         more, more_names = read_uploads([shot])

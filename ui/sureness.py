@@ -3,7 +3,7 @@ of val, or all of val), their prediction sets and abstain threshold (har_core.ev
 they come from."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import streamlit as st
@@ -87,6 +87,10 @@ class Sureness:
     threshold: float | None  # None: not calibrated (`note` says why), or no confidence reached the target
     note: str = ""  # why sets or the threshold are missing
     reached: bool = True  # False: no confidence kept DEFAULT_TARGET_ACCURACY, so every answer is "not sure"
+
+    def of(self, j: int) -> Sureness:
+        """Picture `j`'s alone."""
+        return replace(self, sets=None if self.sets is None else self.sets[j:j + 1], not_sure=self.not_sure[j:j + 1])
 
     def words(self, i: int, coverage: float) -> str:
         """Picture i's prediction set in words."""

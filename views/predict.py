@@ -67,59 +67,7 @@ mean = ensemble(predictions, members, ensemble_temperature(member_runs))  # cali
 sure = {p.model: sureness([selection.run(p.model)], p.probs, classes, coverage) for p in predictions}
 sure_ensemble = sureness(member_runs, mean, classes, coverage)
 
-if len(images) == 1:
-    winners = [classes[int(p.probs[0].argmax())] for p in predictions if p.model in members]  # the members'
-    label, share = agreement(winners, prefer=classes[int(mean[0].argmax())])
-    with right:
-        st.html(WRAPPED_ANSWERS)
-        a, b, c = st.columns(3)
-        a.metric("Ensemble", spoken(classes[int(mean[0].argmax())]),
-                 f"{mean[0].max():.0%} sure" + (" · 🤔" if sure_ensemble.not_sure[0] else ""),
-                 delta_color="off", delta_arrow="off", help=f"The calibrated probabilities of {', '.join(members)} averaged, then sharpened or softened by "
-                      "the ensemble's own temperature (fitted on val): its confidence is honest as an ensemble's, so "
-                      "it can be higher than the mean of the members'.")
-        b.metric("Agreement", f"{share:.0%}",
-                 f"{sum(w == label for w in winners)} of {len(winners)} say {spoken(label)}",
-                 delta_color="off", delta_arrow="off", help="Among the ensemble's members: the models outside it are not counted.")
-        c.metric("Model time", f"{max(p.seconds for p in predictions) * 1000:.0f} ms",
-                 help="Until the last model answered: the models are asked side by side, each timed from the "
-                      "question to its answer, when this image was first predicted (then cached).")
-    st.caption(" · ".join(filter(None, [f"Ensemble of {len(members)}: {', '.join(members)}",
-                                        sure_ensemble.words(0, coverage),
-                                        sure_ensemble.doubt() if sure_ensemble.not_sure[0] else "",
-                                        sure_ensemble.note])))
-    columns = model_columns(len(predictions))
-    similar_slots = []
-    for i, prediction in enumerate(predictions):  # every prediction is drawn before any similar image
-        probs = prediction.probs[0]
-        with columns[i % len(columns)].container(border=True, key=f"card_{prediction.model}"):
-            verdict = sure[prediction.model]
-            st.markdown(f"**{prediction.model}**")
-            st.markdown(f"### {spoken(classes[int(probs.argmax())])}")
-            # one confidence per card, in words; the set, the neighbours' vote and the time one click away
-            st.markdown(f"**{probs.max():.0%} sure**" + (" · 🤔 not sure" if verdict.not_sure[0] else ""))
-            st.html(probability_bars(probs, classes))
-            # its similar images are built when it is opened: a room of thirty neither computes nor draws six
-            # neighbours a model for each visitor when few open them (#41)
-            more = st.expander("More details", key=f"details_{prediction.model}", on_change="rerun")
-            with more:
-                if verdict.not_sure[0]:
-                    st.caption(f"🤔 {verdict.doubt()}")
-                if verdict.sets is not None:
-                    st.markdown(verdict.words(0, coverage))
-                if verdict.note:
-                    st.caption(verdict.note)
-                st.caption(f"⏱ {prediction.seconds * 1000:.0f} ms to its answer, beside the other models"
-                           f"{engine(prediction)}")
-            similar_slots.append(more)
-    if similar:
-        for slot, prediction in ((slot, p) for slot, p in zip(similar_slots, predictions) if slot.open):
-            with slot, friendly(f"Similar images for {prediction.model}"):
-                similar_images(selection, selection.run(prediction.model), prediction.embeddings,
-                                  prediction.probs[0], k, columns=2)  # two a row: whole captions in a card
-
-    what_if(images[0], loaded, predictions, members, member_runs, classes, tta)
-else:
+if len(images) > 1:  # a row per picture, then the cards of one of them: the newest unless another is chosen
     answer = lambda probs, unsure: f"{spoken(classes[int(probs.argmax())])} {probs.max():.0%}" + (  # noqa: E731
         " ?" if unsure else "")
     rows, sets = [], []
@@ -144,3 +92,65 @@ else:
                + (" The CSV adds the ensemble's prediction set of each photo." if sets else ""))
     csv = table.drop(columns="picture").join(pd.DataFrame(sets)) if sets else table.drop(columns="picture")
     st.download_button("⬇️ Download as CSV", csv.to_csv(index=False), "predictions.csv", "text/csv")
+    shown = st.selectbox("The cards of", range(len(images)), index=len(images) - 1,
+                         format_func=lambda j: picture_name(names[j]),
+                         help="Every model's card, More details and What if… for one of the photos above; a new "
+                              "upload shows its own.")  # no key: a new photo is a new list, so it starts on the newest
+    image, predictions, mean = images[shown], [p.of(shown) for p in predictions], mean[shown:shown + 1]
+    sure, sure_ensemble = {name: verdict.of(shown) for name, verdict in sure.items()}, sure_ensemble.of(shown)
+    left, right = st.columns([1, 3])
+    left.image(image, caption=names[shown], width="stretch")
+else:
+    image = images[0]
+
+winners = [classes[int(p.probs[0].argmax())] for p in predictions if p.model in members]  # the members'
+label, share = agreement(winners, prefer=classes[int(mean[0].argmax())])
+with right:
+    st.html(WRAPPED_ANSWERS)
+    a, b, c = st.columns(3)
+    a.metric("Ensemble", spoken(classes[int(mean[0].argmax())]),
+             f"{mean[0].max():.0%} sure" + (" · 🤔" if sure_ensemble.not_sure[0] else ""),
+             delta_color="off", delta_arrow="off", help=f"The calibrated probabilities of {', '.join(members)} averaged, then sharpened or softened by "
+                  "the ensemble's own temperature (fitted on val): its confidence is honest as an ensemble's, so "
+                  "it can be higher than the mean of the members'.")
+    b.metric("Agreement", f"{share:.0%}",
+             f"{sum(w == label for w in winners)} of {len(winners)} say {spoken(label)}",
+             delta_color="off", delta_arrow="off", help="Among the ensemble's members: the models outside it are not counted.")
+    c.metric("Model time", f"{max(p.seconds for p in predictions) * 1000:.0f} ms",
+             help="Until the last model answered: the models are asked side by side, each timed from the "
+                  "question to its answer, when this image was first predicted (then cached).")
+st.caption(" · ".join(filter(None, [f"Ensemble of {len(members)}: {', '.join(members)}",
+                                    sure_ensemble.words(0, coverage),
+                                    sure_ensemble.doubt() if sure_ensemble.not_sure[0] else "",
+                                    sure_ensemble.note])))
+columns = model_columns(len(predictions))
+similar_slots = []
+for i, prediction in enumerate(predictions):  # every prediction is drawn before any similar image
+    probs = prediction.probs[0]
+    with columns[i % len(columns)].container(border=True, key=f"card_{prediction.model}"):
+        verdict = sure[prediction.model]
+        st.markdown(f"**{prediction.model}**")
+        st.markdown(f"### {spoken(classes[int(probs.argmax())])}")
+        # one confidence per card, in words; the set, the neighbours' vote and the time one click away
+        st.markdown(f"**{probs.max():.0%} sure**" + (" · 🤔 not sure" if verdict.not_sure[0] else ""))
+        st.html(probability_bars(probs, classes))
+        # its similar images are built when it is opened: a room of thirty neither computes nor draws six
+        # neighbours a model for each visitor when few open them (#41)
+        more = st.expander("More details", key=f"details_{prediction.model}", on_change="rerun")
+        with more:
+            if verdict.not_sure[0]:
+                st.caption(f"🤔 {verdict.doubt()}")
+            if verdict.sets is not None:
+                st.markdown(verdict.words(0, coverage))
+            if verdict.note:
+                st.caption(verdict.note)
+            st.caption(f"⏱ {prediction.seconds * 1000:.0f} ms to its answer, beside the other models"
+                       f"{engine(prediction)}")
+        similar_slots.append(more)
+if similar:
+    for slot, prediction in ((slot, p) for slot, p in zip(similar_slots, predictions) if slot.open):
+        with slot, friendly(f"Similar images for {prediction.model}"):
+            similar_images(selection, selection.run(prediction.model), prediction.embeddings,
+                           prediction.probs[0], k, columns=2)  # two a row: whole captions in a card
+
+what_if(image, loaded, predictions, members, member_runs, classes, tta)

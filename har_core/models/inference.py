@@ -297,6 +297,11 @@ class Prediction:
     embeddings: np.ndarray | None = None  # (n_images, dim) of the unflipped images, when asked for
     backend: str = "pytorch"  # which engine answered (har_core.models.backend)
 
+    def of(self, j: int) -> Prediction:
+        """The prediction of picture `j` alone: its rows of this batch's answer."""
+        return dataclasses.replace(self, probs=self.probs[j:j + 1],
+                                   embeddings=None if self.embeddings is None else self.embeddings[j:j + 1])
+
 
 @timed("forwards")
 def predict_all(models: list[LoadedModel], images: list[Image.Image], tta: bool = False,
