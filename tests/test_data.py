@@ -179,6 +179,22 @@ def test_stored_scans_are_reused_until_the_folder_listing_changes(kaggle_data, c
     assert data_module.scan_cached(folder).fingerprint() != relabelled.fingerprint() and len(calls) == 3
 
 
+
+def test_a_first_scan_tells_its_progress_and_is_then_stored(kaggle_data, copy_of, monkeypatch, tmp_path):
+    """#41 walk: the Dataset page's first open of HAR took 15 s behind a spinner. The scan now says how far it is
+    (every hundred files, over the listing's rows), and says whether a folder's scan is stored."""
+    from har_core.data import datasets as data_module
+    monkeypatch.setenv("HAR_CACHE", str(tmp_path / "cache"))
+    folder = copy_of(kaggle_data)
+    rows = len((folder / "Training_set.csv").read_text().strip().splitlines()) - 1  # the listing, read here
+    told = []
+    assert not data_module.scan_is_stored(folder, confine=True)
+    index = data_module.scan_cached(folder, confine=True, on_progress=lambda done, total: told.append((done, total)))
+    assert told == [(done, rows) for done in range(0, rows, 100)] and len(index.samples) <= rows
+    assert data_module.scan_is_stored(folder, confine=True) and not data_module.scan_is_stored(folder, confine=False)
+    data_module.scan_cached(folder, confine=True, on_progress=lambda *a: told.append(a))
+    assert len(told) == len(range(0, rows, 100))  # read from the store: nothing to tell
+
 def test_half_of_each_classs_val_pictures_calibrate_and_the_checkpoint_choice_never_sees_them(kaggle_data, tmp_path):
     from har_core.data.datasets import CALIBRATE, calibration_files, choice_part, write_manifest
     index = scan(kaggle_data, progress=False)

@@ -21,7 +21,7 @@ from har_core.evaluation.plots import enlarged, thumbnail_uri
 from har_core.evaluation.calibration import calibrated_frame
 from har_core.models.calibration_maths import CalibrationError
 from har_core.models.temperature import run_temperature
-from har_core.data.datasets import SPLITS, DataError, listing_stamp
+from har_core.data.datasets import SPLITS, DataError, listing_stamp, scan_cached, scan_is_stored
 from har_core.data.imaging import IMAGE_SUFFIXES, ImageError
 from har_core.models.backend import AUTO, EXPORT_FILES, app_backend
 from har_core.explain.slots import SLOW_SLOTS, Busy
@@ -293,8 +293,15 @@ def _dataset(root: str, max_images: int, stamp: str) -> dict:
 
 
 def dataset(root: Path) -> dict:
-    """The data-set summary, scanned once per folder content; files outside it are refused, huge folders too."""
-    return _dataset(str(root), config().max_scan_images, folder_stamp(str(root)))
+    """The data-set summary, scanned once per folder content; files outside it are refused, huge folders too.
+    The first scan of a folder (every picture decoded and hashed: 10 s or more for 11,100) shows its progress."""
+    stamp, limit = folder_stamp(str(root)), config().max_scan_images
+    if not scan_is_stored(root, confine=True, max_images=limit, stamp=stamp):
+        bar = st.progress(0.0, text="Reading the data set…")
+        scan_cached(root, confine=True, max_images=limit, stamp=stamp, on_progress=lambda done, total: bar.progress(
+            done / total, text=f"Reading the data set once (kept for later visits): {done:,} of {total:,} pictures"))
+        bar.empty()
+    return _dataset(str(root), limit, stamp)
 
 
 PRESENTATION_SCALE = 21 / 16  # presentation mode's type over the page's (html's font size below)

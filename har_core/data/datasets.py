@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -132,12 +132,16 @@ def _read_checked(path: Path, clips: bool) -> bytes:
     return data
 
 
-def _check_images(root: Path, rows, problems, progress: bool, confine: bool, clips: bool = False):
+def _check_images(root: Path, rows, problems, progress: bool, confine: bool, clips: bool = False,
+                  on_progress: Callable[[int, int], None] | None = None):
     """Keep rows whose image (or clip) decodes, with the sha256 of each file's bytes; report the rest.
-    `confine`: files that resolve outside `root` (symlinks) are refused."""
+    `confine`: files that resolve outside `root` (symlinks) are refused; `on_progress(done, total)` is told every
+    hundred files."""
     good, digests = [], {}
-    for rel, label in tqdm(rows, desc=f"checking {'clips' if clips else 'images'}", disable=not progress,
-                           leave=False):
+    for done, (rel, label) in enumerate(tqdm(rows, desc=f"checking {'clips' if clips else 'images'}",
+                                             disable=not progress, leave=False)):
+        if on_progress is not None and done % 100 == 0:
+            on_progress(done, len(rows))
         path = root / rel
         if confine and not is_inside(root, path):
             problems.append((rel, "outside the data folder"))
@@ -160,13 +164,13 @@ def readable_images(root: Path, files: list[str], progress: bool = True) -> tupl
 
 
 def scan(root: str | Path, classes: list[str] | None = None, progress: bool = True, confine: bool = False,
-         max_images: int = 0) -> DataIndex:
+         max_images: int = 0, on_progress: Callable[[int, int], None] | None = None) -> DataIndex:
     """Index the labelled images under `root`, reporting (not crashing on) anything unusable.
 
     `classes` fixes the class list (a run's classes); labels outside it are reported and skipped.
     A file listed twice is used once and reported; pictures with identical contents are found by hash
     (`DataIndex.copies`). `confine` refuses files resolving outside `root`; `max_images` (0: no limit)
-    refuses a folder listing more images before any is read.
+    refuses a folder listing more images before any is read; `on_progress(done, total)` follows the check.
     """
     root = Path(root)
     layout = detect_layout(root)
@@ -186,7 +190,8 @@ def scan(root: str | Path, classes: list[str] | None = None, progress: bool = Tr
     if known is not None:
         problems += [(rel, f"unknown label '{label}'") for rel, label in rows if label not in known]
         rows = [(rel, label) for rel, label in rows if label in known]
-    samples, digests = _check_images(root, rows, problems, progress, confine, clips=layout == "clips")
+    samples, digests = _check_images(root, rows, problems, progress, confine, clips=layout == "clips",
+                                     on_progress=on_progress)
     if not samples:
         raise DataError(f"no usable labelled images in {root}")
     return DataIndex(root=root, layout=layout, samples=samples,
@@ -221,14 +226,26 @@ def scan_cache_dir() -> Path:
     return Path(os.environ.get("HAR_CACHE") or Path.home() / ".cache" / "har_studio") / "scans"
 
 
+def _stored_scan(root: Path, classes: list[str] | None, confine: bool, max_images: int, stamp: str) -> Path:
+    key = hashlib.sha256(json.dumps([str(root.resolve()), classes, confine, max_images, stamp]).encode())
+    return scan_cache_dir() / f"{key.hexdigest()[:24]}.json"
+
+
+def scan_is_stored(root: str | Path, classes: list[str] | None = None, confine: bool = False, max_images: int = 0,
+                   stamp: str | None = None) -> bool:
+    """Whether `scan_cached` with these options answers from disk (False: it will decode every picture)."""
+    root = Path(root)
+    return _stored_scan(root, classes, confine, max_images, stamp or listing_stamp(root)).is_file()
+
+
 def scan_cached(root: str | Path, classes: list[str] | None = None, confine: bool = False, max_images: int = 0,
-                stamp: str | None = None) -> DataIndex:
+                stamp: str | None = None, on_progress: Callable[[int, int], None] | None = None) -> DataIndex:
     """`scan`, stored on disk keyed by the folder's listing stamp (and the scan's own options): decoding and
-    hashing 11,100 pictures happens once, not at every server start; any change to the folder rescans it."""
+    hashing 11,100 pictures happens once, not at every server start; any change to the folder rescans it.
+    `on_progress(done, total)` follows a scan that is not stored yet."""
     root = Path(root)
     stamp = stamp or listing_stamp(root)
-    key = hashlib.sha256(json.dumps([str(root.resolve()), classes, confine, max_images, stamp]).encode())
-    path = scan_cache_dir() / f"{key.hexdigest()[:24]}.json"
+    path = _stored_scan(root, classes, confine, max_images, stamp)
     try:
         stored = json.loads(path.read_text())
         return DataIndex(root=root, layout=stored["layout"], samples=[tuple(s) for s in stored["samples"]],
@@ -236,7 +253,8 @@ def scan_cached(root: str | Path, classes: list[str] | None = None, confine: boo
                          digests=stored["digests"], repeated_rows=[tuple(r) for r in stored["repeated_rows"]])
     except (OSError, ValueError, KeyError, TypeError):
         pass  # not stored yet, or unreadable: scan
-    index = scan(root, classes=classes, progress=False, confine=confine, max_images=max_images)
+    index = scan(root, classes=classes, progress=False, confine=confine, max_images=max_images,
+                 on_progress=on_progress)
     try:
         atomic_write_text(path, json.dumps({"layout": index.layout, "samples": index.samples, "classes": index.classes,
                                             "problems": index.problems, "digests": index.digests,
