@@ -2,6 +2,10 @@
 
     streamlit run app.py        (or: make run)
 """
+from har_core.data.imports import install_import_lock
+
+install_import_lock()  # before the app's own imports: PyTorch and SciPy imported by one thread at a time from here on
+
 import streamlit as st
 
 from har_core.data import spans

@@ -3,7 +3,10 @@ two, each hidden behind an import inside a function). The graph is read from the
 functions included, so a circle cannot hide from it. Its subpackages are concerns in levels (#43, LEVELS): no
 import runs from a lower concern to a higher one, nor sideways between two of one level."""
 import ast
+import os
 from pathlib import Path
+
+import pytest
 
 from conftest import ROOT
 
@@ -113,43 +116,263 @@ def test_no_import_runs_up_or_sideways_between_har_core_subpackages():
     assert not wrong_way_imports(graph), "\n".join(wrong_way_imports(graph))
 
 
-def test_heavy_libraries_imported_inside_functions_take_the_one_import_lock():
-    """#41 walk: a fresh server's warm-up and its first visitor imported scikit-learn at once and Python raised
-    _DeadlockError on its circular imports. Every import of SciPy, scikit-learn, UMAP or crepes (which imports
-    scikit-learn) inside a har_core function goes through har_core.data.imports.heavy_module (one lock)."""
-    heavy = ("sklearn", "scipy", "umap", "crepes")  # crepes imports scikit-learn
-    found = []
-    for path in (ROOT / PACKAGE).rglob("*.py"):
-        for function in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                continue
-            for node in ast.walk(function):
-                names = ([node.module or ""] if isinstance(node, ast.ImportFrom) else
-                         [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
-                found += [f"{path.relative_to(ROOT)}:{node.lineno} {name}" for name in names
-                          if name.split(".")[0] in heavy]
-    assert found == []
+# --- heavy packages imported one thread at a time (har_core.data.imports, installed by app.py) ---
+
+def write_package(root: Path, name: str, source: str, **modules: str) -> None:
+    import importlib
+    (root / name).mkdir()
+    (root / name / "__init__.py").write_text(source)
+    for module, text in modules.items():
+        (root / name / f"{module}.py").write_text(text)
+    importlib.invalidate_caches()  # the folder is on sys.path already
 
 
-def test_heavy_module_lets_one_thread_import_at_a_time(monkeypatch):
-    import threading
-    import time
+def body(name: str, middle: str = "") -> str:
+    """A module body that records its start and end in the test's `import_log` module, sleeping in between: long
+    enough for another thread to start its own import meanwhile (the order is asserted, never the time)."""
+    return (f"import threading, time, import_log\n"
+            f"import_log.events.append(('{name} start', threading.current_thread().name))\n"
+            f"time.sleep(0.3)\n{middle}"
+            f"import_log.events.append(('{name} end', threading.current_thread().name))\n")
+
+
+@pytest.fixture
+def fake_heavy(tmp_path, monkeypatch):
+    """Import fake packages from tmp_path under har_core.data.imports' wrapper, treating slow_* as heavy."""
+    import builtins
+    import sys
 
     from har_core.data import imports
-    inside, most = [0], [0]
+    (tmp_path / "import_log.py").write_text("import threading\nevents = []\nin_y = threading.Event()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m.startswith(("slow_", "import_log"))]:
+        monkeypatch.delitem(sys.modules, name)
+    locked = imports.locked_import(builtins.__import__, frozenset({"slow_a", "slow_b", "slow_c"}))
+    if os.environ.get("HAR_TEST_WITHOUT_IMPORT_LOCK") != "1":  # =1: see these tests fail without the wrapper
+        monkeypatch.setattr(builtins, "__import__", locked)
+    yield tmp_path
+    for name in [m for m in sys.modules if m.startswith(("slow_", "import_log"))]:
+        del sys.modules[name]
 
-    def slow_import(name):
-        inside[0] += 1
-        most[0] = max(most[0], inside[0])
-        time.sleep(0.05)  # long enough for the other threads to arrive while this one imports
-        inside[0] -= 1
-        return name
-    monkeypatch.setattr(imports.importlib, "import_module", slow_import)
-    start = threading.Barrier(4)
-    threads = [threading.Thread(target=lambda n=name: (start.wait(), imports.heavy_module(n)))
-               for name in ("sklearn.metrics", "scipy.optimize", "sklearn.decomposition", "umap")]
+
+def import_as_the_app(name: str, errors: list[str]) -> None:
+    """`import name` as a statement of the app's code runs it; its error, if any, added to `errors`."""
+    try:
+        exec(f"import {name}", {"__name__": "har_core.fake_caller"})
+    except Exception as error:  # noqa: BLE001 - _DeadlockError among them
+        errors.append(f"{name}: {type(error).__name__}: {error}")
+
+
+def import_in_threads(*names: str, timeout: float = 60) -> tuple[list[str], list[str]]:
+    """Each module imported by a thread of its own, all started at once; the errors, and the threads still running
+    after `timeout` (hung)."""
+    import threading
+    start, errors = threading.Barrier(len(names)), []
+    threads = [threading.Thread(target=lambda n=name: (start.wait(), import_as_the_app(n, errors)), name=name,
+                                daemon=True) for name in names]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
-    assert most[0] == 1
+        thread.join(timeout)
+    return errors, [thread.name for thread in threads if thread.is_alive()]
+
+
+def test_two_threads_importing_heavy_packages_that_import_each_other_take_turns(fake_heavy):
+    """#41 walk: a fresh server's warm-up and its first visitor imported scikit-learn at once and Python raised
+    _DeadlockError on its circular imports. Here one thread imports slow_a.x while another imports slow_b.y; slow_a
+    imports slow_b.y and slow_b imports slow_a.x. Without the lock each thread holds its module's lock while it
+    imports the package first, and then asks for the other's: Python raises _DeadlockError in one of them."""
+    import import_log
+    write_package(fake_heavy, "slow_a", body("slow_a", "import slow_b.y\n"), x="")
+    write_package(fake_heavy, "slow_b", body("slow_b", "import slow_a.x\n"), y="")
+    errors, hung = import_in_threads("slow_a.x", "slow_b.y")
+    assert (errors, hung) == ([], [])
+    threads = [thread for _, thread in import_log.events]  # each thread's module bodies ran without the other's
+    assert threads == sorted(threads, key=threads.index)    # between (sorted by first appearance, stable)
+    assert sorted(event for event, _ in import_log.events) == ["slow_a end", "slow_a start", "slow_b end",
+                                                                 "slow_b start"]  # each body ran once
+
+
+def test_a_thread_starting_a_heavy_module_another_threads_heavy_import_needs_does_not_hang(fake_heavy):
+    """Why the lock is taken at the import statement and not by a sys.meta_path finder around the module's execution:
+    Python takes a module's own lock before it asks the finders. Thread y imports slow_c.y, which imports slow_c.x;
+    meanwhile thread x imports slow_c.x. Taken there, thread x would hold slow_c.x's module lock waiting for ours,
+    and thread y would hold ours waiting for slow_c.x: both for ever."""
+    import threading
+
+    import import_log
+    write_package(fake_heavy, "slow_c", "", x=body("slow_c.x"),
+                  y="import import_log\nimport_log.in_y.set()\n" + body("slow_c.y", "from slow_c import x\n"))
+    errors = []
+    import_as_the_app("slow_c", errors)
+    importing_y = threading.Thread(target=import_as_the_app, args=("slow_c.y", errors), daemon=True)
+    importing_y.start()
+    import_log.in_y.wait(60)  # thread y is inside slow_c.y, holding the lock, before slow_c.x is asked for
+    importing_x = threading.Thread(target=import_as_the_app, args=("slow_c.x", errors), daemon=True)
+    importing_x.start()
+    for thread in (importing_y, importing_x):
+        thread.join(60)
+    assert not importing_y.is_alive() and not importing_x.is_alive() and errors == []
+    assert [event for event, _ in import_log.events].count("slow_c.x start") == 1
+
+
+def test_the_lock_is_asked_for_only_from_outside_heavy_packages_and_only_for_what_is_not_imported(monkeypatch):
+    """A heavy package importing another (or its own modules) runs under the lock its thread already holds: it never
+    waits for it (which is what keeps a thread holding a heavy module's lock from waiting for ours)."""
+    import sys
+
+    from har_core.data import imports
+    asked = []
+
+    class RecordingLock:
+        def __enter__(self):
+            asked.append(True)
+
+        def __exit__(self, *exc):
+            return False
+    monkeypatch.setattr(imports, "_importing", RecordingLock())
+    locked = imports.locked_import(lambda *call: None, frozenset({"slow_a", "slow_b"}))
+    monkeypatch.setitem(sys.modules, "slow_b", type(sys)("slow_b"))  # imported already
+
+    def asks(name, importer, fromlist=(), level=0):
+        asked.clear()
+        locked(name, {"__name__": importer}, None, fromlist, level)
+        return bool(asked)
+    assert asks("slow_a.x", "ui.teaching")  # a heavy module not imported yet, from the app
+    assert not asks("slow_a", "slow_b.y")  # from inside a heavy package
+    assert not asks("slow_b", "ui.teaching")  # imported already
+    assert asks("slow_b", "ui.teaching", ("sub",))  # a submodule of an imported one, not imported yet
+    assert not asks("x", "slow_a.y", level=1)  # relative, inside a heavy package
+    assert not asks("numpy", "ui.teaching")
+    assert not asks("slow_a", "importlib._bootstrap")  # a C extension's import while it loads
+    asked.clear()
+    exec("locked('slow_a')", {"__name__": "slow_b.z", "locked": locked})  # a bare __import__(name) in a heavy package
+    assert not asked
+
+
+# the app's entry run twice in a fresh interpreter (Overview, the bundled runs; the warm-up thread recorded, not
+# started): how many import-lock wrappers builtins.__import__ is made of, and the packages they treat as heavy
+ENTRY = """
+import builtins, json, sys, threading
+sys.path.insert(0, {root!r})
+start = threading.Thread.start
+threading.Thread.start = lambda thread: None if thread.name == "har-warm-up" else start(thread)
+before = getattr(builtins.__import__, "heavy", None)
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({app!r}, default_timeout=600)
+at.run()
+at.run()
+wrappers, current = [], builtins.__import__
+while hasattr(current, "heavy"):
+    wrappers.append(sorted(current.heavy))
+    current = current.__wrapped__
+print(json.dumps({{"before": before, "wrappers": wrappers, "errors": [e.message for e in at.exception],
+                  "title": [t.value for t in at.title]}}))
+"""
+
+
+def test_the_apps_entry_installs_the_import_lock_once():
+    import json
+    import subprocess
+    import sys
+
+    from har_core.data.imports import HEAVY
+    script = ENTRY.format(root=str(ROOT), app=str(ROOT / "app.py"))
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT.parent),
+                               "HAR_RUNS": str(ROOT / "assets" / "runs_har")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["title"] == ["📋 Overview"] and not result["errors"]  # the page ran, twice
+    assert result["before"] is None and result["wrappers"] == [sorted(HEAVY)]
+
+
+def modules_that_could_hang(graph: dict[str, set[str]], heavy: set[str], app: tuple[str, ...]) -> list[str]:
+    """The modules outside `heavy` that the `app`'s modules and a heavy package import, and that import a heavy
+    package, each through modules outside `heavy`: a thread of the app importing one first would hold its module
+    lock while it waits for the import lock, which a thread importing that heavy package may hold while it waits for
+    the module. `graph`: module -> the modules it imports."""
+    def is_heavy(module):
+        return module.partition(".")[0] in heavy
+
+    def light_reach(starts) -> set[str]:
+        """The modules outside `heavy` that `starts` import, through modules outside `heavy`."""
+        seen, todo = set(), list(starts)
+        while todo:
+            for target in graph.get(todo.pop(), ()):
+                if not is_heavy(target) and target not in seen:
+                    seen.add(target)
+                    todo.append(target)
+        return seen
+    imports_heavy = {module for module, targets in graph.items() if any(is_heavy(target) for target in targets)}
+    both = (light_reach(module for module in graph if is_heavy(module))
+            & light_reach(module for module in graph if module.startswith(app)))
+    return sorted(module for module in both if ({module} | light_reach([module])) & imports_heavy)
+
+
+def test_the_hang_finder_finds_a_light_module_the_app_and_a_heavy_one_import_that_imports_a_heavy_one():
+    graph = {"timm": {"safe.torch", "numpy", "ttach"}, "safe.torch": {"safe"}, "safe": {"torch"}, "numpy": set(),
+             "har_core.cam": {"torch", "safe.torch", "captum"}, "torch": {"numpy"}, "captum": {"torch"},
+             "ttach": {"torch"}}  # ttach: only timm imports it, captum: only the app does
+    assert modules_that_could_hang(graph, {"timm", "torch"}, ("har_core",)) == ["safe", "safe.torch"]
+    assert modules_that_could_hang(graph, {"timm", "torch", "safe"}, ("har_core",)) == []
+
+
+# a fresh interpreter imports har_core's and ui's modules and every other module their source or the pages' names
+# (inside functions too), recording which module's code imports which module, as the import lock tells them apart
+IMPORT_GRAPH = """
+import builtins, importlib, importlib.util, json, sys
+sys.path.insert(0, {root!r})
+from har_core.data.imports import MACHINERY
+original, graph = builtins.__import__, {{}}
+def recording(name, globals=None, locals=None, fromlist=(), level=0):
+    importer = (globals if globals is not None else sys._getframe(1).f_globals).get("__name__") or ""
+    target = importlib.util.resolve_name("." * level + name, globals.get("__package__") or "") if level else name
+    if importer != MACHINERY:  # a C extension's imports as Python loads it: they never ask for the lock
+        graph.setdefault(importer, set()).update([target] + [target + "." + item for item in fromlist or ()])
+    return original(name, globals, locals, fromlist, level)
+builtins.__import__ = recording
+for module in {modules!r}:
+    importlib.import_module(module)
+modules = {{name: sorted(m for m in targets if m in sys.modules) for name, targets in graph.items()}}
+for name in list(sys.modules):  # importing a.b imports a first, while a.b's module lock is held
+    if "." in name:
+        modules.setdefault(name, []).append(name.rpartition(".")[0])
+print(json.dumps(modules))
+"""
+APP = (PACKAGE + ".", "ui.", "views.")
+# numpy's add_newdoc imports the module whose docstrings it sets, which its caller (SciPy, as it loads) has imported
+IMPORTS_ONLY_WHAT_IS_IMPORTED = {"numpy._core.function_base"}
+
+
+def test_no_module_between_the_app_and_two_heavy_packages_is_left_outside_the_heavy_set():
+    """The import lock's no-hang argument (har_core/data/imports.py) needs HEAVY to hold every module the app and a
+    heavy package import that imports a heavy package (safetensors.torch, which timm and the app import, imports
+    torch). Read from the real imports of the app's modules and of every module its source names."""
+    import json
+    import subprocess
+    import sys
+
+    from har_core.data.imports import HEAVY
+    sources = {".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): path
+               for folder in (PACKAGE, "ui", "views") for path in (ROOT / folder).rglob("*.py")}
+    named = {module: {name for node in ast.walk(ast.parse(path.read_text(), filename=str(path)))
+                      for name in ([node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else
+                                   [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])}
+             for module, path in sources.items()}
+    others = sorted({name for names in named.values() for name in names if not name.startswith(APP)} - {"__future__"})
+    assert "sklearn.metrics" in others and "torch" in others  # the source was read, functions' imports included
+    imported = sorted(module for module in sources if not module.startswith("views.")) + others
+    script = IMPORT_GRAPH.format(root=str(ROOT), modules=imported)
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT.parent)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    graph = {name: set(targets) for name, targets in json.loads(done.stdout.strip().splitlines()[-1]).items()}
+    assert "safetensors.torch" in graph["timm.models._hub"]  # the imports were read
+    for module, names in named.items():  # and what the app's functions import when they run
+        graph.setdefault(module, set()).update(names)
+    for module in IMPORTS_ONLY_WHAT_IS_IMPORTED:
+        graph[module] = {target for target in graph[module] if target.partition(".")[0] not in HEAVY}
+    assert modules_that_could_hang(graph, set(HEAVY), APP) == []
+    assert not [module for module in graph if module.partition(".")[0] in HEAVY
+                and any(target.startswith(APP) for target in graph[module])]  # no heavy package imports ours

@@ -16,7 +16,6 @@ from har_core.data.fileio import atomic_write_text, is_inside
 from har_core.data.imaging import (IMAGE_SUFFIXES, ImageError, eval_pixels, eval_resize, load_image, read_file,
                                   resize_side)
 from har_core.data.video import VIDEO_SUFFIXES, Clip, VideoError, clip_facts, probe, read_clip, read_video_file
-from har_core.data.imports import heavy_module
 
 # torch, torchvision, timm and scikit-learn are imported inside the transforms, data sets and splits that use them:
 # the app's first page lists data folders and reads run folders without them (they were most of a cold start, #41)
@@ -291,7 +290,7 @@ def make_split(index: DataIndex, seed: int = 0, val: float = 0.15, test: float =
     samples = pd.DataFrame(index.samples, columns=["filename", "label"])
     samples["group"] = samples["filename"].map(index.group_of())
     frame = samples.drop_duplicates("group")  # one row per picture; without copies, every sample
-    train_test_split = heavy_module("sklearn.model_selection").train_test_split
+    from sklearn.model_selection import train_test_split
     try:
         rest, test_part = train_test_split(frame, test_size=test, stratify=frame["label"], random_state=seed)
         train_part, val_part = train_test_split(rest, test_size=val / (1 - test), stratify=rest["label"],

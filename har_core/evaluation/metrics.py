@@ -4,12 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from har_core.data.imports import heavy_module
-
 
 def compute_metrics(y_true, probs: np.ndarray, classes: list[str], top_k=(3, 5)) -> dict:
     """Metrics of class probabilities `probs` (N × C) against integer labels `y_true`."""
-    metrics = heavy_module("sklearn.metrics")  # here: see `headline`
+    from sklearn import metrics  # here: see `headline`
     y_true = np.asarray(y_true)
     labels = list(range(len(classes)))
     y_pred = probs.argmax(1)

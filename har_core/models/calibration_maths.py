@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 
 from har_core.data.labels import spoken
-from har_core.data.imports import heavy_module
 
 BINS = 15  # equal-width confidence bins of the ECE and the reliability diagram
 COVERAGE_RANGE = (0.5, 0.999)  # outside it a set is either a coin toss or every class
@@ -64,7 +63,7 @@ def combine(probabilities_of_members: list[np.ndarray], temperature: float = 1.0
 # scipy's optimizer and scikit-learn's losses are imported where they are used: the first page reads stored
 # probabilities with `temper` and `combine` only, and importing them was seconds of a cold start (#41)
 def nll(probs: np.ndarray, labels: np.ndarray) -> float:
-    log_loss = heavy_module("sklearn.metrics").log_loss
+    from sklearn.metrics import log_loss
     return float(log_loss(labels, np.clip(probs, _EPS, 1.0), labels=range(probs.shape[1])))
 
 
@@ -79,7 +78,7 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
     if (probs.argmax(1) == labels).all():
         raise CalibrationError(f"all {len(labels)} calibration pictures are answered right: the NLL falls without "
                                "end as the temperature shrinks, so no temperature fits")
-    minimize_scalar = heavy_module("scipy.optimize").minimize_scalar
+    from scipy.optimize import minimize_scalar
     low, high = TEMPERATURE_RANGE
     result = minimize_scalar(lambda log_t: nll(temper(probs, float(np.exp(log_t))), labels),
                              bounds=(np.log(low), np.log(high)), method="bounded", options={"xatol": 1e-4})
@@ -102,7 +101,7 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
 
 def brier(probs: np.ndarray, labels: np.ndarray) -> float:
     """Multiclass Brier score: mean squared distance to the one-hot label, summed over classes."""
-    brier_score_loss = heavy_module("sklearn.metrics").brier_score_loss
+    from sklearn.metrics import brier_score_loss
     return float(brier_score_loss(labels, probs, labels=list(range(probs.shape[1])), scale_by_half=False))
 
 
@@ -159,7 +158,7 @@ class PredictionSets:
         if len(labels) < need:                                       # so every set would hold every class
             raise CalibrationError(f"{len(labels)} held-out pictures cannot calibrate {coverage:.1%} sets "
                                    f"(need at least {need})")
-        ConformalClassifier = heavy_module("crepes").ConformalClassifier  # crepes imports scikit-learn
+        from crepes import ConformalClassifier  # crepes imports scikit-learn
         scores_of_truth = set_scores(probs)[np.arange(len(labels)), labels]
         return cls(coverage, len(labels), ConformalClassifier().fit(scores_of_truth))
 

@@ -24,7 +24,6 @@ from PIL import Image
 from har_core.retrieval.embeddings import Embeddings, normalised
 from har_core.data.imaging import ImageError, load_image
 from har_core.retrieval.search import VectorIndex, neighbours_of
-from har_core.data.imports import heavy_module
 
 # cosine similarity from which two images count as near-duplicates: chosen on a development run of
 # bench/label_audit.py (seed 1: re-encoded, shrunk copies scored 0.925–0.983 with EfficientNet-Lite2,
@@ -113,8 +112,8 @@ def pixel_match(duplicates: pd.DataFrame, root) -> pd.DataFrame:
 
 def out_of_sample_probs(embeddings: Embeddings, seed: int = 0) -> tuple[np.ndarray, list[str]]:
     """Probabilities no image was fitted on, and where each row's came from ('model' or 'probe')."""
-    linear = heavy_module("sklearn.linear_model")  # here: Predict imports this module (near_duplicates), and the
-    selection = heavy_module("sklearn.model_selection")  # audit alone needs these
+    from sklearn import linear_model as linear  # here: Predict imports this module (near_duplicates), and the
+    from sklearn import model_selection as selection  # audit alone needs these
     probs = embeddings.probs.astype(np.float64).copy()
     source = ["model" if split in ("val", "test") else "probe" for split in embeddings.splits]
     fitted = np.flatnonzero(np.array(source) == "probe")

@@ -16,7 +16,6 @@ import safetensors.numpy
 
 from har_core.retrieval.embeddings import Embeddings
 from har_core.data.fileio import atomic_write_bytes
-from har_core.data.imports import heavy_module
 
 MAP_FILE = "embedding_map.safetensors"
 
@@ -27,8 +26,8 @@ def project(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
     n = len(vectors)
     if n < 4 or not np.ptp(vectors, axis=0).any():
         return np.column_stack([np.arange(n, dtype=np.float32), np.zeros(n, np.float32)])
-    PCA = heavy_module("sklearn.decomposition").PCA
-    umap = heavy_module("umap")  # imported here: numba compiles on first use, which pages without a map never pay
+    from sklearn.decomposition import PCA
+    import umap  # imported here: numba compiles on first use, which pages without a map never pay
 
     reduced = PCA(n_components=min(50, n - 1, vectors.shape[1]), random_state=seed).fit_transform(vectors)
     with warnings.catch_warnings():
