@@ -30,8 +30,8 @@ import sys
 import threading
 
 # the packages the app imports lazily that bring PyTorch or SciPy, ONNX Runtime (the other backend, imported lazily
-# by the same threads) and safetensors (see above). What they import in turn (numba, pynndescent, ttach, numpy, ...) runs under the lock
-# of the thread that imports them.
+# by the same threads) and safetensors (see above). What they import in turn (numba, pynndescent, ttach, numpy, ...)
+# runs under the lock of the thread that imports them.
 HEAVY = frozenset({"torch", "torchvision", "timm", "pytorch_grad_cam", "captum", "onnxruntime",
                    "scipy", "sklearn", "crepes", "cleanlab", "umap", "safetensors"})
 # a C extension's imports while Python loads it name the import machinery as their importer: they belong to the
