@@ -6,7 +6,7 @@
 model after the other, with embeddings, in the runs' calibrated TTA mode): once with each visitor's forwards
 alone, once through the shared queues. Prints each visitor's seconds (p50 / p95 / max), how many forwards
 ran, and how many visitors' answers differ from the photo's answer alone; first, for each model in one thread,
-the visitors' photos as one forward each and as one batch.
+the milliseconds a photo costs in forwards of 1, 2, 4, … photos (what the queues' batch limit is chosen from).
 """
 from __future__ import annotations
 
@@ -53,16 +53,24 @@ def main(argv=None) -> None:
     alone = [[m.predict([image], tta) for m in models] for image in images]
     print(f"{len(images)} visitors at once, {len(models)} models each ({', '.join(f'{m.name} ({m.backend})' for m in models)}), "
           f"TTA {'on' if tta else 'off'}")
-    for m in models:  # the forward itself, in this one thread: each photo alone, then all in one batch
-        batch = m.preprocess(images)
-        start = time.perf_counter()
-        for i in range(len(images)):
-            m.forward(batch[i:i + 1], tta, embed=True)
-        apart = time.perf_counter() - start
-        start = time.perf_counter()
-        m.forward(batch, tta, embed=True)
-        print(f"{m.name:20s} {len(images)} forwards of one photo {apart:6.2f} s, one forward of {len(images)} "
-              f"{time.perf_counter() - start:6.2f} s", flush=True)
+    # the forward itself, in this one thread: every photo once, in forwards of B photos each; ms a photo
+    sizes = [b for b in (1, 2, 4, 8, 16, 32) if b <= len(images)]
+    print(f"{'ms a photo, forwards of B':26s}" + "".join(f"{f'B={b}':>8s}" for b in sizes))
+    totals = np.zeros(len(sizes))
+    for m in models:
+        pixels = m.pixels(images)
+        m.forward(pixels[:1], tta, embed=True)  # its first forward sets the session up: not counted
+        cells = []
+        for b in sizes:
+            count = len(images) // b * b
+            start = time.perf_counter()
+            for i in range(0, count, b):
+                m.forward(pixels[i:i + b], tta, embed=True)
+            cells.append((time.perf_counter() - start) / count * 1000)
+        totals += cells
+        print(f"{m.name:26s}" + "".join(f"{c:8.0f}" for c in cells), flush=True)
+    print(f"{'all models':26s}" + "".join(f"{c:8.0f}" for c in totals) + f"   (the shared queues take up to "
+          f"{batching.MAX_IMAGES} photos a forward)")
     for shared in (False, True):
         seconds, answers = room(models, images, tta, shared)
         queues = [batching.queue_of(m) for m in models]

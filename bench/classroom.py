@@ -16,7 +16,8 @@ Prints (seconds; warm figures are min / median over `--repeats` different photos
                the HAR runs)
   visitors     `--visitors 30`: thirty tabs each upload a different photo at once (`--rounds` times, new photos
                each round): upload → every card drawn p50 / p95 / max, how many tabs show every card's class and
-               confidence as that photo gets them alone, the server's memory after each round (only these figures)
+               confidence as that photo gets them alone, the server's memory after each round and once the
+               tabs have closed and Streamlit has let their sessions go (only these figures)
   cold and split  `--cold-and-split`: server start → the Overview drawn (every run's card), → the first upload's
                cards drawn; then warm uploads (`--repeats` different photos): upload → every card drawn, split by the
                server's own spans (forwards, prediction sets, card bars, the page's other work, up to the last
@@ -53,9 +54,9 @@ FRESH = "(el) => !el.closest('[data-stale=\"true\"]')"
 PREDICTIONS_DRAWN = """([name, count]) => {
   const fresh = el => !el.closest('[data-stale="true"]');
   const cards = [...document.querySelectorAll('[class*="st-key-card_"]')]
-    .filter(el => fresh(el) && /\\d+% sure/.test(el.innerText));
+    .filter(el => fresh(el) && /\\d+% sure/.test(el.textContent));
   const photo = [...document.querySelectorAll('[data-testid="stImageCaption"]')]
-    .some(el => fresh(el) && el.innerText.includes(name));
+    .some(el => fresh(el) && el.textContent.includes(name));
   return photo && cards.length === count;
 }"""
 MAPS_DRAWN = """([text, count, before]) => {
@@ -71,15 +72,18 @@ MAPS_DRAWN = """([text, count, before]) => {
 }"""
 RUN_ENDED = "!document.querySelector('[data-testid=\"stStatusWidget\"]')"
 # from the file input's change event until every card is drawn, timed inside the page: thirty tabs are timed at
-# once, each by its own clock, while the bench uploads to the next
+# once, each by its own clock, while the bench uploads to the next. Each tab looks when its page changes, reading
+# textContent (no layout), instead of polling innerText every 20 ms: the harness should not take the cores the server
+# answers on (the tabs' Chromium used 20.6–26.8 CPU s a round either way, so the page's drawing is what costs)
 WATCH_UPLOAD = """([name, count]) => {
   const drawn = (%s);
   window.__drawn = null;
   document.addEventListener('change', () => {
     const start = performance.now();
-    const timer = setInterval(() => {
-      if (drawn([name, count])) { window.__drawn = (performance.now() - start) / 1000; clearInterval(timer); }
-    }, 20);
+    const watcher = new MutationObserver(() => {
+      if (drawn([name, count])) { window.__drawn = (performance.now() - start) / 1000; watcher.disconnect(); }
+    });
+    watcher.observe(document.body, {childList: true, subtree: true, characterData: true, attributes: true});
   }, {capture: true, once: true});
 }""" % PREDICTIONS_DRAWN
 # each card's model (its key), the class it names (its heading) and its confidence ("67% sure")
@@ -381,6 +385,10 @@ def alone_answers(runs: list, pictures: list[Path]) -> tuple[list[dict], dict[st
     return answers, {loaded.name: loaded.backend for loaded in models}
 
 
+# how long Streamlit keeps a closed tab's session for it to reconnect (server.disconnectedSessionTTL)
+SESSION_TTL_S = int(os.environ.get("STREAMLIT_SERVER_DISCONNECTED_SESSION_TTL", 120))
+
+
 def visitors_figures(runs_dir: Path, data: Path, visitors: int, rounds: int) -> dict:
     """`visitors` browser tabs each upload a different photo at once, `rounds` times (new photos each round):
     upload → every card drawn (p50 / p95 / max), how many tabs show the answers their photo gets alone, the
@@ -423,6 +431,15 @@ def visitors_figures(runs_dir: Path, data: Path, visitors: int, rounds: int) -> 
                       f"the server's last card built {played[-1]['server_built_s']:.2f} s after the first upload; "
                       f"CPU s: server {played[-1]['cpu_s'][0]:.1f}, browser {played[-1]['cpu_s'][1]:.1f}; "
                       f"server {memory[-1]:.0f} MB", flush=True)
+            # each round opened thirty new sessions; Streamlit keeps a closed tab's session (its upload, its
+            # widgets) for disconnectedSessionTTL in case it reconnects: memory is held that long, then given back
+            for page in pages:
+                page.close()
+            time.sleep(SESSION_TTL_S + 30)
+            visit = context.new_page()
+            visit.goto(url)  # one visitor after the wait, as a quiet room's next one
+            visit.wait_for_function(RUN_ENDED)
+            memory.append(server_memory_mb(server))
             browser.close()
         expected, backends = alone_answers(runs, pictures)
     finally:
@@ -455,8 +472,9 @@ def print_visitors(figures: dict) -> None:
           + ", ".join(f"{s:.2f}" for s in figures["server_built_s"]))
     print("CPU seconds of each round, server / the tabs' Chromium (both on this machine's cores): "
           + ", ".join(f"{server:.1f} / {browser:.1f}" for server, browser in figures["cpu_s"]))
-    print("server memory (MB): before, then after each round: "
-          + " → ".join(f"{mb:.0f}" for mb in figures["server_mb"]))
+    *rounds, settled = figures["server_mb"]
+    print("server memory (MB): before, then after each round: " + " → ".join(f"{mb:.0f}" for mb in rounds)
+          + f"; {settled:.0f} once the tabs had closed and their sessions' {SESSION_TTL_S} s had passed")
 
 
 # what the Predict page spends a warm upload on, by the call it makes (the page imports each name again at every

@@ -118,7 +118,8 @@ with right:
              delta_color="off", delta_arrow="off", help="Among the ensemble's members: the models outside it are not counted.")
     c.metric("Model time", f"{max(p.seconds for p in predictions) * 1000:.0f} ms",
              help="Until the last model answered: the models are asked side by side, each timed from the "
-                  "question to its answer, when this image was first predicted (then cached).")
+                  "question to its answer, when this image was first predicted (then cached)"
+                  + (f"; the {len(images)} photos were asked in one go." if len(images) > 1 else "."))
 st.caption(" · ".join(filter(None, [f"Ensemble of {len(members)}: {', '.join(members)}",
                                     sure_ensemble.words(0, coverage),
                                     sure_ensemble.doubt() if sure_ensemble.not_sure[0] else "",
@@ -144,8 +145,9 @@ for i, prediction in enumerate(predictions):  # every prediction is drawn before
                 st.markdown(verdict.words(0, coverage))
             if verdict.note:
                 st.caption(verdict.note)
-            st.caption(f"⏱ {prediction.seconds * 1000:.0f} ms to its answer, beside the other models"
-                       f"{engine(prediction)}")
+            st.caption(f"⏱ {prediction.seconds * 1000:.0f} ms to its answer"
+                       + (f" for all {len(images)} photos" if len(images) > 1 else "")  # asked in one go
+                       + f", beside the other models{engine(prediction)}")
         similar_slots.append(more)
 if similar:
     for slot, prediction in ((slot, p) for slot, p in zip(similar_slots, predictions) if slot.open):
