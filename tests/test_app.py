@@ -113,7 +113,8 @@ def test_predict_page_predicts_a_sample_with_every_model(app, tiny_runs, kaggle_
 
 
 def what_if_cards(at) -> dict[str, str]:
-    return {m.value.split("**")[1]: m.value for m in at.markdown if "#### " in m.value and "% sure" in m.value}
+    return {m.value.split("**")[1].replace("\u200b", ""): m.value  # the name as written (ui.what_if: breakable)
+            for m in at.markdown if "#### " in m.value and "% sure" in m.value}
 
 
 def at_own_side(image, card: dict):
@@ -178,6 +179,48 @@ def test_what_if_a_slider_moves_every_models_answer_and_moving_it_back_restores_
     at.slider(key="whatif_brightness").set_value(1.0).run()
     at.slider(key="whatif_noise").set_value(0.0).run()
     assert what_if_cards(at) == before
+
+
+def move_what_if_alone(at, monkeypatch, key: str, value):
+    """A What-if slider moved as the browser sends the move: a rerun of the panel's fragment alone (AppTest's own
+    run() reruns the whole page; the tree then holds only what the fragment drew)."""
+    from streamlit.runtime.scriptrunner_utils.script_requests import RerunData
+    from streamlit.testing.v1 import local_script_runner
+    fragment = at._fragment_storage.resolve_target("what_if")[0]  # raises when the panel is no fragment
+    with monkeypatch.context() as patch:
+        patch.setattr(local_script_runner, "RerunData", lambda **data: RerunData(**data, fragment_id=fragment))
+        return at.slider(key=key).set_value(value).run()
+
+
+def test_a_what_if_slider_reruns_the_panel_alone_and_each_card_is_its_models_own_answer(app, tiny_runs, kaggle_data,
+                                                                                       monkeypatch):
+    """#41 walk: a slider move reran the whole page (2.8–4.7 s a move on six models): the six cards above were
+    built again and every model's prediction of the photo asked again (from the cache). Now the move reruns the
+    panel alone: the page's predictions are not asked, and each card is its model's own answer on the picture
+    edited at its own side."""
+    import ui.answers
+    from har_core.explain import whatif
+    from har_core.data.imaging import image_digest, load_image
+    from har_core.models.inference import load_run
+    at = open_page(app, "predict")
+    sample = at.selectbox(key="predict_sample")
+    at = open_what_if(sample.set_value(sample.options[1]).run())
+    original = load_image(kaggle_data / at.selectbox(key="predict_sample").value)
+    asked, predict = [], ui.answers.predict
+    monkeypatch.setattr(ui.answers, "predict", lambda loaded, images, tta: (
+        asked.append([image_digest(image) for image in images]), predict(loaded, images, tta))[1])
+    at = move_what_if_alone(at, monkeypatch, "whatif_brightness", 0.3)
+    assert not at.exception and not at.error, [e.value for e in at.exception]
+    assert [image_digest(original)] not in asked  # the cards' own predictions: not asked again
+    assert not at.selectbox and "whatif_brightness" in [s.key for s in at.slider]  # the panel's run, not the page's
+    after = what_if_cards(at)
+    assert sorted(after) == ["Ensemble", "custom_cnn", "mobilenet_v2"]
+    for name in ("custom_cnn", "mobilenet_v2"):
+        moved, sure = expected_what_if_card(load_run(tiny_runs / name), original, whatif.Edit(brightness=0.3))
+        assert moved in after[name] and sure in after[name], (name, moved, sure, after[name])
+    assert "points less sure of" in after["custom_cnn"] or "points more sure of" in after["custom_cnn"]
+    at = at.run()  # then the whole page again: its cards and the panel as moved
+    assert what_if_cards(at) == after and at.selectbox(key="predict_sample")
 
 
 def test_what_if_gives_a_model_the_same_answer_whichever_other_models_are_chosen(app, tiny_runs, kaggle_data):
@@ -1188,6 +1231,16 @@ def test_a_what_if_card_says_in_words_how_its_confidence_moved():
     assert "40.0 points less sure of listening to music" in less and "⚠️ calling" in less
     assert "10.0 points more sure of listening to music" in card_words("vgg16", before, np.array([0.1, 0.8, 0.1]),
                                                                         classes)
+
+
+def test_a_what_if_cards_model_name_may_break_only_after_an_underscore():
+    """#41 walk: at 1280 px a What-if card (four a row) wrapped "custom_cnn_taught" inside a word; its name may break
+    only after an underscore (whole words on a projector: the browser test sees the lines), and reads unchanged."""
+    from ui.what_if import card_words
+    probs = np.array([0.2, 0.7, 0.1])
+    name = card_words("custom_cnn_taught", probs, probs, ["calling", "dancing", "eating"]).split("**")[1]
+    assert name.split("\u200b") == ["custom_", "cnn_", "taught"]  # a zero-width space: a break, drawn as nothing
+    assert card_words("vgg16", probs, probs, ["calling", "dancing", "eating"]).startswith("**vgg16**")
 
 
 def test_an_overview_card_names_its_run_once(app):

@@ -331,6 +331,32 @@ def test_a_clone_without_the_data_folder_serves_every_page_on_the_bundle(page, t
 SPORTS15 = ROOT.parent / "shared" / "data" / "sports15"
 
 
+# set before a What-if move: whether any of the page's model cards above the panel went stale (was rerun) since
+CARDS_ABOVE_RERUN = """() => {
+  window.__cardsRerun = false;
+  new MutationObserver(() => {
+    if ([...document.querySelectorAll('[class*="st-key-card_"]')]
+        .some(card => card.closest('[data-stale="true"]') || card.querySelector('[data-stale="true"]')))
+      window.__cardsRerun = true;
+  }).observe(document.body, {subtree: true, childList: true, attributes: true, attributeFilter: ['data-stale']});
+}"""
+# each card's (its markdown matching `pattern`) bold name as the lines the browser drew it on
+NAME_LINES = """(pattern) => [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')]
+  .filter(el => new RegExp(pattern).test(el.innerText)).map(el => {
+    const name = el.querySelector('strong').firstChild, range = document.createRange(), lines = [];
+    let top = null;
+    for (let i = 0; i < name.length; i++) {
+      range.setStart(name, i); range.setEnd(name, i + 1);
+      const box = range.getBoundingClientRect();
+      if (box.width === 0) continue;  // a break opportunity, drawn as nothing
+      if (top === null || box.top > top + 4) lines.push('');
+      top = box.top;
+      lines[lines.length - 1] += name.data[i];
+    }
+    return lines;
+  })"""
+
+
 @pytest.mark.skipif(not SPORTS15.is_dir(), reason="the bundled demo runs' data (../shared/data/sports15) is not here")
 def test_bundled_runs_a_clicked_channel_shows_its_top_pictures_and_what_if_moves_every_card(page, tmp_path):
     """#28: on a bundled run, clicking one of the feature maps picks that channel, and its stored top training
@@ -382,6 +408,8 @@ def test_bundled_runs_a_clicked_channel_shows_its_top_pictures_and_what_if_moves
         before = [c.inner_text() for c in cards.all()]
         assert all("no change for" in text for text in before)
         page.get_by_text("What if…").scroll_into_view_if_needed()
+        above = [c.inner_text() for c in page.locator("[class*='st-key-card_']").all()]
+        page.evaluate(CARDS_ABOVE_RERUN)
         page.locator(".st-key-whatif_brightness input[type='range']").focus()
         page.keyboard.press("Home")  # the darkest the slider goes
         expect(page.locator(".st-key-whatif_brightness")).to_contain_text("0.10")
@@ -390,7 +418,18 @@ def test_bundled_runs_a_clicked_channel_shows_its_top_pictures_and_what_if_moves
         after = [c.inner_text() for c in cards.all()]
         assert len(after) == len(before) and all(a != b for a, b in zip(after, before)), (before, after)
         assert page.locator("[data-testid='stException']").count() == 0
+        # the move reran the panel alone: the page's cards above never went stale, and they say what they said
+        assert not page.evaluate("window.__cardsRerun") and len(above) == len(bundled)
+        assert [c.inner_text() for c in page.locator("[class*='st-key-card_']").all()] == above
         shot(page, "predict_what_if")
+        # at 1280 px a card's model name wraps between words (after an underscore), never inside one (#41 walk:
+        # "custom_cnn_taught" read "custom_cnn_taugh" / "t"; the bundled names fit whole at 1280 px)
+        page.set_viewport_size({"width": 1280, "height": 720})
+        page.wait_for_timeout(1000)
+        lines = page.evaluate(NAME_LINES, r"(no change for|points (less|more) sure of) .* · now \d+% sure")
+        assert len(lines) == len(bundled) + 1, lines
+        assert all(line.endswith("_") for name in lines for line in name[:-1]), lines
+        shot(page, "predict_what_if_1280")
     finally:
         stop_server(fresh)
 

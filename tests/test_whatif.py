@@ -137,3 +137,41 @@ def test_robustness_clean_accuracy_is_train_evaluates_and_every_corruption_is_me
                            "--out", str(tmp_path / "few.csv"), "--quiet"])
     info = read_robustness(open_run(other))[1]
     assert info["split"] == "all" and info["pictures"] == 3 * len(run.classes) > len(rows) and len(few) == 28
+
+
+def test_brightness_mirror_and_cover_alone_give_torchvisions_very_pixels():
+    """The panel's commonest moves (brightness, mirror, a covered box) are edited without torch: every pixel comes out
+    as torchvision's steps, written out here, give it, at every step of the brightness slider and around its ends."""
+    import torch
+    import torchvision.transforms.v2.functional as F
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (61, 83, 3), dtype=np.uint8))  # every value
+    for brightness in [*np.arange(0.1, 2.0001, 0.05), 1.0001, 0.9999, 1.0]:
+        for flip in (False, True):
+            for cover in (None, (0.3, 0.25, 0.71, 0.9)):
+                edit = Edit(brightness=float(brightness), flip=flip, cover=cover)
+                tensor = F.to_dtype(F.pil_to_tensor(picture), torch.float32, scale=True)
+                tensor = F.adjust_brightness(F.hflip(tensor) if flip else tensor, float(brightness))
+                if cover is not None:
+                    left, top, right, bottom = cover
+                    tensor[:, round(top * 61):round(bottom * 61), round(left * 83):round(right * 83)] = 0.5
+                expected = (tensor * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+                assert np.array_equal(np.asarray(apply(picture, edit)), expected), edit
+
+
+def test_a_brightness_mirror_or_cover_move_imports_no_torch():
+    """Under load torch's two threads cost ~50 ms an operation (six models' edits: seconds a slider move), and its
+    first import more than a second: the panel's commonest moves need none of it."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    script = """
+import sys
+from PIL import Image
+from har_core.explain.whatif import Edit, apply
+picture = Image.new("RGB", (40, 30), (90, 120, 200))
+apply(picture, Edit(brightness=0.4, flip=True, cover=(0.1, 0.1, 0.5, 0.5)))
+print(sorted(m for m in ("torch", "torchvision") if m in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

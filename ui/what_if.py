@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+from har_core.data import spans
 from har_core.explain import whatif
 from har_core.data.imaging import image_digest, resize_side
 from har_core.models.inference import LoadedModel, Prediction, ensemble
-from har_core.data.labels import spoken
-from har_core.data.spans import timed
+from har_core.data.labels import breakable, spoken
 from ui.answers import as_model_sees, predict_edited
 from ui.sureness import ensemble_temperature
 
@@ -33,17 +34,27 @@ def edit_controls() -> whatif.Edit:
                        rotation=float(rotation), zoom=zoom, flip=flip, cover=cover)
 
 
-@timed("What-if panel")
+@st.fragment(key="what_if")
 def what_if(image, loaded: list[LoadedModel], predictions: list[Prediction], members: list[str], member_runs: list,
             classes: list[str], tta: bool) -> None:
     """The What-if panel under Predict's cards: each model meets the edited picture at its own size
     (ui.predict_edited), and its card says its answer now and how far its confidence in its first answer moved;
-    the ensemble's card is the ensemble (its own temperature) of the members' edited answers."""
-    panel = st.expander("🎛️ **What if…** darken, blur, turn or cover the picture", key="whatif_open",
-                        on_change="rerun")
-    if panel.open:  # built when opened: a room of thirty draws no sliders that few move (#41)
-        with panel:
-            _panel(image, loaded, predictions, members, member_runs, classes, tta)
+    the ensemble's card is the ensemble (its own temperature) of the members' edited answers. A fragment: opening
+    it or moving a slider reruns the panel alone, and the page's cards above stay as they are (the whole page rerun
+    and redrawn cost a slider move ~0.1 s more on the server and ~0.2 s more in the browser)."""
+    with own_run_or_span("What-if panel"):
+        panel = st.expander("🎛️ **What if…** darken, blur, turn or cover the picture", key="whatif_open",
+                            on_change="rerun")
+        if panel.open:  # built when opened: a room of thirty draws no sliders that few move (#41)
+            with panel:
+                _panel(image, loaded, predictions, members, member_runs, classes, tta)
+
+
+def own_run_or_span(name: str):
+    """A fragment's time: a span of the page's run, or on the fragment's own rerun a logged run of its own
+    (har_core.data.spans: the page's run is not there to log it)."""
+    context = get_script_run_ctx()
+    return spans.logged(name) if context is not None and context.fragment_ids_this_run else spans.span(name)
 
 
 def _panel(image, loaded: list[LoadedModel], predictions: list[Prediction], members: list[str], member_runs: list,
@@ -54,13 +65,13 @@ def _panel(image, loaded: list[LoadedModel], predictions: list[Prediction], memb
     with controls:
         edit = edit_controls()
     digest = image_digest(image)
+    with st.spinner("Every model on the edited picture…"):
+        after = predict_edited(loaded, image, digest, edit, tta)  # each model edited in its own thread, side by side
     largest = max(loaded, key=lambda m: resize_side(m.run.card["input_size"], m.run.card["crop_pct"]))
     side = resize_side(largest.run.card["input_size"], largest.run.card["crop_pct"])
-    shown.image(as_model_sees(largest, image, digest, edit), width="stretch",
+    shown.image(as_model_sees(largest, image, digest, edit), width="stretch",  # edited above: from the cache
                 caption="move a slider: the picture as given" if edit.unchanged else
                 f"the edited picture as {largest.name} sees it ({side} px); each model is edited at its own size")
-    with st.spinner("Every model on the edited picture…"):
-        after = predict_edited(loaded, image, digest, edit, tta)
     temperature = ensemble_temperature(member_runs)
     cards = [("Ensemble", ensemble(predictions, members, temperature)[0], ensemble(after, members, temperature)[0])]
     cards += [(p.model, p.probs[0], q.probs[0]) for p, q in zip(predictions, after)]
@@ -78,5 +89,5 @@ def card_words(name: str, before: np.ndarray, now: np.ndarray, classes: list[str
     move = f":red[▼ {-moved:.1f} points less sure of {first}]" if moved < -0.05 else \
         f":green[▲ {moved:.1f} points more sure of {first}]" if moved > 0.05 else f":gray[no change for {first}]"
     # "now 44% sure" of the answer now, said: under a changed answer it read as of the first
-    return (f"**{name}**\n\n#### {'⚠️ ' if answer != was else ''}{spoken(classes[answer])}\n\n"
+    return (f"**{breakable(name)}**\n\n#### {'⚠️ ' if answer != was else ''}{spoken(classes[answer])}\n\n"
             f"{move} · now {now.max():.0%} sure of {spoken(classes[answer])}")

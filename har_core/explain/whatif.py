@@ -2,8 +2,10 @@
 
 One definition of the edits serves both the Predict page's What-if panel (a visitor's sliders) and the
 robustness benchmark (`train.robustness`: every corruption at three strengths, ImageNet-C style). Edits are
-torchvision's functional transforms; `as_model_sees` applies one the single way both use: after the model's own
-resize (the first step of its eval transform), before its centre crop. So each model is edited at its own size
+torchvision's functional transforms, but for brightness, mirroring and a covered box alone, which NumPy does in the
+very float32 steps torchvision takes (the same pixels, without torch's start or its threads on every slider move);
+`as_model_sees` applies one the single way both use: after the model's own resize (the first step of its eval
+transform), before its centre crop. So each model is edited at its own size
 whichever other models are compared with it (per-pixel noise keeps its strength: a later downscale would
 average it away), and an edit that changes no pixel gives the very picture the model meets unedited. Sizes
 (blur, the covered box) are fractions of the picture, so a strength means the same on a phone photo and on a
@@ -13,9 +15,10 @@ right).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+import numpy as np
 from PIL import Image
 
 from har_core.data.datasets import EvalResize, EvalTransform
@@ -66,6 +69,8 @@ def apply(image: Image.Image, edit: Edit, seed: int = 0) -> Image.Image:
     values rounded, so an edit too small to change a pixel changes none)."""
     if edit.unchanged:
         return image
+    if replace(edit, brightness=1.0, flip=False, cover=None).unchanged:
+        return apply_in_numpy(image, edit)
     import torch
     import torchvision.transforms.v2.functional as F
     image = image.convert("RGB")
@@ -92,6 +97,24 @@ def apply(image: Image.Image, edit: Edit, seed: int = 0) -> Image.Image:
         left, top, right, bottom = edit.cover
         picture[:, round(top * height):round(bottom * height), round(left * width):round(right * width)] = GREY
     return F.to_pil_image((picture * 255).round().to(torch.uint8))  # to_dtype truncates: 1.0001 × 250 gave 251
+
+
+def apply_in_numpy(image: Image.Image, edit: Edit) -> Image.Image:
+    """`apply` of an edit that only changes the brightness, mirrors or covers a box, in NumPy: the float32 steps of
+    the torch path (to [0, 1] times 1/255, times the factor and clamped to [0, 1], the box painted grey, times 255
+    rounded half to even), so every pixel comes out as torch gives it, and a slider move needs no torch (under
+    load its two threads cost ~50 ms an operation, and its first import a second)."""
+    picture = np.asarray(image.convert("RGB"), dtype=np.float32) * np.float32(1.0 / 255)  # (H, W, 3)
+    if edit.flip:
+        picture = picture[:, ::-1]
+    if edit.brightness != 1:
+        picture = np.clip(picture * np.float32(edit.brightness), 0, 1)
+    if edit.cover is not None:
+        height, width = picture.shape[:2]
+        left, top, right, bottom = edit.cover
+        picture = np.array(picture)  # writable (a mirrored picture is a view)
+        picture[round(top * height):round(bottom * height), round(left * width):round(right * width)] = GREY
+    return Image.fromarray(np.round(picture * np.float32(255)).astype(np.uint8))
 
 
 def gaussian_blur(picture: torch.Tensor, sigma: float) -> torch.Tensor:
