@@ -1394,11 +1394,34 @@ def test_several_photos_get_a_row_each_and_the_newest_its_cards(app, tiny_runs, 
     first = pictures[0]
     second = next(p for p in pictures[1:] if own(p) != own(first))  # the cards can tell which photo they show
     uploader = at.file_uploader(key="predict_upload")
-    for picture in (first, second):
-        uploader.upload(picture.name, picture.read_bytes(), "image/jpeg")
+    for picture in (first, second):  # one name, as a phone gives every photo (#41 review: the picker then
+        uploader.upload("image.jpg", picture.read_bytes(), "image/jpeg")  # could pick the last one only)
     at.run()
     assert not at.exception and len(at.dataframe[0].value) == 2
     chooser = next(s for s in at.selectbox if s.label == "The cards of")
     assert chooser.value == 1 and cards(at) == own(second)  # the newest photo's cards
+    assert chooser.options == ["1. image.jpg", "2. image.jpg"]
     chooser.set_value(0).run()
     assert cards(at) == own(first) and not at.exception
+
+
+def test_a_photo_uploaded_after_a_sample_gets_its_cards(app, tiny_runs, kaggle_data):
+    """#41 review: a sample is listed after the uploads whenever it was picked, so "the newest" showed the sample's
+    cards after a later upload. The newest is the picture that came last."""
+    from har_core.data.imaging import load_image
+    from har_core.data.labels import spoken
+    from har_core.models.inference import load_run
+    at = open_page(app, "predict")
+    names, tta = at.multiselect(key="predict_models").value, at.toggle(key="predict_tta").value
+    models = {name: load_run(tiny_runs / name) for name in names}
+    own = lambda image: {name: spoken(m.classes[int(m.predict([image], tta)[0].argmax())])  # noqa: E731
+                         for name, m in models.items()}
+    picked = models[names[0]].run.manifest().query("split == 'test'")["filename"].iloc[0]
+    upload = next(p for p in sorted((kaggle_data / "test").glob("*.jpg"))
+                  if own(load_image(p)) != own(load_image(kaggle_data / picked)))  # cards that tell them apart
+    at = at.selectbox(key="predict_sample").set_value(picked).run()
+    at.file_uploader(key="predict_upload").upload(upload.name, upload.read_bytes(), "image/jpeg")
+    at.run()
+    chooser = next(s for s in at.selectbox if s.label == "The cards of")
+    shown = [m.value.removeprefix("### ") for m in at.markdown if m.value.startswith("### ")]
+    assert chooser.value == 0 and shown == list(own(load_image(upload)).values()) and not at.exception

@@ -13,7 +13,7 @@ from har_core.models import artifacts
 from har_core.data.datasets import read_manifest
 from har_core.data.imaging import ImageError, image_digest, load_image, safe_name
 from har_core.models.inference import LoadedModel, Prediction, predict_all
-from har_core.data.labels import spoken
+from har_core.data.labels import picture_name, spoken
 from har_core.data.spans import timed
 from ui.choices import follow_link, share_view
 from ui.common import IMAGE_TYPES, Selection, file_stamp, inside_or_none, config, data_file, friendly, model_stamp
@@ -146,6 +146,22 @@ def sample_files(selection: Selection, limit: int = 200) -> dict[str, str]:
     run = selection.runs[0]
     return _sample_files(str(run.path / artifacts.MANIFEST), file_stamp(run, artifacts.MANIFEST),
                          str(selection.data_root), limit)
+
+
+def numbered(j: int, names: list[str]) -> str:
+    """Picture j's name as a visitor tells it from the others: "2. image.jpg" (phones give every photo one name)."""
+    return f"{j + 1}. {picture_name(names[j])}"
+
+
+def newest_picture(images: list, key: str) -> int:
+    """Which of the images came last: uploads, the camera's shot and a sample are listed in that order whenever
+    they came, so the newest is the last image not among the page's previous ones, kept until another comes."""
+    digests = [image_digest(image) for image in images]
+    seen = st.session_state.setdefault(f"{key}_pictures_seen", {"digests": [], "newest": None})
+    if arrived := [digest for digest in digests if digest not in seen["digests"]]:
+        seen["newest"] = arrived[-1]
+    seen["digests"] = digests
+    return digests.index(seen["newest"]) if seen["newest"] in digests else len(images) - 1
 
 
 def image_source(selection: Selection, key: str, multiple: bool = True) -> tuple[list, list[str]]:

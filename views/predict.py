@@ -9,7 +9,7 @@ from har_core.models.inference import ensemble
 from har_core.data.labels import picture_name, spoken
 from har_core.evaluation.plots import probability_bars, thumbnail_uri
 from har_core.retrieval.similarity import VOTE_K
-from ui.answers import WRAPPED_ANSWERS, image_source, predict
+from ui.answers import WRAPPED_ANSWERS, image_source, newest_picture, numbered, predict
 from ui.choices import ensemble_members, follow_link, one_class_list, share_view, sidebar
 from ui.common import backend, friendly, glossary, image_models, model_columns, models, need_runs, presenting
 from ui.similar import similar_images
@@ -45,6 +45,7 @@ if not images:
     if not (st.session_state.get("predict_upload") or st.session_state.get("predict_camera")):
         st.info("Upload one or more photos, take one with the camera, or pick a sample.")  # not after a refused one:
     st.stop()  # its warning says why, and "upload a photo" read as if it had been lost (#41 walk)
+newest = newest_picture(images, key="predict")  # on every run: a photo added to one has come last
 loaded = models(chosen_runs)
 if not loaded:
     st.stop()
@@ -58,7 +59,7 @@ if differs := tta_mismatch([(m.name, m.tta) for m in loaded], tta):
 engine = (lambda p: f" · {LABELS[p.backend]}") if any(m.backend != "pytorch" for m in loaded) else (lambda p: "")
 if len(images) == 1:  # the photo at once, while the models predict
     left, right = st.columns([1, 3])
-    left.image(images[0], caption=names[0], width="stretch")
+    left.image(images[0], caption=picture_name(names[0]), width="stretch")
 with st.spinner(f"{len(loaded)} models predicting {len(images)} image(s)…"):
     predictions = predict(loaded, images, tta)  # cached: other widgets never run the models again
 members = [p.model for p in predictions if p.model in members] or [p.model for p in predictions]
@@ -72,7 +73,7 @@ if len(images) > 1:  # a row per picture, then the cards of one of them: the new
         " ?" if unsure else "")
     rows, sets = [], []
     for j, name in enumerate(names):  # a row per picture: its thumbnail, the ensemble's answer first
-        row = {"picture": thumbnail_uri(images[j]), "photo": picture_name(name),
+        row = {"picture": thumbnail_uri(images[j]), "photo": numbered(j, names),
                "ensemble": answer(mean[j], sure_ensemble.not_sure[j])}
         for prediction in predictions:
             row[prediction.model] = answer(prediction.probs[j], sure[prediction.model].not_sure[j])
@@ -92,14 +93,15 @@ if len(images) > 1:  # a row per picture, then the cards of one of them: the new
                + (" The CSV adds the ensemble's prediction set of each photo." if sets else ""))
     csv = table.drop(columns="picture").join(pd.DataFrame(sets)) if sets else table.drop(columns="picture")
     st.download_button("⬇️ Download as CSV", csv.to_csv(index=False), "predictions.csv", "text/csv")
-    shown = st.selectbox("The cards of", range(len(images)), index=len(images) - 1,
-                         format_func=lambda j: picture_name(names[j]),
+    # numbered as the table's rows: phones name every photo image.jpg, and a picker of equal labels picks the last
+    shown = st.selectbox("The cards of", range(len(images)), index=newest,
+                         format_func=lambda j: numbered(j, names),
                          help="Every model's card, More details and What if… for one of the photos above; a new "
-                              "upload shows its own.")  # no key: a new photo is a new list, so it starts on the newest
+                              "photo shows its own.")  # no key: a new photo is a new list, so it starts on the newest
     image, predictions, mean = images[shown], [p.of(shown) for p in predictions], mean[shown:shown + 1]
     sure, sure_ensemble = {name: verdict.of(shown) for name, verdict in sure.items()}, sure_ensemble.of(shown)
     left, right = st.columns([1, 3])
-    left.image(image, caption=names[shown], width="stretch")
+    left.image(image, caption=picture_name(names[shown]), width="stretch")
 else:
     image = images[0]
 
