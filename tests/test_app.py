@@ -1425,3 +1425,40 @@ def test_a_photo_uploaded_after_a_sample_gets_its_cards(app, tiny_runs, kaggle_d
     chooser = next(s for s in at.selectbox if s.label == "The cards of")
     shown = [m.value.removeprefix("### ") for m in at.markdown if m.value.startswith("### ")]
     assert chooser.value == 0 and shown == list(own(load_image(upload)).values()) and not at.exception
+
+
+def test_a_folders_first_scan_runs_once_even_when_it_cannot_be_stored(copy_of, kaggle_data, monkeypatch, tmp_path):
+    """#41 review: the Dataset page's progress scan ran outside the page's cache, so a scan store that could not be
+    written (a read-only home) meant every visit decoded the whole folder again."""
+    from har_core.data import datasets
+    from ui import common
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv("HAR_CACHE", str(tmp_path / "a_file" / "cache"))  # under a file: nothing can be stored
+    folder, scans = copy_of(kaggle_data), []
+    real = datasets.scan
+    monkeypatch.setattr(datasets, "scan", lambda *a, **k: scans.append(1) or real(*a, **k))
+    first = common.dataset(folder)
+    assert [common.dataset(folder)["counts"].sum() for _ in range(2)] == [first["counts"].sum()] * 2
+    assert len(scans) == 1
+
+
+def test_a_refused_folder_leaves_no_progress_bar(copy_of, kaggle_data, monkeypatch, tmp_path):
+    """#41 review: a folder refused for its size raised before the bar was emptied, and the bar stayed."""
+    import dataclasses
+    from har_core.data.datasets import DataError
+    from ui import common
+    monkeypatch.setenv("HAR_CACHE", str(tmp_path / "cache"))
+    shown, emptied = [], []
+
+    class Bar:
+        def progress(self, *args, **kwargs):
+            pass
+
+        def empty(self):
+            emptied.append(1)
+    monkeypatch.setattr(common.st, "progress", lambda *args, **kwargs: shown.append(1) or Bar())
+    small = dataclasses.replace(common.config(), max_scan_images=3)
+    monkeypatch.setattr(common, "config", lambda: small)
+    with pytest.raises(DataError, match="more than this server scans"):
+        common.dataset(copy_of(kaggle_data))
+    assert shown == emptied == [1]

@@ -179,7 +179,6 @@ def test_stored_scans_are_reused_until_the_folder_listing_changes(kaggle_data, c
     assert data_module.scan_cached(folder).fingerprint() != relabelled.fingerprint() and len(calls) == 3
 
 
-
 def test_a_first_scan_tells_its_progress_and_is_then_stored(kaggle_data, copy_of, monkeypatch, tmp_path):
     """#41 walk: the Dataset page's first open of HAR took 15 s behind a spinner. The scan now says how far it is
     (every hundred files, over the listing's rows), and says whether a folder's scan is stored."""

@@ -1,9 +1,11 @@
 """Settings, loaded models and their engines, cached run files, thumbnails, friendly errors."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,7 +23,7 @@ from har_core.evaluation.plots import enlarged, thumbnail_uri
 from har_core.evaluation.calibration import calibrated_frame
 from har_core.models.calibration_maths import CalibrationError
 from har_core.models.temperature import run_temperature
-from har_core.data.datasets import SPLITS, DataError, listing_stamp, scan_cached, scan_is_stored
+from har_core.data.datasets import SPLITS, DataError, DataIndex, listing_stamp, scan_cached, scan_is_stored
 from har_core.data.imaging import IMAGE_SUFFIXES, ImageError
 from har_core.models.backend import AUTO, EXPORT_FILES, app_backend
 from har_core.explain.slots import SLOW_SLOTS, Busy
@@ -288,20 +290,32 @@ def folder_stamp(root: str) -> str:
 
 
 @st.cache_data(show_spinner="Reading the data set…", max_entries=8)
-def _dataset(root: str, max_images: int, stamp: str) -> dict:
-    return dataset_summary(root, confine=True, max_images=max_images, stamp=stamp)
+def _dataset(root: str, max_images: int, stamp: str, _index: DataIndex | None = None) -> dict:
+    return dataset_summary(root, confine=True, max_images=max_images, stamp=stamp, index=_index)
+
+
+_first_scans = threading.Lock()  # one first scan at a time: a second visitor waits for it, then reads it
+_scanned: set[tuple] = set()  # folders this process has scanned (their store may not have been writable)
 
 
 def dataset(root: Path) -> dict:
     """The data-set summary, scanned once per folder content; files outside it are refused, huge folders too.
     The first scan of a folder (every picture decoded and hashed: 10 s or more for 11,100) shows its progress."""
     stamp, limit = folder_stamp(str(root)), config().max_scan_images
-    if not scan_is_stored(root, confine=True, max_images=limit, stamp=stamp):
-        bar = st.progress(0.0, text="Reading the data set…")
-        scan_cached(root, confine=True, max_images=limit, stamp=stamp, on_progress=lambda done, total: bar.progress(
-            done / total, text=f"Reading the data set once (kept for later visits): {done:,} of {total:,} pictures"))
-        bar.empty()
-    return _dataset(str(root), limit, stamp)
+    folder, index = (str(root), limit, stamp), None
+    if folder not in _scanned and not scan_is_stored(root, confine=True, max_images=limit, stamp=stamp):
+        with st.spinner("Another visitor's first scan of this folder is under way…") if _first_scans.locked() \
+                else contextlib.nullcontext(), _first_scans:
+            if folder not in _scanned and not scan_is_stored(root, confine=True, max_images=limit, stamp=stamp):
+                bar = st.progress(0.0, text="Reading the data set…")
+                try:
+                    index = scan_cached(root, confine=True, max_images=limit, stamp=stamp,
+                                        on_progress=lambda done, total: bar.progress(done / total, text=(
+                                            f"Reading the data set once: {done:,} of {total:,} pictures")))
+                finally:
+                    bar.empty()  # a folder refused (too large, nothing usable) leaves no bar behind
+        _scanned.add(folder)
+    return _dataset(str(root), limit, stamp, _index=index)
 
 
 PRESENTATION_SCALE = 21 / 16  # presentation mode's type over the page's (html's font size below)

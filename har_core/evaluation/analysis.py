@@ -9,7 +9,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from har_core.models.artifacts import Run
-from har_core.data.datasets import scan, scan_cached
+from har_core.data.datasets import DataIndex, scan, scan_cached
 from har_core.data.imaging import ImageError, load_image
 from har_core.data.video import VIDEO_SUFFIXES, VideoError, probe, read_clip
 from har_core.evaluation.metrics import per_class_f1, summary
@@ -206,11 +206,13 @@ def agreement(labels: list[str], prefer: str | None = None) -> tuple[str, float]
 
 
 def dataset_summary(root: str | Path, progress: bool = False, confine: bool = False, max_images: int = 0,
-                    stamp: str | None = None) -> dict:
+                    stamp: str | None = None, index: DataIndex | None = None) -> dict:
     """Class distribution, image sizes, unreadable files and copies of one picture in a data folder (the scan
-    comes from the on-disk store while the folder's listing stamp is unchanged)."""
-    index = scan_cached(root, confine=confine, max_images=max_images, stamp=stamp) if not progress else \
-        scan(root, progress=progress, confine=confine, max_images=max_images)
+    comes from the on-disk store while the folder's listing stamp is unchanged; `index`: the scan already at
+    hand)."""
+    if index is None:
+        index = scan_cached(root, confine=confine, max_images=max_images, stamp=stamp) if not progress else \
+            scan(root, progress=progress, confine=confine, max_images=max_images)
     sizes = []
     for rel, label in tqdm(index.samples, desc="reading sizes", disable=not progress, leave=False):
         width, height = _picture_size(index.root / rel, clip=index.layout == "clips")
