@@ -194,6 +194,7 @@ def test_a_first_scan_tells_its_progress_and_is_then_stored(kaggle_data, copy_of
     data_module.scan_cached(folder, confine=True, on_progress=lambda *a: told.append(a))
     assert len(told) == len(range(0, rows, 100))  # read from the store: nothing to tell
 
+
 def test_half_of_each_classs_val_pictures_calibrate_and_the_checkpoint_choice_never_sees_them(kaggle_data, tmp_path):
     from har_core.data.datasets import CALIBRATE, calibration_files, choice_part, write_manifest
     index = scan(kaggle_data, progress=False)
