@@ -245,6 +245,10 @@ def test_the_lock_is_asked_for_only_from_outside_heavy_packages_and_only_for_wha
     assert not asks("x", "slow_a.y", level=1)  # relative, inside a heavy package
     assert not asks("numpy", "ui.teaching")
     assert not asks("slow_a", "importlib._bootstrap")  # a C extension's import while it loads
+    lazy = type(sys)("slow_b")  # #41 review: scikit-learn's module __getattr__ imports a submodule when asked for it
+    lazy.__getattr__ = lambda name: asked.append(f"imported {name} outside the lock") or type(sys)(name)
+    monkeypatch.setitem(sys.modules, "slow_b", lazy)
+    assert asks("slow_b", "ui.teaching", ("metrics",)) and asked == [True]  # the lock, and no import before it
     asked.clear()
     exec("locked('slow_a')", {"__name__": "slow_b.z", "locked": locked})  # a bare __import__(name) in a heavy package
     assert not asked

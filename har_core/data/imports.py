@@ -63,7 +63,9 @@ def _imported(name: str, fromlist) -> bool:
     module = sys.modules.get(name)
     if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
         return False  # not imported, or another thread is importing it
-    return all(hasattr(module, item) for item in fromlist or () if item != "*")
+    # its own namespace, not hasattr: a package's module-level __getattr__ (scikit-learn's, SciPy's, torch's lazy
+    # modules) would import the missing submodule right here, outside the lock
+    return all(item in vars(module) for item in fromlist or () if item != "*")
 
 
 def install_import_lock() -> None:
