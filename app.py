@@ -11,6 +11,7 @@ import streamlit as st
 from har_core.data import spans
 from ui.choices import warm_up_after_page
 from ui.common import presenting
+from ui.sessions import tidy_closed_sessions
 
 st.set_page_config(page_title="HAR Studio", page_icon="🏃", layout="wide",
                    initial_sidebar_state="collapsed" if presenting() else "auto")
@@ -36,3 +37,4 @@ try:
         page.run()
 finally:  # the page is drawn (or stopped early, e.g. Predict before a photo): now the models load, for the first upload
     warm_up_after_page()
+    tidy_closed_sessions()  # closed tabs' photos, once Streamlit has dropped their sessions (ui/sessions.py)

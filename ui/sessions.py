@@ -1,0 +1,47 @@
+"""Closed tabs' photos, let go (#41: the server's memory flat, no leak per visitor).
+
+Streamlit keeps a closed tab's session for `server.disconnectedSessionTTL` in case the tab comes back. Once that
+time is up, Streamlit 1.67 drops the session from its storage without shutting it down, so what its visitor
+uploaded and the pictures its last run showed stay in the server's upload and media stores for good: every
+visitor's photos, never freed. After each page run, at most once a minute, the server forgets the uploads and
+media of every session it no longer holds (neither open nor waiting to reconnect).
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from streamlit.runtime import Runtime
+
+SWEEP_EVERY_S = 60.0
+_swept_at = [float("-inf")]
+_sweeping = threading.Lock()
+
+
+def forget_closed_sessions(runtime: Runtime) -> set[str]:
+    """Remove the uploaded files and media references of every session the runtime no longer holds; their ids.
+    The stores are read before the live sessions: a session that has put anything there was connected by then,
+    so a visitor arriving meanwhile is never taken for a closed one."""
+    uploads, media = runtime.uploaded_file_mgr, runtime.media_file_mgr
+    stored = set(getattr(uploads, "file_storage", {})) | set(getattr(media, "_files_by_session_and_coord", {}))
+    # Streamlit keeps no public list of its sessions' ids: the session manager's, active and waiting to reconnect
+    live = {info.session.id for info in runtime._session_mgr.list_sessions()}
+    closed = stored - live
+    for session_id in closed:
+        uploads.remove_session_files(session_id)
+        media.clear_session_refs(session_id)
+    if closed:
+        media.remove_orphaned_files()
+    return closed
+
+
+def tidy_closed_sessions() -> None:
+    """`forget_closed_sessions` of the running server, at most every SWEEP_EVERY_S (any page run may ask)."""
+    with _sweeping:
+        if time.monotonic() - _swept_at[0] < SWEEP_EVERY_S or not Runtime.exists():
+            return
+        _swept_at[0] = time.monotonic()
+    try:
+        forget_closed_sessions(Runtime.instance())
+    except (AttributeError, RuntimeError) as error:  # another Streamlit's internals: say so once a minute, serve on
+        print(f"HAR Studio: could not let closed sessions' files go: {error}", flush=True)
