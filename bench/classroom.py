@@ -385,8 +385,16 @@ def alone_answers(runs: list, pictures: list[Path]) -> tuple[list[dict], dict[st
     return answers, {loaded.name: loaded.backend for loaded in models}
 
 
-# how long Streamlit keeps a closed tab's session for it to reconnect (server.disconnectedSessionTTL)
-SESSION_TTL_S = int(os.environ.get("STREAMLIT_SERVER_DISCONNECTED_SESSION_TTL", 120))
+
+
+def session_ttl_s() -> int:
+    """How long the app's server keeps a closed tab's session for it to reconnect (server.disconnectedSessionTTL):
+    the environment's value, else the app's .streamlit/config.toml, else Streamlit's default."""
+    import tomllib
+    if given := os.environ.get("STREAMLIT_SERVER_DISCONNECTED_SESSION_TTL"):
+        return int(given)
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    return int(config.get("server", {}).get("disconnectedSessionTTL", 120))
 
 
 def visitors_figures(runs_dir: Path, data: Path, visitors: int, rounds: int) -> dict:
@@ -435,7 +443,7 @@ def visitors_figures(runs_dir: Path, data: Path, visitors: int, rounds: int) -> 
             # widgets) for disconnectedSessionTTL in case it reconnects: memory is held that long, then given back
             for page in pages:
                 page.close()
-            time.sleep(SESSION_TTL_S + 30)
+            time.sleep(session_ttl_s() + 30)
             visit = context.new_page()
             visit.goto(url)  # one visitor after the wait, as a quiet room's next one
             visit.wait_for_function(RUN_ENDED)
@@ -474,7 +482,7 @@ def print_visitors(figures: dict) -> None:
           + ", ".join(f"{server:.1f} / {browser:.1f}" for server, browser in figures["cpu_s"]))
     *rounds, settled = figures["server_mb"]
     print("server memory (MB): before, then after each round: " + " → ".join(f"{mb:.0f}" for mb in rounds)
-          + f"; {settled:.0f} once the tabs had closed and their sessions' {SESSION_TTL_S} s had passed")
+          + f"; {settled:.0f} once the tabs had closed and their sessions' {session_ttl_s()} s had passed")
 
 
 # what the Predict page spends a warm upload on, by the call it makes (the page imports each name again at every
