@@ -340,21 +340,6 @@ CARDS_ABOVE_RERUN = """() => {
       window.__cardsRerun = true;
   }).observe(document.body, {subtree: true, childList: true, attributes: true, attributeFilter: ['data-stale']});
 }"""
-# each card's (its markdown matching `pattern`) bold name as the lines the browser drew it on
-NAME_LINES = """(pattern) => [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')]
-  .filter(el => new RegExp(pattern).test(el.innerText)).map(el => {
-    const name = el.querySelector('strong').firstChild, range = document.createRange(), lines = [];
-    let top = null;
-    for (let i = 0; i < name.length; i++) {
-      range.setStart(name, i); range.setEnd(name, i + 1);
-      const box = range.getBoundingClientRect();
-      if (box.width === 0) continue;  // a break opportunity, drawn as nothing
-      if (top === null || box.top > top + 4) lines.push('');
-      top = box.top;
-      lines[lines.length - 1] += name.data[i];
-    }
-    return lines;
-  })"""
 
 
 @pytest.mark.skipif(not SPORTS15.is_dir(), reason="the bundled demo runs' data (../shared/data/sports15) is not here")
@@ -422,13 +407,10 @@ def test_bundled_runs_a_clicked_channel_shows_its_top_pictures_and_what_if_moves
         assert not page.evaluate("window.__cardsRerun") and len(above) == len(bundled)
         assert [c.inner_text() for c in page.locator("[class*='st-key-card_']").all()] == above
         shot(page, "predict_what_if")
-        # at 1280 px a card's model name wraps between words (after an underscore), never inside one (#41 walk:
-        # "custom_cnn_taught" read "custom_cnn_taugh" / "t"; the bundled names fit whole at 1280 px)
+        # at 1280 px (a screenshot to look at): the bundled names fit whole there, so where a long name may break
+        # (after an underscore, never inside a word: #41 walk) is tested on the card's text (test_app, breakable)
         page.set_viewport_size({"width": 1280, "height": 720})
         page.wait_for_timeout(1000)
-        lines = page.evaluate(NAME_LINES, r"(no change for|points (less|more) sure of) .* · now \d+% sure")
-        assert len(lines) == len(bundled) + 1, lines
-        assert all(line.endswith("_") for name in lines for line in name[:-1]), lines
         shot(page, "predict_what_if_1280")
     finally:
         stop_server(fresh)
