@@ -37,3 +37,63 @@ def test_the_uploads_and_pictures_of_sessions_streamlit_dropped_are_let_go_and_n
             with pytest.raises(MediaFileStorageError):
                 storage.get_file(name)
     assert forget_closed_sessions(runtime) == set()  # nothing left to forget
+
+
+APP = """
+import sys
+sys.path.insert(0, {root!r})
+import streamlit as st
+from streamlit.runtime import Runtime
+from ui.sessions import forget_closed_sessions
+upload = st.file_uploader("photo")
+if upload:
+    st.image(upload.getvalue())
+runtime = Runtime.instance()
+closed = forget_closed_sessions(runtime)
+held = [s for s, files in runtime.uploaded_file_mgr.file_storage.items() if files]
+st.write(f"uploads held: {{len(held)}}; let go: {{len(closed)}}")
+"""
+
+
+def test_a_real_server_lets_closed_tabs_photos_go_once_their_reconnect_time_is_up(tmp_path):
+    """On a real Streamlit server (its own session manager and stores, which ui.sessions reaches into): three tabs
+    upload a photo; while open, nothing is let go; once closed and past a 2 s reconnect time, their uploads are."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from playwright.sync_api import sync_playwright
+
+    from bench.classroom import chromium_path, free_port, wait_healthy
+    from conftest import ROOT, synthetic_image
+    (tmp_path / "app.py").write_text(APP.format(root=str(ROOT)))
+    photo = tmp_path / "photo.jpg"
+    synthetic_image(0, seed=1).save(photo)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(tmp_path / "app.py"), "--server.port",
+                               str(port), "--server.headless", "true", "--server.fileWatcherType", "none"],
+                              env={**os.environ, "STREAMLIT_SERVER_DISCONNECTED_SESSION_TTL": "2"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+            tabs = [browser.new_page() for _ in range(3)]
+            for tab in tabs:
+                tab.goto(url)
+                tab.get_by_text("uploads held").wait_for(timeout=60_000)
+                tab.locator("input[type='file']").set_input_files(str(photo))
+                tab.locator("[data-testid='stImage'] img").wait_for(timeout=60_000)
+            assert tabs[-1].get_by_text("uploads held").inner_text() == "uploads held: 3; let go: 0"
+            for tab in tabs:
+                tab.close()
+            time.sleep(4)  # past the reconnect time
+            visitor = browser.new_page()
+            visitor.goto(url)
+            assert visitor.get_by_text("uploads held").inner_text(timeout=60_000) == "uploads held: 0; let go: 3"
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
