@@ -385,8 +385,6 @@ def alone_answers(runs: list, pictures: list[Path]) -> tuple[list[dict], dict[st
     return answers, {loaded.name: loaded.backend for loaded in models}
 
 
-
-
 def session_ttl_s() -> int:
     """How long the app's server keeps a closed tab's session for it to reconnect (server.disconnectedSessionTTL):
     the environment's value, else the app's .streamlit/config.toml, else Streamlit's default."""

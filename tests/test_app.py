@@ -1462,3 +1462,37 @@ def test_a_refused_folder_leaves_no_progress_bar(copy_of, kaggle_data, monkeypat
     with pytest.raises(DataError, match="more than this server scans"):
         common.dataset(copy_of(kaggle_data))
     assert shown == emptied == [1]
+
+
+def test_two_visitors_at_a_folders_first_scan_scan_it_once(copy_of, kaggle_data, monkeypatch, tmp_path):
+    """#41 re-review: with a store that cannot be written, a second visitor waiting for the first one's scan could
+    take the lock before the folder was marked scanned, and scan all of it again."""
+    import time
+
+    from har_core.data import datasets
+    from ui import common
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv("HAR_CACHE", str(tmp_path / "a_file" / "cache"))  # nothing can be stored
+    folder, scans = copy_of(kaggle_data), []
+    real = datasets.scan
+    monkeypatch.setattr(datasets, "scan", lambda *a, **k: scans.append(1) or time.sleep(0.5) or real(*a, **k))
+    lock = threading.Lock()
+
+    class SwitchedOutAfterRelease:  # the folder's lock, and a thread switch right after it is let go
+        def locked(self):
+            return lock.locked()
+
+        def __enter__(self):
+            lock.acquire()
+
+        def __exit__(self, *exc):
+            lock.release()
+            time.sleep(0.3)
+    monkeypatch.setitem(common._first_scans, str(folder), SwitchedOutAfterRelease())
+    visitors = [threading.Thread(target=common.dataset, args=(folder,)) for _ in range(2)]
+    for visitor in visitors:
+        visitor.start()
+        time.sleep(0.1)
+    for visitor in visitors:
+        visitor.join()
+    assert len(scans) == 1

@@ -27,6 +27,7 @@ def test_the_uploads_and_pictures_of_sessions_streamlit_dropped_are_let_go_and_n
     runtime = SimpleNamespace(uploaded_file_mgr=uploads, media_file_mgr=media, _session_mgr=sessions)
 
     assert forget_closed_sessions(runtime) == {"dropped-1", "dropped-2"}
+    media.remove_orphaned_files()  # Streamlit's own clean-up, after any run
     assert {s for s, files in uploads.file_storage.items() if files} == set(held)
     assert [f.file_id for f in uploads.get_files("open", ["photo-open"])] == ["photo-open"]
     for session, url in pictures.items():
@@ -37,6 +38,63 @@ def test_the_uploads_and_pictures_of_sessions_streamlit_dropped_are_let_go_and_n
             with pytest.raises(MediaFileStorageError):
                 storage.get_file(name)
     assert forget_closed_sessions(runtime) == set()  # nothing left to forget
+
+
+def test_a_tab_reconnecting_while_the_sessions_are_read_keeps_its_photo():
+    """#41 re-review: Streamlit lists the open sessions, then those waiting to reconnect; a tab that reconnects
+    between the two reads (the event loop moves it from the second to the first) was in neither list, and its
+    photo was let go while its visitor was back. Real Streamlit session manager and stores; the reconnect is
+    forced between the two reads."""
+    from streamlit.runtime.memory_session_storage import MemorySessionStorage
+    from streamlit.runtime.session_manager import SessionInfo
+    from streamlit.runtime.websocket_session_manager import WebsocketSessionManager
+    uploads = MemoryUploadedFileManager("/upload")
+    media = MediaFileManager(MemoryMediaFileStorage("/media"))
+    manager = WebsocketSessionManager(MemorySessionStorage(ttl_seconds=120), uploads, script_cache=None,
+                                      message_enqueued_callback=None)
+    tab = SimpleNamespace(id="phone-tab", matches_user_info=lambda info: True, register_file_watchers=lambda: None,
+                          is_resumable=lambda: True)
+    uploads.add_file(tab.id, UploadedFileRec(file_id="photo", name="image.jpg", type="image/jpeg", data=b"x" * 1000))
+    manager._session_storage.save(SessionInfo(client=None, session=tab))  # its websocket dropped: waiting
+    open_sessions = manager.list_active_sessions
+
+    def open_then_reconnect():
+        seen = open_sessions()  # the open sessions read, then the tab reconnects before the waiting ones are
+        if manager._session_storage.get(tab.id) is not None:
+            manager._resume_stored_session(tab.id, client=object(), user_info={})
+        return seen
+    manager.list_active_sessions = open_then_reconnect
+    runtime = SimpleNamespace(uploaded_file_mgr=uploads, media_file_mgr=media, _session_mgr=manager)
+    assert forget_closed_sessions(runtime) == set()
+    assert manager.is_active_session(tab.id) and [f.file_id for f in uploads.get_files(tab.id, ["photo"])] == ["photo"]
+
+
+def test_every_page_run_asks_for_the_sweep_and_it_runs_at_most_once_a_minute(monkeypatch, tiny_runs, kaggle_data):
+    import ui.sessions as sessions
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+    asked = []
+    monkeypatch.setattr(sessions, "tidy_closed_sessions", lambda: asked.append(1))
+    monkeypatch.setenv("HAR_RUNS", str(tiny_runs))
+    monkeypatch.setenv("HAR_DATA", str(kaggle_data))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
+    at.switch_page("views/predict.py").run()
+    assert len(asked) == 2 and not at.exception  # app.py asks after each page run
+    monkeypatch.undo()
+
+    swept = []
+    monkeypatch.setattr(sessions, "forget_closed_sessions", lambda runtime: swept.append(runtime))
+    monkeypatch.setattr(sessions.Runtime, "exists", staticmethod(lambda: True))
+    monkeypatch.setattr(sessions.Runtime, "instance", staticmethod(lambda: "the runtime"))
+    monkeypatch.setattr(sessions, "_swept_at", [float("-inf")])
+    clock = [1000.0]
+    monkeypatch.setattr(sessions.time, "monotonic", lambda: clock[0])
+    for step in (0, 30, 29.9, 0.2, 59.9, 0.1):  # at 1000, 1030, 1059.9, 1060.1, 1120, 1120.1 s
+        clock[0] += step
+        sessions.tidy_closed_sessions()
+    assert swept == ["the runtime"] * 3  # at 1000, 1060.1 and 1120.1 s: never twice within a minute
 
 
 APP = """

@@ -161,7 +161,7 @@ def newest_picture(images: list, key: str) -> int:
     if arrived := [digest for digest in digests if digest not in seen["digests"]]:
         seen["newest"] = arrived[-1]
     seen["digests"] = digests
-    return digests.index(seen["newest"]) if seen["newest"] in digests else len(images) - 1
+    return digests.index(seen["newest"]) if seen["newest"] in digests else max(len(images) - 1, 0)
 
 
 def image_source(selection: Selection, key: str, multiple: bool = True) -> tuple[list, list[str]]:

@@ -294,7 +294,8 @@ def _dataset(root: str, max_images: int, stamp: str, _index: DataIndex | None = 
     return dataset_summary(root, confine=True, max_images=max_images, stamp=stamp, index=_index)
 
 
-_first_scans = threading.Lock()  # one first scan at a time: a second visitor waits for it, then reads it
+_first_scans: dict[str, threading.Lock] = {}  # a folder's first scan, one at a time: a second visitor waits for it
+_first_scans_lock = threading.Lock()
 _scanned: set[tuple] = set()  # folders this process has scanned (their store may not have been writable)
 
 
@@ -304,8 +305,10 @@ def dataset(root: Path) -> dict:
     stamp, limit = folder_stamp(str(root)), config().max_scan_images
     folder, index = (str(root), limit, stamp), None
     if folder not in _scanned and not scan_is_stored(root, confine=True, max_images=limit, stamp=stamp):
-        with st.spinner("Another visitor's first scan of this folder is under way…") if _first_scans.locked() \
-                else contextlib.nullcontext(), _first_scans:
+        with _first_scans_lock:
+            lock = _first_scans.setdefault(str(root), threading.Lock())
+        with st.spinner("Another visitor's first scan of this folder is under way…") if lock.locked() \
+                else contextlib.nullcontext(), lock:
             if folder not in _scanned and not scan_is_stored(root, confine=True, max_images=limit, stamp=stamp):
                 bar = st.progress(0.0, text="Reading the data set…")
                 try:
@@ -314,7 +317,7 @@ def dataset(root: Path) -> dict:
                                             f"Reading the data set once: {done:,} of {total:,} pictures")))
                 finally:
                     bar.empty()  # a folder refused (too large, nothing usable) leaves no bar behind
-        _scanned.add(folder)
+            _scanned.add(folder)  # before the lock is let go: a visitor waiting for it finds the scan done
     return _dataset(str(root), limit, stamp, _index=index)
 
 

@@ -18,20 +18,24 @@ _swept_at = [float("-inf")]
 _sweeping = threading.Lock()
 
 
+def _held(runtime: Runtime) -> set[str]:
+    """The ids of the sessions Streamlit holds, open or waiting to reconnect. Streamlit keeps no public list of
+    them: its session manager's. That list reads the open sessions, then the waiting ones, and a reconnecting tab
+    moves from the second to the first: read twice, a tab caught between them in one read is in the other."""
+    return {info.session.id for _ in range(2) for info in runtime._session_mgr.list_sessions()}
+
+
 def forget_closed_sessions(runtime: Runtime) -> set[str]:
-    """Remove the uploaded files and media references of every session the runtime no longer holds; their ids.
-    The stores are read before the live sessions: a session that has put anything there was connected by then,
-    so a visitor arriving meanwhile is never taken for a closed one."""
+    """Let go the uploaded files and media references of every session the runtime no longer holds; their ids.
+    The stores are read before the sessions held: a session that has put anything there was connected by then,
+    so a visitor arriving meanwhile is never taken for a closed one. The media files themselves go at Streamlit's
+    own clean-up after a run (a download button's file one run later, as Streamlit keeps it)."""
     uploads, media = runtime.uploaded_file_mgr, runtime.media_file_mgr
-    stored = set(getattr(uploads, "file_storage", {})) | set(getattr(media, "_files_by_session_and_coord", {}))
-    # Streamlit keeps no public list of its sessions' ids: the session manager's, active and waiting to reconnect
-    live = {info.session.id for info in runtime._session_mgr.list_sessions()}
-    closed = stored - live
+    stored = set(uploads.file_storage) | set(media._files_by_session_and_coord)  # another Streamlit: AttributeError
+    closed = stored - _held(runtime)
     for session_id in closed:
         uploads.remove_session_files(session_id)
         media.clear_session_refs(session_id)
-    if closed:
-        media.remove_orphaned_files()
     return closed
 
 

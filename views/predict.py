@@ -40,12 +40,12 @@ with st.expander("Models and options") if presenting() else st.container():
                                       "prediction, calibrated on the run's val pictures): hard pictures get larger "
                                       "sets.")
 images, names = image_source(selection, key="predict")
+newest = newest_picture(images, key="predict")  # on every run, none included: a photo added to others came last
 share_view(models=chosen)
 if not images:
     if not (st.session_state.get("predict_upload") or st.session_state.get("predict_camera")):
         st.info("Upload one or more photos, take one with the camera, or pick a sample.")  # not after a refused one:
     st.stop()  # its warning says why, and "upload a photo" read as if it had been lost (#41 walk)
-newest = newest_picture(images, key="predict")  # on every run: a photo added to one has come last
 loaded = models(chosen_runs)
 if not loaded:
     st.stop()
