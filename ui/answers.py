@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -153,22 +154,28 @@ def numbered(j: int, names: list[str]) -> str:
     return f"{j + 1}. {picture_name(names[j])}"
 
 
-def newest_picture(images: list, key: str) -> int:
+def newest_picture(images: list, names: list[str], key: str) -> int:
     """Which of the images came last: uploads, the camera's shot and a sample are listed in that order whenever
-    they came, so the newest is the last image not among the page's previous ones, kept until another comes."""
-    digests = [image_digest(image) for image in images]
-    seen = st.session_state.setdefault(f"{key}_pictures_seen", {"digests": [], "newest": None})
-    if arrived := [digest for digest in digests if digest not in seen["digests"]]:
+    they came, so the newest is the last one the page did not list before, kept until another comes. A photo is
+    its name and content, counted: the same photo added again is new too."""
+    counted, occurrences = Counter(), []  # each image as (name, content, its how-many-th such)
+    for photo in zip(names, map(image_digest, images)):
+        counted[photo] += 1
+        occurrences.append((*photo, counted[photo]))
+    seen = st.session_state.setdefault(f"{key}_pictures_seen", {"before": Counter(), "newest": None})
+    if arrived := [o for o in occurrences if o[2] > seen["before"][o[:2]]]:
         seen["newest"] = arrived[-1]
-    seen["digests"] = digests
-    return digests.index(seen["newest"]) if seen["newest"] in digests else max(len(images) - 1, 0)
+    seen["before"] = counted
+    return occurrences.index(seen["newest"]) if seen["newest"] in occurrences else max(len(images) - 1, 0)
 
 
 def image_source(selection: Selection, key: str, multiple: bool = True) -> tuple[list, list[str]]:
     """Upload, camera or a sample from the image folder: the images and their names."""
     tabs = st.tabs(["📁 Upload", "📷 Camera", "🖼️ Sample"])
     with tabs[0]:
-        files = st.file_uploader("Images", type=IMAGE_TYPES, accept_multiple_files=multiple, key=f"{key}_upload")
+        # the browser refuses other types itself, with a red chip: this says where a clip goes (#41 walk)
+        files = st.file_uploader("Images", type=IMAGE_TYPES, accept_multiple_files=multiple, key=f"{key}_upload",
+                                 help="Photos only; a video clip goes to the 🎬 Video page.")
         files = files if isinstance(files, list) else [files] if files else []
     with tabs[1]:
         shot = st.camera_input("Take a photo", key=f"{key}_camera") if st.toggle("Use the camera", key=f"{key}_cam_on") else None

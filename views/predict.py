@@ -40,7 +40,7 @@ with st.expander("Models and options") if presenting() else st.container():
                                       "prediction, calibrated on the run's val pictures): hard pictures get larger "
                                       "sets.")
 images, names = image_source(selection, key="predict")
-newest = newest_picture(images, key="predict")  # on every run, none included: a photo added to others came last
+newest = newest_picture(images, names, key="predict")  # on every run, none included: a photo added to others came last
 share_view(models=chosen)
 if not images:
     if not (st.session_state.get("predict_upload") or st.session_state.get("predict_camera")):
@@ -81,11 +81,11 @@ if len(images) > 1:  # a row per picture, then the cards of one of them: the new
         if sure_ensemble.sets is not None:  # in the CSV only: an eighth column ran off the page at 1280 px
             sets.append({f"ensemble's {coverage:.0%} set": " | ".join(map(spoken, sure_ensemble.sets[j]))})
     table = pd.DataFrame(rows)
-    # the photo and the ensemble's answer stay in view while the models' columns scroll (six models: nine columns)
+    # the photo stays in view while the models' columns scroll (six models: nine columns); the ensemble's answer
+    # first after it, not pinned: a pinned column's text is drawn grey, the faintest on a projector (#41 walk)
     st.dataframe(table, hide_index=True, width="stretch", row_height=72,
                  column_config={"picture": st.column_config.ImageColumn("picture", width="small", pinned=True),
-                                "photo": st.column_config.TextColumn("photo", pinned=True),
-                                "ensemble": st.column_config.TextColumn("ensemble", pinned=True)})
+                                "photo": st.column_config.TextColumn("photo", pinned=True)})
     st.caption(("Scroll the table sideways for every model. " if len(predictions) > 4 else "")
                + "Calibrated confidences; \"?\": not sure (below the confidence above which the model's answers on "
                f"calibration pictures were {DEFAULT_TARGET_ACCURACY:.0%} right, or every answer when none reached it)."

@@ -89,8 +89,9 @@ def load_image(source: bytes | str | Path, limits: ImageLimits = DEFAULT_LIMITS,
     except UnidentifiedImageError:
         raise ImageError("not a readable image: an unsupported format or a damaged file "
                          f"(use {', '.join(s[1:].upper() for s in IMAGE_SUFFIXES)})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise ImageError(f"the image is damaged or truncated ({error})") from None
+    except (OSError, SyntaxError, ValueError, EOFError):
+        # not the decoder's own words ("image file is truncated (106 bytes not processed)"): noise to a class
+        raise ImageError("the image is damaged or truncated: it cannot be decoded") from None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
