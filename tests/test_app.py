@@ -1503,3 +1503,20 @@ def test_two_visitors_at_a_folders_first_scan_scan_it_once(copy_of, kaggle_data,
     for visitor in visitors:
         visitor.join()
     assert len(scans) == 1
+
+
+def test_teach_scans_a_new_image_folder_in_view_with_its_progress(tiny_runs, copy_of, kaggle_data, monkeypatch,
+                                                                  tmp_path):
+    """#41 walk: on a fresh server Teach scanned the image folder inside the first card's closed "Data set" tab, its
+    spinner out of sight, for 25 s of a half-drawn page. The page now scans it first, with the Dataset page's bar."""
+    from har_core.data import datasets
+    monkeypatch.setenv("HAR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HAR_RUNS", str(tiny_runs))
+    monkeypatch.setenv("HAR_DATA", str(copy_of(kaggle_data)))
+    monkeypatch.chdir(ROOT)
+    scans = []
+    real = datasets.scan
+    monkeypatch.setattr(datasets, "scan", lambda *a, **k: scans.append(k.get("on_progress") is not None) or
+                        real(*a, **k))
+    open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "teach")
+    assert scans == [True]  # once, and with its progress shown

@@ -299,26 +299,34 @@ _first_scans_lock = threading.Lock()
 _scanned: set[tuple] = set()  # folders this process has scanned (their store may not have been writable)
 
 
-def dataset(root: Path) -> dict:
-    """The data-set summary, scanned once per folder content; files outside it are refused, huge folders too.
-    The first scan of a folder (every picture decoded and hashed: 10 s or more for 11,100) shows its progress."""
+def first_scan(root: Path) -> DataIndex | None:
+    """A folder's first scan (every picture decoded and hashed: 10 s or more for 11,100), with a progress bar where
+    it is called, one at a time per folder; None when its scan is stored or was done here before."""
     stamp, limit = folder_stamp(str(root)), config().max_scan_images
-    folder, index = (str(root), limit, stamp), None
-    if folder not in _scanned and not scan_is_stored(root, confine=True, max_images=limit, stamp=stamp):
-        with _first_scans_lock:
-            lock = _first_scans.setdefault(str(root), threading.Lock())
-        with st.spinner("Another visitor's first scan of this folder is under way…") if lock.locked() \
-                else contextlib.nullcontext(), lock:
-            if folder not in _scanned and not scan_is_stored(root, confine=True, max_images=limit, stamp=stamp):
-                bar = st.progress(0.0, text="Reading the data set…")
-                try:
-                    index = scan_cached(root, confine=True, max_images=limit, stamp=stamp,
-                                        on_progress=lambda done, total: bar.progress(done / total, text=(
-                                            f"Reading the data set once: {done:,} of {total:,} pictures")))
-                finally:
-                    bar.empty()  # a folder refused (too large, nothing usable) leaves no bar behind
-            _scanned.add(folder)  # before the lock is let go: a visitor waiting for it finds the scan done
-    return _dataset(str(root), limit, stamp, _index=index)
+    folder = (str(root), limit, stamp)
+    if folder in _scanned or scan_is_stored(root, confine=True, max_images=limit, stamp=stamp):
+        return None
+    with _first_scans_lock:
+        lock = _first_scans.setdefault(str(root), threading.Lock())
+    index = None
+    with st.spinner("Another visitor's first scan of this folder is under way…") if lock.locked() \
+            else contextlib.nullcontext(), lock:
+        if folder not in _scanned and not scan_is_stored(root, confine=True, max_images=limit, stamp=stamp):
+            bar = st.progress(0.0, text="Reading the data set…")
+            try:
+                index = scan_cached(root, confine=True, max_images=limit, stamp=stamp,
+                                    on_progress=lambda done, total: bar.progress(done / total, text=(
+                                        f"Reading the data set once: {done:,} of {total:,} pictures")))
+            finally:
+                bar.empty()  # a folder refused (too large, nothing usable) leaves no bar behind
+        _scanned.add(folder)  # before the lock is let go: a visitor waiting for it finds the scan done
+    return index
+
+
+def dataset(root: Path) -> dict:
+    """The data-set summary, scanned once per folder content; files outside it are refused, huge folders too."""
+    index = first_scan(root)
+    return _dataset(str(root), config().max_scan_images, folder_stamp(str(root)), _index=index)
 
 
 PRESENTATION_SCALE = 21 / 16  # presentation mode's type over the page's (html's font size below)
