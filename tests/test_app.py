@@ -996,10 +996,13 @@ def test_a_deep_link_opens_explain_with_its_models_method_class_and_sample(tiny_
     assert "explains **dancing**" in next(m.value for m in at.markdown if "explains" in m.value)
     assert at.sidebar.toggle(key="present").value is True
     assert any("font-size: 21px" in h.proto.body for h in at.get("html"))
+    # presenting, the maps come first: the models and method fold away, as Predict's options do (#41 walk)
+    assert [e.label for e in at.expander if e.label == "Models and method"] == ["Models and method"]
     at.multiselect(key="cam_models").set_value(["custom_cnn", "mobilenet_v2"]).run()
     assert at.query_params["models"] == "custom_cnn,mobilenet_v2"  # the address bar stays a link to this view
     at.sidebar.toggle(key="present").set_value(False).run()
     assert not any("font-size: 21px" in h.proto.body for h in at.get("html")) and "present" not in at.query_params
+    assert not [e for e in at.expander if e.label == "Models and method"]
 
 
 def test_a_link_to_something_missing_says_so_and_uses_the_default(app):

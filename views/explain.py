@@ -10,7 +10,7 @@ from har_core.evaluation.plots import heat_scale_html
 from har_core.data.imaging import image_digest
 from ui.answers import explanation, image_source
 from ui.choices import follow_link, share_view, sidebar
-from ui.common import friendly, image_models, model_columns, models, need_runs
+from ui.common import friendly, image_models, model_columns, models, need_runs, presenting
 
 selection = sidebar()
 st.title("🔥 Explain (Grad-CAM)")
@@ -23,9 +23,11 @@ classes = selection.runs[0].classes
 follow_link("models", "cam_models", selection.names(), many=True)
 follow_link("method", "cam_method", list(EXPLANATIONS))
 follow_link("cls", "cam_class", classes)
-controls = st.columns([2, 1])
-chosen = controls[0].multiselect("Models", selection.names(), default=selection.names(), key="cam_models")
-method = controls[1].selectbox("Method", list(EXPLANATIONS), key="cam_method")
+# presenting, the maps come first on a projector's screen: the models and the method fold away, as on Predict
+with st.expander("Models and method") if presenting() else st.container():
+    controls = st.columns([2, 1])
+    chosen = controls[0].multiselect("Models", selection.names(), default=selection.names(), key="cam_models")
+    method = controls[1].selectbox("Method", list(EXPLANATIONS), key="cam_method")
 if method == OCCLUSION:
     st.warning("Occlusion covers one patch of the picture at a time with a grey square and runs the model again "
                "for each (about 170 forward passes a model): it needs no layer or gradient, so it works for any "
