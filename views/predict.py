@@ -91,7 +91,9 @@ if len(images) > 1:  # a row per picture, then the cards of one of them: the new
                f"calibration pictures were {DEFAULT_TARGET_ACCURACY:.0%} right, or every answer when none reached it)."
                + (f" {sure_ensemble.note}" if sure_ensemble.note else "")
                + (" The CSV adds the ensemble's prediction set of each photo." if sets else ""))
-    csv = table.drop(columns="picture").join(pd.DataFrame(sets)) if sets else table.drop(columns="picture")
+    # the CSV names each photo as its file is named (the numbers tell the rows apart on the page only)
+    csv = table.drop(columns="picture").assign(photo=[picture_name(name) for name in names])
+    csv = csv.join(pd.DataFrame(sets)) if sets else csv
     st.download_button("⬇️ Download as CSV", csv.to_csv(index=False), "predictions.csv", "text/csv")
     # numbered as the table's rows: phones name every photo image.jpg, and a picker of equal labels picks the last
     shown = st.selectbox("The cards of", range(len(images)), index=newest,
