@@ -94,8 +94,7 @@ def apply(image: Image.Image, edit: Edit, seed: int = 0) -> Image.Image:
         noise = torch.randn(picture.shape, generator=torch.Generator().manual_seed(seed))
         picture = (picture + edit.noise * noise).clamp(0, 1)
     if edit.cover is not None:
-        left, top, right, bottom = edit.cover
-        picture[:, round(top * height):round(bottom * height), round(left * width):round(right * width)] = GREY
+        picture[(slice(None), *covered(edit.cover, height, width))] = GREY
     return F.to_pil_image((picture * 255).round().to(torch.uint8))  # to_dtype truncates: 1.0001 × 250 gave 251
 
 
@@ -110,11 +109,16 @@ def apply_in_numpy(image: Image.Image, edit: Edit) -> Image.Image:
     if edit.brightness != 1:
         picture = np.clip(picture * np.float32(edit.brightness), 0, 1)
     if edit.cover is not None:
-        height, width = picture.shape[:2]
-        left, top, right, bottom = edit.cover
         picture = np.array(picture)  # writable (a mirrored picture is a view)
-        picture[round(top * height):round(bottom * height), round(left * width):round(right * width)] = GREY
+        picture[covered(edit.cover, *picture.shape[:2])] = GREY
     return Image.fromarray(np.round(picture * np.float32(255)).astype(np.uint8))
+
+
+def covered(cover: tuple[float, float, float, float], height: int, width: int) -> tuple[slice, slice]:
+    """The rows and columns a covered box (left, top, right, bottom as fractions of the picture) paints: one rule
+    for the torch and the NumPy edits, so both paint the very same pixels."""
+    left, top, right, bottom = cover
+    return slice(round(top * height), round(bottom * height)), slice(round(left * width), round(right * width))
 
 
 def gaussian_blur(picture: torch.Tensor, sigma: float) -> torch.Tensor:
