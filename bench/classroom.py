@@ -17,7 +17,7 @@ Prints (seconds; warm figures are min / median over `--repeats` different photos
   visitors     `--visitors 30`: thirty tabs each upload a different photo at once (`--rounds` times, new photos
                each round): upload → every card drawn p50 / p95 / max, how many tabs show every card's class and
                confidence as that photo gets them alone, the server's memory after each round and once the
-               tabs have closed and Streamlit has let their sessions go (only these figures)
+               tabs have closed and their sessions' reconnect time has passed (only these figures)
   cold and split  `--cold-and-split`: server start → the Overview drawn (every run's card), → the first upload's
                cards drawn; then warm uploads (`--repeats` different photos): upload → every card drawn, split by the
                server's own spans (forwards, prediction sets, card bars, the page's other work, up to the last
@@ -438,7 +438,8 @@ def visitors_figures(runs_dir: Path, data: Path, visitors: int, rounds: int) -> 
                       f"CPU s: server {played[-1]['cpu_s'][0]:.1f}, browser {played[-1]['cpu_s'][1]:.1f}; "
                       f"server {memory[-1]:.0f} MB", flush=True)
             # each round opened thirty new sessions; Streamlit keeps a closed tab's session (its upload, its
-            # widgets) for disconnectedSessionTTL in case it reconnects: memory is held that long, then given back
+            # widgets) for disconnectedSessionTTL in case it reconnects, then drops it, and the app lets its photos
+            # go at its next page run (ui/sessions.py, at most once a minute): wait that long, then one visit
             for page in pages:
                 page.close()
             time.sleep(session_ttl_s() + 30)
