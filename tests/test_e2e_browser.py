@@ -781,3 +781,35 @@ def test_the_training_page_shows_every_column_and_run_whole_at_1280_px_also_pres
     finally:
         context.close()
         stop_server(fresh)
+
+
+CHIPS_CUT = """key => { const picker = document.querySelector(`.st-key-${key} [data-testid="stMultiSelectTagsContainer"]`);
+    const box = picker.getBoundingClientRect();
+    return [...picker.querySelectorAll('[data-tag]')].filter(chip => { const r = chip.getBoundingClientRect();
+        const name = chip.querySelector('[title]');
+        return r.right > box.right + 0.5 || r.left < box.left - 0.5 || name.scrollWidth > name.clientWidth; })
+        .map(chip => chip.getAttribute('aria-label')); }"""
+
+
+def test_explain_shows_every_chosen_models_name_whole_at_1440_and_1280_px_also_presenting(browser, tmp_path):
+    """A new user's walk (#41 helpers): Explain's model picker, two thirds of a row beside Method, showed the HAR
+    bundle's six chosen models as one line of chips cut at its edge ('inception_v3' half drawn, resnet50 and
+    vgg16 out of sight). Every chip is whole inside the picker, its name not cut."""
+    fresh = start_server(ROOT / "assets" / "runs_har", tmp_path, tmp_path / "server.log")
+    try:
+        for width, height, link in ((1440, 900, "/explain"), (1280, 720, "/explain"), (1280, 720, "/explain?present=1")):
+            context = browser.new_context(viewport={"width": width, "height": height})
+            page = context.new_page()
+            page.set_default_timeout(300_000)
+            page.goto(fresh.url + link)
+            page.get_by_text("Upload a photo, take one").wait_for()
+            settle(page)
+            if "present" in link:  # presenting, the models fold away under the maps' controls
+                page.get_by_text("Models and method").click()
+            page.locator(".st-key-cam_models [data-tag]").first.wait_for()
+            page.evaluate("document.fonts.ready")
+            chips = page.locator(".st-key-cam_models [data-tag]").count()
+            assert chips == 6 and page.evaluate(CHIPS_CUT, "cam_models") == [], (width, link)
+            context.close()
+    finally:
+        stop_server(fresh)

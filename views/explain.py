@@ -25,9 +25,9 @@ follow_link("method", "cam_method", list(EXPLANATIONS))
 follow_link("cls", "cam_class", classes)
 # presenting, the maps come first on a projector's screen: the models and the method fold away, as on Predict
 with st.expander("Models and method") if presenting() else st.container():
-    controls = st.columns([2, 1])
-    chosen = controls[0].multiselect("Models", selection.names(), default=selection.names(), key="cam_models")
-    method = controls[1].selectbox("Method", list(EXPLANATIONS), key="cam_method")
+    # the models the whole width: beside Method, six runs' chips ran past the picker's edge, cut or out of sight
+    chosen = st.multiselect("Models", selection.names(), default=selection.names(), key="cam_models")
+    method = st.columns([1, 2])[0].selectbox("Method", list(EXPLANATIONS), key="cam_method")
 if method == OCCLUSION:
     st.warning("Occlusion covers one patch of the picture at a time with a grey square and runs the model again "
                "for each (about 170 forward passes a model): it needs no layer or gradient, so it works for any "
