@@ -1523,3 +1523,39 @@ def test_teach_scans_a_new_image_folder_in_view_with_its_progress(tiny_runs, cop
                         real(*a, **k))
     open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "teach")
     assert scans == [True]  # once, and with its progress shown
+
+
+def test_the_dataset_pages_tables_say_the_classes_in_words(tiny_runs, kaggle_data, monkeypatch, tmp_path):
+    """A new user's walk (#41 helpers): the Dataset page's near-duplicates table read `using_laptop` and
+    `listening_to_music` where every other page says "using laptop". Its tables (copies, near-duplicates, label
+    errors, outliers) say the classes in words."""
+    import pandas as pd
+    from har_core.retrieval.audit import Audit
+    data = tmp_path / "data"
+    shutil.copytree(kaggle_data, data)
+    listed = (data / "Training_set.csv").read_text()
+    listed = listed.replace(",cycling", ",using_laptop").replace(",dancing", ",listening_to_music")
+    shutil.copy(data / "train" / "Image_1.jpg", data / "train" / "Image_again.jpg")  # a copy of one picture
+    (data / "Training_set.csv").write_text(listed + "Image_again.jpg,using_laptop\n")
+    monkeypatch.setenv("HAR_RUNS", str(tiny_runs))
+    monkeypatch.setenv("HAR_DATA", str(data))
+    monkeypatch.chdir(ROOT)
+    at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "dataset")
+    copies = at.dataframe[0].value
+    assert sorted(copies["file"]) == ["train/Image_1.jpg", "train/Image_again.jpg"]
+    assert list(copies["label"]) == ["using laptop", "using laptop"]
+    # the audit's lists, as a run trained on these names would find them (the tiny runs were trained on others)
+    audit = Audit(pd.DataFrame({"file_a": ["train/Image_1.jpg"], "split_a": ["train"], "label_a": ["using_laptop"],
+                                "file_b": ["test/Image_1.jpg"], "split_b": ["test"],
+                                "label_b": ["listening_to_music"], "similarity": [0.97], "across_splits": [True]}),
+                  pd.DataFrame({"filename": ["train/Image_2.jpg"], "split": ["val"], "given": ["using_laptop"],
+                                "suggested": ["listening_to_music"], "label_quality": [0.1], "source": ["model"]}),
+                  pd.DataFrame({"filename": ["train/Image_3.jpg"], "split": ["train"], "label": ["listening_to_music"],
+                                "typicality": [0.01]}))
+    monkeypatch.setattr("ui.similar.data_audit", lambda *args: audit)
+    monkeypatch.setenv("HAR_DATA", str(kaggle_data))  # the tiny runs' own classes: the audit is offered
+    at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "dataset")
+    duplicates, issues, outliers = (frame.value for frame in at.dataframe[-4:-1])
+    assert list(duplicates.iloc[0][["label_a", "label_b"]]) == ["using laptop", "listening to music"]
+    assert list(issues.iloc[0][["given", "suggested"]]) == ["using laptop", "listening to music"]
+    assert list(outliers["label"]) == ["listening to music"]

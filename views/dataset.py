@@ -2,7 +2,7 @@ import streamlit as st
 
 from har_core.retrieval.audit import DUPLICATE_THRESHOLD, PIXEL_MATCH
 from har_core.data.datasets import DataError
-from har_core.data.labels import spoken
+from har_core.data.labels import spoken, spoken_columns
 from har_core.evaluation.plots import class_distribution, size_scatter
 from ui.choices import sidebar
 from ui.common import best_run, dataset, figure, friendly, thumb, thumbnail_grid
@@ -45,7 +45,7 @@ if len(summary["copies"]):
     st.subheader("Copies of one picture")
     st.caption("Identical files under different names (by content hash). A split keeps each picture's copies "
                "together, so none is tested on a picture it trained on.")
-    st.dataframe(summary["copies"], hide_index=True, width="stretch")
+    st.dataframe(spoken_columns(summary["copies"], "label"), hide_index=True, width="stretch")
 
 st.subheader("Data quality")
 with_classes = [run for run in selection.runs if run.classes == summary["classes"]]
@@ -82,7 +82,8 @@ else:
                     thumbnail_grid(selection, [(pair.file_a, f"{pair.split_a} · {spoken(pair.label_a)}"),
                                                   (pair.file_b, f"{pair.split_b} · {spoken(pair.label_b)} · {pair.similarity:.3f}")],
                                       columns=6, size=140)
-                st.dataframe(report.duplicates, hide_index=True, width="stretch")
+                st.dataframe(spoken_columns(report.duplicates, "label_a", "label_b"), hide_index=True,
+                             width="stretch")
                 st.download_button("⬇️ duplicates.csv", report.duplicates.to_csv(index=False), "duplicates.csv",
                                    "text/csv", key="dl_duplicates")
             with tabs[1]:
@@ -91,14 +92,15 @@ else:
                            "these same labels — a weaker signal, since a wrong label it memorised can hide.")
                 thumbnail_grid(selection, [(row.filename, f"{spoken(row.given)} → {spoken(row.suggested)}?")
                                               for row in report.label_issues.head(12).itertuples()], columns=6, size=140)
-                st.dataframe(report.label_issues, hide_index=True, width="stretch")
+                st.dataframe(spoken_columns(report.label_issues, "given", "suggested"), hide_index=True,
+                             width="stretch")
                 st.download_button("⬇️ label_issues.csv", report.label_issues.to_csv(index=False),
                                    "label_issues.csv", "text/csv", key="dl_label_issues")
             with tabs[2]:
                 st.caption("Images far from every other image in the embedding (cleanlab's typicality; low = atypical).")
                 thumbnail_grid(selection, [(row.filename, f"{spoken(row.label)} · {row.typicality:.3f}")
                                               for row in report.outliers.head(12).itertuples()], columns=6, size=140)
-                st.dataframe(report.outliers, hide_index=True, width="stretch")
+                st.dataframe(spoken_columns(report.outliers, "label"), hide_index=True, width="stretch")
                 st.download_button("⬇️ outliers.csv", report.outliers.to_csv(index=False), "outliers.csv",
                                    "text/csv", key="dl_outliers")
 if len(summary["problems"]):

@@ -5,6 +5,12 @@ def spoken(label: str) -> str:
     return label.replace("_", " ")
 
 
+def spoken_columns(table, *columns: str):
+    """A table (pandas) as a page shows it: its class-name `columns` in words; its CSV download keeps the data
+    set's own names."""
+    return table.assign(**{column: table[column].map(spoken) for column in columns})
+
+
 def picture_name(filename: str) -> str:
     """How a picture's file reads on screen: its name without its folder. A Kaggle folder keeps every picture
     under train/, test ones too, so "train/Image_12267.jpg" beside a test answer reads as a training picture."""
