@@ -38,7 +38,8 @@ from har_core.evaluation.plots import (accuracy_bars, class_distribution, confus
 
 SECTIONS = ("Comparison", "F1 per class", "Confusion matrices", "Calibration", "Robustness", "Training curves",
             "Most confident mistakes", "Data set")
-STYLE = """body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1200px;color:#0f172a;padding:0 1rem}
+PAGE_WIDTH = 1200  # px: the report's column (its body's max-width), which a confusion matrix fills
+STYLE = f"body{{max-width:{PAGE_WIDTH}px}}" + """body{font-family:system-ui,sans-serif;margin:2rem auto;color:#0f172a;padding:0 1rem}
 h1{margin-bottom:.2rem} h2{border-bottom:2px solid #e2e8f0;padding-bottom:.3rem;margin-top:2.5rem}
 .table{overflow-x:auto;max-width:100%} table{border-collapse:collapse;font-size:.9rem}
 td,th{border:1px solid #e2e8f0;padding:.3rem .6rem;text-align:right}
@@ -228,8 +229,9 @@ def build_report(runs: list[Run], data_root: Path | None = None, split: str = "t
         figure_html(accuracy_bars(bars)) if len(bars) else "")
     f1 = per_class_f1_table(runs, split)
     sections["F1 per class"] = figure_html(f1_heatmap(f1)) if not f1.empty else f"<p>No {split} metrics.</p>"
-    # 860 px: one matrix a row on a laptop, cells large enough that every count reads on a projector (580 px gave 9 px)
-    matrices = [figure_html(confusion_figure(m, normalize=True, title=run.name, width=860))
+    # the page's width: one matrix a row, cells large enough that every count reads on a projector (at 860 px
+    # the 15 HAR classes' cells took half the page)
+    matrices = [figure_html(confusion_figure(m, normalize=True, title=run.name, width=PAGE_WIDTH))
                 for run in runs if (m := run.metrics(split)) is not None]
     sections["Confusion matrices"] = f'<div class="grid wide">{"".join(matrices)}</div>' if matrices \
         else f"<p>No {split} metrics.</p>"

@@ -813,3 +813,30 @@ def test_explain_shows_every_chosen_models_name_whole_at_1440_and_1280_px_also_p
             context.close()
     finally:
         stop_server(fresh)
+
+
+def test_the_reports_confusion_matrices_use_the_pages_width_at_1280_and_1440_px(browser, tmp_path):
+    """A new user's walk (#41 helpers): the report drew each of the HAR bundle's 15-class confusion matrices in an
+    860-px figure whose cells took half the page's width (612 of 1200 px), too small to read on a projector.
+    Opened at 1280 and 1440 px, each matrix's cells take at least two thirds of the section's width, its figure
+    stays inside the page, and no class name is cut."""
+    from har_core.models.artifacts import find_runs
+    from har_core.report import build_report
+    runs = find_runs(ROOT / "assets" / "runs_har")[0]
+    report = tmp_path / "report.html"
+    report.write_text(build_report(runs, None, per_model=0))
+    for width, height in ((1440, 900), (1280, 720)):
+        context = browser.new_context(viewport={"width": width, "height": height})
+        page = context.new_page()
+        page.goto(report.as_uri())
+        page.wait_for_function("[...document.querySelectorAll('.plotly-graph-div')].every(d => d.querySelector('.main-svg'))")
+        section = page.locator("#confusion-matrices").evaluate("s => s.getBoundingClientRect().width")
+        matrices = page.locator("#confusion-matrices .plotly-graph-div")
+        assert matrices.count() == len(runs)
+        for i in range(matrices.count()):
+            cells, figure = matrices.nth(i).evaluate("d => [d.querySelector('.nsewdrag').getBoundingClientRect().width,"
+                                                     " d.querySelector('.main-svg').getBoundingClientRect().width]")
+            assert cells >= 2 / 3 * section and figure <= section, (width, i, cells, figure, section)
+            assert matrices.nth(i).evaluate(READS)["cut"] == [], (width, i)
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        context.close()

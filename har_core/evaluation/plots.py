@@ -106,12 +106,13 @@ def confusion_figure(metrics: dict, normalize: bool = False, title: str = "", wi
     # the points keep the data set's names (a click returns them); the axes say them in words
     ticks = dict(categoryorder="array", categoryarray=classes, tickmode="array", tickvals=classes, ticktext=words)
     figure.update_layout(title=title, xaxis_title="predicted", yaxis_title="true", font=FONT, plot_bgcolor="white",
-                         height=cell * len(classes) + 220 + (6 * max(len(c) for c in classes) if width else 0),
+                         height=cell * len(classes) + 220 + (8 * max(len(c) for c in classes) if width else 0),
                          margin=dict(l=10, r=10, t=50, b=10), yaxis=dict(autorange="reversed", **ticks),
                          xaxis=dict(tickangle=-45, **ticks), clickmode="event+select", width=own_width)
-    if width:
-        figure.update_xaxes(tickfont=dict(size=12), tickangle=-60)
-        figure.update_yaxes(tickfont=dict(size=12))
+    if width:  # the report, read on a projector: its large cells take larger counts and class names
+        figure.update_traces(textfont_size=max(9, min(20, cell * 2 // 5)))
+        figure.update_xaxes(tickfont=dict(size=15), tickangle=-60)
+        figure.update_yaxes(tickfont=dict(size=15))
     return figure
 
 
