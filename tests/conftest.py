@@ -194,6 +194,18 @@ def tiny_runs(tmp_path_factory, kaggle_data) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def exported_tiny_runs(tmp_path_factory, tiny_runs, kaggle_data) -> Path:
+    """The tiny runs, each exported to ONNX (`make exports` without int8): the app's default backend serves them
+    through ONNX Runtime."""
+    from har_core.models.export import export_run
+    out = tmp_path_factory.mktemp("exported") / "runs"
+    shutil.copytree(tiny_runs, out)
+    for run in sorted(p for p in out.iterdir() if (p / "card.json").is_file()):
+        export_run(run, data=kaggle_data)
+    return out
+
+
 def set_temperature(run_dir: Path, temperature: float) -> Path:
     """Put a calibration temperature on a run's card, as train.calibrate does (the tiny runs' 6 val pictures are
     too few to fit one)."""

@@ -100,21 +100,15 @@ print(json.dumps({{"errors": [e.message for e in at.exception], "warnings": [w.v
 """
 
 
-def test_runs_served_by_their_exports_answer_predict_without_torch(tiny_runs, kaggle_data, tmp_path):
+def test_runs_served_by_their_exports_answer_predict_without_torch(exported_tiny_runs, kaggle_data):
     """#41: with every run exported, the first answer needs neither torch nor timm (their import was seconds of a
     cold start): NumPy preprocessing, ONNX Runtime, and once opened, every card's similar images and the What-if
     panel's untouched picture. The cards say what each run's own PyTorch network says of the picture."""
-    import shutil
-
     from har_core.data.imaging import load_image
     from har_core.data.labels import spoken
     from har_core.evaluation.calibration import default_tta
-    from har_core.models.export import export_run
     from har_core.models.inference import load_run
-    runs = tmp_path / "runs"
-    shutil.copytree(tiny_runs, runs)
-    for run in sorted(p for p in runs.iterdir() if (p / "card.json").is_file()):
-        export_run(run, data=kaggle_data)
+    runs = exported_tiny_runs
     names = sorted(p.name for p in runs.iterdir() if (p / "card.json").is_file())
     script = PREDICT_SAMPLE.format(root=str(ROOT), app=str(ROOT / "app.py"), runs=names)
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=900,
