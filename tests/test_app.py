@@ -1525,6 +1525,25 @@ def test_teach_scans_a_new_image_folder_in_view_with_its_progress(tiny_runs, cop
     assert scans == [True]  # once, and with its progress shown
 
 
+def test_teach_scans_an_image_folder_once_when_its_scan_cannot_be_stored(tiny_runs, copy_of, kaggle_data,
+                                                                         monkeypatch, tmp_path):
+    """#41 last read: Teach's page-top scan was thrown away and each class card's "Data set" tab read the store
+    again, so a store that cannot be written (a read-only home) meant a second scan of the whole folder."""
+    from har_core.data import datasets
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv("HAR_CACHE", str(tmp_path / "a_file" / "cache"))  # under a file: nothing can be stored
+    monkeypatch.setenv("HAR_RUNS", str(tiny_runs))
+    monkeypatch.setenv("HAR_DATA", str(copy_of(kaggle_data)))
+    monkeypatch.chdir(ROOT)
+    scans = []
+    real = datasets.scan
+    monkeypatch.setattr(datasets, "scan", lambda *a, **k: scans.append(k.get("on_progress") is not None) or
+                        real(*a, **k))
+    at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "teach")
+    assert "cycling" in at.selectbox(key="teach_data_0").options  # the card's Data set tab lists the folder's classes
+    assert scans == [True]
+
+
 def test_the_dataset_pages_tables_say_the_classes_in_words(tiny_runs, kaggle_data, monkeypatch, tmp_path):
     """A new user's walk (#41 helpers): the Dataset page's near-duplicates table read `using_laptop` and
     `listening_to_music` where every other page says "using laptop". Its tables (copies, near-duplicates, label

@@ -15,12 +15,18 @@ from har_core.data.imaging import load_image
 from har_core.data.labels import spoken
 from har_core.training.teach import TaughtHead, TeachError, embed, save_head, teach
 from ui.answers import read_uploads
-from ui.common import IMAGE_TYPES, Selection, best_run, config, folder_stamp, friendly, model
+from ui.common import IMAGE_TYPES, Selection, best_run, config, first_scan, folder_stamp, friendly, model
 
 
 @st.cache_resource(show_spinner="Scanning the image folder…", max_entries=8)
-def _folder_index(root: str, max_images: int, stamp: str):
-    return scan_cached(root, confine=True, max_images=max_images, stamp=stamp)
+def _folder_index(root: str, max_images: int, stamp: str, _index=None):
+    return _index if _index is not None else scan_cached(root, confine=True, max_images=max_images, stamp=stamp)
+
+
+def folder_index(root: Path):
+    """The image folder's index, once per folder content: its first scan shows a progress bar where it is asked
+    (`first_scan`) and is kept here, so a scan store that cannot be written is not scanned again for a class card."""
+    return _folder_index(str(root), config().max_scan_images, folder_stamp(str(root)), _index=first_scan(root))
 
 
 def teach_pictures(selection: Selection, i: int) -> list:
@@ -47,8 +53,7 @@ def teach_pictures(selection: Selection, i: int) -> list:
             st.caption("Choose an image folder in the sidebar to take pictures from it.")
         else:
             with friendly("Reading the image folder"):
-                index = _folder_index(str(selection.data_root), config().max_scan_images,
-                                      folder_stamp(str(selection.data_root)))
+                index = folder_index(selection.data_root)
                 left, right = st.columns([2, 1])
                 label = left.selectbox("Class of the data set", ["—"] + index.classes, key=f"teach_data_{i}",
                                       format_func=lambda name: name if name == "—" else spoken(name))

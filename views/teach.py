@@ -5,9 +5,9 @@ from har_core.evaluation.plots import confusion_figure, probability_bars
 from har_core.training.teach import FEW_HELD_OUT, MAX_CLASSES, MIN_CLASSES
 from ui.answers import read_uploads
 from ui.choices import sidebar
-from ui.common import IMAGE_TYPES, figure, first_scan, friendly, image_models, need_runs
-from ui.teaching import (runs_folder_writable, save_taught, taught_probabilities, taught_zip, teach_base, teach_head,
-                         teach_pictures, teach_sureness)
+from ui.common import IMAGE_TYPES, figure, friendly, image_models, need_runs
+from ui.teaching import (folder_index, runs_folder_writable, save_taught, taught_probabilities, taught_zip,
+                         teach_base, teach_head, teach_pictures, teach_sureness)
 
 selection = sidebar()
 st.title("🎓 Teach a new action")
@@ -17,7 +17,7 @@ need_runs(selection)
 selection = image_models(selection)
 if selection.data_root is not None:  # its first scan here, in view, not in a card's closed "Data set" tab (#41 walk)
     with friendly("Reading the image folder"):
-        first_scan(selection.data_root)
+        folder_index(selection.data_root)
 
 top = st.columns([2, 1])
 base_run = teach_base(selection, top[0])
