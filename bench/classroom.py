@@ -335,6 +335,14 @@ def descendants(root: int) -> list[int]:
     return found
 
 
+def cpu_split(server: subprocess.Popen) -> tuple[float, float]:
+    """CPU seconds so far of the server (and whatever it started) and of this bench's browser (Chromium's
+    processes): both run on this machine's cores."""
+    server_pids = {server.pid, *descendants(server.pid)}
+    browser_pids = set(descendants(os.getpid())) - server_pids
+    return sum(map(cpu_seconds, server_pids)), sum(map(cpu_seconds, browser_pids))
+
+
 def open_predict(pages: list, url: str) -> None:
     """Every tab on a fresh Predict page, ready for an upload (each tab is its own visitor, its own session)."""
     for page in pages:
@@ -418,16 +426,12 @@ def visitors_figures(runs_dir: Path, data: Path, visitors: int, rounds: int) -> 
             pages = [context.new_page() for _ in range(visitors)]
             wait_healthy(url)
             memory = [server_memory_mb(server)]
-            def cpu() -> tuple[float, float]:  # the server's and the browser's CPU seconds so far
-                server_pids = {server.pid, *descendants(server.pid)}
-                browser_pids = set(descendants(os.getpid())) - server_pids
-                return sum(map(cpu_seconds, server_pids)), sum(map(cpu_seconds, browser_pids))
             for r in range(rounds):
                 open_predict(pages, url)
                 before = len(logged_runs(log, "Predict & compare"))
-                used = cpu()
+                used = cpu_split(server)
                 played.append(classroom_round(pages, pictures[r * visitors:(r + 1) * visitors], len(runs)))
-                played[-1]["cpu_s"] = tuple(now - then for now, then in zip(cpu(), used))
+                played[-1]["cpu_s"] = tuple(now - then for now, then in zip(cpu_split(server), used))
                 built = [run["started_at"] + run["spans"]["card bars"]["ended_at_s"] - played[-1]["first_upload_at"]
                          for run in answered_runs(log, before, count=visitors) if "card bars" in run["spans"]]
                 played[-1]["server_built_s"] = max(built, default=float("nan"))
@@ -658,7 +662,8 @@ def answered_runs(log: Path, before: int, count: int = 1, wait_s: float = 10.0) 
 def cold_and_split(runs_dir: Path, data: Path, repeats: int) -> dict:
     """Server start → the Overview drawn (every run's card), → the first upload's cards drawn on Predict; then
     `repeats` warm uploads of different photos: upload → every card drawn in the browser, and where the server's
-    run spent its time (har_core.data.spans, logged by the server); the flip TTA's share of the forwards."""
+    run spent its time (har_core.data.spans, logged by the server), the CPU seconds the upload cost the server and
+    the browser, and how many messages the server sent the page; the flip TTA's share of the forwards."""
     from playwright.sync_api import sync_playwright
 
     from har_core.data.imaging import load_image
@@ -671,7 +676,7 @@ def cold_and_split(runs_dir: Path, data: Path, repeats: int) -> dict:
     figures = {"runs": [run.name for run in every_run], "warm": []}
     try:
         started = time.perf_counter()
-        with app_server(runs_dir, data, log) as (url, _), sync_playwright() as playwright:
+        with app_server(runs_dir, data, log) as (url, server), sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium_path(),
                                                  args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page(viewport={"width": 1440, "height": 900})
@@ -683,16 +688,28 @@ def cold_and_split(runs_dir: Path, data: Path, repeats: int) -> dict:
             page.goto(f"{url}/predict")
             upload(page, pictures[0], len(runs))
             figures["first_answer_s"] = time.perf_counter() - started
+            messages = []  # the server's messages to the page (each an element, a block or a status): counted
+            session = page.context.new_cdp_session(page)
+            session.send("Network.enable")
+            session.on("Network.webSocketFrameReceived", lambda frame: messages.append(1))
             for path in pictures[1:]:
                 page.goto(f"{url}/predict")
                 page.get_by_text("Upload one or more photos").wait_for()
                 page.wait_for_function(RUN_ENDED)
                 before = len(logged_runs(log, "Predict & compare"))
-                drawn, _, sent_at = upload(page, path, len(runs))
+                messages.clear()
+                used = cpu_split(server)
+                page.evaluate(WATCH_UPLOAD, [path.name, len(runs)])  # timed in the page, as the room's tabs are:
+                sent_at = time.time()  # polling it every 20 ms would add to the browser's CPU
+                page.locator("input[type='file']").first.set_input_files(str(path))
+                page.wait_for_function("() => window.__drawn !== null", polling=100)
+                drawn = page.evaluate("() => window.__drawn")
+                page.wait_for_function(RUN_ENDED, polling=100)
+                cpu_s = tuple(now - then for now, then in zip(cpu_split(server), used))
                 answered = answered_runs(log, before)
                 figures["warm"].append({"drawn_s": drawn, "spans": answered[-1]["spans"] if answered else {},
                                         "run_started_s": answered[-1]["started_at"] - sent_at if answered
-                                        else float("nan")})
+                                        else float("nan"), "cpu_s": cpu_s, "messages": len(messages)})
             browser.close()
         models = [load_run(run.path, app_backend()) for run in runs]  # TTA's share: the runs' own forwards, without and with it
         images = [load_image(path) for path in pictures[1:]]
@@ -726,6 +743,9 @@ def print_cold_and_split(figures: dict) -> None:
     after = median([row["drawn_s"] - row["run_started_s"] - row["spans"].get("card bars", {}).get("ended_at_s", 0.0)
                     for row in warm])
     print(f"  {'          last card built → every card drawn':50s} {after:6.3f}")
+    server_cpu, browser_cpu = (median([row["cpu_s"][i] for row in warm if "cpu_s" in row]) for i in (0, 1))
+    print(f"  CPU of one upload (median): the server {server_cpu:.2f} s, the browser drawing it {browser_cpu:.2f} s; "
+          f"the server sent the page {median([row['messages'] for row in warm if 'messages' in row]):.0f} messages")
     forwards = figures["forwards_s"]
     print(f"  flip TTA: the runs' own forwards {forwards[False]:.3f} s without it, {forwards[True]:.3f} s with it")
     print("  after the cards (below the fold; not in upload → cards drawn):")
