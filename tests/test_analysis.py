@@ -430,3 +430,13 @@ def test_the_overview_names_a_shared_data_folder_only_when_the_runs_say_where_th
     assert data_folder(found) is None  # one known, one unknown: not said to be shared
     assert dict(zip(overview_table(found)["run"], overview_table(found)["data"])) == {
         found[0].name: "sports15", found[1].name: "?"}  # the table still says which one it does not know
+
+
+def test_the_overviews_bars_tell_two_close_accuracies_apart_as_its_cards_say_them():
+    """A new user's walk (#41 helpers): efficientnet_lite2 (81.37 %) and inception_v3 (80.53 %) were both labelled
+    0.81 on the Overview's bars. Each bar says its number as the model cards below do: accuracy in percent with
+    one decimal, macro-F1 with three."""
+    table = pd.DataFrame({"run": ["efficientnet_lite2", "inception_v3"], "test accuracy": [0.813702, 0.805288],
+                          "test macro-F1": [0.814131, 0.805680]})
+    bars = {trace.name: list(trace.text) for trace in plots.accuracy_bars(table).data}
+    assert bars == {"test accuracy": ["81.4%", "80.5%"], "test macro-F1": ["0.814", "0.806"]}
