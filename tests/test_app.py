@@ -1575,6 +1575,8 @@ def test_the_dataset_pages_tables_say_the_classes_in_words(tiny_runs, kaggle_dat
     monkeypatch.setenv("HAR_DATA", str(kaggle_data))  # the tiny runs' own classes: the audit is offered
     at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "dataset")
     duplicates, issues, outliers = (frame.value for frame in at.dataframe[-4:-1])
-    assert list(duplicates.iloc[0][["label_a", "label_b"]]) == ["using laptop", "listening to music"]
-    assert list(issues.iloc[0][["given", "suggested"]]) == ["using laptop", "listening to music"]
-    assert list(outliers["label"]) == ["listening to music"]
+    assert list(duplicates.iloc[0][["its class", "look-alike's class"]]) == ["using laptop", "listening to music"]
+    assert list(issues.iloc[0][["labelled as", "the model says"]]) == ["using laptop", "listening to music"]
+    assert list(outliers["class"]) == ["listening to music"]
+    assert not {"label_a", "label_b", "across_splits", "label_quality", "given"} & {  # no script's name on screen
+        *duplicates.columns, *issues.columns, *outliers.columns}

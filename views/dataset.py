@@ -8,6 +8,18 @@ from ui.choices import sidebar
 from ui.common import best_run, dataset, figure, friendly, thumb, thumbnail_grid
 from ui.similar import data_audit, embeddings_or_offer, has_embeddings
 
+# the audit tables' columns as a newcomer reads them; their CSV downloads keep the names a script reads
+AUDIT_HEADERS = {"file_a": "picture", "split_a": "its split", "label_a": "its class", "file_b": "look-alike",
+                 "split_b": "look-alike's split", "label_b": "look-alike's class", "pixels": "pixels alike",
+                 "across_splits": "across splits", "filename": "picture", "given": "labelled as",
+                 "suggested": "the model says", "label_quality": "label quality", "confident": "model sure",
+                 "source": "scored by", "label": "class"}
+
+
+def audit_table(table, *class_columns: str):
+    return spoken_columns(table, *class_columns).rename(columns=AUDIT_HEADERS)
+
+
 selection = sidebar()
 st.title("🗂️ Dataset")
 if selection.data_root is None:
@@ -82,7 +94,7 @@ else:
                     thumbnail_grid(selection, [(pair.file_a, f"{pair.split_a} · {spoken(pair.label_a)}"),
                                                   (pair.file_b, f"{pair.split_b} · {spoken(pair.label_b)} · {pair.similarity:.3f}")],
                                       columns=6, size=140)
-                st.dataframe(spoken_columns(report.duplicates, "label_a", "label_b"), hide_index=True,
+                st.dataframe(audit_table(report.duplicates, "label_a", "label_b"), hide_index=True,
                              width="stretch")
                 st.download_button("⬇️ duplicates.csv", report.duplicates.to_csv(index=False), "duplicates.csv",
                                    "text/csv", key="dl_duplicates")
@@ -92,7 +104,7 @@ else:
                            "these same labels — a weaker signal, since a wrong label it memorised can hide.")
                 thumbnail_grid(selection, [(row.filename, f"{spoken(row.given)} → {spoken(row.suggested)}?")
                                               for row in report.label_issues.head(12).itertuples()], columns=6, size=140)
-                st.dataframe(spoken_columns(report.label_issues, "given", "suggested"), hide_index=True,
+                st.dataframe(audit_table(report.label_issues, "given", "suggested"), hide_index=True,
                              width="stretch")
                 st.download_button("⬇️ label_issues.csv", report.label_issues.to_csv(index=False),
                                    "label_issues.csv", "text/csv", key="dl_label_issues")
@@ -100,7 +112,7 @@ else:
                 st.caption("Images far from every other image in the embedding (cleanlab's typicality; low = atypical).")
                 thumbnail_grid(selection, [(row.filename, f"{spoken(row.label)} · {row.typicality:.3f}")
                                               for row in report.outliers.head(12).itertuples()], columns=6, size=140)
-                st.dataframe(spoken_columns(report.outliers, "label"), hide_index=True, width="stretch")
+                st.dataframe(audit_table(report.outliers, "label"), hide_index=True, width="stretch")
                 st.download_button("⬇️ outliers.csv", report.outliers.to_csv(index=False), "outliers.csv",
                                    "text/csv", key="dl_outliers")
 if len(summary["problems"]):
