@@ -840,3 +840,60 @@ def test_the_reports_confusion_matrices_use_the_pages_width_at_1280_and_1440_px(
             assert matrices.nth(i).evaluate(READS)["cut"] == [], (width, i)
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         context.close()
+
+
+HAR = ROOT.parent / "shared" / "data" / "har"
+
+
+@pytest.fixture(scope="module")
+def har_bundle(tmp_path_factory):
+    """The app on the HAR bundle (six runs), its image folder the HAR photos when they are here (similar images)."""
+    data = HAR if HAR.is_dir() else tmp_path_factory.mktemp("no_data")
+    started = start_server(ROOT / "assets" / "runs_har", data, tmp_path_factory.mktemp("har") / "server.log")
+    yield started
+    stop_server(started)
+
+
+def predict_page(browser, server, width: int, height: int, link: str, photos: list):
+    """Predict at this size, these photos uploaded and every HAR card drawn."""
+    page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    page.set_default_timeout(300_000)
+    page.goto(f"{server.url}/predict{link}")
+    page.get_by_text("Upload one or more photos").wait_for()
+    settle(page)
+    page.locator("input[type='file']").first.set_input_files([str(photo) for photo in photos])
+    expect(card_confidences(page)).to_have_count(6)
+    settle(page)
+    return page
+
+
+def test_the_what_if_sliders_and_the_first_row_of_its_cards_fit_one_screen_also_presenting_at_1280(
+        har_bundle, browser, tmp_path):
+    """#41 walk: presenting at 1280×720, the What-if panel's sliders (the covered box's too) filled the projector's
+    screen and the cards they redraw were below it. From the first slider's top to the bottom of the first row of
+    What-if cards fits the screen under the page's header, at 1440×900, 1280×720 and presenting."""
+    photo = tmp_path / "photo.jpg"
+    synthetic_image(0, seed=83, size=160).save(photo)
+    for width, height, link in ((1440, 900, ""), (1280, 720, ""), (1280, 720, "?present=1")):
+        page = predict_page(browser, har_bundle, width, height, link, [photo])
+        page.get_by_text("What if…").click()
+        page.locator(".st-key-whatif_cover").wait_for()
+        settle(page)
+        page.locator(".st-key-whatif_cover label").click()  # the box's two sliders too: the tallest panel
+        page.locator(".st-key-whatif_box_y").wait_for()
+        cards = page.locator(".st-key-whatif_open [data-testid='stMarkdownContainer']").filter(
+            has_text=re.compile(r"(no change for|points (less|more) sure of) .* · now \d+% sure"))
+        expect(cards).to_have_count(7)  # the ensemble and the six runs
+        settle(page)
+        page.evaluate("document.fonts.ready")
+        sliders = [box["y"] for box in (c.bounding_box() for c in
+                                        page.locator(".st-key-whatif_open [class*='st-key-whatif_']").all())]
+        boxes = [c.bounding_box() for c in cards.all()]
+        first_row = [box["y"] + box["height"] for box in boxes if box["y"] < min(b["y"] for b in boxes) + 5]
+        header = page.locator("[data-testid='stHeader']").bounding_box()
+        screen = height - (header["y"] + header["height"])
+        assert len(sliders) == 10 and len(first_row) >= 3, (sliders, first_row)  # 8 sliders, 2 toggles
+        assert max(first_row) - min(sliders) <= screen, (width, link, max(first_row) - min(sliders), screen)
+        page.locator(".st-key-whatif_brightness").scroll_into_view_if_needed()
+        shot(page, f"predict_what_if_cover_{width}{'_present' if link else ''}")
+        page.context.close()

@@ -13,22 +13,29 @@ from har_core.data.labels import breakable, spoken
 from ui.answers import as_model_sees, predict_edited
 from ui.sureness import ensemble_temperature
 
+# the edited picture at most about as tall as the sliders beside it: a tall one pushed the cards below a projector's
+# screen (the picture keeps its shape inside the column's width)
+SHORT_PICTURE = """<style>.st-key-edited_picture img { max-height: 12rem; object-fit: contain; }</style>"""
+
 
 def edit_controls() -> whatif.Edit:
-    """The panel's sliders, as one edit."""
-    a, b, c = st.columns(3)
+    """The panel's sliders, as one edit: four a row, the box's two ranges in the second row's free places and the
+    switches under them, so the panel is as tall with the box as without it. Presenting at 1280×720, three a row and
+    the box's row below them filled the projector's screen, the cards they redraw under it (#41 walk)."""
+    a, b, c, d = st.columns(4)
     brightness = a.slider("Brightness", 0.1, 2.0, 1.0, 0.05, key="whatif_brightness")
     contrast = b.slider("Contrast", 0.1, 2.0, 1.0, 0.05, key="whatif_contrast")
     blur = c.slider("Blur (% of the picture)", 0.0, 5.0, 0.0, 0.25, key="whatif_blur")
-    noise = a.slider("Noise", 0.0, 0.4, 0.0, 0.02, key="whatif_noise")
-    rotation = b.slider("Rotation (°)", -90, 90, 0, 5, key="whatif_rotation")
-    zoom = c.slider("Zoom into the centre", 1.0, 3.0, 1.0, 0.1, key="whatif_zoom")
+    noise = d.slider("Noise", 0.0, 0.4, 0.0, 0.02, key="whatif_noise")
+    a, b, box_x, box_y = st.columns(4)
+    rotation = a.slider("Rotation (°)", -90, 90, 0, 5, key="whatif_rotation")
+    zoom = b.slider("Zoom into the centre", 1.0, 3.0, 1.0, 0.1, key="whatif_zoom")
+    a, c = st.columns(2)  # a half each: whole labels; the right half under the places the box's ranges take
     flip = a.toggle("Mirror left–right", key="whatif_flip")
     cover = None
-    if b.toggle("Cover a box", key="whatif_cover"):
-        x, y = st.columns(2)  # one row, left to right: the box's two ranges side by side
-        (left, right), (top, bottom) = (x.slider("Box left–right (%)", 0, 100, (30, 70), key="whatif_box_x"),
-                                        y.slider("Box top–bottom (%)", 0, 100, (30, 70), key="whatif_box_y"))
+    if c.toggle("Cover a box", key="whatif_cover"):
+        (left, right), (top, bottom) = (box_x.slider("Box left–right (%)", 0, 100, (30, 70), key="whatif_box_x"),
+                                        box_y.slider("Box top–bottom (%)", 0, 100, (30, 70), key="whatif_box_y"))
         cover = (left / 100, top / 100, right / 100, bottom / 100)
     return whatif.Edit(brightness=brightness, contrast=contrast, blur=blur / 100, noise=noise,
                        rotation=float(rotation), zoom=zoom, flip=flip, cover=cover)
@@ -59,8 +66,8 @@ def own_run_or_span(name: str):
 
 def _panel(image, loaded: list[LoadedModel], predictions: list[Prediction], members: list[str], member_runs: list,
            classes: list[str], tta: bool) -> None:
-    st.caption("Watch every model's answer change as you edit the picture. Each card: its answer now (⚠️ when it "
-               "changed), and how far its confidence in its first answer moved.")
+    st.caption("Watch every model's answer change as you edit the picture (each model's at its own size). Each card: "
+               "its answer now (⚠️ when it changed), and how far its confidence in its first answer moved.")
     shown, controls = st.columns([1, 3])
     with controls:
         edit = edit_controls()
@@ -69,9 +76,11 @@ def _panel(image, loaded: list[LoadedModel], predictions: list[Prediction], memb
         after = predict_edited(loaded, image, digest, edit, tta)  # each model edited in its own thread, side by side
     largest = max(loaded, key=lambda m: resize_side(m.run.card["input_size"], m.run.card["crop_pct"]))
     side = resize_side(largest.run.card["input_size"], largest.run.card["crop_pct"])
-    shown.image(as_model_sees(largest, image, digest, edit), width="stretch",  # edited above: from the cache
-                caption="move a slider: the picture as given" if edit.unchanged else
-                f"the edited picture as {largest.name} sees it ({side} px); each model is edited at its own size")
+    shown.html(SHORT_PICTURE)
+    shown.container(key="edited_picture").image(
+        as_model_sees(largest, image, digest, edit), width="stretch",  # edited above: from the cache
+        caption="move a slider: the picture as given" if edit.unchanged else
+        f"the edited picture as {largest.name} sees it ({side} px)")
     temperature = ensemble_temperature(member_runs)
     cards = [("Ensemble", ensemble(predictions, members, temperature)[0], ensemble(after, members, temperature)[0])]
     cards += [(p.model, p.probs[0], q.probs[0]) for p, q in zip(predictions, after)]
