@@ -897,3 +897,25 @@ def test_the_what_if_sliders_and_the_first_row_of_its_cards_fit_one_screen_also_
         page.locator(".st-key-whatif_brightness").scroll_into_view_if_needed()
         shot(page, f"predict_what_if_cover_{width}{'_present' if link else ''}")
         page.context.close()
+
+
+def test_presenting_the_cards_of_picker_reads_as_large_as_its_label(har_bundle, browser, tmp_path):
+    """#41 walk: presenting, "The cards of" picker (two or more photos) showed its photo, and its list the photos,
+    in smaller type than the page's other controls. Both are as large as the picker's own label."""
+    photos = [tmp_path / f"photo_{i}.jpg" for i in range(2)]
+    for i, photo in enumerate(photos):
+        synthetic_image(i, seed=84 + i, size=160).save(photo)
+    page = predict_page(browser, har_bundle, 1280, 720, "?present=1", photos)
+    picker = page.locator("[data-testid='stSelectbox']").filter(has_text="The cards of")
+    size = lambda element: float(element.evaluate("e => getComputedStyle(e).fontSize").rstrip("px"))  # noqa: E731
+    label = size(picker.locator("label p"))
+    assert label >= 21  # presenting: the page's type (PRESENTATION_CSS)
+    assert size(picker.locator("input")) >= label
+    picker.locator("input").click()
+    page.keyboard.press("ArrowDown")  # the list of photos
+    options = page.locator("[role='option']")
+    expect(options).to_have_count(2)
+    assert [size(option) for option in options.all()] == [pytest.approx(label, abs=0.5)] * 2
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "predict_cards_of_present.png"))  # the list open
+    page.context.close()

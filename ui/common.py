@@ -337,6 +337,9 @@ html { font-size: 21px; }
 [data-testid="stMetricValue"], [data-testid="stMetricValue"] p { font-size: 2.6rem; line-height: 1.15; }
 [data-testid="stMetricValue"] * { white-space: normal; overflow: visible; text-overflow: clip; }  /* a long answer wraps */
 .har-bars { font-size: 1.15rem; }
+/* a picker's choice and its list as large as its label (#41 walk: "The cards of" read in small type) */
+[data-testid="stMain"] [data-testid="stSelectbox"] input, [data-testid="stSelectboxVirtualDropdown"] [role="option"] {
+  font-size: 1.05rem; }
 /* a table draws on a canvas in fixed pixels: scale it whole, at a width that fills the page once scaled */
 [data-testid="stFullScreenFrame"]:has(> [data-testid="stDataFrame"]) { zoom: 1.3; width: calc(100% / 1.3); }
 </style>"""
