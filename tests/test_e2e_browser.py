@@ -919,3 +919,43 @@ def test_presenting_the_cards_of_picker_reads_as_large_as_its_label(har_bundle, 
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "predict_cards_of_present.png"))  # the list open
     page.context.close()
+
+
+# the most page height, at any card column's middle, that neither a card nor what an open card shows takes
+EMPTY_BESIDE_CARDS = """() => {
+  const boxes = [...document.querySelectorAll('[class*="st-key-card_"], [class*="st-key-similar_"]')]
+    .map(e => e.getBoundingClientRect());
+  const cards = [...document.querySelectorAll('[class*="st-key-card_"]')].map(e => e.getBoundingClientRect());
+  const top = Math.min(...cards.map(b => b.top)), bottom = Math.max(...boxes.map(b => b.bottom));
+  let most = 0;
+  for (const x of new Set(cards.map(b => Math.round(b.left + b.width / 2)))) {
+    let run = 0;
+    for (let y = top; y <= bottom; y += 2) {
+      run = boxes.some(b => b.left <= x && x <= b.right && b.top <= y && y <= b.bottom) ? 0 : run + 2;
+      most = Math.max(most, run);
+    }
+  }
+  return most;
+}"""
+
+
+def test_a_card_with_its_more_details_open_leaves_no_empty_gap_beside_the_other_cards(har_bundle, browser, tmp_path):
+    """#41 walk: opening a card's More details made it long (its similar training pictures) and left a big empty gap
+    beside its neighbours, the card under it pushed a screen down. With the first card's More details open, no
+    card column has more than 2rem of the page empty between the cards' top and the last thing they show, at
+    1440×900, 1280×720 and presenting; the card still holds its More details."""
+    photo = tmp_path / "photo.jpg"
+    synthetic_image(1, seed=85, size=160).save(photo)
+    for width, height, link in ((1440, 900, ""), (1280, 720, ""), (1280, 720, "?present=1")):
+        page = predict_page(browser, har_bundle, width, height, link, [photo])
+        card = page.locator("[class*='st-key-card_']").first
+        card.locator("[class*='st-key-details_'] summary").click()
+        expect(page.get_by_text("most similar training pictures")).to_have_count(1)
+        settle(page)
+        expect(card.locator("[class*='st-key-details_'] details")).to_have_attribute("open", "")
+        page.wait_for_timeout(1500)  # the thumbnails drawn
+        rem = float(page.evaluate("parseFloat(getComputedStyle(document.documentElement).fontSize)"))
+        assert page.evaluate(EMPTY_BESIDE_CARDS) <= 2 * rem, (width, link)
+        card.scroll_into_view_if_needed()
+        shot(page, f"predict_details_open_{width}{'_present' if link else ''}")
+        page.context.close()

@@ -353,10 +353,21 @@ def presenting() -> bool:
     return bool(st.session_state.get("keep_present", False))
 
 
+CARDS_A_ROW = 3
+
+
 def model_columns(count: int) -> list:
     """The grid that holds one card per model: up to three per row, also in presentation mode (which uses the
     screen's whole width, so a card stays a third of it and fits a screen's height)."""
-    return st.columns(min(3, max(1, count)))
+    return st.columns(min(CARDS_A_ROW, max(1, count)))
+
+
+def model_rows(count: int) -> list[tuple[list, object]]:
+    """model_columns' grid a row at a time: each row's columns, then a slot the page's whole width under the row,
+    for what a card of the row opens. A card stays as tall as its neighbours; opened in its column, it grew long
+    beside them and left a big empty gap there (#41 walk)."""
+    width = min(CARDS_A_ROW, max(1, count))
+    return [(st.columns(width), st.container()) for _ in range(0, count, width)]
 
 
 def headings_on_one_line(key: str, names: list[str]) -> None:

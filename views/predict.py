@@ -11,7 +11,7 @@ from har_core.evaluation.plots import probability_bars, thumbnail_uri
 from har_core.retrieval.similarity import VOTE_K
 from ui.answers import WRAPPED_ANSWERS, image_source, newest_picture, numbered, predict
 from ui.choices import ensemble_members, follow_link, one_class_list, share_view, sidebar
-from ui.common import backend, friendly, glossary, image_models, model_columns, models, need_runs, presenting
+from ui.common import backend, friendly, glossary, image_models, model_rows, models, need_runs, presenting
 from ui.similar import similar_images
 from ui.sureness import ensemble_temperature, sureness
 from ui.what_if import what_if
@@ -32,7 +32,8 @@ with st.expander("Models and options") if presenting() else st.container():
     tta = options[0].toggle("Flip TTA", value=default_tta(chosen_runs), key="predict_tta",
                             help=glossary("TTA") + " Starts as the chosen models were calibrated.")
     similar = options[1].toggle("Similar images", value=True, key="predict_similar",
-                                help="In each model's More details, the training images it finds most alike (its embedding).")
+                                help="Under a card whose More details is open, the training images its model finds "
+                                     "most alike (its embedding).")
     k = options[2].slider("Similar images shown", 3, VOTE_K, 6, key="predict_k", disabled=not similar,
                           help=f"Of the {VOTE_K} most similar, whose vote is shown.")
     coverage = options[3].slider("Set coverage", 0.5, 0.99, DEFAULT_COVERAGE, 0.01, format="%.2f", key="predict_coverage",
@@ -128,11 +129,13 @@ st.caption(" · ".join(filter(None, [f"Ensemble of {len(members)}: {', '.join(me
                                     sure_ensemble.words(0, coverage),
                                     sure_ensemble.doubt() if sure_ensemble.not_sure[0] else "",
                                     sure_ensemble.note])))
-columns = model_columns(len(predictions))
-similar_slots = []
+rows = model_rows(len(predictions))
+opened = []  # (the slot under its row, its prediction) of each card whose More details is open
 for i, prediction in enumerate(predictions):  # every prediction is drawn before any similar image
     probs = prediction.probs[0]
-    with columns[i % len(columns)].container(border=True, key=f"card_{prediction.model}"):
+    columns, under = rows[i // len(rows[0][0])]
+    # as tall as the row's tallest card: the row stays one band, its open card's details a line or two longer
+    with columns[i % len(columns)].container(border=True, key=f"card_{prediction.model}", height="stretch"):
         verdict = sure[prediction.model]
         st.markdown(f"**{prediction.model}**")
         st.markdown(f"### {spoken(classes[int(probs.argmax())])}")
@@ -152,11 +155,14 @@ for i, prediction in enumerate(predictions):  # every prediction is drawn before
             st.caption(f"⏱ {prediction.seconds * 1000:.0f} ms to its answer"
                        + (f" for all {len(images)} photos" if len(images) > 1 else "")  # asked in one go
                        + f", beside the other models{engine(prediction)}")
-        similar_slots.append(more)
-if similar:
-    for slot, prediction in ((slot, p) for slot, p in zip(similar_slots, predictions) if slot.open):
-        with slot, friendly(f"Similar images for {prediction.model}"):
+        if more.open:
+            opened.append((under, prediction))
+if similar:  # under the card's row, the page's width: in the card they made it a screen long beside its neighbours
+    for under, prediction in opened:
+        with under.container(border=True, key=f"similar_{prediction.model}"), \
+                friendly(f"Similar images for {prediction.model}"):
+            st.markdown(f"**{prediction.model}**'s More details, continued")
             similar_images(selection, selection.run(prediction.model), prediction.embeddings,
-                           prediction.probs[0], k, columns=2)  # two a row: whole captions in a card
+                           prediction.probs[0], k, columns=6)
 
 what_if(image, loaded, predictions, members, member_runs, classes, tta)
