@@ -14,7 +14,7 @@ async def warmed_up(_app):
     from har_core.data.imports import install_import_lock
     install_import_lock()  # as app.py does first: the warm-up's thread imports PyTorch and SciPy beside the pages'
     from ui.warm_up import at_server_start
-    at_server_start()
+    at_server_start()  # the pages' modules here, before the port opens; the models in a thread of its own
     yield
 
 

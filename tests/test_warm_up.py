@@ -64,6 +64,40 @@ def test_the_start_loads_the_exported_models_of_the_runs_the_first_page_shows(ex
     assert sorted(run.name for run in warm_up.default_runs()) == sorted(shown)
 
 
+def test_the_start_loads_no_run_whose_chosen_export_is_missing_or_damaged(exported_tiny_runs, tmp_path,
+                                                                           monkeypatch):
+    """#41 review: the start took "has an export" for "answers without torch": a backend asked for by name whose
+    export the run lacks, or a damaged export, made PyTorch answer, so the start imported torch before the first
+    page (3 s)."""
+    from ui import warm_up
+    folder = tmp_path / "runs"
+    shutil.copytree(exported_tiny_runs, folder)
+    monkeypatch.setenv("HAR_RUNS", str(folder))
+    loaded = []
+    monkeypatch.setattr(warm_up, "_load_models", lambda paths: loaded.append(paths) or [])
+    monkeypatch.setenv("HAR_BACKEND", "onnxruntime-int8")  # the tiny runs are exported in float only
+    warm_up.at_server_start().join(300)
+    monkeypatch.delenv("HAR_BACKEND")
+    with (folder / "custom_cnn" / "model.onnx").open("r+b") as export:  # a damaged copy: not the one checked
+        export.seek(100)
+        export.write(b"damaged")
+    warm_up.at_server_start().join(300)
+    assert loaded == [(), (str(folder / "mobilenet_v2"),)]
+
+
+def test_app_runs_every_page_with_the_warm_up_stepping_aside(tiny_runs, kaggle_data, monkeypatch):
+    """The warm-up waits while a page's script runs: app.py runs each page inside page_running()."""
+    import har_core.evaluation.analysis as analysis
+    from ui import warm_up
+    monkeypatch.setenv("HAR_RUNS", str(tiny_runs))
+    monkeypatch.setenv("HAR_DATA", str(kaggle_data))
+    seen, real = [], analysis.overview_table
+    monkeypatch.setattr(analysis, "overview_table", lambda *a, **k: seen.append(warm_up._pages_running) or
+                        real(*a, **k))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
+    assert not at.exception and seen == [1] and warm_up._pages_running == 0
+
+
 def test_make_run_loads_the_models_before_anyone_visits(exported_tiny_runs, kaggle_data, tmp_path):
     """`make run` serves serve.py: the exported models are loaded while the server waits for its first visitor."""
     from bench.classroom import free_port
