@@ -337,10 +337,18 @@ def descendants(root: int) -> list[int]:
 
 def cpu_split(server: subprocess.Popen) -> tuple[float, float]:
     """CPU seconds so far of the server (and whatever it started) and of this bench's browser (Chromium's
-    processes): both run on this machine's cores."""
+    processes, not Playwright's driver that steers them): both run on this machine's cores."""
     server_pids = {server.pid, *descendants(server.pid)}
-    browser_pids = set(descendants(os.getpid())) - server_pids
+    browser_pids = [pid for pid in set(descendants(os.getpid())) - server_pids if is_chromium(pid)]
     return sum(map(cpu_seconds, server_pids)), sum(map(cpu_seconds, browser_pids))
+
+
+def is_chromium(pid: int) -> bool:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+    except OSError:  # gone meanwhile
+        return False
+    return b"chrom" in Path(command.decode(errors="replace")).name.encode()
 
 
 def open_predict(pages: list, url: str) -> None:

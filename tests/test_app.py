@@ -59,6 +59,17 @@ def test_overview_lists_every_run_and_follows_the_run_selection(app):
     assert list(app.dataframe[0].value["run"]) == ["custom_cnn"]
 
 
+def test_the_overview_table_says_each_accuracy_as_the_bars_and_cards_do(app, tiny_runs):
+    """#41 review: the table read 0.814 right above bars and model cards reading 81.4%."""
+    import json
+    from har_core.models.artifacts import find_runs
+    frame = app.dataframe[0]
+    accuracy = json.loads(frame.proto.columns)["test accuracy"]["type_config"]
+    shown = {run: accuracy["format"] % value for run, value in zip(frame.value["run"], frame.value["test accuracy"])}
+    assert shown == {run.name: f"{run.metrics('test')['accuracy']:.1%}" for run in find_runs(tiny_runs)[0]}
+    assert accuracy["max_value"] == 100
+
+
 def test_a_broken_run_is_named_and_the_others_still_load(tiny_runs, kaggle_data, monkeypatch, tmp_path):
     runs = tmp_path / "runs"
     shutil.copytree(tiny_runs, runs)
@@ -1542,6 +1553,28 @@ def test_teach_scans_an_image_folder_once_when_its_scan_cannot_be_stored(tiny_ru
     at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "teach")
     assert "cycling" in at.selectbox(key="teach_data_0").options  # the card's Data set tab lists the folder's classes
     assert scans == [True]
+    assert not open_page(at, "dataset").exception and scans == [True]  # the Dataset page reads the same scan
+
+
+def test_the_dataset_page_then_teach_scan_an_image_folder_once_when_it_cannot_be_stored(tiny_runs, copy_of,
+                                                                                       kaggle_data, monkeypatch,
+                                                                                       tmp_path):
+    """#41 review: the scan made for one page was not given to the other, so with a store that cannot be written
+    the Dataset page and then Teach each decoded the whole folder."""
+    from har_core.data import datasets
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv("HAR_CACHE", str(tmp_path / "a_file" / "cache"))  # under a file: nothing can be stored
+    monkeypatch.setenv("HAR_RUNS", str(tiny_runs))
+    monkeypatch.setenv("HAR_DATA", str(copy_of(kaggle_data)))
+    monkeypatch.chdir(ROOT)
+    scans = []
+    real = datasets.scan
+    monkeypatch.setattr(datasets, "scan", lambda *a, **k: scans.append(k.get("on_progress") is not None) or
+                        real(*a, **k))
+    at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "dataset")
+    at = open_page(at, "teach")
+    assert not at.exception and "cycling" in at.selectbox(key="teach_data_0").options
+    assert scans == [True]
 
 
 def test_the_dataset_pages_tables_say_the_classes_in_words(tiny_runs, kaggle_data, monkeypatch, tmp_path):
@@ -1562,7 +1595,7 @@ def test_the_dataset_pages_tables_say_the_classes_in_words(tiny_runs, kaggle_dat
     at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "dataset")
     copies = at.dataframe[0].value
     assert sorted(copies["file"]) == ["train/Image_1.jpg", "train/Image_again.jpg"]
-    assert list(copies["label"]) == ["using laptop", "using laptop"]
+    assert list(copies["class"]) == ["using laptop", "using laptop"] and list(copies["picture #"]) == [1, 1]
     # the audit's lists, as a run trained on these names would find them (the tiny runs were trained on others)
     audit = Audit(pd.DataFrame({"file_a": ["train/Image_1.jpg"], "split_a": ["train"], "label_a": ["using_laptop"],
                                 "file_b": ["test/Image_1.jpg"], "split_b": ["test"],

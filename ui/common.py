@@ -6,6 +6,7 @@ import hashlib
 import os
 import sys
 import threading
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -296,31 +297,38 @@ def _dataset(root: str, max_images: int, stamp: str, _index: DataIndex | None = 
 
 _first_scans: dict[str, threading.Lock] = {}  # a folder's first scan, one at a time: a second visitor waits for it
 _first_scans_lock = threading.Lock()
-_scanned: set[tuple] = set()  # folders this process has scanned (their store may not have been writable)
+SCANS_KEPT = 8  # folders whose scan this process keeps for its pages (as many as their caches keep)
+_made: OrderedDict[tuple, DataIndex] = OrderedDict()  # the scans this process made: every page that reads the
+# folder (Dataset, Teach) gets the same one, also when the store could not keep it (a read-only home)
 
 
 def first_scan(root: Path) -> DataIndex | None:
-    """A folder's first scan (every picture decoded and hashed: 10 s or more for 11,100), with a progress bar where
-    it is called, one at a time per folder; None when its scan is stored or was done here before."""
+    """A folder's scan (every picture decoded and hashed: 10 s or more for 11,100): made here once, with a progress
+    bar where it is first asked for, one at a time per folder, and given to every page that asks after it; None
+    when the scan store already held it before this process (the pages' caches read it there)."""
     stamp, limit = folder_stamp(str(root)), config().max_scan_images
     folder = (str(root), limit, stamp)
-    if folder in _scanned or scan_is_stored(root, confine=True, max_images=limit, stamp=stamp):
+    if (made := _made.get(folder)) is not None:
+        return made
+    if scan_is_stored(root, confine=True, max_images=limit, stamp=stamp):
         return None
     with _first_scans_lock:
         lock = _first_scans.setdefault(str(root), threading.Lock())
-    index = None
     with st.spinner("Another visitor's first scan of this folder is under way…") if lock.locked() \
             else contextlib.nullcontext(), lock:
-        if folder not in _scanned and not scan_is_stored(root, confine=True, max_images=limit, stamp=stamp):
+        if folder not in _made:  # a visitor who waited for another's scan finds it made
             bar = st.progress(0.0, text="Reading the data set…")
             try:
-                index = scan_cached(root, confine=True, max_images=limit, stamp=stamp,
-                                    on_progress=lambda done, total: bar.progress(done / total, text=(
-                                        f"Reading the data set once: {done:,} of {total:,} pictures")))
+                made = scan_cached(root, confine=True, max_images=limit, stamp=stamp,
+                                   on_progress=lambda done, total: bar.progress(done / total, text=(
+                                       f"Reading the data set once: {done:,} of {total:,} pictures")))
             finally:
                 bar.empty()  # a folder refused (too large, nothing usable) leaves no bar behind
-        _scanned.add(folder)  # before the lock is let go: a visitor waiting for it finds the scan done
-    return index
+            with _first_scans_lock:  # before the folder's lock is let go: a visitor waiting for it finds it made
+                _made[folder] = made
+                while len(_made) > SCANS_KEPT:
+                    _made.popitem(last=False)
+    return _made.get(folder)
 
 
 def dataset(root: Path) -> dict:

@@ -8,16 +8,17 @@ from ui.choices import sidebar
 from ui.common import best_run, dataset, figure, friendly, thumb, thumbnail_grid
 from ui.similar import data_audit, embeddings_or_offer, has_embeddings
 
-# the audit tables' columns as a newcomer reads them; their CSV downloads keep the names a script reads
-AUDIT_HEADERS = {"file_a": "picture", "split_a": "its split", "label_a": "its class", "file_b": "look-alike",
-                 "split_b": "look-alike's split", "label_b": "look-alike's class", "pixels": "pixels alike",
-                 "across_splits": "across splits", "filename": "picture", "given": "labelled as",
-                 "suggested": "the model says", "label_quality": "label quality", "confident": "model sure",
-                 "source": "scored by", "label": "class"}
+# the tables' columns as a newcomer reads them; the CSV downloads keep the names a script reads
+# (the copies table's "picture" numbers the copies' groups)
+HEADERS = {"file_a": "file", "split_a": "its split", "label_a": "its class", "file_b": "look-alike",
+           "split_b": "look-alike's split", "label_b": "look-alike's class", "pixels": "pixels alike",
+           "across_splits": "across splits", "filename": "file", "given": "labelled as",
+           "suggested": "the model says", "label_quality": "label quality", "confident": "model sure",
+           "source": "scored by", "label": "class", "picture": "picture #"}
 
 
-def audit_table(table, *class_columns: str):
-    return spoken_columns(table, *class_columns).rename(columns=AUDIT_HEADERS)
+def shown_table(table, *class_columns: str):
+    return spoken_columns(table, *class_columns).rename(columns=HEADERS)
 
 
 selection = sidebar()
@@ -57,7 +58,7 @@ if len(summary["copies"]):
     st.subheader("Copies of one picture")
     st.caption("Identical files under different names (by content hash). A split keeps each picture's copies "
                "together, so none is tested on a picture it trained on.")
-    st.dataframe(spoken_columns(summary["copies"], "label"), hide_index=True, width="stretch")
+    st.dataframe(shown_table(summary["copies"], "label"), hide_index=True, width="stretch")
 
 st.subheader("Data quality")
 with_classes = [run for run in selection.runs if run.classes == summary["classes"]]
@@ -94,7 +95,7 @@ else:
                     thumbnail_grid(selection, [(pair.file_a, f"{pair.split_a} · {spoken(pair.label_a)}"),
                                                   (pair.file_b, f"{pair.split_b} · {spoken(pair.label_b)} · {pair.similarity:.3f}")],
                                       columns=6, size=140)
-                st.dataframe(audit_table(report.duplicates, "label_a", "label_b"), hide_index=True,
+                st.dataframe(shown_table(report.duplicates, "label_a", "label_b"), hide_index=True,
                              width="stretch")
                 st.download_button("⬇️ duplicates.csv", report.duplicates.to_csv(index=False), "duplicates.csv",
                                    "text/csv", key="dl_duplicates")
@@ -104,7 +105,7 @@ else:
                            "these same labels — a weaker signal, since a wrong label it memorised can hide.")
                 thumbnail_grid(selection, [(row.filename, f"{spoken(row.given)} → {spoken(row.suggested)}?")
                                               for row in report.label_issues.head(12).itertuples()], columns=6, size=140)
-                st.dataframe(audit_table(report.label_issues, "given", "suggested"), hide_index=True,
+                st.dataframe(shown_table(report.label_issues, "given", "suggested"), hide_index=True,
                              width="stretch")
                 st.download_button("⬇️ label_issues.csv", report.label_issues.to_csv(index=False),
                                    "label_issues.csv", "text/csv", key="dl_label_issues")
@@ -112,7 +113,7 @@ else:
                 st.caption("Images far from every other image in the embedding (cleanlab's typicality; low = atypical).")
                 thumbnail_grid(selection, [(row.filename, f"{spoken(row.label)} · {row.typicality:.3f}")
                                               for row in report.outliers.head(12).itertuples()], columns=6, size=140)
-                st.dataframe(audit_table(report.outliers, "label"), hide_index=True, width="stretch")
+                st.dataframe(shown_table(report.outliers, "label"), hide_index=True, width="stretch")
                 st.download_button("⬇️ outliers.csv", report.outliers.to_csv(index=False), "outliers.csv",
                                    "text/csv", key="dl_outliers")
 if len(summary["problems"]):

@@ -15,11 +15,13 @@ st.caption("The trained models side by side. Metrics are on each run's held-out 
            + (f" of **{shared_data}**." if shared_data else "."))
 
 table = overview_table(selection.runs)
-score = {"format": "%.3f", "min_value": 0, "max_value": 1, "width": "small"}
 narrow = {"width": "small"}  # every column in sight at 1280 px, the test scores first
-st.dataframe(table, hide_index=True, width="stretch",
-             column_config={"test accuracy": st.column_config.ProgressColumn("accuracy", **score),
-                            "test macro-F1": st.column_config.ProgressColumn("macro-F1", **score),
+# accuracy in percent and macro-F1 to three decimals, as the bars and the model cards below say them
+st.dataframe(table.assign(**{"test accuracy": table["test accuracy"] * 100}), hide_index=True, width="stretch",
+             column_config={"test accuracy": st.column_config.ProgressColumn(
+                                "accuracy", format="%.1f%%", min_value=0, max_value=100, **narrow),
+                            "test macro-F1": st.column_config.ProgressColumn(
+                                "macro-F1", format="%.3f", min_value=0, max_value=1, **narrow),
                             "parameters (M)": st.column_config.NumberColumn("params", format="%.1f M", **narrow),
                             "input size": st.column_config.NumberColumn("input px", **narrow),
                             "epochs": st.column_config.NumberColumn(**narrow),
