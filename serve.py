@@ -4,17 +4,23 @@ server imports what the pages use and loads the default runs' exported models, s
 script runs. The app itself is app.py (`streamlit run app.py` serves the same app; its warm-up then starts only
 once the first page is drawn).
 """
+import threading
 from contextlib import asynccontextmanager
 
 import streamlit as st
 
 
+def warm_up() -> None:
+    from har_core.data.imports import install_import_lock
+    install_import_lock()  # as app.py does first: the warm-up imports packages beside the pages' threads
+    from ui.warm_up import at_server_start
+    at_server_start()
+
+
 @asynccontextmanager
 async def warmed_up(_app):
-    from har_core.data.imports import install_import_lock
-    install_import_lock()  # as app.py does first: the warm-up's thread imports PyTorch and SciPy beside the pages'
-    from ui.warm_up import at_server_start
-    at_server_start()  # the pages' modules here, before the port opens; the models in a thread of its own
+    # in a thread: importing ui.warm_up (pandas, plotly) here would open the port a second later
+    threading.Thread(target=warm_up, name="har-warm-up-imports", daemon=True).start()
     yield
 
 

@@ -17,12 +17,12 @@ PACKAGE = "har_core"
 LEVELS = {"data": 0, "models": 1, "evaluation": 2, "training": 3, "explain": 3, "retrieval": 3}
 
 
-def imported_modules(path: Path, modules: set[str]) -> set[str]:
-    """The har_core modules (of `modules`) a source file imports, at its top or inside any function."""
+def imported_modules(path: Path, modules: set[str], packages: tuple[str, ...] = (PACKAGE,)) -> set[str]:
+    """The modules of `packages` (of `modules`) a source file imports, at its top or inside any function."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == PACKAGE or node.module.startswith(PACKAGE + "."):
+            if node.module.partition(".")[0] in packages:
                 found.add(node.module)  # from har_core.models.inference import load_run
                 # the names may be modules (from har_core.data import fileio)
                 found.update(f"{node.module}.{alias.name}" for alias in node.names)
@@ -106,6 +106,17 @@ def test_the_level_check_finds_upward_and_sideways_imports():
 def test_har_core_has_no_import_circle():
     graph = import_graph()
     assert len(graph) > 20 and graph["har_core.evaluation.ensemble"]  # the package was read
+    circle = a_circle(graph)
+    assert not circle, " -> ".join(circle)
+
+
+def test_the_app_and_har_core_have_no_import_circle_between_them():
+    """serve.py's warm-up imports the pages' modules in a thread while a first visitor's script may import them: with
+    no circle, two threads importing them at once take turns module by module and cannot deadlock."""
+    paths = [path for package in ("har_core", "ui") for path in (ROOT / package).rglob("*.py") if path.stem != "__init__"]
+    modules = {".".join(path.relative_to(ROOT).with_suffix("").parts): path for path in paths}
+    graph = {name: imported_modules(path, set(modules), ("har_core", "ui")) - {name} for name, path in modules.items()}
+    assert graph["ui.warm_up"] >= {"ui.common", "har_core.models.artifacts"}  # both packages were read
     circle = a_circle(graph)
     assert not circle, " -> ".join(circle)
 

@@ -8,9 +8,9 @@ it there. Not the similar images' embeddings and search indexes: the first answe
 More details builds them when opened), and preparing them would take the cores from the first visitor. Once per
 server process and set of runs; torch only when PyTorch answers a run.
 
-`make run` (serve.py) starts part of it with the server (`at_server_start`): the pages' modules before the port
-opens, then the models of the runs a first visitor is shown while that visitor's browser loads the page (a second
-or more, when the server would otherwise sit idle). Every step waits while a page's script runs (`page_running`),
+`make run` (serve.py) starts part of it with the server (`at_server_start`): the pages' modules and the models of
+the runs a first visitor is shown, while that visitor's browser loads the page (a second or more, when the server
+would otherwise sit idle). Every step waits while a page's script runs (`page_running`),
 so a visitor's page goes first. A link that opens other runs (`?runs=`) is warmed up after its first page.
 """
 from __future__ import annotations
@@ -80,21 +80,22 @@ def default_runs() -> list[Run]:
 
 
 def at_server_start() -> threading.Thread:
-    """As the server starts, before any visitor: the pages' modules (here, in the caller's thread: serve.py calls it
-    before the port opens, so no visitor's script meets a module half-imported by another thread), then, in a
-    thread, the default runs' models that answer through their checked ONNX exports (one forward each). Left to
-    the warm-up after the first page: the prediction sets, whose SciPy and scikit-learn imports hold Python's lock
-    for 0.7 s (done here too, they slowed the first page by 0.3 s), and PyTorch's models (importing torch takes
-    seconds). A failure is printed, never raised: the pages load what they need themselves."""
-    for name in PAGE_MODULES:
-        importlib.import_module(name)
-
-    def load():
+    """As the server starts, before any visitor, in a thread: the pages' modules, then the default runs' models that
+    answer through their checked ONNX exports (one forward each). A first visitor's script importing the same
+    modules meanwhile takes turns with it module by module (har_core and ui import each other without a circle:
+    tests/test_imports.py). Left to the warm-up after the first page: the prediction sets, whose SciPy and
+    scikit-learn imports hold Python's lock for 0.7 s (done here too, they slowed the first page by 0.3 s), and
+    PyTorch's models (importing torch takes seconds). A failure is printed, never raised: the pages load what
+    they need themselves."""
+    def prepare():
         try:
+            for name in PAGE_MODULES:
+                _step_aside()
+                importlib.import_module(name)
             _load_models(tuple(str(run.path) for run in default_runs() if _answers_without_torch(run)))
         except Exception as error:  # noqa: BLE001 - the server serves on; a page names what is wrong
             print(f"HAR Studio: no warm-up at start: {error}", flush=True)
-    thread = threading.Thread(target=load, name="har-warm-up-at-start", daemon=True)
+    thread = threading.Thread(target=prepare, name="har-warm-up-at-start", daemon=True)
     thread.start()
     return thread
 
