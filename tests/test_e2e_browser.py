@@ -877,19 +877,25 @@ def test_the_what_if_sliders_and_the_first_row_of_its_cards_fit_one_screen_also_
     for width, height, link in ((1440, 900, ""), (1280, 720, ""), (1280, 720, "?present=1")):
         page = predict_page(browser, har_bundle, width, height, link, [photo])
         page.get_by_text("What if…").click()
-        page.locator(".st-key-whatif_cover").wait_for()
-        settle(page)
-        page.locator(".st-key-whatif_cover label").click()  # the box's two sliders too: the tallest panel
-        page.locator(".st-key-whatif_box_y").wait_for()
         cards = page.locator(".st-key-whatif_open [data-testid='stMarkdownContainer']").filter(
             has_text=re.compile(r"(no change for|points (less|more) sure of) .* · now \d+% sure"))
-        expect(cards).to_have_count(7)  # the ensemble and the six runs
+        expect(cards).to_have_count(7)  # the panel drawn: the ensemble and the six runs
+        settle(page)
+        page.wait_for_timeout(1000)  # the panel's run ended (a click while it ran was lost twice in a few tries)
+        settle(page)
+        page.locator(".st-key-whatif_cover label").click()  # the box's two sliders too: the tallest panel
+        expect(page.locator(".st-key-whatif_cover input")).to_be_checked()
+        page.locator(".st-key-whatif_box_y").wait_for()
+        expect(page.get_by_text("the edited picture as")).to_be_visible()  # the covered picture's cards drawn
+        expect(cards).to_have_count(7)
         settle(page)
         page.evaluate("document.fonts.ready")
+        page.wait_for_timeout(1000)  # the last redraw laid out
         sliders = [box["y"] for box in (c.bounding_box() for c in
                                         page.locator(".st-key-whatif_open [class*='st-key-whatif_']").all())]
         boxes = [c.bounding_box() for c in cards.all()]
-        first_row = [box["y"] + box["height"] for box in boxes if box["y"] < min(b["y"] for b in boxes) + 5]
+        top, half = min(b["y"] for b in boxes), min(b["height"] for b in boxes) / 2
+        first_row = [box["y"] + box["height"] for box in boxes if box["y"] < top + half]
         header = page.locator("[data-testid='stHeader']").bounding_box()
         screen = height - (header["y"] + header["height"])
         assert len(sliders) == 10 and len(first_row) >= 3, (sliders, first_row)  # 8 sliders, 2 toggles

@@ -15,7 +15,7 @@ from ui.sureness import ensemble_temperature
 
 # the edited picture at most about as tall as the sliders beside it: a tall one pushed the cards below a projector's
 # screen (the picture keeps its shape inside the column's width)
-SHORT_PICTURE = """<style>.st-key-edited_picture img { max-height: 12rem; object-fit: contain; }</style>"""
+SHORT_PICTURE = """<style>.st-key-edited_picture img { max-height: 10rem; object-fit: contain; }</style>"""
 
 
 def edit_controls() -> whatif.Edit:
@@ -25,11 +25,12 @@ def edit_controls() -> whatif.Edit:
     a, b, c, d = st.columns(4)
     brightness = a.slider("Brightness", 0.1, 2.0, 1.0, 0.05, key="whatif_brightness")
     contrast = b.slider("Contrast", 0.1, 2.0, 1.0, 0.05, key="whatif_contrast")
-    blur = c.slider("Blur (% of the picture)", 0.0, 5.0, 0.0, 0.25, key="whatif_blur")
+    # short labels: on one line in a quarter of the panel, presenting (a second line set its slider lower)
+    blur = c.slider("Blur (%)", 0.0, 5.0, 0.0, 0.25, key="whatif_blur", help="How far it spreads: % of the picture.")
     noise = d.slider("Noise", 0.0, 0.4, 0.0, 0.02, key="whatif_noise")
     a, b, box_x, box_y = st.columns(4)
     rotation = a.slider("Rotation (°)", -90, 90, 0, 5, key="whatif_rotation")
-    zoom = b.slider("Zoom into the centre", 1.0, 3.0, 1.0, 0.1, key="whatif_zoom")
+    zoom = b.slider("Zoom (×)", 1.0, 3.0, 1.0, 0.1, key="whatif_zoom", help="Into the picture's centre.")
     a, c = st.columns(2)  # a half each: whole labels; the right half under the places the box's ranges take
     flip = a.toggle("Mirror left–right", key="whatif_flip")
     cover = None
