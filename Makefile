@@ -19,7 +19,7 @@ $(STAMP): requirements.txt requirements-weights.txt
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m streamlit run serve.py --server.port $(PORT)
+	$(PY) -m streamlit run app.py --server.port $(PORT)
 
 # Before a class: export the bundled HAR runs once (ONNX, and int8 where val stays within a point), checked on their
 # test and val pictures; the app then answers through them (its default backend, "auto"). Re-running skips them.

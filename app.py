@@ -1,7 +1,6 @@
 """HAR Studio: compare, explain and evaluate human-action-recognition models in the browser.
 
-    make run                    (serve.py: the same app, warmed up as the server starts)
-    streamlit run app.py        (warmed up after its first page)
+    streamlit run app.py        (or: make run)
 """
 from har_core.data.imports import install_import_lock
 
@@ -13,7 +12,6 @@ from har_core.data import spans
 from ui.choices import warm_up_after_page
 from ui.common import presenting
 from ui.sessions import tidy_closed_sessions
-from ui.warm_up import page_running
 
 st.set_page_config(page_title="HAR Studio", page_icon="🏃", layout="wide",
                    initial_sidebar_state="collapsed" if presenting() else "auto")
@@ -35,8 +33,7 @@ pages = [
 ]
 page = st.navigation(pages)
 try:
-    # HAR_SPANS=1: where this run's time went, one line in the server's log; a warm-up waits while a page runs
-    with spans.logged(page.title), page_running():
+    with spans.logged(page.title):  # HAR_SPANS=1: where this run's time went, one line in the server's log
         page.run()
 finally:  # the page is drawn (or stopped early, e.g. Predict before a photo): now the models load, for the first upload
     warm_up_after_page()

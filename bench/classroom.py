@@ -217,13 +217,12 @@ def chromium_path() -> str:
 
 @contextlib.contextmanager
 def app_server(runs_dir: Path, data: Path, log: Path | None = None):
-    """A real app server on a free port, started as `make run` starts it (serve.py), stopped with whatever it started:
-    (its url, its process). `log`: its output
+    """A real app server on a free port, stopped with whatever it started: (its url, its process). `log`: its output
     goes there, with a line per page run saying where the run's time went (har_core.data.spans)."""
     port = free_port()
     output = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - closed with the server below
     server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "serve.py", "--server.port", str(port), "--server.address",
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
          "127.0.0.1"], cwd=ROOT, env={**os.environ, "HAR_RUNS": str(runs_dir), "HAR_DATA": str(data),
                                       **({"HAR_SPANS": "1"} if log else {})},
         stdout=output, stderr=subprocess.STDOUT if log else subprocess.DEVNULL, start_new_session=True)

@@ -33,8 +33,7 @@ def free_port() -> int:
 
 
 def start_server(runs, data, log, root=ROOT):
-    """The app of the project at `root` on a free port, served as `make run` serves it (serve.py); runs=None: no
-    HAR_* settings, the project's defaults."""
+    """The app of the project at `root` on a free port; runs=None: no HAR_* settings, the project's defaults."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HAR_")}
     if runs is not None:
@@ -42,7 +41,7 @@ def start_server(runs, data, log, root=ROOT):
     # a process group of its own: stopping the server stops whatever it started too (#40.1: a copy it forked
     # outlived the suite, asleep, ignoring SIGTERM)
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "serve.py", "--server.port", str(port), "--server.address",
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
          "127.0.0.1", "--server.headless", "true"], cwd=root, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
         start_new_session=True)
     server = SimpleNamespace(url=f"http://127.0.0.1:{port}", process=process, log=log)

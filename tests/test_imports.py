@@ -111,8 +111,8 @@ def test_har_core_has_no_import_circle():
 
 
 def test_the_app_and_har_core_have_no_import_circle_between_them():
-    """serve.py's warm-up imports the pages' modules in a thread while a first visitor's script may import them: with
-    no circle, two threads importing them at once take turns module by module and cannot deadlock."""
+    """The warm-up's thread imports modules the visitors' scripts import too: with no circle, two threads importing
+    them at once take turns module by module and cannot deadlock."""
     paths = [path for package in ("har_core", "ui") for path in (ROOT / package).rglob("*.py") if path.stem != "__init__"]
     modules = {".".join(path.relative_to(ROOT).with_suffix("").parts): path for path in paths}
     graph = {name: imported_modules(path, set(modules), ("har_core", "ui")) - {name} for name, path in modules.items()}
