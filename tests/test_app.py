@@ -1519,12 +1519,21 @@ def test_two_visitors_at_a_folders_first_scan_scan_it_once(copy_of, kaggle_data,
     assert len(scans) == 1
 
 
-def test_teach_scans_a_new_image_folder_in_view_with_its_progress(tiny_runs, copy_of, kaggle_data, monkeypatch,
-                                                                  tmp_path):
+@pytest.mark.parametrize("stored, pages", [(True, ["teach"]), (False, ["teach", "dataset"]),
+                                           (False, ["dataset", "teach"])])
+def test_teach_and_the_dataset_page_scan_an_image_folder_once_in_view(stored, pages, tiny_runs, copy_of,
+                                                                      kaggle_data, monkeypatch, tmp_path):
     """#41 walk: on a fresh server Teach scanned the image folder inside the first card's closed "Data set" tab, its
-    spinner out of sight, for 25 s of a half-drawn page. The page now scans it first, with the Dataset page's bar."""
+    spinner out of sight, for 25 s of a half-drawn page; it now scans it first, with the Dataset page's bar. Last
+    read and review: Teach's page-top scan was thrown away (each card's tab read the store again), and the scan
+    made for one page was not given to the other, so a store that cannot be written (a read-only home) meant the
+    whole folder decoded again."""
     from har_core.data import datasets
-    monkeypatch.setenv("HAR_CACHE", str(tmp_path / "cache"))
+    if stored:
+        monkeypatch.setenv("HAR_CACHE", str(tmp_path / "cache"))
+    else:
+        (tmp_path / "a_file").write_text("")
+        monkeypatch.setenv("HAR_CACHE", str(tmp_path / "a_file" / "cache"))  # under a file: nothing can be stored
     monkeypatch.setenv("HAR_RUNS", str(tiny_runs))
     monkeypatch.setenv("HAR_DATA", str(copy_of(kaggle_data)))
     monkeypatch.chdir(ROOT)
@@ -1532,49 +1541,12 @@ def test_teach_scans_a_new_image_folder_in_view_with_its_progress(tiny_runs, cop
     real = datasets.scan
     monkeypatch.setattr(datasets, "scan", lambda *a, **k: scans.append(k.get("on_progress") is not None) or
                         real(*a, **k))
-    open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "teach")
-    assert scans == [True]  # once, and with its progress shown
-
-
-def test_teach_scans_an_image_folder_once_when_its_scan_cannot_be_stored(tiny_runs, copy_of, kaggle_data,
-                                                                         monkeypatch, tmp_path):
-    """#41 last read: Teach's page-top scan was thrown away and each class card's "Data set" tab read the store
-    again, so a store that cannot be written (a read-only home) meant a second scan of the whole folder."""
-    from har_core.data import datasets
-    (tmp_path / "a_file").write_text("")
-    monkeypatch.setenv("HAR_CACHE", str(tmp_path / "a_file" / "cache"))  # under a file: nothing can be stored
-    monkeypatch.setenv("HAR_RUNS", str(tiny_runs))
-    monkeypatch.setenv("HAR_DATA", str(copy_of(kaggle_data)))
-    monkeypatch.chdir(ROOT)
-    scans = []
-    real = datasets.scan
-    monkeypatch.setattr(datasets, "scan", lambda *a, **k: scans.append(k.get("on_progress") is not None) or
-                        real(*a, **k))
-    at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "teach")
-    assert "cycling" in at.selectbox(key="teach_data_0").options  # the card's Data set tab lists the folder's classes
-    assert scans == [True]
-    assert not open_page(at, "dataset").exception and scans == [True]  # the Dataset page reads the same scan
-
-
-def test_the_dataset_page_then_teach_scan_an_image_folder_once_when_it_cannot_be_stored(tiny_runs, copy_of,
-                                                                                       kaggle_data, monkeypatch,
-                                                                                       tmp_path):
-    """#41 review: the scan made for one page was not given to the other, so with a store that cannot be written
-    the Dataset page and then Teach each decoded the whole folder."""
-    from har_core.data import datasets
-    (tmp_path / "a_file").write_text("")
-    monkeypatch.setenv("HAR_CACHE", str(tmp_path / "a_file" / "cache"))  # under a file: nothing can be stored
-    monkeypatch.setenv("HAR_RUNS", str(tiny_runs))
-    monkeypatch.setenv("HAR_DATA", str(copy_of(kaggle_data)))
-    monkeypatch.chdir(ROOT)
-    scans = []
-    real = datasets.scan
-    monkeypatch.setattr(datasets, "scan", lambda *a, **k: scans.append(k.get("on_progress") is not None) or
-                        real(*a, **k))
-    at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "dataset")
-    at = open_page(at, "teach")
-    assert not at.exception and "cycling" in at.selectbox(key="teach_data_0").options
-    assert scans == [True]
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
+    for page in pages:
+        at = open_page(at, page)
+        if page == "teach":  # a class card's Data set tab lists the folder's classes
+            assert "cycling" in at.selectbox(key="teach_data_0").options
+    assert scans == [True]  # once, with its progress shown
 
 
 def test_the_dataset_pages_tables_say_the_classes_in_words(tiny_runs, kaggle_data, monkeypatch, tmp_path):
