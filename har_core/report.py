@@ -223,7 +223,10 @@ def build_report(runs: list[Run], data_root: Path | None = None, split: str = "t
         "parameters (M)": overview["parameters (M)"].map("{:.1f} M".format)}).rename(
         columns={"parameters (M)": "parameters"})
     headline = [c for c in HEADLINE if c in table]
-    comparison = (overview.join(table[headline], how="left") if not table.empty else overview).rename_axis(None)
+    # accuracies in percent, as the bars below and the app's Overview say them; precision, recall, F1 as 0.814
+    scores = table[headline].assign(**{column: table[column].map(lambda v: "–" if pd.isna(v) else f"{v:.1%}")
+                                       for column in ("accuracy", "top-3 accuracy") if column in headline})
+    comparison = (overview.join(scores, how="left") if not table.empty else overview).rename_axis(None)
     bars = runs_table.dropna(subset=["test accuracy"])
     sections["Comparison"] = table_html(comparison) + ensemble_html(runs, split) + (
         figure_html(accuracy_bars(bars)) if len(bars) else "")

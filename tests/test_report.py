@@ -170,3 +170,17 @@ def test_the_reports_comparison_gives_the_default_ensembles_test_figures_as_the_
     macro_f1 = f1_score(truth, predicted, labels=range(len(columns)), average="macro", zero_division=0)
     assert f"test accuracy <b>{accuracy:.1%}</b>, macro-F1 <b>{macro_f1:.3f}</b>" in page
     assert "Ensemble</b> of custom_cnn, mobilenet_v2" in page
+
+
+def test_the_reports_comparison_table_says_accuracy_in_percent_as_its_bars_do(tiny_runs):
+    """#41 walk: the report's table read 0.814 above bars (and the app's Overview) reading 81.4%."""
+    from har_core.report import build_report
+    runs = find_runs(tiny_runs)[0]
+    comparison = build_report(runs, per_model=0).split("<h2>Comparison</h2>", 1)[1].split("</table>", 1)[0]
+    header = re.findall(r"<th>(.*?)</th>", comparison.split("</thead>", 1)[0])
+    for run in runs:
+        cells = re.findall(r"<td>(.*?)</td>", comparison.split(f"<th>{run.name}</th>", 1)[1].split("</tr>", 1)[0])
+        row = dict(zip(header[-len(cells):], cells))
+        test = run.metrics("test")
+        assert row["accuracy"] == f"{test['accuracy']:.1%}"
+        assert row["macro F1"] == f"{test['macro_f1']:.3f}"  # three decimals, as before
