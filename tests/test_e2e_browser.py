@@ -32,12 +32,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(runs, data, log, root=ROOT):
-    """The app of the project at `root` on a free port; runs=None: no HAR_* settings, the project's defaults."""
+def start_server(runs, data, log, root=ROOT, cache=None):
+    """The app of the project at `root` on a free port; runs=None: no HAR_* settings, the project's defaults;
+    `cache`: a scan store of its own (a folder's first scan happens in the page)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HAR_")}
     if runs is not None:
         env |= {"HAR_RUNS": str(runs), "HAR_DATA": str(data)}
+    if cache is not None:
+        env["HAR_CACHE"] = str(cache)
     # a process group of its own: stopping the server stops whatever it started too (#40.1: a copy it forked
     # outlived the suite, asleep, ignoring SIGTERM)
     process = subprocess.Popen(
@@ -965,3 +968,26 @@ def test_a_card_with_its_more_details_open_leaves_no_empty_gap_beside_the_other_
         card.scroll_into_view_if_needed()
         shot(page, f"predict_details_open_{width}{'_present' if link else ''}")
         page.context.close()
+
+
+def test_a_teach_cards_data_set_tab_stays_open_after_the_first_scan_when_a_class_is_picked(browser, tiny_runs,
+                                                                                          kaggle_data, tmp_path):
+    """#41 walk: on a folder's first scan, picking a class in a card's "Data set" tab jumped the card back to its
+    Upload tab (the scan's bar, gone on the next run, moved the card's unkeyed tabs)."""
+    fresh = start_server(tiny_runs, kaggle_data, tmp_path / "server.log", cache=tmp_path / "cache")
+    try:
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page.set_default_timeout(120_000)
+        page.goto(f"{fresh.url}/teach")
+        page.get_by_text("Class name").first.wait_for()
+        settle(page)
+        page.get_by_role("tab", name="🖼️ Data set").first.click()
+        page.locator("[data-testid='stSelectbox']").filter(has_text="Class of the data set").first.click()
+        page.get_by_role("option", name="cycling").click()
+        expect(page.get_by_text("Pictures").first).to_be_visible()
+        settle(page)
+        chosen = page.get_by_role("tab").evaluate_all(
+            "tabs => tabs.filter(tab => tab.getAttribute('aria-selected') === 'true').map(tab => tab.innerText)")
+        assert chosen[0] == "🖼️ Data set", chosen
+    finally:
+        stop_server(fresh)

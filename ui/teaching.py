@@ -32,7 +32,9 @@ def folder_index(root: Path):
 def teach_pictures(selection: Selection, i: int) -> list:
     """One class's pictures: uploads, a folder, camera shots (each new shot is added) or pictures of a class
     of the chosen image folder. Undecodable files are named and left out."""
-    tabs = st.tabs(["📁 Upload", "🗂️ Folder", "📷 Camera", "🖼️ Data set"])
+    # keyed: the tab a visitor opened stays open when the page above it changes (the first scan's bar, gone on the
+    # next run, moved an unkeyed card's tabs, and picking a class jumped back to Upload: #41 walk)
+    tabs = st.tabs(["📁 Upload", "🗂️ Folder", "📷 Camera", "🖼️ Data set"], key=f"teach_tabs_{i}")
     with tabs[0]:
         files = list(st.file_uploader("Pictures", type=IMAGE_TYPES, accept_multiple_files=True,
                                       key=f"teach_upload_{i}") or [])
