@@ -171,7 +171,7 @@ def newest_picture(images: list, names: list[str], key: str) -> int:
 
 def image_source(selection: Selection, key: str, multiple: bool = True) -> tuple[list, list[str]]:
     """Upload, camera or a sample from the image folder: the images and their names."""
-    tabs = st.tabs(["📁 Upload", "📷 Camera", "🖼️ Sample"])
+    tabs = st.tabs(["📁 Upload", "📷 Camera", "🖼️ Sample"], key=f"{key}_source")  # keyed: the tab opened stays
     with tabs[0]:
         # the browser refuses other types itself, with a red chip: this says where a clip goes (#41 walk)
         files = st.file_uploader("Images", type=IMAGE_TYPES, accept_multiple_files=multiple, key=f"{key}_upload",

@@ -83,8 +83,9 @@ else:
                            "from them, and their similarities run higher than the full vectors', so more pairs "
                            "pass the cosine threshold. `python -m train.audit DATA --run RUN --out DIR` audits on "
                            "the full vectors.")
-            tabs = st.tabs([f"Near-duplicates ({len(report.duplicates)})",
-                            f"Likely label errors ({len(report.label_issues)})", f"Outliers ({len(report.outliers)})"])
+            tabs = st.tabs([f"Near-duplicates ({len(report.duplicates)})",  # keyed: stays on the tab opened
+                            f"Likely label errors ({len(report.label_issues)})", f"Outliers ({len(report.outliers)})"],
+                           key="audit_tabs")
             with tabs[0]:
                 st.caption("Pairs the model sees as (almost) the same picture"
                            + (" that also look the same on their pixels (small grey thumbnails correlate ≥ "

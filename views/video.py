@@ -39,7 +39,7 @@ with st.expander("Sampling and segments"):
              "members' together).")
     threshold = settings[3].slider("Below this: no known action", 0.0, 1.0, 0.5, 0.01, key="video_threshold",
                                    disabled=not one_threshold)
-tabs = st.tabs(["📁 Upload", "🎞️ From the image folder"])
+tabs = st.tabs(["📁 Upload", "🎞️ From the image folder"], key="video_source")  # keyed: stays on the tab opened
 with tabs[0]:
     upload = st.file_uploader("Clip", type=[s[1:] for s in VIDEO_SUFFIXES], key="video_upload")
 with tabs[1]:
