@@ -602,14 +602,17 @@ def test_training_and_dataset_pages_render(app, tiny_runs):
     assert at.metric[2].value == "2"  # the broken and the missing file
 
 
-def test_a_refused_upload_says_why_once_and_not_to_upload_a_photo(app):
-    """#41 walk: an empty file got its warning and then "Upload one or more photos…", as if it had been lost."""
-    at = open_page(app, "predict")
-    assert any("Upload one or more photos" in i.value for i in at.info)  # nothing offered yet: the invitation
-    at.file_uploader(key="predict_upload").upload("x.jpg", b"", "image/jpeg")
+@pytest.mark.parametrize("page, key, invitation", [("predict", "predict", "Upload one or more photos"),
+                                                   ("explain", "cam", "Upload a photo")])
+def test_a_refused_upload_says_why_once_and_not_to_upload_a_photo(app, page, key, invitation):
+    """#41 walks: an empty file got its warning and then "Upload one or more photos…", as if it had been lost (on
+    Predict, then on Explain)."""
+    at = open_page(app, page)
+    assert any(invitation in i.value for i in at.info)  # nothing offered yet: the invitation
+    at.file_uploader(key=f"{key}_upload").upload("x.jpg", b"", "image/jpeg")
     at.run()
     assert [w.value for w in at.warning if "x.jpg" in w.value] == ["**x.jpg**: the file is empty"]
-    assert not any("Upload one or more photos" in i.value for i in at.info) and not at.exception
+    assert not any(invitation in i.value for i in at.info) and not at.exception
 
 
 def test_predict_counts_agreement_among_the_members_and_gives_several_pictures_a_row_each(app, kaggle_data):

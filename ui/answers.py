@@ -169,6 +169,13 @@ def newest_picture(images: list, names: list[str], key: str) -> int:
     return occurrences.index(seen["newest"]) if seen["newest"] in occurrences else max(len(images) - 1, 0)
 
 
+def invite_to_give_a_picture(key: str, text: str) -> None:
+    """The page's invitation (`text`) while no picture was given under `key` (image_source's); none after a refused
+    one: its warning says why, and the invitation read as if the file had been lost (#41 walk)."""
+    if not (st.session_state.get(f"{key}_upload") or st.session_state.get(f"{key}_camera")):
+        st.info(text)
+
+
 def image_source(selection: Selection, key: str, multiple: bool = True) -> tuple[list, list[str]]:
     """Upload, camera or a sample from the image folder: the images and their names."""
     tabs = st.tabs(["📁 Upload", "📷 Camera", "🖼️ Sample"], key=f"{key}_source")  # keyed: the tab opened stays

@@ -8,7 +8,7 @@ from har_core.explain.cam import (CLASS_AGNOSTIC, EXPLANATIONS, OCCLUSION, SLOW_
 from har_core.data.labels import picture_name, spoken
 from har_core.evaluation.plots import heat_scale_html
 from har_core.data.imaging import image_digest
-from ui.answers import explanation, image_source
+from ui.answers import explanation, image_source, invite_to_give_a_picture
 from ui.choices import follow_link, share_view, sidebar
 from ui.common import friendly, image_models, model_columns, models, need_runs, presenting
 
@@ -41,7 +41,7 @@ if method in CLASS_AGNOSTIC:
 images, names = image_source(selection, key="cam", multiple=False)
 share_view(models=chosen, method=method)
 if not images:
-    st.info("Upload a photo, take one with the camera, or pick a sample.")
+    invite_to_give_a_picture("cam", "Upload a photo, take one with the camera, or pick a sample.")
     st.stop()
 loaded = models([selection.run(n) for n in chosen])
 digest = image_digest(images[0])

@@ -9,7 +9,7 @@ from har_core.models.inference import ensemble
 from har_core.data.labels import picture_name, spoken
 from har_core.evaluation.plots import probability_bars, thumbnail_uri
 from har_core.retrieval.similarity import VOTE_K
-from ui.answers import WRAPPED_ANSWERS, image_source, newest_picture, numbered, predict
+from ui.answers import WRAPPED_ANSWERS, image_source, invite_to_give_a_picture, newest_picture, numbered, predict
 from ui.choices import ensemble_members, follow_link, one_class_list, share_view, sidebar
 from ui.common import backend, friendly, glossary, image_models, model_rows, models, need_runs, presenting
 from ui.similar import similar_images
@@ -44,9 +44,8 @@ images, names = image_source(selection, key="predict")
 newest = newest_picture(images, names, key="predict")  # on every run, none included: a photo added to others came last
 share_view(models=chosen)
 if not images:
-    if not (st.session_state.get("predict_upload") or st.session_state.get("predict_camera")):
-        st.info("Upload one or more photos, take one with the camera, or pick a sample.")  # not after a refused one:
-    st.stop()  # its warning says why, and "upload a photo" read as if it had been lost (#41 walk)
+    invite_to_give_a_picture("predict", "Upload one or more photos, take one with the camera, or pick a sample.")
+    st.stop()
 loaded = models(chosen_runs)
 if not loaded:
     st.stop()
