@@ -659,8 +659,10 @@ def test_every_page_in_presentation_mode_draws_without_an_error(server, page):
 
 
 def rerun_by_key(page) -> None:
-    """Streamlit's "r" shortcut, with no widget focused: a click on the title could leave a picker focused while
-    the page redrew, and the "r" was typed into it (a full run saw the Model picker hold "r")."""
+    """Streamlit's "r" shortcut, with no widget focused and no picker's list open: a click on the title could leave
+    a picker focused while the page redrew, and the "r" was typed into it (full runs saw the Model picker hold "r",
+    its list still open)."""
+    page.keyboard.press("Escape")  # a picker's list left open closes
     page.evaluate("document.activeElement && document.activeElement.blur()")
     page.keyboard.press("r")
 
@@ -703,6 +705,7 @@ def test_switching_the_runs_folder_in_the_browser_switches_the_image_folder_it_s
         settle(page)
         shows("Image folder", "data/sports15")
         expect(page).to_have_url(re.compile("data=sports15"))
+        expect(shown).to_have_count(len(demo))  # the other page's sidebar drawn (read at once, it was empty once)
         assert sorted(set(shown.all_inner_texts())) == demo
         # a single-run picker: Evaluate's model (a new session, on the HAR runs), vgg16 (a name both folders have),
         # then the sports15 runs
