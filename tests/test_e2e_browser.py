@@ -906,6 +906,12 @@ def test_the_what_if_sliders_and_the_first_row_of_its_cards_fit_one_screen_also_
         screen = height - (header["y"] + header["height"])
         assert len(sliders) == 10 and len(first_row) >= 3, (sliders, first_row)  # 8 sliders, 2 toggles
         assert max(first_row) - min(sliders) <= screen, (width, link, max(first_row) - min(sliders), screen)
+        # each row of cards ends on one line, also where a name wraps (a column's cards stacked ragged before)
+        rows: dict[int, list] = {}  # each card's bottom, by its top
+        for card in (c.bounding_box() for c in page.locator("[class*='st-key-edited_card_']").all()):
+            rows.setdefault(round(card["y"]), []).append(card["y"] + card["height"])
+        assert sorted(map(len, rows.values())) == [3, 4], (width, link, rows)  # two rows: 4 cards, then 3
+        assert all(max(ends) - min(ends) <= 1 for ends in rows.values()), (width, link, rows)
         page.locator(".st-key-whatif_brightness").scroll_into_view_if_needed()
         shot(page, f"predict_what_if_cover_{width}{'_present' if link else ''}")
         page.context.close()

@@ -15,6 +15,7 @@ from ui.sureness import ensemble_temperature
 
 # the edited picture at most about as tall as the sliders beside it: a tall one pushed the cards below a projector's
 # screen (the picture keeps its shape inside the column's width)
+WHATIF_CARDS_A_ROW = 4
 SHORT_PICTURE = """<style>.st-key-edited_picture img { max-height: 10rem; object-fit: contain; }</style>"""
 
 
@@ -85,9 +86,13 @@ def _panel(image, loaded: list[LoadedModel], predictions: list[Prediction], memb
     temperature = ensemble_temperature(member_runs)
     cards = [("Ensemble", ensemble(predictions, members, temperature)[0], ensemble(after, members, temperature)[0])]
     cards += [(p.model, p.probs[0], q.probs[0]) for p, q in zip(predictions, after)]
-    columns = st.columns(4)
-    for i, (name, before, now) in enumerate(cards):
-        columns[i % len(columns)].container(border=True).markdown(card_words(name, before, now, classes))
+    for row in range(0, len(cards), WHATIF_CARDS_A_ROW):  # a row at a time, each card as tall as its row: a name
+        # that wraps ("efficientnet_" / "lite2") left the columns' cards at different heights (#41 walk)
+        for i, column in enumerate(st.columns(WHATIF_CARDS_A_ROW), start=row):
+            if i < len(cards):
+                name, before, now = cards[i]
+                column.container(border=True, height="stretch", key=f"edited_card_{i}").markdown(
+                    card_words(name, before, now, classes))
 
 
 def card_words(name: str, before: np.ndarray, now: np.ndarray, classes: list[str]) -> str:
