@@ -440,3 +440,5 @@ def test_the_overviews_bars_tell_two_close_accuracies_apart_as_its_cards_say_the
                           "test macro-F1": [0.814131, 0.805680]})
     bars = {trace.name: list(trace.text) for trace in plots.accuracy_bars(table).data}
     assert bars == {"test accuracy": ["81.4%", "80.5%"], "test macro-F1": ["0.814", "0.806"]}
+    # and no 0–1 axis under percent labels: the bars carry the numbers (#41 walk)
+    assert plots.accuracy_bars(table).layout.yaxis.showticklabels is False

@@ -130,6 +130,8 @@ def accuracy_bars(table: pd.DataFrame) -> go.Figure:
     # the legend above the bars: beside them it left each bar too narrow for "81.4%" at 1280 px (turned on its side)
     figure.update_layout(font=FONT, height=420, yaxis_title="", xaxis_title="", legend_title="",
                          legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom"))
+    # no value axis: every bar says its number, and a 0–1 axis read wrong under "81.4%" (#41 walk)
+    figure.update_yaxes(showticklabels=False, showgrid=False, zeroline=True)
     return figure
 
 
