@@ -1574,7 +1574,8 @@ def test_the_dataset_pages_tables_say_the_classes_in_words(tiny_runs, kaggle_dat
     # the audit's lists, as a run trained on these names would find them (the tiny runs were trained on others)
     audit = Audit(pd.DataFrame({"file_a": ["train/Image_1.jpg"], "split_a": ["train"], "label_a": ["using_laptop"],
                                 "file_b": ["test/Image_1.jpg"], "split_b": ["test"],
-                                "label_b": ["listening_to_music"], "similarity": [0.97], "across_splits": [True]}),
+                                "label_b": ["listening_to_music"], "similarity": [0.9712], "across_splits": [True],
+                                "pixels": [0.9]}),
                   pd.DataFrame({"filename": ["train/Image_2.jpg"], "split": ["val"], "given": ["using_laptop"],
                                 "suggested": ["listening_to_music"], "label_quality": [0.1], "source": ["model"]}),
                   pd.DataFrame({"filename": ["train/Image_3.jpg"], "split": ["train"], "label": ["listening_to_music"],
@@ -1584,6 +1585,12 @@ def test_the_dataset_pages_tables_say_the_classes_in_words(tiny_runs, kaggle_dat
     at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "dataset")
     duplicates, issues, outliers = (frame.value for frame in at.dataframe[-4:-1])
     assert list(duplicates.iloc[0][["its class", "look-alike's class"]]) == ["using laptop", "listening to music"]
+    # seven columns fit the page at 1440 px (nine ran past it): both splits in one, its order the audit's
+    assert list(duplicates.columns) == ["file", "its class", "look-alike", "look-alike's class", "splits",
+                                        "similarity", "pixels alike"] and duplicates.iloc[0]["splits"] == "train · test"
+    shown_as = json.loads(at.dataframe[-4].proto.columns)  # the scores at three decimals (0.971, not 0.9712)
+    assert {name: shown_as[name]["type_config"]["format"] for name in ("similarity", "pixels alike")} == {
+        "similarity": "%.3f", "pixels alike": "%.3f"}
     assert list(issues.iloc[0][["labelled as", "the model says"]]) == ["using laptop", "listening to music"]
     assert list(outliers["class"]) == ["listening to music"]
     assert not {"label_a", "label_b", "across_splits", "label_quality", "given"} & {  # no script's name on screen

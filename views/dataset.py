@@ -21,6 +21,21 @@ def shown_table(table, *class_columns: str):
     return spoken_columns(table, *class_columns).rename(columns=HEADERS)
 
 
+def show(table) -> None:
+    """A shown table with every score at three decimals (the audit rounds to four: 0.981 beside 0.9812)."""
+    scores = table.select_dtypes("float").columns
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={name: st.column_config.NumberColumn(format="%.3f") for name in scores})
+
+
+def shown_pairs(pairs):
+    """The near-duplicates with both pictures' splits in one column ("train · test"): nine columns ran past the
+    page at 1440 px ("pix…"); pairs across splits come first, as the audit sorts them."""
+    shown = shown_table(pairs.drop(columns=["split_a", "split_b", "across_splits"]), "label_a", "label_b")
+    shown.insert(4, "splits", (pairs["split_a"].astype(str) + " · " + pairs["split_b"].astype(str)).to_numpy())
+    return shown
+
+
 selection = sidebar()
 st.title("🗂️ Dataset")
 if selection.data_root is None:
@@ -96,8 +111,7 @@ else:
                     thumbnail_grid(selection, [(pair.file_a, f"{pair.split_a} · {spoken(pair.label_a)}"),
                                                   (pair.file_b, f"{pair.split_b} · {spoken(pair.label_b)} · {pair.similarity:.3f}")],
                                       columns=6, size=140)
-                st.dataframe(shown_table(report.duplicates, "label_a", "label_b"), hide_index=True,
-                             width="stretch")
+                show(shown_pairs(report.duplicates))
                 st.download_button("⬇️ duplicates.csv", report.duplicates.to_csv(index=False), "duplicates.csv",
                                    "text/csv", key="dl_duplicates")
             with tabs[1]:
@@ -106,15 +120,14 @@ else:
                            "these same labels — a weaker signal, since a wrong label it memorised can hide.")
                 thumbnail_grid(selection, [(row.filename, f"{spoken(row.given)} → {spoken(row.suggested)}?")
                                               for row in report.label_issues.head(12).itertuples()], columns=6, size=140)
-                st.dataframe(shown_table(report.label_issues, "given", "suggested"), hide_index=True,
-                             width="stretch")
+                show(shown_table(report.label_issues, "given", "suggested"))
                 st.download_button("⬇️ label_issues.csv", report.label_issues.to_csv(index=False),
                                    "label_issues.csv", "text/csv", key="dl_label_issues")
             with tabs[2]:
                 st.caption("Images far from every other image in the embedding (cleanlab's typicality; low = atypical).")
                 thumbnail_grid(selection, [(row.filename, f"{spoken(row.label)} · {row.typicality:.3f}")
                                               for row in report.outliers.head(12).itertuples()], columns=6, size=140)
-                st.dataframe(shown_table(report.outliers, "label"), hide_index=True, width="stretch")
+                show(shown_table(report.outliers, "label"))
                 st.download_button("⬇️ outliers.csv", report.outliers.to_csv(index=False), "outliers.csv",
                                    "text/csv", key="dl_outliers")
 if len(summary["problems"]):
