@@ -957,6 +957,24 @@ EMPTY_BESIDE_CARDS = """() => {
 }"""
 
 
+def test_presenting_teachs_typed_values_read_as_large_as_their_labels(server, page):
+    """#41 walk: presenting, Teach's number of classes and a class's name (its placeholder too) were typed in
+    18.4 px under 22 px labels. Each typed value is as large as its label; outside presenting both stay as they were."""
+    size = lambda element: float(element.evaluate("e => getComputedStyle(e).fontSize").rstrip("px"))  # noqa: E731
+    for link, presented in (("?present=1", True), ("", False)):
+        page.goto(f"{server.url}/teach{link}")
+        fields = [page.locator(f"[data-testid='{kind}']").filter(has_text=label).first
+                  for kind, label in (("stNumberInput", "Classes"), ("stTextInput", "Class name"))]
+        fields[-1].wait_for()
+        settle(page)
+        if presented:  # the page's type applied (PRESENTATION_CSS): a label in 21 px or more
+            page.wait_for_function("getComputedStyle(document.querySelector(\"[data-testid='stTextInput'] label p\"))"
+                                   ".fontSize.replace('px', '') >= 21")
+        for field in fields:
+            label, typed = size(field.locator("label p")), size(field.locator("input"))
+            assert (typed == pytest.approx(label, abs=0.5)) if presented else typed <= label, (link, label, typed)
+
+
 def test_a_card_with_its_more_details_open_leaves_no_empty_gap_beside_the_other_cards(har_bundle, browser, tmp_path):
     """#41 walk: opening a card's More details made it long (its similar training pictures) and left a big empty gap
     beside its neighbours, the card under it pushed a screen down. With the first card's More details open, no

@@ -348,6 +348,8 @@ html { font-size: 21px; }
 /* a picker's choice and its list as large as its label (#41 walk: "The cards of" read in small type) */
 [data-testid="stMain"] [data-testid="stSelectbox"] input, [data-testid="stSelectboxVirtualDropdown"] [role="option"] {
   font-size: 1.05rem; }
+/* typed values too (Teach's number of classes, a class's name, its placeholder): 18.4 px under a 22 px label */
+[data-testid="stMain"] :is([data-testid="stNumberInput"], [data-testid="stTextInput"]) input { font-size: 1.05rem; }
 /* a table draws on a canvas in fixed pixels: scale it whole, at a width that fills the page once scaled */
 [data-testid="stFullScreenFrame"]:has(> [data-testid="stDataFrame"]) { zoom: 1.3; width: calc(100% / 1.3); }
 </style>"""
