@@ -1588,9 +1588,11 @@ def test_the_dataset_pages_tables_say_the_classes_in_words(tiny_runs, kaggle_dat
     # seven columns fit the page at 1440 px (nine ran past it): both splits in one, its order the audit's
     assert list(duplicates.columns) == ["file", "its class", "look-alike", "look-alike's class", "splits",
                                         "similarity", "pixels alike"] and duplicates.iloc[0]["splits"] == "train · test"
-    shown_as = json.loads(at.dataframe[-4].proto.columns)  # the scores at three decimals (0.971, not 0.9712)
-    assert {name: shown_as[name]["type_config"]["format"] for name in ("similarity", "pixels alike")} == {
-        "similarity": "%.3f", "pixels alike": "%.3f"}
+    assert duplicates.iloc[0][["file", "look-alike"]].tolist() == ["Image_1.jpg", "Image_1.jpg"]  # as pages name
+    # a picture: "train/" beside "train · test" read as a training picture
+    scores = {"similarity": -4, "pixels alike": -4, "label quality": -3, "typicality": -2}  # at three decimals
+    assert {name: json.loads(at.dataframe[table].proto.columns)[name]["type_config"]["format"]
+            for name, table in scores.items()} == dict.fromkeys(scores, "%.3f")
     assert list(issues.iloc[0][["labelled as", "the model says"]]) == ["using laptop", "listening to music"]
     assert list(outliers["class"]) == ["listening to music"]
     assert not {"label_a", "label_b", "across_splits", "label_quality", "given"} & {  # no script's name on screen

@@ -366,22 +366,22 @@ def presenting() -> bool:
 CARDS_A_ROW = 3
 
 
-def cards_a_row(count: int) -> int:
+def columns_for(cards: int) -> int:
     """Up to three cards a row, also in presentation mode (which uses the screen's whole width, so a card stays a
     third of it and fits a screen's height)."""
-    return min(CARDS_A_ROW, max(1, count))
+    return min(CARDS_A_ROW, max(1, cards))
 
 
 def model_columns(count: int) -> list:
     """The grid that holds one card per model."""
-    return st.columns(cards_a_row(count))
+    return st.columns(columns_for(count))
 
 
 def model_rows(count: int) -> list[tuple[list, object]]:
     """model_columns' grid a row at a time: each row's columns, then a slot the page's whole width under the row,
     for what a card of the row opens. A card stays as tall as its neighbours; opened in its column, it grew long
     beside them and left a big empty gap there (#41 walk)."""
-    width = cards_a_row(count)
+    width = columns_for(count)
     return [(st.columns(width), st.container()) for _ in range(0, count, width)]
 
 

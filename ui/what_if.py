@@ -13,9 +13,9 @@ from har_core.data.labels import breakable, spoken
 from ui.answers import as_model_sees, predict_edited
 from ui.sureness import ensemble_temperature
 
+CARDS_A_ROW = 4  # the cards on the edited picture: the ensemble's and six runs' in two rows
 # the edited picture at most about as tall as the sliders beside it: a tall one pushed the cards below a projector's
 # screen (the picture keeps its shape inside the column's width)
-WHATIF_CARDS_A_ROW = 4
 SHORT_PICTURE = """<style>.st-key-edited_picture img { max-height: 10rem; object-fit: contain; }</style>"""
 
 
@@ -86,9 +86,9 @@ def _panel(image, loaded: list[LoadedModel], predictions: list[Prediction], memb
     temperature = ensemble_temperature(member_runs)
     cards = [("Ensemble", ensemble(predictions, members, temperature)[0], ensemble(after, members, temperature)[0])]
     cards += [(p.model, p.probs[0], q.probs[0]) for p, q in zip(predictions, after)]
-    for row in range(0, len(cards), WHATIF_CARDS_A_ROW):  # a row at a time, each card as tall as its row: a name
+    for row in range(0, len(cards), CARDS_A_ROW):  # a row at a time, each card as tall as its row: a name
         # that wraps ("efficientnet_" / "lite2") left the columns' cards at different heights (#41 walk)
-        for i, column in enumerate(st.columns(WHATIF_CARDS_A_ROW), start=row):
+        for i, column in enumerate(st.columns(CARDS_A_ROW), start=row):
             if i < len(cards):
                 name, before, now = cards[i]
                 column.container(border=True, height="stretch", key=f"edited_card_{i}").markdown(

@@ -2,7 +2,7 @@ import streamlit as st
 
 from har_core.retrieval.audit import DUPLICATE_THRESHOLD, PIXEL_MATCH
 from har_core.data.datasets import DataError
-from har_core.data.labels import spoken, spoken_columns
+from har_core.data.labels import picture_name, spoken, spoken_columns
 from har_core.evaluation.plots import class_distribution, size_scatter
 from ui.choices import sidebar
 from ui.common import best_run, dataset, figure, friendly, thumb, thumbnail_grid
@@ -10,18 +10,20 @@ from ui.similar import data_audit, embeddings_or_offer, has_embeddings
 
 # the tables' columns as a newcomer reads them; the CSV downloads keep the names a script reads
 # (the copies table's "picture" numbers the copies' groups)
-HEADERS = {"file_a": "file", "split_a": "its split", "label_a": "its class", "file_b": "look-alike",
-           "split_b": "look-alike's split", "label_b": "look-alike's class", "pixels": "pixels alike",
-           "across_splits": "across splits", "filename": "file", "given": "labelled as",
-           "suggested": "the model says", "label_quality": "label quality", "confident": "model sure",
-           "source": "scored by", "label": "class", "picture": "picture #"}
+HEADERS = {"file_a": "file", "label_a": "its class", "file_b": "look-alike", "label_b": "look-alike's class",
+           "pixels": "pixels alike", "filename": "file", "given": "labelled as", "suggested": "the model says",
+           "label_quality": "label quality", "confident": "model sure", "source": "scored by", "label": "class",
+           "picture": "picture #"}
+AUDIT_FILES = ("file_a", "file_b", "filename")  # named as every page names a picture (picture_name): on the Kaggle
+# layout "train/Image_2471.jpg" beside "train · test" read as a training picture
 
 
 def shown_table(table, *class_columns: str):
-    return spoken_columns(table, *class_columns).rename(columns=HEADERS)
+    named = table.assign(**{column: table[column].map(picture_name) for column in AUDIT_FILES if column in table})
+    return spoken_columns(named, *class_columns).rename(columns=HEADERS)
 
 
-def show(table) -> None:
+def show_scored(table) -> None:
     """A shown table with every score at three decimals (the audit rounds to four: 0.981 beside 0.9812)."""
     scores = table.select_dtypes("float").columns
     st.dataframe(table, hide_index=True, width="stretch",
@@ -32,7 +34,8 @@ def shown_pairs(pairs):
     """The near-duplicates with both pictures' splits in one column ("train · test"): nine columns ran past the
     page at 1440 px ("pix…"); pairs across splits come first, as the audit sorts them."""
     shown = shown_table(pairs.drop(columns=["split_a", "split_b", "across_splits"]), "label_a", "label_b")
-    shown.insert(4, "splits", (pairs["split_a"].astype(str) + " · " + pairs["split_b"].astype(str)).to_numpy())
+    shown.insert(shown.columns.get_loc("look-alike's class") + 1, "splits",
+                 (pairs["split_a"].astype(str) + " · " + pairs["split_b"].astype(str)).to_numpy())
     return shown
 
 
@@ -111,7 +114,7 @@ else:
                     thumbnail_grid(selection, [(pair.file_a, f"{pair.split_a} · {spoken(pair.label_a)}"),
                                                   (pair.file_b, f"{pair.split_b} · {spoken(pair.label_b)} · {pair.similarity:.3f}")],
                                       columns=6, size=140)
-                show(shown_pairs(report.duplicates))
+                show_scored(shown_pairs(report.duplicates))
                 st.download_button("⬇️ duplicates.csv", report.duplicates.to_csv(index=False), "duplicates.csv",
                                    "text/csv", key="dl_duplicates")
             with tabs[1]:
@@ -120,14 +123,14 @@ else:
                            "these same labels — a weaker signal, since a wrong label it memorised can hide.")
                 thumbnail_grid(selection, [(row.filename, f"{spoken(row.given)} → {spoken(row.suggested)}?")
                                               for row in report.label_issues.head(12).itertuples()], columns=6, size=140)
-                show(shown_table(report.label_issues, "given", "suggested"))
+                show_scored(shown_table(report.label_issues, "given", "suggested"))
                 st.download_button("⬇️ label_issues.csv", report.label_issues.to_csv(index=False),
                                    "label_issues.csv", "text/csv", key="dl_label_issues")
             with tabs[2]:
                 st.caption("Images far from every other image in the embedding (cleanlab's typicality; low = atypical).")
                 thumbnail_grid(selection, [(row.filename, f"{spoken(row.label)} · {row.typicality:.3f}")
                                               for row in report.outliers.head(12).itertuples()], columns=6, size=140)
-                show(shown_table(report.outliers, "label"))
+                show_scored(shown_table(report.outliers, "label"))
                 st.download_button("⬇️ outliers.csv", report.outliers.to_csv(index=False), "outliers.csv",
                                    "text/csv", key="dl_outliers")
 if len(summary["problems"]):
