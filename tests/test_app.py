@@ -1035,8 +1035,10 @@ def test_teach_learns_two_classes_from_the_image_folder_and_saves_an_ordinary_ru
     monkeypatch.chdir(ROOT)
     at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "teach")
     holding = [c for c in at.columns if any(t.key.startswith("teach_name_") for t in c.text_input)]
-    # three classes: two cards a row (at a third of the page a card's fourth tab hid behind a scroll arrow)
-    assert at.number_input(key="teach_count").value == 3 and len(holding) == 2
+    # three classes: two cards a row (at a third of the page a card's fourth tab hid behind a scroll arrow), in
+    # reading order: column by column, the third class came before the second (the keyboard's order too, #41 walk)
+    assert at.number_input(key="teach_count").value == 3 and {c.weight for c in holding} == {0.5}
+    assert [[t.key for t in c.text_input] for c in holding] == [["teach_name_0"], ["teach_name_1"], ["teach_name_2"]]
     at.number_input(key="teach_count").set_value(2).run()
     at.button(key="teach_train").click().run()
     assert any("class has no name" in e.value for e in at.error)
@@ -1569,7 +1571,7 @@ def test_the_dataset_pages_tables_say_the_classes_in_words(tiny_runs, kaggle_dat
     monkeypatch.chdir(ROOT)
     at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "dataset")
     copies = at.dataframe[0].value
-    assert sorted(copies["file"]) == ["train/Image_1.jpg", "train/Image_again.jpg"]
+    assert sorted(copies["file"]) == ["Image_1.jpg", "Image_again.jpg"]  # named as every page names a picture
     assert list(copies["class"]) == ["using laptop", "using laptop"] and list(copies["picture #"]) == [1, 1]
     # the audit's lists, as a run trained on these names would find them (the tiny runs were trained on others)
     audit = Audit(pd.DataFrame({"file_a": ["train/Image_1.jpg"], "split_a": ["train"], "label_a": ["using_laptop"],

@@ -738,7 +738,8 @@ def test_switching_the_runs_folder_in_the_browser_switches_the_image_folder_it_s
 
 def test_every_overview_card_names_its_run_on_one_line_at_1280_px(browser, tmp_path):
     """A new user at 1280×720 read 'custom_cnn_taugh' / 't' as the HAR bundle's custom CNN card's heading: the name,
-    longer than a third of the page, was broken inside the word. Every card's heading is one whole line."""
+    longer than a third of the page, was broken inside the word. Every card's heading is one whole line, and the
+    cards stand in rows (a column's cards stacked on their own before, so the rows went ragged)."""
     from har_core.models.artifacts import find_runs
     fresh = start_server(ROOT / "assets" / "runs_har", tmp_path, tmp_path / "server.log")
     context = browser.new_context(viewport={"width": 1280, "height": 720})
@@ -755,6 +756,11 @@ def test_every_overview_card_names_its_run_on_one_line_at_1280_px(browser, tmp_p
         names = sorted(run.name for run in find_runs(ROOT / "assets" / "runs_har")[0])
         assert sorted(name for name, _ in lines) == names
         assert {name: count for name, count in lines if count != 1} == {}
+        rows: dict[int, list] = {}  # each card's bottom by its top: rows of three, each ending on one line (#41 walk:
+        for card in (c.bounding_box() for c in page.locator("[class*='st-key-overview_card_']").all()):  # ragged)
+            rows.setdefault(round(card["y"]), []).append(card["y"] + card["height"])
+        assert sorted(map(len, rows.values())) == [3, 3], rows
+        assert all(max(ends) - min(ends) <= 1 for ends in rows.values()), rows
     finally:
         context.close()
         stop_server(fresh)
@@ -957,9 +963,10 @@ EMPTY_BESIDE_CARDS = """() => {
 }"""
 
 
-def test_presenting_teachs_typed_values_read_as_large_as_their_labels(server, page):
-    """#41 walk: presenting, Teach's number of classes and a class's name (its placeholder too) were typed in
-    18.4 px under 22 px labels. Each typed value is as large as its label; outside presenting both stay as they were."""
+def test_presenting_teachs_typed_values_and_chosen_models_read_as_large_as_their_labels(server, page):
+    """#41 walk: presenting, Teach's number of classes and a class's name (its placeholder too), and the models
+    chosen in a multiselect, were in 18.4 px under 22 px labels. Each is as large as its label; outside presenting
+    the typed values stay as they were."""
     size = lambda element: float(element.evaluate("e => getComputedStyle(e).fontSize").rstrip("px"))  # noqa: E731
     for link, presented in (("?present=1", True), ("", False)):
         page.goto(f"{server.url}/teach{link}")
@@ -973,6 +980,14 @@ def test_presenting_teachs_typed_values_read_as_large_as_their_labels(server, pa
         for field in fields:
             label, typed = size(field.locator("label p")), size(field.locator("input"))
             assert (typed == pytest.approx(label, abs=0.5)) if presented else typed <= label, (link, label, typed)
+    # and a multiselect's chosen names: the models on Mistakes (Predict, Explain, Video, Evaluate alike)
+    page.goto(f"{server.url}/mistakes?present=1")
+    picker = page.locator("[data-testid='stMain'] [data-testid='stMultiSelect']").first
+    picker.locator("[data-tag]").first.wait_for()
+    settle(page)
+    page.wait_for_function("getComputedStyle(document.querySelector(\"[data-testid='stMain'] [data-testid='stMultiSelect'] "
+                           "label p\")).fontSize.replace('px', '') >= 21")
+    assert size(picker.locator("[data-tag]").first) == pytest.approx(size(picker.locator("label p")), abs=0.5)
 
 
 def test_a_card_with_its_more_details_open_leaves_no_empty_gap_beside_the_other_cards(har_bundle, browser, tmp_path):

@@ -5,7 +5,7 @@ from har_core.data.datasets import DataError
 from har_core.data.labels import picture_name, spoken, spoken_columns
 from har_core.evaluation.plots import class_distribution, size_scatter
 from ui.choices import sidebar
-from ui.common import best_run, dataset, figure, friendly, thumb, thumbnail_grid
+from ui.common import best_run, dataset, figure, friendly, image_grid, scored_table, thumb, thumbnail_grid
 from ui.similar import data_audit, embeddings_or_offer, has_embeddings
 
 # the tables' columns as a newcomer reads them; the CSV downloads keep the names a script reads
@@ -14,20 +14,14 @@ HEADERS = {"file_a": "file", "label_a": "its class", "file_b": "look-alike", "la
            "pixels": "pixels alike", "filename": "file", "given": "labelled as", "suggested": "the model says",
            "label_quality": "label quality", "confident": "model sure", "source": "scored by", "label": "class",
            "picture": "picture #"}
-AUDIT_FILES = ("file_a", "file_b", "filename")  # named as every page names a picture (picture_name): on the Kaggle
-# layout "train/Image_2471.jpg" beside "train · test" read as a training picture
+# a picture named as every page names it (picture_name): on the Kaggle layout "train/Image_2471.jpg" beside
+# "train · test" read as a training picture
+PICTURE_COLUMNS = ("file_a", "file_b", "filename", "file")
 
 
 def shown_table(table, *class_columns: str):
-    named = table.assign(**{column: table[column].map(picture_name) for column in AUDIT_FILES if column in table})
+    named = table.assign(**{column: table[column].map(picture_name) for column in PICTURE_COLUMNS if column in table})
     return spoken_columns(named, *class_columns).rename(columns=HEADERS)
-
-
-def show_scored(table) -> None:
-    """A shown table with every score at three decimals (the audit rounds to four: 0.981 beside 0.9812)."""
-    scores = table.select_dtypes("float").columns
-    st.dataframe(table, hide_index=True, width="stretch",
-                 column_config={name: st.column_config.NumberColumn(format="%.3f") for name in scores})
 
 
 def shown_pairs(pairs):
@@ -76,7 +70,8 @@ if len(summary["copies"]):
     st.subheader("Copies of one picture")
     st.caption("Identical files under different names (by content hash). A split keeps each picture's copies "
                "together, so none is tested on a picture it trained on.")
-    st.dataframe(shown_table(summary["copies"], "label"), hide_index=True, width="stretch")
+    st.dataframe(shown_table(summary["copies"], "label"), hide_index=True, width="stretch",
+                 column_config={"picture #": st.column_config.NumberColumn(width="small")})
 
 st.subheader("Data quality")
 with_classes = [run for run in selection.runs if run.classes == summary["classes"]]
@@ -110,11 +105,15 @@ else:
                               f"{PIXEL_MATCH}: copies re-encoded, re-cropped or watermarked)" if described else "")
                            + "; pairs split across train and test first: a test image whose twin was trained on "
                            "inflates test accuracy.")
-                for pair in report.duplicates.head(8).itertuples():
-                    thumbnail_grid(selection, [(pair.file_a, f"{pair.split_a} · {spoken(pair.label_a)}"),
-                                                  (pair.file_b, f"{pair.split_b} · {spoken(pair.label_b)} · {pair.similarity:.3f}")],
-                                      columns=6, size=140)
-                show_scored(shown_pairs(report.duplicates))
+                pairs = []  # three pairs a row, each picture named as the table names it (a pair a row left the
+                for pair in report.duplicates.head(8).itertuples():  # page's right two thirds empty, #41 walk)
+                    a, b = thumb(selection, pair.file_a, 140), thumb(selection, pair.file_b, 140)
+                    if a is not None and b is not None:  # a pair stays side by side
+                        pairs += [(a, f"{picture_name(pair.file_a)} · {pair.split_a} · {spoken(pair.label_a)}"),
+                                  (b, f"{picture_name(pair.file_b)} · {pair.split_b} · {spoken(pair.label_b)} · "
+                                      f"{pair.similarity:.3f}")]
+                image_grid(pairs, 6)
+                scored_table(shown_pairs(report.duplicates))
                 st.download_button("⬇️ duplicates.csv", report.duplicates.to_csv(index=False), "duplicates.csv",
                                    "text/csv", key="dl_duplicates")
             with tabs[1]:
@@ -123,14 +122,14 @@ else:
                            "these same labels — a weaker signal, since a wrong label it memorised can hide.")
                 thumbnail_grid(selection, [(row.filename, f"{spoken(row.given)} → {spoken(row.suggested)}?")
                                               for row in report.label_issues.head(12).itertuples()], columns=6, size=140)
-                show_scored(shown_table(report.label_issues, "given", "suggested"))
+                scored_table(shown_table(report.label_issues, "given", "suggested"))
                 st.download_button("⬇️ label_issues.csv", report.label_issues.to_csv(index=False),
                                    "label_issues.csv", "text/csv", key="dl_label_issues")
             with tabs[2]:
                 st.caption("Images far from every other image in the embedding (cleanlab's typicality; low = atypical).")
                 thumbnail_grid(selection, [(row.filename, f"{spoken(row.label)} · {row.typicality:.3f}")
                                               for row in report.outliers.head(12).itertuples()], columns=6, size=140)
-                show_scored(shown_table(report.outliers, "label"))
+                scored_table(shown_table(report.outliers, "label"))
                 st.download_button("⬇️ outliers.csv", report.outliers.to_csv(index=False), "outliers.csv",
                                    "text/csv", key="dl_outliers")
 if len(summary["problems"]):

@@ -6,7 +6,7 @@ from har_core.evaluation.plots import confusion_figure, disagreement_heatmap, f1
 from har_core.explain.robustness import heatmap_table
 from ui.choices import follow_link, share_view, sidebar
 from ui.common import (best_run, figure, friendly, metrics as run_metrics, need_runs, predictions as run_predictions,
-                       robustness, splits_with, thumbnail_grid)
+                       robustness, scored_table, splits_with, thumbnail_grid)
 from ui.how_sure import how_sure
 
 selection = sidebar()
@@ -64,8 +64,7 @@ if predictions is not None:
                 f"{run_name} ({split} pictures)")
     thumbnail_grid(selection, [(row.filename, f"{picture_name(row.filename)} · {row.confidence:.0%}")
                                   for row in samples.head(24).itertuples()])
-    st.dataframe(samples.assign(filename=samples["filename"].map(picture_name)).rename(
-        columns={"filename": "picture"}), hide_index=True, width="stretch")
+    scored_table(samples.assign(filename=samples["filename"].map(picture_name)).rename(columns={"filename": "picture"}))
 
 if len(selection.runs) > 1:
     st.subheader("Model vs model disagreement")

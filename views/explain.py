@@ -87,7 +87,7 @@ def maps():
     started, drawn = time.perf_counter(), 0
     columns = model_columns(len(loaded))
     for i, model in enumerate(loaded):
-        with columns[i % len(columns)].container(border=True), friendly(f"{method} for {model.name}"):
+        with columns[i].container(border=True, height="stretch"), friendly(f"{method} for {model.name}"):
             if target != "predicted class" and target not in model.classes:
                 st.caption(f"**{model.name}** has no class '{target}': it was trained on other classes.")
                 continue

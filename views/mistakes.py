@@ -10,7 +10,7 @@ from har_core.data.video import VIDEO_SUFFIXES
 from ui.answers import explanation
 from ui.choices import follow_link, share_view, sidebar
 from ui.clips import folder_clip
-from ui.common import (calibration_note, data_file, friendly, model_columns, models as loaded_models, need_runs,
+from ui.common import (calibration_note, data_file, friendly, grid, model_columns, models as loaded_models, need_runs,
                        predictions, splits_with, thumb)
 from ui.similar import nearest_training_images
 
@@ -90,18 +90,19 @@ def detail(chosen: str) -> None:
                 with friendly(f"Grad-CAM for {model.name}"), st.spinner(f"Grad-CAM for {model.name}…"):
                     result = explanation(model, image, image_digest(image), "Grad-CAM", None)
                     if result.empty:  # a blank map would read as an answer
-                        columns[i % len(columns)].caption(f"⚠️ {model.name}: Grad-CAM marks no part of this "
-                                                          f"picture for {spoken(model.classes[result.target])}: its "
-                                                          "map is empty.")
+                        columns[i].caption(f"⚠️ {model.name}: Grad-CAM marks no part of this "
+                                           f"picture for {spoken(model.classes[result.target])}: its "
+                                           "map is empty.")
                         continue
-                    columns[i % len(columns)].image(
+                    columns[i].image(
                         overlay_on_picture(result, image, model.run.card["input_size"], model.run.card["crop_pct"]),
                         caption=f"{model.name}: {spoken(model.classes[result.target])}", width="stretch")
 
 
-grid = st.columns(4)
-for i, card in enumerate(picture_cards(shown_frames, table)):  # one card per picture, every model's answer
-    with grid[i % 4].container(border=True, key=f"mistake_card_{i}"):
+cards = picture_cards(shown_frames, table)
+cells = grid(len(cards), 4)
+for i, card in enumerate(cards):  # one card per picture, every model's answer
+    with cells[i].container(border=True, key=f"mistake_card_{i}", height="stretch"):
         picture = thumb(selection, card["filename"], 240)
         if picture is not None:
             st.image(picture, width="stretch")

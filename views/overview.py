@@ -51,7 +51,7 @@ order = list(table["run"])  # the cards in the table's order, the best first
 headings_on_one_line("overview_card", order)
 for i, run in enumerate(sorted(selection.runs, key=lambda run: order.index(run.name))):
     card = run.card
-    with columns[i % len(columns)].container(border=True, key=f"overview_card_{i}"):
+    with columns[i].container(border=True, key=f"overview_card_{i}", height="stretch"):
         st.markdown(f"##### {run.name}")  # h5: the longest name on one line at 1280 px even before any style
         architecture = f"**{card['model']}** · " if card["model"] != run.name else ""  # the heading says it already
         st.markdown(f"{architecture}{card.get('parameters', 0) / 1e6:.1f} million parameters · "

@@ -5,7 +5,7 @@ from har_core.evaluation.plots import confusion_figure, probability_bars
 from har_core.training.teach import FEW_HELD_OUT, MAX_CLASSES, MIN_CLASSES
 from ui.answers import read_uploads
 from ui.choices import sidebar
-from ui.common import IMAGE_TYPES, figure, friendly, image_models, need_runs
+from ui.common import IMAGE_TYPES, figure, friendly, grid, image_models, need_runs
 from ui.teaching import (folder_index, runs_folder_writable, save_taught, taught_probabilities, taught_zip,
                          teach_base, teach_head, teach_pictures, teach_sureness)
 
@@ -24,9 +24,9 @@ base_run = teach_base(selection, top[0])
 count = top[1].number_input("Classes", MIN_CLASSES, MAX_CLASSES, 3, key="teach_count")
 
 names, pictures = [], []
-columns = st.columns(min(2, count))  # two a row: a third of the page hid the fourth way to add pictures
+cells = grid(count, min(2, count))  # two a row: a third of the page hid the fourth way to add pictures
 for i in range(count):
-    with columns[i % len(columns)].container(border=True):
+    with cells[i].container(border=True):
         names.append(st.text_input("Class name", key=f"teach_name_{i}", placeholder="e.g. waving"))
         pictures.append(teach_pictures(selection, i))
         st.caption(f"{len(pictures[-1])} picture{'s' if len(pictures[-1]) != 1 else ''}")
