@@ -1320,6 +1320,20 @@ def test_presenting_predict_folds_its_models_and_options_so_the_answer_comes_fir
     at.sidebar.toggle(key="present").set_value(False).run()
 
 
+def test_presenting_video_folds_its_models_and_settings_so_the_timeline_comes_first(app):
+    """#41 walk: presenting at 1280x720, Video's notes, model picker and uploader filled the screen and the timeline
+    began below it. Presenting, the notes, the models and the sampling settings fold into one expander."""
+    at = open_page(app, "video")
+    assert [e.label for e in at.expander] == ["Sampling and segments"]  # at a desk: the models in sight
+    at.sidebar.toggle(key="present").set_value(True).run()
+    assert [e.label for e in at.expander] == ["Models and options"]
+    folded = at.expander[0]
+    assert [m.key for m in folded.multiselect] == ["video_models"]
+    assert [s.key for s in folded.slider] == ["video_fps", "video_window", "video_min", "video_threshold"]
+    assert any("These runs know" in c.value for c in folded.caption)
+    at.sidebar.toggle(key="present").set_value(False).run()
+
+
 def test_the_warm_up_opens_each_run_as_the_default_backend_serves_it(tiny_runs, copy_of, kaggle_data, monkeypatch):
     """#41: with an export, the first visitor's answer needs no ONNX Runtime session opened: the warm-up thread
     already opened it (and ran one forward), so asking for the served model opens nothing."""
