@@ -69,8 +69,8 @@ def load_image(source: bytes | str | Path, limits: ImageLimits = DEFAULT_LIMITS,
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > limits.max_pixels:
-                raise ImageError(f"image is too large ({width}×{height} pixels; limit "
-                                 f"{limits.max_pixels // 1_000_000} megapixels)")
+                raise ImageError(f"image is too large ({width}×{height} pixels; the limit is "
+                                 f"{limits.max_pixels // 1_000_000} megapixels): make it smaller and try again")
             if min(width, height) < limits.min_side:
                 raise ImageError(f"image is too small ({width}×{height} pixels)")
             if max(width, height) / min(width, height) > limits.max_aspect:
@@ -85,7 +85,8 @@ def load_image(source: bytes | str | Path, limits: ImageLimits = DEFAULT_LIMITS,
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError("image is too large (it declares more pixels than is safe to decode)") from None
+        raise ImageError(f"image is too large (over {limits.max_pixels // 1_000_000} megapixels, more than is safe "
+                         "to decode): make it smaller and try again") from None
     except UnidentifiedImageError:
         raise ImageError("not a readable image: an unsupported format or a damaged file "
                          f"(use {', '.join(s[1:].upper() for s in IMAGE_SUFFIXES)})") from None
