@@ -25,6 +25,8 @@ def test_the_report_embeds_everything_and_fetches_nothing(written, tiny_runs):
         assert f"<h2>{section}</h2>" in page
     assert page.count("<script>") >= 1 and "<script src" not in page and "<link" not in page
     assert page.count(get_plotlyjs()) == 1  # the library once, however many figures
+    # each chart on white as the app draws it (plotly's own template paints its plots grey, #41 walk)
+    assert '"plot_bgcolor":"white"' in page and '"plot_bgcolor":"#E5ECF6"' not in page
     ours = page.replace(get_plotlyjs(), "")  # (plotly.js itself names map-tile servers it never calls here)
     assert re.findall(r"https?://[^\"' )<]+", ours) == []
     runs = find_runs(tiny_runs)[0]

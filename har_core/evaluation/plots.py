@@ -26,10 +26,10 @@ PALETTE = DISTINCT + [colour for colour in px.colors.qualitative.Dark24 + px.col
                       if colour != "#222A2A" and colour not in DISTINCT]
 
 
-# the look of a figure drawn outside the app (the report): plotly's own template, named here because the process
+# the look of a figure drawn outside the app (the report): plotly's white template, named here because the process
 # default is not: importing streamlit makes "streamlit" the default, whose colours are placeholders (#000001…) and
 # whose axes keep no room for their labels; only Streamlit's front end knows how to draw it
-STANDALONE_TEMPLATE = pio.templates["plotly"]
+STANDALONE_TEMPLATE = pio.templates["plotly_white"]  # white as the app's charts, not plotly's grey
 
 
 def standalone(figure: go.Figure) -> go.Figure:
