@@ -10,6 +10,7 @@ server process and set of runs; torch only when PyTorch answers a run.
 """
 from __future__ import annotations
 
+import gc
 import threading
 from pathlib import Path
 
@@ -75,9 +76,20 @@ def _prepare_answers(runs: list[Run]) -> None:
             print(f"HAR Studio: the warm-up could not prepare {name}: {error}", flush=True)
 
 
+def set_the_loaded_heap_aside() -> None:
+    """What the server has imported and loaded by now is left out of the garbage collector's full passes
+    (gc.freeze): Streamlit collects after every script run (runner.postScriptGC), and walking this heap (pandas,
+    SciPy, scikit-learn, plotly, ONNX Runtime's Python side) took 0.1 s of the server's CPU a run, twice for each
+    visitor who opens Predict and uploads (#41). What pages make from now on is collected as before, so a page's
+    namespace and the pictures it holds still go after its run."""
+    gc.collect()  # today's garbage first: set aside, it would stay
+    gc.freeze()
+
+
 def _start_loading(paths: tuple[str, ...], stamps: tuple[tuple[float, ...], ...]) -> threading.Thread:
     def load_all():
         _prepare_answers(_load_models(paths))
+        set_the_loaded_heap_aside()
         # not the Inside page's receptive fields: measuring them imports torch and builds every architecture,
         # seconds of both cores that competed with the first visitor's answer; Inside measures them itself
     thread = threading.Thread(target=load_all, name="har-warm-up", daemon=True)
