@@ -85,8 +85,9 @@ def load_image(source: bytes | str | Path, limits: ImageLimits = DEFAULT_LIMITS,
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"image is too large (over {limits.max_pixels // 1_000_000} megapixels, more than is safe "
-                         "to decode): make it smaller and try again") from None
+        over = min(limits.max_pixels, Image.MAX_IMAGE_PIXELS or limits.max_pixels)  # Pillow's own bound refused it
+        raise ImageError(f"image is too large (over {over // 1_000_000} megapixels, more than is safe to decode): "
+                         "make it smaller and try again") from None
     except UnidentifiedImageError:
         raise ImageError("not a readable image: an unsupported format or a damaged file "
                          f"(use {', '.join(s[1:].upper() for s in IMAGE_SUFFIXES)})") from None

@@ -1618,8 +1618,10 @@ def test_the_dataset_pages_tables_say_the_classes_in_words(tiny_runs, kaggle_dat
     # seven columns fit the page at 1440 px (nine ran past it): both splits in one, its order the audit's
     assert list(duplicates.columns) == ["file", "its class", "look-alike", "look-alike's class", "splits",
                                         "similarity", "pixels alike"] and duplicates.iloc[0]["splits"] == "train · test"
-    assert duplicates.iloc[0][["file", "look-alike"]].tolist() == ["Image_1.jpg", "Image_1.jpg"]  # as pages name
-    # a picture: "train/" beside "train · test" read as a training picture
+    # a picture named as pages name it ("train/" beside "train · test" read as a training picture), unless two
+    # pictures of a table would share one name: train/Image_1.jpg and test/Image_1.jpg keep their folders
+    assert duplicates.iloc[0][["file", "look-alike"]].tolist() == ["train/Image_1.jpg", "test/Image_1.jpg"]
+    assert list(issues["file"]) == ["Image_2.jpg"] and list(outliers["file"]) == ["Image_3.jpg"]
     scores = {"similarity": -4, "pixels alike": -4, "label quality": -3, "typicality": -2}  # at three decimals
     assert {name: json.loads(at.dataframe[table].proto.columns)[name]["type_config"]["format"]
             for name, table in scores.items()} == dict.fromkeys(scores, "%.3f")

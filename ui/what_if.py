@@ -11,6 +11,7 @@ from har_core.data.imaging import image_digest, resize_side
 from har_core.models.inference import LoadedModel, Prediction, ensemble
 from har_core.data.labels import breakable, spoken
 from ui.answers import as_model_sees, predict_edited
+from ui.common import grid
 from ui.sureness import ensemble_temperature
 
 CARDS_A_ROW = 4  # the cards on the edited picture: the ensemble's and six runs' in two rows
@@ -86,13 +87,11 @@ def _panel(image, loaded: list[LoadedModel], predictions: list[Prediction], memb
     temperature = ensemble_temperature(member_runs)
     cards = [("Ensemble", ensemble(predictions, members, temperature)[0], ensemble(after, members, temperature)[0])]
     cards += [(p.model, p.probs[0], q.probs[0]) for p, q in zip(predictions, after)]
-    for row in range(0, len(cards), CARDS_A_ROW):  # a row at a time, each card as tall as its row: a name
-        # that wraps ("efficientnet_" / "lite2") left the columns' cards at different heights (#41 walk)
-        for i, column in enumerate(st.columns(CARDS_A_ROW), start=row):
-            if i < len(cards):
-                name, before, now = cards[i]
-                column.container(border=True, height="stretch", key=f"edited_card_{i}").markdown(
-                    card_words(name, before, now, classes))
+    # a row at a time, each card as tall as its row: a name that wraps ("efficientnet_" / "lite2") left the
+    # columns' cards at different heights (#41 walk)
+    for i, (cell, (name, before, now)) in enumerate(zip(grid(len(cards), CARDS_A_ROW), cards)):
+        cell.container(border=True, height="stretch", key=f"edited_card_{i}").markdown(
+            card_words(name, before, now, classes))
 
 
 def card_words(name: str, before: np.ndarray, now: np.ndarray, classes: list[str]) -> str:

@@ -1,3 +1,4 @@
+import pandas as pd
 import streamlit as st
 
 from har_core.retrieval.audit import DUPLICATE_THRESHOLD, PIXEL_MATCH
@@ -14,14 +15,18 @@ HEADERS = {"file_a": "file", "label_a": "its class", "file_b": "look-alike", "la
            "pixels": "pixels alike", "filename": "file", "given": "labelled as", "suggested": "the model says",
            "label_quality": "label quality", "confident": "model sure", "source": "scored by", "label": "class",
            "picture": "picture #"}
-# a picture named as every page names it (picture_name): on the Kaggle layout "train/Image_2471.jpg" beside
-# "train · test" read as a training picture
 PICTURE_COLUMNS = ("file_a", "file_b", "filename", "file")
 
 
 def shown_table(table, *class_columns: str):
-    named = table.assign(**{column: table[column].map(picture_name) for column in PICTURE_COLUMNS if column in table})
-    return spoken_columns(named, *class_columns).rename(columns=HEADERS)
+    """A table as the page shows it: classes in words, headers in words, and each picture named as every page names
+    it (picture_name: on the Kaggle layout "train/Image_2471.jpg" beside "train · test" read as a training picture),
+    unless two of the table's pictures would then share a name (walking/001.jpg and running/001.jpg)."""
+    files = [column for column in PICTURE_COLUMNS if column in table]
+    paths = pd.unique(table[files].to_numpy().ravel()) if files else []
+    if len({picture_name(str(path)) for path in paths}) == len(paths):
+        table = table.assign(**{column: table[column].map(picture_name) for column in files})
+    return spoken_columns(table, *class_columns).rename(columns=HEADERS)
 
 
 def shown_pairs(pairs):

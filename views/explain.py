@@ -85,9 +85,9 @@ def maps():
         stop_slot.button("⏹ Stop", key="cam_stop", on_click=stop_slow_method,
                          help="Stops after the model being computed (the server finishes its forward passes).")
     started, drawn = time.perf_counter(), 0
-    columns = model_columns(len(loaded))
+    cells = model_columns(len(loaded))
     for i, model in enumerate(loaded):
-        with columns[i].container(border=True, height="stretch"), friendly(f"{method} for {model.name}"):
+        with cells[i].container(border=True, height="stretch"), friendly(f"{method} for {model.name}"):
             if target != "predicted class" and target not in model.classes:
                 st.caption(f"**{model.name}** has no class '{target}': it was trained on other classes.")
                 continue

@@ -85,16 +85,16 @@ def detail(chosen: str) -> None:
         loaded = loaded_models([selection.run(n) for n in shown_frames])
         with friendly(f"Reading {chosen}"):
             image = load_image(path)
-            columns = model_columns(len(loaded))
+            cells = model_columns(len(loaded))
             for i, model in enumerate(loaded):
                 with friendly(f"Grad-CAM for {model.name}"), st.spinner(f"Grad-CAM for {model.name}…"):
                     result = explanation(model, image, image_digest(image), "Grad-CAM", None)
                     if result.empty:  # a blank map would read as an answer
-                        columns[i].caption(f"⚠️ {model.name}: Grad-CAM marks no part of this "
+                        cells[i].caption(f"⚠️ {model.name}: Grad-CAM marks no part of this "
                                            f"picture for {spoken(model.classes[result.target])}: its "
                                            "map is empty.")
                         continue
-                    columns[i].image(
+                    cells[i].image(
                         overlay_on_picture(result, image, model.run.card["input_size"], model.run.card["crop_pct"]),
                         caption=f"{model.name}: {spoken(model.classes[result.target])}", width="stretch")
 

@@ -46,12 +46,12 @@ st.download_button("⬇️ Download report (HTML, opens offline)", report_maker(
                    "with Grad-CAMs and the data set, in one file. Also: python -m train.report RUNS --out report.html")
 
 st.subheader("Model cards")
-columns = model_columns(len(selection.runs))
+cells = model_columns(len(selection.runs))
 order = list(table["run"])  # the cards in the table's order, the best first
 headings_on_one_line("overview_card", order)
 for i, run in enumerate(sorted(selection.runs, key=lambda run: order.index(run.name))):
     card = run.card
-    with columns[i].container(border=True, key=f"overview_card_{i}", height="stretch"):
+    with cells[i].container(border=True, key=f"overview_card_{i}", height="stretch"):
         st.markdown(f"##### {run.name}")  # h5: the longest name on one line at 1280 px even before any style
         architecture = f"**{card['model']}** · " if card["model"] != run.name else ""  # the heading says it already
         st.markdown(f"{architecture}{card.get('parameters', 0) / 1e6:.1f} million parameters · "

@@ -24,9 +24,9 @@ base_run = teach_base(selection, top[0])
 count = top[1].number_input("Classes", MIN_CLASSES, MAX_CLASSES, 3, key="teach_count")
 
 names, pictures = [], []
-cells = grid(count, min(2, count))  # two a row: a third of the page hid the fourth way to add pictures
+cells = grid(count, 2)  # two a row: a third of the page hid the fourth way to add pictures
 for i in range(count):
-    with cells[i].container(border=True):
+    with cells[i].container(border=True, height="stretch"):
         names.append(st.text_input("Class name", key=f"teach_name_{i}", placeholder="e.g. waving"))
         pictures.append(teach_pictures(selection, i))
         st.caption(f"{len(pictures[-1])} picture{'s' if len(pictures[-1]) != 1 else ''}")
