@@ -370,6 +370,8 @@ def test_evaluate_page_split_and_confusion_cell(app, tiny_runs):
     at.selectbox(key="cell_pred_False").set_value("dancing").run()
     changed = [m.value for m in at.markdown if "image(s)** with true" in m.value][0]
     assert changed != cell and "predicted as **dancing**" in changed
+    listed = [frame for frame in at.dataframe if "confidence" in frame.value.columns][0]  # the cell's pictures:
+    assert json.loads(listed.proto.columns)["confidence"]["type_config"]["format"] == "%.3f"  # 0.926 by 0.8771 before
     at.radio(key="eval_split").set_value("val").run()
     assert not at.exception and len(at.dataframe[0].value) == 2
     # the first change after the page wrote its choices into the address sticks (the address is no new link)
