@@ -1616,10 +1616,10 @@ def test_the_dataset_pages_tables_say_the_classes_in_words(tiny_runs, kaggle_dat
     monkeypatch.setenv("HAR_DATA", str(kaggle_data))  # the tiny runs' own classes: the audit is offered
     at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "dataset")
     duplicates, issues, outliers = (frame.value for frame in at.dataframe[-4:-1])
-    assert list(duplicates.iloc[0][["its class", "look-alike's class"]]) == ["using laptop", "listening to music"]
-    # seven columns fit the page at 1440 px (nine ran past it): both splits in one, its order the audit's
-    assert list(duplicates.columns) == ["file", "its class", "look-alike", "look-alike's class", "splits",
-                                        "similarity", "pixels alike"] and duplicates.iloc[0]["splits"] == "train · test"
+    assert duplicates.iloc[0]["classes"] == "using laptop · listening to music"
+    # six columns fit the page at 1440 px and presenting (nine ran past it): both classes in one, both splits in one
+    assert list(duplicates.columns) == ["file", "look-alike", "classes", "splits", "similarity", "pixels alike"]
+    assert duplicates.iloc[0]["splits"] == "train · test"
     # a picture named as pages name it ("train/" beside "train · test" read as a training picture), unless two
     # pictures of a table would share one name: train/Image_1.jpg and test/Image_1.jpg keep their folders
     assert duplicates.iloc[0][["file", "look-alike"]].tolist() == ["train/Image_1.jpg", "test/Image_1.jpg"]

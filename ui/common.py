@@ -287,11 +287,12 @@ def grid(count: int, per_row: int) -> list:
 
 
 def scored_table(table) -> None:
-    """A table with every score at three decimals, in narrow columns (seven fit a projector's page): as stored, the
-    audit's 0.981 stood beside 0.9812 and Evaluate's confidences beside 0.8771 (#41 walk)."""
+    """A table with every score at three decimals: as stored, the audit's 0.981 stood beside 0.9812 and Evaluate's
+    confidences beside 0.8771 (#41 walk). The columns as wide as their headers (narrow ones cut "similarit" when
+    presenting)."""
     scores = table.select_dtypes("float").columns
     st.dataframe(table, hide_index=True, width="stretch",
-                 column_config={name: st.column_config.NumberColumn(format="%.3f", width="small") for name in scores})
+                 column_config={name: st.column_config.NumberColumn(format="%.3f") for name in scores})
 
 
 def remembered(widget, label: str, key: str, default, **kwargs):
@@ -368,9 +369,9 @@ html { font-size: 21px; }
   font-size: 1.05rem; }
 /* typed values too (Teach's number of classes, a class's name, its placeholder): 18.4 px under a 22 px label */
 [data-testid="stMain"] :is([data-testid="stNumberInput"], [data-testid="stTextInput"]) input { font-size: 1.05rem; }
-/* and a multiselect's chosen names (the models), the uploader's hint: 18.4 px under 22 px labels */
-[data-testid="stMain"] [data-testid="stMultiSelect"] [data-tag],
-[data-testid="stMain"] [data-testid="stFileUploaderDropzoneInstructions"] * { font-size: 1.05rem; }
+/* and a multiselect's chosen names (the models): 18.4 px under 22 px labels (not the uploader's hint: larger, it
+   was cut in Teach's cards) */
+[data-testid="stMain"] [data-testid="stMultiSelect"] [data-tag] { font-size: 1.05rem; }
 /* a table draws on a canvas in fixed pixels: scale it whole, at a width that fills the page once scaled */
 [data-testid="stFullScreenFrame"]:has(> [data-testid="stDataFrame"]) { zoom: 1.3; width: calc(100% / 1.3); }
 </style>"""

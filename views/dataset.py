@@ -11,8 +11,7 @@ from ui.similar import data_audit, embeddings_or_offer, has_embeddings
 
 # the tables' columns as a newcomer reads them; the CSV downloads keep the names a script reads
 # (the copies table's "picture" numbers the copies' groups)
-HEADERS = {"file_a": "file", "label_a": "its class", "file_b": "look-alike", "label_b": "look-alike's class",
-           "pixels": "pixels alike", "filename": "file", "given": "labelled as", "suggested": "the model says",
+HEADERS = {"file_a": "file", "file_b": "look-alike", "pixels": "pixels alike", "filename": "file", "given": "labelled as", "suggested": "the model says",
            "label_quality": "label quality", "confident": "model sure", "source": "scored by", "label": "class",
            "picture": "picture #"}
 PICTURE_COLUMNS = ("file_a", "file_b", "filename", "file")
@@ -30,11 +29,13 @@ def shown_table(table, *class_columns: str):
 
 
 def shown_pairs(pairs):
-    """The near-duplicates with both pictures' splits in one column ("train · test"): nine columns ran past the
-    page at 1440 px ("pix…"); pairs across splits come first, as the audit sorts them."""
-    shown = shown_table(pairs.drop(columns=["split_a", "split_b", "across_splits"]), "label_a", "label_b")
-    shown.insert(shown.columns.get_loc("look-alike's class") + 1, "splits",
-                 (pairs["split_a"].astype(str) + " · " + pairs["split_b"].astype(str)).to_numpy())
+    """The near-duplicates with both pictures' classes in one column ("sleeping · sleeping") and their splits in
+    another ("train · test"): nine columns ran past the page at 1440 px ("pix…"), seven past a projector's page
+    ("similarit"); pairs across splits come first, as the audit sorts them."""
+    both = lambda a, b, say=str: (pairs[a].map(say) + " · " + pairs[b].map(say)).to_numpy()  # noqa: E731
+    shown = shown_table(pairs.drop(columns=["label_a", "label_b", "split_a", "split_b", "across_splits"]))
+    shown.insert(shown.columns.get_loc("look-alike") + 1, "classes", both("label_a", "label_b", spoken))
+    shown.insert(shown.columns.get_loc("classes") + 1, "splits", both("split_a", "split_b"))
     return shown
 
 

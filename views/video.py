@@ -35,9 +35,9 @@ with options if presented else st.expander("Sampling and segments"):  # an expan
     fps = settings[0].slider("Frames per second", 0.5, 5.0, 2.0, 0.5, key="video_fps")
     window = settings[1].slider("Smoothing window (s)", 0.0, 5.0, 1.0, 0.5, key="video_window")
     min_duration = settings[2].slider("Shortest segment (s)", 0.0, 5.0, 1.0, 0.5, key="video_min")
-    one_threshold = settings[3].toggle(
-        "One threshold for every row", key="video_one_threshold",
-        help=f"Off: each row is \"no known action\" below its own model's threshold, the confidence above which "
+    one_threshold = settings[3].toggle(  # short: whole in a quarter of a projector's page
+        "One threshold", key="video_one_threshold",
+        help=f"One threshold for every row. Off: each row is \"no known action\" below its own model's threshold, the confidence above which "
              f"its answers on calibration pictures were {DEFAULT_TARGET_ACCURACY:.0%} right (the ensemble's: its "
              "members' together).")
     threshold = settings[3].slider("Below this: no known action", 0.0, 1.0, 0.5, 0.01, key="video_threshold",
