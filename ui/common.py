@@ -377,6 +377,12 @@ html { font-size: 21px; }
 </style>"""
 
 
+def folded_when_presenting(label: str):
+    """Where a page's choices go: presenting, into an expander named `label`, so the answer comes first on a
+    projector's screen; at a desk, in sight."""
+    return st.expander(label) if presenting() else st.container()
+
+
 def presenting() -> bool:
     """Presentation mode (sidebar toggle or ?present=1): sidebar collapsed, larger type, the whole width."""
     if st.query_params.get("present") in ("1", "true") and st.session_state.get("_link_present") is None:

@@ -10,7 +10,7 @@ from har_core.evaluation.plots import heat_scale_html
 from har_core.data.imaging import image_digest
 from ui.answers import explanation, image_source, invite_to_give_a_picture
 from ui.choices import follow_link, share_view, sidebar
-from ui.common import friendly, image_models, model_columns, models, need_runs, presenting
+from ui.common import folded_when_presenting, friendly, image_models, model_columns, models, need_runs
 
 selection = sidebar()
 st.title("🔥 Explain (Grad-CAM)")
@@ -24,7 +24,7 @@ follow_link("models", "cam_models", selection.names(), many=True)
 follow_link("method", "cam_method", list(EXPLANATIONS))
 follow_link("cls", "cam_class", classes)
 # presenting, the maps come first on a projector's screen: the models and the method fold away, as on Predict
-with st.expander("Models and method") if presenting() else st.container():
+with folded_when_presenting("Models and method"):
     # the models the whole width: beside Method, six runs' chips ran past the picker's edge, cut or out of sight
     chosen = st.multiselect("Models", selection.names(), default=selection.names(), key="cam_models")
     method = st.columns([1, 2])[0].selectbox("Method", list(EXPLANATIONS), key="cam_method")

@@ -11,7 +11,8 @@ from har_core.evaluation.plots import probability_bars, thumbnail_uri
 from har_core.retrieval.similarity import VOTE_K
 from ui.answers import WRAPPED_ANSWERS, image_source, invite_to_give_a_picture, newest_picture, numbered, predict
 from ui.choices import ensemble_members, follow_link, one_class_list, share_view, sidebar
-from ui.common import backend, friendly, glossary, image_models, model_rows, models, need_runs, presenting
+from ui.common import (backend, folded_when_presenting, friendly, glossary, image_models, model_rows, models,
+                       need_runs)
 from ui.similar import similar_images
 from ui.sureness import ensemble_temperature, sureness
 from ui.what_if import what_if
@@ -22,7 +23,7 @@ need_runs(selection)
 selection = image_models(selection)
 
 # presenting, the answer comes first on a projector's screen: the models and options fold away
-with st.expander("Models and options") if presenting() else st.container():
+with folded_when_presenting("Models and options"):
     follow_link("models", "predict_models", selection.names(), many=True)
     chosen = st.multiselect("Models", selection.names(), default=selection.names(), key="predict_models")
     chosen_runs = [selection.run(n) for n in chosen]

@@ -11,7 +11,7 @@ from har_core.explain.timeline import NO_ACTION
 from har_core.data.video import VIDEO_SUFFIXES
 from ui.choices import sidebar
 from ui.clips import clip_or_say, content_digest, folder_clip, no_action_thresholds, timeline_of, video_files
-from ui.common import figure, friendly, models, need_runs, presenting
+from ui.common import figure, folded_when_presenting, friendly, models, need_runs, presenting
 
 SEGMENT_WORDS = {"label": "action", "start_s": "from (seconds)", "end_s": "to (seconds)"}
 
@@ -21,8 +21,7 @@ st.caption("An action timeline for a clip: frames sampled a few times a second, 
            "(a clip model's: its 16-frame window centred on that moment), smoothed over time and cut into segments.")
 need_runs(selection)
 # presenting, the timeline comes first on a projector's screen: the models and settings fold away, as Predict's do
-presented = presenting()
-options = st.expander("Models and options") if presented else st.container()
+options = folded_when_presenting("Models and options")
 with options:
     st.caption(f"These runs know {describe_classes(selection.runs[0].classes)}: a clip of anything else is \"no "
                "known action\" at best. The sample clips are sports scenes: the sports runs know them (choose them in "
@@ -30,7 +29,7 @@ with options:
                "laptop: they suit your own clip of people doing those.")
     chosen = st.multiselect("Models", selection.names(), default=default_members(selection.runs), key="video_models",
                             help="Default: the ensemble's default members. Every model adds a forward per frame.")
-with options if presented else st.expander("Sampling and segments"):  # an expander holds no other expander
+with options if presenting() else st.expander("Sampling and segments"):  # an expander holds no other expander
     settings = st.columns(4)
     fps = settings[0].slider("Frames per second", 0.5, 5.0, 2.0, 0.5, key="video_fps")
     window = settings[1].slider("Smoothing window (s)", 0.0, 5.0, 1.0, 0.5, key="video_window")
