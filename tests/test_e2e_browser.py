@@ -133,6 +133,18 @@ def shot(page, name: str) -> None:
     page.evaluate(f"{main}.scrollTo(0, 0)")
 
 
+def card_rows(page, key: str) -> dict[int, list[float]]:
+    """The bordered cards keyed `key`…: each card's bottom, by its top (a row of cards shares a top)."""
+    rows: dict[int, list[float]] = {}
+    for card in (c.bounding_box() for c in page.locator(f"[class*='st-key-{key}']").all()):
+        rows.setdefault(round(card["y"]), []).append(card["y"] + card["height"])
+    return rows
+
+
+def font_px(element) -> float:
+    return float(element.evaluate("e => getComputedStyle(e).fontSize").rstrip("px"))
+
+
 def settle(page) -> None:
     """Wait until Streamlit has finished the current run."""
     page.wait_for_selector("[data-testid='stApp']")
@@ -756,9 +768,7 @@ def test_every_overview_card_names_its_run_on_one_line_at_1280_px(browser, tmp_p
         names = sorted(run.name for run in find_runs(ROOT / "assets" / "runs_har")[0])
         assert sorted(name for name, _ in lines) == names
         assert {name: count for name, count in lines if count != 1} == {}
-        rows: dict[int, list] = {}  # each card's bottom by its top: rows of three, each ending on one line (#41 walk:
-        for card in (c.bounding_box() for c in page.locator("[class*='st-key-overview_card_']").all()):  # ragged)
-            rows.setdefault(round(card["y"]), []).append(card["y"] + card["height"])
+        rows = card_rows(page, "overview_card_")  # rows of three, each ending on one line (#41 walk: ragged)
         assert sorted(map(len, rows.values())) == [3, 3], rows
         assert all(max(ends) - min(ends) <= 1 for ends in rows.values()), rows
     finally:
@@ -913,9 +923,7 @@ def test_the_what_if_sliders_and_the_first_row_of_its_cards_fit_one_screen_also_
         assert len(sliders) == 10 and len(first_row) >= 3, (sliders, first_row)  # 8 sliders, 2 toggles
         assert max(first_row) - min(sliders) <= screen, (width, link, max(first_row) - min(sliders), screen)
         # each row of cards ends on one line, also where a name wraps (a column's cards stacked ragged before)
-        rows: dict[int, list] = {}  # each card's bottom, by its top
-        for card in (c.bounding_box() for c in page.locator("[class*='st-key-edited_card_']").all()):
-            rows.setdefault(round(card["y"]), []).append(card["y"] + card["height"])
+        rows = card_rows(page, "edited_card_")
         assert sorted(map(len, rows.values())) == [3, 4], (width, link, rows)  # two rows: 4 cards, then 3
         assert all(max(ends) - min(ends) <= 1 for ends in rows.values()), (width, link, rows)
         page.locator(".st-key-whatif_brightness").scroll_into_view_if_needed()
@@ -931,15 +939,14 @@ def test_presenting_the_cards_of_picker_reads_as_large_as_its_label(har_bundle, 
         synthetic_image(i, seed=84 + i, size=160).save(photo)
     page = predict_page(browser, har_bundle, 1280, 720, "?present=1", photos)
     picker = page.locator("[data-testid='stSelectbox']").filter(has_text="The cards of")
-    size = lambda element: float(element.evaluate("e => getComputedStyle(e).fontSize").rstrip("px"))  # noqa: E731
-    label = size(picker.locator("label p"))
+    label = font_px(picker.locator("label p"))
     assert label >= 21  # presenting: the page's type (PRESENTATION_CSS)
-    assert size(picker.locator("input")) >= label
+    assert font_px(picker.locator("input")) >= label
     picker.locator("input").click()
     page.keyboard.press("ArrowDown")  # the list of photos
     options = page.locator("[role='option']")
     expect(options).to_have_count(2)
-    assert [size(option) for option in options.all()] == [pytest.approx(label, abs=0.5)] * 2
+    assert [font_px(option) for option in options.all()] == [pytest.approx(label, abs=0.5)] * 2
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "predict_cards_of_present.png"))  # the list open
     page.context.close()
@@ -967,7 +974,6 @@ def test_presenting_teachs_typed_values_and_chosen_models_read_as_large_as_their
     """#41 walk: presenting, Teach's number of classes and a class's name (its placeholder too), and the models
     chosen in a multiselect, were in 18.4 px under 22 px labels. Each is as large as its label; outside presenting
     the typed values stay as they were."""
-    size = lambda element: float(element.evaluate("e => getComputedStyle(e).fontSize").rstrip("px"))  # noqa: E731
     for link, presented in (("?present=1", True), ("", False)):
         page.goto(f"{server.url}/teach{link}")
         fields = [page.locator(f"[data-testid='{kind}']").filter(has_text=label).first
@@ -978,7 +984,7 @@ def test_presenting_teachs_typed_values_and_chosen_models_read_as_large_as_their
             page.wait_for_function("getComputedStyle(document.querySelector(\"[data-testid='stTextInput'] label p\"))"
                                    ".fontSize.replace('px', '') >= 21")
         for field in fields:
-            label, typed = size(field.locator("label p")), size(field.locator("input"))
+            label, typed = font_px(field.locator("label p")), font_px(field.locator("input"))
             assert (typed == pytest.approx(label, abs=0.5)) if presented else typed <= label, (link, label, typed)
     # and a multiselect's chosen names: the models on Mistakes (Predict, Explain, Video, Evaluate alike)
     page.goto(f"{server.url}/mistakes?present=1")
@@ -987,7 +993,7 @@ def test_presenting_teachs_typed_values_and_chosen_models_read_as_large_as_their
     settle(page)
     page.wait_for_function("getComputedStyle(document.querySelector(\"[data-testid='stMain'] [data-testid='stMultiSelect'] "
                            "label p\")).fontSize.replace('px', '') >= 21")
-    assert size(picker.locator("[data-tag]").first) == pytest.approx(size(picker.locator("label p")), abs=0.5)
+    assert font_px(picker.locator("[data-tag]").first) == pytest.approx(font_px(picker.locator("label p")), abs=0.5)
 
 
 def test_a_card_with_its_more_details_open_leaves_no_empty_gap_beside_the_other_cards(har_bundle, browser, tmp_path):
