@@ -10,7 +10,9 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(variable, str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
+import html
 import io
+import re
 import shutil
 from fractions import Fraction
 from pathlib import Path
@@ -31,6 +33,16 @@ if "HAR_TRAIN_DIR" not in os.environ:  # cached training views of the suite's ru
 ROOT = Path(__file__).resolve().parents[1]
 SPORTS15 = ROOT.parent / "shared" / "data" / "sports15"
 CLASSES = ["cycling", "dancing", "sleeping"]
+
+
+# a Predict card as drawn (har_core.evaluation.plots.answer_card): the model's name, its answer, "67% sure"
+PREDICT_CARD = re.compile(r'<div class="har-card"><p><strong>(.*?)</strong></p><h3>(.*?)</h3><p><strong>(\d+% sure)')
+
+
+def predict_cards(at) -> list[tuple[str, str, str]]:
+    """Predict's cards in the page's order, read from what AppTest holds: (model, answer, "67% sure")."""
+    return [tuple(map(html.unescape, card.groups())) for element in at.get("html")
+            if (card := PREDICT_CARD.search(element.value))]
 
 
 def synthetic_image(label: int, seed: int, size: int = 40) -> Image.Image:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import CLASSES, ROOT, encode_clip, synthetic_image
+from conftest import CLASSES, ROOT, encode_clip, predict_cards, synthetic_image
 from har_core.evaluation.analysis import cell_samples, mistakes
 from har_core.models.artifacts import find_runs
 from har_core.evaluation.ensemble import default_members, stored_metrics
@@ -87,12 +87,14 @@ def test_predict_page_predicts_a_sample_with_every_model(app, tiny_runs, kaggle_
     sample = at.selectbox(key="predict_sample")
     at = sample.set_value(sample.options[1]).run()
     assert not at.exception
-    shown = texts(at)
-    assert "**custom_cnn**" in shown and "**mobilenet_v2**" in shown
+    assert [model for model, _, _ in predict_cards(at)] == ["custom_cnn", "mobilenet_v2"]
     assert [m.label for m in at.metric][:2] == ["Ensemble", "Agreement"]
+    timed = lambda: [c.value for c in at.caption if c.value.startswith("⏱")]  # noqa: E731  a card's details
+    assert timed() == []  # built when opened: a room of thirty draws no details that few open (#41)
+    at = open_details(at, ["mobilenet_v2"])
+    assert len(timed()) == 1 and predict_cards(at)[1][0] == "mobilenet_v2"
     at.multiselect(key="predict_models").set_value(["mobilenet_v2"]).run()
-    shown = texts(at)
-    assert "**mobilenet_v2**" in shown and "**custom_cnn**" not in shown
+    assert [model for model, _, _ in predict_cards(at)] == ["mobilenet_v2"]
     at.multiselect(key="predict_models").set_value(["custom_cnn"]).run()
     at.toggle(key="predict_tta").set_value(False).run()
     at.toggle(key="predict_tta").set_value(True).run()
@@ -156,7 +158,8 @@ def test_a_model_whose_answers_never_reach_the_target_is_said_so_not_below_100(a
     assert (pictures.probs.argmax(1) == pictures.labels).mean() < 0.9  # the premise, from its stored answers
     at = open_page(app, "predict")
     sample = at.selectbox(key="predict_sample")
-    at = sample.set_value(sample.options[1]).run()
+    sample.set_value(sample.options[1])
+    at = open_details(at, ["mobilenet_v2"])  # the card's doubt is in its More details
     shown = texts(at)
     assert "below 100%" not in shown
     assert "not sure: its answers on calibration pictures never reached 90% right, however sure" in shown
@@ -448,9 +451,9 @@ def test_one_ensemble_with_the_same_members_on_overview_and_predict(app, tiny_ru
     assert "Ensemble of 2: custom_cnn, mobilenet_v2" in texts(at)
     at.multiselect(key="predict_ensemble").set_value(["mobilenet_v2"]).run()
     only = next(m for m in at.metric if m.label == "Ensemble")
-    card = [m.value for m in at.markdown if m.value.startswith("### ")]
+    card = dict((model, answer) for model, answer, _ in predict_cards(at))
     assert "Ensemble of 1: mobilenet_v2" in texts(at)
-    assert only.value == card[1].removeprefix("### ")  # the ensemble of one member is that member's answer
+    assert only.value == card["mobilenet_v2"]  # the ensemble of one member is that member's answer
 
 
 def test_predicts_ensemble_is_its_members_calibrated_mean_at_the_ensembles_own_temperature(monkeypatch):
@@ -940,12 +943,12 @@ def test_predict_widgets_that_change_no_input_never_run_the_models_again(app, mo
     sample = at.selectbox(key="predict_sample")
     at = sample.set_value(sample.options[2]).run()
     assert len(forwards) == 2  # one per model
-    cards = [m.value for m in at.markdown if m.value.startswith("### ")]
+    cards = predict_cards(at)
     at.slider(key="predict_k").set_value(4).run()
     at.multiselect(key="predict_ensemble").set_value(["custom_cnn"]).run()
     at.toggle(key="predict_similar").set_value(False).run()
-    assert len(forwards) == 2 and [m.value for m in at.markdown if m.value.startswith("### ")] == cards
-    assert len(at.get("html")) >= 2  # the probability bars, one per model, as light HTML
+    assert len(forwards) == 2 and predict_cards(at) == cards and len(cards) == 2
+    assert all('class="har-bars"' in h.value for h in at.get("html") if "har-card" in h.value)  # bars as light HTML
     at.toggle(key="predict_tta").set_value(True).run()
     assert len(forwards) == 4  # TTA is a new question: each model answers it once
     at.selectbox(key="predict_sample").set_value(sample.options[2]).run()
@@ -1096,8 +1099,7 @@ def test_a_taught_run_that_sorts_first_hides_no_model_and_joins_no_ensemble(tiny
     at = open_page(at, "predict")
     sample = at.selectbox(key="predict_sample")
     at = sample.set_value(sample.options[1]).run()
-    cards = [m.value for m in at.main.markdown]
-    assert "**custom_cnn**" in cards and "**mobilenet_v2**" in cards and "**aaa_taught**" not in cards
+    assert [model for model, _, _ in predict_cards(at)] == ["custom_cnn", "mobilenet_v2"]  # not the taught run
     at.sidebar.selectbox(key="class_list").set_value(1).run()  # the taught run's class list, one click away
     assert at.multiselect(key="predict_models").value == ["aaa_taught"]
 
@@ -1417,7 +1419,7 @@ def test_the_warm_up_prepares_what_the_first_answer_reads(tiny_runs, kaggle_data
     at.run()
     sample = at.selectbox(key="predict_sample")
     at = sample.set_value(sample.options[1]).run()
-    assert not at.exception and sum(m.value.startswith("### ") for m in at.markdown) == len(runs)  # answered
+    assert not at.exception and len(predict_cards(at)) == len(runs)  # answered
     assert {name: len(made) for name, made in calls.items()} == prepared  # and nothing computed again
 
 
@@ -1437,9 +1439,7 @@ def test_several_photos_get_a_row_each_and_the_newest_its_cards(app, tiny_runs, 
                 for name, m in models.items() for p in [m.predict([image], tta)[0]]}
 
     def cards(at):  # each card's answer and its confidence, in the models' order
-        answers = [m.value.removeprefix("### ") for m in at.markdown if m.value.startswith("### ")]
-        sure = [m.value.split("**")[1] for m in at.markdown if re.fullmatch(r"\*\*\d+% sure\*\*.*", m.value)]
-        return dict(zip(names, zip(answers, sure)))
+        return {model: (answer, sure) for model, answer, sure in predict_cards(at)}
     pictures = sorted((kaggle_data / "test").glob("*.jpg"))
     first = pictures[0]
     second = next(p for p in pictures[1:] if own(p) != own(first))  # the cards can tell which photo they show
@@ -1479,7 +1479,7 @@ def test_a_photo_uploaded_after_a_sample_gets_its_cards(app, tiny_runs, kaggle_d
     at.file_uploader(key="predict_upload").upload(upload.name, upload.read_bytes(), "image/jpeg")
     at.run()
     chooser = next(s for s in at.selectbox if s.label == "The cards of")
-    shown = [m.value.removeprefix("### ") for m in at.markdown if m.value.startswith("### ")]
+    shown = [answer for _, answer, _ in predict_cards(at)]
     assert chooser.value == 0 and shown == list(own(load_image(upload)).values()) and not at.exception
 
 

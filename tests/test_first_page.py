@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import PREDICT_CARD, ROOT
 
 # a fresh interpreter (this one has torch already) runs app.py's first page on the bundled HAR runs, the folder the
 # app opens on; the warm-up thread is recorded, not started (it loads the models, torch included, by design)
@@ -96,6 +96,7 @@ for thread in threading.enumerate():
 heavy = sorted(m for m in ("torch", "timm", "torchvision", "pytorch_grad_cam") if m in sys.modules)
 print(json.dumps({{"errors": [e.message for e in at.exception], "warnings": [w.value for w in at.warning],
                   "sample": at.selectbox(key="predict_sample").value, "markdown": [m.value for m in at.markdown],
+                  "html": [h.value for h in at.get("html")],
                   "sliders": [s.key for s in at.slider], "heavy": heavy}}))
 """
 
@@ -123,8 +124,9 @@ def test_runs_served_by_their_exports_answer_predict_without_torch(exported_tiny
     models = [load_run(run, backend="pytorch") for run in sorted(p for p in runs.iterdir() if p.is_dir())]
     tta = default_tta([m.run for m in models])
     picture = load_image(kaggle_data / page["sample"])
+    drawn = [card.groups() for h in page["html"] if (card := PREDICT_CARD.search(h))]
+    cards = {name: (answer, sure) for name, answer, sure in drawn}
+    assert sorted(cards) == names
     for loaded in models:
         probs = loaded.predict([picture], tta)[0]
-        card = page["markdown"][page["markdown"].index(f"**{loaded.name}**") + 1:][:2]
-        assert card[0] == f"### {spoken(loaded.classes[int(probs.argmax())])}"
-        assert card[1].startswith(f"**{probs.max():.0%} sure**")
+        assert cards[loaded.name] == (spoken(loaded.classes[int(probs.argmax())]), f"{probs.max():.0%} sure")

@@ -33,3 +33,29 @@ def test_a_span_counts_its_time_without_the_spans_inside_it(monkeypatch, capsys)
         "forwards": {"s": 3.5, "ended_at_s": 6.5},  # 3 + 0.5
         "sets": {"s": 2.5, "ended_at_s": 7.0},  # 7 - 1, less the 3.5 inside it
         "the page's other work": {"s": 3.0, "ended_at_s": 9.0}}}  # 9 - 0, less the 6 inside it
+
+
+def test_a_fragment_is_a_span_of_the_run_that_draws_it_and_a_logged_run_of_its_own_when_it_reruns_alone(
+        monkeypatch, capsys):
+    """#41: Predict's answers are a fragment, and the What-if panel a fragment inside them. Drawn by the page's run,
+    each is a span of that one logged line; rerun alone (an upload, a slider), the outermost logs its own line under
+    its name, the inner one a span of it."""
+    monkeypatch.setenv("HAR_SPANS", "1")
+    panel = spans.fragment_run("What-if panel")(lambda: None)
+    answers = spans.fragment_run("Predict & compare")(lambda: panel())
+
+    def page_run():
+        with spans.logged("Predict & compare"):
+            answers()
+
+    lines = []
+    for run in (page_run, answers, panel):  # the page's run, the answers rerun alone, the panel rerun alone
+        worker = threading.Thread(target=run)
+        worker.start()
+        worker.join()
+        lines.append([json.loads(line.removeprefix("HAR Studio spans "))
+                      for line in capsys.readouterr().out.splitlines()])
+    assert [[(run["page"], sorted(run["spans"])) for run in logged] for logged in lines] == [
+        [("Predict & compare", ["Predict & compare", "What-if panel", "the page's other work"])],
+        [("Predict & compare", ["What-if panel", "the page's other work"])],
+        [("What-if panel", ["the page's other work"])]]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import streamlit as st
-from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from har_core.data import spans
 from har_core.explain import whatif
@@ -45,6 +44,7 @@ def edit_controls() -> whatif.Edit:
 
 
 @st.fragment(key="what_if")
+@spans.fragment_run("What-if panel")
 def what_if(image, loaded: list[LoadedModel], predictions: list[Prediction], members: list[str], member_runs: list,
             classes: list[str], tta: bool) -> None:
     """The What-if panel under Predict's cards: each model meets the edited picture at its own size
@@ -52,19 +52,11 @@ def what_if(image, loaded: list[LoadedModel], predictions: list[Prediction], mem
     the ensemble's card is the ensemble (its own temperature) of the members' edited answers. A fragment: opening
     it or moving a slider reruns the panel alone, and the page's cards above stay as they are (the whole page rerun
     and redrawn cost a slider move ~0.1 s more on the server and ~0.2 s more in the browser)."""
-    with own_run_or_span("What-if panel"):
-        panel = st.expander("🎛️ **What if…** darken, blur, turn or cover the picture", key="whatif_open",
-                            on_change="rerun")
-        if panel.open:  # built when opened: a room of thirty draws no sliders that few move (#41)
-            with panel:
-                _panel(image, loaded, predictions, members, member_runs, classes, tta)
-
-
-def own_run_or_span(name: str):
-    """A fragment's time: a span of the page's run, or on the fragment's own rerun a logged run of its own
-    (har_core.data.spans: the page's run is not there to log it)."""
-    context = get_script_run_ctx()
-    return spans.logged(name) if context is not None and context.fragment_ids_this_run else spans.span(name)
+    panel = st.expander("🎛️ **What if…** darken, blur, turn or cover the picture", key="whatif_open",
+                        on_change="rerun")
+    if panel.open:  # built when opened: a room of thirty draws no sliders that few move (#41)
+        with panel:
+            _panel(image, loaded, predictions, members, member_runs, classes, tta)
 
 
 def _panel(image, loaded: list[LoadedModel], predictions: list[Prediction], members: list[str], member_runs: list,

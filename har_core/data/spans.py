@@ -53,12 +53,13 @@ def logged(page: str):
     `HAR Studio spans {...}` (seconds, and seconds from the start to the span's last end; the start's wall-clock
     time) when HAR_SPANS=1."""
     state = _now()
-    state.update(spent={}, inner=[0.0], start=time.perf_counter())
+    state.update(spent={}, inner=[0.0], start=time.perf_counter(), logging=True)
     started_at = time.time()  # the wall clock a browser on this machine shares: upload sent → this run's start
     try:
         with span("the page's other work"):
             yield
     finally:
+        state["logging"] = False
         if os.environ.get("HAR_SPANS") == "1":
             line = json.dumps({"page": page, "started_at": round(started_at, 4), "spans": {
                 name: {"s": round(seconds, 4), "ended_at_s": round(ended, 4)}
@@ -66,3 +67,16 @@ def logged(page: str):
             # one write: print's parts from thirty visitors' threads at once interleaved into broken lines
             sys.stdout.write(f"HAR Studio spans {line}\n")
             sys.stdout.flush()
+
+
+
+def fragment_run(name: str):
+    """A fragment's every call timed: a span `name` of the logged run that draws it (the page's, or an outer
+    fragment's), or on the fragment's own rerun, which no page run logs, a logged run of its own named `name`."""
+    def decorate(function):
+        @wraps(function)
+        def wrapper(*args, **kwargs):
+            with span(name) if _now().get("logging") else logged(name):
+                return function(*args, **kwargs)
+        return wrapper
+    return decorate
