@@ -1631,3 +1631,16 @@ def test_the_dataset_pages_tables_say_the_classes_in_words(tiny_runs, kaggle_dat
     assert list(outliers["class"]) == ["listening to music"]
     assert not {"label_a", "label_b", "across_splits", "label_quality", "given"} & {  # no script's name on screen
         *duplicates.columns, *issues.columns, *outliers.columns}
+
+
+def test_a_teach_card_left_out_and_brought_back_keeps_the_name_typed_in_it(app):
+    """#41 walk: fewer classes, then more again, brought the card back empty (Streamlit forgets a widget's value
+    once a run does not draw it)."""
+    at = open_page(app, "teach")
+    for i, name in enumerate(["waving", "jumping", "sitting"]):
+        at.text_input(key=f"teach_name_{i}").set_value(name)
+    at.run()
+    at.number_input(key="teach_count").set_value(2).run()
+    assert [t.key for t in at.text_input if t.key.startswith("teach_name_")] == ["teach_name_0", "teach_name_1"]
+    at.number_input(key="teach_count").set_value(3).run()
+    assert [at.text_input(key=f"teach_name_{i}").value for i in range(3)] == ["waving", "jumping", "sitting"]

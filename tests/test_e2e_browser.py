@@ -535,6 +535,18 @@ def test_the_report_opens_offline_with_every_section_drawn(tiny_runs, kaggle_dat
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     for matrix in page.locator("#confusion-matrices .plotly-graph-div").all():
         assert len(matrix.locator(".xtick").all()) == len(matrix.locator(".ytick").all()) == 3
+        assert matrix.locator(".gridlayer path").count() == 0  # #41 walk: the template's grid showed among the cells
+    # #41 walk: the comparison's words read from the left ("ImageNet weights" under "starts from"), numbers from
+    # the right, each cell as its heading
+    aligned = page.evaluate("""() => {
+      const table = document.querySelector('#comparison table');
+      const heads = [...table.querySelectorAll('thead th')].map(th => th.textContent);
+      const row = [...table.querySelectorAll('tbody tr')[0].children];
+      return Object.fromEntries(heads.map((head, i) => [head, [getComputedStyle(row[i]).textAlign,
+        getComputedStyle(table.querySelectorAll('thead th')[i]).textAlign]]));
+    }""")
+    assert aligned[""] == aligned["starts from"] == ["left", "left"], aligned  # the runs' names, their start
+    assert aligned["accuracy"] == aligned["input size"] == aligned["macro F1"] == ["right", "right"], aligned
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "10_report.png"), full_page=True)
     context.close()
@@ -1039,3 +1051,33 @@ def test_a_teach_cards_data_set_tab_stays_open_after_the_first_scan_when_a_class
         assert chosen[0] == "🖼️ Data set", chosen
     finally:
         stop_server(fresh)
+
+
+# per row of Predict's cards (by their tops): how much the cards' answers differ in height, and how far apart their
+# More details start
+CARD_FEET = """() => {
+  const rows = {};
+  for (const card of document.querySelectorAll('[class*="st-key-card_"]')) {
+    const top = Math.round(card.getBoundingClientRect().top);
+    (rows[top] = rows[top] || []).push({
+      answer: card.querySelector('.har-card').getBoundingClientRect().height,
+      details: card.querySelector('[class*="st-key-details_"]').getBoundingClientRect().top});
+  }
+  return Object.values(rows).map(cards => ({
+    answers: Math.max(...cards.map(c => c.answer)) - Math.min(...cards.map(c => c.answer)),
+    details: Math.max(...cards.map(c => c.details)) - Math.min(...cards.map(c => c.details))}));
+}"""
+
+
+def test_every_cards_more_details_starts_on_one_line_with_its_rows_others(har_bundle, browser, tmp_path):
+    """#41 walk: a card whose bars named "listening to music" on two lines put its More details lower than its
+    neighbours'. In a row whose answers differ in height, every More details starts at the same height: at the
+    card's foot (ui.common.controls_at_the_foot, which Mistakes' Open buttons share)."""
+    photo = tmp_path / "photo.jpg"
+    synthetic_image(2, seed=86, size=160).save(photo)
+    for width, height, link in ((1280, 720, ""), (1280, 720, "?present=1")):
+        page = predict_page(browser, har_bundle, width, height, link, [photo])
+        rows = page.evaluate(CARD_FEET)
+        assert max(row["answers"] for row in rows) > 10, rows  # the premise: a row's answers differ in height
+        assert all(row["details"] < 1 for row in rows), (width, link, rows)
+        page.context.close()

@@ -296,7 +296,8 @@ def scored_table(table) -> None:
 
 
 def remembered(widget, label: str, key: str, default, **kwargs):
-    """A sidebar widget whose value survives page switches (each page renders the sidebar anew)."""
+    """A widget whose value survives the runs that do not draw it: a page switch (each page renders the sidebar
+    anew), or a card left out for a while (Streamlit forgets a widget's value once a run does not draw it)."""
     value = widget(label, st.session_state.get(f"keep_{key}", default), key=key, **kwargs)
     st.session_state[f"keep_{key}"] = value
     return value
@@ -424,6 +425,14 @@ def headings_on_one_line(key: str, names: list[str]) -> None:
                 f"{{ container-type: inline-size; }} [class*='st-key-{key}_'] h5 "
                 f"{{ font-size: min(1.25rem, {100 / ems:.2f}cqi); white-space: nowrap; }}</style>",
                 unsafe_allow_html=True)  # nowrap: drawn before the size applies, a name still never breaks
+
+
+def controls_at_the_foot(key: str) -> None:
+    """In rows of bordered cards of one height (containers keyed `key`_…), each card's last element (Predict's
+    More details, a mistake's Open button) sits at the card's foot: a card whose answer took a second line put it
+    lower than its neighbours' (#41 walk)."""
+    st.markdown(f"<style>[class*='st-key-{key}_'] > :last-child {{ margin-top: auto; }}</style>",
+                unsafe_allow_html=True)
 
 
 def need_runs(selection: Selection) -> None:

@@ -10,8 +10,8 @@ from har_core.data.video import VIDEO_SUFFIXES
 from ui.answers import explanation
 from ui.choices import follow_link, share_view, sidebar
 from ui.clips import folder_clip
-from ui.common import (calibration_note, data_file, friendly, grid, model_columns, models as loaded_models, need_runs,
-                       predictions, splits_with, thumb)
+from ui.common import (calibration_note, controls_at_the_foot, data_file, friendly, grid, model_columns,
+                       models as loaded_models, need_runs, predictions, splits_with, thumb)
 from ui.similar import nearest_training_images
 
 selection = sidebar()
@@ -101,6 +101,7 @@ def detail(chosen: str) -> None:
 
 cards = picture_cards(shown_frames, table)
 cells = grid(len(cards), 4)
+controls_at_the_foot("mistake_card")
 for i, card in enumerate(cards):  # one card per picture, every model's answer
     with cells[i].container(border=True, key=f"mistake_card_{i}", height="stretch"):
         picture = thumb(selection, card["filename"], 240)

@@ -11,9 +11,9 @@ from har_core.data import spans
 from har_core.evaluation.plots import answer_card, thumbnail_uri
 from har_core.retrieval.similarity import VOTE_K
 from ui.answers import WRAPPED_ANSWERS, image_source, invite_to_give_a_picture, newest_picture, numbered, predict
-from ui.choices import ensemble_members, follow_link, one_class_list, share_view, sidebar
-from ui.common import (backend, folded_when_presenting, friendly, glossary, image_models, model_rows, models,
-                       need_runs)
+from ui.choices import ensemble_members, follow_link, share_view, sidebar
+from ui.common import (backend, controls_at_the_foot, folded_when_presenting, friendly, glossary, image_models,
+                       model_rows, models, need_runs)
 from ui.similar import similar_images
 from ui.sureness import ensemble_temperature, sureness
 from ui.what_if import what_if
@@ -43,7 +43,8 @@ with folded_when_presenting("Models and options"):
                                       "prediction, calibrated on the run's val pictures): hard pictures get larger "
                                       "sets.")
 share_view(models=chosen)
-st.html(WRAPPED_ANSWERS)  # once a page: the answers' reruns (below) leave it in place
+st.html(WRAPPED_ANSWERS)  # once a page: the answers' reruns (below) leave these in place
+controls_at_the_foot("card")
 
 
 # the answers are a fragment: a photo uploaded reruns them alone, and the sidebar, the models and the options above

@@ -5,7 +5,7 @@ from har_core.evaluation.plots import confusion_figure, probability_bars
 from har_core.training.teach import FEW_HELD_OUT, MAX_CLASSES, MIN_CLASSES
 from ui.answers import read_uploads
 from ui.choices import sidebar
-from ui.common import IMAGE_TYPES, figure, friendly, grid, image_models, need_runs
+from ui.common import IMAGE_TYPES, figure, friendly, grid, image_models, need_runs, remembered
 from ui.teaching import (folder_index, runs_folder_writable, save_taught, taught_probabilities, taught_zip,
                          teach_base, teach_head, teach_pictures, teach_sureness)
 
@@ -21,13 +21,15 @@ if selection.data_root is not None:  # its first scan here, in view, not in a ca
 
 top = st.columns([2, 1])
 base_run = teach_base(selection, top[0])
-count = top[1].number_input("Classes", MIN_CLASSES, MAX_CLASSES, 3, key="teach_count")
+count = top[1].number_input("Classes", MIN_CLASSES, MAX_CLASSES, 3, key="teach_count",
+                            help=f"From {MIN_CLASSES} to {MAX_CLASSES}: a card for each.")
 
 names, pictures = [], []
 cells = grid(count, 2)  # two a row: a third of the page hid the fourth way to add pictures
 for i in range(count):
     with cells[i].container(border=True, height="stretch"):
-        names.append(st.text_input("Class name", key=f"teach_name_{i}", placeholder="e.g. waving"))
+        # remembered: fewer classes, then more again, brings a card back with the name typed in it (#41 walk)
+        names.append(remembered(st.text_input, "Class name", f"teach_name_{i}", "", placeholder="e.g. waving"))
         pictures.append(teach_pictures(selection, i))
         st.caption(f"{len(pictures[-1])} picture{'s' if len(pictures[-1]) != 1 else ''}")
         if pictures[-1]:

@@ -104,7 +104,9 @@ def confusion_figure(metrics: dict, normalize: bool = False, title: str = "", wi
         selected=dict(marker=dict(color="#f59e0b", opacity=1), textfont=dict(color=COUNT_TEXT)),
         unselected=dict(marker=dict(opacity=1), textfont=dict(color=COUNT_TEXT))))
     # the points keep the data set's names (a click returns them); the axes say them in words
-    ticks = dict(categoryorder="array", categoryarray=classes, tickmode="array", tickvals=classes, ticktext=words)
+    # no grid: under the report's white template its lines showed between and above the cells (#41 walk)
+    ticks = dict(categoryorder="array", categoryarray=classes, tickmode="array", tickvals=classes, ticktext=words,
+                 showgrid=False, zeroline=False)
     figure.update_layout(title=title, xaxis_title="predicted", yaxis_title="true", font=FONT, plot_bgcolor="white",
                          height=cell * len(classes) + 220 + (8 * max(len(c) for c in classes) if width else 0),
                          margin=dict(l=10, r=10, t=50, b=10), yaxis=dict(autorange="reversed", **ticks),
