@@ -670,7 +670,8 @@ def cold_and_split(runs_dir: Path, data: Path, repeats: int) -> dict:
     """Server start → the Overview drawn (every run's card), → the first upload's cards drawn on Predict; then
     `repeats` warm uploads of different photos: upload → every card drawn in the browser, and where the server's
     run spent its time (har_core.data.spans, logged by the server), the CPU seconds the upload cost the server and
-    the browser, and how many messages the server sent the page; the flip TTA's share of the forwards."""
+    the browser, how long the tab's main thread worked on it (tasks, of which scripts: Chrome's Performance
+    counters), and how many messages the server sent the page; the flip TTA's share of the forwards."""
     from playwright.sync_api import sync_playwright
 
     from har_core.data.imaging import load_image
@@ -699,13 +700,16 @@ def cold_and_split(runs_dir: Path, data: Path, repeats: int) -> dict:
             session = page.context.new_cdp_session(page)
             session.send("Network.enable")
             session.on("Network.webSocketFrameReceived", lambda frame: messages.append(1))
+            session.send("Performance.enable")  # Chrome's own counters of the tab's main thread
+            tab_counters = lambda: {metric["name"]: metric["value"]  # noqa: E731
+                                   for metric in session.send("Performance.getMetrics")["metrics"]}
             for path in pictures[1:]:
                 page.goto(f"{url}/predict")
                 page.get_by_text("Upload one or more photos").wait_for()
                 page.wait_for_function(RUN_ENDED)
                 before = len(logged_runs(log, "Predict & compare"))
                 messages.clear()
-                used = cpu_split(server)
+                used, counted = cpu_split(server), tab_counters()
                 page.evaluate(WATCH_UPLOAD, [path.name, len(runs)])  # timed in the page, as the room's tabs are:
                 sent_at = time.time()  # polling it every 20 ms would add to the browser's CPU
                 page.locator("input[type='file']").first.set_input_files(str(path))
@@ -713,10 +717,12 @@ def cold_and_split(runs_dir: Path, data: Path, repeats: int) -> dict:
                 drawn = page.evaluate("() => window.__drawn")
                 page.wait_for_function(RUN_ENDED, polling=100)
                 cpu_s = tuple(now - then for now, then in zip(cpu_split(server), used))
+                tab = {name: value - counted[name] for name, value in tab_counters().items()
+                       if name in ("TaskDuration", "ScriptDuration")}
                 answered = answered_runs(log, before)
                 figures["warm"].append({"drawn_s": drawn, "spans": answered[-1]["spans"] if answered else {},
                                         "run_started_s": answered[-1]["started_at"] - sent_at if answered
-                                        else float("nan"), "cpu_s": cpu_s, "messages": len(messages)})
+                                        else float("nan"), "cpu_s": cpu_s, "messages": len(messages), "tab_s": tab})
             browser.close()
         models = [load_run(run.path, app_backend()) for run in runs]  # TTA's share: the runs' own forwards, without and with it
         images = [load_image(path) for path in pictures[1:]]
@@ -753,6 +759,9 @@ def print_cold_and_split(figures: dict) -> None:
     server_cpu, browser_cpu = (median([row["cpu_s"][i] for row in warm if "cpu_s" in row]) for i in (0, 1))
     print(f"  CPU of one upload (median): the server {server_cpu:.2f} s, the browser drawing it {browser_cpu:.2f} s; "
           f"the server sent the page {median([row['messages'] for row in warm if 'messages' in row]):.0f} messages")
+    tab = lambda name: median([row["tab_s"][name] for row in warm if "tab_s" in row])  # noqa: E731
+    print(f"  the tab's main thread (Chrome's Performance counters, median): tasks {tab('TaskDuration'):.2f} s, "
+          f"of which scripts {tab('ScriptDuration'):.2f} s")
     forwards = figures["forwards_s"]
     print(f"  flip TTA: the runs' own forwards {forwards[False]:.3f} s without it, {forwards[True]:.3f} s with it")
     print("  after the cards (below the fold; not in upload → cards drawn):")
