@@ -37,3 +37,12 @@ def test_pickle_is_never_needed_to_read_weights(tmp_path):
 def test_unknown_save_dtype_is_refused(tmp_path):
     with pytest.raises(ValueError, match="save dtype"):
         artifacts.save_weights(tmp_path / "m.safetensors", build_model("custom_cnn", 3), "bfloat8")
+
+
+def test_a_file_written_atomically_is_readable_as_a_plain_write_makes_it(tmp_path):
+    """#41 walk: written through a temporary file (mkstemp: owner-only 0600) and renamed, a report or a run's file
+    was unreadable to anyone else in a shared folder. The mode now is a plain open()'s: 0666 less the umask."""
+    from har_core.data.fileio import atomic_write_bytes
+    atomic_write_bytes(tmp_path / "report.html", b"<html></html>")
+    (tmp_path / "plain.html").write_bytes(b"<html></html>")  # the independent path: Python's own open()
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == (tmp_path / "plain.html").stat().st_mode & 0o777

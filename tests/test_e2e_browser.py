@@ -1081,3 +1081,34 @@ def test_every_cards_more_details_starts_on_one_line_with_its_rows_others(har_bu
         assert max(row["answers"] for row in rows) > 10, rows  # the premise: a row's answers differ in height
         assert all(row["details"] < 1 for row in rows), (width, link, rows)
         page.context.close()
+
+
+def test_a_what_if_edit_ends_with_its_picture_and_never_outlives_its_sliders(server, page, tmp_path):
+    """#41 walk: the photo removed with an edit on (turned 90°), the next photo met the old edit under sliders the
+    browser drew at their defaults, and its cards blamed an edit nobody could see. Now the edit ends with its
+    picture: the next photo's panel is unedited, as its switches say."""
+    first, second = tmp_path / "first.jpg", tmp_path / "second.jpg"
+    synthetic_image(0, seed=87, size=96).save(first)
+    synthetic_image(2, seed=88, size=96).save(second)
+    page.goto(f"{server.url}/predict")
+    page.locator("input[type='file']").first.set_input_files(str(first))
+    expect(card_confidences(page)).to_have_count(2)
+    settle(page)
+    page.get_by_text("What if…").click()
+    panel_cards = page.locator("[class*='st-key-edited_card_']")
+    expect(panel_cards).to_have_count(3)  # the ensemble's and the two models'
+    settle(page)
+    page.locator(".st-key-whatif_flip label").click()
+    expect(page.get_by_text("the edited picture as")).to_be_visible()  # the mirrored picture answered
+    expect(panel_cards.filter(has_text="no change for")).not_to_have_count(3)  # the premise: the edit moved some
+    settle(page)
+    page.locator("[data-testid='stFileChipDeleteBtn']").first.click()  # the photo's chip: removed
+    expect(page.get_by_text("Upload one or more photos")).to_be_visible()
+    settle(page)
+    page.locator("input[type='file']").first.set_input_files(str(second))
+    expect(card_confidences(page)).to_have_count(2)
+    expect(panel_cards).to_have_count(3)
+    settle(page)
+    expect(page.locator(".st-key-whatif_flip input")).not_to_be_checked()  # as the browser draws it
+    expect(page.get_by_text("the edited picture as")).to_have_count(0)  # and as the server answers it
+    expect(panel_cards.filter(has_text="no change for")).to_have_count(3)

@@ -94,7 +94,8 @@ REJECTED = {  # name -> (bytes, words the one-line message must contain)
     "truncated jpeg": (lambda: encoded(photo((400, 300)), "JPEG")[:1500], "damaged or truncated"),
     "png with broken crc": (broken_crc_png, "damaged"),
     "decompression bomb": (lambda: png_declaring(40000, 40000), "over 64 megapixels"),  # the limit, then what to do
-    "over the pixel limit": (lambda: png_declaring(9000, 8000), "the limit is 64 megapixels): make it smaller"),
+    "over the pixel limit": (lambda: png_declaring(9000, 8000),  # how large it is too (#41 walk)
+                             "9000×8000 pixels, 72 megapixels; the limit is 64 megapixels): make it smaller"),
     "1x1 image": (lambda: encoded(Image.new("RGB", (1, 1)), "PNG"), "too small"),
     "10000x10 strip": (lambda: encoded(Image.new("RGB", (10000, 10)), "PNG"), "strip"),
     "svg": (lambda: b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect/></svg>',

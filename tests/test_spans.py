@@ -23,7 +23,7 @@ def test_a_span_counts_its_time_without_the_spans_inside_it(monkeypatch, capsys)
                 forward()
                 forward()
 
-    worker = threading.Thread(target=page)  # each page run is its own thread: nothing left from another run
+    worker = threading.Thread(target=page)  # a fresh thread: nothing left from another test's run
     worker.start()
     worker.join()
     line = capsys.readouterr().out
@@ -49,12 +49,15 @@ def test_a_fragment_is_a_span_of_the_run_that_draws_it_and_a_logged_run_of_its_o
             answers()
 
     lines = []
-    for run in (page_run, answers, panel):  # the page's run, the answers rerun alone, the panel rerun alone
-        worker = threading.Thread(target=run)
-        worker.start()
-        worker.join()
-        lines.append([json.loads(line.removeprefix("HAR Studio spans "))
-                      for line in capsys.readouterr().out.splitlines()])
+
+    def session():  # one thread, as a session's reruns share one: nothing may stay set from the run before
+        for run in (page_run, answers, panel):  # the page's run, the answers rerun alone, the panel rerun alone
+            run()
+            lines.append([json.loads(line.removeprefix("HAR Studio spans "))
+                          for line in capsys.readouterr().out.splitlines()])
+    worker = threading.Thread(target=session)
+    worker.start()
+    worker.join()
     assert [[(run["page"], sorted(run["spans"])) for run in logged] for logged in lines] == [
         [("Predict & compare", ["Predict & compare", "What-if panel", "the page's other work"])],
         [("Predict & compare", ["What-if panel", "the page's other work"])],

@@ -3,13 +3,15 @@
 Streamlit keeps a closed tab's session for `server.disconnectedSessionTTL` in case the tab comes back. Once that
 time is up, Streamlit 1.67 drops the session from its storage without shutting it down, so what its visitor
 uploaded and the pictures its last run showed stay in the server's upload and media stores for good: every
-visitor's photos, never freed. After each page run, at most once a minute, the server forgets the uploads and
-media of every session it no longer holds (neither open nor waiting to reconnect).
+visitor's photos, never freed. After each page run (and each rerun of Predict's answers alone, `tidy_after`: a
+room that only uploads reruns no page), at most once a minute, the server forgets the uploads and media of every
+session it no longer holds (neither open nor waiting to reconnect).
 """
 from __future__ import annotations
 
 import threading
 import time
+from functools import wraps
 
 from streamlit.runtime import Runtime
 
@@ -49,3 +51,15 @@ def tidy_closed_sessions() -> None:
         forget_closed_sessions(Runtime.instance())
     except (AttributeError, RuntimeError) as error:  # another Streamlit's internals: say so once a minute, serve on
         print(f"HAR Studio: could not let closed sessions' files go: {error}", flush=True)
+
+
+def tidy_after(function):
+    """`function` (a fragment that reruns alone: Predict's answers on each upload), then `tidy_closed_sessions`, as
+    app.py sweeps after each page run, which such a rerun skips."""
+    @wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        finally:
+            tidy_closed_sessions()
+    return wrapper

@@ -43,6 +43,14 @@ def edit_controls() -> whatif.Edit:
                        rotation=float(rotation), zoom=zoom, flip=flip, cover=cover)
 
 
+def forget_edits() -> None:
+    """The sliders' values dropped while no picture is shown: the panel is not drawn then, and Streamlit keeps the
+    values of a fragment's widgets it did not draw, so the next picture met the old edit (turned 90°) under sliders
+    the browser drew at their defaults (#41 walk). The panel's open or closed state stays."""
+    for key in [key for key in st.session_state if key.startswith("whatif_") and key != "whatif_open"]:
+        del st.session_state[key]
+
+
 @st.fragment(key="what_if")
 @spans.fragment_run("What-if panel")
 def what_if(image, loaded: list[LoadedModel], predictions: list[Prediction], members: list[str], member_runs: list,

@@ -14,9 +14,10 @@ from ui.answers import WRAPPED_ANSWERS, image_source, invite_to_give_a_picture, 
 from ui.choices import ensemble_members, follow_link, share_view, sidebar
 from ui.common import (backend, controls_at_the_foot, folded_when_presenting, friendly, glossary, image_models,
                        model_rows, models, need_runs)
+from ui.sessions import tidy_after
 from ui.similar import similar_images
 from ui.sureness import ensemble_temperature, sureness
-from ui.what_if import what_if
+from ui.what_if import forget_edits, what_if
 
 selection = sidebar()
 st.title("🔮 Predict & compare")
@@ -50,14 +51,19 @@ controls_at_the_foot("card")
 # the answers are a fragment: a photo uploaded reruns them alone, and the sidebar, the models and the options above
 # stay as drawn (#41: a room of thirty uploads; each element the page sends costs the browser a few ms). Changing a
 # model or an option reruns the whole page, and these answers with it.
-@st.fragment
+@st.fragment(key="predict_answers")
+@tidy_after  # closed tabs' photos let go: a room that only uploads reruns no page (ui.sessions)
 @spans.fragment_run("Predict & compare")  # the name app.py logs the page's runs under (HAR_SPANS=1)
 def answers(selection, chosen_runs: list, members: list[str], tta: bool, similar: bool, k: int,
             coverage: float) -> None:
     images, names = image_source(selection, key="predict")
     newest = newest_picture(images, names, key="predict")  # on every run, none included: the last photo added
     if not images:
+        forget_edits()
         invite_to_give_a_picture("predict", "Upload one or more photos, take one with the camera, or pick a sample.")
+        return
+    if not chosen_runs:  # the photos stay; a blank page said nothing (#41 walk)
+        st.info("Choose at least one model under Models and options, above.")
         return
     loaded = models(chosen_runs)
     if not loaded:
@@ -75,7 +81,8 @@ def answers(selection, chosen_runs: list, members: list[str], tta: bool, similar
         left.image(images[0], caption=picture_name(names[0]), width="stretch")
     with st.spinner(f"{len(loaded)} models predicting {len(images)} image(s)…"):
         predictions = predict(loaded, images, tta)  # cached: other widgets never run the models again
-    members = [p.model for p in predictions if p.model in members] or [p.model for p in predictions]
+    picked = [p.model for p in predictions if p.model in members]
+    members = picked or [p.model for p in predictions]  # none picked: every model, and the caption says so
     member_runs = [selection.run(name) for name in members]
     mean = ensemble(predictions, members, ensemble_temperature(member_runs))  # calibrated members, own temperature
     sure = {p.model: sureness([selection.run(p.model)], p.probs, classes, coverage) for p in predictions}
@@ -136,7 +143,8 @@ def answers(selection, chosen_runs: list, members: list[str], tta: bool, similar
                  help="Until the last model answered: the models are asked side by side, each timed from the "
                       "question to its answer, when this image was first predicted (then cached)"
                       + (f"; the {len(images)} photos were asked in one go." if len(images) > 1 else "."))
-    st.caption(" · ".join(filter(None, [f"Ensemble of {len(members)}: {', '.join(members)}",
+    st.caption(" · ".join(filter(None, [f"Ensemble of {len(members)}: {', '.join(members)}"
+                                        + ("" if picked else " (no member chosen: every model)"),
                                         sure_ensemble.words(0, coverage),
                                         sure_ensemble.doubt() if sure_ensemble.not_sure[0] else "",
                                         sure_ensemble.note])))

@@ -13,11 +13,29 @@ from functools import lru_cache
 from pathlib import Path
 
 
+@lru_cache(maxsize=1)
+def _umask() -> int:
+    """The process's umask, read once: from /proc where there is one, since reading it through os.umask sets it,
+    for a moment, for the server's other threads too."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # as open() would make it (0666 less the umask), not mkstemp's owner-only 0600: a report or a run put in a
+        # shared folder is read by others (#41 walk)
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()

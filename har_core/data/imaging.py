@@ -69,7 +69,8 @@ def load_image(source: bytes | str | Path, limits: ImageLimits = DEFAULT_LIMITS,
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > limits.max_pixels:
-                raise ImageError(f"image is too large ({width}×{height} pixels; the limit is "
+                raise ImageError(f"image is too large ({width}×{height} pixels, {width * height / 1e6:.0f} "
+                                 f"megapixels; the limit is "
                                  f"{limits.max_pixels // 1_000_000} megapixels): make it smaller and try again")
             if min(width, height) < limits.min_side:
                 raise ImageError(f"image is too small ({width}×{height} pixels)")
