@@ -69,7 +69,6 @@ def logged(page: str):
             sys.stdout.flush()
 
 
-
 def fragment_run(name: str):
     """A fragment's every call timed: a span `name` of the logged run that draws it (the page's, or an outer
     fragment's), or on the fragment's own rerun, which no page run logs, a logged run of its own named `name`."""
