@@ -640,8 +640,8 @@ OVERVIEW_DRAWN = """(names) => {
   return names.every(name => headings.includes(name));
 }"""
 # a warm upload's time up to its cards, by span (har_core.data.spans); the rest come after the cards, below the fold
-BEFORE_CARDS = ("forwards", "prediction sets and sureness", "card bars")
-AFTER_CARDS = ("similar images", "What-if panel", "figures")
+BEFORE_CARDS = ("forwards", "not sure", "card bars")
+AFTER_CARDS = ("prediction sets", "similar images", "What-if panel", "figures")
 
 
 def logged_runs(log: Path, page: str) -> list[dict]:
@@ -694,8 +694,14 @@ def cold_and_split(runs_dir: Path, data: Path, repeats: int) -> dict:
             page.wait_for_function(OVERVIEW_DRAWN, arg=figures["runs"], polling=20)
             figures["first_page_s"] = time.perf_counter() - started
             page.goto(f"{url}/predict")
-            upload(page, pictures[0], len(runs))
+            page.get_by_text("Upload one or more photos").wait_for()
+            page.wait_for_function(RUN_ENDED)
+            figures["predict_ready_s"] = time.perf_counter() - started
+            drawn, _, sent_at = upload(page, pictures[0], len(runs))
             figures["first_answer_s"] = time.perf_counter() - started
+            first = answered_runs(log, 0)
+            figures["first"] = {"drawn_s": drawn, "spans": first[0]["spans"] if first else {},
+                                "run_started_s": first[0]["started_at"] - sent_at if first else float("nan")}
             messages = []  # the server's messages to the page (each an element, a block or a status): counted
             session = page.context.new_cdp_session(page)
             session.send("Network.enable")
@@ -743,6 +749,13 @@ def print_cold_and_split(figures: dict) -> None:
           + ", ".join(f"{name} {backend}" for name, backend in figures.get("backends", {}).items()))
     print(f"  server start → Overview drawn (every run's card)   {figures['first_page_s']:6.2f} s")
     print(f"  server start → first answer (its cards drawn)       {figures['first_answer_s']:6.2f} s")
+    first = figures["first"]
+    print(f"    of which: Predict opened and its first run ended {figures['predict_ready_s'] - figures['first_page_s']:.2f} s"
+          f" after the Overview; upload sent → run started {first['run_started_s']:.2f} s; the run's spans up to "
+          f"its last card: " + ", ".join(f"{name} {first['spans'].get(name, {}).get('s', 0.0):.2f} s"
+                                        for name in ("models", *BEFORE_CARDS))
+          + f" (last card built {first['spans'].get('card bars', {}).get('ended_at_s', float('nan')):.2f} s into the "
+          f"run); upload → cards drawn {first['drawn_s']:.2f} s")
     drawn = [row["drawn_s"] for row in warm]
     print(f"warm upload → every card drawn (browser), {len(drawn)} different photos: median {median(drawn):.2f} s, "
           f"min {min(drawn, default=float('nan')):.2f} s")

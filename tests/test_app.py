@@ -672,7 +672,7 @@ def test_mistakes_show_one_card_per_picture_with_every_models_answer_and_open_on
     at = open_page(app, "mistakes")
     cards = [c for c in at.markdown if re.search(r"\d/2 wrong$", c.value)]
     assert len(cards) == wrong["filename"].nunique() <= 24
-    answers = [c.value for c in at.caption if c.value.count("✅") + c.value.count("❌") == 2]
+    answers = [c.value for c in at.markdown if c.value.count("✅") + c.value.count("❌") == 2]
     assert len(answers) == len(cards)  # every model's answer on every card
     second = wrong.drop_duplicates("filename")["filename"].iloc[1]
     at.button(key="open_mistake_1").click().run()
@@ -1410,9 +1410,16 @@ def test_the_warm_up_prepares_what_the_first_answer_reads(tiny_runs, kaggle_data
     monkeypatch.setenv("HAR_DATA", str(kaggle_data))
     st.cache_data.clear()
     st.cache_resource.clear()
+    from har_core.evaluation.calibration import CalibrationPictures
+    order = []  # what the warm-up fitted, in turn: the pictures behind each threshold, then each run's sets
+    fit_sets = CalibrationPictures.sets
+    monkeypatch.setattr(CalibrationPictures, "sets", lambda self, *args: order.append("sets") or fit_sets(self, *args))
     calls = {name: counting(monkeypatch, module, name) for module, name in (
         (ui.sureness, "run_calibration_pictures"), (ui.sureness, "ensemble_calibration_pictures"),
         (ui.similar, "run_embeddings"), (ui.similar, "training_index"))}
+    for name in ("run_calibration_pictures", "ensemble_calibration_pictures"):
+        counted = getattr(ui.sureness, name)
+        monkeypatch.setattr(ui.sureness, name, lambda *args, counted=counted: order.append("pictures") or counted(*args))
     runs = [run for run in find_runs(tiny_runs)[0] if not run.takes_clips]
     monkeypatch.setattr(warm_up, "_warm_ups", {})
     # as the page asks for it: the page's own warm-up request then finds this one
@@ -1420,6 +1427,9 @@ def test_the_warm_up_prepares_what_the_first_answer_reads(tiny_runs, kaggle_data
     prepared = {name: len(made) for name, made in calls.items()}
     assert prepared == {"run_calibration_pictures": len(runs), "ensemble_calibration_pictures": 1,
                         "run_embeddings": 0, "training_index": 0}
+    # what the cards need first; the sets (crepes), which the page shows after its cards, last (each run's: the
+    # tiny runs' ensemble has too few calibration pictures for any)
+    assert order == ["pictures"] * (len(runs) + 1) + ["sets"] * len(runs)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
     at.switch_page("views/predict.py")
     at.run()
@@ -1427,6 +1437,30 @@ def test_the_warm_up_prepares_what_the_first_answer_reads(tiny_runs, kaggle_data
     at = sample.set_value(sample.options[1]).run()
     assert not at.exception and len(predict_cards(at)) == len(runs)  # answered
     assert {name: len(made) for name, made in calls.items()} == prepared  # and nothing computed again
+
+
+def test_predicts_cards_are_drawn_before_its_prediction_sets_are_asked_for(monkeypatch):
+    """#41: a cold server's first answer waited for the prediction sets, whose first fit imports crepes and SciPy's
+    statistics (about a second). The cards need only the "not sure" thresholds, so they come first: on the bundled
+    sports15 runs, with the sets failing, every card is drawn all the same, and the ensemble's line names its set
+    once they are back."""
+    import ui.sureness
+    from conftest import SPORTS15
+    monkeypatch.setenv("HAR_RUNS", str(ROOT / "assets" / "runs"))
+    monkeypatch.setenv("HAR_DATA", str(SPORTS15))
+    monkeypatch.chdir(ROOT)
+    at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "predict")
+    chosen = at.multiselect(key="predict_models").value
+    with monkeypatch.context() as failing:
+        failing.setattr(ui.sureness, "prediction_sets", lambda *args: (_ for _ in ()).throw(RuntimeError("no sets")))
+        sample = at.selectbox(key="predict_sample")
+        at = sample.set_value(sample.options[1]).run()
+        assert len(at.exception) == 1  # the sets' failure (its message redacted, as the app shows it)
+        assert [card[0] for card in predict_cards(at)] == chosen  # every card, drawn before the sets were asked for
+    at = at.run()
+    assert not at.exception
+    assert any(c.value.startswith("Ensemble of") and "90% set (what it cannot rule out)" in c.value
+               for c in at.caption)
 
 
 def test_several_photos_get_a_row_each_and_the_newest_its_cards(app, tiny_runs, kaggle_data):

@@ -39,6 +39,19 @@ def calibrated_world(n: int, classes: int, seed: int):
     return probs, labels
 
 
+def test_the_nll_is_scikit_learns_log_loss_also_where_a_true_class_got_zero():
+    """`nll` is written out (importing scikit-learn for it held up the first answer): scikit-learn's log_loss, the
+    independent path, gives the same number, also for a picture whose true class got probability 0 (clipped)."""
+    from sklearn.metrics import log_loss
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.full(15, 0.3), size=400)
+    labels = rng.integers(0, 15, size=400)
+    probs[0] = np.eye(15)[(labels[0] + 1) % 15]  # certain, and wrong
+    expected = log_loss(labels, np.clip(probs, 1e-12, 1.0), labels=range(15))
+    assert nll(probs, labels) == pytest.approx(expected, rel=1e-12)
+    assert nll(probs, labels) > 27.6 / 400  # the wrong certain answer alone adds -log(1e-12) / 400
+
+
 def test_temperature_scaling_fitted_on_val_lowers_the_nll_of_an_over_confident_model_on_test():
     probs, labels = calibrated_world(6000, 8, seed=1)
     over_confident = temper(probs, 0.4)  # the same ranking, sounding far surer than it is

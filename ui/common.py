@@ -126,6 +126,7 @@ def backend() -> str:
     return st.session_state.get("keep_backend") or env_backend()
 
 
+@timed("models")  # loaded once per server: the first answer's share that waits for the warm-up
 def models(runs: list[Run]) -> list[LoadedModel]:
     """The runs' models, predicting through the visitor's backend; a run that fails to load is named on the
     page and left out. A run whose export cannot serve the backend predicts with PyTorch (see `backend_note`)."""

@@ -105,18 +105,36 @@ class Sureness:
                 f"pictures were {DEFAULT_TARGET_ACCURACY:.0%} right")
 
 
-@timed("prediction sets and sureness")
-def sureness(runs: list[Run], probs: np.ndarray, classes: list[str], coverage: float) -> Sureness:
-    """The prediction sets (at `coverage`) and "not sure" flags of calibrated `probs` from `runs` (one run, or
-    the ensemble of several), from their calibration pictures."""
-    found, sets = calibration_pictures(runs), prediction_sets(runs, coverage)
+@timed("not sure")
+def doubts(runs: list[Run], probs: np.ndarray) -> Sureness:
+    """The "not sure" flags of calibrated `probs` from `runs` (one run, or the ensemble of several), from their
+    calibration pictures; no prediction sets yet (`with_sets`): they import crepes and SciPy's statistics, so
+    Predict draws its cards first and a cold server's first answer does not wait for them (#41)."""
+    found = calibration_pictures(runs)
     if isinstance(found, str):
         return Sureness(None, [False] * len(probs), None, found)
     threshold = _threshold(tuple(str(run.path) for run in runs), _stamps(runs))
-    names = set_names(sets.predict(probs), probs, classes) if not isinstance(sets, str) else None
-    notes = [found.note] + ([sets] if isinstance(sets, str) else [])  # members shown raw; sets that cannot be had
-    return Sureness(names, [threshold is None or bool(p.max() < threshold) for p in probs], threshold,
-                    "; ".join(filter(None, notes)), reached=threshold is not None)
+    return Sureness(None, [threshold is None or bool(p.max() < threshold) for p in probs], threshold, found.note,
+                    reached=threshold is not None)
+
+
+@timed("prediction sets")
+def with_sets(verdict: Sureness, runs: list[Run], probs: np.ndarray, classes: list[str],
+              coverage: float) -> Sureness:
+    """`verdict` (of `probs`, from `doubts`) with each picture's prediction set at `coverage`, or with the reason
+    the sets cannot be had added to its note."""
+    if isinstance(calibration_pictures(runs), str):  # not calibrated: the verdict's note says why already
+        return verdict
+    sets = prediction_sets(runs, coverage)
+    if isinstance(sets, str):
+        return replace(verdict, note="; ".join(filter(None, [verdict.note, sets])))
+    return replace(verdict, sets=set_names(sets.predict(probs), probs, classes))
+
+
+def sureness(runs: list[Run], probs: np.ndarray, classes: list[str], coverage: float) -> Sureness:
+    """The prediction sets (at `coverage`) and "not sure" flags of calibrated `probs` from `runs` (one run, or
+    the ensemble of several), from their calibration pictures."""
+    return with_sets(doubts(runs, probs), runs, probs, classes, coverage)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

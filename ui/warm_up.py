@@ -57,18 +57,23 @@ def _load_models(paths: tuple[str, ...]) -> list[Run]:
 
 
 def _prepare_answers(runs: list[Run]) -> None:
-    """What Predict's first answer computes from the runs' files, through its own cached functions."""
+    """What Predict's first answer computes from the runs' files, through its own cached functions, in the order
+    the page needs it: what comes before its cards (each run's and the ensemble's "not sure" threshold, the
+    ensemble's temperature), then the prediction sets it shows after them (importing crepes and SciPy's
+    statistics, the warm-up's slowest step)."""
     from har_core.evaluation.ensemble import default_members
-    from ui.sureness import ensemble_temperature, sureness  # here: it imports what the first page needs not
+    from ui.sureness import doubts, ensemble_temperature, sureness  # here: it imports what the first page needs not
 
     uniform = {run.name: np.full((1, len(run.classes)), 1 / len(run.classes), np.float32) for run in runs}
     members = [run for run in runs if run.name in default_members(runs)]
-    steps = [(f"{run.name}'s prediction sets", lambda run=run: sureness([run], uniform[run.name], run.classes,
-                                                                         DEFAULT_COVERAGE)) for run in runs]
+    groups = [(run.name, [run]) for run in runs] + ([("the ensemble", members)] if members else [])
+    steps = [(f"{name}'s threshold", lambda group=group: doubts(group, uniform[group[0].name]))
+             for name, group in groups]
     if members:
-        steps.append(("the ensemble's temperature and sets", lambda: (
-            ensemble_temperature(members),
-            sureness(members, uniform[members[0].name], members[0].classes, DEFAULT_COVERAGE))))
+        steps.insert(len(runs), ("the ensemble's temperature", lambda: ensemble_temperature(members)))
+    steps += [(f"{name}'s prediction sets", lambda group=group: sureness(group, uniform[group[0].name],
+                                                                         group[0].classes, DEFAULT_COVERAGE))
+              for name, group in groups]
     for name, step in steps:
         try:
             step()

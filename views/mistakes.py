@@ -108,8 +108,9 @@ for i, card in enumerate(cards):  # one card per picture, every model's answer
         if picture is not None:
             st.image(picture, width="stretch")
         st.markdown(f"**{spoken(card['true'])}** · {card['wrong']}/{len(card['answers'])} wrong")
-        st.caption("  \n".join(f"{'✅' if right else '❌'} {name}: {spoken(predicted)} {confidence:.0%}"
-                               for name, predicted, confidence, right in card["answers"]))
+        # the card's content, in the text's own colour: a caption's grey was the faintest line on a projector
+        st.markdown("  \n".join(f"{'✅' if right else '❌'} {name}: {spoken(predicted)} {confidence:.0%}"
+                                for name, predicted, confidence, right in card["answers"]))
         st.button("Open ▸", key=f"open_mistake_{i}", on_click=open_detail, args=(card["filename"],),
                   width="stretch")
 with st.expander("All mistakes as a table (one row per picture and model)"):

@@ -16,7 +16,7 @@ from ui.common import (backend, controls_at_the_foot, folded_when_presenting, fr
                        model_rows, models, need_runs)
 from ui.sessions import tidy_after
 from ui.similar import similar_images
-from ui.sureness import ensemble_temperature, sureness
+from ui.sureness import doubts, ensemble_temperature, with_sets
 from ui.what_if import forget_edits, what_if
 
 selection = sidebar()
@@ -85,21 +85,22 @@ def answers(selection, chosen_runs: list, members: list[str], tta: bool, similar
     members = picked or [p.model for p in predictions]  # none picked: every model, and the caption says so
     member_runs = [selection.run(name) for name in members]
     mean = ensemble(predictions, members, ensemble_temperature(member_runs))  # calibrated members, own temperature
-    sure = {p.model: sureness([selection.run(p.model)], p.probs, classes, coverage) for p in predictions}
-    sure_ensemble = sureness(member_runs, mean, classes, coverage)
+    # "not sure" now; the prediction sets (crepes, SciPy's statistics: a second of a cold server) after the cards
+    sure = {p.model: doubts([selection.run(p.model)], p.probs) for p in predictions}
+    sure_ensemble = doubts(member_runs, mean)
 
     if len(images) > 1:  # a row per picture, then the cards of one of them: the newest unless another is chosen
         answer = lambda probs, unsure: f"{spoken(classes[int(probs.argmax())])} {probs.max():.0%}" + (  # noqa: E731
             " ?" if unsure else "")
-        rows, sets = [], []
+        rows, sets, with_set = [], [], with_sets(sure_ensemble, member_runs, mean, classes, coverage)
         for j, name in enumerate(names):  # a row per picture: its thumbnail, the ensemble's answer first
             row = {"picture": thumbnail_uri(images[j]), "photo": numbered(j, names),
                    "ensemble": answer(mean[j], sure_ensemble.not_sure[j])}
             for prediction in predictions:
                 row[prediction.model] = answer(prediction.probs[j], sure[prediction.model].not_sure[j])
             rows.append(row)
-            if sure_ensemble.sets is not None:  # in the CSV only: an eighth column ran off the page at 1280 px
-                sets.append({f"ensemble's {coverage:.0%} set": " | ".join(map(spoken, sure_ensemble.sets[j]))})
+            if with_set.sets is not None:  # in the CSV only: an eighth column ran off the page at 1280 px
+                sets.append({f"ensemble's {coverage:.0%} set": " | ".join(map(spoken, with_set.sets[j]))})
         table = pd.DataFrame(rows)
         # the photo stays in view while the models' columns scroll (six models: nine columns); the ensemble's answer
         # first after it, not pinned: a pinned column's text is drawn grey, the faintest on a projector (#41 walk)
@@ -109,7 +110,7 @@ def answers(selection, chosen_runs: list, members: list[str], tta: bool, similar
         st.caption(("Scroll the table sideways for every model. " if len(predictions) > 4 else "")
                    + "Calibrated confidences; \"?\": not sure (below the confidence above which the model's answers on "
                    f"calibration pictures were {DEFAULT_TARGET_ACCURACY:.0%} right, or every answer when none reached it)."
-                   + (f" {sure_ensemble.note}" if sure_ensemble.note else "")
+                   + (f" {with_set.note}" if with_set.note else "")
                    + (" The CSV adds the ensemble's prediction set of each photo." if sets else ""))
         # the CSV names each photo as its file is named (the numbers tell the rows apart on the page only)
         csv = table.drop(columns="picture").assign(photo=[picture_name(name) for name in names])
@@ -143,11 +144,12 @@ def answers(selection, chosen_runs: list, members: list[str], tta: bool, similar
                  help="Until the last model answered: the models are asked side by side, each timed from the "
                       "question to its answer, when this image was first predicted (then cached)"
                       + (f"; the {len(images)} photos were asked in one go." if len(images) > 1 else "."))
-    st.caption(" · ".join(filter(None, [f"Ensemble of {len(members)}: {', '.join(members)}"
-                                        + ("" if picked else " (no member chosen: every model)"),
-                                        sure_ensemble.words(0, coverage),
-                                        sure_ensemble.doubt() if sure_ensemble.not_sure[0] else "",
-                                        sure_ensemble.note])))
+    def said(verdict) -> str:  # the ensemble's line: drawn now, and again with its prediction set after the cards
+        return " · ".join(filter(None, [
+            f"Ensemble of {len(members)}: {', '.join(members)}" + ("" if picked else " (no member chosen: every model)"),
+            verdict.words(0, coverage), verdict.doubt() if verdict.not_sure[0] else "", verdict.note]))
+    ensemble_line = st.empty()
+    ensemble_line.caption(said(sure_ensemble))
     rows = model_rows(len(predictions))
     opened = []  # (the slot under its row, its prediction) of each card whose More details is open
     for i, prediction in enumerate(predictions):  # every prediction is drawn before any similar image
@@ -163,6 +165,7 @@ def answers(selection, chosen_runs: list, members: list[str], tta: bool, similar
             more = st.expander("More details", key=f"details_{prediction.model}", on_change="rerun")
             if more.open:
                 opened.append((under, prediction))
+                verdict = with_sets(verdict, [selection.run(prediction.model)], prediction.probs, classes, coverage)
                 with more:
                     if verdict.not_sure[0]:
                         st.caption(f"🤔 {verdict.doubt()}")
@@ -173,6 +176,7 @@ def answers(selection, chosen_runs: list, members: list[str], tta: bool, similar
                     st.caption(f"⏱ {prediction.seconds * 1000:.0f} ms to its answer"
                                + (f" for all {len(images)} photos" if len(images) > 1 else "")  # asked in one go
                                + f", beside the other models{engine(prediction)}")
+    ensemble_line.caption(said(with_sets(sure_ensemble, member_runs, mean, classes, coverage)))
     if similar:  # under the card's row, the page's width: in the card they made it a screen long beside its neighbours
         for under, prediction in opened:
             with under.container(border=True, key=f"similar_{prediction.model}"), \
