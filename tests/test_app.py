@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import CLASSES, ROOT, encode_clip, predict_cards, synthetic_image
+from conftest import CLASSES, ROOT, SPORTS15, encode_clip, predict_cards, synthetic_image
 from har_core.evaluation.analysis import cell_samples, mistakes
 from har_core.models.artifacts import find_runs
 from har_core.evaluation.ensemble import default_members, stored_metrics
@@ -456,11 +456,11 @@ def test_one_ensemble_with_the_same_members_on_overview_and_predict(app, tiny_ru
     assert only.value == card["mobilenet_v2"]  # the ensemble of one member is that member's answer
 
 
+@pytest.mark.skipif(not SPORTS15.is_dir(), reason="the sports15 data set (../shared/data) is not here")
 def test_predicts_ensemble_is_its_members_calibrated_mean_at_the_ensembles_own_temperature(monkeypatch):
     """#39: no page's number was checked against the ensemble's temperature (`ui.ensemble_temperature = lambda r:
     1.0` passed the suite). On bundled sports15 runs, Predict's Ensemble confidence is the mean of the members' own
     calibrated answers, scaled by the temperature fitted on the pictures that calibrate both."""
-    from conftest import SPORTS15
     from har_core.models.artifacts import open_run
     from har_core.models.calibration_maths import temper
     from har_core.evaluation.ensemble import ensemble_calibration_pictures
@@ -1439,13 +1439,40 @@ def test_the_warm_up_prepares_what_the_first_answer_reads(tiny_runs, kaggle_data
     assert {name: len(made) for name, made in calls.items()} == prepared  # and nothing computed again
 
 
+@pytest.mark.skipif(not SPORTS15.is_dir(), reason="the sports15 data set (../shared/data) is not here")
+def test_the_warm_up_fits_every_threshold_before_any_prediction_set_on_calibrated_runs(monkeypatch):
+    """The bundled sports15 runs are calibrated, their ensemble too (the tiny runs' ensemble is not, so the test
+    above sees no ensemble set): the warm-up fits each run's and the ensemble's calibration pictures first (what
+    the cards need), then each run's and the ensemble's prediction sets (shown after the cards)."""
+    import streamlit as st
+
+    import ui.sureness
+    from har_core.evaluation.calibration import CalibrationPictures
+    from har_core.evaluation.ensemble import default_members
+    from har_core.models.artifacts import find_runs
+    from ui import warm_up
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    order = []
+    fit_sets = CalibrationPictures.sets
+    monkeypatch.setattr(CalibrationPictures, "sets", lambda self, *args: order.append("sets") or fit_sets(self, *args))
+    for name in ("run_calibration_pictures", "ensemble_calibration_pictures"):
+        fit = getattr(ui.sureness, name)
+        monkeypatch.setattr(ui.sureness, name, lambda *args, fit=fit, name=name: order.append(name) or fit(*args))
+    runs = [run for run in find_runs(ROOT / "assets" / "runs")[0] if not run.takes_clips]
+    assert len(default_members(runs)) > 1
+    warm_up._prepare_answers(runs)  # what follows the models' loading
+    assert order == (["run_calibration_pictures"] * len(runs) + ["ensemble_calibration_pictures"]
+                     + ["sets"] * (len(runs) + 1))
+
+
+@pytest.mark.skipif(not SPORTS15.is_dir(), reason="the sports15 data set (../shared/data) is not here")
 def test_predicts_cards_are_drawn_before_its_prediction_sets_are_asked_for(monkeypatch):
     """#41: a cold server's first answer waited for the prediction sets, whose first fit imports crepes and SciPy's
     statistics (about a second). The cards need only the "not sure" thresholds, so they come first: on the bundled
     sports15 runs, with the sets failing, every card is drawn all the same, and the ensemble's line names its set
     once they are back."""
     import ui.sureness
-    from conftest import SPORTS15
     monkeypatch.setenv("HAR_RUNS", str(ROOT / "assets" / "runs"))
     monkeypatch.setenv("HAR_DATA", str(SPORTS15))
     monkeypatch.chdir(ROOT)
@@ -1459,8 +1486,10 @@ def test_predicts_cards_are_drawn_before_its_prediction_sets_are_asked_for(monke
         assert [card[0] for card in predict_cards(at)] == chosen  # every card, drawn before the sets were asked for
     at = at.run()
     assert not at.exception
-    assert any(c.value.startswith("Ensemble of") and "90% set (what it cannot rule out)" in c.value
-               for c in at.caption)
+    sets = [c.value for c in at.caption if c.value.startswith("90% set (what it cannot rule out): ")]
+    assert len(sets) == 1 and not sets[0].endswith("…")  # the ensemble's set, filled in after the cards
+    at = open_details(at, chosen[:1])  # a card's own set, computed when its More details is opened
+    assert [m.value for m in at.markdown if m.value.startswith("90% set (what it cannot rule out): ")] != []
 
 
 def test_several_photos_get_a_row_each_and_the_newest_its_cards(app, tiny_runs, kaggle_data):

@@ -50,6 +50,7 @@ def test_the_nll_is_scikit_learns_log_loss_also_where_a_true_class_got_zero():
     expected = log_loss(labels, np.clip(probs, 1e-12, 1.0), labels=range(15))
     assert nll(probs, labels) == pytest.approx(expected, rel=1e-12)
     assert nll(probs, labels) > 27.6 / 400  # the wrong certain answer alone adds -log(1e-12) / 400
+    assert nll(probs.astype(np.float32), labels) == pytest.approx(expected, rel=1e-6)  # float32 in: the same loss
 
 
 def test_temperature_scaling_fitted_on_val_lowers_the_nll_of_an_over_confident_model_on_test():

@@ -205,7 +205,7 @@ def test_every_page_upload_predict_gradcam_and_confusion_cell(server, page, tmp_
     page.locator("[class*='st-key-confusion'] .hoverlayer .hovertext").first.wait_for()  # hovered: a click selects
     page.mouse.click(x, y)
     settle(page)
-    page.wait_for_timeout(1500)
+    expect(page.get_by_text("image(s) with true")).not_to_have_text(before)  # the cell's samples, waited for
     settle(page)
     after = page.get_by_text("image(s) with true").inner_text()
     assert "predicted as" in after
@@ -852,10 +852,9 @@ def test_explain_shows_every_chosen_models_name_whole_at_1440_and_1280_px_also_p
             settle(page)
             if "present" in link:  # presenting, the models fold away under the maps' controls
                 page.get_by_text("Models and method").click()
-            page.locator(".st-key-cam_models [data-tag]").first.wait_for()
+            expect(page.locator(".st-key-cam_models [data-tag]")).to_have_count(6)  # every chip drawn, waited for
             page.evaluate("document.fonts.ready")
-            chips = page.locator(".st-key-cam_models [data-tag]").count()
-            assert chips == 6 and page.evaluate(CHIPS_CUT, "cam_models") == [], (width, link)
+            assert page.evaluate(CHIPS_CUT, "cam_models") == [], (width, link)
             context.close()
     finally:
         stop_server(fresh)
@@ -1033,7 +1032,8 @@ def test_a_card_with_its_more_details_open_leaves_no_empty_gap_beside_the_other_
         expect(page.get_by_text("most similar training pictures")).to_have_count(1)
         settle(page)
         expect(card.locator("[class*='st-key-details_'] details")).to_have_attribute("open", "")
-        page.wait_for_timeout(1500)  # the thumbnails drawn
+        page.wait_for_timeout(1500)  # the thumbnails drawn, and loaded:
+        page.wait_for_function("[...document.querySelectorAll('[data-testid=\"stMain\"] img')].every(i => i.complete)")
         rem = float(page.evaluate("parseFloat(getComputedStyle(document.documentElement).fontSize)"))
         assert page.evaluate(EMPTY_BESIDE_CARDS) <= 2 * rem, (width, link)
         card.scroll_into_view_if_needed()

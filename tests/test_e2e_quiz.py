@@ -237,7 +237,9 @@ def test_the_bundled_har_runs_at_1440_1280_and_in_presentation_mode(browser, tmp
             shot(page, f"{name}_ask")
             actions_whole(page)
             if present:  # a projector shows the picture and the answer button without scrolling
-                image = page.locator(".st-key-quiz_picture img").bounding_box()
+                picture = page.locator(".st-key-quiz_picture img")
+                picture.evaluate("i => i.complete || new Promise(loaded => i.addEventListener('load', loaded))")
+                image = picture.bounding_box()
                 button = page.get_by_role("button", name="Show the answer").bounding_box()
                 assert image["y"] + image["height"] <= height and button["y"] + button["height"] <= height, name
             click_action(page, "quiz_pick", "texting")

@@ -16,7 +16,7 @@ from ui.common import (backend, controls_at_the_foot, folded_when_presenting, fr
                        model_rows, models, need_runs)
 from ui.sessions import tidy_after
 from ui.similar import similar_images
-from ui.sureness import doubts, ensemble_temperature, with_sets
+from ui.sureness import calibration_pictures, doubts, ensemble_temperature, with_sets
 from ui.what_if import forget_edits, what_if
 
 selection = sidebar()
@@ -92,15 +92,15 @@ def answers(selection, chosen_runs: list, members: list[str], tta: bool, similar
     if len(images) > 1:  # a row per picture, then the cards of one of them: the newest unless another is chosen
         answer = lambda probs, unsure: f"{spoken(classes[int(probs.argmax())])} {probs.max():.0%}" + (  # noqa: E731
             " ?" if unsure else "")
-        rows, sets, with_set = [], [], with_sets(sure_ensemble, member_runs, mean, classes, coverage)
+        rows, sets, all_sets = [], [], with_sets(sure_ensemble, member_runs, mean, classes, coverage)
         for j, name in enumerate(names):  # a row per picture: its thumbnail, the ensemble's answer first
             row = {"picture": thumbnail_uri(images[j]), "photo": numbered(j, names),
                    "ensemble": answer(mean[j], sure_ensemble.not_sure[j])}
             for prediction in predictions:
                 row[prediction.model] = answer(prediction.probs[j], sure[prediction.model].not_sure[j])
             rows.append(row)
-            if with_set.sets is not None:  # in the CSV only: an eighth column ran off the page at 1280 px
-                sets.append({f"ensemble's {coverage:.0%} set": " | ".join(map(spoken, with_set.sets[j]))})
+            if all_sets.sets is not None:  # in the CSV only: an eighth column ran off the page at 1280 px
+                sets.append({f"ensemble's {coverage:.0%} set": " | ".join(map(spoken, all_sets.sets[j]))})
         table = pd.DataFrame(rows)
         # the photo stays in view while the models' columns scroll (six models: nine columns); the ensemble's answer
         # first after it, not pinned: a pinned column's text is drawn grey, the faintest on a projector (#41 walk)
@@ -110,7 +110,7 @@ def answers(selection, chosen_runs: list, members: list[str], tta: bool, similar
         st.caption(("Scroll the table sideways for every model. " if len(predictions) > 4 else "")
                    + "Calibrated confidences; \"?\": not sure (below the confidence above which the model's answers on "
                    f"calibration pictures were {DEFAULT_TARGET_ACCURACY:.0%} right, or every answer when none reached it)."
-                   + (f" {with_set.note}" if with_set.note else "")
+                   + (f" {all_sets.note}" if all_sets.note else "")
                    + (" The CSV adds the ensemble's prediction set of each photo." if sets else ""))
         # the CSV names each photo as its file is named (the numbers tell the rows apart on the page only)
         csv = table.drop(columns="picture").assign(photo=[picture_name(name) for name in names])
@@ -144,12 +144,16 @@ def answers(selection, chosen_runs: list, members: list[str], tta: bool, similar
                  help="Until the last model answered: the models are asked side by side, each timed from the "
                       "question to its answer, when this image was first predicted (then cached)"
                       + (f"; the {len(images)} photos were asked in one go." if len(images) > 1 else "."))
-    def said(verdict) -> str:  # the ensemble's line: drawn now, and again with its prediction set after the cards
-        return " · ".join(filter(None, [
-            f"Ensemble of {len(members)}: {', '.join(members)}" + ("" if picked else " (no member chosen: every model)"),
-            verdict.words(0, coverage), verdict.doubt() if verdict.not_sure[0] else "", verdict.note]))
-    ensemble_line = st.empty()
-    ensemble_line.caption(said(sure_ensemble))
+    st.caption(" · ".join(filter(None, [f"Ensemble of {len(members)}: {', '.join(members)}"
+                                        + ("" if picked else " (no member chosen: every model)"),
+                                        sure_ensemble.doubt() if sure_ensemble.not_sure[0] else "",
+                                        sure_ensemble.note])))
+    # the ensemble's prediction set on a line of its own, filled in after the cards: one line before and after, so
+    # the cards stay where they were drawn (in the line above, the set made it wrap and pushed them down)
+    calibrated = not isinstance(calibration_pictures(member_runs), str)  # else the line above says why: no set
+    ensemble_set = st.empty()
+    if calibrated:
+        ensemble_set.caption(f"{coverage:.0%} set (what it cannot rule out): …")
     rows = model_rows(len(predictions))
     opened = []  # (the slot under its row, its prediction) of each card whose More details is open
     for i, prediction in enumerate(predictions):  # every prediction is drawn before any similar image
@@ -176,7 +180,9 @@ def answers(selection, chosen_runs: list, members: list[str], tta: bool, similar
                     st.caption(f"⏱ {prediction.seconds * 1000:.0f} ms to its answer"
                                + (f" for all {len(images)} photos" if len(images) > 1 else "")  # asked in one go
                                + f", beside the other models{engine(prediction)}")
-    ensemble_line.caption(said(with_sets(sure_ensemble, member_runs, mean, classes, coverage)))
+    if calibrated:
+        with_set = with_sets(sure_ensemble, member_runs, mean, classes, coverage)  # or why there is none
+        ensemble_set.caption(with_set.words(0, coverage) or with_set.note.removeprefix(sure_ensemble.note).lstrip("; "))
     if similar:  # under the card's row, the page's width: in the card they made it a screen long beside its neighbours
         for under, prediction in opened:
             with under.container(border=True, key=f"similar_{prediction.model}"), \

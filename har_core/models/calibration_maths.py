@@ -61,11 +61,12 @@ def combine(probabilities_of_members: list[np.ndarray], temperature: float = 1.0
 
 
 def nll(probs: np.ndarray, labels: np.ndarray) -> float:
-    """The mean negative log-probability of the true class (scikit-learn's log_loss on these clipped
-    probabilities, to the last digit: tests/test_calibration.py). Not log_loss itself: importing scikit-learn
-    (0.6 s, SciPy's statistics with it) only to fit the ensemble's temperature held up a cold server's first
-    answer (#41)."""
-    return float(-np.log(np.clip(probs[np.arange(len(labels)), np.asarray(labels)], _EPS, 1.0)).mean())
+    """The mean negative log-probability of the true class, in float64 (scikit-learn's log_loss of the float64
+    probabilities clipped at 1e-12, to the last digit: tests/test_calibration.py). Not log_loss itself: importing
+    scikit-learn (0.6 s, SciPy's statistics with it) only to fit the ensemble's temperature held up a cold server's
+    first answer (#41)."""
+    chosen = np.asarray(probs, dtype=np.float64)[np.arange(len(labels)), np.asarray(labels)]
+    return float(-np.log(np.clip(chosen, _EPS, 1.0)).mean())
 
 
 # scipy's optimizer is imported where it is used: the first page reads stored probabilities with `temper` and
