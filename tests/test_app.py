@@ -1028,7 +1028,17 @@ def test_a_link_to_something_missing_says_so_and_uses_the_default(app):
     app.query_params.update(split="holdout")
     at = open_page(app, "evaluate")
     assert at.radio(key="eval_split").value == "test"
-    assert any("split=holdout is not available" in c.value for c in at.caption)
+    assert any("split=`holdout` is not available" in c.value for c in at.caption)
+
+
+def test_a_crafted_link_value_is_shown_as_typed_not_as_markdown(app):
+    """#41 walk: a link's unknown value was written into the page as markdown, so a crafted link drew a login link,
+    a remote image (fetched by the browser) and headings. It is shown in code type, on one line, cut at 60."""
+    app.query_params.update(split="# Log in\n\n[here](https://evil.example) ![x](https://evil.example/p.png) `x`")
+    at = open_page(app, "evaluate")
+    said = [c.value for c in at.caption if "is not available here" in c.value]
+    assert said == ["⚠️ The link's split=`# Log in [here](https://evil.example) ![x](https://evil.exam…` is not "
+                    "available here; the page's default is used."]
 
 
 def test_teach_learns_two_classes_from_the_image_folder_and_saves_an_ordinary_run(tiny_runs, kaggle_data,

@@ -186,7 +186,10 @@ def test_a_round_of_five_with_two_phones_voting_shows_the_stored_answers_and_the
                 expect(phone.locator("[data-testid='stMain']")).to_contain_text(
                     f"you said cycling {'✅' if truth == 'cycling' else '❌'}")
             shot(phones[0], "quiz_phone_reveal")
-        host.locator(".st-key-quiz_next button").click()
+        onward = host.locator(".st-key-quiz_next button")  # its name whole ("The round's score" was cut)
+        assert onward.evaluate("b => [...b.querySelectorAll('*')].every(e => e.scrollWidth <= e.clientWidth)"), \
+            onward.inner_text()
+        onward.click()
         if picture < 4:
             at_picture(host, picture + 2)
             host.get_by_role("button", name="Show the answer").wait_for()

@@ -427,7 +427,7 @@ def test_a_runs_folder_without_test_predictions_says_what_is_missing_in_one_line
 
 def test_an_unknown_room_is_said_and_the_round_can_be_started(tiny_runs, kaggle_data, monkeypatch):
     at = quiz_page(tiny_runs, kaggle_data, monkeypatch, room="ZZZZ")
-    assert any("No round ZZZZ" in c.value for c in at.caption)
+    assert any("No round `ZZZZ`" in c.value for c in at.caption)
     assert at.button(key="quiz_start")
 
 

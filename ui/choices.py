@@ -11,7 +11,7 @@ from har_core import server
 from har_core.models.artifacts import Run
 from har_core.evaluation.ensemble import class_groups, default_members, describe_classes
 from har_core.models.backend import AUTO, BACKENDS, LABELS
-from ui.common import PRESENTATION_CSS, Selection, remembered, config, env_backend, presenting
+from ui.common import PRESENTATION_CSS, Selection, remembered, config, env_backend, presenting, verbatim
 from ui.warm_up import warm_up
 
 
@@ -40,7 +40,7 @@ def _short(path: str) -> str:
 def _free_folder(label: str, key: str, default: str, help: str) -> Path | None:
     typed = remembered(st.text_input, label, key, default, help=help)
     if typed and not _is_folder(typed):
-        st.caption(f"⚠️ folder not found: {typed}")
+        st.caption(f"⚠️ folder not found: {verbatim(typed)}")
     return Path(typed) if typed and _is_folder(typed) else None
 
 
@@ -232,7 +232,7 @@ def follow_link(param: str, key: str, allowed=None, many: bool = False) -> None:
     elif allowed is None or raw in allowed:
         st.session_state[key] = raw
     if (not many and allowed is not None and raw not in allowed) or (many and not values):
-        st.caption(f"⚠️ The link's {param}={raw} is not available here; the page's default is used.")
+        st.caption(f"⚠️ The link's {param}={verbatim(raw)} is not available here; the page's default is used.")
 
 
 def _shared_key(param: str) -> str:

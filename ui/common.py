@@ -489,6 +489,14 @@ GLOSSARY = {
 }
 
 
+def verbatim(value: str, limit: int = 60) -> str:
+    """Markdown that shows `value` as typed, in code type, on one line and at most `limit` characters: a value from
+    a link is the visitor's own, and as plain markdown a crafted link drew links, remote images and red headings
+    on the page (#41 walk)."""
+    flat = " ".join(value.replace("`", "'").split())
+    return f"`{flat[:limit] + '…' if len(flat) > limit else flat}`"
+
+
 def glossary(text: str) -> str | None:
     """Plain-words help for the jargon a card's text uses (a tooltip), None when it uses none."""
     found = [meaning for term, meaning in GLOSSARY.items() if term.lower() in text.lower()]

@@ -6,7 +6,7 @@ from har_core.models.calibration_maths import DEFAULT_COVERAGE
 from har_core.data.labels import spoken
 from har_core.quiz import DEFAULT_PICTURES, KINDS, choose_round, kind_counts, summary
 from ui.choices import sidebar
-from ui.common import Selection, friendly, image_models, need_runs
+from ui.common import Selection, friendly, image_models, need_runs, verbatim
 from ui.sharing import QUIZ_ROUND
 from ui.quiz import (POLL_SECONDS, QUIZ_CSS, best_cam, contest, host_key, keep_host_key, picture as quiz_picture,
                      picture_jpeg, quiz_rooms, reveal_table, room_runs, set_column, similar_training_pictures,
@@ -65,7 +65,7 @@ def votes_so_far(room) -> None:
 def start() -> None:
     st.title("🎯 Quiz: the class against the models")
     if code:
-        st.caption(f"⚠️ No round {code} on this server: it ended, the server restarted, or this address leads to "
+        st.caption(f"⚠️ No round {verbatim(code)} on this server: it ended, the server restarted, or this address leads to "
                    "another copy of the app than the teacher's (rounds live in one server process). Start one below.")
     st.caption("Guess first, then see what the networks said: pictures of the test split that every model gets "
                "right, that the models disagree on, and that every model gets wrong.")
@@ -181,7 +181,8 @@ def reveal(room, key, game, shown, position, question, played) -> None:
     hits = sum(row[f"{name}:predicted"] == question.true for name in game.names)
     models.metric("The models", f"{hits} of {len(game.names)} right", f"ensemble: {answers['answer'].iloc[0]}",
                   delta_color="off", delta_arrow="off")
-    next_one.button("The round's score ▸" if position + 1 == len(room) else "Next picture ▸", type="primary",
+    # short: whole in its column at every size ("The round's score" was cut to "The round's scor…")
+    next_one.button("The score ▸" if position + 1 == len(room) else "Next picture ▸", type="primary",
                     key="quiz_next", width="stretch", on_click=room.next, args=(key,))
     in_words = set_column(DEFAULT_COVERAGE)
     panel, picture = st.columns([3, 1.2])
