@@ -40,10 +40,10 @@ def report(selection: Selection, quiz=None) -> str:
     har_core.quiz.Summary: the report's last section), with the server's shared models and scan limit."""
     stamps = tuple((file_stamp(run, artifacts.metrics_file("test")), file_stamp(run, artifacts.CARD),
                     file_stamp(run, REPORT)) for run in selection.runs)
-    lock = _report_lock()  # one report at a time, server-wide: the others wait for it
-    if not lock.acquire(blocking=False):
-        st.toast("Another visitor's report is being made; yours follows it.")
-        lock.acquire()
+    # one report at a time, server-wide: the others wait for it. No toast says so: this runs outside the visitor's
+    # session, where st.toast draws nothing (#41 walk); the download button's help says it instead.
+    lock = _report_lock()
+    lock.acquire()
     try:
         return _report(tuple(str(run.path) for run in selection.runs), stamps,
                        str(selection.data_root) if selection.data_root else None,

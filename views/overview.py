@@ -43,7 +43,9 @@ else:
 st.download_button("⬇️ Download report (HTML, opens offline)", report_maker(selection), "har_studio_report.html",
                    "text/html", key="overview_report",
                    help="Comparison, F1 per class, confusion matrices, training curves, the most confident mistakes "
-                   "with Grad-CAMs and the data set, in one file. Also: python -m train.report RUNS --out report.html")
+                   "with Grad-CAMs and the data set, in one file. The server makes one report at a time: when "
+                   "another visitor's is being made, yours follows it. Also: python -m train.report RUNS --out "
+                   "report.html")
 
 st.subheader("Model cards")
 cells = model_columns(len(selection.runs))
