@@ -155,6 +155,9 @@ def test_a_round_of_five_with_two_phones_voting_shows_the_stored_answers_and_the
     members = ["custom_cnn", "mobilenet_v2"]  # neither started from ImageNet: both are the ensemble's members
     host = new_page(browser, {"width": 1440, "height": 900})
     code = start_round(host, server.url)
+    # the teacher's browser is on 127.0.0.1: the link says the room's devices need the network address instead
+    vote_here = host.locator("[data-testid='stMarkdown']").filter(has_text="Vote from your own device")
+    expect(vote_here.locator("[data-testid='stTooltipIcon']")).to_have_count(1)
     phones = [new_page(browser, PHONE) for _ in range(2)]
     for phone in phones:
         phone.goto(f"{server.url}/quiz?room={code}")

@@ -148,8 +148,9 @@ def answers(selection, chosen_runs: list, members: list[str], tta: bool, similar
                                         + ("" if picked else " (no member chosen: every model)"),
                                         sure_ensemble.doubt() if sure_ensemble.not_sure[0] else "",
                                         sure_ensemble.note])))
-    # the ensemble's prediction set on a line of its own, filled in after the cards: one line before and after, so
-    # the cards stay where they were drawn (in the line above, the set made it wrap and pushed them down)
+    # the ensemble's prediction set on a line of its own, filled in after the cards: one line before and after for
+    # most sets (a set of many actions at 99% may take two), so the cards stay where they were drawn (in the line
+    # above, the set made it wrap and pushed them down)
     calibrated = not isinstance(calibration_pictures(member_runs), str)  # else the line above says why: no set
     ensemble_set = st.empty()
     if calibrated:

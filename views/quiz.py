@@ -1,4 +1,5 @@
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import streamlit as st
 
@@ -40,7 +41,10 @@ def round_header(room, position: int) -> None:
     link = f"{page}?room={room.code}" if page else f"the Quiz page, ?room={room.code}"
     left, right = st.columns([1, 2], vertical_alignment="center")
     left.subheader(f"🎯 Picture {position + 1} of {len(room)}", anchor=False)
-    right.markdown(f"Vote from your own device: **{link}** · round **{room.code}**")
+    right.markdown(f"Vote from your own device: **{link}** · round **{room.code}**",
+                   help=("This browser reaches the app at this machine's own name: the room's devices need its "
+                         "network address instead (e.g. http://192.168.1.20:8501), as `streamlit run` printed it."
+                         if urlsplit(page).hostname in ("localhost", "127.0.0.1", "::1") else None))
 
 
 @st.fragment(run_every=POLL_SECONDS)
