@@ -795,6 +795,13 @@ def test_every_overview_card_names_its_run_on_one_line_at_1280_px(browser, tmp_p
         rows = card_rows(page, "overview_card_")  # rows of three, each ending on one line (#41 walk: ragged)
         assert sorted(map(len, rows.values())) == [3, 3], rows
         assert all(max(ends) - min(ends) <= 1 for ends in rows.values()), rows
+        # and each row's numbers on one line, whatever the lines above them (a "distilled from", a size that wraps)
+        numbers: dict[int, list[float]] = {}
+        for card, metric in zip(boxes(page, "[class*='st-key-overview_card_']"), page.locator(
+                "[class*='st-key-overview_card_']").evaluate_all(
+                "cards => cards.map(c => c.querySelector('[data-testid=\"stMetric\"]').getBoundingClientRect().y)")):
+            numbers.setdefault(round(card["y"]), []).append(metric)
+        assert all(max(tops) - min(tops) <= 1 for tops in numbers.values()), numbers
     finally:
         context.close()
         stop_server(fresh)

@@ -4,7 +4,7 @@ from har_core.evaluation.analysis import data_folder, overview_table, starts_fro
 from har_core.evaluation.ensemble import stored_headline
 from har_core.evaluation.plots import accuracy_bars
 from ui.choices import ensemble_members, sidebar
-from ui.common import figure, glossary, headings_on_one_line, model_columns, need_runs
+from ui.common import controls_at_the_foot, figure, glossary, headings_on_one_line, model_columns, need_runs
 from ui.sharing import report_maker
 
 selection = sidebar()
@@ -51,6 +51,7 @@ st.subheader("Model cards")
 cells = model_columns(len(selection.runs))
 order = list(table["run"])  # the cards in the table's order, the best first
 headings_on_one_line("overview_card", order)
+controls_at_the_foot("overview_card")
 for i, run in enumerate(sorted(selection.runs, key=lambda run: order.index(run.name))):
     card = run.card
     with cells[i].container(border=True, key=f"overview_card_{i}", height="stretch"):
@@ -63,13 +64,14 @@ for i, run in enumerate(sorted(selection.runs, key=lambda run: order.index(run.n
                        if card.get("distillation") else ""),
                     help=f"Weights: {card['pretrained']}" + (f"\n\n{meaning}" if (meaning := glossary(
                         "distilled " * bool(card.get("distillation")) + "linear head " * ("taught" in card))) else ""))
-        test = card.get("metrics", {}).get("test")
-        if test:
-            left, right = st.columns(2)
-            left.metric("test accuracy", f"{test['accuracy']:.1%}")
-            right.metric("macro-F1", f"{test['macro_f1']:.3f}")
-        with st.expander("How it was trained"):  # on every card, folded: the card's answer is its numbers
-            told = "  \n".join(filter(None, (training_in_words(card), card.get("notes"))))
-            st.caption(told, help=glossary(told))
-        with st.expander("card.json"):
-            st.json(card, expanded=False)
+        with st.container():  # the card's foot (controls_at_the_foot): a row's numbers on one line, however long
+            test = card.get("metrics", {}).get("test")  # the lines above ("distilled from", a wrapped size)
+            if test:
+                left, right = st.columns(2)
+                left.metric("test accuracy", f"{test['accuracy']:.1%}")
+                right.metric("macro-F1", f"{test['macro_f1']:.3f}")
+            with st.expander("How it was trained"):  # on every card, folded: the card's answer is its numbers
+                told = "  \n".join(filter(None, (training_in_words(card), card.get("notes"))))
+                st.caption(told, help=glossary(told))
+            with st.expander("card.json"):
+                st.json(card, expanded=False)
