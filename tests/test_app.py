@@ -569,8 +569,16 @@ def test_a_typed_runs_folder_that_cannot_be_used_is_said_and_stops_nothing(tiny_
         assert not at.exception, [e.message for e in at.exception]
         said = [w.value for w in at.sidebar.warning]
         assert said == ["No runs folder: type the path of a folder of runs above."], said
+        assert [i.value for i in at.main.info] == ["No runs folder: choose or type one under Runs folder in the "
+                                                   "sidebar."]  # the page agrees with the sidebar
+    at.sidebar.text_input(key="runs_dir").set_value(str(kaggle_data)).run()  # a folder, but of pictures
+    assert [i.value for i in at.main.info] == [f"No runs in `{str(kaggle_data)[:60]}"
+                                               f"{'…' if len(str(kaggle_data)) > 60 else ''}`: choose another runs "
+                                               "folder in the sidebar."]
     at.sidebar.text_input(key="runs_dir").set_value(str(tiny_runs)).run()
     assert sorted(at.dataframe[0].value["run"]) == ["custom_cnn", "mobilenet_v2"]
+    at.sidebar.multiselect(key="chosen_runs").set_value([]).run()
+    assert [i.value for i in at.main.info] == ["No runs chosen: choose some under Runs to show in the sidebar."]
 
 
 def plotted(values) -> list[float]:

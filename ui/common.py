@@ -437,8 +437,13 @@ def controls_at_the_foot(key: str) -> None:
 
 
 def need_runs(selection: Selection) -> None:
+    """Stop a page that has no run to show, saying what the sidebar needs (its own warning may be below the fold:
+    the page said 'default: the bundled HAR runs' beside a sidebar asking for a typed folder, #41 walk)."""
     if not selection.runs:
-        st.info("No runs selected. Choose a runs folder in the sidebar (default: the bundled HAR runs).")
+        st.info("No runs folder: choose or type one under Runs folder in the sidebar." if selection.runs_dir is None
+                else f"No runs in {verbatim(str(selection.runs_dir))}: choose another runs folder in the sidebar."
+                if not any(selection.runs_dir.glob("*/card.json")) else
+                "No runs chosen: choose some under Runs to show in the sidebar.")
         st.stop()
 
 
