@@ -1039,6 +1039,13 @@ def test_a_link_to_something_missing_says_so_and_uses_the_default(app):
     assert any("split=`holdout` is not available" in c.value for c in at.caption)
 
 
+def test_a_visitors_value_is_shown_in_code_type_on_one_line_and_cut():
+    from ui.common import verbatim
+    assert verbatim("a`b\n\n# c") == "`a'b # c`"  # a backtick cannot end the code type early
+    assert verbatim("x" * 61) == "`" + "x" * 60 + "…`" and verbatim("x" * 60) == "`" + "x" * 60 + "`"
+    assert verbatim(" \n ") == "(empty)"  # not two bare backticks
+
+
 def test_a_crafted_link_value_is_shown_as_typed_not_as_markdown(app):
     """#41 walk: a link's unknown value was written into the page as markdown, so a crafted link drew a login link,
     a remote image (fetched by the browser) and headings. It is shown in code type, on one line, cut at 60."""

@@ -802,6 +802,14 @@ def test_every_overview_card_names_its_run_on_one_line_at_1280_px(browser, tmp_p
                 "cards => cards.map(c => c.querySelector('[data-testid=\"stMetric\"]').getBoundingClientRect().y)")):
             numbers.setdefault(round(card["y"]), []).append(metric)
         assert all(max(tops) - min(tops) <= 1 for tops in numbers.values()), numbers
+        # one card's "How it was trained" opened: its row's numbers stay near their own text, not at the feet of
+        # cards stretched by the open one (they fell 800 px)
+        page.locator("[class*='st-key-overview_card_0'] summary").filter(has_text="How it was trained").click()
+        expect(page.locator("[class*='st-key-overview_card_0'] details[open]")).to_have_count(1)
+        page.wait_for_timeout(500)
+        tops = page.locator("[class*='st-key-overview_card_']").evaluate_all(
+            "cards => cards.slice(0, 3).map(c => c.querySelector('[data-testid=\"stMetric\"]').getBoundingClientRect().y)")
+        assert max(tops) - min(tops) < 100, tops
     finally:
         context.close()
         stop_server(fresh)

@@ -428,11 +428,14 @@ def headings_on_one_line(key: str, names: list[str]) -> None:
                 unsafe_allow_html=True)  # nowrap: drawn before the size applies, a name still never breaks
 
 
-def controls_at_the_foot(key: str) -> None:
+def controls_at_the_foot(key: str, while_the_row_is_closed: bool = False) -> None:
     """In rows of bordered cards of one height (containers keyed `key`_…), each card's last element (Predict's
     More details, a mistake's Open button) sits at the card's foot: a card whose answer took a second line put it
-    lower than its neighbours' (#41 walk)."""
-    st.markdown(f"<style>[class*='st-key-{key}_'] > :last-child {{ margin-top: auto; }}</style>",
+    lower than its neighbours' (#41 walk). `while_the_row_is_closed`: only while no card of the row has an
+    expander open; an Overview card's open "How it was trained" stretched the row, and took its neighbours' numbers
+    800 px down to their feet."""
+    row = "[data-testid='stHorizontalBlock']:not(:has(details[open])) " if while_the_row_is_closed else ""
+    st.markdown(f"<style>{row}[class*='st-key-{key}_'] > :last-child {{ margin-top: auto; }}</style>",
                 unsafe_allow_html=True)
 
 
@@ -499,7 +502,7 @@ def verbatim(value: str, limit: int = 60) -> str:
     a link is the visitor's own, and as plain markdown a crafted link drew links, remote images and red headings
     on the page (#41 walk)."""
     flat = " ".join(value.replace("`", "'").split())
-    return f"`{flat[:limit] + '…' if len(flat) > limit else flat}`"
+    return f"`{flat[:limit] + '…' if len(flat) > limit else flat}`" if flat else "(empty)"
 
 
 def glossary(text: str) -> str | None:

@@ -51,7 +51,7 @@ st.subheader("Model cards")
 cells = model_columns(len(selection.runs))
 order = list(table["run"])  # the cards in the table's order, the best first
 headings_on_one_line("overview_card", order)
-controls_at_the_foot("overview_card")
+controls_at_the_foot("overview_card", while_the_row_is_closed=True)
 for i, run in enumerate(sorted(selection.runs, key=lambda run: order.index(run.name))):
     card = run.card
     with cells[i].container(border=True, key=f"overview_card_{i}", height="stretch"):

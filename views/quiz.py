@@ -44,7 +44,7 @@ def round_header(room, position: int) -> None:
     right.markdown(f"Vote from your own device: **{link}** · round **{room.code}**",
                    help=("This browser reaches the app at this machine's own name: the room's devices need its "
                          "network address instead (e.g. http://192.168.1.20:8501), as `streamlit run` printed it."
-                         if urlsplit(page).hostname in ("localhost", "127.0.0.1", "::1") else None))
+                         if urlsplit(page).hostname in ("localhost", "127.0.0.1", "::1", "0.0.0.0") else None))
 
 
 @st.fragment(run_every=POLL_SECONDS)
@@ -69,8 +69,9 @@ def votes_so_far(room) -> None:
 def start() -> None:
     st.title("🎯 Quiz: the class against the models")
     if code:
-        st.caption(f"⚠️ No round {verbatim(code)} on this server: it ended, the server restarted, or this address leads to "
-                   "another copy of the app than the teacher's (rounds live in one server process). Start one below.")
+        st.caption(f"⚠️ No round {verbatim(code)} on this server: it ended, the server restarted, or this address "
+                   "leads to another copy of the app than the teacher's (rounds live in one server process). "
+                   "Start one below.")
     st.caption("Guess first, then see what the networks said: pictures of the test split that every model gets "
                "right, that the models disagree on, and that every model gets wrong.")
     need_runs(selection)
