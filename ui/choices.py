@@ -158,7 +158,7 @@ def sidebar() -> Selection:
         if switched:  # each page's choices among the old folder's runs start from their defaults again
             st.session_state.update(run_choice_defaults(runs))
     selection = Selection(runs=runs, data_root=data_root, runs_dir=Path(runs_dir) if runs_dir else None,
-                          left_out=left_out)
+                          in_folder=len(found), left_out=left_out)
     _this_run.shown = selection.runs  # warmed up once the page is drawn (`warm_up_after_page`)
     if present:
         st.html(PRESENTATION_CSS)

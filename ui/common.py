@@ -60,6 +60,7 @@ class Selection:
     runs: list[Run] = field(default_factory=list)
     data_root: Path | None = None
     runs_dir: Path | None = None  # where the runs were found (a new run is saved there)
+    in_folder: int = 0  # how many runs the sidebar found in runs_dir, chosen or not
     left_out: list[tuple[str, str]] = field(default_factory=list)  # (run, why): chosen runs another class list keeps out
 
     def names(self) -> list[str]:
@@ -445,7 +446,7 @@ def need_runs(selection: Selection) -> None:
     if not selection.runs:
         st.info("No runs folder: choose or type one under Runs folder in the sidebar." if selection.runs_dir is None
                 else f"No runs in {verbatim(str(selection.runs_dir))}: choose another runs folder in the sidebar."
-                if not any(selection.runs_dir.glob("*/card.json")) else
+                if not selection.in_folder else
                 "No runs chosen: choose some under Runs to show in the sidebar.")
         st.stop()
 

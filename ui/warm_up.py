@@ -62,15 +62,15 @@ def _prepare_answers(runs: list[Run]) -> None:
     ensemble's temperature), then the prediction sets it shows after them (importing crepes and SciPy's
     statistics, the warm-up's slowest step)."""
     from har_core.evaluation.ensemble import default_members
-    from ui.sureness import doubts, ensemble_temperature, sureness  # here: it imports what the first page needs not
+    from ui.sureness import doubts, sureness  # here: it imports what the first page needs not
 
     uniform = {run.name: np.full((1, len(run.classes)), 1 / len(run.classes), np.float32) for run in runs}
     members = [run for run in runs if run.name in default_members(runs)]
     groups = [(run.name, [run]) for run in runs] + ([("the ensemble", members)] if members else [])
+    # the ensemble's threshold comes from its calibration pictures, at the temperature fitted on them: the one the
+    # page's `ensemble_temperature` reads from the same cache
     steps = [(f"{name}'s threshold", lambda group=group: doubts(group, uniform[group[0].name]))
              for name, group in groups]
-    if members:
-        steps.insert(len(runs), ("the ensemble's temperature", lambda: ensemble_temperature(members)))
     steps += [(f"{name}'s prediction sets", lambda group=group: sureness(group, uniform[group[0].name],
                                                                          group[0].classes, DEFAULT_COVERAGE))
               for name, group in groups]

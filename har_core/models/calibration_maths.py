@@ -71,8 +71,6 @@ def nll(probs: np.ndarray, labels: np.ndarray) -> float:
 
 # scipy's optimizer is imported where it is used: the first page reads stored probabilities with `temper` and
 # `combine` only, and importing it was part of the seconds of a cold start (#41)
-
-
 def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
     """The temperature that minimises the NLL of `probs` (held-out predictions) on `labels`. Refused on fewer
     than MIN_PICTURES pictures, when every answer is right (the NLL then falls without end as T shrinks) or
