@@ -1517,6 +1517,28 @@ def test_predicts_cards_are_drawn_before_its_prediction_sets_are_asked_for(monke
     assert [m.value for m in at.markdown if m.value.startswith("90% set (what it cannot rule out): ")] != []
 
 
+@pytest.mark.skipif(not SPORTS15.is_dir(), reason="the sports15 data set (../shared/data) is not here")
+def test_the_ensembles_set_line_says_why_its_sets_cannot_be_had(monkeypatch):
+    """Calibrated runs whose sets cannot be had at a coverage (too few calibration pictures for it): the ensemble's
+    set line says that reason, and only it (the line above it has the ensemble's own notes); an open card's details
+    name it after the card's own notes."""
+    import ui.sureness
+    monkeypatch.setenv("HAR_RUNS", str(ROOT / "assets" / "runs"))
+    monkeypatch.setenv("HAR_DATA", str(SPORTS15))
+    monkeypatch.chdir(ROOT)
+    reason = "40 held-out pictures cannot calibrate 99.0% sets"
+    monkeypatch.setattr(ui.sureness, "prediction_sets", lambda runs, coverage: reason)
+    at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "predict")
+    chosen = at.multiselect(key="predict_models").value
+    sample = at.selectbox(key="predict_sample")
+    at = open_details(sample.set_value(sample.options[1]).run(), chosen[:1])
+    assert not at.exception
+    captions = [c.value for c in at.caption]
+    line = captions.index(next(c for c in captions if c.startswith("Ensemble of ")))
+    assert captions[line + 1] == reason  # the set's own line: the reason alone
+    assert len([c for c in captions if c.endswith(reason)]) == 2  # and the open card's details
+
+
 def test_several_photos_get_a_row_each_and_the_newest_its_cards(app, tiny_runs, kaggle_data):
     """#41 walk: a second upload joined the first and the page showed only a table, no cards for the new photo.
     Now the table, then the cards of the newest photo (or of the one chosen), each the model's own answer on it."""

@@ -87,6 +87,8 @@ class Sureness:
     threshold: float | None  # None: not calibrated (`note` says why), or no confidence reached the target
     note: str = ""  # why sets or the threshold are missing
     reached: bool = True  # False: no confidence kept DEFAULT_TARGET_ACCURACY, so every answer is "not sure"
+    calibrated: bool = True  # False: no calibration pictures (`note` says why), so neither threshold nor sets
+    no_sets: str = ""  # why a calibrated verdict has no prediction sets (in `note` too, after its own reasons)
 
     def of(self, j: int) -> Sureness:
         """Picture `j`'s alone."""
@@ -112,7 +114,7 @@ def doubts(runs: list[Run], probs: np.ndarray) -> Sureness:
     Predict draws its cards first and a cold server's first answer does not wait for them (#41)."""
     found = calibration_pictures(runs)
     if isinstance(found, str):
-        return Sureness(None, [False] * len(probs), None, found)
+        return Sureness(None, [False] * len(probs), None, found, calibrated=False)
     threshold = _threshold(tuple(str(run.path) for run in runs), _stamps(runs))
     return Sureness(None, [threshold is None or bool(p.max() < threshold) for p in probs], threshold, found.note,
                     reached=threshold is not None)
@@ -123,11 +125,11 @@ def with_sets(verdict: Sureness, runs: list[Run], probs: np.ndarray, classes: li
               coverage: float) -> Sureness:
     """`verdict` (of `probs`, from `doubts`) with each picture's prediction set at `coverage`, or with the reason
     the sets cannot be had added to its note."""
-    if isinstance(calibration_pictures(runs), str):  # not calibrated: the verdict's note says why already
+    if not verdict.calibrated:  # its note says why already
         return verdict
     sets = prediction_sets(runs, coverage)
     if isinstance(sets, str):
-        return replace(verdict, note="; ".join(filter(None, [verdict.note, sets])))
+        return replace(verdict, note="; ".join(filter(None, [verdict.note, sets])), no_sets=sets)
     return replace(verdict, sets=set_names(sets.predict(probs), probs, classes))
 
 

@@ -16,7 +16,7 @@ from ui.common import (backend, controls_at_the_foot, folded_when_presenting, fr
                        model_rows, models, need_runs)
 from ui.sessions import tidy_after
 from ui.similar import similar_images
-from ui.sureness import calibration_pictures, doubts, ensemble_temperature, with_sets
+from ui.sureness import doubts, ensemble_temperature, with_sets
 from ui.what_if import forget_edits, what_if
 
 selection = sidebar()
@@ -151,9 +151,8 @@ def answers(selection, chosen_runs: list, members: list[str], tta: bool, similar
     # the ensemble's prediction set on a line of its own, filled in after the cards: one line before and after for
     # most sets (a set of many actions at 99% may take two), so the cards stay where they were drawn (in the line
     # above, the set made it wrap and pushed them down)
-    calibrated = not isinstance(calibration_pictures(member_runs), str)  # else the line above says why: no set
-    ensemble_set = st.empty()
-    if calibrated:
+    ensemble_set = st.empty()  # not calibrated: the line above says why, and there is no set
+    if sure_ensemble.calibrated:
         ensemble_set.caption(f"{coverage:.0%} set (what it cannot rule out): …")
     rows = model_rows(len(predictions))
     opened = []  # (the slot under its row, its prediction) of each card whose More details is open
@@ -181,9 +180,9 @@ def answers(selection, chosen_runs: list, members: list[str], tta: bool, similar
                     st.caption(f"⏱ {prediction.seconds * 1000:.0f} ms to its answer"
                                + (f" for all {len(images)} photos" if len(images) > 1 else "")  # asked in one go
                                + f", beside the other models{engine(prediction)}")
-    if calibrated:
-        with_set = with_sets(sure_ensemble, member_runs, mean, classes, coverage)  # or why there is none
-        ensemble_set.caption(with_set.words(0, coverage) or with_set.note.removeprefix(sure_ensemble.note).lstrip("; "))
+    if sure_ensemble.calibrated:
+        with_set = with_sets(sure_ensemble, member_runs, mean, classes, coverage)
+        ensemble_set.caption(with_set.words(0, coverage) or with_set.no_sets)
     if similar:  # under the card's row, the page's width: in the card they made it a screen long beside its neighbours
         for under, prediction in opened:
             with under.container(border=True, key=f"similar_{prediction.model}"), \
