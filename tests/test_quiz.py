@@ -409,6 +409,10 @@ def test_a_round_of_five_with_two_voting_sessions_shows_the_stored_answers_and_t
         right = sum(csv.loc[f].drop("true").astype(float).idxmax() == csv.loc[f, "true"] for f in played)
         assert board[name] == f"{right} of 5"
     assert host.download_button(key="quiz_csv")
+    every = next(d.value for d in host.dataframe if "true action" in d.value.columns)  # "Every answer"
+    assert all("/" in f for f in played)  # each picture under its split's folder: the table names it as pages do
+    assert list(every["picture"]) == [f.rsplit("/", 1)[1] for f in played]
+    assert list(every["true action"]) == [spoken(csvs["custom_cnn"].loc[f, "true"]) for f in played]
 
 
 def test_a_runs_folder_without_test_predictions_says_what_is_missing_in_one_line(tiny_runs, kaggle_data,
