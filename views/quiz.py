@@ -225,7 +225,7 @@ def the_end(game, played) -> None:
     st.session_state[QUIZ_ROUND] = result  # Overview's report ends with it
     st.subheader(f"🎯 The round is over: {len(played)} pictures", anchor=False)
     board = result.score
-    columns = st.columns(min(5, len(board)))
+    columns = st.columns(min(4, len(board)))  # four a row: at 1280 px a fifth cut custom_cnn_taught's name
     for i, row in board.iterrows():
         columns[i % len(columns)].metric(row["who"], f"{row['right']} of {row['of']}", border=True)
     st.markdown(f"**{result.sentence()}**")
