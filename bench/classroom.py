@@ -318,6 +318,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu_seconds() -> float:
+    """The CPU time every core of this machine has been busy so far (/proc/stat: all but idle and I/O wait), whoever
+    used it: the server, Chromium, Playwright's driver, this bench."""
+    busy = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(busy) - busy[3] - busy[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def descendants(root: int) -> list[int]:
     """Every process below `root` (this bench's Playwright driver and its Chromium, say)."""
     parents = {}
@@ -436,18 +443,20 @@ def visitors_figures(runs_dir: Path, data: Path, visitors: int, rounds: int) -> 
             for r in range(rounds):
                 open_predict(pages, url)
                 before = len(logged_runs(log, "Predict & compare"))
-                used = cpu_split(server)
+                used = (*cpu_split(server), machine_cpu_seconds())
                 played.append(classroom_round(pages, pictures[r * visitors:(r + 1) * visitors], len(runs)))
-                played[-1]["cpu_s"] = tuple(now - then for now, then in zip(cpu_split(server), used))
+                played[-1]["cpu_s"] = tuple(now - then for now, then in zip((*cpu_split(server), machine_cpu_seconds()),
+                                                                             used))
                 built = [run["started_at"] + run["spans"]["card bars"]["ended_at_s"] - played[-1]["first_upload_at"]
                          for run in answered_runs(log, before, count=visitors) if "card bars" in run["spans"]]
                 played[-1]["server_built_s"] = max(built, default=float("nan"))
                 memory.append(server_memory_mb(server))
                 times = [t for t in played[-1]["drawn_s"] if t is not None]
+                server_cpu, browser_cpu, machine_cpu = played[-1]["cpu_s"]
                 print(f"round {r + 1}: {len(times)}/{visitors} drawn, uploads spread over "
                       f"{played[-1]['spread_s']:.2f} s, median {np.median(times) if times else float('nan'):.2f} s, "
                       f"the server's last card built {played[-1]['server_built_s']:.2f} s after the first upload; "
-                      f"CPU s: server {played[-1]['cpu_s'][0]:.1f}, browser {played[-1]['cpu_s'][1]:.1f}; "
+                      f"CPU s: server {server_cpu:.1f}, browser {browser_cpu:.1f}, machine {machine_cpu:.1f}; "
                       f"server {memory[-1]:.0f} MB", flush=True)
             # each round opened thirty new sessions; Streamlit keeps a closed tab's session (its upload, its
             # widgets) for disconnectedSessionTTL in case it reconnects, then drops it, and the app lets its photos
@@ -489,8 +498,9 @@ def print_visitors(figures: dict) -> None:
           f"{figures['answers_right']}/{figures['tabs']} tabs")
     print("the server's last card of each round built (s after its first upload): "
           + ", ".join(f"{s:.2f}" for s in figures["server_built_s"]))
-    print("CPU seconds of each round, server / the tabs' Chromium (both on this machine's cores): "
-          + ", ".join(f"{server:.1f} / {browser:.1f}" for server, browser in figures["cpu_s"]))
+    print("CPU seconds of each round, server / the tabs' Chromium / the whole machine (two cores: both busy for half "
+          "the last): " + ", ".join(f"{server:.1f} / {browser:.1f} / {machine:.1f}"
+                                    for server, browser, machine in figures["cpu_s"]))
     *rounds, settled = figures["server_mb"]
     print("server memory (MB): before, then after each round: " + " → ".join(f"{mb:.0f}" for mb in rounds)
           + f"; {settled:.0f} once the tabs had closed and their sessions' {session_ttl_s()} s had passed")

@@ -36,3 +36,12 @@ def test_a_bench_stopped_by_sigterm_stops_its_app_server_too(tmp_path):
     assert bench.wait(timeout=120) == 143  # the bench exited through its cleanup, which waits for the server
     stat = Path(f"/proc/{server}/stat")
     assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z", "the server outlived its bench"
+
+
+def test_the_machines_busy_time_counts_this_process_work():
+    """The room's 'whole machine' CPU figure (/proc/stat) grows at least by what this process itself burned."""
+    from bench.classroom import machine_cpu_seconds
+    before, own = machine_cpu_seconds(), time.process_time()
+    while time.process_time() - own < 0.5:  # half a second of this process's own CPU
+        sum(range(1000))
+    assert machine_cpu_seconds() - before >= 0.45
