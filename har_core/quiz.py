@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from har_core.data.labels import picture_name, spoken, spoken_columns
 from har_core.evaluation.analysis import joined_predictions
 from har_core.models.calibration_maths import combine
 from har_core.data.labels import spoken
@@ -264,13 +265,20 @@ def played_answers(played: list[Question], table: pd.DataFrame, models: list[str
         row = rows.loc[question.filename]
         record = {"picture": question.filename, "true action": question.true, "class answer": question.answer or "",
                   "answered by": question.answered_by or "nobody",
-                  "room votes": " · ".join(f"{action} {n}" for action, n in question.tally()),
+                  "room votes": " · ".join(f"{spoken(action)} {n}" for action, n in question.tally()),
                   "class right": question.answer == question.true}
         for name in [*models, ENSEMBLE]:
             record[f"{name} answer"] = row[f"{name}:predicted"]
             record[f"{name} right"] = row[f"{name}:predicted"] == question.true
         records.append(record)
     return pd.DataFrame(records)
+
+
+def answers_in_words(answers: pd.DataFrame) -> pd.DataFrame:
+    """`played_answers` as a page shows them: actions in words ("using laptop"), each picture by its file's name;
+    their CSV keeps the data set's own names."""
+    labels = [column for column in answers if column == "true action" or column.endswith(" answer")]
+    return spoken_columns(answers, *labels).assign(picture=answers["picture"].map(picture_name))
 
 
 def scoreboard(answers: pd.DataFrame, models: list[str]) -> pd.DataFrame:

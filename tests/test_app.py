@@ -1522,12 +1522,19 @@ def test_the_ensembles_set_line_says_why_its_sets_cannot_be_had(monkeypatch):
     """Calibrated runs whose sets cannot be had at a coverage (too few calibration pictures for it): the ensemble's
     set line says that reason, and only it (the line above it has the ensemble's own notes); an open card's details
     name it after the card's own notes."""
+    from dataclasses import replace
     import ui.sureness
     monkeypatch.setenv("HAR_RUNS", str(ROOT / "assets" / "runs"))
     monkeypatch.setenv("HAR_DATA", str(SPORTS15))
     monkeypatch.chdir(ROOT)
-    reason = "40 held-out pictures cannot calibrate 99.0% sets"
+    reason, ensembles_note = "40 held-out pictures cannot calibrate 99.0% sets", "the ensemble's own note"
     monkeypatch.setattr(ui.sureness, "prediction_sets", lambda runs, coverage: reason)
+    pictures = ui.sureness._calibration_pictures  # the ensemble's calibration pictures, with a note of their own
+
+    def with_a_note(paths, stamps):
+        found = pictures(paths, stamps)
+        return replace(found, note=ensembles_note) if len(paths) > 1 else found
+    monkeypatch.setattr(ui.sureness, "_calibration_pictures", with_a_note)
     at = open_page(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run(), "predict")
     chosen = at.multiselect(key="predict_models").value
     sample = at.selectbox(key="predict_sample")
@@ -1535,7 +1542,8 @@ def test_the_ensembles_set_line_says_why_its_sets_cannot_be_had(monkeypatch):
     assert not at.exception
     captions = [c.value for c in at.caption]
     line = captions.index(next(c for c in captions if c.startswith("Ensemble of ")))
-    assert captions[line + 1] == reason  # the set's own line: the reason alone
+    assert captions[line].endswith(ensembles_note)  # the ensemble's note on its own line,
+    assert captions[line + 1] == reason  # the set's line: the reason alone
     assert len([c for c in captions if c.endswith(reason)]) == 2  # and the open card's details
 
 

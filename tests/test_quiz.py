@@ -11,8 +11,8 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, SPORTS15, set_temperature
 from har_core.data.labels import spoken
-from har_core.quiz import (CODE_LETTERS, ENSEMBLE, QuizError, Question, Room, Rooms, answers_table, choose_round,
-                           class_answer, summary)
+from har_core.quiz import (CODE_LETTERS, ENSEMBLE, QuizError, Question, Room, Rooms, answers_in_words, answers_table,
+                           choose_round, class_answer, played_answers, summary)
 
 ACTIONS = ["calling", "drinking", "texting"]
 
@@ -208,6 +208,20 @@ def test_the_score_counts_the_class_against_each_model_and_the_summary_says_who_
     assert result.sentence() == "The class beat the models on: none. The models beat the class on: drinking."
     assert list(result.answers["room votes"]) == ["", "texting 1", "", ""]
     assert list(result.answers["answered by"]) == ["teacher", "room", "room", "nobody"]
+
+
+def test_every_answer_reads_in_words_on_the_page_while_its_csv_keeps_the_data_sets_names():
+    """The round's Every answer table: "using laptop", not "using_laptop"; a picture by its file's name."""
+    table = answers_table(FRAMES, ACTIONS, ["a", "b"])
+    played = [Question("train/p1", "calling", answer="calling", answered_by="room", revealed=True,
+                       votes={"s1": "using_laptop"})]
+    answers = played_answers(played, table.assign(filename=["train/p1", "p2", "p3", "p4"]), ["a"])
+    assert answers.loc[0, "room votes"] == "using laptop 1"  # one string for people, in words in the CSV too
+    answers.loc[0, ["true action", "class answer", "a answer"]] = ["using_laptop", "", "listening_to_music"]
+    shown = answers_in_words(answers)
+    assert shown.loc[0, ["picture", "true action", "class answer", "a answer", "ensemble answer"]].tolist() == [
+        "p1", "using laptop", "", "listening to music", "calling"]
+    assert answers.loc[0, ["picture", "true action"]].tolist() == ["train/p1", "using_laptop"]  # the CSV's
 
 
 def test_the_report_ends_with_the_quiz_round_when_one_was_played(tiny_runs):

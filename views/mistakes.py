@@ -42,7 +42,7 @@ true_class = filters[0].selectbox("True class", ["(any)"] + classes, key="mistak
 predicted_class = filters[1].selectbox("Predicted class", ["(any)"] + classes, key="mistakes_pred")
 low, high = filters[2].slider("Confidence", 0.0, 1.0, (0.0, 1.0), 0.05, key="mistakes_conf",
                               help="Of the mistake: a picture is listed when a chosen model's wrong answer has a "
-                                   "confidence in this range; its card still shows every model's answer.")
+                                   "confidence in this range; its card still shows every chosen model's answer.")
 only = filters[3].radio("Show", ["any", "all wrong", "disagree"], key="mistakes_only", horizontal=True,
                         help="all wrong: every shown model errs; disagree: the models predict different classes")
 table = mistakes(frames, models or None, None if true_class == "(any)" else true_class,

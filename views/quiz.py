@@ -4,8 +4,8 @@ from urllib.parse import urlsplit
 import streamlit as st
 
 from har_core.models.calibration_maths import DEFAULT_COVERAGE
-from har_core.data.labels import picture_name, spoken, spoken_columns
-from har_core.quiz import DEFAULT_PICTURES, KINDS, choose_round, kind_counts, summary
+from har_core.data.labels import picture_name, spoken
+from har_core.quiz import DEFAULT_PICTURES, KINDS, answers_in_words, choose_round, kind_counts, summary
 from ui.choices import sidebar
 from ui.common import Selection, friendly, image_models, need_runs, verbatim
 from ui.sharing import QUIZ_ROUND
@@ -231,11 +231,8 @@ def the_end(game, played) -> None:
     st.markdown(f"**{result.sentence()}**")
     shares = {"class right": "{:.0%}", "models right": "{:.0%}", "ensemble right": "{:.0%}", "action": spoken}
     st.dataframe(result.actions.style.format(shares), hide_index=True, width="stretch")
-    # actions in words and pictures by their names, as the rest of the page shows them; the CSV keeps the data's own
     with st.expander("Every answer"):
-        labels = [c for c in result.answers if c == "true action" or c.endswith(" answer")]
-        shown = spoken_columns(result.answers, *labels).assign(picture=result.answers["picture"].map(picture_name))
-        st.dataframe(shown, hide_index=True, width="stretch")
+        st.dataframe(answers_in_words(result.answers), hide_index=True, width="stretch")
     a, b, c = st.columns(3)
     a.download_button("⬇️ Summary per action (CSV)", result.actions.to_csv(index=False), "quiz_summary.csv",
                       "text/csv", key="quiz_csv")
