@@ -27,7 +27,6 @@ import pandas as pd
 from har_core.data.labels import picture_name, spoken, spoken_columns
 from har_core.evaluation.analysis import joined_predictions
 from har_core.models.calibration_maths import combine
-from har_core.data.labels import spoken
 from har_core.evaluation.metrics import probabilities
 
 ENSEMBLE = "ensemble"

@@ -124,7 +124,7 @@ def doubts(runs: list[Run], probs: np.ndarray) -> Sureness:
 def with_sets(verdict: Sureness, runs: list[Run], probs: np.ndarray, classes: list[str],
               coverage: float) -> Sureness:
     """`verdict` (of `probs`, from `doubts`) with each picture's prediction set at `coverage`, or with the reason
-    the sets cannot be had added to its note."""
+    the sets cannot be had (`no_sets`, and added to its note)."""
     if not verdict.calibrated:  # its note says why already
         return verdict
     sets = prediction_sets(runs, coverage)
