@@ -102,11 +102,11 @@ def answers(selection, chosen_runs: list, members: list[str], tta: bool, similar
             if all_sets.sets is not None:  # in the CSV only: an eighth column ran off the page at 1280 px
                 sets.append({f"ensemble's {coverage:.0%} set": " | ".join(map(spoken, all_sets.sets[j]))})
         table = pd.DataFrame(rows)
-        # the photo stays in view while the models' columns scroll (six models: nine columns); the ensemble's answer
-        # first after it, not pinned: a pinned column's text is drawn grey, the faintest on a projector (#41 walk)
+        # the photo's thumbnail stays in view while the models' columns scroll (six models: nine columns); its name
+        # and the ensemble's answer are not pinned: a pinned column's text is drawn grey, the faintest on a projector,
+        # and a style's colour does not change it (#41 walk)
         st.dataframe(table, hide_index=True, width="stretch", row_height=72,
-                     column_config={"picture": st.column_config.ImageColumn("picture", width="small", pinned=True),
-                                    "photo": st.column_config.TextColumn("photo", pinned=True)})
+                     column_config={"picture": st.column_config.ImageColumn("picture", width="small", pinned=True)})
         st.caption(("Scroll the table sideways for every model. " if len(predictions) > 4 else "")
                    + "Calibrated confidences; \"?\": not sure (below the confidence above which the model's answers on "
                    f"calibration pictures were {DEFAULT_TARGET_ACCURACY:.0%} right, or every answer when none reached it)."
