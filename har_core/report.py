@@ -31,6 +31,7 @@ from har_core.explain.cam import SLOW_METHODS, explain, overlay_on_picture
 from har_core.data.fileio import is_inside
 from har_core.data.imaging import ImageError, load_image
 from har_core.data.labels import spoken
+from har_core.quiz import answers_in_words
 from har_core.models.inference import LoadedModel, load_run
 from har_core.models.temperature import run_temperature
 from har_core.explain.robustness import RobustnessError, clean_accuracy, heatmap_table, mean_drop, read_robustness
@@ -197,10 +198,13 @@ def quiz_html(round_played) -> str:
     score = " · ".join(f"{html.escape(who)} <b>{right}</b> of {of}"
                        for who, right, of in round_played.score.itertuples(index=False))
     shares = [c for c in round_played.actions if c.endswith(" right")]
-    actions = round_played.actions.assign(**{c: round_played.actions[c].map("{:.0%}".format) for c in shares})
+    actions = round_played.actions.assign(**{c: round_played.actions[c].map("{:.0%}".format) for c in shares},
+                                          action=round_played.actions["action"].map(spoken))
+    # as the quiz page shows them: actions in words, pictures by their names; the index's name dropped, or it
+    # drew a second, empty header row
     return (f"<p>The class against the models: {score}</p><p>{html.escape(round_played.sentence())}</p>"
-            + table_html(actions.set_index("action"))
-            + table_html(round_played.answers.set_index("picture")))
+            + table_html(actions.set_index("action").rename_axis(None))
+            + table_html(answers_in_words(round_played.answers).set_index("picture").rename_axis(None)))
 
 
 def ensemble_html(runs: list[Run], split: str) -> str:

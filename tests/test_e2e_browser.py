@@ -1138,3 +1138,27 @@ def test_a_what_if_edit_ends_with_its_picture_and_never_outlives_its_sliders(ser
     expect(page.locator(".st-key-whatif_flip input")).not_to_be_checked()  # as the browser draws it
     expect(page.get_by_text("the edited picture as")).to_have_count(0)  # and as the server answers it
     expect(panel_cards.filter(has_text="no change for")).to_have_count(3)
+
+
+def test_the_mistakes_picker_names_the_picture_it_shows_after_a_filter_leaves_its_choice_out(server, page,
+                                                                                           tiny_runs):
+    """#41 walk: a True class filter that left the chosen picture out showed the first picture left below a picker
+    that still named the old one. The picker and the detail name one picture."""
+    import pandas as pd
+    page.goto(f"{server.url}/mistakes")
+    picker = page.locator("[data-testid='stSelectbox'] input[aria-label='Image']")
+    picker.wait_for()
+    settle(page)
+    before = picker.input_value()
+    shown_true = page.get_by_text(re.compile(r"^True class: ")).inner_text().removeprefix("True class: ").strip()
+    wrong = pd.concat([pd.read_csv(path) for path in tiny_runs.glob("*/predictions_test.csv")])  # every run's errors
+    wrong = wrong[wrong["predicted"] != wrong["true"]]
+    other = next(c for c in sorted(set(wrong["true"])) if spoken(c) != shown_true)  # a class with mistakes, not
+    page.locator("[data-testid='stSelectbox']").filter(has_text="True class").click()  # the one shown
+    page.get_by_role("option", name=spoken(other), exact=True).click()
+    expect(page.get_by_text(re.compile(r"^True class: "))).to_have_text(f"True class: {spoken(other)}")
+    settle(page)
+    after = picker.input_value()
+    assert after != before
+    captions = page.locator("[data-testid='stMain'] [data-testid='stImageCaption']").all_inner_texts()
+    assert [c.strip() for c in captions if c.strip().endswith(".jpg")] == [after]  # the detail's picture, by name

@@ -234,6 +234,16 @@ def test_the_report_ends_with_the_quiz_round_when_one_was_played(tiny_runs):
     assert '<h2>Quiz</h2>' in with_quiz and "The models beat the class on: none." in with_quiz
     assert "the class <b>1</b> of 1" in with_quiz and "b <b>0</b> of 1" in with_quiz
     assert '<h2>Quiz</h2>' not in build_report(runs)
+    # as the page shows them: a picture by its name, an action in words, no second, empty header row
+    played = [Question("train/p2", "drinking", answer="drinking", answered_by="room", revealed=True,
+                       votes={"s1": "drinking"})]
+    table = answers_table(FRAMES, ACTIONS, ["a", "b"]).assign(filename=["p1", "train/p2", "p3", "p4"])
+    result = summary(played, table, ["a", "b", "c"])
+    result.actions.loc[0, "action"] = "using_laptop"
+    quiz = build_report(runs, quiz=result).split("<h2>Quiz</h2>")[1]
+    assert "<th>p2</th>" in quiz and "train/p2" not in quiz
+    assert "<th>using laptop</th>" in quiz and "using_laptop" not in quiz
+    assert "<th>action</th>" not in quiz and "<th>picture</th>" not in quiz
 
 
 def test_the_report_downloaded_from_overview_ends_with_this_sessions_quiz_round(tiny_runs, monkeypatch):

@@ -38,11 +38,11 @@ models = st.multiselect("Models", list(frames), default=studied, key="mistakes_m
                         help="Default: the ensemble's default members (the runs that started from ImageNet "
                              "weights, when two or more): near-chance runs err everywhere.")
 filters = st.columns(4)
-true_class = filters[0].selectbox("True class", ["(any)"] + classes, key="mistakes_true")
-predicted_class = filters[1].selectbox("Predicted class", ["(any)"] + classes, key="mistakes_pred")
+true_class = filters[0].selectbox("True class", ["(any)"] + classes, key="mistakes_true", format_func=spoken)
+predicted_class = filters[1].selectbox("Predicted class", ["(any)"] + classes, key="mistakes_pred", format_func=spoken)
 low, high = filters[2].slider("Confidence", 0.0, 1.0, (0.0, 1.0), 0.05, key="mistakes_conf",
-                              help="Of the mistake: a picture is listed when a chosen model's wrong answer has a "
-                                   "confidence in this range; its card still shows every chosen model's answer.")
+                              help="A picture is listed when a chosen model's wrong answer has a confidence in this "
+                                   "range; its card still shows every chosen model's answer.")
 only = filters[3].radio("Show", ["any", "all wrong", "disagree"], key="mistakes_only", horizontal=True,
                         help="all wrong: every shown model errs; disagree: the models predict different classes")
 table = mistakes(frames, models or None, None if true_class == "(any)" else true_class,
@@ -122,8 +122,8 @@ with st.expander("All mistakes as a table (one row per picture and model)"):
 if len(table):
     st.subheader("Detail")
     files = table["filename"].unique().tolist()
-    if st.session_state.get("mistakes_detail") not in files:
-        st.session_state.pop("mistakes_detail", None)
+    if st.session_state.get("mistakes_detail") not in files:  # a filter left it out: the first one, said to the
+        st.session_state["mistakes_detail"] = files[0]  # browser too (dropped, the box kept showing the old name)
     chosen = st.selectbox("Image", files, key="mistakes_detail", format_func=picture_name,
                           help="Or click Open on a card above.")
     if st.session_state.pop("mistakes_opened", False):  # a card's Open: the detail comes to the visitor
