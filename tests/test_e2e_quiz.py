@@ -248,7 +248,10 @@ def test_the_bundled_har_runs_at_1440_1280_and_in_presentation_mode(browser, tmp
                 image = picture.bounding_box()
                 button = page.get_by_role("button", name="Show the answer").bounding_box()
                 assert image["y"] + image["height"] <= height and button["y"] + button["height"] <= height, name
-            click_action(page, "quiz_pick", "texting")
+            click_action(page, "quiz_pick", "listening_to_music")  # the longest name: still on one screen
+            if present:  # (#41 walk: the votes line grew to three lines and pushed the button off the screen)
+                button = page.get_by_role("button", name="Show the answer").bounding_box()
+                assert button["y"] + button["height"] <= height, name
             reveal(page)
             filename = shown_file(page, csvs["vgg16"])
             shown = reveal_rows(page)
