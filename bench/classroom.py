@@ -440,13 +440,15 @@ def visitors_figures(runs_dir: Path, data: Path, visitors: int, rounds: int) -> 
             pages = [context.new_page() for _ in range(visitors)]
             wait_healthy(url)
             memory = [server_memory_mb(server)]
+            def cpu_now() -> tuple[float, float, float]:  # the server's, the tabs' Chromium's, the machine's
+                return (*cpu_split(server), machine_cpu_seconds())
+
             for r in range(rounds):
                 open_predict(pages, url)
                 before = len(logged_runs(log, "Predict & compare"))
-                used = (*cpu_split(server), machine_cpu_seconds())
+                used = cpu_now()
                 played.append(classroom_round(pages, pictures[r * visitors:(r + 1) * visitors], len(runs)))
-                played[-1]["cpu_s"] = tuple(now - then for now, then in zip((*cpu_split(server), machine_cpu_seconds()),
-                                                                             used))
+                played[-1]["cpu_s"] = tuple(now - then for now, then in zip(cpu_now(), used))
                 built = [run["started_at"] + run["spans"]["card bars"]["ended_at_s"] - played[-1]["first_upload_at"]
                          for run in answered_runs(log, before, count=visitors) if "card bars" in run["spans"]]
                 played[-1]["server_built_s"] = max(built, default=float("nan"))

@@ -30,7 +30,7 @@ from har_core.data.datasets import DataError
 from har_core.explain.cam import SLOW_METHODS, explain, overlay_on_picture
 from har_core.data.fileio import is_inside
 from har_core.data.imaging import ImageError, load_image
-from har_core.data.labels import spoken
+from har_core.data.labels import spoken, spoken_columns
 from har_core.quiz import answers_in_words
 from har_core.models.inference import LoadedModel, load_run
 from har_core.models.temperature import run_temperature
@@ -198,8 +198,8 @@ def quiz_html(round_played) -> str:
     score = " · ".join(f"{html.escape(who)} <b>{right}</b> of {of}"
                        for who, right, of in round_played.score.itertuples(index=False))
     shares = [c for c in round_played.actions if c.endswith(" right")]
-    actions = round_played.actions.assign(**{c: round_played.actions[c].map("{:.0%}".format) for c in shares},
-                                          action=round_played.actions["action"].map(spoken))
+    actions = spoken_columns(round_played.actions, "action").assign(
+        **{c: round_played.actions[c].map("{:.0%}".format) for c in shares})
     # as the quiz page shows them: actions in words, pictures by their names; the index's name dropped, or it
     # drew a second, empty header row
     return (f"<p>The class against the models: {score}</p><p>{html.escape(round_played.sentence())}</p>"

@@ -443,12 +443,15 @@ def controls_at_the_foot(key: str, while_the_row_is_closed: bool = False) -> Non
 def need_runs(selection: Selection) -> None:
     """Stop a page that has no run to show, saying what the sidebar needs (its own warning may be below the fold:
     the page said 'default: the bundled HAR runs' beside a sidebar asking for a typed folder, #41 walk)."""
-    if not selection.runs:
-        st.info("No runs folder: choose or type one under Runs folder in the sidebar." if selection.runs_dir is None
-                else f"No runs in {verbatim(str(selection.runs_dir))}: choose another runs folder in the sidebar."
-                if not selection.in_folder else
-                "No runs chosen: choose some under Runs to show in the sidebar.")
-        st.stop()
+    if selection.runs:
+        return
+    if selection.runs_dir is None:
+        st.info("No runs folder: choose or type one under Runs folder in the sidebar.")
+    elif not selection.in_folder:
+        st.info(f"No runs in {verbatim(str(selection.runs_dir))}: choose another runs folder in the sidebar.")
+    else:
+        st.info("No runs chosen: choose some under Runs to show in the sidebar.")
+    st.stop()
 
 
 def image_models(selection: Selection) -> Selection:
