@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from har_core.data.labels import picture_name, spoken, spoken_columns
+from har_core.data.labels import picture_name, spoken
 from har_core.evaluation.analysis import joined_predictions
 from har_core.models.calibration_maths import combine
 from har_core.evaluation.metrics import probabilities
@@ -274,10 +274,22 @@ def played_answers(played: list[Question], table: pd.DataFrame, models: list[str
 
 
 def answers_in_words(answers: pd.DataFrame) -> pd.DataFrame:
-    """`played_answers` as a page shows them: actions in words ("using laptop"), each picture by its file's name;
-    their CSV keeps the data set's own names."""
-    labels = [column for column in answers if column == "true action" or column.endswith(" answer")]
-    return spoken_columns(answers, *labels).assign(picture=answers["picture"].map(picture_name))
+    """`played_answers` as a page shows them: a column per picture (by its file's name), a row for the true
+    action, one per player (the class, then who answered for it and the room's votes; the ensemble; each model) with
+    "✓" when right, else "✗ " and the wrong action in words. Twelve columns of answers and ticks were wider than
+    a 1280 px page; a round's few pictures side by side fit it. Their CSV keeps `played_answers`."""
+    def marks(player: str) -> list[str]:
+        return ["✓" if right else f"✗ {spoken(answer) if answer else 'no answer'}"
+                for answer, right in zip(answers[f"{player} answer"], answers[f"{player} right"])]
+    models = [column.removesuffix(" answer") for column in answers
+              if column.endswith(" answer") and column not in ("class answer", f"{ENSEMBLE} answer")]
+    names = answers["picture"].map(picture_name)
+    repeated = names.duplicated(keep=False)  # the same name in two folders: each keeps its folder
+    pictures = answers["picture"].where(repeated, names)
+    rows = {"true action": answers["true action"].map(spoken).tolist(), CLASS: marks("class"),
+            "answered by": answers["answered by"].tolist(), "room votes": answers["room votes"].tolist(),
+            ENSEMBLE: marks(ENSEMBLE), **{name: marks(name) for name in models}}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=pictures.tolist())
 
 
 def scoreboard(answers: pd.DataFrame, models: list[str]) -> pd.DataFrame:

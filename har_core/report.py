@@ -200,11 +200,11 @@ def quiz_html(round_played) -> str:
     shares = [c for c in round_played.actions if c.endswith(" right")]
     actions = spoken_columns(round_played.actions, "action").assign(
         **{c: round_played.actions[c].map("{:.0%}".format) for c in shares})
-    # as the quiz page shows them: actions in words, pictures by their names; the index's name dropped, or it
-    # drew a second, empty header row
+    # as the quiz page shows them: actions in words, every answer a column per picture; the index's name dropped,
+    # or it drew a second, empty header row
     return (f"<p>The class against the models: {score}</p><p>{html.escape(round_played.sentence())}</p>"
             + table_html(actions.set_index("action").rename_axis(None))
-            + table_html(answers_in_words(round_played.answers).set_index("picture").rename_axis(None)))
+            + table_html(answers_in_words(round_played.answers)))
 
 
 def ensemble_html(runs: list[Run], split: str) -> str:

@@ -252,8 +252,12 @@ def test_the_overview_table_puts_the_answer_beside_the_name_and_says_where_each_
     assert starts_from({"pretrained": "none", "distillation": {"teachers": ["a", "b"]}}) == \
         "random start, taught by a, b"
     assert starts_from({"pretrained": "hub", "distillation": {"teachers": ["a"]}}) == "ImageNet, taught by a"
-    assert starts_from({"pretrained": "none", "distillation": {"teachers": ["a", "b"]}}, name_teachers=False) == \
+    assert starts_from({"pretrained": "none", "distillation": {"teachers": ["a", "b"]}}, teachers="counted") == \
         "random start, taught by 2 runs"  # the table's short form: the cards name them
+    assert starts_from({"pretrained": "hub", "distillation": {"teachers": ["a"]}}, teachers="counted") == \
+        "ImageNet, taught by a"  # one name fits
+    assert starts_from({"pretrained": "none", "distillation": {"teachers": ["a", "b"]}}, teachers="left out") == \
+        "random start"  # the Overview's card names them on their own line
     assert starts_from({"pretrained": "timm", "taught": {"base": "vgg16"}}) == "taught head on vgg16"
 
 

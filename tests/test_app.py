@@ -388,7 +388,7 @@ def test_mistakes_page_counts_exactly_what_each_filter_keeps(app, tiny_runs):
     assert count() == len(mistakes(frames))
     at.selectbox(key="mistakes_true").set_value("cycling").run()
     assert count() == len(mistakes(frames, true_class="cycling"))
-    at.radio(key="mistakes_only").set_value("all wrong").run()
+    at.selectbox(key="mistakes_only").set_value("all wrong").run()
     assert not at.exception and count() == len(mistakes(frames, true_class="cycling", only="all wrong"))
     at.multiselect(key="mistakes_models").set_value(["mobilenet_v2"]).run()
     assert count() == len(mistakes(frames, ["mobilenet_v2"], true_class="cycling", only="all wrong"))

@@ -11,7 +11,6 @@ import pytest
 from scipy.stats import beta, binom
 
 from conftest import ROOT, SPORTS15
-from har_core.data.labels import spoken
 from har_core.models.artifacts import find_runs, open_run
 from har_core.evaluation.calibration import (calibrate_run, coverage_figures, run_calibration_pictures,
                                              split_probabilities)
@@ -212,8 +211,13 @@ def test_the_sets_csv_of_train_predict_matches_the_predict_page(tmp_path, monkey
     assert not at.exception
     table = pd.read_csv(io.StringIO(downloads["predictions.csv"])).set_index("photo")
     shown = table["ensemble's 97% set"].str.split(" | ", regex=False).map(set)
-    expected = written["set"].str.split("|", regex=False).map(lambda names: {spoken(name) for name in names})
+    expected = written["set"].str.split("|", regex=False).map(set)  # the data set's names, as train.predict's
     assert shown.to_dict() == expected.to_dict()
+    # each answer in columns of its own: the class and the calibrated confidence train.predict wrote
+    probs = written.loc[table.index, columns]
+    assert table["mobilenet_v2 answer"].tolist() == [c.removeprefix("prob_") for c in probs.idxmax(axis=1)]
+    assert np.allclose(table["mobilenet_v2 confidence"], probs.max(axis=1), atol=1e-4)
+    assert table["mobilenet_v2 sure"].dtype == bool and table["ensemble answer"].equals(table["mobilenet_v2 answer"])
     # both in the TTA mode mobilenet_v2 was calibrated in (#39.5); switched off, the page says what that costs
     assert at.toggle(key="predict_tta").value is True and not [c for c in at.caption if "flip TTA" in c.value]
     at.toggle(key="predict_tta").set_value(False).run()

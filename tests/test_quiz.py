@@ -211,17 +211,26 @@ def test_the_score_counts_the_class_against_each_model_and_the_summary_says_who_
 
 
 def test_every_answer_reads_in_words_on_the_page_while_its_csv_keeps_the_data_sets_names():
-    """The round's Every answer table: "using laptop", not "using_laptop"; a picture by its file's name."""
+    """The round's Every answer table: a column per picture (by its file's name), a row per player; "✓" when
+    right, else the wrong action in words ("using laptop", not "using_laptop"); the CSV keeps the names."""
     table = answers_table(FRAMES, ACTIONS, ["a", "b"])
     played = [Question("train/p1", "calling", answer="calling", answered_by="room", revealed=True,
-                       votes={"s1": "using_laptop"})]
+                       votes={"s1": "using_laptop"}),
+              Question("p2", "drinking", answer=None, answered_by=None, revealed=True)]
     answers = played_answers(played, table.assign(filename=["train/p1", "p2", "p3", "p4"]), ["a"])
     assert answers.loc[0, "room votes"] == "using laptop 1"  # one string for people, in words in the CSV too
-    answers.loc[0, ["true action", "class answer", "a answer"]] = ["using_laptop", "", "listening_to_music"]
+    # by hand from FRAMES: p2 is drinking, a says drinking, b texting and so does their ensemble (.1 .4 .5)
+    answers.loc[0, ["true action", "a answer", "a right", "class right", "ensemble right"]] = [
+        "using_laptop", "listening_to_music", False, False, False]  # p1's truth changed: everyone is wrong
     shown = answers_in_words(answers)
-    assert shown.loc[0, ["picture", "true action", "class answer", "a answer", "ensemble answer"]].tolist() == [
-        "p1", "using laptop", "", "listening to music", "calling"]
+    assert list(shown.columns) == ["p1", "p2"] and list(shown.index) == [
+        "true action", "the class", "answered by", "room votes", "ensemble", "a"]
+    assert shown["p1"].tolist() == ["using laptop", "✗ calling", "room", "using laptop 1", "✗ calling",
+                                    "✗ listening to music"]
+    assert shown["p2"].tolist() == ["drinking", "✗ no answer", "nobody", "", "✗ texting", "✓"]
     assert answers.loc[0, ["picture", "true action"]].tolist() == ["train/p1", "using_laptop"]  # the CSV's
+    twins = answers.assign(picture=["train/p1", "test/p1"])  # one name in two folders: each keeps its folder
+    assert list(answers_in_words(twins).columns) == ["train/p1", "test/p1"]
 
 
 def test_the_report_ends_with_the_quiz_round_when_one_was_played(tiny_runs):
@@ -433,10 +442,14 @@ def test_a_round_of_five_with_two_voting_sessions_shows_the_stored_answers_and_t
         right = sum(csv.loc[f].drop("true").astype(float).idxmax() == csv.loc[f, "true"] for f in played)
         assert board[name] == f"{right} of 5"
     assert host.download_button(key="quiz_csv")
-    every = next(d.value for d in host.dataframe if "true action" in d.value.columns)  # "Every answer"
+    every = next(d.value for d in host.dataframe if "true action" in d.value.index)  # "Every answer"
     assert all("/" in f for f in played)  # each picture under its split's folder: the table names it as pages do
-    assert list(every["picture"]) == [f.rsplit("/", 1)[1] for f in played]
-    assert list(every["true action"]) == [spoken(csvs["custom_cnn"].loc[f, "true"]) for f in played]
+    assert list(every.columns) == [f.rsplit("/", 1)[1] for f in played]
+    assert list(every.loc["true action"]) == [spoken(csvs["custom_cnn"].loc[f, "true"]) for f in played]
+    for name, csv in csvs.items():  # each model's row from its own predictions file
+        said = [csv.loc[f].drop("true").astype(float).idxmax() for f in played]
+        assert list(every.loc[name]) == ["✓" if answer == csv.loc[f, "true"] else f"✗ {spoken(answer)}"
+                                         for answer, f in zip(said, played)]
 
 
 def test_a_runs_folder_without_test_predictions_says_what_is_missing_in_one_line(tiny_runs, kaggle_data,

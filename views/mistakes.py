@@ -43,8 +43,10 @@ predicted_class = filters[1].selectbox("Predicted class", ["(any)"] + classes, k
 low, high = filters[2].slider("Confidence", 0.0, 1.0, (0.0, 1.0), 0.05, key="mistakes_conf",
                               help="A picture is listed when a chosen model's wrong answer has a confidence in this "
                                    "range; its card still shows every chosen model's answer.")
-only = filters[3].radio("Show", ["any", "all wrong", "disagree"], key="mistakes_only", horizontal=True,
-                        help="all wrong: every shown model errs; disagree: the models predict different classes")
+SHOW_WORDS = {"any": "(any)", "all wrong": "every model wrong", "disagree": "models disagree"}
+only = filters[3].selectbox("Show", list(SHOW_WORDS), key="mistakes_only", format_func=SHOW_WORDS.get,
+                            help="every model wrong: each chosen model errs on the picture; models disagree: they "
+                                 "predict different classes")  # a list like its neighbours: as a radio it wrapped
 table = mistakes(frames, models or None, None if true_class == "(any)" else true_class,
                  None if predicted_class == "(any)" else predicted_class, (low, high), only)
 st.markdown(f"**{len(table)} mistakes** ({table['filename'].nunique() if len(table) else 0} images)")

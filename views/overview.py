@@ -58,7 +58,7 @@ for i, run in enumerate(sorted(selection.runs, key=lambda run: order.index(run.n
         st.markdown(f"##### {run.name}")  # h5: the longest name on one line at 1280 px even before any style
         architecture = f"**{card['model']}** · " if card["model"] != run.name else ""  # the heading says it already
         st.markdown(f"{architecture}{card.get('parameters', 0) / 1e6:.1f} million parameters · "
-                    f"{card['input_size']} px  \n**starts from:** {starts_from(card)}"
+                    f"{card['input_size']} px  \n**starts from:** {starts_from(card, teachers='left out')}"
                     + (f"  \n**trained on:** {card['device'].upper()}" if card.get("device") else "")
                     + (f"  \n**distilled from:** {', '.join(card['distillation']['teachers'])}"
                        if card.get("distillation") else ""),

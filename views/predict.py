@@ -92,15 +92,23 @@ def answers(selection, chosen_runs: list, members: list[str], tta: bool, similar
     if len(images) > 1:  # a row per picture, then the cards of one of them: the newest unless another is chosen
         answer = lambda probs, unsure: f"{spoken(classes[int(probs.argmax())])} {probs.max():.0%}" + (  # noqa: E731
             " ?" if unsure else "")
-        rows, sets, all_sets = [], [], with_sets(sure_ensemble, member_runs, mean, classes, coverage)
+        # the CSV: each answer in three columns a spreadsheet can sort (the class as the data set names it, the
+        # confidence, whether the model is sure), each photo as its file is named
+        in_columns = lambda who, probs, unsure: {f"{who} answer": classes[int(probs.argmax())],  # noqa: E731
+                                                 f"{who} confidence": round(float(probs.max()), 4),
+                                                 f"{who} sure": not unsure}
+        rows, csv_rows, all_sets = [], [], with_sets(sure_ensemble, member_runs, mean, classes, coverage)
         for j, name in enumerate(names):  # a row per picture: its thumbnail, the ensemble's answer first
             row = {"picture": thumbnail_uri(images[j]), "photo": numbered(j, names),
                    "ensemble": answer(mean[j], sure_ensemble.not_sure[j])}
+            csv_row = {"photo": picture_name(name), **in_columns("ensemble", mean[j], sure_ensemble.not_sure[j])}
             for prediction in predictions:
                 row[prediction.model] = answer(prediction.probs[j], sure[prediction.model].not_sure[j])
-            rows.append(row)
+                csv_row |= in_columns(prediction.model, prediction.probs[j], sure[prediction.model].not_sure[j])
             if all_sets.sets is not None:  # in the CSV only: an eighth column ran off the page at 1280 px
-                sets.append({f"ensemble's {coverage:.0%} set": " | ".join(map(spoken, all_sets.sets[j]))})
+                csv_row[f"ensemble's {coverage:.0%} set"] = " | ".join(all_sets.sets[j])
+            rows.append(row)
+            csv_rows.append(csv_row)
         table = pd.DataFrame(rows)
         # the photo's thumbnail stays in view while the models' columns scroll (six models: nine columns); its name
         # and the ensemble's answer are not pinned: a pinned column's text is drawn grey, the faintest on a projector,
@@ -111,11 +119,10 @@ def answers(selection, chosen_runs: list, members: list[str], tta: bool, similar
                    + "Calibrated confidences; \"?\": not sure (below the confidence above which the model's answers on "
                    f"calibration pictures were {DEFAULT_TARGET_ACCURACY:.0%} right, or every answer when none reached it)."
                    + (f" {all_sets.note}" if all_sets.note else "")
-                   + (" The CSV adds the ensemble's prediction set of each photo." if sets else ""))
-        # the CSV names each photo as its file is named (the numbers tell the rows apart on the page only)
-        csv = table.drop(columns="picture").assign(photo=[picture_name(name) for name in names])
-        csv = csv.join(pd.DataFrame(sets)) if sets else csv
-        st.download_button("⬇️ Download as CSV", csv.to_csv(index=False), "predictions.csv", "text/csv")
+                   + (" The CSV adds the ensemble's prediction set of each photo." if all_sets.sets is not None
+                      else ""))
+        st.download_button("⬇️ Download as CSV", pd.DataFrame(csv_rows).to_csv(index=False), "predictions.csv",
+                           "text/csv")
         # numbered as the table's rows: phones name every photo image.jpg, and a picker of equal labels picks the last
         shown = st.selectbox("The cards of", range(len(images)), index=newest,
                              format_func=lambda j: numbered(j, names),

@@ -182,7 +182,7 @@ def reveal(room, key, game, shown, position, question, played) -> None:
                                                                              vertical_alignment="center")
     truth.metric("The answer", spoken(question.true))
     said.metric("The class", f"{'✅' if question.answer == question.true else '❌'} "
-                f"{spoken(question.answer) if question.answer else 'no answer'}", by_whom(question),
+                f"{spoken(question.answer) if question.answer else 'none'}", by_whom(question),  # "no answer" wrapped
                 delta_color="off", delta_arrow="off")
     hits = sum(row[f"{name}:predicted"] == question.true for name in game.names)
     models.metric("The models", f"{hits} of {len(game.names)} right", f"ensemble: {answers['answer'].iloc[0]}",
@@ -221,6 +221,9 @@ def by_whom(question) -> str:
     return "nobody answered"
 
 
+RIGHT_WRONG = {"✓": "#1a7f37", "✗": "#b42318"}  # the Every answer table's marks: green right, red wrong
+
+
 def the_end(game, played) -> None:
     result = summary(played, game.table, game.names)
     st.session_state[QUIZ_ROUND] = result  # Overview's report ends with it
@@ -233,7 +236,11 @@ def the_end(game, played) -> None:
     shares = {"class right": "{:.0%}", "models right": "{:.0%}", "ensemble right": "{:.0%}", "action": spoken}
     st.dataframe(result.actions.style.format(shares), hide_index=True, width="stretch")
     with st.expander("Every answer"):
-        st.dataframe(answers_in_words(result.answers), hide_index=True, width="stretch")
+        every = answers_in_words(result.answers)
+        # every player's row whole (11 rows were cut at the default 10), their names pinned while pictures scroll
+        names = st.column_config.Column(width=8 * max(map(len, every.index)) + 24, pinned=True)
+        st.dataframe(every.style.map(lambda mark: f"color: {RIGHT_WRONG[mark[:1]]}" if mark[:1] in RIGHT_WRONG else ""),
+                     row_height=36, height=36 * (len(every) + 1) + 4, width="stretch", column_config={"_index": names})
     a, b, c = st.columns(3)
     a.download_button("⬇️ Summary per action (CSV)", result.actions.to_csv(index=False), "quiz_summary.csv",
                       "text/csv", key="quiz_csv")

@@ -15,18 +15,21 @@ from har_core.data.video import VIDEO_SUFFIXES, VideoError, probe, read_clip
 from har_core.evaluation.metrics import per_class_f1, summary
 
 
-def starts_from(card: dict, name_teachers: bool = True) -> str:
+def starts_from(card: dict, teachers: str = "named") -> str:
     """Where a run's weights started, in plain words (random, ImageNet, a weight file, a taught head's base), and
-    whether it learned from teachers too (named, or counted where a table has no room for their names)."""
+    whether it learned from teachers too: `teachers` "named", "counted" (where a table has no room for two or
+    more names) or "left out" (where a line of its own names them)."""
     if "taught" in card:
         return f"taught head on {card['taught']['base']}"
     pretrained = card["pretrained"]
     start = "random start" if pretrained.startswith("none") else \
         f"weights of {Path(pretrained.removeprefix('file ')).name}" if pretrained.startswith("file ") else "ImageNet"
-    teachers = card.get("distillation", {}).get("teachers", [])
-    if len(teachers) > 1 and not name_teachers:
-        return f"{start}, taught by {len(teachers)} runs"
-    return f"{start}, taught by {', '.join(teachers)}" if teachers else start
+    names = card.get("distillation", {}).get("teachers", [])
+    if not names or teachers == "left out":
+        return start
+    if len(names) > 1 and teachers == "counted":
+        return f"{start}, taught by {len(names)} runs"
+    return f"{start}, taught by {', '.join(names)}"
 
 
 OPTIMIZER_WORDS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
@@ -74,7 +77,7 @@ def overview_table(runs: list[Run]) -> pd.DataFrame:
             "run": run.name, "test accuracy": test.get("accuracy"), "test macro-F1": test.get("macro_f1"),
             "architecture": card["model"], "parameters (M)": round(card.get("parameters", 0) / 1e6, 1),
             "input size": card["input_size"], "epochs": card.get("epochs_trained"), "data": data_folder([run]) or "?",
-            "starts from": starts_from(card, name_teachers=False),
+            "starts from": starts_from(card, teachers="counted"),
         })
     table = pd.DataFrame(rows)
     if not rows:
