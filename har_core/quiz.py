@@ -38,6 +38,11 @@ DEFAULT_PICTURES = 5
 CODE_LETTERS = "ACDEFHJKLMNPRTUVWXY3479"  # no 0/O/Q, 1/I, 2/Z, 5/S, 6/G, 8/B: read off a projector
 
 
+# what the round's tables call the class and the ensemble, and their rows beside the players: a run of one of
+# these names would take the place of one of them
+PLAYERS_OWN_NAMES = {"class", CLASS, ENSEMBLE, "true action", "answered by", "room votes"}
+
+
 class QuizError(ValueError):
     """A round that cannot be played; the message says what is missing."""
 
@@ -52,6 +57,8 @@ def answers_table(frames: dict[str, pd.DataFrame], classes: list[str], members: 
     picture's kind (KINDS). `frames`: each run's stored predictions, calibrated (ui.predictions)."""
     if not frames:
         raise QuizError("no run has test predictions")
+    if clash := sorted(set(frames) & PLAYERS_OWN_NAMES):
+        raise QuizError(f"a run is named \"{clash[0]}\", as one of the quiz's own rows: rename its folder to play")
     joined = joined_predictions(frames)
     joined = joined[joined["true"].isin(classes)].sort_values("filename", kind="stable").reset_index(drop=True)
     if joined.empty:

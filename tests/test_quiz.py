@@ -1,5 +1,6 @@
 """The quiz (#42): choosing a round's pictures, the room's votes, the score, and the page played with AppTest."""
 import json
+import re
 import threading
 from collections import Counter
 from contextlib import contextmanager, nullcontext
@@ -253,6 +254,18 @@ def test_the_report_ends_with_the_quiz_round_when_one_was_played(tiny_runs):
     assert "<th>p2</th>" in quiz and "train/p2" not in quiz
     assert "<th>using laptop</th>" in quiz and "using_laptop" not in quiz
     assert "<th>action</th>" not in quiz and "<th>picture</th>" not in quiz
+    # every player's row, by hand from FRAMES: p2 is drinking; a says drinking, b texting, c calling, and the
+    # ensemble of a and b texting (.1 .4 .5); the room said drinking
+    every = dict(re.findall(r"<tr>\s*<th>([^<]*)</th>\s*<td>([^<]*)</td>\s*</tr>", quiz))
+    assert [every[who] for who in ("the class", "ensemble", "a", "b", "c")] == [
+        "✓", "✗ texting", "✓", "✗ texting", "✗ calling"]
+
+
+def test_a_run_named_as_one_of_the_quizs_own_rows_is_refused_in_one_line():
+    """A run called "ensemble" or "the class" took that row's place in the round's tables, without a word."""
+    for name in ("ensemble", "the class", "class", "room votes"):
+        with pytest.raises(QuizError, match=f'a run is named "{name}"'):
+            answers_table({**FRAMES, name: FRAMES["a"]}, ACTIONS, ["a", "b"])
 
 
 def test_the_report_downloaded_from_overview_ends_with_this_sessions_quiz_round(tiny_runs, monkeypatch):
@@ -308,6 +321,15 @@ def quiz_page(runs, data, monkeypatch, room: str | None = None) -> AppTest:
     at.run()
     assert not at.exception, [e.message for e in at.exception]
     return at
+
+
+def test_a_picture_nobody_answered_says_none_in_one_short_word(tiny_runs, kaggle_data, monkeypatch):
+    """"❌ no answer" took two lines of the reveal's row at 1280 px; the line under it says who (nobody)."""
+    host = quiz_page(tiny_runs, kaggle_data, monkeypatch)
+    host.button(key="quiz_start").click().run()
+    host.button(key="quiz_reveal_button").click().run()
+    said = next(m for m in host.metric if m.label == "The class")
+    assert (said.value, said.delta) == ("❌ none", "nobody answered")
 
 
 def val_scores(run_dir) -> tuple[float, float]:

@@ -93,18 +93,18 @@ def answers(selection, chosen_runs: list, members: list[str], tta: bool, similar
         answer = lambda probs, unsure: f"{spoken(classes[int(probs.argmax())])} {probs.max():.0%}" + (  # noqa: E731
             " ?" if unsure else "")
         # the CSV: each answer in three columns a spreadsheet can sort (the class as the data set names it, the
-        # confidence, whether the model is sure), each photo as its file is named
-        in_columns = lambda who, probs, unsure: {f"{who} answer": classes[int(probs.argmax())],  # noqa: E731
-                                                 f"{who} confidence": round(float(probs.max()), 4),
-                                                 f"{who} sure": not unsure}
+        # confidence, whether the model is sure: empty when it is not calibrated), each photo as its file is named
+        in_columns = lambda who, probs, verdict, j: {  # noqa: E731
+            f"{who} answer": classes[int(probs[j].argmax())], f"{who} confidence": round(float(probs[j].max()), 4),
+            f"{who} sure": (not verdict.not_sure[j]) if verdict.calibrated else None}
         rows, csv_rows, all_sets = [], [], with_sets(sure_ensemble, member_runs, mean, classes, coverage)
         for j, name in enumerate(names):  # a row per picture: its thumbnail, the ensemble's answer first
             row = {"picture": thumbnail_uri(images[j]), "photo": numbered(j, names),
                    "ensemble": answer(mean[j], sure_ensemble.not_sure[j])}
-            csv_row = {"photo": picture_name(name), **in_columns("ensemble", mean[j], sure_ensemble.not_sure[j])}
+            csv_row = {"photo": picture_name(name), **in_columns("ensemble", mean, sure_ensemble, j)}
             for prediction in predictions:
                 row[prediction.model] = answer(prediction.probs[j], sure[prediction.model].not_sure[j])
-                csv_row |= in_columns(prediction.model, prediction.probs[j], sure[prediction.model].not_sure[j])
+                csv_row |= in_columns(prediction.model, prediction.probs, sure[prediction.model], j)
             if all_sets.sets is not None:  # in the CSV only: an eighth column ran off the page at 1280 px
                 csv_row[f"ensemble's {coverage:.0%} set"] = " | ".join(all_sets.sets[j])
             rows.append(row)
