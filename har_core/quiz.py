@@ -280,11 +280,15 @@ def played_answers(played: list[Question], table: pd.DataFrame, models: list[str
     return pd.DataFrame(records)
 
 
+RIGHT_WRONG = {"✓": "#1a7f37", "✗": "#b42318"}  # the marks of `answers_in_words` and their colours: green, red
+
+
 def answers_in_words(answers: pd.DataFrame) -> pd.DataFrame:
     """`played_answers` as a page shows them: a column per picture (by its file's name), a row for the true
     action, one per player (the class, then who answered for it and the room's votes; the ensemble; each model) with
     "✓" when right, else "✗ " and the wrong action in words. Twelve columns of answers and ticks were wider than
-    a 1280 px page; a round's few pictures side by side fit it. Their CSV keeps `played_answers`."""
+    a 1280 px page; a round's few pictures side by side fit it. The room's votes only when the room voted. Their
+    CSV keeps `played_answers`."""
     def marks(player: str) -> list[str]:
         return ["✓" if right else f"✗ {spoken(answer) if answer else 'no answer'}"
                 for answer, right in zip(answers[f"{player} answer"], answers[f"{player} right"])]
@@ -296,6 +300,8 @@ def answers_in_words(answers: pd.DataFrame) -> pd.DataFrame:
     rows = {"true action": answers["true action"].map(spoken).tolist(), CLASS: marks("class"),
             "answered by": answers["answered by"].tolist(), "room votes": answers["room votes"].tolist(),
             ENSEMBLE: marks(ENSEMBLE), **{name: marks(name) for name in models}}
+    if not any(rows["room votes"]):  # the teacher answered every picture: a row of blanks says nothing
+        del rows["room votes"]
     return pd.DataFrame.from_dict(rows, orient="index", columns=pictures.tolist())
 
 

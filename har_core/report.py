@@ -31,7 +31,7 @@ from har_core.explain.cam import SLOW_METHODS, explain, overlay_on_picture
 from har_core.data.fileio import is_inside
 from har_core.data.imaging import ImageError, load_image
 from har_core.data.labels import spoken, spoken_columns
-from har_core.quiz import answers_in_words
+from har_core.quiz import RIGHT_WRONG, answers_in_words
 from har_core.models.inference import LoadedModel, load_run
 from har_core.models.temperature import run_temperature
 from har_core.explain.robustness import RobustnessError, clean_accuracy, heatmap_table, mean_drop, read_robustness
@@ -204,7 +204,15 @@ def quiz_html(round_played) -> str:
     # or it drew a second, empty header row
     return (f"<p>The class against the models: {score}</p><p>{html.escape(round_played.sentence())}</p>"
             + table_html(actions.set_index("action").rename_axis(None))
-            + table_html(answers_in_words(round_played.answers)))
+            + "<h3>Every answer</h3>" + marked(table_html(answers_in_words(round_played.answers))))
+
+
+def marked(table: str) -> str:
+    """The Every answer table's ✓ and ✗ in the quiz page's colours."""
+    style = "".join(f'td.mark-{i}{{color:{colour}}}' for i, colour in enumerate(RIGHT_WRONG.values()))
+    for i, mark in enumerate(RIGHT_WRONG):
+        table = table.replace(f"<td>{mark}", f'<td class="mark-{i}">{mark}')
+    return f"<style>{style}</style>{table}"
 
 
 def ensemble_html(runs: list[Run], split: str) -> str:

@@ -232,6 +232,7 @@ def test_every_answer_reads_in_words_on_the_page_while_its_csv_keeps_the_data_se
     assert answers.loc[0, ["picture", "true action"]].tolist() == ["train/p1", "using_laptop"]  # the CSV's
     twins = answers.assign(picture=["train/p1", "test/p1"])  # one name in two folders: each keeps its folder
     assert list(answers_in_words(twins).columns) == ["train/p1", "test/p1"]
+    assert "room votes" not in answers_in_words(answers.assign(**{"room votes": ""})).index  # nobody voted
 
 
 def test_the_report_ends_with_the_quiz_round_when_one_was_played(tiny_runs):
@@ -256,9 +257,14 @@ def test_the_report_ends_with_the_quiz_round_when_one_was_played(tiny_runs):
     assert "<th>action</th>" not in quiz and "<th>picture</th>" not in quiz
     # every player's row, by hand from FRAMES: p2 is drinking; a says drinking, b texting, c calling, and the
     # ensemble of a and b texting (.1 .4 .5); the room said drinking
-    every = dict(re.findall(r"<tr>\s*<th>([^<]*)</th>\s*<td>([^<]*)</td>\s*</tr>", quiz))
-    assert [every[who] for who in ("the class", "ensemble", "a", "b", "c")] == [
+    every = {who: (cell, mark) for who, cell, mark in
+             re.findall(r"<tr>\s*<th>([^<]*)</th>\s*<td( class=\"[^\"]*\")?>([^<]*)</td>\s*</tr>", quiz)}
+    assert [every[who][1] for who in ("the class", "ensemble", "a", "b", "c")] == [
         "✓", "✗ texting", "✓", "✗ texting", "✗ calling"]
+    # in the page's colours: green right, red wrong
+    colour = {cell: re.search(r"td\.%s\{color:([^}]*)\}" % cell.split('"')[1], quiz).group(1)
+              for cell, _ in every.values() if cell}
+    assert {mark[:1]: colour[cell] for cell, mark in every.values() if cell} == {"✓": "#1a7f37", "✗": "#b42318"}
 
 
 def test_a_run_named_as_one_of_the_quizs_own_rows_is_refused_in_one_line():
@@ -464,7 +470,7 @@ def test_a_round_of_five_with_two_voting_sessions_shows_the_stored_answers_and_t
         right = sum(csv.loc[f].drop("true").astype(float).idxmax() == csv.loc[f, "true"] for f in played)
         assert board[name] == f"{right} of 5"
     assert host.download_button(key="quiz_csv")
-    every = next(d.value for d in host.dataframe if "true action" in d.value.index)  # "Every answer"
+    every = next(t.value for t in host.table if "true action" in t.value.index)  # "Every answer"
     assert all("/" in f for f in played)  # each picture under its split's folder: the table names it as pages do
     assert list(every.columns) == [f.rsplit("/", 1)[1] for f in played]
     assert list(every.loc["true action"]) == [spoken(csvs["custom_cnn"].loc[f, "true"]) for f in played]

@@ -5,7 +5,8 @@ import streamlit as st
 
 from har_core.models.calibration_maths import DEFAULT_COVERAGE
 from har_core.data.labels import picture_name, spoken
-from har_core.quiz import DEFAULT_PICTURES, KINDS, answers_in_words, choose_round, kind_counts, summary
+from har_core.quiz import (DEFAULT_PICTURES, KINDS, RIGHT_WRONG, answers_in_words, choose_round, kind_counts,
+                           summary)
 from ui.choices import sidebar
 from ui.common import Selection, friendly, image_models, need_runs, verbatim
 from ui.sharing import QUIZ_ROUND
@@ -221,9 +222,6 @@ def by_whom(question) -> str:
     return "nobody answered"
 
 
-RIGHT_WRONG = {"✓": "#1a7f37", "✗": "#b42318"}  # the Every answer table's marks: green right, red wrong
-
-
 def the_end(game, played) -> None:
     result = summary(played, game.table, game.names)
     st.session_state[QUIZ_ROUND] = result  # Overview's report ends with it
@@ -236,11 +234,11 @@ def the_end(game, played) -> None:
     shares = {"class right": "{:.0%}", "models right": "{:.0%}", "ensemble right": "{:.0%}", "action": spoken}
     st.dataframe(result.actions.style.format(shares), hide_index=True, width="stretch")
     with st.expander("Every answer"):
+        # HTML, not a canvas: every row and answer whole (a canvas' fixed height and columns cut them at 1280 px and
+        # presenting), and its type grows with presentation mode's
         every = answers_in_words(result.answers)
-        # every player's row whole (11 rows were cut at the default 10), their names pinned while pictures scroll
-        names = st.column_config.Column(width=8 * max(map(len, every.index)) + 24, pinned=True)
-        st.dataframe(every.style.map(lambda mark: f"color: {RIGHT_WRONG[mark[:1]]}" if mark[:1] in RIGHT_WRONG else ""),
-                     row_height=36, height=36 * (len(every) + 1) + 4, width="stretch", column_config={"_index": names})
+        st.table(every.style.map(lambda mark: f"color: {RIGHT_WRONG[mark[:1]]}" if mark[:1] in RIGHT_WRONG else ""),
+                 border="horizontal")
     a, b, c = st.columns(3)
     a.download_button("⬇️ Summary per action (CSV)", result.actions.to_csv(index=False), "quiz_summary.csv",
                       "text/csv", key="quiz_csv")
