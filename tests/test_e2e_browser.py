@@ -844,6 +844,34 @@ def test_the_training_page_shows_every_column_and_run_whole_at_1280_px_also_pres
         stop_server(fresh)
 
 
+def test_presenting_with_the_sidebar_opened_the_overview_cards_numbers_stay_whole(browser, tmp_path):
+    """#41 walk: presenting at 1280×720, a presenter opens the sidebar to change page; the cards' two numbers then
+    ran into each other ("71.7%0.716") and a label was cut ("test accu…"). Each metric's label and number fit it."""
+    fresh = start_server(ROOT / "assets" / "runs_har", tmp_path, tmp_path / "server.log")
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(300_000)
+        page.goto(fresh.url + "/?present=1")
+        page.get_by_text("Model cards").wait_for()
+        settle(page)
+        page.locator("[data-testid='stExpandSidebarButton']").click()
+        expect(page.locator("[data-testid='stSidebar']")).to_have_attribute("data-collapsed", "false")
+        page.wait_for_timeout(1000)  # the sidebar slides open
+        page.evaluate("document.fonts.ready")
+        # each label's and number's text (a range over it: a cut label's box is its metric's, its text wider)
+        widths = page.evaluate("""() => [...document.querySelectorAll(
+                '[class*="st-key-overview_card_"] [data-testid="stMetric"]')].flatMap(metric =>
+            [...metric.querySelectorAll('[data-testid="stMetricValue"], [data-testid="stMetricLabel"]')].map(part => {
+                const text = document.createRange(); text.selectNodeContents(part);
+                return [part.innerText, text.getBoundingClientRect().width, metric.getBoundingClientRect().width]; }))""")
+        overflowing = [text for text, width, room in widths if width > room + 1]
+        assert len(widths) == 24 and overflowing == [], overflowing  # six runs' cards, two metrics each
+    finally:
+        context.close()
+        stop_server(fresh)
+
+
 CHIPS_CUT = """key => { const picker = document.querySelector(`.st-key-${key} [data-testid="stMultiSelectTagsContainer"]`);
     const box = picker.getBoundingClientRect();
     return [...picker.querySelectorAll('[data-tag]')].filter(chip => { const r = chip.getBoundingClientRect();

@@ -364,8 +364,13 @@ PRESENTATION_CSS = """<style>
 html { font-size: 21px; }
 [data-testid="stMainBlockContainer"] { max-width: 100%; padding: 4.5rem 2.5rem 0 2.5rem; }  /* below the header */
 [data-testid="stMarkdownContainer"] p, [data-testid="stCaptionContainer"] { font-size: 1.05rem; }
-[data-testid="stMetricValue"], [data-testid="stMetricValue"] p { font-size: 2.6rem; line-height: 1.15; }
+/* a metric's number as large as its column lets it be: with the sidebar opened, two in a card's row ran into
+   each other ("71.7%0.716") and their labels were cut ("test accu…"), which now wrap */
+[data-testid="stMetric"] { container-type: inline-size; }
+[data-testid="stMetricValue"], [data-testid="stMetricValue"] p { font-size: min(2.6rem, 30cqi); line-height: 1.15; }
 [data-testid="stMetricValue"] * { white-space: normal; overflow: visible; text-overflow: clip; }  /* a long answer wraps */
+[data-testid="stMetricLabel"] * { white-space: normal !important; overflow: visible !important;
+  text-overflow: clip !important; }  /* Streamlit's own rule on a label is the more specific */
 .har-bars { font-size: 1.15rem; }
 /* a picker's choice and its list as large as its label (#41 walk: "The cards of" read in small type) */
 [data-testid="stMain"] [data-testid="stSelectbox"] input, [data-testid="stSelectboxVirtualDropdown"] [role="option"] {

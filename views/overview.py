@@ -67,7 +67,7 @@ for i, run in enumerate(sorted(selection.runs, key=lambda run: order.index(run.n
         with st.container():  # the card's foot (controls_at_the_foot): a row's numbers on one line, however long
             test = card.get("metrics", {}).get("test")  # the lines above ("distilled from", a wrapped size)
             if test:
-                left, right = st.columns(2)
+                left, right = st.columns(2, vertical_alignment="bottom")  # presenting, a label may wrap
                 left.metric("test accuracy", f"{test['accuracy']:.1%}")
                 right.metric("macro-F1", f"{test['macro_f1']:.3f}")
             with st.expander("How it was trained"):  # on every card, folded: the card's answer is its numbers
