@@ -31,7 +31,7 @@ from har_core.explain.cam import SLOW_METHODS, explain, overlay_on_picture
 from har_core.data.fileio import is_inside
 from har_core.data.imaging import ImageError, load_image
 from har_core.data.labels import spoken, spoken_columns
-from har_core.quiz import RIGHT_WRONG, answers_in_words
+from har_core.quiz import answers_in_words, mark_colour
 from har_core.models.inference import LoadedModel, load_run
 from har_core.models.temperature import run_temperature
 from har_core.explain.robustness import RobustnessError, clean_accuracy, heatmap_table, mean_drop, read_robustness
@@ -208,11 +208,15 @@ def quiz_html(round_played) -> str:
 
 
 def marked(table: str) -> str:
-    """The Every answer table's ✓ and ✗ in the quiz page's colours."""
-    style = "".join(f'td.mark-{i}{{color:{colour}}}' for i, colour in enumerate(RIGHT_WRONG.values()))
-    for i, mark in enumerate(RIGHT_WRONG):
-        table = table.replace(f"<td>{mark}", f'<td class="mark-{i}">{mark}')
-    return f"<style>{style}</style>{table}"
+    """The Every answer table's ✓ and ✗ in the quiz page's colours (`mark_colour`), row by row."""
+    rows = table.split("<tr>")
+    for i, row in enumerate(rows[1:], start=1):
+        name = re.match(r"\s*<th>([^<]*)</th>", row)
+        cells = re.findall(r"<td>([^<]*)</td>", row)
+        for cell in cells if name else []:
+            if colour := mark_colour(html.unescape(name.group(1)), html.unescape(cell)):
+                rows[i] = rows[i].replace(f"<td>{cell}</td>", f'<td style="{colour}">{cell}</td>', 1)
+    return "<tr>".join(rows)
 
 
 def ensemble_html(runs: list[Run], split: str) -> str:

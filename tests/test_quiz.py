@@ -12,8 +12,9 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, SPORTS15, set_temperature
 from har_core.data.labels import spoken
-from har_core.quiz import (CODE_LETTERS, ENSEMBLE, QuizError, Question, Room, Rooms, answers_in_words, answers_table,
-                           choose_round, class_answer, played_answers, summary)
+from har_core.quiz import (ABOUT_THE_PICTURE, CODE_LETTERS, ENSEMBLE, RIGHT_WRONG, QuizError, Question, Room, Rooms,
+                           answers_in_words, answers_table, choose_round, class_answer, mark_colour, played_answers,
+                           summary)
 
 ACTIONS = ["calling", "drinking", "texting"]
 
@@ -233,6 +234,9 @@ def test_every_answer_reads_in_words_on_the_page_while_its_csv_keeps_the_data_se
     twins = answers.assign(picture=["train/p1", "test/p1"])  # one name in two folders: each keeps its folder
     assert list(answers_in_words(twins).columns) == ["train/p1", "test/p1"]
     assert "room votes" not in answers_in_words(answers.assign(**{"room votes": ""})).index  # nobody voted
+    # the colours: a player's marks only (a class may be named "✓_done"), whatever a cell holds
+    assert [mark_colour("a", "✓"), mark_colour("ensemble", "✗ eating"), mark_colour("true action", "✓ done"),
+            mark_colour("a", float("nan"))] == ["color: #1a7f37", "color: #b42318", "", ""]
 
 
 def test_the_report_ends_with_the_quiz_round_when_one_was_played(tiny_runs):
@@ -257,14 +261,14 @@ def test_the_report_ends_with_the_quiz_round_when_one_was_played(tiny_runs):
     assert "<th>action</th>" not in quiz and "<th>picture</th>" not in quiz
     # every player's row, by hand from FRAMES: p2 is drinking; a says drinking, b texting, c calling, and the
     # ensemble of a and b texting (.1 .4 .5); the room said drinking
-    every = {who: (cell, mark) for who, cell, mark in
-             re.findall(r"<tr>\s*<th>([^<]*)</th>\s*<td( class=\"[^\"]*\")?>([^<]*)</td>\s*</tr>", quiz)}
+    every = {who: (colour, mark) for who, colour, mark in
+             re.findall(r'<tr>\s*<th>([^<]*)</th>\s*<td(?: style="color: ([^"]*)")?>([^<]*)</td>\s*</tr>', quiz)}
     assert [every[who][1] for who in ("the class", "ensemble", "a", "b", "c")] == [
         "✓", "✗ texting", "✓", "✗ texting", "✗ calling"]
-    # in the page's colours: green right, red wrong
-    colour = {cell: re.search(r"td\.%s\{color:([^}]*)\}" % cell.split('"')[1], quiz).group(1)
-              for cell, _ in every.values() if cell}
-    assert {mark[:1]: colour[cell] for cell, mark in every.values() if cell} == {"✓": "#1a7f37", "✗": "#b42318"}
+    # in the page's colours: green right, red wrong, a row about the picture never
+    assert {who: colour for who, (colour, _) in every.items()} == {
+        "true action": "", "answered by": "", "room votes": "", "the class": "#1a7f37", "ensemble": "#b42318",
+        "a": "#1a7f37", "b": "#b42318", "c": "#b42318"}
 
 
 def test_a_run_named_as_one_of_the_quizs_own_rows_is_refused_in_one_line():
@@ -470,7 +474,14 @@ def test_a_round_of_five_with_two_voting_sessions_shows_the_stored_answers_and_t
         right = sum(csv.loc[f].drop("true").astype(float).idxmax() == csv.loc[f, "true"] for f in played)
         assert board[name] == f"{right} of 5"
     assert host.download_button(key="quiz_csv")
-    every = next(t.value for t in host.table if "true action" in t.value.index)  # "Every answer"
+    shown = next(t for t in host.table if "true action" in t.value.index)  # "Every answer"
+    every = shown.value
+    # each ✓ in green, each ✗ in red: as many cells of each colour as marks (the Styler groups equal cells' rules)
+    rules = re.findall(r"([^{}]+)\{\s*color:\s*(#\w{6})", shown.proto.arrow_data.styler.styles)
+    coloured = {colour: sum(len(cells.split(",")) for cells, c in rules if c == colour)
+                for colour in RIGHT_WRONG.values()}
+    signs = every.drop(index=[r for r in ABOUT_THE_PICTURE if r in every.index]).stack().str[:1]
+    assert coloured == {RIGHT_WRONG[sign]: int((signs == sign).sum()) for sign in RIGHT_WRONG}
     assert all("/" in f for f in played)  # each picture under its split's folder: the table names it as pages do
     assert list(every.columns) == [f.rsplit("/", 1)[1] for f in played]
     assert list(every.loc["true action"]) == [spoken(csvs["custom_cnn"].loc[f, "true"]) for f in played]

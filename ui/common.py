@@ -366,7 +366,8 @@ html { font-size: 21px; }
 [data-testid="stMarkdownContainer"] p, [data-testid="stCaptionContainer"] { font-size: 1.05rem; }
 /* a metric's number as large as its column lets it be: with the sidebar opened, two in a card's row ran into
    each other ("71.7%0.716") and their labels were cut ("test accu…"), which now wrap */
-[data-testid="stMetric"] { container-type: inline-size; }
+/* a column's metric only: one sized by its content would shrink to nothing */
+[data-testid="stColumn"] [data-testid="stMetric"] { container-type: inline-size; }
 [data-testid="stMetricValue"], [data-testid="stMetricValue"] p { font-size: min(2.6rem, 30cqi); line-height: 1.15; }
 [data-testid="stMetricValue"] * { white-space: normal; overflow: visible; text-overflow: clip; }  /* a long answer wraps */
 [data-testid="stMetricLabel"] * { white-space: normal !important; overflow: visible !important;

@@ -5,7 +5,7 @@ import streamlit as st
 
 from har_core.models.calibration_maths import DEFAULT_COVERAGE
 from har_core.data.labels import picture_name, spoken
-from har_core.quiz import (DEFAULT_PICTURES, KINDS, RIGHT_WRONG, answers_in_words, choose_round, kind_counts,
+from har_core.quiz import (DEFAULT_PICTURES, KINDS, answers_in_words, choose_round, kind_counts, mark_colour,
                            summary)
 from ui.choices import sidebar
 from ui.common import Selection, friendly, image_models, need_runs, verbatim
@@ -237,7 +237,7 @@ def the_end(game, played) -> None:
         # HTML, not a canvas: every row and answer whole (a canvas' fixed height and columns cut them at 1280 px and
         # presenting), and its type grows with presentation mode's
         every = answers_in_words(result.answers)
-        st.table(every.style.map(lambda mark: f"color: {RIGHT_WRONG[mark[:1]]}" if mark[:1] in RIGHT_WRONG else ""),
+        st.table(every.style.apply(lambda row: [mark_colour(row.name, cell) for cell in row], axis=1),
                  border="horizontal")
     a, b, c = st.columns(3)
     a.download_button("⬇️ Summary per action (CSV)", result.actions.to_csv(index=False), "quiz_summary.csv",
