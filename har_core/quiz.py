@@ -273,7 +273,7 @@ def played_answers(played: list[Question], table: pd.DataFrame, models: list[str
                   "answered by": question.answered_by or "nobody",
                   "room votes": " · ".join(f"{spoken(action)} {n}" for action, n in question.tally()),
                   "class right": question.answer == question.true}
-        for name in [*models, ENSEMBLE]:
+        for name in [ENSEMBLE, *models]:  # as the screen and the scoreboard list them
             record[f"{name} answer"] = row[f"{name}:predicted"]
             record[f"{name} right"] = row[f"{name}:predicted"] == question.true
         records.append(record)

@@ -221,6 +221,7 @@ def test_every_answer_reads_in_words_on_the_page_while_its_csv_keeps_the_data_se
               Question("p2", "drinking", answer=None, answered_by=None, revealed=True)]
     answers = played_answers(played, table.assign(filename=["train/p1", "p2", "p3", "p4"]), ["a"])
     assert answers.loc[0, "room votes"] == "using laptop 1"  # one string for people, in words in the CSV too
+    assert [c for c in answers if c.endswith(" answer")] == ["class answer", "ensemble answer", "a answer"]  # as shown
     # by hand from FRAMES: p2 is drinking, a says drinking, b texting and so does their ensemble (.1 .4 .5)
     answers.loc[0, ["true action", "a answer", "a right", "class right", "ensemble right"]] = [
         "using_laptop", "listening_to_music", False, False, False]  # p1's truth changed: everyone is wrong

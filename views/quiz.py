@@ -240,7 +240,7 @@ def the_end(game, played) -> None:
         st.table(every.style.apply(lambda row: [mark_colour(row.name, cell) for cell in row], axis=1),
                  border="horizontal")
     a, b, c = st.columns(3)
-    a.download_button("⬇️ Summary per action (CSV)", result.actions.to_csv(index=False), "quiz_summary.csv",
+    a.download_button("⬇️ Summary per action (CSV)", result.actions.round(4).to_csv(index=False), "quiz_summary.csv",
                       "text/csv", key="quiz_csv")
     b.download_button("⬇️ Every answer (CSV)", result.answers.to_csv(index=False), "quiz_answers.csv", "text/csv",
                       key="quiz_answers_csv")
