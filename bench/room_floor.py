@@ -1,11 +1,12 @@
 """The room's floor: thirty tabs upload to a ten-line Streamlit page that answers at once, no model behind it.
 
-    python -m bench.room_floor [--data ../shared/data/har] [--visitors 30] [--rounds 3]
+    python -m bench.room_floor [--data ../shared/data/har] [--visitors 30] [--rounds 3] [--cards lines|bars]
 
 The same room as `bench.classroom --visitors 30` (the same tabs, photos, in-page clock and CPU counters), against a
 page with Streamlit's part of Predict only: a file uploader, the photo with its name, and six bordered cards of two
-lines. What it prints is what thirty tabs and Streamlit cost these two cores before any model answers: the
-difference to the app's room is the app's own work.
+lines (`--cards bars`: each Predict's own card, a class, its confidence and fifteen bars, of fixed numbers). What it
+prints is what thirty tabs and Streamlit cost these two cores before any model answers: the difference to the
+app's room is the app's own work.
 """
 from __future__ import annotations
 
@@ -24,15 +25,25 @@ from bench.classroom import (ROOT, chromium_path, cpu_split, free_port, machine_
                              wait_healthy)
 
 CARDS = 6  # as many as the HAR bundle's runs
-PAGE = f'''import streamlit as st
+HAR_CLASSES = ["calling", "clapping", "cycling", "dancing", "drinking", "eating", "fighting", "hugging", "laughing",
+               "listening_to_music", "running", "sitting", "sleeping", "texting", "using_laptop"]
+CARD = {"lines": '''st.markdown(f"### model {i}")
+            st.markdown("eating · 87% sure")''',
+        "bars": '''st.html(answer_card(f"model_{i}", probs, CLASSES, False))'''}
+PAGE = '''import sys
+import numpy as np
+import streamlit as st
+sys.path.insert(0, {root!r})
+from har_core.evaluation.plots import answer_card
+CLASSES = {classes!r}  # the HAR data set's fifteen
+probs = np.linspace(1, 2, len(CLASSES)) / np.linspace(1, 2, len(CLASSES)).sum()
 photo = st.file_uploader("Upload one or more photos", type=["jpg", "jpeg", "png"])
 if photo is not None:
     st.image(photo, caption=photo.name, width=300)
     columns = st.columns(3)
-    for i in range({CARDS}):
+    for i in range({cards}):
         with columns[i % 3].container(border=True, key=f"card_{{i}}"):
-            st.markdown(f"### model {{i}}")
-            st.markdown("eating · 87% sure")
+            {card}
 '''
 # from the file input's change event until the photo's caption and every card are drawn, timed inside the tab
 WATCH = """([name, count]) => {
@@ -48,10 +59,10 @@ WATCH = """([name, count]) => {
 }"""
 
 
-def floor_figures(data: Path, visitors: int, rounds: int) -> dict:
+def floor_figures(data: Path, visitors: int, rounds: int, cards: str = "lines") -> dict:
     from playwright.sync_api import sync_playwright
     folder = Path(tempfile.mkdtemp())
-    (folder / "page.py").write_text(PAGE)
+    (folder / "page.py").write_text(PAGE.format(root=str(ROOT), cards=CARDS, card=CARD[cards], classes=HAR_CLASSES))
     pictures = photos(data, visitors * rounds, folder)
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(folder / "page.py"), "--server.port",
@@ -102,9 +113,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "har")
     parser.add_argument("--visitors", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cards", choices=list(CARD), default="lines")
     args = parser.parse_args(argv)
     started = time.strftime("%H:%M")
-    figures = floor_figures(args.data, args.visitors, args.rounds)
+    figures = floor_figures(args.data, args.visitors, args.rounds, args.cards)
     print(f"{args.visitors} tabs × {args.rounds} rounds on a page without models (from {started}): upload → photo "
           f"and cards drawn p50 {figures['p50_s']:.2f} s, p95 {figures['p95_s']:.2f} s, max {figures['max_s']:.2f} s")
     return figures
