@@ -38,9 +38,10 @@ DEFAULT_PICTURES = 5
 CODE_LETTERS = "ACDEFHJKLMNPRTUVWXY3479"  # no 0/O/Q, 1/I, 2/Z, 5/S, 6/G, 8/B: read off a projector
 
 
+ABOUT_THE_PICTURE = ("true action", "answered by", "room votes")  # Every answer's rows beside the players'
 # what the round's tables call the class and the ensemble, and their rows beside the players: a run of one of
 # these names would take the place of one of them
-PLAYERS_OWN_NAMES = {"class", CLASS, ENSEMBLE, "true action", "answered by", "room votes"}  # ABOUT_THE_PICTURE
+PLAYERS_OWN_NAMES = {"class", CLASS, ENSEMBLE, *ABOUT_THE_PICTURE}
 
 
 class QuizError(ValueError):
@@ -281,12 +282,11 @@ def played_answers(played: list[Question], table: pd.DataFrame, models: list[str
 
 
 RIGHT_WRONG = {"✓": "#1a7f37", "✗": "#b42318"}  # the marks of `answers_in_words` and their colours: green, red
-ABOUT_THE_PICTURE = ("true action", "answered by", "room votes")  # its rows beside the players': never marks
 
 
 def mark_colour(row: str, cell) -> str:
-    """The CSS colour of an Every answer cell: a player's ✓ green, ✗ red; nothing else (an action may begin with
-    either sign)."""
+    """The CSS colour of an Every answer cell: a player's ✓ green, ✗ red; nothing else (a row ABOUT_THE_PICTURE
+    holds no marks, though an action may begin with either sign)."""
     sign = str(cell)[:1]
     return f"color: {RIGHT_WRONG[sign]}" if row not in ABOUT_THE_PICTURE and sign in RIGHT_WRONG else ""
 

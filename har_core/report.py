@@ -212,8 +212,9 @@ def marked(table: str) -> str:
     rows = table.split("<tr>")
     for i, row in enumerate(rows[1:], start=1):
         name = re.match(r"\s*<th>([^<]*)</th>", row)
-        cells = re.findall(r"<td>([^<]*)</td>", row)
-        for cell in cells if name else []:
+        if name is None:  # the header row
+            continue
+        for cell in re.findall(r"<td>([^<]*)</td>", row):
             if colour := mark_colour(html.unescape(name.group(1)), html.unescape(cell)):
                 rows[i] = rows[i].replace(f"<td>{cell}</td>", f'<td style="{colour}">{cell}</td>', 1)
     return "<tr>".join(rows)
